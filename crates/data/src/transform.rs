@@ -1,0 +1,211 @@
+//! timm's eval transform: resize the shorter side to `floor(img_size / crop_pct)` with PIL's
+//! antialiased filter, center-crop, scale to [0, 1], normalise.
+//!
+//! PIL resamples 8-bit images in two separable passes and rounds to 8 bits after each; so
+//! does this code, which is what keeps it within a level or two of PIL.
+
+use std::path::Path;
+
+use committee_zoo::registry::{EvalConfig, Interpolation};
+use committee_zoo::resample::{Filter, Taps, coefficients};
+use image::RgbImage;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct DecodeError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Decodes any supported image file to 8-bit RGB (grayscale, CMYK, 16-bit, palette and alpha
+/// images are converted as PIL's `convert("RGB")` does).
+pub fn decode(path: &Path) -> Result<RgbImage, DecodeError> {
+    let err = |reason: String| DecodeError {
+        path: path.display().to_string(),
+        reason,
+    };
+    let reader = image::ImageReader::open(path)
+        .map_err(|e| err(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?;
+    let img = reader.decode().map_err(|e| err(e.to_string()))?;
+    Ok(img.to_rgb8())
+}
+
+/// Resize (shorter side) + center crop + normalise, as timm's `transforms_imagenet_eval`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalTransform {
+    pub img_size: usize,
+    pub crop_pct: f64,
+    pub interpolation: Interpolation,
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+}
+
+impl From<&EvalConfig> for EvalTransform {
+    fn from(c: &EvalConfig) -> Self {
+        Self {
+            img_size: c.img_size,
+            crop_pct: c.crop_pct,
+            interpolation: c.interpolation,
+            mean: c.mean,
+            std: c.std,
+        }
+    }
+}
+
+impl EvalTransform {
+    /// Size the shorter side is resized to.
+    pub fn scale_size(&self) -> usize {
+        (self.img_size as f64 / self.crop_pct).floor() as usize
+    }
+
+    /// Resized (w, h) for an input of (w, h): torchvision's `Resize(int)` rule.
+    pub fn resized_dims(&self, w: usize, h: usize) -> (usize, usize) {
+        let s = self.scale_size();
+        if w <= h {
+            (s, (s as f64 * h as f64 / w as f64) as usize)
+        } else {
+            ((s as f64 * w as f64 / h as f64) as usize, s)
+        }
+    }
+
+    /// Resized and cropped 8-bit image (what PIL would hold before `ToTensor`).
+    pub fn resize_crop(&self, img: &RgbImage) -> RgbImage {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let (rw, rh) = self.resized_dims(w, h);
+        let filter = match self.interpolation {
+            Interpolation::Bilinear => Filter::Bilinear,
+            Interpolation::Bicubic => Filter::Bicubic,
+        };
+        let resized = resize_rgb8(img, rw, rh, filter);
+        let c = self.img_size;
+        // torchvision's CenterCrop: offsets rounded half to even, as Python's round().
+        let top = py_round((rh as f64 - c as f64) / 2.0);
+        let left = py_round((rw as f64 - c as f64) / 2.0);
+        let mut out = RgbImage::new(c as u32, c as u32);
+        for y in 0..c {
+            for x in 0..c {
+                let (sx, sy) = (left + x as i64, top + y as i64);
+                // A crop larger than the image pads with zeros, as torchvision does.
+                if sx >= 0 && sy >= 0 && (sx as usize) < rw && (sy as usize) < rh {
+                    out.put_pixel(x as u32, y as u32, *resized.get_pixel(sx as u32, sy as u32));
+                }
+            }
+        }
+        out
+    }
+
+    /// CHW f32 tensor data, normalised.
+    pub fn apply(&self, img: &RgbImage) -> Vec<f32> {
+        let crop = self.resize_crop(img);
+        to_chw(&crop, self.mean, self.std)
+    }
+}
+
+/// `[0, 255]` RGB to normalised CHW floats.
+pub fn to_chw(img: &RgbImage, mean: [f64; 3], std: [f64; 3]) -> Vec<f32> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut out = vec![0f32; 3 * w * h];
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            let v = p.0[c] as f32 / 255.0;
+            out[c * w * h + i] = (v - mean[c] as f32) / std[c] as f32;
+        }
+    }
+    out
+}
+
+fn py_round(v: f64) -> i64 {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
+        (r - v.signum()) as i64
+    } else {
+        r as i64
+    }
+}
+
+fn clip8(v: f64) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+/// PIL-style separable resize of an 8-bit RGB image (horizontal pass, then vertical).
+pub fn resize_rgb8(img: &RgbImage, ow: usize, oh: usize, filter: Filter) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if (w, h) == (ow, oh) {
+        return img.clone();
+    }
+    let src = img.as_raw();
+    let horiz: Vec<u8> = if ow == w {
+        src.clone()
+    } else {
+        let cx = coefficients(w, ow, filter, 0.0, w as f64);
+        let mut out = vec![0u8; h * ow * 3];
+        for y in 0..h {
+            for (x, t) in cx.iter().enumerate() {
+                for c in 0..3 {
+                    out[(y * ow + x) * 3 + c] = clip8(dot(t, |i| src[(y * w + i) * 3 + c]));
+                }
+            }
+        }
+        out
+    };
+    let vert: Vec<u8> = if oh == h {
+        horiz
+    } else {
+        let cy = coefficients(h, oh, filter, 0.0, h as f64);
+        let mut out = vec![0u8; oh * ow * 3];
+        for (y, t) in cy.iter().enumerate() {
+            for x in 0..ow {
+                for c in 0..3 {
+                    out[(y * ow + x) * 3 + c] = clip8(dot(t, |i| horiz[(i * ow + x) * 3 + c]));
+                }
+            }
+        }
+        out
+    };
+    RgbImage::from_raw(ow as u32, oh as u32, vert).expect("buffer size matches dimensions")
+}
+
+fn dot(t: &Taps, px: impl Fn(usize) -> u8) -> f64 {
+    t.weights
+        .iter()
+        .enumerate()
+        .map(|(i, w)| w * px(t.start + i) as f64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(img: usize, crop: f64) -> EvalTransform {
+        EvalTransform {
+            img_size: img,
+            crop_pct: crop,
+            interpolation: Interpolation::Bicubic,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        }
+    }
+
+    #[test]
+    fn scale_and_resize_dims_follow_timm() {
+        assert_eq!(t(224, 0.875).scale_size(), 256);
+        assert_eq!(t(224, 0.95).scale_size(), 235);
+        assert_eq!(t(224, 0.9).scale_size(), 248);
+        // 500x375 landscape -> shorter side 256, longer int(256*500/375) = 341.
+        assert_eq!(t(224, 0.875).resized_dims(500, 375), (341, 256));
+        assert_eq!(t(224, 0.875).resized_dims(375, 500), (256, 341));
+    }
+
+    #[test]
+    fn constant_image_stays_constant() {
+        let img = RgbImage::from_pixel(300, 200, image::Rgb([10, 128, 250]));
+        let out = t(64, 0.875).resize_crop(&img);
+        assert_eq!(out.dimensions(), (64, 64));
+        assert!(out.pixels().all(|p| p.0 == [10, 128, 250]));
+        let x = t(64, 0.875).apply(&img);
+        assert!((x[0] - (10.0 / 255.0 - 0.5) / 0.5).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,151 @@
+//! Choosing a device by name. `Device::default()` prefers any GPU, even a software one, so
+//! the zoo always chooses explicitly.
+
+use burn::tensor::Device;
+
+/// Backend names accepted by `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Auto,
+    Flex,
+    Ndarray,
+    Wgpu,
+    Cuda,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "auto" => Self::Auto,
+            "flex" => Self::Flex,
+            "ndarray" => Self::Ndarray,
+            "wgpu" => Self::Wgpu,
+            "cuda" => Self::Cuda,
+            _ => {
+                return Err(format!(
+                    "unknown backend '{s}' (auto, flex, ndarray, wgpu, cuda)"
+                ));
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Flex => "flex",
+            Self::Ndarray => "ndarray",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        })
+    }
+}
+
+/// A chosen device and how to describe it to a user.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    pub device: Device,
+    pub kind: BackendKind,
+    /// Adapter name for GPU backends, "cpu" otherwise.
+    pub adapter: String,
+    /// True for software GPU adapters (llvmpipe, lavapipe, SwiftShader).
+    pub software: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend '{0}' is not compiled into this build (enable the cargo feature '{0}')")]
+    NotCompiled(BackendKind),
+    #[error("backend '{0}' could not start: {1}")]
+    Unavailable(BackendKind, String),
+}
+
+/// Resolves `kind` to a device. `auto` takes a hardware GPU through wgpu when there is one,
+/// else flex.
+pub fn select(kind: BackendKind) -> Result<Selected, BackendError> {
+    match kind {
+        BackendKind::Auto => {
+            #[cfg(feature = "wgpu")]
+            if let Some(sel) = hardware_wgpu() {
+                return Ok(sel);
+            }
+            select(BackendKind::Flex)
+        }
+        #[cfg(feature = "flex")]
+        BackendKind::Flex => Ok(cpu(Device::flex(), kind)),
+        #[cfg(feature = "ndarray")]
+        #[allow(deprecated)] // kept on purpose, for comparison with flex
+        BackendKind::Ndarray => Ok(cpu(Device::ndarray(), kind)),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => {
+            let device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+            describe_gpu(device, kind)
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => describe_gpu(Device::cuda(0usize), kind),
+        #[allow(unreachable_patterns)]
+        other => Err(BackendError::NotCompiled(other)),
+    }
+}
+
+#[allow(dead_code)]
+fn cpu(device: Device, kind: BackendKind) -> Selected {
+    Selected {
+        device,
+        kind,
+        adapter: "cpu".into(),
+        software: false,
+    }
+}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn describe_gpu(device: Device, kind: BackendKind) -> Result<Selected, BackendError> {
+    // Opening a device with no adapter panics inside the runtime; report it instead.
+    let d = device.clone();
+    let identity = std::panic::catch_unwind(move || d.identity())
+        .map_err(|e| BackendError::Unavailable(kind, panic_text(&e)))?;
+    let (adapter, software) = match identity {
+        Some(id) => (id.name.clone(), id.physical.is_none()),
+        None => ("unknown".into(), false),
+    };
+    Ok(Selected {
+        device,
+        kind,
+        adapter,
+        software,
+    })
+}
+
+#[cfg(feature = "wgpu")]
+fn hardware_wgpu() -> Option<Selected> {
+    let gpus = std::panic::catch_unwind(Device::enumerate_physical).ok()?;
+    let gpu = gpus.into_iter().next()?;
+    let device = gpu.devices.into_vec().into_iter().next()?;
+    Some(Selected {
+        device,
+        kind: BackendKind::Wgpu,
+        adapter: gpu.name,
+        software: false,
+    })
+}
+
+#[allow(dead_code)]
+fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown error".into())
+}
+
+/// A CPU device for work that must not touch a GPU (manifests, lazy builds).
+pub fn cpu_device() -> Device {
+    #[cfg(feature = "flex")]
+    return Device::flex();
+    #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+    #[allow(deprecated)]
+    return Device::ndarray();
+    #[allow(unreachable_code)]
+    Device::default()
+}

@@ -1,0 +1,170 @@
+//! Small building blocks shared by the families: activations, stochastic depth, channel rounding.
+
+use burn::module::{Flag, Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::activation;
+use burn::tensor::{Device, Distribution, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Activation functions used by the zoo's families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Act {
+    Relu,
+    Relu6,
+    Silu,
+    Gelu,
+}
+
+impl Act {
+    pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Act::Relu => activation::relu(x),
+            Act::Relu6 => activation::relu6(x),
+            Act::Silu => activation::silu(x),
+            Act::Gelu => activation::gelu(x),
+        }
+    }
+}
+
+/// timm's `make_divisible`: round `v` to a multiple of `divisor`, never dropping more than 10%.
+pub fn make_divisible(v: f64, divisor: usize) -> usize {
+    let d = divisor as f64;
+    let mut n = ((v + d / 2.0) / d).floor() as usize * divisor;
+    n = n.max(divisor);
+    if (n as f64) < 0.9 * v {
+        n += divisor;
+    }
+    n
+}
+
+/// Python's `round` (half to even), which timm uses for squeeze-excite widths.
+pub fn round_half_even(v: f64) -> usize {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
+        (r - v.signum()) as usize
+    } else {
+        r as usize
+    }
+}
+
+/// How a convolution pads, decided per family variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PadMode {
+    /// PyTorch-style static `(k - 1) / 2` on every side.
+    Symmetric,
+    /// TensorFlow "SAME": input-size dependent, extra pixel at the bottom/right.
+    Same,
+    /// No padding (ViT's patch embedding).
+    Valid,
+}
+
+/// A convolution without bias, as every conv followed by BatchNorm is.
+pub fn conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    groups: usize,
+    pad: PadMode,
+    bias: bool,
+    device: &Device,
+) -> Conv2d {
+    let padding = match pad {
+        PadMode::Same if k > 1 || stride > 1 => PaddingConfig2d::Same,
+        PadMode::Valid => PaddingConfig2d::Valid,
+        _ => {
+            let p = (k - 1) / 2;
+            PaddingConfig2d::Explicit(p, p, p, p)
+        }
+    };
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_groups(groups)
+        .with_padding(padding)
+        .with_bias(bias)
+        .init(device)
+}
+
+pub fn bn(c: usize, eps: f64, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(c).with_epsilon(eps).init(device)
+}
+
+/// Output size of a convolution along one axis, for both padding modes.
+pub fn conv_out(input: usize, k: usize, stride: usize, pad: PadMode) -> usize {
+    match pad {
+        PadMode::Same => input.div_ceil(stride),
+        PadMode::Symmetric => (input + 2 * ((k - 1) / 2) - k) / stride + 1,
+        PadMode::Valid => (input - k) / stride + 1,
+    }
+}
+
+/// Stochastic depth ("drop path"): drops whole residual branches per sample while training.
+///
+/// Burn has no such layer. Like burn's `Dropout`, it is active only on an autodiff device
+/// and while its training flag is on.
+#[derive(Module, Debug)]
+pub struct DropPath {
+    pub prob: f64,
+    pub training: Param<Flag>,
+}
+
+impl DropPath {
+    pub fn new(prob: f64) -> Self {
+        Self {
+            prob,
+            training: Param::from_bool(true),
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if self.prob <= 0.0 || !self.training.is_enabled() || !x.device().is_autodiff() {
+            return x;
+        }
+        let keep = 1.0 - self.prob;
+        let mut shape = [1usize; D];
+        shape[0] = x.dims()[0];
+        let mask = Tensor::<D>::random(shape, Distribution::Bernoulli(keep), &x.device());
+        x * mask.div_scalar(keep)
+    }
+}
+
+/// Global average pooling of an NCHW map to `[N, C]`.
+pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, _, _] = x.dims();
+    x.mean_dim(3).mean_dim(2).reshape([n, c])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn make_divisible_matches_timm() {
+        // Hand-computed from timm's formula.
+        assert_eq!(make_divisible(32.0 * 0.35, 8), 16); // 11.2 -> 8 < 10.08 -> 16
+        assert_eq!(make_divisible(16.0 * 0.35, 8), 8);
+        assert_eq!(make_divisible(32.0 * 1.4, 8), 48); // 44.8 -> 48
+        assert_eq!(make_divisible(40.0 * 1.1, 8), 48); // 44 -> 48
+        assert_eq!(make_divisible(1280.0 * 1.4, 8), 1792);
+        assert_eq!(make_divisible(24.0 * 0.75, 8), 24); // 18 -> 16 < 16.2 -> 24
+    }
+
+    #[test]
+    fn python_round() {
+        assert_eq!(round_half_even(2.5), 2);
+        assert_eq!(round_half_even(3.5), 4);
+        assert_eq!(round_half_even(4.4), 4);
+        assert_eq!(round_half_even(4.6), 5);
+    }
+
+    #[test]
+    fn same_padding_output() {
+        assert_eq!(conv_out(233, 3, 2, PadMode::Same), 117);
+        assert_eq!(conv_out(233, 3, 2, PadMode::Symmetric), 117);
+        assert_eq!(conv_out(224, 7, 2, PadMode::Symmetric), 112);
+        assert_eq!(conv_out(10, 5, 2, PadMode::Symmetric), 5);
+    }
+}

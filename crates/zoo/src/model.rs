@@ -1,0 +1,50 @@
+//! One type for every family, so callers hold a `Model` whatever they loaded.
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::efficientnet::{CommonOptions, EfficientNet};
+use crate::registry::Arch;
+use crate::resnet::ResNet;
+use crate::vit::Vit;
+
+#[derive(Module, Debug)]
+pub enum Model {
+    EfficientNet(EfficientNet),
+    ResNet(ResNet),
+    Vit(Vit),
+}
+
+impl Model {
+    /// Builds `arch` for `img` x `img` inputs (only ViT's position embedding depends on it).
+    /// Parameters are lazy: nothing is allocated until used or loaded.
+    pub fn new(arch: &Arch, img: [usize; 2], opts: &CommonOptions, device: &Device) -> Self {
+        match arch {
+            Arch::EfficientNet(a) => Model::EfficientNet(EfficientNet::new(a, opts, device)),
+            Arch::ResNet(a) => Model::ResNet(ResNet::new(a, opts, device)),
+            Arch::Vit(a) => Model::Vit(Vit::new(a, img, opts, device)),
+        }
+    }
+
+    /// Logits `[N, classes]` (or pooled features if built without a head).
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(x))
+    }
+
+    /// Pooled features, the classifier's input `[N, D]`.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Model::EfficientNet(m) => m.forward_features(x),
+            Model::ResNet(m) => m.forward_features(x),
+            Model::Vit(m) => m.forward_features(x),
+        }
+    }
+
+    pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
+        match self {
+            Model::EfficientNet(m) => m.forward_head(features),
+            Model::ResNet(m) => m.forward_head(features),
+            Model::Vit(m) => m.forward_head(features),
+        }
+    }
+}

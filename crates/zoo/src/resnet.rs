@@ -1,0 +1,215 @@
+//! ResNet v1.5 (stride on the 3x3 of the bottleneck). timm and torchvision share key names.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::Device;
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+use serde::{Deserialize, Serialize};
+
+use crate::efficientnet::CommonOptions;
+use crate::layers::{DropPath, PadMode, bn, conv, conv_out, global_avg_pool};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResBlockKind {
+    Basic,
+    Bottleneck,
+}
+
+impl ResBlockKind {
+    pub fn expansion(self) -> usize {
+        match self {
+            ResBlockKind::Basic => 1,
+            ResBlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResNetArch {
+    pub block: ResBlockKind,
+    pub layers: [usize; 4],
+    /// Stage widths (before bottleneck expansion); timm's `channels` argument.
+    pub channels: [usize; 4],
+}
+
+/// Output width of the 7x7 stem: fixed at 64 in timm's default (non-deep) stem, whatever the
+/// stage widths.
+pub const STEM_WIDTH: usize = 64;
+
+impl ResNetArch {
+    pub fn new(block: ResBlockKind, layers: [usize; 4]) -> Self {
+        Self {
+            block,
+            layers,
+            channels: [64, 128, 256, 512],
+        }
+    }
+
+    pub fn num_features(&self) -> usize {
+        self.channels[3] * self.block.expansion()
+    }
+
+    pub fn macs(&self, img: [usize; 2], in_chans: usize, num_classes: usize) -> u64 {
+        let p = PadMode::Symmetric;
+        let (mut h, mut w) = (conv_out(img[0], 7, 2, p), conv_out(img[1], 7, 2, p));
+        let mut macs = (h * w * STEM_WIDTH * in_chans * 49) as u64;
+        h = conv_out(h, 3, 2, p);
+        w = conv_out(w, 3, 2, p);
+        let e = self.block.expansion();
+        let mut cin = STEM_WIDTH;
+        for (s, (&n, &c)) in self.layers.iter().zip(&self.channels).enumerate() {
+            for j in 0..n {
+                let stride = if s > 0 && j == 0 { 2 } else { 1 };
+                let (ho, wo) = (conv_out(h, 3, stride, p), conv_out(w, 3, stride, p));
+                macs += match self.block {
+                    ResBlockKind::Basic => (ho * wo * c * cin * 9 + ho * wo * c * c * 9) as u64,
+                    ResBlockKind::Bottleneck => {
+                        (h * w * c * cin + ho * wo * c * c * 9 + ho * wo * c * e * c) as u64
+                    }
+                };
+                if stride != 1 || cin != c * e {
+                    macs += (ho * wo * c * e * cin) as u64;
+                }
+                (h, w, cin) = (ho, wo, c * e);
+            }
+        }
+        macs + (self.num_features() * num_classes) as u64
+    }
+}
+
+/// Basic (conv1, conv2) or bottleneck (conv1, conv2, conv3) block.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm,
+    pub conv3: Option<Conv2d>,
+    pub bn3: Option<BatchNorm>,
+    /// `downsample.0` (1x1 conv) and `downsample.1` (BN), as in PyTorch's Sequential.
+    pub downsample: Option<(Conv2d, BatchNorm)>,
+    pub drop_path: DropPath,
+}
+
+impl ResBlock {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let shortcut = match &self.downsample {
+            Some((c, b)) => b.forward(c.forward(x.clone())),
+            None => x.clone(),
+        };
+        let mut y = relu(self.bn1.forward(self.conv1.forward(x)));
+        y = self.bn2.forward(self.conv2.forward(y));
+        if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
+            y = b3.forward(c3.forward(relu(y)));
+        }
+        relu(self.drop_path.forward(y) + shortcut)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct ResNet {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub maxpool: MaxPool2d,
+    pub layer1: Vec<ResBlock>,
+    pub layer2: Vec<ResBlock>,
+    pub layer3: Vec<ResBlock>,
+    pub layer4: Vec<ResBlock>,
+    pub dropout: Dropout,
+    pub fc: Option<Linear>,
+}
+
+impl ResNet {
+    pub fn new(arch: &ResNetArch, opts: &CommonOptions, device: &Device) -> Self {
+        let eps = opts.bn_eps.unwrap_or(1e-5);
+        let p = PadMode::Symmetric;
+        let e = arch.block.expansion();
+        let total: usize = arch.layers.iter().sum();
+        let mut idx = 0usize;
+        let mut cin = STEM_WIDTH;
+        let mut stages: Vec<Vec<ResBlock>> = Vec::new();
+        for (s, (&n, &c)) in arch.layers.iter().zip(&arch.channels).enumerate() {
+            let mut blocks = Vec::new();
+            for j in 0..n {
+                let stride = if s > 0 && j == 0 { 2 } else { 1 };
+                // timm: rate grows linearly with the block index, ending at drop_path_rate.
+                let dpr = opts.drop_path_rate * idx as f64 / (total.max(2) - 1) as f64;
+                idx += 1;
+                let downsample = (stride != 1 || cin != c * e).then(|| {
+                    (
+                        conv(cin, c * e, 1, stride, 1, p, false, device),
+                        bn(c * e, eps, device),
+                    )
+                });
+                let block = match arch.block {
+                    ResBlockKind::Basic => ResBlock {
+                        conv1: conv(cin, c, 3, stride, 1, p, false, device),
+                        bn1: bn(c, eps, device),
+                        conv2: conv(c, c, 3, 1, 1, p, false, device),
+                        bn2: bn(c, eps, device),
+                        conv3: None,
+                        bn3: None,
+                        downsample,
+                        drop_path: DropPath::new(dpr),
+                    },
+                    ResBlockKind::Bottleneck => ResBlock {
+                        conv1: conv(cin, c, 1, 1, 1, p, false, device),
+                        bn1: bn(c, eps, device),
+                        conv2: conv(c, c, 3, stride, 1, p, false, device),
+                        bn2: bn(c, eps, device),
+                        conv3: Some(conv(c, c * e, 1, 1, 1, p, false, device)),
+                        bn3: Some(bn(c * e, eps, device)),
+                        downsample,
+                        drop_path: DropPath::new(dpr),
+                    },
+                };
+                blocks.push(block);
+                cin = c * e;
+            }
+            stages.push(blocks);
+        }
+        let mut it = stages.into_iter();
+        let mut next = || it.next().unwrap_or_default();
+        Self {
+            conv1: conv(opts.in_chans, STEM_WIDTH, 7, 2, 1, p, false, device),
+            bn1: bn(STEM_WIDTH, eps, device),
+            maxpool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
+            layer1: next(),
+            layer2: next(),
+            layer3: next(),
+            layer4: next(),
+            dropout: DropoutConfig::new(opts.drop_rate).init(),
+            fc: (opts.num_classes > 0)
+                .then(|| LinearConfig::new(arch.num_features(), opts.num_classes).init(device)),
+        }
+    }
+
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        x = self.maxpool.forward(x);
+        for b in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
+            x = b.forward(x);
+        }
+        global_avg_pool(x)
+    }
+
+    pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
+        match &self.fc {
+            Some(fc) => fc.forward(self.dropout.forward(features)),
+            None => features,
+        }
+    }
+}

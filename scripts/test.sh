@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: sets up the machine, then runs every test in the release profile
+# (the profile the CLI is built with, so tests and CLI share one build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/committee-target}"
+bash scripts/setup.sh
+cargo build --release --locked
+cargo test --release --locked --workspace -- --test-threads 2

@@ -1,0 +1,37 @@
+//! `committee`: image classifiers and the committees (ensembles, cascades) made of them.
+
+mod cmd;
+mod util;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "committee",
+    version,
+    about = "Image classifiers and committees of them, in Burn"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the model registry: parameters, GMACs and default eval preprocessing.
+    Models(cmd::models::Args),
+    /// Classify images, or run a model on a tensor file (parity checks against PyTorch).
+    Predict(cmd::predict::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Models(a) => cmd::models::run(a),
+        Command::Predict(a) => cmd::predict::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,184 @@
+//! End-to-end tests of the `committee` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_committee"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/parity")
+        .join(name)
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run committee");
+    out
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn models_json_lists_the_registry() {
+    let v: serde_json::Value = serde_json::from_str(&ok(bin().args(["models", "--json"]))).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 32);
+    let r50 = rows.iter().find(|r| r["name"] == "resnet50").unwrap();
+    assert_eq!(r50["family"], "resnet");
+    assert_eq!(r50["params"], 25_557_032);
+    assert!((r50["gmacs"].as_f64().unwrap() - 4.089).abs() < 0.01);
+    assert_eq!(r50["img_size"], 224);
+    assert_eq!(r50["crop_pct"], 0.95);
+    assert_eq!(r50["interpolation"], "bicubic");
+    assert_eq!(r50["mean"][0], 0.485);
+    let vit = rows
+        .iter()
+        .find(|r| r["name"] == "vit_base_patch16_384")
+        .unwrap();
+    assert_eq!(vit["std"][2], 0.5);
+    // The table form has a header and one row per model.
+    assert_eq!(ok(bin().arg("models")).lines().count(), 33);
+}
+
+fn read_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    let data = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (t.shape().to_vec(), data)
+}
+
+#[test]
+fn tensor_mode_matches_pytorch() {
+    let dir = tempfile::tempdir().unwrap();
+    for (case, model) in [
+        ("mobilenetv2_035", "mobilenetv2_035"),
+        ("tv_mobilenetv2_035", "mobilenetv2_035"),
+    ] {
+        let io = fixture(&format!("{case}.io.safetensors"));
+        let out = dir.path().join(format!("{case}.out.safetensors"));
+        ok(bin()
+            .args([
+                "predict",
+                "--backend",
+                "flex",
+                "--model",
+                model,
+                "--weights",
+            ])
+            .arg(fixture(&format!("{case}.safetensors")))
+            .arg("--tensor-in")
+            .arg(&io)
+            .arg("--tensor-out")
+            .arg(&out));
+        for name in ["logits", "features"] {
+            let (s1, ours) = read_tensor(&out, name);
+            let (s2, theirs) = read_tensor(&io, name);
+            assert_eq!(s1, s2);
+            let scale = theirs.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let err = ours
+                .iter()
+                .zip(&theirs)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                err <= 1e-4 * scale,
+                "{case} {name}: err {err} scale {scale}"
+            );
+        }
+    }
+}
+
+#[test]
+fn predict_images_top_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("gradient.png");
+    image::RgbImage::from_fn(120, 90, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 2) as u8, 128])
+    })
+    .save(&img)
+    .unwrap();
+    let out = ok(bin()
+        .args([
+            "predict",
+            "--backend",
+            "flex",
+            "--model",
+            "mobilenetv2_035",
+            "--top",
+            "3",
+            "--json",
+            "--weights",
+        ])
+        .arg(fixture("mobilenetv2_035.safetensors"))
+        .arg(&img));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let top = v[0]["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let p: Vec<f64> = top.iter().map(|t| t["prob"].as_f64().unwrap()).collect();
+    assert!(p[0] >= p[1] && p[1] >= p[2] && p.iter().sum::<f64>() <= 1.0 + 1e-6);
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 not really a jpeg").unwrap();
+    let out = run(bin()
+        .args([
+            "predict",
+            "--backend",
+            "flex",
+            "--model",
+            "mobilenetv2_035",
+            "--weights",
+        ])
+        .arg(fixture("mobilenetv2_035.safetensors"))
+        .arg(&bad));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("broken.jpg"));
+
+    let out = run(bin()
+        .args([
+            "predict",
+            "--backend",
+            "flex",
+            "--model",
+            "resnet50",
+            "--weights",
+        ])
+        .arg(fixture("mobilenetv2_035.safetensors"))
+        .arg(&bad));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mobilenetv2") && err.contains("resnet"),
+        "{err}"
+    );
+
+    let out = run(bin()
+        .args([
+            "predict",
+            "--model",
+            "nope",
+            "--weights",
+            "x.safetensors",
+            "--backend",
+            "flex",
+        ])
+        .arg(&bad));
+    assert!(!out.status.success());
+}
