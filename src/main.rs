@@ -22,6 +22,12 @@ enum Command {
     Models(cmd::models::Args),
     /// Classify images, or run a model on a tensor file (parity checks against PyTorch).
     Predict(cmd::predict::Args),
+    /// Evaluate a model on an image folder (top-1/top-5, logits cache).
+    Eval(cmd::eval::Args),
+    /// Join shard logits caches from `eval --shard K/N` into one.
+    MergeLogits(cmd::merge::Args),
+    /// Forward-pass latency and throughput per model, backend and batch size.
+    Bench(cmd::bench::Args),
 }
 
 fn main() {
@@ -29,6 +35,9 @@ fn main() {
     let result = match cli.command {
         Command::Models(a) => cmd::models::run(a),
         Command::Predict(a) => cmd::predict::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::MergeLogits(a) => cmd::merge::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

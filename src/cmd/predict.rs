@@ -63,7 +63,10 @@ pub fn run(a: Args) -> Result<()> {
     for path in &a.images {
         let img = decode(path)?;
         let x = Tensor::<4>::from_data(
-            TensorData::new(t.apply(&img), [1, 3, t.img_size, t.img_size]),
+            TensorData::new(
+                t.apply_channels(&img, loaded.options.in_chans),
+                [1, loaded.options.in_chans, t.img_size, t.img_size],
+            ),
             &sel.device,
         );
         let probs = softmax(loaded.model.forward(x), 1)

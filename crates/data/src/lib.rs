@@ -1,6 +1,9 @@
 //! Images for committee: decoding, timm-exact eval preprocessing, ImageNet labels.
 
+pub mod folder;
+mod jpeg;
 pub mod labels;
+pub mod loader;
 pub mod transform;
 
 pub use transform::{DecodeError, EvalTransform, decode};

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use committee_zoo::registry::{EvalConfig, Interpolation};
-use committee_zoo::resample::{Filter, Taps, coefficients};
+use committee_zoo::resample::{Filter, coefficients, fixed_point, pil_sample};
 use image::RgbImage;
 
 #[derive(Debug, thiserror::Error)]
@@ -17,18 +17,23 @@ pub struct DecodeError {
     pub reason: String,
 }
 
-/// Decodes any supported image file to 8-bit RGB (grayscale, CMYK, 16-bit, palette and alpha
-/// images are converted as PIL's `convert("RGB")` does).
+/// Decodes any supported image file to 8-bit RGB as PIL's `Image.open(p).convert("RGB")` does:
+/// JPEGs through libjpeg (bit-exact with PIL, grayscale and CMYK included), everything else
+/// through the `image` crate (PNG incl. 16-bit, palette and alpha; WebP, BMP, GIF first frame).
 pub fn decode(path: &Path) -> Result<RgbImage, DecodeError> {
     let err = |reason: String| DecodeError {
         path: path.display().to_string(),
         reason,
     };
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| err(e.to_string()))?
+    let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        return crate::jpeg::decode_jpeg(&bytes).map_err(err);
+    }
+    let img = image::ImageReader::new(std::io::Cursor::new(&bytes))
         .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?
+        .decode()
         .map_err(|e| err(e.to_string()))?;
-    let img = reader.decode().map_err(|e| err(e.to_string()))?;
     Ok(img.to_rgb8())
 }
 
@@ -40,6 +45,8 @@ pub struct EvalTransform {
     pub interpolation: Interpolation,
     pub mean: [f64; 3],
     pub std: [f64; 3],
+    /// torchvision-style fixed resize of the shorter side (overrides `crop_pct`).
+    pub resize: Option<usize>,
 }
 
 impl From<&EvalConfig> for EvalTransform {
@@ -50,6 +57,7 @@ impl From<&EvalConfig> for EvalTransform {
             interpolation: c.interpolation,
             mean: c.mean,
             std: c.std,
+            resize: None,
         }
     }
 }
@@ -57,7 +65,8 @@ impl From<&EvalConfig> for EvalTransform {
 impl EvalTransform {
     /// Size the shorter side is resized to.
     pub fn scale_size(&self) -> usize {
-        (self.img_size as f64 / self.crop_pct).floor() as usize
+        self.resize
+            .unwrap_or_else(|| (self.img_size as f64 / self.crop_pct).floor() as usize)
     }
 
     /// Resized (w, h) for an input of (w, h): torchvision's `Resize(int)` rule.
@@ -101,6 +110,22 @@ impl EvalTransform {
         let crop = self.resize_crop(img);
         to_chw(&crop, self.mean, self.std)
     }
+
+    /// Like [`apply`](Self::apply), for a model taking `channels` (1: PIL's "L" conversion).
+    pub fn apply_channels(&self, img: &RgbImage, channels: usize) -> Vec<f32> {
+        if channels != 1 {
+            return self.apply(img);
+        }
+        let crop = self.resize_crop(img);
+        crop.pixels()
+            .map(|p| {
+                let [r, g, b] = p.0.map(u32::from);
+                // PIL: L = R * 299/1000 + G * 587/1000 + B * 114/1000, rounded.
+                let l = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as f32 / 255.0;
+                (l - self.mean[0] as f32) / self.std[0] as f32
+            })
+            .collect()
+    }
 }
 
 /// `[0, 255]` RGB to normalised CHW floats.
@@ -125,11 +150,8 @@ fn py_round(v: f64) -> i64 {
     }
 }
 
-fn clip8(v: f64) -> u8 {
-    v.round().clamp(0.0, 255.0) as u8
-}
-
-/// PIL-style separable resize of an 8-bit RGB image (horizontal pass, then vertical).
+/// PIL-exact separable resize of an 8-bit RGB image: horizontal pass, then vertical, each in
+/// PIL's 22-bit fixed point and rounded to 8 bits.
 pub fn resize_rgb8(img: &RgbImage, ow: usize, oh: usize, filter: Filter) -> RgbImage {
     let (w, h) = (img.width() as usize, img.height() as usize);
     if (w, h) == (ow, oh) {
@@ -139,12 +161,12 @@ pub fn resize_rgb8(img: &RgbImage, ow: usize, oh: usize, filter: Filter) -> RgbI
     let horiz: Vec<u8> = if ow == w {
         src.clone()
     } else {
-        let cx = coefficients(w, ow, filter, 0.0, w as f64);
+        let cx = fixed_point(&coefficients(w, ow, filter, 0.0, w as f64));
         let mut out = vec![0u8; h * ow * 3];
         for y in 0..h {
             for (x, t) in cx.iter().enumerate() {
                 for c in 0..3 {
-                    out[(y * ow + x) * 3 + c] = clip8(dot(t, |i| src[(y * w + i) * 3 + c]));
+                    out[(y * ow + x) * 3 + c] = pil_sample(t, |i| src[(y * w + i) * 3 + c]);
                 }
             }
         }
@@ -153,26 +175,18 @@ pub fn resize_rgb8(img: &RgbImage, ow: usize, oh: usize, filter: Filter) -> RgbI
     let vert: Vec<u8> = if oh == h {
         horiz
     } else {
-        let cy = coefficients(h, oh, filter, 0.0, h as f64);
+        let cy = fixed_point(&coefficients(h, oh, filter, 0.0, h as f64));
         let mut out = vec![0u8; oh * ow * 3];
         for (y, t) in cy.iter().enumerate() {
             for x in 0..ow {
                 for c in 0..3 {
-                    out[(y * ow + x) * 3 + c] = clip8(dot(t, |i| horiz[(i * ow + x) * 3 + c]));
+                    out[(y * ow + x) * 3 + c] = pil_sample(t, |i| horiz[(i * ow + x) * 3 + c]);
                 }
             }
         }
         out
     };
     RgbImage::from_raw(ow as u32, oh as u32, vert).expect("buffer size matches dimensions")
-}
-
-fn dot(t: &Taps, px: impl Fn(usize) -> u8) -> f64 {
-    t.weights
-        .iter()
-        .enumerate()
-        .map(|(i, w)| w * px(t.start + i) as f64)
-        .sum()
 }
 
 #[cfg(test)]
@@ -186,6 +200,7 @@ mod tests {
             interpolation: Interpolation::Bicubic,
             mean: [0.5; 3],
             std: [0.5; 3],
+            resize: None,
         }
     }
 

@@ -53,6 +53,8 @@ pub fn coefficients(input: usize, output: usize, filter: Filter, lo: f64, hi: f6
     let scale = (hi - lo) / output as f64;
     let filterscale = scale.max(1.0);
     let support = filter.support() * filterscale;
+    // Multiplying by the reciprocal (not dividing) keeps every double as PIL computes it.
+    let ss = 1.0 / filterscale;
     (0..output)
         .map(|i| {
             let center = lo + (i as f64 + 0.5) * scale;
@@ -60,7 +62,7 @@ pub fn coefficients(input: usize, output: usize, filter: Filter, lo: f64, hi: f6
             let xmin = ((center - support + 0.5).trunc()).max(0.0) as usize;
             let xmax = ((center + support + 0.5).trunc() as usize).min(input);
             let mut w: Vec<f64> = (xmin..xmax)
-                .map(|x| filter.eval((x as f64 - center + 0.5) / filterscale))
+                .map(|x| filter.eval((x as f64 - center + 0.5) * ss))
                 .collect();
             let total: f64 = w.iter().sum();
             if total != 0.0 {
@@ -72,6 +74,46 @@ pub fn coefficients(input: usize, output: usize, filter: Filter, lo: f64, hi: f6
             }
         })
         .collect()
+}
+
+/// Bits of PIL's fixed-point coefficients for 8-bit images (`32 - 8 - 2`).
+pub const PIL_PRECISION_BITS: u32 = 22;
+
+/// Taps of one output sample as PIL's 8-bit fixed-point coefficients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedTaps {
+    pub start: usize,
+    pub weights: Vec<i32>,
+}
+
+/// PIL's `normalize_coeffs_8bpc`: each weight rounded half away from zero to 22 bits.
+pub fn fixed_point(taps: &[Taps]) -> Vec<FixedTaps> {
+    let one = (1u32 << PIL_PRECISION_BITS) as f64;
+    taps.iter()
+        .map(|t| FixedTaps {
+            start: t.start,
+            weights: t
+                .weights
+                .iter()
+                .map(|&w| {
+                    if w < 0.0 {
+                        (-0.5 + w * one) as i32
+                    } else {
+                        (0.5 + w * one) as i32
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// One 8-bit output sample as PIL computes it: fixed-point sum, rounded, clipped.
+pub fn pil_sample(t: &FixedTaps, px: impl Fn(usize) -> u8) -> u8 {
+    let mut ss: i64 = 1 << (PIL_PRECISION_BITS - 1);
+    for (i, &w) in t.weights.iter().enumerate() {
+        ss += px(t.start + i) as i64 * w as i64;
+    }
+    (ss >> PIL_PRECISION_BITS).clamp(0, 255) as u8
 }
 
 /// Resamples `c` planes of `h` x `w` f32 values (channel-major) to `oh` x `ow`.

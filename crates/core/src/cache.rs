@@ -1,0 +1,374 @@
+//! The logits cache: what `committee eval --save-logits` writes and every offline command reads.
+//!
+//! A safetensors file with tensors `logits` (f32 `[N, classes]`) and `labels` (i64 `[N]`) and
+//! string metadata: `model`, `weights`, `weights_sha256`, `img_size`, `gmacs` (per image),
+//! `num_classes`, `data_root`, `files` (JSON array of image paths relative to the root, in row
+//! order). Other tools may write it too; see docs/evaluating.md.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("cannot read {path}: {reason}")]
+    Io { path: String, reason: String },
+    #[error("caches do not match: {0}")]
+    Mismatch(String),
+}
+
+/// Metadata of a cache.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheMeta {
+    pub model: String,
+    pub weights: String,
+    pub weights_sha256: String,
+    pub img_size: usize,
+    pub gmacs: f64,
+    pub num_classes: usize,
+    pub data_root: String,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogitsCache {
+    pub meta: CacheMeta,
+    /// Row-major `[N, num_classes]`.
+    pub logits: Vec<f32>,
+    pub labels: Vec<i64>,
+}
+
+impl LogitsCache {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        let c = self.meta.num_classes;
+        &self.logits[i * c..(i + 1) * c]
+    }
+
+    /// Serialises to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, CacheError> {
+        let n = self.len();
+        let c = self.meta.num_classes;
+        let lb: Vec<u8> = self.logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let yb: Vec<u8> = self.labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let err = |e: safetensors::SafeTensorError| CacheError::Invalid {
+            path: "<cache>".into(),
+            reason: e.to_string(),
+        };
+        let views = vec![
+            (
+                "logits",
+                TensorView::new(Dtype::F32, vec![n, c], &lb).map_err(err)?,
+            ),
+            (
+                "labels",
+                TensorView::new(Dtype::I64, vec![n], &yb).map_err(err)?,
+            ),
+        ];
+        let m = &self.meta;
+        let meta: HashMap<String, String> = [
+            ("model", m.model.clone()),
+            ("weights", m.weights.clone()),
+            ("weights_sha256", m.weights_sha256.clone()),
+            ("img_size", m.img_size.to_string()),
+            ("gmacs", m.gmacs.to_string()),
+            ("num_classes", c.to_string()),
+            ("data_root", m.data_root.clone()),
+            ("files", serde_json::to_string(&m.files).unwrap_or_default()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        safetensors::serialize(views, Some(meta)).map_err(err)
+    }
+
+    /// Writes atomically (temporary file, then rename).
+    pub fn save(&self, path: &Path) -> Result<(), CacheError> {
+        let bytes = self.to_bytes()?;
+        let io = |e: std::io::Error| CacheError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, bytes).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, CacheError> {
+        let bytes = std::fs::read(path).map_err(|e| CacheError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::from_bytes(&bytes).map_err(|reason| CacheError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let (_, header) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| format!("not a safetensors file: {e}"))?;
+        let st =
+            SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+        let md = header.metadata().clone().unwrap_or_default();
+        let get = |k: &str| {
+            md.get(k)
+                .cloned()
+                .ok_or_else(|| format!("metadata key '{k}' is missing"))
+        };
+        let num = |k: &str| -> Result<f64, String> {
+            get(k)?
+                .parse::<f64>()
+                .map_err(|_| format!("metadata '{k}' is not a number"))
+        };
+        let lt = st
+            .tensor("logits")
+            .map_err(|_| "no tensor 'logits'".to_string())?;
+        let yt = st
+            .tensor("labels")
+            .map_err(|_| "no tensor 'labels'".to_string())?;
+        if lt.dtype() != Dtype::F32 || lt.shape().len() != 2 {
+            return Err(format!(
+                "'logits' must be f32 [N, classes], got {:?} {:?}",
+                lt.dtype(),
+                lt.shape()
+            ));
+        }
+        if yt.dtype() != Dtype::I64 || yt.shape().len() != 1 {
+            return Err(format!(
+                "'labels' must be i64 [N], got {:?} {:?}",
+                yt.dtype(),
+                yt.shape()
+            ));
+        }
+        let (n, c) = (lt.shape()[0], lt.shape()[1]);
+        if yt.shape()[0] != n {
+            return Err(format!("{n} rows of logits but {} labels", yt.shape()[0]));
+        }
+        let logits: Vec<f32> = lt
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+            return Err(format!(
+                "logits row {} holds a non-finite value ({})",
+                i / c.max(1),
+                logits[i]
+            ));
+        }
+        let labels: Vec<i64> = yt
+            .data()
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect();
+        if let Some(l) = labels.iter().find(|&&l| l < 0 || l as usize >= c) {
+            return Err(format!("label {l} is outside 0..{c}"));
+        }
+        let files: Vec<String> = serde_json::from_str(&get("files")?)
+            .map_err(|e| format!("metadata 'files' is not a JSON array: {e}"))?;
+        if files.len() != n {
+            return Err(format!("'files' lists {} paths for {n} rows", files.len()));
+        }
+        let meta = CacheMeta {
+            model: get("model")?,
+            weights: md.get("weights").cloned().unwrap_or_default(),
+            weights_sha256: md.get("weights_sha256").cloned().unwrap_or_default(),
+            img_size: num("img_size")? as usize,
+            gmacs: num("gmacs")?,
+            num_classes: c,
+            data_root: md.get("data_root").cloned().unwrap_or_default(),
+            files,
+        };
+        if let Some(mc) = md.get("num_classes") {
+            if mc.parse::<usize>().ok() != Some(c) {
+                return Err(format!(
+                    "metadata num_classes {mc} but logits have {c} columns"
+                ));
+            }
+        }
+        Ok(Self {
+            meta,
+            logits,
+            labels,
+        })
+    }
+}
+
+/// Checks that caches cover the same images in the same order with the same labels and class
+/// count, and says exactly what differs.
+pub fn check_aligned(caches: &[(&str, &LogitsCache)]) -> Result<(), CacheError> {
+    let Some((name0, first)) = caches.first() else {
+        return Ok(());
+    };
+    for (name, c) in &caches[1..] {
+        if c.meta.num_classes != first.meta.num_classes {
+            return Err(CacheError::Mismatch(format!(
+                "{name0} has {} classes, {name} has {}",
+                first.meta.num_classes, c.meta.num_classes
+            )));
+        }
+        if c.len() != first.len() {
+            return Err(CacheError::Mismatch(format!(
+                "{name0} covers {} images, {name} covers {}",
+                first.len(),
+                c.len()
+            )));
+        }
+        if let Some(i) = (0..c.len()).find(|&i| c.meta.files[i] != first.meta.files[i]) {
+            return Err(CacheError::Mismatch(format!(
+                "row {i}: {name0} has '{}', {name} has '{}' (different images or order)",
+                first.meta.files[i], c.meta.files[i]
+            )));
+        }
+        if let Some(i) = (0..c.len()).find(|&i| c.labels[i] != first.labels[i]) {
+            return Err(CacheError::Mismatch(format!(
+                "row {i} ('{}'): label {} in {name0}, {} in {name}",
+                first.meta.files[i], first.labels[i], c.labels[i]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Joins shard caches into one, in folder order (paths compared component by component);
+/// refuses duplicates and mixed models.
+pub fn merge(shards: &[(&str, LogitsCache)]) -> Result<LogitsCache, CacheError> {
+    let Some((name0, first)) = shards.first() else {
+        return Err(CacheError::Mismatch("no shards given".into()));
+    };
+    let mut rows: Vec<(String, i64, &[f32])> = Vec::new();
+    for (name, s) in shards {
+        for (what, a, b) in [
+            ("model", &s.meta.model, &first.meta.model),
+            (
+                "weights_sha256",
+                &s.meta.weights_sha256,
+                &first.meta.weights_sha256,
+            ),
+            ("data_root", &s.meta.data_root, &first.meta.data_root),
+        ] {
+            if a != b {
+                return Err(CacheError::Mismatch(format!(
+                    "{what}: '{b}' in {name0}, '{a}' in {name}"
+                )));
+            }
+        }
+        if s.meta.num_classes != first.meta.num_classes || s.meta.img_size != first.meta.img_size {
+            return Err(CacheError::Mismatch(format!(
+                "{name} differs from {name0} in classes or img_size"
+            )));
+        }
+        for i in 0..s.len() {
+            rows.push((s.meta.files[i].clone(), s.labels[i], s.row(i)));
+        }
+    }
+    // Component-wise, as folder scanning orders paths ("a/x" before "a-b/x").
+    rows.sort_by(|a, b| a.0.split('/').cmp(b.0.split('/')));
+    if let Some(w) = rows.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(CacheError::Mismatch(format!(
+            "'{}' appears in more than one shard",
+            w[0].0
+        )));
+    }
+    let mut meta = first.meta.clone();
+    meta.files = rows.iter().map(|r| r.0.clone()).collect();
+    Ok(LogitsCache {
+        logits: rows.iter().flat_map(|r| r.2.iter().copied()).collect(),
+        labels: rows.iter().map(|r| r.1).collect(),
+        meta,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn cache(files: &[&str], labels: &[i64], logits: &[f32]) -> LogitsCache {
+        LogitsCache {
+            meta: CacheMeta {
+                model: "m".into(),
+                weights: "w.safetensors".into(),
+                weights_sha256: "ab".into(),
+                img_size: 224,
+                gmacs: 0.5,
+                num_classes: logits.len() / labels.len(),
+                data_root: "/data".into(),
+                files: files.iter().map(|s| s.to_string()).collect(),
+            },
+            logits: logits.to_vec(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    #[test]
+    fn roundtrip() {
+        let c = cache(&["a/1.jpg", "b/2.jpg"], &[0, 1], &[0.5, -1.0, 2.0, 3.0]);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.safetensors");
+        c.save(&p).unwrap();
+        assert_eq!(LogitsCache::load(&p).unwrap(), c);
+    }
+
+    #[test]
+    fn rejects_nan_and_bad_labels() {
+        let c = cache(&["a", "b"], &[0, 1], &[0.5, f32::NAN, 2.0, 3.0]);
+        let e = LogitsCache::from_bytes(&c.to_bytes().unwrap()).unwrap_err();
+        assert!(e.contains("row 0") && e.contains("non-finite"), "{e}");
+        let c = cache(&["a", "b"], &[0, 2], &[0.5, 1.0, 2.0, 3.0]);
+        let e = LogitsCache::from_bytes(&c.to_bytes().unwrap()).unwrap_err();
+        assert!(e.contains("label 2"), "{e}");
+    }
+
+    #[test]
+    fn alignment_errors_say_what_differs() {
+        let a = cache(&["a", "b"], &[0, 1], &[0.0; 4]);
+        let b = cache(&["a", "c"], &[0, 1], &[0.0; 4]);
+        let e = check_aligned(&[("A", &a), ("B", &b)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("row 1") && e.contains("'b'") && e.contains("'c'"),
+            "{e}"
+        );
+        let c3 = cache(&["a", "b"], &[0, 1], &[0.0; 6]);
+        assert!(
+            check_aligned(&[("A", &a), ("C", &c3)])
+                .unwrap_err()
+                .to_string()
+                .contains("classes")
+        );
+        let short = cache(&["a"], &[0], &[0.0; 2]);
+        assert!(
+            check_aligned(&[("A", &a), ("S", &short)])
+                .unwrap_err()
+                .to_string()
+                .contains("covers")
+        );
+    }
+
+    #[test]
+    fn merge_sorts_and_refuses_duplicates() {
+        let s0 = cache(&["b", "d"], &[1, 1], &[1.0, 2.0, 3.0, 4.0]);
+        let s1 = cache(&["a", "c"], &[0, 0], &[5.0, 6.0, 7.0, 8.0]);
+        let m = merge(&[("s0", s0.clone()), ("s1", s1)]).unwrap();
+        assert_eq!(m.meta.files, ["a", "b", "c", "d"]);
+        assert_eq!(m.labels, [0, 1, 0, 1]);
+        assert_eq!(m.row(1), [1.0, 2.0]);
+        let e = merge(&[("s0", s0.clone()), ("again", s0)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("more than one shard"), "{e}");
+    }
+}

@@ -1,0 +1,106 @@
+//! A parallel, ordered, bounded pipeline: worker threads decode and preprocess batch k+1..k+p
+//! while the model runs batch k. Failures travel with their index; nothing is dropped.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread::JoinHandle;
+
+/// One batch: every sample of the chunk, in order, decoded or with its error.
+#[derive(Debug)]
+pub struct Batch<T> {
+    /// `(sample index, result)` in sample order.
+    pub items: Vec<(usize, Result<T, String>)>,
+}
+
+/// Iterator over prepared batches; the producer stops when this is dropped.
+pub struct Loader<T> {
+    rx: Receiver<Batch<T>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl<T> Iterator for Loader<T> {
+    type Item = Batch<T>;
+    fn next(&mut self) -> Option<Batch<T>> {
+        match self.rx.recv() {
+            Ok(b) => Some(b),
+            Err(_) => {
+                if let Some(h) = self.handle.take() {
+                    // A worker panic would otherwise end the data silently: surface it.
+                    if let Err(e) = h.join() {
+                        std::panic::resume_unwind(e);
+                    }
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Prepares `paths` in batches of `batch` with `workers` threads, at most `prefetch` batches
+/// ahead of the consumer. `prepare` must not panic on bad input: it returns an error instead.
+pub fn load<T, F>(
+    paths: Vec<PathBuf>,
+    batch: usize,
+    workers: usize,
+    prefetch: usize,
+    prepare: F,
+) -> Loader<T>
+where
+    T: Send + 'static,
+    F: Fn(&std::path::Path) -> Result<T, String> + Send + Sync + 'static,
+{
+    use rayon::prelude::*;
+    let (tx, rx) = sync_channel(prefetch.max(1));
+    let batch = batch.max(1);
+    let handle = std::thread::spawn(move || {
+        let pool = match rayon::ThreadPoolBuilder::new()
+            .num_threads(workers.max(1))
+            .build()
+        {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let indexed: Vec<(usize, PathBuf)> = paths.into_iter().enumerate().collect();
+        for chunk in indexed.chunks(batch) {
+            let items: Vec<(usize, Result<T, String>)> =
+                pool.install(|| chunk.par_iter().map(|(i, p)| (*i, prepare(p))).collect());
+            if tx.send(Batch { items }).is_err() {
+                return;
+            }
+        }
+    });
+    Loader {
+        rx,
+        handle: Some(handle),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_order_and_errors() {
+        let paths: Vec<PathBuf> = (0..23).map(|i| PathBuf::from(format!("{i}"))).collect();
+        let out: Vec<_> = load(paths, 5, 3, 2, |p| {
+            let i: usize = p.to_str().unwrap().parse().unwrap();
+            if i % 7 == 3 {
+                Err(format!("bad {i}"))
+            } else {
+                Ok(i * 10)
+            }
+        })
+        .collect();
+        assert_eq!(out.len(), 5);
+        let flat: Vec<(usize, Result<usize, String>)> =
+            out.into_iter().flat_map(|b| b.items).collect();
+        assert_eq!(flat.len(), 23);
+        for (k, (i, r)) in flat.iter().enumerate() {
+            assert_eq!(*i, k);
+            match r {
+                Ok(v) => assert_eq!(*v, k * 10),
+                Err(e) => assert_eq!(e, &format!("bad {k}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""PyTorch side of the speed comparison: the same models, batches and threads as
+`committee bench`, timm in eval mode under inference_mode, and the ratio when given our JSON.
+
+    python scripts/bench_pytorch.py --model resnet50,efficientnet_b0 --batch 1,8 --threads 2 \
+        [--ours ours.json]      # output of `committee bench ... --json`
+"""
+import argparse
+import json
+import time
+
+import torch
+import timm
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--batch", default="1,8")
+    ap.add_argument("--img-size", type=int)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--ours", help="committee bench --json output to compare against")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    ours = {}
+    if a.ours:
+        for r in json.load(open(a.ours)):
+            ours[(r["model"], r["batch"])] = r
+    print(f"{'model':24} {'batch':>5} {'torch img/s':>12} {'ours img/s':>11} {'ratio':>6}")
+    for name in a.model.split(","):
+        m = timm.create_model(name, pretrained=False).eval()
+        img = a.img_size or m.pretrained_cfg["input_size"][1]
+        for b in map(int, a.batch.split(",")):
+            x = torch.randn(b, 3, img, img)
+            times = []
+            with torch.inference_mode():
+                for i in range(a.warmup + a.iters):
+                    t0 = time.perf_counter()
+                    m(x)
+                    if i >= a.warmup:
+                        times.append(time.perf_counter() - t0)
+            times.sort()
+            p50 = times[len(times) // 2]
+            ips = b / p50
+            o = ours.get((name, b))
+            oi = o["img_per_s"] if o else float("nan")
+            print(f"{name:24} {b:5} {ips:12.2f} {oi:11.2f} {oi / ips:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

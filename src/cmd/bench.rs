@@ -1,0 +1,133 @@
+//! `committee bench`: forward-pass latency and throughput per (model, backend, batch), with
+//! random weights (speed does not depend on the values).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::tensor::{Distribution, Tensor};
+use committee_zoo::CommonOptions;
+use committee_zoo::backend::BackendKind;
+use committee_zoo::registry;
+use committee_zoo::weights::{LoadOptions, load, random_model};
+use serde_json::json;
+
+use crate::util::device;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Comma-separated registry names.
+    #[arg(long, value_delimiter = ',', required = true)]
+    model: Vec<String>,
+    /// Comma-separated backends.
+    #[arg(long, value_delimiter = ',', default_value = "flex")]
+    backend: Vec<BackendKind>,
+    /// Comma-separated batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch: Vec<usize>,
+    /// Input resolution (default: the model's eval size).
+    #[arg(long)]
+    img_size: Option<usize>,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    /// CPU threads for flex/ndarray (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Optional checkpoint (else random weights).
+    #[arg(long)]
+    weights: Option<std::path::PathBuf>,
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    #[arg(long)]
+    csv: bool,
+}
+
+/// Peak resident memory of this process in MiB (Linux), the CPU backends' peak.
+fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if let Some(t) = a.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .ok();
+    }
+    let mut rows = Vec::new();
+    for backend in &a.backend {
+        let sel = device(*backend)?;
+        for name in &a.model {
+            let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
+            let img = a.img_size.unwrap_or(spec.eval.img_size);
+            let model = match &a.weights {
+                Some(w) => {
+                    let opts = LoadOptions {
+                        img_size: Some([img; 2]),
+                        ..Default::default()
+                    };
+                    load(name, w, &opts, &sel.device)?.model
+                }
+                None => random_model(&spec, &CommonOptions::default(), [img; 2], &sel.device),
+            };
+            let gmacs = spec.gmacs_at(img, 1000);
+            for &b in &a.batch {
+                let x = Tensor::<4>::random(
+                    [b, 3, img, img],
+                    Distribution::Normal(0.0, 1.0),
+                    &sel.device,
+                );
+                let mut times = Vec::with_capacity(a.iters);
+                for i in 0..a.warmup + a.iters {
+                    let t0 = Instant::now();
+                    // Reading the logits back waits for the device: the whole forward is timed.
+                    let _ = model.forward(x.clone()).into_data();
+                    if i >= a.warmup {
+                        times.push(t0.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+                times.sort_by(f64::total_cmp);
+                let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+                let (p50, p95) = (pct(0.5), pct(0.95));
+                let row = json!({
+                    "model": name, "backend": backend.to_string(), "batch": b, "img_size": img,
+                    "p50_ms": p50, "p95_ms": p95, "img_per_s": b as f64 / (p50 / 1e3),
+                    "gmacs_per_s": gmacs * b as f64 / (p50 / 1e3), "device": sel.adapter,
+                    "software_adapter": sel.software, "peak_rss_mb": peak_rss_mb(),
+                });
+                if !a.json && !a.csv {
+                    eprintln!(
+                        "{name:24} {backend:8} b={b:<4} {img}px  p50 {p50:9.2} ms  p95 {p95:9.2} ms  {:8.2} img/s  {:8.2} GMAC/s",
+                        row["img_per_s"].as_f64().unwrap_or(0.0),
+                        row["gmacs_per_s"].as_f64().unwrap_or(0.0)
+                    );
+                }
+                rows.push(row);
+            }
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if a.csv {
+        println!("model,backend,batch,img_size,p50_ms,p95_ms,img_per_s,gmacs_per_s,device");
+        for r in &rows {
+            println!(
+                "{},{},{},{},{:.3},{:.3},{:.3},{:.3},\"{}\"",
+                r["model"].as_str().unwrap_or(""),
+                r["backend"].as_str().unwrap_or(""),
+                r["batch"],
+                r["img_size"],
+                r["p50_ms"].as_f64().unwrap_or(0.0),
+                r["p95_ms"].as_f64().unwrap_or(0.0),
+                r["img_per_s"].as_f64().unwrap_or(0.0),
+                r["gmacs_per_s"].as_f64().unwrap_or(0.0),
+                r["device"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}

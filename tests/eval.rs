@@ -1,0 +1,249 @@
+//! `committee eval` and `merge-logits` end to end, against timm's own pipeline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_committee"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn weights() -> PathBuf {
+    fixtures().join("parity/mobilenetv2_035.safetensors")
+}
+
+fn run(args: &[&str], extra: &[&Path]) -> Output {
+    let mut c = bin();
+    c.args([
+        "eval",
+        "--backend",
+        "flex",
+        "--model",
+        "mobilenetv2_035",
+        "--batch",
+        "4",
+        "--weights",
+    ])
+    .arg(weights());
+    c.args(args);
+    for p in extra {
+        c.arg(p);
+    }
+    c.output().unwrap()
+}
+
+fn json_ok(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn f32s(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let t = st.tensor(name).unwrap();
+    (
+        t.shape().to_vec(),
+        t.data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    )
+}
+
+#[test]
+fn eval_matches_timm_end_to_end_and_caches_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("m.safetensors");
+    let data = fixtures().join("images");
+    let out = run(
+        &["--json", "--data"],
+        &[&data, Path::new("--save-logits"), &cache],
+    );
+    let report = json_ok(&out);
+    assert_eq!(report["images"], 11);
+    assert_eq!(report["failed"].as_array().unwrap().len(), 0);
+    assert_eq!(report["model"], "mobilenetv2_035");
+
+    let bytes = std::fs::read(&cache).unwrap();
+    let (shape, ours) = f32s(&bytes, "logits");
+    let (tshape, timm) = f32s(
+        &std::fs::read(fixtures().join("images_logits.safetensors")).unwrap(),
+        "logits",
+    );
+    assert_eq!(shape, tshape);
+    let scale = timm.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let err = ours
+        .iter()
+        .zip(&timm)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("eval vs timm end to end: max abs err {err:.2e}, scale {scale:.2}");
+    assert!(
+        err <= 1e-3 * scale,
+        "logits differ from timm's pipeline: {err} (scale {scale})"
+    );
+
+    // Top-1 as timm's logits give it, with labels = sorted class folder index.
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("images_expected.json")).unwrap(),
+    )
+    .unwrap();
+    let classes = ["cat", "coffee", "rocket", "space"];
+    let files: Vec<&str> = meta["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    let mut correct = 0;
+    for (i, f) in files.iter().enumerate() {
+        let label = classes
+            .iter()
+            .position(|c| f.starts_with(&format!("{c}/")))
+            .unwrap();
+        let row = &timm[i * 10..(i + 1) * 10];
+        let best = (0..10).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+        correct += (best == label) as usize;
+    }
+    let top1 = report["top1"].as_f64().unwrap();
+    assert!(
+        (top1 - 100.0 * correct as f64 / 11.0).abs() < 1e-9,
+        "top1 {top1} vs {correct}/11"
+    );
+
+    let st = safetensors::SafeTensors::read_metadata(&bytes).unwrap().1;
+    let md = st.metadata().clone().unwrap();
+    assert_eq!(md["model"], "mobilenetv2_035");
+    assert_eq!(md["num_classes"], "10");
+    assert_eq!(md["img_size"], "224");
+    assert_eq!(md["weights"], "mobilenetv2_035.safetensors");
+    assert_eq!(md["weights_sha256"].len(), 64);
+    let cached_files: Vec<String> = serde_json::from_str(&md["files"]).unwrap();
+    assert_eq!(cached_files, files);
+}
+
+#[test]
+fn corrupt_images_are_reported_not_fatal_unless_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+    }
+    std::fs::copy(
+        fixtures().join("images/cat/chelsea.jpg"),
+        root.join("a/good.jpg"),
+    )
+    .unwrap();
+    let jpeg = std::fs::read(fixtures().join("images/coffee/coffee_q80.jpg")).unwrap();
+    std::fs::write(root.join("b/truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    std::fs::write(root.join("b/notes.txt"), b"not an image").unwrap();
+    std::fs::copy(
+        fixtures().join("images/space/camera.gif"),
+        root.join("b/ok.gif"),
+    )
+    .unwrap();
+
+    let report = json_ok(&run(&["--json", "--data"], &[&root]));
+    assert_eq!(report["images"], 2);
+    assert_eq!(report["skipped"], 1);
+    let failed = report["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with("truncated.jpg")
+    );
+    assert!(!failed[0]["error"].as_str().unwrap().is_empty());
+
+    let out = run(&["--strict", "--data"], &[&root]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("truncated.jpg"));
+}
+
+#[test]
+fn bad_folders_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["--data"], &[&dir.path().join("missing")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    std::fs::create_dir_all(dir.path().join("d/empty")).unwrap();
+    let out = run(&["--data"], &[&dir.path().join("d")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no images"));
+
+    let map = dir.path().join("map.txt");
+    std::fs::write(&map, "cat\ncoffee\n").unwrap();
+    let out = run(
+        &["--data"],
+        &[&fixtures().join("images"), Path::new("--class-map"), &map],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("folders not in the map"));
+}
+
+#[test]
+fn shards_merge_into_the_full_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixtures().join("images");
+    let full = dir.path().join("full.safetensors");
+    json_ok(&run(
+        &["--json", "--data"],
+        &[&data, Path::new("--save-logits"), &full],
+    ));
+    let mut shards = Vec::new();
+    for k in 0..3 {
+        let p = dir.path().join(format!("s{k}.safetensors"));
+        let shard = format!("{k}/3");
+        json_ok(&run(
+            &["--json", "--shard", &shard, "--data"],
+            &[&data, Path::new("--save-logits"), &p],
+        ));
+        shards.push(p);
+    }
+    let merged = dir.path().join("merged.safetensors");
+    let out = bin()
+        .arg("merge-logits")
+        .args(&shards)
+        .arg("--out")
+        .arg(&merged)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = std::fs::read(&full).unwrap();
+    let b = std::fs::read(&merged).unwrap();
+    let ((sa, la), (sb, lb)) = (f32s(&a, "logits"), f32s(&b, "logits"));
+    assert_eq!(sa, sb);
+    // Rows match up to batch-composition rounding (the shards batch different images together).
+    let err = la
+        .iter()
+        .zip(&lb)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err < 1e-3, "merged logits differ by {err}");
+    let files = |bytes: &[u8]| -> Vec<String> {
+        let h = safetensors::SafeTensors::read_metadata(bytes).unwrap().1;
+        serde_json::from_str(&h.metadata().clone().unwrap()["files"]).unwrap()
+    };
+    assert_eq!(files(&a), files(&b));
+    // A shard twice is refused.
+    let out = bin()
+        .arg("merge-logits")
+        .arg(&shards[0])
+        .arg(&shards[0])
+        .arg("--out")
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("more than one shard"));
+}
