@@ -147,8 +147,11 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, LoadError> {
         path: path.display().to_string(),
         source,
     })?;
-    // PyTorch files are zip archives ("PK") or legacy pickles (0x80 protocol byte).
-    let ckpt = if bytes.starts_with(b"PK") || bytes.first() == Some(&0x80) {
+    // safetensors: 8-byte header length, then the JSON header. Anything else is tried as a
+    // PyTorch file (zip archive or legacy pickle). The length's first byte can be anything,
+    // so sniff the '{' rather than the first byte.
+    let safetensors = bytes.len() > 8 && bytes[8] == b'{';
+    let ckpt = if !safetensors && (bytes.starts_with(b"PK") || bytes.first() == Some(&0x80)) {
         drop(bytes);
         read_pth(path)?
     } else {

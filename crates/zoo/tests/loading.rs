@@ -174,3 +174,24 @@ fn unknown_model_is_an_error() {
     .unwrap_err();
     assert!(e.to_string().contains("unknown model 'resnet19'"));
 }
+
+#[test]
+fn safetensors_sniffing_does_not_depend_on_the_header_length() {
+    // A header length whose low byte is 0x80 once looked like a pickle to the format sniffer.
+    let data = [1.0f32, 2.0];
+    let bytes: &[u8] = bytemuck_cast(&data);
+    for pad in 0..300 {
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], bytes).unwrap();
+        let meta = std::collections::HashMap::from([("pad".to_string(), "x".repeat(pad))]);
+        let out = safetensors::serialize(vec![("w", view)], Some(meta)).unwrap();
+        if out[0] != 0x80 {
+            continue;
+        }
+        let p = tmp("header80.safetensors");
+        std::fs::write(&p, out).unwrap();
+        let ck = read_checkpoint(&p).unwrap();
+        assert_eq!(ck.tensors["w"].data, [1.0, 2.0]);
+        return;
+    }
+    panic!("no padding produced a 0x80 first byte");
+}
