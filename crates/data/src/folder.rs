@@ -106,6 +106,11 @@ impl ImageFolder {
             })
             .collect();
         let classes = match class_map {
+            // ImageNet synset folders index into the standard 1000-class order, so a subset
+            // of the classes still gets the labels the model's head uses.
+            None if names.iter().all(|n| imagenet_index(n).is_some()) && names.len() < 1000 => {
+                crate::labels::imagenet().iter().map(|(s, _)| s.to_string()).collect()
+            }
             None => names.clone(),
             Some(map_path) => {
                 let map = read_class_map(map_path)?;
@@ -172,6 +177,10 @@ impl ImageFolder {
             .collect::<Vec<_>>()
             .join("/")
     }
+}
+
+fn imagenet_index(name: &str) -> Option<usize> {
+    crate::labels::imagenet().iter().position(|(s, _)| *s == name)
 }
 
 /// Parses `K/N`.
@@ -256,6 +265,16 @@ mod tests {
         std::fs::write(&map, "dog\n").unwrap();
         let e = ImageFolder::scan(d.path(), Some(&map)).unwrap_err();
         assert!(e.to_string().contains("folders not in the map: cat"), "{e}");
+    }
+
+    #[test]
+    fn imagenet_subsets_keep_standard_indices() {
+        // goldfish is class 1 and tench class 0 in the standard order, whatever else is there.
+        let d = tree(&["n01443537/a.JPEG", "n01530575/b.JPEG"]);
+        let f = ImageFolder::scan(d.path(), None).unwrap();
+        assert_eq!(f.classes.len(), 1000);
+        assert_eq!(f.samples[0].label, 1);
+        assert_eq!(f.classes[f.samples[1].label], "n01530575");
     }
 
     #[test]
