@@ -26,6 +26,10 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Join shard logits caches from `eval --shard K/N` into one.
     MergeLogits(cmd::merge::Args),
+    /// Combine members' logits caches into an ensemble (offline).
+    Ensemble(cmd::committee::EnsembleArgs),
+    /// Run a confidence cascade over logits caches (offline).
+    Cascade(cmd::committee::CascadeArgs),
     /// Forward-pass latency and throughput per model, backend and batch size.
     Bench(cmd::bench::Args),
 }
@@ -38,6 +42,8 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::MergeLogits(a) => cmd::merge::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Ensemble(a) => cmd::committee::ensemble(a),
+        Command::Cascade(a) => cmd::committee::cascade(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -1,4 +1,5 @@
 pub mod bench;
+pub mod committee;
 pub mod eval;
 pub mod merge;
 pub mod models;

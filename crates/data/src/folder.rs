@@ -109,7 +109,10 @@ impl ImageFolder {
             // ImageNet synset folders index into the standard 1000-class order, so a subset
             // of the classes still gets the labels the model's head uses.
             None if names.iter().all(|n| imagenet_index(n).is_some()) && names.len() < 1000 => {
-                crate::labels::imagenet().iter().map(|(s, _)| s.to_string()).collect()
+                crate::labels::imagenet()
+                    .iter()
+                    .map(|(s, _)| s.to_string())
+                    .collect()
             }
             None => names.clone(),
             Some(map_path) => {
@@ -180,7 +183,9 @@ impl ImageFolder {
 }
 
 fn imagenet_index(name: &str) -> Option<usize> {
-    crate::labels::imagenet().iter().position(|(s, _)| *s == name)
+    crate::labels::imagenet()
+        .iter()
+        .position(|(s, _)| *s == name)
 }
 
 /// Parses `K/N`.

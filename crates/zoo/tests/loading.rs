@@ -181,7 +181,8 @@ fn safetensors_sniffing_does_not_depend_on_the_header_length() {
     let data = [1.0f32, 2.0];
     let bytes: &[u8] = bytemuck_cast(&data);
     for pad in 0..300 {
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], bytes).unwrap();
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], bytes).unwrap();
         let meta = std::collections::HashMap::from([("pad".to_string(), "x".repeat(pad))]);
         let out = safetensors::serialize(vec![("w", view)], Some(meta)).unwrap();
         if out[0] != 0x80 {

@@ -1,0 +1,130 @@
+//! Offline `ensemble` and `cascade` on hand-made caches, checked by hand.
+
+use std::path::Path;
+use std::process::Command;
+
+use committee_core::cache::{CacheMeta, LogitsCache};
+
+fn cache(dir: &Path, name: &str, gmacs: f64, logits: &[f32], files: &[&str]) -> std::path::PathBuf {
+    let c = LogitsCache {
+        meta: CacheMeta {
+            model: name.into(),
+            weights: format!("{name}.safetensors"),
+            weights_sha256: "00".into(),
+            img_size: 32,
+            gmacs,
+            num_classes: 2,
+            data_root: "/data".into(),
+            files: files.iter().map(|s| s.to_string()).collect(),
+        },
+        logits: logits.to_vec(),
+        labels: vec![0, 1, 1, 0],
+    };
+    let p = dir.join(format!("{name}.safetensors"));
+    c.save(&p).unwrap();
+    p
+}
+
+fn run(args: &[&str], files: &[&Path]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_committee"));
+    c.args(args);
+    for f in files {
+        c.arg(f);
+    }
+    c.output().unwrap()
+}
+
+const FILES: [&str; 4] = ["a/0.png", "a/1.png", "b/2.png", "b/3.png"];
+
+#[test]
+fn cascade_and_ensemble_by_hand() {
+    let d = tempfile::tempdir().unwrap();
+    // small: right on 0 and 1, wrong on 2 and (confidently, p = 0.953) on 3.
+    let small = cache(
+        d.path(),
+        "small",
+        1.0,
+        &[2.0, 0.0, 0.0, 0.1, 1.0, 0.0, 0.0, 3.0],
+        &FILES,
+    );
+    // big: right on all four.
+    let big = cache(
+        d.path(),
+        "big",
+        4.0,
+        &[1.0, 0.0, 0.0, 2.0, 0.0, 2.0, 2.0, 0.0],
+        &FILES,
+    );
+
+    // Threshold 0.9: only sample 3 exits at the small model (and is wrong): 3/4 correct,
+    // cost (5 + 5 + 5 + 1) / 4 = 4 GMACs.
+    let out = run(
+        &[
+            "cascade",
+            "--json",
+            "--no-accumulate",
+            "--thresholds",
+            "0.9",
+            "--logits",
+        ],
+        &[&small, &big],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["top1"], 75.0);
+    assert_eq!(r["avg_gmacs"], 4.0);
+    assert_eq!(r["worst_gmacs"], 5.0);
+    assert_eq!(r["exit_fractions"], serde_json::json!([0.25, 0.75]));
+    assert_eq!(r["predicted_speedup"], 1.0);
+    assert_eq!(r["stages"], serde_json::json!(["small", "big"]));
+
+    // Mean of probabilities: sample 3 averages (0.047, 0.953) and (0.881, 0.119) -> class 1,
+    // wrong; the others are right. 75%, 5 GMACs.
+    let out = run(&["ensemble", "--json", "--logits"], &[&small, &big]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["top1"], 75.0);
+    assert_eq!(r["gmacs"], 5.0);
+}
+
+#[test]
+fn misaligned_caches_and_bad_thresholds_are_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let a = cache(d.path(), "a", 1.0, &[0.0; 8], &FILES);
+    let b = cache(
+        d.path(),
+        "b",
+        1.0,
+        &[0.0; 8],
+        &["a/0.png", "a/1.png", "b/3.png", "b/2.png"],
+    );
+    let out = run(&["ensemble", "--logits"], &[&a, &b]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("row 2") && err.contains("b/2.png") && err.contains("b/3.png"),
+        "{err}"
+    );
+
+    let c = cache(d.path(), "c", 1.0, &[0.0; 8], &FILES);
+    let out = run(&["cascade", "--thresholds", "1.5", "--logits"], &[&a, &c]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside [0, 1]"));
+    let out = run(
+        &["cascade", "--thresholds", "0.5,0.5", "--logits"],
+        &[&a, &c],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs 1 thresholds"));
+
+    std::fs::write(d.path().join("nan.safetensors"), b"garbage").unwrap();
+    let out = run(
+        &["ensemble", "--logits"],
+        &[&a, &d.path().join("nan.safetensors")],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nan.safetensors"));
+}
