@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::combine::{Combine, Confidence, combine};
+use crate::metrics::argmax;
 
 /// One model's cached logits, with its cost and temperature.
 #[derive(Debug, Clone)]
@@ -113,7 +114,7 @@ pub fn simulate(members: &[Member], spec: &CascadeSpec, rows: &[usize], labels: 
                 break;
             }
         }
-        let pred = argmax_f64(&probs);
+        let pred = argmax(&probs);
         correct += (pred as i64 == labels[i]) as usize;
         cost += cum[exit];
         predictions.push(pred);
@@ -132,17 +133,6 @@ pub fn simulate(members: &[Member], spec: &CascadeSpec, rows: &[usize], labels: 
         worst_gmacs: cum[k - 1],
         exit_fractions,
     }
-}
-
-/// Index of the largest probability (first on ties).
-fn argmax_f64(p: &[f64]) -> usize {
-    let mut best = 0;
-    for (i, &v) in p.iter().enumerate() {
-        if v > p[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ pub fn in_top_k(row: &[f32], label: usize, k: usize) -> bool {
 }
 
 /// Index of the largest value (first on ties).
-pub fn argmax(row: &[f32]) -> usize {
+pub fn argmax<T: PartialOrd + Copy>(row: &[T]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
         if v > row[best] {

@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use committee_zoo::layers::py_round;
 use committee_zoo::registry::{EvalConfig, Interpolation};
 use committee_zoo::resample::{Filter, coefficients, fixed_point, pil_sample};
 use image::RgbImage;
@@ -139,15 +140,6 @@ pub fn to_chw(img: &RgbImage, mean: [f64; 3], std: [f64; 3]) -> Vec<f32> {
         }
     }
     out
-}
-
-fn py_round(v: f64) -> i64 {
-    let r = v.round();
-    if (v - v.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
-        (r - v.signum()) as i64
-    } else {
-        r as i64
-    }
 }
 
 /// PIL-exact separable resize of an 8-bit RGB image: horizontal pass, then vertical, each in

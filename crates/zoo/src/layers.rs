@@ -39,14 +39,20 @@ pub fn make_divisible(v: f64, divisor: usize) -> usize {
     n
 }
 
-/// Python's `round` (half to even), which timm uses for squeeze-excite widths.
-pub fn round_half_even(v: f64) -> usize {
+/// Python's `round` (half to even), which timm uses for squeeze-excite widths and
+/// torchvision for crop offsets.
+pub fn py_round(v: f64) -> i64 {
     let r = v.round();
     if (v - v.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
-        (r - v.signum()) as usize
+        (r - v.signum()) as i64
     } else {
-        r as usize
+        r as i64
     }
+}
+
+/// [`py_round`] of a non-negative value.
+pub fn round_half_even(v: f64) -> usize {
+    py_round(v).max(0) as usize
 }
 
 /// How a convolution pads, decided per family variant.
@@ -158,6 +164,8 @@ mod tests {
         assert_eq!(round_half_even(3.5), 4);
         assert_eq!(round_half_even(4.4), 4);
         assert_eq!(round_half_even(4.6), 5);
+        assert_eq!(py_round(-2.5), -2);
+        assert_eq!(py_round(-3.5), -4);
     }
 
     #[test]
