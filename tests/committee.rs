@@ -128,3 +128,94 @@ fn misaligned_caches_and_bad_thresholds_are_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nan.safetensors"));
 }
+
+/// The live cascade (routing only undecided samples onward) and the offline simulation from
+/// eval caches make the same decisions on the same images.
+#[test]
+fn live_cascade_equals_offline_simulation() {
+    let d = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let w = root.join("parity/mobilenetv2_035.safetensors");
+    let data = root.join("images");
+    let mut caches = Vec::new();
+    for res in ["96", "160"] {
+        let p = d.path().join(format!("c{res}.safetensors"));
+        let out = run(
+            &[
+                "eval",
+                "--backend",
+                "flex",
+                "--model",
+                "mobilenetv2_035",
+                "--img-size",
+                res,
+                "--batch",
+                "4",
+                "--weights",
+            ],
+            &[
+                &w,
+                Path::new("--data"),
+                &data,
+                Path::new("--save-logits"),
+                &p,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        caches.push(p);
+    }
+    let offline = run(
+        &["cascade", "--json", "--thresholds", "0.9", "--logits"],
+        &[&caches[0], &caches[1]],
+    );
+    let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
+    let s96 = format!("mobilenetv2_035:{}@96", w.display());
+    let s160 = format!("mobilenetv2_035:{}@160", w.display());
+    let live = run(
+        &[
+            "cascade",
+            "--json",
+            "--backend",
+            "flex",
+            "--batch",
+            "4",
+            "--thresholds",
+            "0.9",
+            "--stage",
+            &s96,
+            "--stage",
+            &s160,
+            "--data",
+        ],
+        &[&data],
+    );
+    assert!(
+        live.status.success(),
+        "{}",
+        String::from_utf8_lossy(&live.stderr)
+    );
+    let live: serde_json::Value = serde_json::from_slice(&live.stdout).unwrap();
+    // Some samples exit early and some do not, so the routing is exercised.
+    let f0 = offline["exit_fractions"][0].as_f64().unwrap();
+    assert!(
+        f0 > 0.0 && f0 < 1.0,
+        "threshold does not split the samples: {offline}"
+    );
+    for k in ["top1", "exit_fractions", "images", "worst_gmacs"] {
+        assert_eq!(live[k], offline[k], "{k}");
+    }
+    assert!(
+        (live["avg_gmacs"].as_f64().unwrap() - offline["avg_gmacs"].as_f64().unwrap()).abs()
+            < 1e-12
+    );
+    assert_eq!(
+        offline["stages"],
+        serde_json::json!(["mobilenetv2_035@96", "mobilenetv2_035@160"])
+    );
+    assert!(live["speedup_vs_largest"].as_f64().unwrap() > 0.0);
+    assert!(live["wall_s"].as_f64().unwrap() > 0.0);
+}

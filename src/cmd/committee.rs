@@ -20,10 +20,16 @@ fn load_caches(paths: &[PathBuf]) -> Result<Vec<(String, LogitsCache)>> {
 }
 
 fn members(caches: &[(String, LogitsCache)]) -> Vec<Member<'_>> {
+    // A self-cascade holds one model at several resolutions: name those by resolution too.
+    let repeated = |m: &str| caches.iter().filter(|(_, c)| c.meta.model == m).count() > 1;
     caches
         .iter()
         .map(|(_, c)| Member {
-            name: c.meta.model.clone(),
+            name: if repeated(&c.meta.model) {
+                format!("{}@{}", c.meta.model, c.meta.img_size)
+            } else {
+                c.meta.model.clone()
+            },
             logits: &c.logits,
             classes: c.meta.num_classes,
             gmacs: c.meta.gmacs,
@@ -79,10 +85,18 @@ pub fn ensemble(a: EnsembleArgs) -> Result<()> {
 }
 
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["logits", "stage"]))]
 pub struct CascadeArgs {
-    /// Logits caches in stage order (cheapest first, usually).
-    #[arg(long, num_args = 1.., required = true)]
+    /// Offline: logits caches in stage order (cheapest first, usually).
+    #[arg(long, num_args = 1.., requires = "thresholds")]
     logits: Vec<PathBuf>,
+    /// Live: a stage as NAME:WEIGHTS or NAME:WEIGHTS@RES (a self-cascade repeats a model at
+    /// growing resolutions); repeat in stage order. Needs --data.
+    #[arg(long, requires = "data")]
+    stage: Vec<String>,
+    /// Image folder for a live cascade.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// One threshold per stage except the last, in [0, 1].
     #[arg(long, value_delimiter = ',')]
     thresholds: Vec<f64>,
@@ -93,34 +107,79 @@ pub struct CascadeArgs {
     confidence: Confidence,
     #[arg(long, default_value = "mean-prob")]
     combine: Combine,
+    #[arg(long, default_value = "auto")]
+    pub backend: committee_zoo::backend::BackendKind,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Live: skip timing the most expensive stage alone (no `speedup_vs_largest`).
+    #[arg(long)]
+    pub no_baseline: bool,
     #[arg(long)]
     json: bool,
 }
 
-pub fn cascade(a: CascadeArgs) -> Result<()> {
-    let caches = load_caches(&a.logits)?;
-    let m = members(&caches);
+fn spec_of(a: &CascadeArgs, stages: usize) -> Result<CascadeSpec> {
     let spec = CascadeSpec {
-        stages: (0..m.len()).collect(),
+        stages: (0..stages).collect(),
         thresholds: a.thresholds.clone(),
         accumulate: !a.no_accumulate,
         combine: a.combine,
         confidence: a.confidence,
     };
-    spec.validate(m.len()).context("invalid cascade")?;
+    spec.validate(stages).context("invalid cascade")?;
+    Ok(spec)
+}
+
+pub fn cascade(a: CascadeArgs) -> Result<()> {
+    if !a.stage.is_empty() {
+        return crate::cmd::live::cascade(
+            &a.stage,
+            a.data.as_deref(),
+            spec_of(&a, a.stage.len())?,
+            &a,
+        );
+    }
+    let caches = load_caches(&a.logits)?;
+    let m = members(&caches);
+    let spec = spec_of(&a, m.len())?;
     let labels = &caches[0].1.labels;
     if labels.is_empty() {
         bail!("the caches hold no images");
     }
     let rows: Vec<usize> = (0..labels.len()).collect();
     let o = simulate(&m, &spec, &rows, labels);
-    let largest = m.iter().map(|x| x.gmacs).fold(0.0, f64::max);
+    let names: Vec<String> = m.iter().map(|x| x.name.clone()).collect();
+    let gmacs: Vec<f64> = m.iter().map(|x| x.gmacs).collect();
+    report(&a, &names, &gmacs, &o, None)
+}
+
+/// Live runs add wall time, throughput and the measured speed-up.
+pub struct Timing {
+    pub wall_s: f64,
+    pub baseline_wall_s: Option<f64>,
+    pub failed: Vec<serde_json::Value>,
+}
+
+pub fn report(
+    a: &CascadeArgs,
+    names: &[String],
+    gmacs: &[f64],
+    o: &committee_core::cascade::Outcome,
+    timing: Option<Timing>,
+) -> Result<()> {
+    let largest = gmacs.iter().cloned().fold(0.0, f64::max);
     let predicted = largest / o.avg_gmacs.max(1e-12);
-    let names: Vec<&str> = m.iter().map(|x| x.name.as_str()).collect();
-    if a.json {
-        let r = json!({"stages": names, "thresholds": a.thresholds, "top1": o.top1, "avg_gmacs": o.avg_gmacs,
+    let n = o.predictions.len();
+    let mut r = json!({"stages": names, "thresholds": a.thresholds, "top1": o.top1, "avg_gmacs": o.avg_gmacs,
                        "worst_gmacs": o.worst_gmacs, "exit_fractions": o.exit_fractions,
-                       "predicted_speedup": predicted, "images": rows.len()});
+                       "predicted_speedup": predicted, "images": n});
+    if let Some(t) = &timing {
+        r["wall_s"] = json!(t.wall_s);
+        r["img_per_s"] = json!(n as f64 / t.wall_s.max(1e-12));
+        r["speedup_vs_largest"] = json!(t.baseline_wall_s.map(|b| b / t.wall_s.max(1e-12)));
+        r["failed"] = json!(t.failed);
+    }
+    if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
@@ -135,6 +194,20 @@ pub fn cascade(a: CascadeArgs) -> Result<()> {
                 .collect::<Vec<_>>(),
             predicted
         );
+        if let Some(t) = timing {
+            print!(
+                "  wall {:.2} s, {:.1} img/s",
+                t.wall_s,
+                n as f64 / t.wall_s.max(1e-12)
+            );
+            match t.baseline_wall_s {
+                Some(b) => println!(
+                    ", measured speed-up vs the largest stage alone {:.2}x",
+                    b / t.wall_s.max(1e-12)
+                ),
+                None => println!(),
+            }
+        }
     }
     Ok(())
 }

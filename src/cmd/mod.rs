@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod committee;
 pub mod eval;
+pub mod live;
 pub mod merge;
 pub mod models;
 pub mod predict;

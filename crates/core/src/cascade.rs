@@ -79,60 +79,91 @@ pub struct Outcome {
     pub exit_fractions: Vec<f64>,
 }
 
-/// Runs the cascade on `rows` (sample indices) of the members' caches.
-pub fn simulate(members: &[Member], spec: &CascadeSpec, rows: &[usize], labels: &[i64]) -> Outcome {
-    let k = spec.stages.len();
-    let mut predictions = Vec::with_capacity(rows.len());
-    let mut exit_stage = Vec::with_capacity(rows.len());
-    let mut cost = 0.0;
-    let mut correct = 0usize;
-    let cum: Vec<f64> = spec
-        .stages
+/// Decides one sample at `stage`, given the logits rows (and temperatures) of the stages it
+/// went through so far, in order: the prediction's probabilities and whether it exits here.
+/// The live cascade and the offline simulation both call this, so they agree exactly.
+pub fn decide(
+    spec: &CascadeSpec,
+    rows: &[&[f32]],
+    temps: &[f64],
+    stage: usize,
+) -> (Vec<f64>, bool) {
+    let from = if spec.accumulate { 0 } else { stage };
+    let probs = combine(&rows[from..=stage], &temps[from..=stage], spec.combine);
+    let last = stage + 1 == spec.stages.len();
+    let exit = last || spec.confidence.of(&probs) >= spec.thresholds[stage];
+    (probs, exit)
+}
+
+/// Cumulative cost of running stages 0..=k.
+pub fn cumulative_gmacs(members: &[Member], spec: &CascadeSpec) -> Vec<f64> {
+    spec.stages
         .iter()
         .scan(0.0, |acc, &s| {
             *acc += members[s].gmacs;
             Some(*acc)
         })
-        .collect();
-    for &i in rows {
-        let mut seen: Vec<&[f32]> = Vec::with_capacity(k);
-        let mut temps = Vec::with_capacity(k);
-        let mut exit = k - 1;
-        let mut probs = Vec::new();
-        for (stage, &s) in spec.stages.iter().enumerate() {
-            let m = &members[s];
-            if spec.accumulate {
-                seen.push(m.row(i));
-                temps.push(m.temperature);
-            } else {
-                seen = vec![m.row(i)];
-                temps = vec![m.temperature];
-            }
-            probs = combine(&seen, &temps, spec.combine);
-            if stage + 1 < k && spec.confidence.of(&probs) >= spec.thresholds[stage] {
-                exit = stage;
-                break;
-            }
-        }
-        let pred = argmax(&probs);
-        correct += (pred as i64 == labels[i]) as usize;
-        cost += cum[exit];
-        predictions.push(pred);
-        exit_stage.push(exit);
-    }
-    let n = rows.len().max(1) as f64;
+        .collect()
+}
+
+/// Summarises per-sample exits and predictions.
+pub fn outcome(
+    predictions: Vec<usize>,
+    exit_stage: Vec<usize>,
+    labels: &[i64],
+    cum: &[f64],
+) -> Outcome {
+    let n = predictions.len().max(1) as f64;
+    let k = cum.len();
     let mut exit_fractions = vec![0.0; k];
+    let mut cost = 0.0;
     for &e in &exit_stage {
         exit_fractions[e] += 1.0 / n;
+        cost += cum[e];
     }
+    let correct = predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, y)| **p as i64 == **y)
+        .count();
     Outcome {
-        predictions,
-        exit_stage,
         top1: 100.0 * correct as f64 / n,
         avg_gmacs: cost / n,
         worst_gmacs: cum[k - 1],
         exit_fractions,
+        predictions,
+        exit_stage,
     }
+}
+
+/// Runs the cascade on `rows` (sample indices) of the members' caches.
+pub fn simulate(members: &[Member], spec: &CascadeSpec, rows: &[usize], labels: &[i64]) -> Outcome {
+    let mut predictions = Vec::with_capacity(rows.len());
+    let mut exit_stage = Vec::with_capacity(rows.len());
+    let temps: Vec<f64> = spec
+        .stages
+        .iter()
+        .map(|&s| members[s].temperature)
+        .collect();
+    for &i in rows {
+        let mut seen: Vec<&[f32]> = Vec::with_capacity(spec.stages.len());
+        for (stage, &s) in spec.stages.iter().enumerate() {
+            seen.push(members[s].row(i));
+            let (probs, exit) = decide(spec, &seen, &temps, stage);
+            if exit {
+                predictions.push(argmax(&probs));
+                exit_stage.push(stage);
+                break;
+            }
+        }
+    }
+    let labels: Vec<i64> = rows.iter().map(|&i| labels[i]).collect();
+    outcome(
+        predictions,
+        exit_stage,
+        &labels,
+        &cumulative_gmacs(members, spec),
+    )
 }
 
 #[cfg(test)]
