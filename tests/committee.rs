@@ -219,3 +219,77 @@ fn live_cascade_equals_offline_simulation() {
     assert!(live["speedup_vs_largest"].as_f64().unwrap() > 0.0);
     assert!(live["wall_s"].as_f64().unwrap() > 0.0);
 }
+
+/// A live ensemble equals the offline one built from eval caches of the same members.
+#[test]
+fn live_ensemble_equals_offline() {
+    let d = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let data = root.join("images");
+    let m1 = root.join("parity/mobilenetv2_035.safetensors");
+    let m2 = root.join("parity/tv_mobilenetv2_035.safetensors");
+    let mut caches = Vec::new();
+    for (w, res, name) in [(&m1, "128", "a"), (&m2, "96", "b")] {
+        let p = d.path().join(format!("{name}.safetensors"));
+        let out = run(
+            &[
+                "eval",
+                "--backend",
+                "flex",
+                "--model",
+                "mobilenetv2_035",
+                "--img-size",
+                res,
+                "--weights",
+            ],
+            &[
+                w,
+                Path::new("--data"),
+                &data,
+                Path::new("--save-logits"),
+                &p,
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        caches.push(p);
+    }
+    for rule in ["mean-prob", "mean-logits"] {
+        let off = run(
+            &["ensemble", "--json", "--combine", rule, "--logits"],
+            &[&caches[0], &caches[1]],
+        );
+        let off: serde_json::Value = serde_json::from_slice(&off.stdout).unwrap();
+        let a = format!("mobilenetv2_035:{}@128", m1.display());
+        let b = format!("mobilenetv2_035:{}@96", m2.display());
+        let live = run(
+            &[
+                "ensemble",
+                "--json",
+                "--backend",
+                "flex",
+                "--combine",
+                rule,
+                "--member",
+                &a,
+                "--member",
+                &b,
+                "--data",
+            ],
+            &[&data],
+        );
+        assert!(
+            live.status.success(),
+            "{}",
+            String::from_utf8_lossy(&live.stderr)
+        );
+        let live: serde_json::Value = serde_json::from_slice(&live.stdout).unwrap();
+        for k in ["top1", "top5", "images"] {
+            assert_eq!(live[k], off[k], "{rule} {k}");
+        }
+        assert!((live["gmacs"].as_f64().unwrap() - off["gmacs"].as_f64().unwrap()).abs() < 1e-9);
+    }
+}

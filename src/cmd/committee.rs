@@ -39,46 +39,68 @@ fn members(caches: &[(String, LogitsCache)]) -> Vec<Member<'_>> {
 }
 
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["logits", "member"]))]
 pub struct EnsembleArgs {
-    /// Logits caches from `committee eval --save-logits`, one per member.
-    #[arg(long, num_args = 1.., required = true)]
+    /// Offline: logits caches from `committee eval --save-logits`, one per member.
+    #[arg(long, num_args = 1..)]
     logits: Vec<PathBuf>,
+    /// Live: a member as NAME:WEIGHTS or NAME:WEIGHTS@RES; repeat per member. Needs --data.
+    #[arg(long, requires = "data")]
+    member: Vec<String>,
+    /// Image folder for a live ensemble.
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// mean-prob (average of probabilities) or mean-logits (renormalised geometric mean).
     #[arg(long, default_value = "mean-prob")]
-    combine: Combine,
+    pub combine: Combine,
+    #[arg(long, default_value = "auto")]
+    pub backend: committee_zoo::backend::BackendKind,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
     #[arg(long)]
     json: bool,
 }
 
 pub fn ensemble(a: EnsembleArgs) -> Result<()> {
-    let caches = load_caches(&a.logits)?;
-    let m = members(&caches);
-    let labels = &caches[0].1.labels;
-    let mut acc = Accuracy::default();
-    let temps = vec![1.0; m.len()];
-    for (i, &y) in labels.iter().enumerate() {
-        let rows: Vec<&[f32]> = caches.iter().map(|(_, c)| c.row(i)).collect();
-        let p: Vec<f32> = combine(&rows, &temps, a.combine)
-            .into_iter()
-            .map(|v| v as f32)
+    let start = std::time::Instant::now();
+    let (names, gmacs, labels, rows, failed) = if a.member.is_empty() {
+        let caches = load_caches(&a.logits)?;
+        let m = members(&caches);
+        let n = caches[0].1.len();
+        let rows: Vec<Vec<Vec<f32>>> = (0..n)
+            .map(|i| caches.iter().map(|(_, c)| c.row(i).to_vec()).collect())
             .collect();
-        acc.add(&p, y as usize);
+        let names: Vec<String> = m.iter().map(|x| x.name.clone()).collect();
+        let gmacs: Vec<f64> = m.iter().map(|x| x.gmacs).collect();
+        (names, gmacs, caches[0].1.labels.clone(), rows, Vec::new())
+    } else {
+        let data = a.data.as_deref().context("a live ensemble needs --data")?;
+        crate::cmd::live::ensemble_logits(&a.member, data, a.backend, a.batch)?
+    };
+    let temps = vec![1.0; names.len()];
+    let mut acc = Accuracy::default();
+    for (r, &y) in rows.iter().zip(&labels) {
+        let refs: Vec<&[f32]> = r.iter().map(Vec::as_slice).collect();
+        let p = combine(&refs, &temps, a.combine);
+        acc.add(&p.iter().map(|&v| v as f32).collect::<Vec<_>>(), y as usize);
     }
-    let gmacs: f64 = m.iter().map(|x| x.gmacs).sum();
-    let names: Vec<&str> = m.iter().map(|x| x.name.as_str()).collect();
+    let wall_s = start.elapsed().as_secs_f64();
+    let total: f64 = gmacs.iter().sum();
     if a.json {
         let r = json!({"members": names, "combine": a.combine, "top1": acc.top1_pct(), "top5": acc.top5_pct(),
-                       "gmacs": gmacs, "images": acc.n});
+                       "gmacs": total, "images": acc.n, "wall_s": wall_s,
+                       "img_per_s": acc.n as f64 / wall_s.max(1e-12), "failed": failed});
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         println!(
-            "ensemble {} ({:?}): top-1 {:.3}%  top-5 {:.3}%  {:.3} GMACs/img  on {} images",
+            "ensemble {} ({:?}): top-1 {:.3}%  top-5 {:.3}%  {:.3} GMACs/img  on {} images in {:.2} s",
             names.join("+"),
             a.combine,
             acc.top1_pct(),
             acc.top5_pct(),
-            gmacs,
-            acc.n
+            total,
+            acc.n,
+            wall_s
         );
     }
     Ok(())

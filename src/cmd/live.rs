@@ -199,6 +199,75 @@ pub fn cascade(
     )
 }
 
+/// Runs every member on every image (decoded once): names, GMACs, labels, per-image member
+/// logits rows, and the images that could not be decoded.
+#[allow(clippy::type_complexity)]
+pub fn ensemble_logits(
+    specs: &[String],
+    data: &Path,
+    backend: committee_zoo::backend::BackendKind,
+    batch: usize,
+) -> Result<(
+    Vec<String>,
+    Vec<f64>,
+    Vec<i64>,
+    Vec<Vec<Vec<f32>>>,
+    Vec<serde_json::Value>,
+)> {
+    let sel = device(backend)?;
+    let stages: Vec<Stage> = specs
+        .iter()
+        .map(|s| load_stage(s, &sel.device))
+        .collect::<Result<_>>()?;
+    if stages.windows(2).any(|w| w[0].classes != w[1].classes) {
+        bail!("members have different class counts");
+    }
+    let classes = stages[0].classes;
+    let folder = ImageFolder::scan(data, None)?;
+    let paths: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
+    let prep: Vec<(EvalTransform, usize)> = stages
+        .iter()
+        .map(|s| (s.transform.clone(), s.chans))
+        .collect();
+    let batches = loader::load(paths.clone(), batch, num_workers(), 2, move |p| {
+        let img = decode(p).map_err(|e| e.reason)?;
+        Ok(prep
+            .iter()
+            .map(|(t, c)| t.apply_channels(&img, *c))
+            .collect::<Vec<Vec<f32>>>())
+    });
+    let (mut labels, mut rows, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for b in batches {
+        let mut items = Vec::new();
+        for (i, r) in b.items {
+            match r {
+                Ok(x) => items.push((i, x)),
+                Err(e) => failed.push(json!({"path": paths[i].display().to_string(), "error": e})),
+            }
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let mut per_member = Vec::new();
+        for (k, stage) in stages.iter().enumerate() {
+            let inputs: Vec<&Vec<f32>> = items.iter().map(|(_, x)| &x[k]).collect();
+            per_member.push(logits(stage, &inputs, &sel.device)?);
+        }
+        for (j, (i, _)) in items.iter().enumerate() {
+            labels.push(folder.samples[*i].label as i64);
+            rows.push(
+                per_member
+                    .iter()
+                    .map(|l| l[j * classes..(j + 1) * classes].to_vec())
+                    .collect(),
+            );
+        }
+    }
+    let names = stages.iter().map(|s| s.name.clone()).collect();
+    let gmacs = stages.iter().map(|s| s.gmacs).collect();
+    Ok((names, gmacs, labels, rows, failed))
+}
+
 fn num_workers() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
