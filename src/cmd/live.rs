@@ -79,6 +79,72 @@ fn logits(stage: &Stage, inputs: &[&Vec<f32>], dev: &Device) -> Result<Vec<f32>>
     Ok(stage.model.forward(x).into_data().try_to_vec::<f32>()?)
 }
 
+/// Loaded members and the folder they run on, shared by live cascades and ensembles.
+struct Live {
+    sel: committee_zoo::backend::Selected,
+    stages: Vec<Stage>,
+    folder: ImageFolder,
+    paths: Vec<PathBuf>,
+}
+
+impl Live {
+    fn open(
+        specs: &[String],
+        data: &Path,
+        backend: committee_zoo::backend::BackendKind,
+    ) -> Result<Self> {
+        let sel = device(backend)?;
+        let stages: Vec<Stage> = specs
+            .iter()
+            .map(|s| load_stage(s, &sel.device))
+            .collect::<Result<_>>()?;
+        if stages.windows(2).any(|w| w[0].classes != w[1].classes) {
+            bail!("the models have different class counts");
+        }
+        let folder = ImageFolder::scan(data, None)?;
+        let paths = folder.samples.iter().map(|s| s.path.clone()).collect();
+        Ok(Self {
+            sel,
+            stages,
+            folder,
+            paths,
+        })
+    }
+
+    /// Batches of images decoded once, with one preprocessed input per stage; failures apart.
+    #[allow(clippy::type_complexity)]
+    fn batches(
+        &self,
+        batch: usize,
+    ) -> impl Iterator<Item = (Vec<(usize, Vec<Vec<f32>>)>, Vec<serde_json::Value>)> {
+        let prep: Vec<(EvalTransform, usize)> = self
+            .stages
+            .iter()
+            .map(|s| (s.transform.clone(), s.chans))
+            .collect();
+        let paths = self.paths.clone();
+        loader::load(self.paths.clone(), batch, num_workers(), 2, move |p| {
+            let img = decode(p).map_err(|e| e.reason)?;
+            Ok(prep
+                .iter()
+                .map(|(t, c)| t.apply_channels(&img, *c))
+                .collect::<Vec<Vec<f32>>>())
+        })
+        .map(move |b| {
+            let (mut items, mut failed) = (Vec::new(), Vec::new());
+            for (i, r) in b.items {
+                match r {
+                    Ok(x) => items.push((i, x)),
+                    Err(e) => {
+                        failed.push(json!({"path": paths[i].display().to_string(), "error": e}))
+                    }
+                }
+            }
+            (items, failed)
+        })
+    }
+}
+
 pub fn cascade(
     stage_args: &[String],
     data: Option<&Path>,
@@ -86,43 +152,16 @@ pub fn cascade(
     a: &CascadeArgs,
 ) -> Result<()> {
     let data = data.context("a live cascade needs --data")?;
-    let sel = device(a.backend)?;
-    let stages: Vec<Stage> = stage_args
-        .iter()
-        .map(|s| load_stage(s, &sel.device))
-        .collect::<Result<_>>()?;
-    if stages.windows(2).any(|w| w[0].classes != w[1].classes) {
-        bail!("stages have different class counts");
-    }
-    let folder = ImageFolder::scan(data, None)?;
-    let paths: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
-    let labels: Vec<i64> = folder.samples.iter().map(|s| s.label as i64).collect();
+    let live = Live::open(stage_args, data, a.backend)?;
+    let (sel, stages, paths) = (&live.sel, &live.stages, live.paths.clone());
+    let labels: Vec<i64> = live.folder.samples.iter().map(|s| s.label as i64).collect();
     let temps = vec![1.0; stages.len()];
     let classes = stages[0].classes;
-
-    // Decode once; one preprocessed input per stage.
-    let prep: Vec<(EvalTransform, usize)> = stages
-        .iter()
-        .map(|s| (s.transform.clone(), s.chans))
-        .collect();
     let start = Instant::now();
-    let batches = loader::load(paths.clone(), a.batch, num_workers(), 2, move |p| {
-        let img = decode(p).map_err(|e| e.reason)?;
-        Ok(prep
-            .iter()
-            .map(|(t, c)| t.apply_channels(&img, *c))
-            .collect::<Vec<Vec<f32>>>())
-    });
     let (mut predictions, mut exits, mut kept_labels, mut failed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for batch in batches {
-        let mut items = Vec::new();
-        for (i, r) in batch.items {
-            match r {
-                Ok(x) => items.push((i, x)),
-                Err(e) => failed.push(json!({"path": paths[i].display().to_string(), "error": e})),
-            }
-        }
+    for (items, bad) in live.batches(a.batch) {
+        failed.extend(bad);
         let mut rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); items.len()];
         let mut decided: Vec<Option<(usize, usize)>> = vec![None; items.len()];
         let mut active: Vec<usize> = (0..items.len()).collect();
@@ -214,47 +253,21 @@ pub fn ensemble_logits(
     Vec<Vec<Vec<f32>>>,
     Vec<serde_json::Value>,
 )> {
-    let sel = device(backend)?;
-    let stages: Vec<Stage> = specs
-        .iter()
-        .map(|s| load_stage(s, &sel.device))
-        .collect::<Result<_>>()?;
-    if stages.windows(2).any(|w| w[0].classes != w[1].classes) {
-        bail!("members have different class counts");
-    }
-    let classes = stages[0].classes;
-    let folder = ImageFolder::scan(data, None)?;
-    let paths: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
-    let prep: Vec<(EvalTransform, usize)> = stages
-        .iter()
-        .map(|s| (s.transform.clone(), s.chans))
-        .collect();
-    let batches = loader::load(paths.clone(), batch, num_workers(), 2, move |p| {
-        let img = decode(p).map_err(|e| e.reason)?;
-        Ok(prep
-            .iter()
-            .map(|(t, c)| t.apply_channels(&img, *c))
-            .collect::<Vec<Vec<f32>>>())
-    });
+    let live = Live::open(specs, data, backend)?;
+    let classes = live.stages[0].classes;
     let (mut labels, mut rows, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    for b in batches {
-        let mut items = Vec::new();
-        for (i, r) in b.items {
-            match r {
-                Ok(x) => items.push((i, x)),
-                Err(e) => failed.push(json!({"path": paths[i].display().to_string(), "error": e})),
-            }
-        }
+    for (items, bad) in live.batches(batch) {
+        failed.extend(bad);
         if items.is_empty() {
             continue;
         }
         let mut per_member = Vec::new();
-        for (k, stage) in stages.iter().enumerate() {
+        for (k, stage) in live.stages.iter().enumerate() {
             let inputs: Vec<&Vec<f32>> = items.iter().map(|(_, x)| &x[k]).collect();
-            per_member.push(logits(stage, &inputs, &sel.device)?);
+            per_member.push(logits(stage, &inputs, &live.sel.device)?);
         }
         for (j, (i, _)) in items.iter().enumerate() {
-            labels.push(folder.samples[*i].label as i64);
+            labels.push(live.folder.samples[*i].label as i64);
             rows.push(
                 per_member
                     .iter()
@@ -263,8 +276,8 @@ pub fn ensemble_logits(
             );
         }
     }
-    let names = stages.iter().map(|s| s.name.clone()).collect();
-    let gmacs = stages.iter().map(|s| s.gmacs).collect();
+    let names = live.stages.iter().map(|s| s.name.clone()).collect();
+    let gmacs = live.stages.iter().map(|s| s.gmacs).collect();
     Ok((names, gmacs, labels, rows, failed))
 }
 
