@@ -34,6 +34,40 @@ fn run(args: &[&str], files: &[&Path]) -> std::process::Output {
     c.output().unwrap()
 }
 
+/// `committee eval --save-logits` of the fixture images with `weights` at `res` px.
+fn eval_cache(dir: &Path, weights: &Path, res: &str, name: &str) -> std::path::PathBuf {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+    let p = dir.join(format!("{name}.safetensors"));
+    let args = [
+        "eval",
+        "--backend",
+        "flex",
+        "--model",
+        "mobilenetv2_035",
+        "--img-size",
+        res,
+        "--batch",
+        "4",
+        "--weights",
+    ];
+    let out = run(
+        &args,
+        &[
+            weights,
+            Path::new("--data"),
+            &data,
+            Path::new("--save-logits"),
+            &p,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p
+}
+
 const FILES: [&str; 4] = ["a/0.png", "a/1.png", "b/2.png", "b/3.png"];
 
 #[test]
@@ -137,37 +171,10 @@ fn live_cascade_equals_offline_simulation() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let w = root.join("parity/mobilenetv2_035.safetensors");
     let data = root.join("images");
-    let mut caches = Vec::new();
-    for res in ["96", "160"] {
-        let p = d.path().join(format!("c{res}.safetensors"));
-        let out = run(
-            &[
-                "eval",
-                "--backend",
-                "flex",
-                "--model",
-                "mobilenetv2_035",
-                "--img-size",
-                res,
-                "--batch",
-                "4",
-                "--weights",
-            ],
-            &[
-                &w,
-                Path::new("--data"),
-                &data,
-                Path::new("--save-logits"),
-                &p,
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        caches.push(p);
-    }
+    let caches: Vec<_> = ["96", "160"]
+        .iter()
+        .map(|r| eval_cache(d.path(), &w, r, &format!("c{r}")))
+        .collect();
     let offline = run(
         &["cascade", "--json", "--thresholds", "0.9", "--logits"],
         &[&caches[0], &caches[1]],
@@ -228,35 +235,10 @@ fn live_ensemble_equals_offline() {
     let data = root.join("images");
     let m1 = root.join("parity/mobilenetv2_035.safetensors");
     let m2 = root.join("parity/tv_mobilenetv2_035.safetensors");
-    let mut caches = Vec::new();
-    for (w, res, name) in [(&m1, "128", "a"), (&m2, "96", "b")] {
-        let p = d.path().join(format!("{name}.safetensors"));
-        let out = run(
-            &[
-                "eval",
-                "--backend",
-                "flex",
-                "--model",
-                "mobilenetv2_035",
-                "--img-size",
-                res,
-                "--weights",
-            ],
-            &[
-                w,
-                Path::new("--data"),
-                &data,
-                Path::new("--save-logits"),
-                &p,
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        caches.push(p);
-    }
+    let caches = [
+        eval_cache(d.path(), &m1, "128", "a"),
+        eval_cache(d.path(), &m2, "96", "b"),
+    ];
     for rule in ["mean-prob", "mean-logits"] {
         let off = run(
             &["ensemble", "--json", "--combine", rule, "--logits"],
