@@ -68,6 +68,16 @@ fn eval_cache(dir: &Path, weights: &Path, res: &str, name: &str) -> std::path::P
     p
 }
 
+/// The JSON a successful run printed.
+fn json_of(out: std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 const FILES: [&str; 4] = ["a/0.png", "a/1.png", "b/2.png", "b/3.png"];
 
 #[test]
@@ -200,12 +210,7 @@ fn live_cascade_equals_offline_simulation() {
         ],
         &[&data],
     );
-    assert!(
-        live.status.success(),
-        "{}",
-        String::from_utf8_lossy(&live.stderr)
-    );
-    let live: serde_json::Value = serde_json::from_slice(&live.stdout).unwrap();
+    let live = json_of(live);
     // Some samples exit early and some do not, so the routing is exercised.
     let f0 = offline["exit_fractions"][0].as_f64().unwrap();
     assert!(
@@ -263,12 +268,7 @@ fn live_ensemble_equals_offline() {
             ],
             &[&data],
         );
-        assert!(
-            live.status.success(),
-            "{}",
-            String::from_utf8_lossy(&live.stderr)
-        );
-        let live: serde_json::Value = serde_json::from_slice(&live.stdout).unwrap();
+        let live = json_of(live);
         for k in ["top1", "top5", "images"] {
             assert_eq!(live[k], off[k], "{rule} {k}");
         }
