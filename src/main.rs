@@ -30,6 +30,9 @@ enum Command {
     Ensemble(cmd::committee::EnsembleArgs),
     /// Run a confidence cascade over logits caches (offline).
     Cascade(cmd::committee::CascadeArgs),
+    /// Import datasets as image folders.
+    #[command(subcommand)]
+    Data(cmd::data::DataCommand),
     /// Forward-pass latency and throughput per model, backend and batch size.
     Bench(cmd::bench::Args),
 }
@@ -42,6 +45,7 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::MergeLogits(a) => cmd::merge::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Data(c) => cmd::data::run(c),
         Command::Ensemble(a) => cmd::committee::ensemble(a),
         Command::Cascade(a) => cmd::committee::cascade(a),
     };

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod committee;
+pub mod data;
 pub mod eval;
 pub mod live;
 pub mod merge;
