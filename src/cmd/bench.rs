@@ -37,6 +37,9 @@ pub struct Args {
     /// Optional checkpoint (else random weights).
     #[arg(long)]
     weights: Option<std::path::PathBuf>,
+    /// Keep BatchNorm as separate layers (by default it is folded into the convolutions).
+    #[arg(long)]
+    no_fold_bn: bool,
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     #[arg(long)]
@@ -68,11 +71,15 @@ pub fn run(a: Args) -> Result<()> {
                 Some(w) => {
                     let opts = LoadOptions {
                         img_size: Some([img; 2]),
+                        fold_bn: !a.no_fold_bn,
                         ..Default::default()
                     };
                     load(name, w, &opts, &sel.device)?.model
                 }
-                None => random_model(&spec, &CommonOptions::default(), [img; 2], &sel.device),
+                None => {
+                    let m = random_model(&spec, &CommonOptions::default(), [img; 2], &sel.device);
+                    if a.no_fold_bn { m } else { m.fold_batchnorm() }
+                }
             };
             let gmacs = spec.gmacs_at(img, 1000);
             for &b in &a.batch {

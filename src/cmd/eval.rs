@@ -116,6 +116,7 @@ pub fn run(a: Args) -> Result<()> {
     let t = a.pre.apply(EvalTransform::from(&base.eval));
     let opts = LoadOptions {
         img_size: Some([t.img_size; 2]),
+        fold_bn: true,
         ..Default::default()
     };
     let loaded = load(&a.model, &a.weights, &opts, &sel.device)

@@ -51,6 +51,7 @@ pub fn load_stage(s: &str, dev: &Device) -> Result<Stage> {
     }
     let opts = LoadOptions {
         img_size: Some([t.img_size; 2]),
+        fold_bn: true,
         ..Default::default()
     };
     let l = load(name, Path::new(weights), &opts, dev)

@@ -53,6 +53,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let opts = LoadOptions {
         num_classes: a.num_classes,
+        fold_bn: true,
         ..Default::default()
     };
     let loaded = load(&a.model, &a.weights, &opts, &sel.device)
@@ -129,6 +130,7 @@ fn tensor_mode(
     let opts = LoadOptions {
         num_classes: a.num_classes,
         img_size: Some([h, w]),
+        fold_bn: true,
         ..Default::default()
     };
     let loaded = load(&a.model, &a.weights, &opts, dev)

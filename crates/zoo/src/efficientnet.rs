@@ -11,7 +11,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    Act, DropPath, PadMode, bn, conv, conv_out, global_avg_pool, make_divisible, round_half_even,
+    Act, DropPath, PadMode, bn, conv, conv_bn, conv_out, fold_bn, global_avg_pool, make_divisible,
+    round_half_even,
 };
 
 /// Block type of a stage: depthwise-separable (`ds`) or inverted residual (`ir`).
@@ -261,6 +262,8 @@ pub struct DepthwiseSeparable {
     pub bn2: BatchNorm,
     pub drop_path: DropPath,
     pub has_skip: bool,
+    /// BNs folded into their convolutions (inference only).
+    pub folded: bool,
     #[module(skip)]
     pub act: Act,
 }
@@ -277,6 +280,7 @@ pub struct InvertedResidual {
     pub bn3: BatchNorm,
     pub drop_path: DropPath,
     pub has_skip: bool,
+    pub folded: bool,
     #[module(skip)]
     pub act: Act,
 }
@@ -309,6 +313,7 @@ impl EffBlock {
                 bn2: bn(p.out, eps, device),
                 drop_path: DropPath::new(dpr),
                 has_skip,
+                folded: false,
                 act,
             }),
             BlockKind::Ir => EffBlock::Ir(InvertedResidual {
@@ -321,6 +326,7 @@ impl EffBlock {
                 bn3: bn(p.out, eps, device),
                 drop_path: DropPath::new(dpr),
                 has_skip,
+                folded: false,
                 act,
             }),
         }
@@ -329,11 +335,13 @@ impl EffBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             EffBlock::Ds(b) => {
-                let mut y = b.act.apply(b.bn1.forward(b.conv_dw.forward(x.clone())));
+                let mut y = b
+                    .act
+                    .apply(conv_bn(&b.conv_dw, &b.bn1, b.folded, x.clone()));
                 if let Some(se) = &b.se {
                     y = se.forward(y);
                 }
-                let y = b.bn2.forward(b.conv_pw.forward(y));
+                let y = conv_bn(&b.conv_pw, &b.bn2, b.folded, y);
                 if b.has_skip {
                     b.drop_path.forward(y) + x
                 } else {
@@ -341,18 +349,38 @@ impl EffBlock {
                 }
             }
             EffBlock::Ir(b) => {
-                let mut y = b.act.apply(b.bn1.forward(b.conv_pw.forward(x.clone())));
-                y = b.act.apply(b.bn2.forward(b.conv_dw.forward(y)));
+                let mut y = b
+                    .act
+                    .apply(conv_bn(&b.conv_pw, &b.bn1, b.folded, x.clone()));
+                y = b.act.apply(conv_bn(&b.conv_dw, &b.bn2, b.folded, y));
                 if let Some(se) = &b.se {
                     y = se.forward(y);
                 }
-                let y = b.bn3.forward(b.conv_pwl.forward(y));
+                let y = conv_bn(&b.conv_pwl, &b.bn3, b.folded, y);
                 if b.has_skip {
                     b.drop_path.forward(y) + x
                 } else {
                     y
                 }
             }
+        }
+    }
+
+    fn fold(self) -> Self {
+        match self {
+            EffBlock::Ds(b) => EffBlock::Ds(DepthwiseSeparable {
+                conv_dw: fold_bn(b.conv_dw, &b.bn1),
+                conv_pw: fold_bn(b.conv_pw, &b.bn2),
+                folded: true,
+                ..b
+            }),
+            EffBlock::Ir(b) => EffBlock::Ir(InvertedResidual {
+                conv_pw: fold_bn(b.conv_pw, &b.bn1),
+                conv_dw: fold_bn(b.conv_dw, &b.bn2),
+                conv_pwl: fold_bn(b.conv_pwl, &b.bn3),
+                folded: true,
+                ..b
+            }),
         }
     }
 }
@@ -367,6 +395,7 @@ pub struct EfficientNet {
     pub bn2: BatchNorm,
     pub dropout: Dropout,
     pub classifier: Option<Linear>,
+    pub folded: bool,
     #[module(skip)]
     pub act: Act,
 }
@@ -437,18 +466,41 @@ impl EfficientNet {
             dropout: DropoutConfig::new(opts.drop_rate).init(),
             classifier: (opts.num_classes > 0)
                 .then(|| LinearConfig::new(nf, opts.num_classes).init(device)),
+            folded: false,
             act: arch.act,
         }
     }
 
     /// Pooled features: the classifier's input, `[N, num_features]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.act.apply(self.bn1.forward(self.conv_stem.forward(x)));
+        let mut x = self
+            .act
+            .apply(conv_bn(&self.conv_stem, &self.bn1, self.folded, x));
         for block in self.blocks.iter().flatten() {
             x = block.forward(x);
         }
-        let x = self.act.apply(self.bn2.forward(self.conv_head.forward(x)));
+        let x = self
+            .act
+            .apply(conv_bn(&self.conv_head, &self.bn2, self.folded, x));
         global_avg_pool(x)
+    }
+
+    /// Folds every BatchNorm into its convolution, for inference.
+    pub fn fold_batchnorm(self) -> Self {
+        if self.folded {
+            return self;
+        }
+        Self {
+            conv_stem: fold_bn(self.conv_stem, &self.bn1),
+            conv_head: fold_bn(self.conv_head, &self.bn2),
+            blocks: self
+                .blocks
+                .into_iter()
+                .map(|s| s.into_iter().map(EffBlock::fold).collect())
+                .collect(),
+            folded: true,
+            ..self
+        }
     }
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {

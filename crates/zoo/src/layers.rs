@@ -98,6 +98,31 @@ pub fn bn(c: usize, eps: f64, device: &Device) -> BatchNorm {
     BatchNormConfig::new(c).with_epsilon(eps).init(device)
 }
 
+/// Folds an inference-mode BatchNorm into the convolution before it (exactly equivalent:
+/// `bn(conv(x)) = conv'(x)` with `w' = w * s`, `b' = (b - mean) * s + beta`,
+/// `s = gamma / sqrt(var + eps)`), saving the BN's passes over the activation map.
+pub fn fold_bn(conv: Conv2d, bn: &BatchNorm) -> Conv2d {
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let out = scale.dims()[0];
+    let bias = match &conv.bias {
+        Some(b) => b.val(),
+        None => scale.zeros_like(),
+    };
+    let bias = (bias - bn.running_mean.value()) * scale.clone() + bn.beta.val();
+    let s4 = scale.reshape([out, 1, 1, 1]);
+    Conv2d {
+        weight: conv.weight.map(|w| w * s4),
+        bias: Some(Param::from_tensor(bias)),
+        ..conv
+    }
+}
+
+/// A convolution followed by BatchNorm, unless the BN was folded into it.
+pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, folded: bool, x: Tensor<4>) -> Tensor<4> {
+    let y = conv.forward(x);
+    if folded { y } else { bn.forward(y) }
+}
+
 /// Output size of a convolution along one axis, for both padding modes.
 pub fn conv_out(input: usize, k: usize, stride: usize, pad: PadMode) -> usize {
     match pad {

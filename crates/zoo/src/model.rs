@@ -26,6 +26,16 @@ impl Model {
         }
     }
 
+    /// Folds BatchNorm into convolutions: same outputs in inference, less work. Not for
+    /// training (the BN statistics stop updating).
+    pub fn fold_batchnorm(self) -> Self {
+        match self {
+            Model::EfficientNet(m) => Model::EfficientNet(m.fold_batchnorm()),
+            Model::ResNet(m) => Model::ResNet(m.fold_batchnorm()),
+            Model::Vit(m) => Model::Vit(m),
+        }
+    }
+
     /// Logits `[N, classes]` (or pooled features if built without a head).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward_head(self.forward_features(x))

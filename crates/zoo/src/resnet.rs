@@ -10,7 +10,7 @@ use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::CommonOptions;
-use crate::layers::{DropPath, PadMode, bn, conv, conv_out, global_avg_pool};
+use crate::layers::{DropPath, PadMode, bn, conv, conv_bn, conv_out, fold_bn, global_avg_pool};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,20 +93,38 @@ pub struct ResBlock {
     /// `downsample.0` (1x1 conv) and `downsample.1` (BN), as in PyTorch's Sequential.
     pub downsample: Option<(Conv2d, BatchNorm)>,
     pub drop_path: DropPath,
+    /// BNs folded into their convolutions (inference only).
+    pub folded: bool,
 }
 
 impl ResBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let f = self.folded;
         let shortcut = match &self.downsample {
-            Some((c, b)) => b.forward(c.forward(x.clone())),
+            Some((c, b)) => conv_bn(c, b, f, x.clone()),
             None => x.clone(),
         };
-        let mut y = relu(self.bn1.forward(self.conv1.forward(x)));
-        y = self.bn2.forward(self.conv2.forward(y));
+        let mut y = relu(conv_bn(&self.conv1, &self.bn1, f, x));
+        y = conv_bn(&self.conv2, &self.bn2, f, y);
         if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
-            y = b3.forward(c3.forward(relu(y)));
+            y = conv_bn(c3, b3, f, relu(y));
         }
         relu(self.drop_path.forward(y) + shortcut)
+    }
+
+    fn fold(self) -> Self {
+        let conv3 = match (self.conv3, &self.bn3) {
+            (Some(c), Some(b)) => Some(fold_bn(c, b)),
+            (c, _) => c,
+        };
+        Self {
+            conv1: fold_bn(self.conv1, &self.bn1),
+            conv2: fold_bn(self.conv2, &self.bn2),
+            conv3,
+            downsample: self.downsample.map(|(c, b)| (fold_bn(c, &b), b)),
+            folded: true,
+            ..self
+        }
     }
 }
 
@@ -121,6 +139,7 @@ pub struct ResNet {
     pub layer4: Vec<ResBlock>,
     pub dropout: Dropout,
     pub fc: Option<Linear>,
+    pub folded: bool,
 }
 
 impl ResNet {
@@ -155,6 +174,7 @@ impl ResNet {
                         bn3: None,
                         downsample,
                         drop_path: DropPath::new(dpr),
+                        folded: false,
                     },
                     ResBlockKind::Bottleneck => ResBlock {
                         conv1: conv(cin, c, 1, 1, 1, p, false, device),
@@ -165,6 +185,7 @@ impl ResNet {
                         bn3: Some(bn(c * e, eps, device)),
                         downsample,
                         drop_path: DropPath::new(dpr),
+                        folded: false,
                     },
                 };
                 blocks.push(block);
@@ -188,11 +209,12 @@ impl ResNet {
             dropout: DropoutConfig::new(opts.drop_rate).init(),
             fc: (opts.num_classes > 0)
                 .then(|| LinearConfig::new(arch.num_features(), opts.num_classes).init(device)),
+            folded: false,
         }
     }
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = relu(conv_bn(&self.conv1, &self.bn1, self.folded, x));
         x = self.maxpool.forward(x);
         for b in self
             .layer1
@@ -204,6 +226,23 @@ impl ResNet {
             x = b.forward(x);
         }
         global_avg_pool(x)
+    }
+
+    /// Folds every BatchNorm into its convolution, for inference.
+    pub fn fold_batchnorm(self) -> Self {
+        if self.folded {
+            return self;
+        }
+        let fold = |v: Vec<ResBlock>| v.into_iter().map(ResBlock::fold).collect();
+        Self {
+            conv1: fold_bn(self.conv1, &self.bn1),
+            layer1: fold(self.layer1),
+            layer2: fold(self.layer2),
+            layer3: fold(self.layer3),
+            layer4: fold(self.layer4),
+            folded: true,
+            ..self
+        }
     }
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {

@@ -395,6 +395,8 @@ pub struct LoadOptions {
     pub img_size: Option<[usize; 2]>,
     pub drop_rate: f64,
     pub drop_path_rate: f64,
+    /// Fold BatchNorm into the convolutions (inference only; same outputs, less work).
+    pub fold_bn: bool,
 }
 
 /// A loaded model and what loading decided.
@@ -512,6 +514,11 @@ pub fn load_checkpoint(
         path: paths,
         message,
     })?;
+    let model = if opts.fold_bn {
+        model.fold_batchnorm()
+    } else {
+        model
+    };
     Ok(Loaded {
         model,
         spec,

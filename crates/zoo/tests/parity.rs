@@ -103,6 +103,10 @@ fn max_err(ours: Tensor<2>, reference: &committee_zoo::weights::RawTensor) -> (f
 
 /// Runs one case; returns (relative feature error, relative logit error).
 fn run_case(case: &Value, spec: ModelSpec, device: &Device) -> (f32, f32) {
+    run_case_with(case, spec, device, false)
+}
+
+fn run_case_with(case: &Value, spec: ModelSpec, device: &Device, fold: bool) -> (f32, f32) {
     let name = case["case"].as_str().unwrap();
     let io =
         parse_safetensors(&std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap())
@@ -120,22 +124,32 @@ fn run_case(case: &Value, spec: ModelSpec, device: &Device) -> (f32, f32) {
     let ckpt = dir().join(case["checkpoint"].as_str().unwrap());
     let loaded =
         load_spec(spec, Path::new(&ckpt), &opts, device).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = if fold {
+        loaded.model.fold_batchnorm()
+    } else {
+        loaded.model
+    };
     let x = tensor::<4>(&io.tensors["input"], device);
-    let feats = loaded.model.forward_features(x);
-    let logits = loaded.model.forward_head(feats.clone());
+    let feats = model.forward_features(x);
+    let logits = model.forward_head(feats.clone());
     let (fe, fs) = max_err(feats, &io.tensors["features"]);
     let (le, ls) = max_err(logits, &io.tensors["logits"]);
     (fe / fs, le / ls)
 }
 
 fn parity_on(kind: BackendKind) {
+    parity_on_with(kind, false);
+}
+
+fn parity_on_with(kind: BackendKind, fold: bool) {
     let sel = select(kind).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("backend {kind} on {}", sel.adapter);
     let mut failures = Vec::new();
     for case in cases() {
         let name = case["case"].as_str().unwrap().to_string();
-        let (f, l) = run_case(&case, spec_of(&case), &sel.device);
-        eprintln!("{kind:8} {name:26} features rel err {f:.2e}  logits rel err {l:.2e}");
+        let (f, l) = run_case_with(&case, spec_of(&case), &sel.device, fold);
+        let tag = if fold { " (BN folded)" } else { "" };
+        eprintln!("{kind:8} {name:26} features rel err {f:.2e}  logits rel err {l:.2e}{tag}");
         if f > 1e-4 || l > 1e-4 {
             failures.push(format!("{name}: features {f:.2e}, logits {l:.2e}"));
         }
@@ -150,6 +164,13 @@ fn parity_on(kind: BackendKind) {
 #[cfg(feature = "flex")]
 fn parity_flex() {
     parity_on(BackendKind::Flex);
+}
+
+/// The inference optimisation keeps parity.
+#[test]
+#[cfg(feature = "flex")]
+fn parity_flex_batchnorm_folded() {
+    parity_on_with(BackendKind::Flex, true);
 }
 
 #[test]
