@@ -191,14 +191,7 @@ pub fn cascade(
     }
     let wall_s = start.elapsed().as_secs_f64();
     let gmacs: Vec<f64> = stages.iter().map(|s| s.gmacs).collect();
-    let cum: Vec<f64> = gmacs
-        .iter()
-        .scan(0.0, |acc, g| {
-            *acc += g;
-            Some(*acc)
-        })
-        .collect();
-    let o = outcome(predictions, exits, &kept_labels, &cum);
+    let o = outcome(predictions, exits, &kept_labels, &gmacs);
 
     // The most expensive stage alone on the same images, in the same run.
     let baseline_wall_s = if a.no_baseline {

@@ -95,24 +95,21 @@ pub fn decide(
     (probs, exit)
 }
 
-/// Cumulative cost of running stages 0..=k.
-pub fn cumulative_gmacs(members: &[Member], spec: &CascadeSpec) -> Vec<f64> {
-    spec.stages
-        .iter()
-        .scan(0.0, |acc, &s| {
-            *acc += members[s].gmacs;
-            Some(*acc)
-        })
-        .collect()
-}
-
-/// Summarises per-sample exits and predictions.
+/// Summarises per-sample exits and predictions; `stage_gmacs` is each stage's own cost, in
+/// stage order (a sample exiting at stage k paid for stages 0..=k).
 pub fn outcome(
     predictions: Vec<usize>,
     exit_stage: Vec<usize>,
     labels: &[i64],
-    cum: &[f64],
+    stage_gmacs: &[f64],
 ) -> Outcome {
+    let cum: Vec<f64> = stage_gmacs
+        .iter()
+        .scan(0.0, |acc, g| {
+            *acc += g;
+            Some(*acc)
+        })
+        .collect();
     let n = predictions.len().max(1) as f64;
     let k = cum.len();
     let mut exit_fractions = vec![0.0; k];
@@ -158,12 +155,8 @@ pub fn simulate(members: &[Member], spec: &CascadeSpec, rows: &[usize], labels: 
         }
     }
     let labels: Vec<i64> = rows.iter().map(|&i| labels[i]).collect();
-    outcome(
-        predictions,
-        exit_stage,
-        &labels,
-        &cumulative_gmacs(members, spec),
-    )
+    let costs: Vec<f64> = spec.stages.iter().map(|&s| members[s].gmacs).collect();
+    outcome(predictions, exit_stage, &labels, &costs)
 }
 
 #[cfg(test)]

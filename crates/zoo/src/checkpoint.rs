@@ -20,6 +20,43 @@ pub struct Checkpoint {
     pub ignored: Vec<String>,
 }
 
+/// Float element types a checkpoint may store; all are read as f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatKind {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+/// Little-endian bytes of `kind` to f32 (a trailing partial element is dropped; [`fits`]
+/// then reports the length mismatch).
+pub fn to_f32(kind: FloatKind, raw: &[u8]) -> Vec<f32> {
+    match kind {
+        FloatKind::F32 => raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        FloatKind::F16 => raw
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        FloatKind::BF16 => raw
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        FloatKind::F64 => raw
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+            .collect(),
+    }
+}
+
+/// Whether `data` holds exactly the elements `shape` promises (overflow-safe).
+pub fn fits(shape: &[usize], data: &[f32]) -> bool {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) == Some(data.len())
+}
+
 /// Parses safetensors bytes; never panics on malformed input (the fuzz target's entry).
 pub fn parse_safetensors(bytes: &[u8]) -> Result<Checkpoint, String> {
     use safetensors::{Dtype, SafeTensors};
@@ -28,30 +65,18 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<Checkpoint, String> {
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
         let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => raw
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
+        let kind = match view.dtype() {
+            Dtype::F32 => FloatKind::F32,
+            Dtype::F16 => FloatKind::F16,
+            Dtype::BF16 => FloatKind::BF16,
+            Dtype::F64 => FloatKind::F64,
             _ => {
                 ckpt.ignored.push(name);
                 continue;
             }
         };
-        let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        if numel != Some(data.len()) {
+        let data = to_f32(kind, raw);
+        if !fits(&shape, &data) {
             return Err(format!(
                 "tensor '{name}': data length does not match shape {shape:?}"
             ));

@@ -11,6 +11,7 @@ use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, bridge};
 use burn::tensor::{Device, TensorData};
 
 pub use crate::checkpoint::{Checkpoint, RawTensor, parse_safetensors};
+use crate::checkpoint::{FloatKind, fits, to_f32};
 use crate::efficientnet::{BlockKind, CommonOptions};
 use crate::manifest::{self, Entry};
 use crate::model::Model;
@@ -178,38 +179,21 @@ fn read_pth(path: &Path) -> Result<Checkpoint, LoadError> {
     let mut ckpt = Checkpoint::default();
     for (name, t) in reader.into_tensors() {
         let shape = t.shape().to_vec();
-        let dtype = t.dtype();
-        let convert = |raw: Vec<u8>| -> Vec<f32> {
-            match dtype {
-                DType::F32 => raw
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                DType::F16 => raw
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                DType::BF16 => raw
-                    .chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                _ => raw
-                    .chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-                    .collect(),
+        let kind = match t.dtype() {
+            DType::F32 => FloatKind::F32,
+            DType::F16 => FloatKind::F16,
+            DType::BF16 => FloatKind::BF16,
+            DType::F64 => FloatKind::F64,
+            _ => {
+                ckpt.ignored.push(name);
+                continue;
             }
         };
-        match dtype {
-            DType::F32 | DType::F16 | DType::BF16 | DType::F64 => {
-                let raw = t.read().map_err(|e| corrupt(path, e))?;
-                let data = convert(raw);
-                if data.len() != shape.iter().product::<usize>() {
-                    return Err(corrupt(path, format!("tensor '{name}' is truncated")));
-                }
-                ckpt.tensors.insert(name, RawTensor { shape, data });
-            }
-            _ => ckpt.ignored.push(name),
+        let data = to_f32(kind, &t.read().map_err(|e| corrupt(path, e))?);
+        if !fits(&shape, &data) {
+            return Err(corrupt(path, format!("tensor '{name}' is truncated")));
         }
+        ckpt.tensors.insert(name, RawTensor { shape, data });
     }
     Ok(ckpt)
 }
