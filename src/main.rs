@@ -26,10 +26,12 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Join shard logits caches from `eval --shard K/N` into one.
     MergeLogits(cmd::merge::Args),
-    /// Combine members' logits caches into an ensemble (offline).
+    /// Ensemble members, live on images or offline over logits caches.
     Ensemble(cmd::committee::EnsembleArgs),
-    /// Run a confidence cascade over logits caches (offline).
+    /// Run a confidence cascade, live on images or offline over logits caches.
     Cascade(cmd::committee::CascadeArgs),
+    /// Search the best single model, ensemble or cascade of a pool of logits caches.
+    Search(cmd::search::Args),
     /// Import datasets as image folders.
     #[command(subcommand)]
     Data(cmd::data::DataCommand),
@@ -48,6 +50,7 @@ fn main() {
         Command::Data(c) => cmd::data::run(c),
         Command::Ensemble(a) => cmd::committee::ensemble(a),
         Command::Cascade(a) => cmd::committee::cascade(a),
+        Command::Search(a) => cmd::search::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

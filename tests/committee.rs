@@ -36,7 +36,10 @@ fn run(args: &[&str], files: &[&Path]) -> std::process::Output {
 
 /// `committee eval --save-logits` of the fixture images with `weights` at `res` px.
 fn eval_cache(dir: &Path, weights: &Path, res: &str, name: &str) -> std::path::PathBuf {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/images");
+    let data = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"),
+    )
+    .join("tests/fixtures/images");
     let p = dir.join(format!("{name}.safetensors"));
     let args = [
         "eval",
@@ -178,7 +181,10 @@ fn misaligned_caches_and_bad_thresholds_are_errors() {
 #[test]
 fn live_cascade_equals_offline_simulation() {
     let d = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"),
+    )
+    .join("tests/fixtures");
     let w = root.join("parity/mobilenetv2_035.safetensors");
     let data = root.join("images");
     let caches: Vec<_> = ["96", "160"]
@@ -236,7 +242,10 @@ fn live_cascade_equals_offline_simulation() {
 #[test]
 fn live_ensemble_equals_offline() {
     let d = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"),
+    )
+    .join("tests/fixtures");
     let data = root.join("images");
     let m1 = root.join("parity/mobilenetv2_035.safetensors");
     let m2 = root.join("parity/tv_mobilenetv2_035.safetensors");
@@ -274,4 +283,113 @@ fn live_ensemble_equals_offline() {
         }
         assert!((live["gmacs"].as_f64().unwrap() - off["gmacs"].as_f64().unwrap()).abs() < 1e-9);
     }
+}
+
+/// `search` on the hand-made pool of `cascade_and_ensemble_by_hand` (labels 0, 1, 1, 0).
+/// small (1 GMAC): right on 0 (conf 0.881) and 1 (0.525), wrong on 2 (0.731) and 3 (0.953).
+/// big (4 GMACs): right on all four. Without accumulation, cascade small -> big at threshold t
+/// sends the samples with confidence < t on to big.
+#[test]
+fn search_by_hand_and_its_spec_runs() {
+    let d = tempfile::tempdir().unwrap();
+    let small = cache(
+        d.path(),
+        "small",
+        1.0,
+        &[2.0, 0.0, 0.0, 0.1, 1.0, 0.0, 0.0, 3.0],
+        &FILES,
+    );
+    let big = cache(
+        d.path(),
+        "big",
+        4.0,
+        &[1.0, 0.0, 0.0, 2.0, 0.0, 2.0, 2.0, 0.0],
+        &FILES,
+    );
+    let base = [
+        "search",
+        "--json",
+        "--no-accumulate",
+        "--holdout-fraction",
+        "0",
+        "--max-models",
+        "2",
+    ];
+    let with = |extra: &[&str], files: &[&Path]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push("--logits");
+        run(&args, files)
+    };
+    // 100% needs every sample at big (t > 0.953 costs 5): big alone, 4 GMACs.
+    let r = json_of(with(&["--match", "big"], &[&small, &big]));
+    assert_eq!(r["chosen"]["kind"], "single");
+    assert_eq!(r["chosen"]["members"], serde_json::json!(["big"]));
+    assert_eq!(r["chosen"]["top1"], 100.0);
+    assert_eq!(r["in_sample"], true);
+    // Budget 3: t in (0.731, 0.881] sends samples 1 and 2 on: 75% at 1 + 4 * 2/4 = 3 GMACs.
+    let spec = d.path().join("chosen.toml");
+    let plot = d.path().join("front.svg");
+    let mut extra = vec!["--budget-gmacs", "3", "--spec-out"];
+    let (sp, pp) = (spec.to_str().unwrap(), plot.to_str().unwrap());
+    extra.extend([sp, "--plot", pp]);
+    let r = json_of(with(&extra, &[&small, &big]));
+    let c = &r["chosen"];
+    assert_eq!(c["kind"], "cascade");
+    assert_eq!(c["members"], serde_json::json!(["small", "big"]));
+    assert_eq!(c["top1"], 75.0);
+    assert_eq!(c["avg_gmacs"], 3.0);
+    assert_eq!(c["worst_gmacs"], 5.0);
+    assert_eq!(c["exit_fractions"], serde_json::json!([0.5, 0.5]));
+    let t = c["thresholds"][0].as_f64().unwrap();
+    assert!(t > 0.731 && t <= 0.881, "{t}");
+    // The front: small (50%, 1), the cascade (75%, 3), big (100%, 4).
+    let front: Vec<(f64, f64)> = r["front"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["avg_gmacs"].as_f64().unwrap(),
+                p["top1"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(front, [(1.0, 50.0), (3.0, 75.0), (4.0, 100.0)]);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("small+big"),
+        "{svg:.200}"
+    );
+
+    // The spec runs offline and gives the same numbers.
+    let out = run(
+        &["cascade", "--json", "--spec", sp, "--logits"],
+        &[&big, &small],
+    );
+    let r = json_of(out);
+    assert_eq!(r["top1"], 75.0);
+    assert_eq!(r["avg_gmacs"], 3.0);
+    assert_eq!(r["stages"], serde_json::json!(["small", "big"]));
+
+    // A spec naming a model no cache holds, an unknown --match, an impossible target.
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("\"big\"", "\"medium\"");
+    std::fs::write(&spec, text).unwrap();
+    let out = run(&["cascade", "--spec", sp, "--logits"], &[&big, &small]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("medium"), "{err}");
+    let out = with(&["--match", "huge"], &[&small, &big]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("huge"), "{err}");
+    let out = with(
+        &["--target-accuracy", "100", "--worst-case-gmacs", "2"],
+        &[&small, &big],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no committee"),
+        "{err}"
+    );
 }

@@ -8,7 +8,8 @@ fn bin() -> Command {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("tests/fixtures")
 }
 
 fn weights() -> PathBuf {

@@ -1,15 +1,17 @@
 //! `committee ensemble` and `committee cascade` over logits caches (offline: no model runs).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use committee_core::cache::{LogitsCache, check_aligned};
 use committee_core::cascade::{CascadeSpec, Member, simulate};
-use committee_core::combine::{Combine, Confidence, combine};
+use committee_core::combine::{Combine, Confidence, combine, fit_temperature};
 use committee_core::metrics::Accuracy;
+use committee_core::search::Kind;
+use committee_core::spec::CommitteeSpec;
 use serde_json::json;
 
-fn load_caches(paths: &[PathBuf]) -> Result<Vec<(String, LogitsCache)>> {
+pub fn load_caches(paths: &[PathBuf]) -> Result<Vec<(String, LogitsCache)>> {
     let mut v = Vec::new();
     for p in paths {
         v.push((p.display().to_string(), LogitsCache::load(p)?));
@@ -19,7 +21,7 @@ fn load_caches(paths: &[PathBuf]) -> Result<Vec<(String, LogitsCache)>> {
     Ok(v)
 }
 
-fn members(caches: &[(String, LogitsCache)]) -> Vec<Member<'_>> {
+pub fn members(caches: &[(String, LogitsCache)]) -> Vec<Member<'_>> {
     // A self-cascade holds one model at several resolutions: name those by resolution too.
     let repeated = |m: &str| caches.iter().filter(|(_, c)| c.meta.model == m).count() > 1;
     caches
@@ -38,11 +40,94 @@ fn members(caches: &[(String, LogitsCache)]) -> Vec<Member<'_>> {
         .collect()
 }
 
+/// Caches for a spec's members, in the spec's order, picked from `paths` by model name (and
+/// resolution, when the spec gives one).
+fn caches_for_spec(
+    spec: &CommitteeSpec,
+    spec_path: &Path,
+    paths: &[PathBuf],
+) -> Result<Vec<(String, LogitsCache)>> {
+    let all = load_caches(paths)?;
+    spec.members
+        .iter()
+        .map(|m| {
+            all.iter()
+                .find(|(_, c)| {
+                    c.meta.model == m.model && m.img_size.is_none_or(|s| s == c.meta.img_size)
+                })
+                .cloned()
+                .with_context(|| {
+                    format!(
+                        "{}: member {}{} is in none of the caches given ({})",
+                        spec_path.display(),
+                        m.model,
+                        m.img_size
+                            .map(|s| format!(" at {s} px"))
+                            .unwrap_or_default(),
+                        all.iter()
+                            .map(|(_, c)| format!("{}@{}", c.meta.model, c.meta.img_size))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// `NAME:WEIGHTS[@RES]` strings for running a spec live.
+fn live_members(spec: &CommitteeSpec, spec_path: &Path) -> Result<Vec<String>> {
+    spec.members
+        .iter()
+        .map(|m| {
+            let w = m.weights.as_ref().with_context(|| {
+                format!(
+                    "{}: member {} has no `weights`; a live run needs them",
+                    spec_path.display(),
+                    m.model
+                )
+            })?;
+            Ok(match m.img_size {
+                Some(s) => format!("{}:{w}@{s}", m.model),
+                None => format!("{}:{w}", m.model),
+            })
+        })
+        .collect()
+}
+
+/// Per-member temperatures fitted (NLL) on held-out caches, one per member in order.
+fn calibrate(paths: &[PathBuf], names: &[String]) -> Result<Vec<f64>> {
+    let caches = load_caches(paths)?;
+    if caches.len() != names.len() {
+        bail!(
+            "--calibrate-on has {} caches for {} members: one per member, in order",
+            caches.len(),
+            names.len()
+        );
+    }
+    for ((p, c), n) in caches.iter().zip(names) {
+        let base = n.split('@').next().unwrap_or(n);
+        if c.meta.model != base {
+            bail!(
+                "{p} holds {} but the member in its place is {n}",
+                c.meta.model
+            );
+        }
+    }
+    Ok(caches
+        .iter()
+        .map(|(_, c)| fit_temperature(&c.logits, &c.labels, c.meta.num_classes))
+        .collect())
+}
+
+fn load_spec(path: &Option<PathBuf>) -> Result<Option<CommitteeSpec>> {
+    Ok(path.as_deref().map(CommitteeSpec::load).transpose()?)
+}
+
 #[derive(clap::Args)]
-#[command(group = clap::ArgGroup::new("source").required(true).args(["logits", "member"]))]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(true).args(["logits", "member", "spec"]))]
 pub struct EnsembleArgs {
     /// Offline: logits caches from `committee eval --save-logits`, one per member.
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., conflicts_with = "member")]
     logits: Vec<PathBuf>,
     /// Live: a member as NAME:WEIGHTS or NAME:WEIGHTS@RES; repeat per member. Needs --data.
     #[arg(long, requires = "data")]
@@ -50,6 +135,13 @@ pub struct EnsembleArgs {
     /// Image folder for a live ensemble.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// A spec from `committee search --spec-out` (kind ensemble or single): live with --data
+    /// (its members' weights), offline with --logits (caches picked by model name).
+    #[arg(long, conflicts_with = "member")]
+    spec: Option<PathBuf>,
+    /// Fit a temperature per member (NLL) on these held-out caches, one per member in order.
+    #[arg(long, num_args = 1..)]
+    calibrate_on: Vec<PathBuf>,
     /// mean-prob (average of probabilities) or mean-logits (renormalised geometric mean).
     #[arg(long, default_value = "mean-prob")]
     pub combine: Combine,
@@ -61,10 +153,28 @@ pub struct EnsembleArgs {
     json: bool,
 }
 
-pub fn ensemble(a: EnsembleArgs) -> Result<()> {
+pub fn ensemble(mut a: EnsembleArgs) -> Result<()> {
     let start = std::time::Instant::now();
+    let spec = load_spec(&a.spec)?;
+    let mut spec_temps = None;
+    if let (Some(s), Some(p)) = (&spec, &a.spec) {
+        if s.kind == Kind::Cascade {
+            bail!(
+                "{}: a cascade spec; run it with `committee cascade --spec`",
+                p.display()
+            );
+        }
+        a.combine = s.combine;
+        spec_temps = Some(s.members.iter().map(|m| m.temperature).collect::<Vec<_>>());
+        if a.logits.is_empty() {
+            a.member = live_members(s, p)?;
+        }
+    }
     let (names, gmacs, labels, rows, failed) = if a.member.is_empty() {
-        let caches = load_caches(&a.logits)?;
+        let caches = match (&spec, &a.spec) {
+            (Some(s), Some(p)) => caches_for_spec(s, p, &a.logits)?,
+            _ => load_caches(&a.logits)?,
+        };
         let m = members(&caches);
         let n = caches[0].1.len();
         let rows: Vec<Vec<Vec<f32>>> = (0..n)
@@ -77,7 +187,11 @@ pub fn ensemble(a: EnsembleArgs) -> Result<()> {
         let data = a.data.as_deref().context("a live ensemble needs --data")?;
         crate::cmd::live::ensemble_logits(&a.member, data, a.backend, a.batch)?
     };
-    let temps = vec![1.0; names.len()];
+    let temps = match spec_temps {
+        Some(t) => t,
+        None if !a.calibrate_on.is_empty() => calibrate(&a.calibrate_on, &names)?,
+        None => vec![1.0; names.len()],
+    };
     let mut acc = Accuracy::default();
     for (r, &y) in rows.iter().zip(&labels) {
         let refs: Vec<&[f32]> = r.iter().map(Vec::as_slice).collect();
@@ -87,7 +201,7 @@ pub fn ensemble(a: EnsembleArgs) -> Result<()> {
     let wall_s = start.elapsed().as_secs_f64();
     let total: f64 = gmacs.iter().sum();
     if a.json {
-        let r = json!({"members": names, "combine": a.combine, "top1": acc.top1_pct(), "top5": acc.top5_pct(),
+        let r = json!({"members": names, "combine": a.combine, "temperatures": temps, "top1": acc.top1_pct(), "top5": acc.top5_pct(),
                        "gmacs": total, "images": acc.n, "wall_s": wall_s,
                        "img_per_s": acc.n as f64 / wall_s.max(1e-12), "failed": failed});
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -107,10 +221,10 @@ pub fn ensemble(a: EnsembleArgs) -> Result<()> {
 }
 
 #[derive(clap::Args)]
-#[command(group = clap::ArgGroup::new("source").required(true).args(["logits", "stage"]))]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(true).args(["logits", "stage", "spec"]))]
 pub struct CascadeArgs {
     /// Offline: logits caches in stage order (cheapest first, usually).
-    #[arg(long, num_args = 1.., requires = "thresholds")]
+    #[arg(long, num_args = 1.., conflicts_with = "stage")]
     logits: Vec<PathBuf>,
     /// Live: a stage as NAME:WEIGHTS or NAME:WEIGHTS@RES (a self-cascade repeats a model at
     /// growing resolutions); repeat in stage order. Needs --data.
@@ -119,9 +233,16 @@ pub struct CascadeArgs {
     /// Image folder for a live cascade.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// A spec from `committee search --spec-out`: stages, thresholds and rules. Live with
+    /// --data (its members' weights), offline with --logits (caches picked by model name).
+    #[arg(long, conflicts_with_all = ["stage", "thresholds"])]
+    spec: Option<PathBuf>,
     /// One threshold per stage except the last, in [0, 1].
     #[arg(long, value_delimiter = ',')]
     thresholds: Vec<f64>,
+    /// Fit a temperature per stage (NLL) on these held-out caches, one per stage in order.
+    #[arg(long, num_args = 1..)]
+    calibrate_on: Vec<PathBuf>,
     /// Predict with stage k alone instead of the combination of stages 1..k.
     #[arg(long)]
     no_accumulate: bool,
@@ -152,25 +273,71 @@ fn spec_of(a: &CascadeArgs, stages: usize) -> Result<CascadeSpec> {
     Ok(spec)
 }
 
-pub fn cascade(a: CascadeArgs) -> Result<()> {
+pub fn cascade(mut a: CascadeArgs) -> Result<()> {
+    let file = load_spec(&a.spec)?;
+    if let (Some(s), Some(p)) = (&file, &a.spec) {
+        if s.kind == Kind::Ensemble {
+            bail!(
+                "{}: an ensemble spec; run it with `committee ensemble --spec`",
+                p.display()
+            );
+        }
+        a.thresholds = s.thresholds.clone();
+        a.no_accumulate = !s.accumulate;
+        a.combine = s.combine;
+        a.confidence = s.confidence;
+        if a.logits.is_empty() {
+            a.stage = live_members(s, p)?;
+        }
+    }
+    let spec_temps = file.as_ref().map(|s| {
+        s.members
+            .iter()
+            .map(|m| m.temperature)
+            .collect::<Vec<f64>>()
+    });
     if !a.stage.is_empty() {
+        let temps = match spec_temps {
+            Some(t) => t,
+            None if !a.calibrate_on.is_empty() => calibrate(
+                &a.calibrate_on,
+                &a.stage
+                    .iter()
+                    .map(|s| s.split(':').next().unwrap_or(s).to_string())
+                    .collect::<Vec<_>>(),
+            )?,
+            None => vec![1.0; a.stage.len()],
+        };
+        let stages = a.stage.clone();
         return crate::cmd::live::cascade(
-            &a.stage,
+            &stages,
             a.data.as_deref(),
-            spec_of(&a, a.stage.len())?,
+            spec_of(&a, stages.len())?,
+            temps,
             &a,
         );
     }
-    let caches = load_caches(&a.logits)?;
-    let m = members(&caches);
+    let caches = match (&file, &a.spec) {
+        (Some(s), Some(p)) => caches_for_spec(s, p, &a.logits)?,
+        _ => load_caches(&a.logits)?,
+    };
+    let mut m = members(&caches);
     let spec = spec_of(&a, m.len())?;
+    let names: Vec<String> = m.iter().map(|x| x.name.clone()).collect();
+    let temps = match spec_temps {
+        Some(t) => t,
+        None if !a.calibrate_on.is_empty() => calibrate(&a.calibrate_on, &names)?,
+        None => vec![1.0; m.len()],
+    };
+    for (x, t) in m.iter_mut().zip(temps) {
+        x.temperature = t;
+    }
     let labels = &caches[0].1.labels;
     if labels.is_empty() {
         bail!("the caches hold no images");
     }
     let rows: Vec<usize> = (0..labels.len()).collect();
     let o = simulate(&m, &spec, &rows, labels);
-    let names: Vec<String> = m.iter().map(|x| x.name.clone()).collect();
     let gmacs: Vec<f64> = m.iter().map(|x| x.gmacs).collect();
     report(&a, &names, &gmacs, &o, None)
 }

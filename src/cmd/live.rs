@@ -150,13 +150,13 @@ pub fn cascade(
     stage_args: &[String],
     data: Option<&Path>,
     spec: CascadeSpec,
+    temps: Vec<f64>,
     a: &CascadeArgs,
 ) -> Result<()> {
     let data = data.context("a live cascade needs --data")?;
     let live = Live::open(stage_args, data, a.backend)?;
     let (sel, stages, paths) = (&live.sel, &live.stages, live.paths.clone());
     let labels: Vec<i64> = live.folder.samples.iter().map(|s| s.label as i64).collect();
-    let temps = vec![1.0; stages.len()];
     let classes = stages[0].classes;
     let start = Instant::now();
     let (mut predictions, mut exits, mut kept_labels, mut failed) =

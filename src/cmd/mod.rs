@@ -5,4 +5,6 @@ pub mod eval;
 pub mod live;
 pub mod merge;
 pub mod models;
+pub mod plot;
 pub mod predict;
+pub mod search;

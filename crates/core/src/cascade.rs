@@ -18,7 +18,7 @@ pub struct Member<'a> {
 }
 
 impl Member<'_> {
-    fn row(&self, i: usize) -> &[f32] {
+    pub fn row(&self, i: usize) -> &[f32] {
         &self.logits[i * self.classes..(i + 1) * self.classes]
     }
 }

@@ -113,7 +113,7 @@ impl Confidence {
             Confidence::NegEntropy => {
                 let h: f64 = p.iter().filter(|&&v| v > 0.0).map(|&v| -v * v.ln()).sum();
                 let max = (p.len().max(2) as f64).ln();
-                1.0 - h / max
+                (1.0 - h / max).clamp(0.0, 1.0)
             }
         }
     }

@@ -1,8 +1,11 @@
-//! The committee core: logits caches, metrics, and (next) ensembles and cascades over them.
+//! The committee core: logits caches, metrics, ensembles, cascades and the search over them.
 
 pub mod cache;
 pub mod cascade;
 pub mod combine;
 pub mod metrics;
+pub mod search;
+pub mod spec;
+pub mod split;
 
 pub use cache::{CacheError, CacheMeta, LogitsCache};

@@ -8,7 +8,8 @@ use committee_data::transform::EvalTransform;
 use committee_zoo::registry::Interpolation;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("../../tests/fixtures")
 }
 
 #[test]

@@ -6,7 +6,7 @@ use committee_zoo::backend::cpu_device;
 use committee_zoo::weights::{LoadError, LoadOptions, load, parse_safetensors, read_checkpoint};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
         .join("../../tests/fixtures/parity")
         .join(name)
 }

@@ -14,7 +14,8 @@ use committee_zoo::weights::{LoadOptions, load_spec, parse_safetensors};
 use serde_json::Value;
 
 fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/parity")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("../../tests/fixtures/parity")
 }
 
 fn cases() -> Vec<Value> {

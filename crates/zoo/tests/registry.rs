@@ -9,7 +9,8 @@ use committee_zoo::registry;
 use committee_zoo::weights::registry_manifest;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/manifests")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("../../tests/fixtures/manifests")
 }
 
 /// (name, params, img_size, gmacs) as measured from timm by the fixture script.

@@ -1,0 +1,465 @@
+//! `committee search`: the best single model, ensemble or cascade of a pool of logits caches,
+//! with thresholds fitted on one part of the data and reported on the other.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use committee_core::LogitsCache;
+use committee_core::cascade::Member;
+use committee_core::combine::{Combine, Confidence, fit_temperature};
+use committee_core::search::{
+    self, Found, Fronts, Kind, Objective, Options, Pool, Score, Strategy, evaluate, short_names,
+};
+use committee_core::spec::{CommitteeSpec, MemberSpec};
+use serde_json::{Value, json};
+
+use crate::cmd::committee::{load_caches, members};
+use crate::util::write_atomic;
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["logits", "fit"]))]
+#[command(group = clap::ArgGroup::new("objective").args(["target_accuracy", "match_model", "budget_gmacs"]))]
+pub struct Args {
+    /// The pool: one logits cache per model (from `eval --save-logits`), all on the same
+    /// images. Split into a fit part and a report part by --holdout-fraction.
+    #[arg(long, num_args = 1..)]
+    logits: Vec<PathBuf>,
+    /// Instead of splitting: caches to fit thresholds on (e.g. a holdout folder) ...
+    #[arg(long, num_args = 1.., requires = "eval", conflicts_with = "logits")]
+    fit: Vec<PathBuf>,
+    /// ... and caches of the same models, in the same order, to report on (e.g. the test set).
+    #[arg(long, num_args = 1.., requires = "fit")]
+    eval: Vec<PathBuf>,
+    /// Largest committee (ensemble members or cascade stages).
+    #[arg(long, default_value_t = 4)]
+    max_models: usize,
+    /// Least average GMACs with at least this top-1 (percent) on the fit part.
+    #[arg(long)]
+    target_accuracy: Option<f64>,
+    /// Least average GMACs with at least the top-1 of this pool model (as named in the
+    /// caches, e.g. efficientnet_b4 or efficientnet_b0@256). Default: the most accurate model.
+    #[arg(long = "match", value_name = "NAME")]
+    match_model: Option<String>,
+    /// Best top-1 with at most this many average GMACs per image.
+    #[arg(long)]
+    budget_gmacs: Option<f64>,
+    /// Only committees whose worst case (every stage runs) costs at most this.
+    #[arg(long)]
+    worst_case_gmacs: Option<f64>,
+    #[arg(long, default_value = "max-prob")]
+    confidence: Confidence,
+    #[arg(long, default_value = "mean-prob")]
+    combine: Combine,
+    /// Cascades predict with stage k alone instead of the combination of stages 1..k.
+    #[arg(long)]
+    no_accumulate: bool,
+    /// Fit a softmax temperature per model on the fit part (NLL) before combining.
+    #[arg(long)]
+    calibrate: bool,
+    /// Fraction of the images (stratified by class) that fits thresholds; the rest reports.
+    /// 0 fits and reports on everything (in-sample).
+    #[arg(long, default_value_t = 0.5)]
+    holdout_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// brute (every ordered cascade up to --max-models, at most 4), greedy, or auto (brute
+    /// force up to 10 models).
+    #[arg(long, default_value = "auto")]
+    strategy: Strategy,
+    /// Also run the greedy search and report how close it gets to brute force.
+    #[arg(long)]
+    compare_greedy: bool,
+    /// Pareto plot (SVG): singles as dots, ensembles as squares, cascades as stars.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Write the chosen committee as a spec for `committee cascade/ensemble --spec`.
+    #[arg(long)]
+    spec_out: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// A front point with its numbers on the fit part and on the report part.
+struct Scored {
+    found: Found,
+    fit: Score,
+    eval: Score,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let start = Instant::now();
+    if !(0.0..1.0).contains(&a.holdout_fraction) {
+        bail!(
+            "--holdout-fraction must be in [0, 1) (got {}): the rest of the data reports",
+            a.holdout_fraction
+        );
+    }
+    if a.max_models == 0 {
+        bail!("--max-models must be at least 1");
+    }
+    // Fit and eval caches: the same list when splitting one set.
+    let (fit_caches, eval_caches) = if a.logits.is_empty() {
+        let f = load_caches(&a.fit)?;
+        let e = load_caches(&a.eval)?;
+        if f.len() != e.len() {
+            bail!(
+                "--fit has {} caches but --eval has {}: one per model in each",
+                f.len(),
+                e.len()
+            );
+        }
+        for ((pf, cf), (pe, ce)) in f.iter().zip(&e) {
+            if (&cf.meta.model, cf.meta.img_size) != (&ce.meta.model, ce.meta.img_size) {
+                bail!(
+                    "{pf} holds {}@{} but {pe} holds {}@{}: give --eval in the order of --fit",
+                    cf.meta.model,
+                    cf.meta.img_size,
+                    ce.meta.model,
+                    ce.meta.img_size
+                );
+            }
+            if cf.meta.num_classes != ce.meta.num_classes {
+                bail!("{pf} and {pe} have different class counts");
+            }
+        }
+        (f, Some(e))
+    } else {
+        (load_caches(&a.logits)?, None)
+    };
+    if fit_caches.len() > 63 {
+        bail!("at most 63 models in a pool");
+    }
+    let labels_fit = fit_caches[0].1.labels.clone();
+    let labels_eval = eval_caches
+        .as_ref()
+        .map_or(labels_fit.clone(), |e| e[0].1.labels.clone());
+    let (fit_rows, eval_rows, in_sample) = match &eval_caches {
+        Some(e) => (
+            (0..labels_fit.len()).collect::<Vec<_>>(),
+            (0..e[0].1.len()).collect::<Vec<_>>(),
+            false,
+        ),
+        None if a.holdout_fraction == 0.0 => {
+            let all: Vec<usize> = (0..labels_fit.len()).collect();
+            (all.clone(), all, true)
+        }
+        None => {
+            let (f, e) = committee_core::split::stratified(&labels_fit, a.holdout_fraction, a.seed);
+            (f, e, false)
+        }
+    };
+    if fit_rows.is_empty() || eval_rows.is_empty() {
+        bail!(
+            "the split leaves {} images to fit on and {} to report on: use more data or another --holdout-fraction",
+            fit_rows.len(),
+            eval_rows.len()
+        );
+    }
+
+    let mut fit_members = members(&fit_caches);
+    let mut eval_members = match &eval_caches {
+        Some(e) => members(e),
+        None => fit_members.clone(),
+    };
+    if a.calibrate {
+        for (fm, em) in fit_members.iter_mut().zip(eval_members.iter_mut()) {
+            let c = fm.classes;
+            let logits: Vec<f32> = fit_rows
+                .iter()
+                .flat_map(|&r| fm.row(r).iter().copied())
+                .collect();
+            let labels: Vec<i64> = fit_rows.iter().map(|&r| labels_fit[r]).collect();
+            let t = fit_temperature(&logits, &labels, c);
+            fm.temperature = t;
+            em.temperature = t;
+        }
+    }
+    let names: Vec<String> = fit_members.iter().map(|m| m.name.clone()).collect();
+    let short = short_names(&names);
+    let opts = Options {
+        max_models: a.max_models,
+        combine: a.combine,
+        confidence: a.confidence,
+        accumulate: !a.no_accumulate,
+        worst_case_gmacs: a.worst_case_gmacs,
+        strategy: a.strategy,
+    };
+    let brute = match a.strategy {
+        Strategy::Brute => true,
+        Strategy::Greedy => false,
+        Strategy::Auto => fit_members.len() <= 10 && a.max_models <= 4,
+    };
+
+    eprintln!(
+        "search: {} models, {} images to fit on, {} to report on (loaded in {:.2} s)",
+        names.len(),
+        fit_rows.len(),
+        eval_rows.len(),
+        start.elapsed().as_secs_f64()
+    );
+    let mut pool = Pool::new(&fit_members, &labels_fit, &fit_rows, opts.clone())?;
+    let fronts: Fronts = if brute {
+        search::brute_force(&mut pool)?
+    } else {
+        search::greedy_fronts(&mut pool)
+    };
+    let objective = match (a.target_accuracy, &a.match_model, a.budget_gmacs) {
+        (Some(t), _, _) => Objective::TargetAccuracy(t),
+        (_, _, Some(g)) => Objective::Budget(g),
+        (_, Some(name), _) => {
+            let i = names.iter().position(|n| n == name).with_context(|| {
+                format!(
+                    "--match {name}: no such model in the pool ({})",
+                    names.join(", ")
+                )
+            })?;
+            Objective::TargetAccuracy(fronts.singles[i].top1())
+        }
+        _ => Objective::TargetAccuracy(fronts.singles.iter().map(Found::top1).fold(0.0, f64::max)),
+    };
+    let mut candidates = fronts.all.clone();
+    if !brute && let Some(g) = search::greedy(&mut pool, objective) {
+        candidates.push(g);
+    }
+    let chosen = search::choose(&candidates, objective).context("search")?;
+    let search_s = start.elapsed().as_secs_f64();
+
+    let greedy_cmp = if a.compare_greedy && brute {
+        let t = Instant::now();
+        let g = search::greedy(&mut pool, objective);
+        let greedy_s = t.elapsed().as_secs_f64();
+        g.map(|g| {
+            json!({"greedy": describe(&g, &names), "brute_force": describe(&chosen, &names),
+                   "greedy_over_brute_gmacs": g.avg_gmacs() / chosen.avg_gmacs().max(1e-12),
+                   "greedy_s": greedy_s})
+        })
+    } else {
+        None
+    };
+
+    eprintln!("search: {search_s:.2} s; scoring the front on the report rows");
+    // The chosen committee is scored by simulation (the definition); front points from the
+    // stage states of a pool over the report rows (the same decisions, tested, far faster).
+    let chosen_s = Scored {
+        fit: (&evaluate(&fit_members, &chosen, &fit_rows, &labels_fit, &opts)).into(),
+        eval: (&evaluate(&eval_members, &chosen, &eval_rows, &labels_eval, &opts)).into(),
+        found: chosen.clone(),
+    };
+    let mut eval_pool = if in_sample {
+        None
+    } else {
+        Some(Pool::new(
+            &eval_members,
+            &labels_eval,
+            &eval_rows,
+            opts.clone(),
+        )?)
+    };
+    let mut score_all = |fs: &[Found]| -> Vec<Scored> {
+        let fit = pool.score_all(fs);
+        let eval = match eval_pool.as_mut() {
+            Some(p) => p.score_all(fs),
+            None => fit.clone(),
+        };
+        fs.iter()
+            .zip(fit.into_iter().zip(eval))
+            .map(|(f, (fit, eval))| Scored {
+                found: f.clone(),
+                fit,
+                eval,
+            })
+            .collect()
+    };
+    let front: Vec<Scored> = score_all(&fronts.all);
+    let kind_pts: Vec<Vec<(f64, f64)>> = [&fronts.singles, &fronts.ensembles, &fronts.cascades]
+        .iter()
+        .map(|v| {
+            score_all(v)
+                .iter()
+                .map(|s| (s.eval.avg_gmacs, s.eval.top1))
+                .collect()
+        })
+        .collect();
+    let wall_s = start.elapsed().as_secs_f64();
+
+    if let Some(p) = &a.spec_out {
+        let caches = eval_caches.as_ref().unwrap_or(&fit_caches);
+        let spec = spec_of(&chosen, caches, &fit_members, &opts);
+        write_atomic(p, spec.to_toml().as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(p) = &a.plot {
+        let label = |f: &Found| {
+            f.members
+                .iter()
+                .map(|&m| short[m].clone())
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        let pts = |v: &[Found], xy: &[(f64, f64)]| -> Vec<crate::cmd::plot::Point> {
+            v.iter()
+                .zip(xy)
+                .map(|(f, &(x, y))| crate::cmd::plot::Point {
+                    x,
+                    y,
+                    label: label(f),
+                })
+                .collect()
+        };
+        let front_xy: Vec<(f64, f64)> = front
+            .iter()
+            .map(|s| (s.eval.avg_gmacs, s.eval.top1))
+            .collect();
+        let title = format!(
+            "top-1 on {} images{} vs average GMACs",
+            eval_rows.len(),
+            if in_sample {
+                " (in-sample)"
+            } else {
+                " (held out)"
+            }
+        );
+        crate::cmd::plot::pareto(
+            p,
+            &title,
+            &pts(&fronts.singles, &kind_pts[0]),
+            &pts(&fronts.ensembles, &kind_pts[1]),
+            &pts(&fronts.cascades, &kind_pts[2]),
+            &pts(&fronts.all, &front_xy),
+            &pts(
+                std::slice::from_ref(&chosen),
+                &[(chosen_s.eval.avg_gmacs, chosen_s.eval.top1)],
+            ),
+        )?;
+    }
+
+    let obj = match objective {
+        Objective::TargetAccuracy(t) => json!({"target_accuracy": t}),
+        Objective::Budget(g) => json!({"budget_gmacs": g}),
+    };
+    let r = json!({
+        "chosen": entry(&chosen_s, &names),
+        "front": front.iter().map(|s| entry(s, &names)).collect::<Vec<_>>(),
+        "objective": obj,
+        "strategy": if brute { "brute" } else { "greedy" },
+        "candidates": fronts.candidates,
+        "in_sample": in_sample,
+        "fit_images": fit_rows.len(),
+        "eval_images": eval_rows.len(),
+        "holdout_fraction": if eval_caches.is_some() { Value::Null } else { json!(a.holdout_fraction) },
+        "seed": a.seed,
+        "temperatures": fit_members.iter().map(|m| m.temperature).collect::<Vec<_>>(),
+        "search_s": search_s,
+        "wall_s": wall_s,
+        "greedy_comparison": greedy_cmp,
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    let where_ = if in_sample {
+        "in-sample (fit = report)".to_string()
+    } else {
+        format!(
+            "fit on {} images, reported on {} others",
+            fit_rows.len(),
+            eval_rows.len()
+        )
+    };
+    println!(
+        "searched {} candidates ({}) in {:.2} s; {where_}",
+        fronts.candidates,
+        if brute { "brute force" } else { "greedy" },
+        search_s
+    );
+    println!(
+        "{:<9} {:<28} {:<18} {:>9} {:>9} {:>10} {:>10}",
+        "kind", "members", "thresholds", "top1", "top1 fit", "avg GMACs", "worst"
+    );
+    let line = |s: &Scored| {
+        let f = &s.found;
+        println!(
+            "{:<9} {:<28} {:<18} {:>9.3} {:>9.3} {:>10.4} {:>10.4}",
+            format!("{:?}", f.kind).to_lowercase(),
+            f.members
+                .iter()
+                .map(|&m| short[m].clone())
+                .collect::<Vec<_>>()
+                .join("+"),
+            f.thresholds
+                .iter()
+                .map(|t| format!("{t:.2}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            s.eval.top1,
+            s.fit.top1,
+            s.eval.avg_gmacs,
+            s.eval.worst_gmacs
+        );
+    };
+    for s in &front {
+        line(s);
+    }
+    println!("chosen for {obj}:");
+    line(&chosen_s);
+    if let Some(g) = &r["greedy_comparison"].as_object() {
+        println!(
+            "greedy: {} at {:.4} GMACs ({:.3}x brute force's)",
+            g["greedy"]["label"], g["greedy"]["avg_gmacs"], g["greedy_over_brute_gmacs"]
+        );
+    }
+    Ok(())
+}
+
+fn describe(f: &Found, names: &[String]) -> Value {
+    json!({"kind": f.kind, "members": f.members.iter().map(|&m| names[m].clone()).collect::<Vec<_>>(),
+           "label": f.members.iter().map(|&m| names[m].clone()).collect::<Vec<_>>().join("+"),
+           "thresholds": f.thresholds, "top1": f.top1(), "avg_gmacs": f.avg_gmacs()})
+}
+
+fn entry(s: &Scored, names: &[String]) -> Value {
+    let f = &s.found;
+    json!({
+        "kind": f.kind,
+        "members": f.members.iter().map(|&m| names[m].clone()).collect::<Vec<_>>(),
+        "thresholds": f.thresholds,
+        "top1": s.eval.top1,
+        "avg_gmacs": s.eval.avg_gmacs,
+        "worst_gmacs": s.eval.worst_gmacs,
+        "exit_fractions": s.eval.exit_fractions,
+        "in_sample": {"top1": s.fit.top1, "avg_gmacs": s.fit.avg_gmacs, "exit_fractions": s.fit.exit_fractions},
+    })
+}
+
+fn spec_of(
+    f: &Found,
+    caches: &[(String, LogitsCache)],
+    members: &[Member],
+    opts: &Options,
+) -> CommitteeSpec {
+    CommitteeSpec {
+        kind: f.kind,
+        thresholds: if f.kind == Kind::Cascade {
+            f.thresholds.clone()
+        } else {
+            vec![]
+        },
+        accumulate: opts.accumulate,
+        combine: opts.combine,
+        confidence: opts.confidence,
+        members: f
+            .members
+            .iter()
+            .map(|&m| {
+                let meta = &caches[m].1.meta;
+                MemberSpec {
+                    model: meta.model.clone(),
+                    weights: (!meta.weights.is_empty()).then(|| meta.weights.clone()),
+                    img_size: Some(meta.img_size),
+                    temperature: members[m].temperature,
+                }
+            })
+            .collect(),
+    }
+}
