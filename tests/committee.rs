@@ -83,25 +83,30 @@ fn json_of(out: std::process::Output) -> serde_json::Value {
 
 const FILES: [&str; 4] = ["a/0.png", "a/1.png", "b/2.png", "b/3.png"];
 
-#[test]
-fn cascade_and_ensemble_by_hand() {
-    let d = tempfile::tempdir().unwrap();
-    // small: right on 0 and 1, wrong on 2 and (confidently, p = 0.953) on 3.
+/// Labels 0, 1, 1, 0. small (1 GMAC): right on 0 and 1, wrong on 2 and (confidently,
+/// p = 0.953) on 3. big (4 GMACs): right on all four.
+fn hand_pool(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let small = cache(
-        d.path(),
+        dir,
         "small",
         1.0,
         &[2.0, 0.0, 0.0, 0.1, 1.0, 0.0, 0.0, 3.0],
         &FILES,
     );
-    // big: right on all four.
     let big = cache(
-        d.path(),
+        dir,
         "big",
         4.0,
         &[1.0, 0.0, 0.0, 2.0, 0.0, 2.0, 2.0, 0.0],
         &FILES,
     );
+    (small, big)
+}
+
+#[test]
+fn cascade_and_ensemble_by_hand() {
+    let d = tempfile::tempdir().unwrap();
+    let (small, big) = hand_pool(d.path());
 
     // Threshold 0.9: only sample 3 exits at the small model (and is wrong): 3/4 correct,
     // cost (5 + 5 + 5 + 1) / 4 = 4 GMACs.
@@ -292,20 +297,7 @@ fn live_ensemble_equals_offline() {
 #[test]
 fn search_by_hand_and_its_spec_runs() {
     let d = tempfile::tempdir().unwrap();
-    let small = cache(
-        d.path(),
-        "small",
-        1.0,
-        &[2.0, 0.0, 0.0, 0.1, 1.0, 0.0, 0.0, 3.0],
-        &FILES,
-    );
-    let big = cache(
-        d.path(),
-        "big",
-        4.0,
-        &[1.0, 0.0, 0.0, 2.0, 0.0, 2.0, 2.0, 0.0],
-        &FILES,
-    );
+    let (small, big) = hand_pool(d.path());
     let base = [
         "search",
         "--json",

@@ -766,6 +766,12 @@ fn singles_and_ensembles(pool: &mut Pool) -> (Vec<Found>, Vec<Found>) {
     (singles, ensembles)
 }
 
+/// The front over all kinds (singles over the worst-case bound left out).
+fn overall(pool: &Pool, singles: &[Found], ensembles: &[Found], cascades: &[Found]) -> Vec<Found> {
+    let ok = singles.iter().filter(|f| pool.within_worst(f));
+    front(ok.chain(ensembles).chain(cascades).cloned().collect())
+}
+
 /// Scores every single model, every ensemble and every ordered cascade of up to K members.
 pub fn brute_force(pool: &mut Pool) -> Result<Fronts, SearchError> {
     let m = pool.members.len();
@@ -799,19 +805,7 @@ pub fn brute_force(pool: &mut Pool) -> Result<Fronts, SearchError> {
             v.extend(b);
             front(v)
         });
-    let singles_ok: Vec<Found> = singles
-        .iter()
-        .filter(|f| pool.within_worst(f))
-        .cloned()
-        .collect();
-    let all = front(
-        singles_ok
-            .iter()
-            .chain(&ensembles)
-            .chain(&cascade_front_all)
-            .cloned()
-            .collect(),
-    );
+    let all = overall(pool, &singles, &ensembles, &cascade_front_all);
     Ok(Fronts {
         candidates: singles.len() + ensembles.len() + cascades.len(),
         ensembles: front(ensembles),
@@ -1020,19 +1014,7 @@ pub fn greedy_fronts(pool: &mut Pool) -> Fronts {
         .filter_map(|&t| greedy(pool, Objective::TargetAccuracy(t)))
         .filter(|f| f.kind == Kind::Cascade)
         .collect();
-    let singles_ok: Vec<Found> = singles
-        .iter()
-        .filter(|f| pool.within_worst(f))
-        .cloned()
-        .collect();
-    let all = front(
-        singles_ok
-            .iter()
-            .chain(&ensembles)
-            .chain(&cascades)
-            .cloned()
-            .collect(),
-    );
+    let all = overall(pool, &singles, &ensembles, &cascades);
     Fronts {
         candidates: singles.len() + ensembles.len() + targets.len(),
         ensembles: front(ensembles),
