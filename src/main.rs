@@ -32,6 +32,8 @@ enum Command {
     Cascade(cmd::committee::CascadeArgs),
     /// Search the best single model, ensemble or cascade of a pool of logits caches.
     Search(cmd::search::Args),
+    /// Train a model (or one member per seed) from scratch on an image folder.
+    Train(cmd::train::Args),
     /// Import datasets as image folders.
     #[command(subcommand)]
     Data(cmd::data::DataCommand),
@@ -51,6 +53,7 @@ fn main() {
         Command::Ensemble(a) => cmd::committee::ensemble(a),
         Command::Cascade(a) => cmd::committee::cascade(a),
         Command::Search(a) => cmd::search::run(a),
+        Command::Train(a) => cmd::train::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -113,7 +113,8 @@ pub fn run(a: Args) -> Result<()> {
     let sel = device(a.backend)?;
     let base = committee_zoo::registry::get(&a.model)
         .with_context(|| format!("unknown model '{}'", a.model))?;
-    let t = a.pre.apply(EvalTransform::from(&base.eval));
+    let base_eval = committee_zoo::export::eval_config(&a.weights).unwrap_or(base.eval);
+    let t = a.pre.apply(EvalTransform::from(&base_eval));
     let opts = LoadOptions {
         img_size: Some([t.img_size; 2]),
         fold_bn: true,

@@ -45,7 +45,8 @@ pub fn load_stage(s: &str, dev: &Device) -> Result<Stage> {
     };
     let spec = committee_zoo::registry::get(name)
         .with_context(|| format!("stage '{s}': unknown model '{name}'"))?;
-    let mut t = EvalTransform::from(&spec.eval);
+    let eval = committee_zoo::export::eval_config(Path::new(weights)).unwrap_or(spec.eval);
+    let mut t = EvalTransform::from(&eval);
     if let Some(r) = res {
         t.img_size = r;
     }

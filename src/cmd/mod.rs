@@ -8,3 +8,4 @@ pub mod models;
 pub mod plot;
 pub mod predict;
 pub mod search;
+pub mod train;

@@ -49,6 +49,25 @@ where
     T: Send + 'static,
     F: Fn(&std::path::Path) -> Result<T, String> + Send + Sync + 'static,
 {
+    load_items(paths, batch, workers, prefetch, move |p: &PathBuf| {
+        prepare(p)
+    })
+}
+
+/// [`load`] over any work items (training passes each sample's index and augmentation seed
+/// along with its path). Indices in the batches are positions in `items`.
+pub fn load_items<I, T, F>(
+    items: Vec<I>,
+    batch: usize,
+    workers: usize,
+    prefetch: usize,
+    prepare: F,
+) -> Loader<T>
+where
+    I: Send + Sync + 'static,
+    T: Send + 'static,
+    F: Fn(&I) -> Result<T, String> + Send + Sync + 'static,
+{
     use rayon::prelude::*;
     let (tx, rx) = sync_channel(prefetch.max(1));
     let batch = batch.max(1);
@@ -60,7 +79,7 @@ where
             Ok(p) => p,
             Err(_) => return,
         };
-        let indexed: Vec<(usize, PathBuf)> = paths.into_iter().enumerate().collect();
+        let indexed: Vec<(usize, I)> = items.into_iter().enumerate().collect();
         for chunk in indexed.chunks(batch) {
             let items: Vec<(usize, Result<T, String>)> =
                 pool.install(|| chunk.par_iter().map(|(i, p)| (*i, prepare(p))).collect());

@@ -118,15 +118,24 @@ impl EvalTransform {
             return self.apply(img);
         }
         let crop = self.resize_crop(img);
-        crop.pixels()
-            .map(|p| {
-                let [r, g, b] = p.0.map(u32::from);
-                // PIL: L = R * 299/1000 + G * 587/1000 + B * 114/1000, rounded.
-                let l = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as f32 / 255.0;
-                (l - self.mean[0] as f32) / self.std[0] as f32
-            })
-            .collect()
+        to_chw_channels(&crop, channels, self.mean, self.std)
     }
+}
+
+/// `[0, 255]` RGB to normalised CHW floats with `channels` channels (1: PIL's "L"
+/// conversion, normalised with the first mean/std).
+pub fn to_chw_channels(img: &RgbImage, channels: usize, mean: [f64; 3], std: [f64; 3]) -> Vec<f32> {
+    if channels != 1 {
+        return to_chw(img, mean, std);
+    }
+    img.pixels()
+        .map(|p| {
+            let [r, g, b] = p.0.map(u32::from);
+            // PIL: L = R * 299/1000 + G * 587/1000 + B * 114/1000, rounded.
+            let l = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as f32 / 255.0;
+            (l - mean[0] as f32) / std[0] as f32
+        })
+        .collect()
 }
 
 /// `[0, 255]` RGB to normalised CHW floats.

@@ -4,6 +4,7 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod efficientnet;
+pub mod export;
 pub mod layers;
 pub mod manifest;
 pub mod model;

@@ -63,7 +63,7 @@ impl std::str::FromStr for Interpolation {
 }
 
 /// timm's eval transform for a model's default pretrained tag.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EvalConfig {
     pub img_size: usize,
     pub crop_pct: f64,

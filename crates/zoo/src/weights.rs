@@ -414,6 +414,11 @@ pub fn load_spec(
     opts: &LoadOptions,
     device: &Device,
 ) -> Result<Loaded, LoadError> {
+    let mut spec = spec;
+    // Trained members carry their own preprocessing (resolution, normalisation).
+    if let Some(eval) = crate::export::eval_config(path) {
+        spec.eval = eval;
+    }
     let ckpt = read_checkpoint(path)?;
     load_checkpoint(spec, ckpt, path, opts, device)
 }
@@ -617,7 +622,8 @@ fn resample_pos_embed(
     Ok(Some(([g, g], grid)))
 }
 
-fn apply(mut model: Model, ckpt: Checkpoint) -> Result<Model, String> {
+/// Copies timm-named tensors into `model` (which must have the same layout; see [`compare`]).
+pub fn apply(mut model: Model, ckpt: Checkpoint) -> Result<Model, String> {
     let tensors = ckpt
         .tensors
         .into_iter()

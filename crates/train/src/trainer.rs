@@ -1,0 +1,688 @@
+//! The training loop: one member, one run directory, resumable at every epoch boundary.
+//!
+//! Every random stream (init, shuffling, augmentation, dropout/drop-path) is derived from
+//! `(seed, epoch, sample)`, so the checkpoint's "RNG state" is just the seed and the epoch,
+//! and a run resumed after `kill -9` replays exactly what the uninterrupted run computes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::ParamGroup;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use committee_data::folder::ImageFolder;
+use committee_data::loader;
+use committee_data::transform::{EvalTransform, decode};
+use committee_zoo::export;
+use committee_zoo::registry::{self, EvalConfig, Interpolation};
+use committee_zoo::{CommonOptions, Model};
+use serde::{Deserialize, Serialize};
+
+use crate::augment::{AugmentKind, SMALL_MAX_SIDE, TrainTransform};
+use crate::config::{OptKind, TrainConfig};
+use crate::loss::cross_entropy;
+use crate::rng::Rng;
+use crate::schedule::Schedule;
+use crate::{TrainError, write_atomic};
+
+/// File names inside a run directory.
+pub const CHECKPOINT: &str = "checkpoint.safetensors";
+pub const MODEL: &str = "model.safetensors";
+pub const BEST: &str = "best.safetensors";
+pub const METRICS: &str = "metrics.csv";
+pub const CONFIG: &str = "config.toml";
+const STATE_KEY: &str = "committee.train_state";
+const OPTIM_TENSOR: &str = "__optimizer__";
+
+/// One line of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_top1: f64,
+    pub val_loss: Option<f64>,
+    pub val_top1: Option<f64>,
+    pub val_top5: Option<f64>,
+    pub lr: f64,
+    pub img_per_s: f64,
+    pub wall_s: f64,
+}
+
+/// What the checkpoint stores besides tensors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct State {
+    /// Epochs completed.
+    epochs_done: usize,
+    /// Optimiser steps taken (the schedule's position).
+    iteration: usize,
+    config: TrainConfig,
+    history: Vec<EpochRow>,
+    best: Option<(usize, f64)>,
+}
+
+/// Progress reports for the caller's display.
+#[derive(Debug)]
+pub enum Event<'a> {
+    Info(String),
+    Warning(String),
+    Batch {
+        epoch: usize,
+        epochs: usize,
+        done: usize,
+        total: usize,
+        loss: f64,
+        top1: f64,
+        lr: f64,
+        img_per_s: f64,
+    },
+    Epoch(&'a EpochRow),
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub config: TrainConfig,
+    pub history: Vec<EpochRow>,
+    pub best: Option<(usize, f64)>,
+}
+
+/// Fills the options left unset with data- and model-dependent defaults.
+pub fn resolve(mut cfg: TrainConfig, train: &ImageFolder) -> Result<TrainConfig, TrainError> {
+    let first = train
+        .samples
+        .first()
+        .ok_or_else(|| TrainError::Data(format!("{}: no images", train.root.display())))?;
+    let probe = image::ImageReader::open(&first.path)
+        .and_then(|r| r.with_guessed_format())
+        .map_err(|e| TrainError::Data(format!("{}: {e}", first.path.display())))?
+        .decode()
+        .map_err(|e| TrainError::Data(format!("{}: {e}", first.path.display())))?;
+    let (w, h) = (probe.width(), probe.height());
+    let spec =
+        registry::get(&cfg.model).ok_or_else(|| TrainError::UnknownModel(cfg.model.clone()))?;
+    let small = w.min(h) <= SMALL_MAX_SIDE;
+    cfg.augment.get_or_insert(if small {
+        AugmentKind::Small
+    } else {
+        AugmentKind::Imagenet
+    });
+    cfg.img_size.get_or_insert(if small {
+        w.max(h) as usize
+    } else {
+        spec.eval.img_size
+    });
+    cfg.in_chans
+        .get_or_insert(if probe.color().channel_count() <= 2 {
+            1
+        } else {
+            3
+        });
+    cfg.lr = Some(cfg.lr());
+    cfg.weight_decay = Some(cfg.weight_decay());
+    cfg.validate().map_err(TrainError::Invalid)?;
+    Ok(cfg)
+}
+
+/// The eval preprocessing a trained member is exported with.
+pub fn eval_config(cfg: &TrainConfig) -> Result<EvalConfig, TrainError> {
+    let spec =
+        registry::get(&cfg.model).ok_or_else(|| TrainError::UnknownModel(cfg.model.clone()))?;
+    let small = cfg.augment != Some(AugmentKind::Imagenet);
+    Ok(EvalConfig {
+        img_size: cfg.img_size.unwrap_or(spec.eval.img_size),
+        crop_pct: if small { 1.0 } else { spec.eval.crop_pct },
+        interpolation: if small {
+            Interpolation::Bilinear
+        } else {
+            spec.eval.interpolation
+        },
+        mean: spec.eval.mean,
+        std: spec.eval.std,
+    })
+}
+
+/// Gives every float parameter a fixed id (its position), so optimiser state saved by one
+/// process finds its parameters in the next.
+struct FixIds(u64);
+
+impl ModuleMapper for FixIds {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        self.0 += 1;
+        let (_, value, mapper) = param.consume();
+        Param::from_mapped_value(ParamId::from(self.0), value, mapper)
+    }
+}
+
+/// Ids of the parameters that get no weight decay: norm layers, biases, ViT tokens.
+#[derive(Default)]
+struct NoDecay {
+    stack: Vec<(String, String)>,
+    ids: Vec<ParamId>,
+}
+
+impl ModuleVisitor for NoDecay {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack.push((name.into(), container_type.into()));
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.stack.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some((leaf, container)) = self.stack.last() else {
+            return;
+        };
+        let norm = container == "Struct:BatchNorm" || container == "Struct:LayerNorm";
+        if norm || D == 1 || matches!(leaf.as_str(), "bias" | "cls_token" | "pos_embed") {
+            self.ids.push(param.id);
+        }
+    }
+}
+
+fn optimizer(cfg: &TrainConfig, no_decay: Vec<ParamId>) -> ModuleOptimizer {
+    let wd = cfg.weight_decay() as f32;
+    let group = ParamGroup::from_ids(no_decay);
+    match cfg.opt {
+        OptKind::Sgd => {
+            // PyTorch semantics: no dampening.
+            let m = MomentumConfig {
+                momentum: cfg.momentum,
+                dampening: 0.0,
+                nesterov: false,
+            };
+            let decay = SgdConfig::new()
+                .with_momentum(Some(m.clone()))
+                .with_weight_decay(Some(WeightDecayConfig::new(wd)))
+                .build();
+            let plain = SgdConfig::new().with_momentum(Some(m)).build();
+            ModuleOptimizer::from(decay).with_group(group, plain, None)
+        }
+        OptKind::Adamw => {
+            let decay = AdamWConfig::new()
+                .with_weight_decay(wd)
+                .with_epsilon(1e-8)
+                .build();
+            let plain = AdamWConfig::new()
+                .with_weight_decay(0.0)
+                .with_epsilon(1e-8)
+                .build();
+            ModuleOptimizer::from(decay).with_group(group, plain, None)
+        }
+        OptKind::Rmsprop => {
+            let base = RmsPropConfig::new()
+                .with_alpha(0.9)
+                .with_momentum(cfg.momentum as f32)
+                .with_epsilon(1e-3);
+            let decay = base
+                .clone()
+                .with_weight_decay(Some(WeightDecayConfig::new(wd)))
+                .build();
+            ModuleOptimizer::from(decay).with_group(group, base.build(), None)
+        }
+    }
+}
+
+/// Everything that reads images for one run.
+struct Data {
+    train: ImageFolder,
+    val: Option<(ImageFolder, Vec<usize>)>,
+    tf: TrainTransform,
+    eval: EvalTransform,
+    workers: usize,
+}
+
+fn open_data(cfg: &TrainConfig) -> Result<Data, TrainError> {
+    let train = ImageFolder::scan(&cfg.data, None).map_err(|e| TrainError::Data(e.to_string()))?;
+    let val = match &cfg.val {
+        None => None,
+        Some(dir) => {
+            let v = ImageFolder::scan(dir, None).map_err(|e| TrainError::Data(e.to_string()))?;
+            // Val labels follow the training folder's class order, by name.
+            let map = v
+                .classes
+                .iter()
+                .map(|c| {
+                    train.classes.iter().position(|t| t == c).ok_or_else(|| {
+                        TrainError::Data(format!(
+                            "{}: class '{c}' is not among the training classes",
+                            dir.display()
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Some((v, map))
+        }
+    };
+    let spec =
+        registry::get(&cfg.model).ok_or_else(|| TrainError::UnknownModel(cfg.model.clone()))?;
+    let ev = eval_config(cfg)?;
+    Ok(Data {
+        tf: TrainTransform {
+            kind: cfg.augment.unwrap_or(AugmentKind::Small),
+            img_size: ev.img_size,
+            channels: cfg.in_chans.unwrap_or(3),
+            mean: spec.eval.mean,
+            std: spec.eval.std,
+        },
+        eval: EvalTransform::from(&ev),
+        train,
+        val,
+        workers: cfg.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        }),
+    })
+}
+
+fn read_checkpoint(
+    path: &Path,
+) -> Result<(State, committee_zoo::weights::Checkpoint, Vec<u8>), TrainError> {
+    let corrupt = |reason: String| TrainError::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| corrupt(e.to_string()))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let state: State = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(STATE_KEY))
+        .ok_or_else(|| corrupt("no training state in the metadata".into()))
+        .and_then(|s| serde_json::from_str(s).map_err(|e| corrupt(e.to_string())))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let optim = st
+        .tensor(OPTIM_TENSOR)
+        .map_err(|e| corrupt(format!("optimiser state: {e}")))?
+        .data()
+        .to_vec();
+    let ckpt = committee_zoo::weights::parse_safetensors(&bytes).map_err(corrupt)?;
+    Ok((state, ckpt, optim))
+}
+
+fn checkpoint_bytes(
+    model: &Model,
+    optim: &ModuleOptimizer,
+    state: &State,
+) -> Result<Vec<u8>, TrainError> {
+    let err = |reason: String| TrainError::Checkpoint {
+        path: CHECKPOINT.into(),
+        reason,
+    };
+    let (tensors, _) = export::state_dict(model);
+    let optim = optim
+        .into_bytes()
+        .map_err(|e| err(format!("optimiser state: {e:?}")))?;
+    let mut entries: Vec<export::Entry> = tensors
+        .into_iter()
+        .map(|t| export::Entry {
+            name: t.name,
+            dtype: "F32",
+            shape: t.shape,
+            bytes: t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+        .collect();
+    entries.push(export::Entry {
+        name: OPTIM_TENSOR.into(),
+        dtype: "U8",
+        shape: vec![optim.len()],
+        bytes: optim.to_vec(),
+    });
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        STATE_KEY.to_string(),
+        serde_json::to_string(state).map_err(|e| err(e.to_string()))?,
+    );
+    export::serialize(entries, &meta).map_err(err)
+}
+
+fn metrics_csv(history: &[EpochRow]) -> String {
+    let opt = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+    let mut s = String::from(
+        "epoch,train_loss,train_top1,val_loss,val_top1,val_top5,lr,img_per_s,wall_s\n",
+    );
+    for r in history {
+        s.push_str(&format!(
+            "{},{:.6},{:.4},{},{},{},{:.6e},{:.2},{:.2}\n",
+            r.epoch,
+            r.train_loss,
+            r.train_top1,
+            opt(r.val_loss),
+            opt(r.val_top1),
+            opt(r.val_top5),
+            r.lr,
+            r.img_per_s,
+            r.wall_s
+        ));
+    }
+    s
+}
+
+/// Trains one member into `out`. With `resume`, continues from `out/checkpoint.safetensors`
+/// (using the configuration saved there); without it, an existing checkpoint is an error.
+pub fn train(
+    cfg: TrainConfig,
+    out: &Path,
+    device: &Device,
+    resume: bool,
+    on: &mut dyn FnMut(Event),
+) -> Result<Outcome, TrainError> {
+    let io = |p: &Path, e: std::io::Error| TrainError::Io {
+        path: p.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    let ckpt_path = out.join(CHECKPOINT);
+    let saved = if ckpt_path.exists() {
+        if !resume {
+            return Err(TrainError::Exists(out.display().to_string()));
+        }
+        Some(read_checkpoint(&ckpt_path)?)
+    } else {
+        None
+    };
+    let (cfg, mut state) = match &saved {
+        Some((s, _, _)) => {
+            on(Event::Info(format!(
+                "resuming {} after epoch {} of {}",
+                out.display(),
+                s.epochs_done,
+                s.config.epochs
+            )));
+            (s.config.clone(), s.clone())
+        }
+        None => {
+            let train =
+                ImageFolder::scan(&cfg.data, None).map_err(|e| TrainError::Data(e.to_string()))?;
+            let cfg = resolve(cfg, &train)?;
+            write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
+            let state = State {
+                epochs_done: 0,
+                iteration: 0,
+                config: cfg.clone(),
+                history: Vec::new(),
+                best: None,
+            };
+            (cfg, state)
+        }
+    };
+    let data = open_data(&cfg)?;
+    let classes = data.train.classes.len();
+    let n = data.train.samples.len();
+    let spec =
+        registry::get(&cfg.model).ok_or_else(|| TrainError::UnknownModel(cfg.model.clone()))?;
+    let s = data.tf.img_size;
+    let chans = data.tf.channels;
+    let opts = CommonOptions {
+        num_classes: classes,
+        in_chans: chans,
+        drop_rate: cfg.drop_rate,
+        drop_path_rate: cfg.drop_path,
+        bn_eps: None,
+    };
+    let ad = device.clone().autodiff();
+    ad.seed(Rng::keyed(&[cfg.seed, u64::MAX]).next_u64());
+    let mut model = Model::new(&spec.arch, [s, s], &opts, &ad);
+    if let Some((_, ckpt, _)) = &saved {
+        model = committee_zoo::weights::apply(model, ckpt.clone()).map_err(|reason| {
+            TrainError::Checkpoint {
+                path: ckpt_path.display().to_string(),
+                reason,
+            }
+        })?;
+    }
+    let model_ids = model.map(&mut FixIds(0));
+    let mut model = model_ids;
+    let mut nd = NoDecay::default();
+    model.visit(&mut nd);
+    let mut optim = optimizer(&cfg, nd.ids);
+    if let Some((_, _, bytes)) = saved {
+        optim = optim
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| TrainError::Checkpoint {
+                path: ckpt_path.display().to_string(),
+                reason: format!("optimiser state: {e:?}"),
+            })?;
+    }
+
+    let batch = cfg.batch.min(n);
+    let steps = (n / batch).max(1);
+    let sched = Schedule {
+        base_lr: cfg.lr(),
+        min_lr: cfg.min_lr,
+        warmup_iters: (cfg.warmup_epochs * steps as f64).round() as usize,
+        total_iters: steps * cfg.epochs,
+    };
+    let meta = export::metadata(&cfg.model, &eval_config(&cfg)?);
+    on(Event::Info(format!(
+        "train {} ({} px, {} channel{}, {} classes) on {} images, {} steps/epoch, {:?} lr {} wd {}",
+        cfg.model,
+        s,
+        chans,
+        if chans == 1 { "" } else { "s" },
+        classes,
+        n,
+        steps,
+        cfg.opt,
+        cfg.lr(),
+        cfg.weight_decay()
+    )));
+    let mut bad: BTreeSet<PathBuf> = BTreeSet::new();
+
+    for epoch in state.epochs_done..cfg.epochs {
+        let start = Instant::now();
+        ad.seed(Rng::keyed(&[cfg.seed, epoch as u64, 1]).next_u64());
+        let order = Rng::keyed(&[cfg.seed, epoch as u64, 0]).permutation(n);
+        let items: Vec<(usize, PathBuf)> = order[..steps * batch]
+            .iter()
+            .map(|&i| (i, data.train.samples[i].path.clone()))
+            .collect();
+        let tf = data.tf.clone();
+        let seed = cfg.seed;
+        let batches = loader::load_items(
+            items,
+            batch,
+            data.workers,
+            2,
+            move |(i, p): &(usize, PathBuf)| {
+                let mut rng = Rng::keyed(&[seed, epoch as u64, *i as u64, 2]);
+                decode(p)
+                    .map(|img| tf.apply(&img, &mut rng))
+                    .map_err(|e| e.reason)
+            },
+        );
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let mut lr = sched.lr(state.iteration);
+        for (k, b) in batches.enumerate() {
+            let mut x = Vec::new();
+            let mut y = Vec::new();
+            for (pos, r) in b.items {
+                let sample = &data.train.samples[order[pos]];
+                match r {
+                    Ok(v) => {
+                        x.extend(v);
+                        y.push(sample.label as i64);
+                    }
+                    Err(e) => {
+                        if bad.insert(sample.path.clone()) {
+                            on(Event::Warning(format!(
+                                "skipping {}: {e}",
+                                sample.path.display()
+                            )));
+                        }
+                    }
+                }
+            }
+            let m = y.len();
+            if m == 0 {
+                continue;
+            }
+            lr = sched.lr(state.iteration);
+            let xt = Tensor::<4>::from_data(TensorData::new(x, [m, chans, s, s]), &ad);
+            let yt = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [m]), &ad);
+            let logits = model.forward(xt);
+            let pred: Vec<i64> = logits
+                .clone()
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .unwrap_or_default();
+            let loss = cross_entropy(logits, yt, cfg.label_smoothing);
+            let lv: f32 = loss.clone().into_scalar();
+            let lv = lv as f64;
+            if !lv.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch: epoch + 1,
+                    lr,
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+            state.iteration += 1;
+            loss_sum += lv * m as f64;
+            correct += pred.iter().zip(&y).filter(|(p, t)| p == t).count();
+            seen += m;
+            on(Event::Batch {
+                epoch: epoch + 1,
+                epochs: cfg.epochs,
+                done: k + 1,
+                total: steps,
+                loss: loss_sum / seen as f64,
+                top1: 100.0 * correct as f64 / seen as f64,
+                lr,
+                img_per_s: seen as f64 / start.elapsed().as_secs_f64().max(1e-9),
+            });
+        }
+        if seen == 0 {
+            return Err(TrainError::Data(format!(
+                "{}: no image of the epoch could be read",
+                cfg.data.display()
+            )));
+        }
+        let train_wall = start.elapsed().as_secs_f64();
+        let (val_loss, val_top1, val_top5) = match &data.val {
+            Some((v, map)) => {
+                let (l, t1, t5) = evaluate(&model.valid(), v, map, &data, device, &mut bad, on)?;
+                (Some(l), Some(t1), Some(t5))
+            }
+            None => (None, None, None),
+        };
+        let row = EpochRow {
+            epoch: epoch + 1,
+            train_loss: loss_sum / seen as f64,
+            train_top1: 100.0 * correct as f64 / seen as f64,
+            val_loss,
+            val_top1,
+            val_top5,
+            lr,
+            img_per_s: seen as f64 / train_wall.max(1e-9),
+            wall_s: start.elapsed().as_secs_f64(),
+        };
+        on(Event::Epoch(&row));
+        // Exports first, checkpoint last: a crash in between redoes the epoch and rewrites all.
+        let inference = model.valid();
+        let bytes = export::to_safetensors(&inference, meta.clone()).map_err(|reason| {
+            TrainError::Checkpoint {
+                path: out.join(MODEL).display().to_string(),
+                reason,
+            }
+        })?;
+        write_atomic(&out.join(MODEL), &bytes)?;
+        if let Some(t1) = val_top1
+            && state.best.is_none_or(|(_, b)| t1 > b)
+        {
+            state.best = Some((epoch + 1, t1));
+            write_atomic(&out.join(BEST), &bytes)?;
+        }
+        state.history.push(row);
+        state.epochs_done = epoch + 1;
+        write_atomic(&out.join(METRICS), metrics_csv(&state.history).as_bytes())?;
+        let ck = checkpoint_bytes(&model, &optim, &state)?;
+        write_atomic(&ckpt_path, &ck)?;
+    }
+    Ok(Outcome {
+        config: cfg,
+        history: state.history,
+        best: state.best,
+    })
+}
+
+/// Loss (without smoothing), top-1 and top-5 (percent) on a folder, eval preprocessing.
+fn evaluate(
+    model: &Model,
+    folder: &ImageFolder,
+    map: &[usize],
+    data: &Data,
+    device: &Device,
+    bad: &mut BTreeSet<PathBuf>,
+    on: &mut dyn FnMut(Event),
+) -> Result<(f64, f64, f64), TrainError> {
+    let ev = data.eval.clone();
+    let chans = data.tf.channels;
+    let s = ev.img_size;
+    let paths: Vec<PathBuf> = folder.samples.iter().map(|x| x.path.clone()).collect();
+    let batches = loader::load(paths, 256, data.workers, 2, move |p| {
+        decode(p)
+            .map(|img| ev.apply_channels(&img, chans))
+            .map_err(|e| e.reason)
+    });
+    let (mut loss, mut top1, mut top5, mut n) = (0.0f64, 0usize, 0usize, 0usize);
+    for b in batches {
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for (i, r) in b.items {
+            match r {
+                Ok(v) => {
+                    x.extend(v);
+                    y.push(map[folder.samples[i].label]);
+                }
+                Err(e) => {
+                    let p = &folder.samples[i].path;
+                    if bad.insert(p.clone()) {
+                        on(Event::Warning(format!("skipping {}: {e}", p.display())));
+                    }
+                }
+            }
+        }
+        if y.is_empty() {
+            continue;
+        }
+        let m = y.len();
+        let xt = Tensor::<4>::from_data(TensorData::new(x, [m, chans, s, s]), device);
+        let logits: Vec<f32> = model
+            .forward(xt)
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        let c = logits.len() / m;
+        for (r, &label) in y.iter().enumerate() {
+            let row = &logits[r * c..(r + 1) * c];
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| (v as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            loss += lse - row[label] as f64;
+            let above = row.iter().filter(|&&v| v > row[label]).count();
+            top1 += (above == 0) as usize;
+            top5 += (above < 5) as usize;
+        }
+        n += m;
+    }
+    if n == 0 {
+        return Err(TrainError::Data(format!(
+            "{}: no validation image could be read",
+            folder.root.display()
+        )));
+    }
+    let pct = |k: usize| 100.0 * k as f64 / n as f64;
+    Ok((loss / n as f64, pct(top1), pct(top5)))
+}

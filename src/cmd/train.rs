@@ -1,0 +1,248 @@
+//! `committee train`: train members from scratch on an image folder.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use committee_train::augment::AugmentKind;
+use committee_train::{Event, OptKind, TrainConfig};
+use committee_zoo::backend::BackendKind;
+
+use crate::util::device;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Registry model name (see `committee models`).
+    #[arg(long)]
+    model: Option<String>,
+    /// Training image folder (one subfolder per class).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run directory: config.toml, metrics.csv, checkpoint, model.safetensors, best.safetensors.
+    #[arg(long)]
+    out: PathBuf,
+    /// Validation image folder (same class names); enables best.safetensors.
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Read the configuration from this TOML file; flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Training resolution (default: the image size for small images, else the model's).
+    #[arg(long)]
+    img_size: Option<usize>,
+    /// Input channels (default: 1 for grayscale images, else 3).
+    #[arg(long)]
+    in_chans: Option<usize>,
+    /// sgd (momentum, no dampening, as PyTorch), adamw or rmsprop.
+    #[arg(long)]
+    opt: Option<OptKind>,
+    /// Peak learning rate (default: 0.1 for sgd, 1e-3 otherwise, times batch/128).
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Not applied to norm layers and biases.
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Dropout before the classifier.
+    #[arg(long)]
+    drop_rate: Option<f64>,
+    /// Stochastic depth rate (the last block's; earlier blocks scale linearly).
+    #[arg(long)]
+    drop_path: Option<f64>,
+    /// imagenet (random-resized-crop + flip), small (pad-and-crop + flip) or none.
+    #[arg(long)]
+    augment: Option<AugmentKind>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Train one member per seed into RUN/seed-N, one after the other.
+    #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
+    seeds: Vec<u64>,
+    /// Continue from RUN/checkpoint.safetensors (its saved configuration wins).
+    #[arg(long)]
+    resume: bool,
+    /// Decoding threads.
+    #[arg(long)]
+    workers: Option<usize>,
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
+    /// Print the final metrics as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn config(a: &Args) -> Result<TrainConfig> {
+    let mut c = match &a.config {
+        Some(p) => TrainConfig::from_toml(p)?,
+        None => {
+            let (Some(m), Some(d)) = (&a.model, &a.data) else {
+                bail!("--model and --data are required (or give them in --config)");
+            };
+            TrainConfig::new(m, d)
+        }
+    };
+    macro_rules! set {
+        ($($f:ident),*) => { $( if let Some(v) = a.$f.clone() { c.$f = v; } )* };
+    }
+    macro_rules! set_opt {
+        ($($f:ident),*) => { $( if a.$f.is_some() { c.$f = a.$f.clone(); } )* };
+    }
+    set!(
+        model,
+        data,
+        epochs,
+        batch,
+        opt,
+        momentum,
+        warmup_epochs,
+        label_smoothing,
+        drop_rate,
+        drop_path,
+        seed
+    );
+    set_opt!(val, img_size, in_chans, lr, weight_decay, augment, workers);
+    if committee_zoo::registry::get(&c.model).is_none() {
+        bail!("unknown model '{}' (see `committee models`)", c.model);
+    }
+    c.validate().map_err(anyhow::Error::msg)?;
+    Ok(c)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let base = config(&a)?;
+    let sel = device(a.backend)?;
+    let runs: Vec<(TrainConfig, PathBuf)> = if a.seeds.is_empty() {
+        vec![(base, a.out.clone())]
+    } else {
+        a.seeds
+            .iter()
+            .map(|&s| {
+                let mut c = base.clone();
+                c.seed = s;
+                (c, a.out.join(format!("seed-{s}")))
+            })
+            .collect()
+    };
+    let mut reports = Vec::new();
+    for (cfg, out) in runs {
+        let mut display = Display::new();
+        let outcome =
+            committee_train::train(cfg, &out, &sel.device, a.resume, &mut |e| display.event(e))
+                .with_context(|| format!("training into {}", out.display()))?;
+        display.finish();
+        let last = outcome.history.last();
+        eprintln!(
+            "done: {} ({} epochs){}",
+            out.join(committee_train::trainer::MODEL).display(),
+            outcome.history.len(),
+            outcome
+                .best
+                .map(|(e, t)| format!(", best val top-1 {t:.2}% at epoch {e}"))
+                .unwrap_or_default()
+        );
+        reports.push(serde_json::json!({
+            "out": out.display().to_string(),
+            "model": outcome.config.model,
+            "seed": outcome.config.seed,
+            "epochs": outcome.history.len(),
+            "last": last,
+            "best_epoch": outcome.best.map(|b| b.0),
+            "best_val_top1": outcome.best.map(|b| b.1),
+        }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal, a line every 10 s otherwise (logs, CI).
+struct Display {
+    bar: Option<indicatif::ProgressBar>,
+    last: Instant,
+}
+
+impl Display {
+    fn new() -> Self {
+        Self {
+            bar: None,
+            last: Instant::now(),
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Info(s) => self.println(&s),
+            Event::Warning(s) => self.println(&format!("warning: {s}")),
+            Event::Batch {
+                epoch,
+                epochs,
+                done,
+                total,
+                loss,
+                top1,
+                lr,
+                img_per_s,
+            } => {
+                let msg = format!(
+                    "epoch {epoch}/{epochs} loss {loss:.4} top-1 {top1:.2}% lr {lr:.2e} {img_per_s:.0} img/s"
+                );
+                if std::io::stderr().is_terminal() {
+                    let bar = self.bar.get_or_insert_with(|| {
+                        let b = indicatif::ProgressBar::new(total as u64);
+                        b.set_style(
+                            indicatif::ProgressStyle::with_template(
+                                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
+                            )
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                        );
+                        b
+                    });
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                    bar.set_message(msg);
+                } else if self.last.elapsed() >= Duration::from_secs(10) {
+                    self.last = Instant::now();
+                    eprintln!("  {done}/{total} {msg}");
+                }
+            }
+            Event::Epoch(r) => {
+                if let Some(b) = self.bar.take() {
+                    b.finish_and_clear();
+                }
+                let val = match (r.val_loss, r.val_top1, r.val_top5) {
+                    (Some(l), Some(t1), Some(t5)) => {
+                        format!(", val loss {l:.4} top-1 {t1:.2}% top-5 {t5:.2}%")
+                    }
+                    _ => String::new(),
+                };
+                eprintln!(
+                    "epoch {}: train loss {:.4} top-1 {:.2}%{val}, {:.0} img/s, {:.1} s",
+                    r.epoch, r.train_loss, r.train_top1, r.img_per_s, r.wall_s
+                );
+            }
+        }
+    }
+
+    fn println(&self, s: &str) {
+        match &self.bar {
+            Some(b) => b.println(s),
+            None => eprintln!("{s}"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
