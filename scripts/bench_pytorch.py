@@ -4,6 +4,9 @@
 
     python scripts/bench_pytorch.py --model resnet50,efficientnet_b0 --batch 1,8 --threads 2 \
         [--ours ours.json]      # output of `committee bench ... --json`
+
+With --train, a training step as `committee bench --train` times it: train mode, forward,
+cross-entropy, backward, SGD momentum 0.9 (no dampening) update.
 """
 import argparse
 import json
@@ -22,6 +25,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--ours", help="committee bench --json output to compare against")
+    ap.add_argument("--train", action="store_true", help="time training steps")
+    ap.add_argument("--in-chans", type=int, default=3)
+    ap.add_argument("--num-classes", type=int, default=1000)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     ours = {}
@@ -30,17 +36,33 @@ def main():
             ours[(r["model"], r["batch"])] = r
     print(f"{'model':24} {'batch':>5} {'torch img/s':>12} {'ours img/s':>11} {'ratio':>6}")
     for name in a.model.split(","):
-        m = timm.create_model(name, pretrained=False).eval()
+        m = timm.create_model(
+            name, pretrained=False, in_chans=a.in_chans, num_classes=a.num_classes
+        )
+        m = m.train() if a.train else m.eval()
         img = a.img_size or m.pretrained_cfg["input_size"][1]
         for b in map(int, a.batch.split(",")):
-            x = torch.randn(b, 3, img, img)
+            x = torch.randn(b, a.in_chans, img, img)
             times = []
-            with torch.inference_mode():
+            if a.train:
+                opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+                y = torch.arange(b) % a.num_classes
                 for i in range(a.warmup + a.iters):
                     t0 = time.perf_counter()
-                    m(x)
+                    opt.zero_grad(set_to_none=True)
+                    loss = torch.nn.functional.cross_entropy(m(x), y)
+                    loss.backward()
+                    opt.step()
+                    loss.item()
                     if i >= a.warmup:
                         times.append(time.perf_counter() - t0)
+            else:
+                with torch.inference_mode():
+                    for i in range(a.warmup + a.iters):
+                        t0 = time.perf_counter()
+                        m(x)
+                        if i >= a.warmup:
+                            times.append(time.perf_counter() - t0)
             times.sort()
             p50 = times[len(times) // 2]
             ips = b / p50

@@ -335,3 +335,42 @@ fn bad_arguments_are_clear_errors() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("resnet9000"));
 }
+
+/// The same training path on wgpu (lavapipe in CI): a member trained there exports weights
+/// that flex evaluates to the validation top-1 the wgpu trainer reported.
+#[test]
+fn trains_on_wgpu_and_the_export_agrees_across_backends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 8, false);
+    let out_dir = tmp.path().join("gpu");
+    let mut args = train_args(&data, &out_dir, 2, 5);
+    let b = args.iter().position(|s| s == "flex").unwrap();
+    args[b] = "wgpu".into();
+    let out = run(&args);
+    ok(&out);
+    let csv = std::fs::read_to_string(out_dir.join("metrics.csv")).unwrap();
+    let last = csv.lines().last().unwrap().to_string();
+    let val_top1: f64 = last.split(',').nth(4).unwrap().parse().unwrap();
+    let eval = committee()
+        .args([
+            "eval",
+            "--backend",
+            "flex",
+            "--model",
+            MODEL,
+            "--json",
+            "--weights",
+        ])
+        .arg(out_dir.join("model.safetensors"))
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    ok(&eval);
+    let j: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    // 32 images: allow one prediction to flip on a near-tie between backends.
+    assert!(
+        (j["top1"].as_f64().unwrap() - val_top1).abs() <= 100.0 / 32.0 + 1e-9,
+        "{j} vs {last}"
+    );
+}

@@ -40,6 +40,15 @@ pub struct Args {
     /// Keep BatchNorm as separate layers (by default it is folded into the convolutions).
     #[arg(long)]
     no_fold_bn: bool,
+    /// Time a training step instead (forward, backward, SGD momentum update; BN in train mode).
+    #[arg(long)]
+    train: bool,
+    /// Input channels (1 for grayscale data such as Fashion-MNIST).
+    #[arg(long, default_value_t = 3)]
+    in_chans: usize,
+    /// Classifier outputs.
+    #[arg(long, default_value_t = 1000)]
+    num_classes: usize,
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     #[arg(long)]
@@ -52,6 +61,88 @@ fn peak_rss_mb() -> Option<f64> {
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// One result row from the timings (ms) of the measured iterations.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    a: &Args,
+    name: &str,
+    b: usize,
+    img: usize,
+    gmacs: f64,
+    mut times: Vec<f64>,
+    sel: &committee_zoo::backend::Selected,
+    mode: &str,
+) -> serde_json::Value {
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    let (p50, p95) = (pct(0.5), pct(0.95));
+    let backend = sel.kind;
+    let row = json!({
+        "model": name, "backend": backend.to_string(), "batch": b, "img_size": img,
+        "mode": mode, "p50_ms": p50, "p95_ms": p95, "img_per_s": b as f64 / (p50 / 1e3),
+        "gmacs_per_s": gmacs * b as f64 / (p50 / 1e3), "device": sel.adapter,
+        "software_adapter": sel.software, "peak_rss_mb": peak_rss_mb(),
+    });
+    if !a.json && !a.csv {
+        eprintln!(
+            "{name:24} {backend:8} {mode:7} b={b:<4} {img}px  p50 {p50:9.2} ms  p95 {p95:9.2} ms  {:8.2} img/s  {:8.2} GMAC/s",
+            row["img_per_s"].as_f64().unwrap_or(0.0),
+            row["gmacs_per_s"].as_f64().unwrap_or(0.0)
+        );
+    }
+    row
+}
+
+/// Times training steps: forward (BN in train mode), cross-entropy, backward, and an SGD
+/// momentum update, as the trainer runs them. GMAC/s counts the forward MACs only.
+fn train_row(
+    a: &Args,
+    name: &str,
+    spec: &registry::ModelSpec,
+    img: usize,
+    b: usize,
+    sel: &committee_zoo::backend::Selected,
+) -> Result<serde_json::Value> {
+    use burn::optim::momentum::MomentumConfig;
+    use burn::optim::{GradientsParams, SgdConfig};
+    use burn::tensor::{Int, TensorData};
+    let ad = sel.device.clone().autodiff();
+    let opts = CommonOptions {
+        num_classes: a.num_classes,
+        in_chans: a.in_chans,
+        ..Default::default()
+    };
+    let mut model = random_model(spec, &opts, [img; 2], &ad);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .init();
+    let x = Tensor::<4>::random(
+        [b, a.in_chans, img, img],
+        Distribution::Normal(0.0, 1.0),
+        &ad,
+    );
+    let labels: Vec<i64> = (0..b).map(|i| (i % a.num_classes) as i64).collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &ad);
+    let mut times = Vec::with_capacity(a.iters);
+    for i in 0..a.warmup + a.iters {
+        let t0 = Instant::now();
+        let loss = committee_train::loss::cross_entropy(model.forward(x.clone()), y.clone(), 0.0);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(0.01, model, grads);
+        // Reading a parameter back waits for the update to finish.
+        let _ = loss.into_data();
+        if i >= a.warmup {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
+    Ok(row(a, name, b, img, gmacs, times, sel, "train"))
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -67,6 +158,17 @@ pub fn run(a: Args) -> Result<()> {
         for name in &a.model {
             let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
             let img = a.img_size.unwrap_or(spec.eval.img_size);
+            if a.train {
+                for &b in &a.batch {
+                    rows.push(train_row(&a, name, &spec, img, b, &sel)?);
+                }
+                continue;
+            }
+            let opts = CommonOptions {
+                num_classes: a.num_classes,
+                in_chans: a.in_chans,
+                ..Default::default()
+            };
             let model = match &a.weights {
                 Some(w) => {
                     let opts = LoadOptions {
@@ -77,14 +179,14 @@ pub fn run(a: Args) -> Result<()> {
                     load(name, w, &opts, &sel.device)?.model
                 }
                 None => {
-                    let m = random_model(&spec, &CommonOptions::default(), [img; 2], &sel.device);
+                    let m = random_model(&spec, &opts, [img; 2], &sel.device);
                     if a.no_fold_bn { m } else { m.fold_batchnorm() }
                 }
             };
-            let gmacs = spec.gmacs_at(img, 1000);
+            let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
             for &b in &a.batch {
                 let x = Tensor::<4>::random(
-                    [b, 3, img, img],
+                    [b, a.in_chans, img, img],
                     Distribution::Normal(0.0, 1.0),
                     &sel.device,
                 );
@@ -97,23 +199,7 @@ pub fn run(a: Args) -> Result<()> {
                         times.push(t0.elapsed().as_secs_f64() * 1e3);
                     }
                 }
-                times.sort_by(f64::total_cmp);
-                let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
-                let (p50, p95) = (pct(0.5), pct(0.95));
-                let row = json!({
-                    "model": name, "backend": backend.to_string(), "batch": b, "img_size": img,
-                    "p50_ms": p50, "p95_ms": p95, "img_per_s": b as f64 / (p50 / 1e3),
-                    "gmacs_per_s": gmacs * b as f64 / (p50 / 1e3), "device": sel.adapter,
-                    "software_adapter": sel.software, "peak_rss_mb": peak_rss_mb(),
-                });
-                if !a.json && !a.csv {
-                    eprintln!(
-                        "{name:24} {backend:8} b={b:<4} {img}px  p50 {p50:9.2} ms  p95 {p95:9.2} ms  {:8.2} img/s  {:8.2} GMAC/s",
-                        row["img_per_s"].as_f64().unwrap_or(0.0),
-                        row["gmacs_per_s"].as_f64().unwrap_or(0.0)
-                    );
-                }
-                rows.push(row);
+                rows.push(row(&a, name, b, img, gmacs, times, &sel, "forward"));
             }
         }
     }
