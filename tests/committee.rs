@@ -9,6 +9,7 @@ fn cache(dir: &Path, name: &str, gmacs: f64, logits: &[f32], files: &[&str]) -> 
     let c = LogitsCache {
         meta: CacheMeta {
             model: name.into(),
+            name: None,
             weights: format!("{name}.safetensors"),
             weights_sha256: "00".into(),
             img_size: 32,
@@ -384,4 +385,57 @@ fn search_by_hand_and_its_spec_runs() {
         !out.status.success() && err.contains("no committee"),
         "{err}"
     );
+}
+
+/// Seeds of one architecture are told apart by the cache label (`eval --name`): search names
+/// them by it, its spec records it, and the spec finds the right caches again.
+#[test]
+fn members_of_one_architecture_are_named_by_their_label() {
+    let d = tempfile::tempdir().unwrap();
+    let (small, big) = hand_pool(d.path());
+    // Both caches now claim the same model, as two seeds of one architecture would.
+    let relabel = |p: &Path, name: &str| {
+        let mut c = LogitsCache::load(p).unwrap();
+        c.meta.model = "mobilenetv2_050".into();
+        c.meta.name = Some(name.into());
+        c.save(p).unwrap();
+    };
+    relabel(&small, "seed0");
+    relabel(&big, "seed1");
+    let spec = d.path().join("chosen.toml");
+    let sp = spec.to_str().unwrap();
+    let out = run(
+        &[
+            "search",
+            "--json",
+            "--no-accumulate",
+            "--holdout-fraction",
+            "0",
+            "--max-models",
+            "2",
+            "--budget-gmacs",
+            "3",
+            "--spec-out",
+            sp,
+            "--logits",
+        ],
+        &[&small, &big],
+    );
+    let r = json_of(out);
+    assert_eq!(
+        r["chosen"]["members"],
+        serde_json::json!(["seed0", "seed1"])
+    );
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(
+        text.contains("name = \"seed0\"") && text.contains("name = \"seed1\""),
+        "{text}"
+    );
+    // Given in the other order, the spec still picks each cache by its label.
+    let r = json_of(run(
+        &["cascade", "--json", "--spec", sp, "--logits"],
+        &[&big, &small],
+    ));
+    assert_eq!(r["top1"], 75.0);
+    assert_eq!(r["avg_gmacs"], 3.0);
 }

@@ -27,7 +27,9 @@ pub fn members(caches: &[(String, LogitsCache)]) -> Vec<Member<'_>> {
     caches
         .iter()
         .map(|(_, c)| Member {
-            name: if repeated(&c.meta.model) {
+            name: if let Some(n) = &c.meta.name {
+                n.clone()
+            } else if repeated(&c.meta.model) {
                 format!("{}@{}", c.meta.model, c.meta.img_size)
             } else {
                 c.meta.model.clone()
@@ -53,7 +55,9 @@ fn caches_for_spec(
         .map(|m| {
             all.iter()
                 .find(|(_, c)| {
-                    c.meta.model == m.model && m.img_size.is_none_or(|s| s == c.meta.img_size)
+                    c.meta.model == m.model
+                        && m.img_size.is_none_or(|s| s == c.meta.img_size)
+                        && (m.name.is_none() || c.meta.name == m.name)
                 })
                 .cloned()
                 .with_context(|| {
@@ -106,7 +110,7 @@ fn calibrate(paths: &[PathBuf], names: &[String]) -> Result<Vec<f64>> {
     }
     for ((p, c), n) in caches.iter().zip(names) {
         let base = n.split('@').next().unwrap_or(n);
-        if c.meta.model != base {
+        if c.meta.model != base && c.meta.name.as_deref() != Some(n.as_str()) {
             bail!(
                 "{p} holds {} but the member in its place is {n}",
                 c.meta.model

@@ -95,6 +95,10 @@ pub struct Args {
     /// Evaluate a deterministic shard K/N of the files.
     #[arg(long)]
     shard: Option<String>,
+    /// Label stored in the logits cache, telling apart members of one architecture
+    /// (committees then name the member by it).
+    #[arg(long)]
+    name: Option<String>,
     /// Class order: one class folder name per line.
     #[arg(long)]
     class_map: Option<PathBuf>,
@@ -211,11 +215,9 @@ pub fn run(a: Args) -> Result<()> {
         let cache = LogitsCache {
             meta: CacheMeta {
                 model: a.model.clone(),
-                weights: a
-                    .weights
-                    .file_name()
-                    .map(|f| f.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                name: a.name.clone(),
+                // As given, so a spec written from this cache can run the member live.
+                weights: a.weights.display().to_string(),
                 weights_sha256: sha256_file(&a.weights)?,
                 img_size: s,
                 gmacs,

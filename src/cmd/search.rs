@@ -455,6 +455,7 @@ fn spec_of(
                 let meta = &caches[m].1.meta;
                 MemberSpec {
                     model: meta.model.clone(),
+                    name: meta.name.clone(),
                     weights: (!meta.weights.is_empty()).then(|| meta.weights.clone()),
                     img_size: Some(meta.img_size),
                     temperature: members[m].temperature,

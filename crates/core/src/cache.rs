@@ -25,6 +25,9 @@ pub enum CacheError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheMeta {
     pub model: String,
+    /// A label telling members of the same architecture apart (e.g. `mnv2_050-s1`);
+    /// committees name members by it when set.
+    pub name: Option<String>,
     pub weights: String,
     pub weights_sha256: String,
     pub img_size: usize,
@@ -79,6 +82,7 @@ impl LogitsCache {
         let m = &self.meta;
         let meta: HashMap<String, String> = [
             ("model", m.model.clone()),
+            ("name", m.name.clone().unwrap_or_default()),
             ("weights", m.weights.clone()),
             ("weights_sha256", m.weights_sha256.clone()),
             ("img_size", m.img_size.to_string()),
@@ -88,6 +92,7 @@ impl LogitsCache {
             ("files", serde_json::to_string(&m.files).unwrap_or_default()),
         ]
         .into_iter()
+        .filter(|(k, v)| *k != "name" || !v.is_empty())
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         safetensors::serialize(views, Some(meta)).map_err(err)
@@ -183,6 +188,7 @@ impl LogitsCache {
         }
         let meta = CacheMeta {
             model: get("model")?,
+            name: md.get("name").filter(|n| !n.is_empty()).cloned(),
             weights: md.get("weights").cloned().unwrap_or_default(),
             weights_sha256: md.get("weights_sha256").cloned().unwrap_or_default(),
             img_size: num("img_size")? as usize,
@@ -299,6 +305,7 @@ mod tests {
         LogitsCache {
             meta: CacheMeta {
                 model: "m".into(),
+                name: None,
                 weights: "w.safetensors".into(),
                 weights_sha256: "ab".into(),
                 img_size: 224,

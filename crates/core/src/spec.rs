@@ -10,6 +10,7 @@
 //!
 //! [[member]]
 //! model = "efficientnet_b0"
+//! name = "b0-seed1"                                 # optional: the cache label (eval --name)
 //! weights = "weights/efficientnet_b0.safetensors"   # optional: needed to run live
 //! img_size = 224                                    # optional
 //! temperature = 1.0                                 # optional, default 1
@@ -25,6 +26,9 @@ use crate::search::Kind;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberSpec {
     pub model: String,
+    /// The cache label (`eval --name`) when members share an architecture.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,12 +138,14 @@ mod tests {
             members: vec![
                 MemberSpec {
                     model: "resnet18".into(),
+                    name: Some("r18-seed1".into()),
                     weights: Some("r18.safetensors".into()),
                     img_size: Some(160),
                     temperature: 1.5,
                 },
                 MemberSpec {
                     model: "resnet50".into(),
+                    name: None,
                     weights: None,
                     img_size: None,
                     temperature: 1.0,
