@@ -29,3 +29,49 @@ for m in mobilenetv2_050 mobilenetv2_100; do
       --out "$out" --epochs "$EPOCHS" --batch 64 --seed $s --warmup-epochs 0.5 "${resume[@]}"
   done
 done
+
+# Logits caches of every member's best (holdout-selected) epoch on holdout/ and test/.
+mkdir -p "$W/caches/holdout" "$W/caches/test" "$W/live"
+for m in mobilenetv2_050 mobilenetv2_100; do
+  for s in 0 1 2; do
+    name="${m#mobilenetv2_}-s$s"
+    for split in holdout test; do
+      c="$W/caches/$split/$name.safetensors"
+      [ -f "$c" ] || "$BIN" eval --backend flex --model $m --weights "$W/runs/$m/seed-$s/best.safetensors" \
+        --data "$W/fm/$split" --name "$name" --save-logits "$c" --json > "$W/caches/$split/$name.json"
+    done
+  done
+done
+# Search: thresholds fitted on holdout/, everything reported on test/.
+"$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
+  --max-models 3 --plot docs/plots/fashion_mnist.svg --spec-out "$W/cascade.toml" --json > "$W/search.json"
+"$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
+  --max-models 3 > "$W/search.txt"
+# Live runs on test/ (measured wall time): ensembles of 2 and 3, and the searched cascade.
+R="$W/runs"
+"$BIN" ensemble --backend flex --data "$W/fm/test" --json \
+  --member mobilenetv2_050:$R/mobilenetv2_050/seed-0/best.safetensors \
+  --member mobilenetv2_050:$R/mobilenetv2_050/seed-1/best.safetensors > "$W/live/ens_050x2.json"
+"$BIN" ensemble --backend flex --data "$W/fm/test" --json \
+  --member mobilenetv2_050:$R/mobilenetv2_050/seed-0/best.safetensors \
+  --member mobilenetv2_050:$R/mobilenetv2_050/seed-1/best.safetensors \
+  --member mobilenetv2_050:$R/mobilenetv2_050/seed-2/best.safetensors > "$W/live/ens_050x3.json"
+"$BIN" ensemble --backend flex --data "$W/fm/test" --json \
+  --member mobilenetv2_100:$R/mobilenetv2_100/seed-0/best.safetensors \
+  --member mobilenetv2_100:$R/mobilenetv2_100/seed-1/best.safetensors > "$W/live/ens_100x2.json"
+"$BIN" cascade --backend flex --data "$W/fm/test" --json --spec "$W/cascade.toml" > "$W/live/cascade.json"
+python3 - "$W" <<'PY'
+import json, sys, glob, os
+w = sys.argv[1]
+print("| committee | top-1 (test) | GMACs/img | measured ms/img (flex, live) |")
+print("|---|---|---|---|")
+for f in sorted(glob.glob(f"{w}/caches/test/*.json")):
+    r = json.load(open(f))
+    name = os.path.basename(f)[:-5]
+    print(f"| {r['model']} {name} | {r['top1']:.2f} | {r['gmacs']:.5f} | {1000 / r['img_per_s']:.3f} |")
+for f in ["ens_050x2", "ens_050x3", "ens_100x2", "cascade"]:
+    r = json.load(open(f"{w}/live/{f}.json"))
+    g = r.get("avg_gmacs", r.get("gmacs"))
+    n = r.get("images") or 10000
+    print(f"| {f} | {r['top1']:.2f} | {g:.5f} | {1000 * r['wall_s'] / n:.3f} |")
+PY
