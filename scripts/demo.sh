@@ -16,6 +16,7 @@ fi
 cargo build --release --locked
 BIN="$CARGO_TARGET_DIR/release/committee"
 OUT="${OUT:-$(mktemp -d)}"
+mkdir -p "$OUT"
 DATA="${DATA:-$HOME/.cache/committee-data/fashion-mnist}"
 [ -d "$DATA/test" ] || "$BIN" data fashion-mnist --out "$DATA"
 WT=weights/fashion-mnist
