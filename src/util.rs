@@ -1,30 +1,13 @@
 //! Small helpers shared by the commands.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use committee_zoo::backend::{BackendKind, Selected, select};
 
-/// Writes a file atomically: a temporary file beside it, then a rename.
+/// Writes a file atomically (temporary file, sync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .context("output path has no file name")?
-        .to_string_lossy();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    Ok(committee_zoo::export::write_atomic(path, bytes)?)
 }
 
 /// Picks the backend and tells the user which device runs the work.

@@ -94,6 +94,27 @@ fn ok(o: &Output) {
     );
 }
 
+/// `committee eval --json` of exported weights on flex.
+fn eval_on_flex(weights: &Path, data: &Path) -> serde_json::Value {
+    let out = committee()
+        .args([
+            "eval",
+            "--backend",
+            "flex",
+            "--model",
+            MODEL,
+            "--json",
+            "--weights",
+        ])
+        .arg(weights)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn bytes(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -156,23 +177,7 @@ fn same_seed_same_weights_different_seed_different_and_export_loads() {
     let classifier = st.tensor("classifier.weight").unwrap();
     assert_eq!(classifier.shape()[0], 4);
     let val_top1: f64 = lines[1].split(',').nth(4).unwrap().parse().unwrap();
-    let eval = committee()
-        .args([
-            "eval",
-            "--backend",
-            "flex",
-            "--model",
-            MODEL,
-            "--json",
-            "--weights",
-        ])
-        .arg(a.join("model.safetensors"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    ok(&eval);
-    let j: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let j = eval_on_flex(&a.join("model.safetensors"), &data);
     assert!(
         (j["top1"].as_f64().unwrap() - val_top1).abs() < 1e-3,
         "{j} vs {val_top1}"
@@ -351,23 +356,7 @@ fn trains_on_wgpu_and_the_export_agrees_across_backends() {
     let csv = std::fs::read_to_string(out_dir.join("metrics.csv")).unwrap();
     let last = csv.lines().last().unwrap().to_string();
     let val_top1: f64 = last.split(',').nth(4).unwrap().parse().unwrap();
-    let eval = committee()
-        .args([
-            "eval",
-            "--backend",
-            "flex",
-            "--model",
-            MODEL,
-            "--json",
-            "--weights",
-        ])
-        .arg(out_dir.join("model.safetensors"))
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
-    ok(&eval);
-    let j: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let j = eval_on_flex(&out_dir.join("model.safetensors"), &data);
     // 32 images: allow one prediction to flip on a near-tie between backends.
     assert!(
         (j["top1"].as_f64().unwrap() - val_top1).abs() <= 100.0 / 32.0 + 1e-9,

@@ -147,10 +147,10 @@ impl TrainConfig {
         if !(self.lr() > 0.0 && self.lr().is_finite()) {
             return Err(bad("lr", self.lr()));
         }
-        if !(self.weight_decay() >= 0.0) {
+        if self.weight_decay().is_nan() || self.weight_decay() < 0.0 {
             return Err(bad("weight_decay", self.weight_decay()));
         }
-        if !(self.warmup_epochs >= 0.0) {
+        if self.warmup_epochs.is_nan() || self.warmup_epochs < 0.0 {
             return Err(bad("warmup_epochs", self.warmup_epochs));
         }
         if matches!(self.in_chans, Some(c) if c != 1 && c != 3) {

@@ -18,7 +18,7 @@ use committee_data::folder::ImageFolder;
 use committee_data::loader;
 use committee_data::transform::{EvalTransform, decode};
 use committee_zoo::export;
-use committee_zoo::registry::{self, EvalConfig, Interpolation};
+use committee_zoo::registry::{self, EvalConfig, Interpolation, ModelSpec};
 use committee_zoo::{CommonOptions, Model};
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +91,11 @@ pub struct Outcome {
 }
 
 /// Fills the options left unset with data- and model-dependent defaults.
-pub fn resolve(mut cfg: TrainConfig, train: &ImageFolder) -> Result<TrainConfig, TrainError> {
+pub fn resolve(
+    mut cfg: TrainConfig,
+    spec: &ModelSpec,
+    train: &ImageFolder,
+) -> Result<TrainConfig, TrainError> {
     let first = train
         .samples
         .first()
@@ -102,8 +106,6 @@ pub fn resolve(mut cfg: TrainConfig, train: &ImageFolder) -> Result<TrainConfig,
         .decode()
         .map_err(|e| TrainError::Data(format!("{}: {e}", first.path.display())))?;
     let (w, h) = (probe.width(), probe.height());
-    let spec =
-        registry::get(&cfg.model).ok_or_else(|| TrainError::UnknownModel(cfg.model.clone()))?;
     let small = w.min(h) <= SMALL_MAX_SIDE;
     cfg.augment.get_or_insert(if small {
         AugmentKind::Small
@@ -128,11 +130,9 @@ pub fn resolve(mut cfg: TrainConfig, train: &ImageFolder) -> Result<TrainConfig,
 }
 
 /// The eval preprocessing a trained member is exported with.
-pub fn eval_config(cfg: &TrainConfig) -> Result<EvalConfig, TrainError> {
-    let spec =
-        registry::get(&cfg.model).ok_or_else(|| TrainError::UnknownModel(cfg.model.clone()))?;
+pub fn eval_config(cfg: &TrainConfig, spec: &ModelSpec) -> EvalConfig {
     let small = cfg.augment != Some(AugmentKind::Imagenet);
-    Ok(EvalConfig {
+    EvalConfig {
         img_size: cfg.img_size.unwrap_or(spec.eval.img_size),
         crop_pct: if small { 1.0 } else { spec.eval.crop_pct },
         interpolation: if small {
@@ -142,7 +142,7 @@ pub fn eval_config(cfg: &TrainConfig) -> Result<EvalConfig, TrainError> {
         },
         mean: spec.eval.mean,
         std: spec.eval.std,
-    })
+    }
 }
 
 /// Gives every float parameter a fixed id (its position), so optimiser state saved by one
@@ -230,16 +230,21 @@ struct Data {
     train: ImageFolder,
     val: Option<(ImageFolder, Vec<usize>)>,
     tf: TrainTransform,
+    /// What the export records; `eval` is built from it.
+    eval_config: EvalConfig,
     eval: EvalTransform,
     workers: usize,
 }
 
-fn open_data(cfg: &TrainConfig) -> Result<Data, TrainError> {
-    let train = ImageFolder::scan(&cfg.data, None).map_err(|e| TrainError::Data(e.to_string()))?;
+fn scan(dir: &Path) -> Result<ImageFolder, TrainError> {
+    ImageFolder::scan(dir, None).map_err(|e| TrainError::Data(e.to_string()))
+}
+
+fn open_data(cfg: &TrainConfig, spec: &ModelSpec, train: ImageFolder) -> Result<Data, TrainError> {
     let val = match &cfg.val {
         None => None,
         Some(dir) => {
-            let v = ImageFolder::scan(dir, None).map_err(|e| TrainError::Data(e.to_string()))?;
+            let v = scan(dir)?;
             // Val labels follow the training folder's class order, by name.
             let map = v
                 .classes
@@ -256,9 +261,7 @@ fn open_data(cfg: &TrainConfig) -> Result<Data, TrainError> {
             Some((v, map))
         }
     };
-    let spec =
-        registry::get(&cfg.model).ok_or_else(|| TrainError::UnknownModel(cfg.model.clone()))?;
-    let ev = eval_config(cfg)?;
+    let ev = eval_config(cfg, spec);
     Ok(Data {
         tf: TrainTransform {
             kind: cfg.augment.unwrap_or(AugmentKind::Small),
@@ -268,6 +271,7 @@ fn open_data(cfg: &TrainConfig) -> Result<Data, TrainError> {
             std: spec.eval.std,
         },
         eval: EvalTransform::from(&ev),
+        eval_config: ev,
         train,
         val,
         workers: cfg.workers.unwrap_or_else(|| {
@@ -317,15 +321,7 @@ fn checkpoint_bytes(
     let optim = optim
         .into_bytes()
         .map_err(|e| err(format!("optimiser state: {e:?}")))?;
-    let mut entries: Vec<export::Entry> = tensors
-        .into_iter()
-        .map(|t| export::Entry {
-            name: t.name,
-            dtype: "F32",
-            shape: t.shape,
-            bytes: t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        })
-        .collect();
+    let mut entries: Vec<export::Entry> = tensors.into_iter().map(export::Entry::from).collect();
     entries.push(export::Entry {
         name: OPTIM_TENSOR.into(),
         dtype: "U8",
@@ -385,7 +381,9 @@ pub fn train(
     } else {
         None
     };
-    let (cfg, mut state) = match &saved {
+    let model_spec =
+        |name: &str| registry::get(name).ok_or_else(|| TrainError::UnknownModel(name.to_string()));
+    let (cfg, mut state, train) = match &saved {
         Some((s, _, _)) => {
             on(Event::Info(format!(
                 "resuming {} after epoch {} of {}",
@@ -393,12 +391,12 @@ pub fn train(
                 s.epochs_done,
                 s.config.epochs
             )));
-            (s.config.clone(), s.clone())
+            (s.config.clone(), s.clone(), scan(&s.config.data)?)
         }
         None => {
-            let train =
-                ImageFolder::scan(&cfg.data, None).map_err(|e| TrainError::Data(e.to_string()))?;
-            let cfg = resolve(cfg, &train)?;
+            let train = scan(&cfg.data)?;
+            let spec = model_spec(&cfg.model)?;
+            let cfg = resolve(cfg, &spec, &train)?;
             write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
             let state = State {
                 epochs_done: 0,
@@ -407,14 +405,13 @@ pub fn train(
                 history: Vec::new(),
                 best: None,
             };
-            (cfg, state)
+            (cfg, state, train)
         }
     };
-    let data = open_data(&cfg)?;
+    let spec = model_spec(&cfg.model)?;
+    let data = open_data(&cfg, &spec, train)?;
     let classes = data.train.classes.len();
     let n = data.train.samples.len();
-    let spec =
-        registry::get(&cfg.model).ok_or_else(|| TrainError::UnknownModel(cfg.model.clone()))?;
     let s = data.tf.img_size;
     let chans = data.tf.channels;
     let opts = CommonOptions {
@@ -435,8 +432,7 @@ pub fn train(
             }
         })?;
     }
-    let model_ids = model.map(&mut FixIds(0));
-    let mut model = model_ids;
+    let mut model = model.map(&mut FixIds(0));
     let mut nd = NoDecay::default();
     model.visit(&mut nd);
     let mut optim = optimizer(&cfg, nd.ids);
@@ -457,7 +453,7 @@ pub fn train(
         warmup_iters: (cfg.warmup_epochs * steps as f64).round() as usize,
         total_iters: steps * cfg.epochs,
     };
-    let meta = export::metadata(&cfg.model, &eval_config(&cfg)?);
+    let meta = export::metadata(&cfg.model, &data.eval_config);
     on(Event::Info(format!(
         "train {} ({} px, {} channel{}, {} classes) on {} images, {} steps/epoch, {:?} lr {} wd {}",
         cfg.model,

@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
+use crate::manifest::Key;
 use crate::registry::EvalConfig;
 
 /// Metadata key holding the model's eval preprocessing as JSON.
@@ -41,26 +42,12 @@ impl ModuleVisitor for Collect {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some((leaf, container)) = self.stack.last() else {
+        let Some(key) = Key::of(&self.stack) else {
             return;
         };
-        let norm = container == "Struct:BatchNorm" || container == "Struct:LayerNorm";
-        let leaf = match leaf.as_str() {
-            "gamma" if norm => "weight",
-            "beta" if norm => "bias",
-            other => other,
-        };
-        let mut path: Vec<&str> = self
-            .stack
-            .iter()
-            .take(self.stack.len() - 1)
-            .filter(|(_, ty)| !ty.starts_with("Enum:"))
-            .map(|(n, _)| n.as_str())
-            .collect();
-        if container == "Struct:BatchNorm" && leaf == "running_var" {
-            self.bns.push(path.join("."));
+        if key.batch_norm && key.leaf == "running_var" {
+            self.bns.push(key.module.clone());
         }
-        path.push(leaf);
         let t = param.val();
         let mut shape = t.dims().to_vec();
         let mut data = t
@@ -68,7 +55,7 @@ impl ModuleVisitor for Collect {
             .convert::<f32>()
             .try_to_vec::<f32>()
             .unwrap_or_default();
-        if container == "Struct:Linear" && leaf == "weight" && D == 2 {
+        if key.linear_weight && D == 2 {
             // Burn stores Linear as [in, out]; PyTorch as [out, in].
             let (i, o) = (shape[0], shape[1]);
             let mut tr = vec![0f32; data.len()];
@@ -81,7 +68,7 @@ impl ModuleVisitor for Collect {
             shape.swap(0, 1);
         }
         self.out.push(NamedTensor {
-            name: path.join("."),
+            name: key.name,
             shape,
             data,
         });
@@ -103,15 +90,7 @@ pub fn to_safetensors<M: Module>(
     metadata: BTreeMap<String, String>,
 ) -> Result<Vec<u8>, String> {
     let (tensors, bns) = state_dict(model);
-    let mut entries: Vec<Entry> = tensors
-        .into_iter()
-        .map(|t| Entry {
-            name: t.name,
-            dtype: "F32",
-            shape: t.shape,
-            bytes: t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        })
-        .collect();
+    let mut entries: Vec<Entry> = tensors.into_iter().map(Entry::from).collect();
     entries.extend(bns.into_iter().map(|bn| Entry {
         name: format!("{bn}.num_batches_tracked"),
         dtype: "I64",
@@ -127,6 +106,17 @@ pub struct Entry {
     pub dtype: &'static str,
     pub shape: Vec<usize>,
     pub bytes: Vec<u8>,
+}
+
+impl From<NamedTensor> for Entry {
+    fn from(t: NamedTensor) -> Self {
+        Entry {
+            name: t.name,
+            dtype: "F32",
+            shape: t.shape,
+            bytes: t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
 }
 
 /// The safetensors format with a deterministic header: entries sorted by name, keys in
@@ -204,4 +194,45 @@ pub fn eval_config(path: &Path) -> Option<EvalConfig> {
     let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
     let s = v.get("__metadata__")?.get(EVAL_KEY)?.as_str()?;
     serde_json::from_str(s).ok()
+}
+
+/// A failed atomic write: the file that could not be created, written or renamed.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct WriteError {
+    pub path: String,
+    pub source: std::io::Error,
+}
+
+/// Environment variable for crash tests: abort the process half-way through overwriting an
+/// existing file with this name (simulates `kill -9` during a checkpoint write).
+pub const ABORT_DURING_WRITE: &str = "COMMITTEE_ABORT_DURING_WRITE";
+
+/// Writes a file atomically: a temporary file beside it (synced), then a rename. A crash at
+/// any point leaves either the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    use std::io::Write;
+    let fail = |p: &Path, source| WriteError {
+        path: p.display().to_string(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| fail(&tmp, e))?;
+    if path.exists() && std::env::var_os(ABORT_DURING_WRITE).is_some_and(|v| v == name.as_str()) {
+        let _ = f.write_all(&bytes[..bytes.len() / 2]);
+        let _ = f.sync_all();
+        std::process::abort();
+    }
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| fail(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| fail(path, e))
 }

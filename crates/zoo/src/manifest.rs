@@ -31,32 +31,64 @@ impl ModuleVisitor for Walker {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some((leaf, container)) = self.stack.last() else {
+        let Some(key) = Key::of(&self.stack) else {
             return;
         };
-        let norm = container == "Struct:BatchNorm" || container == "Struct:LayerNorm";
+        let mut shape = param.lazy_shape().dims::<D>().to_vec();
+        if key.linear_weight && shape.len() == 2 {
+            shape.swap(0, 1);
+        }
+        self.out.push(Entry {
+            buffer: key.leaf == "running_mean" || key.leaf == "running_var",
+            name: key.name,
+            shape,
+        });
+    }
+}
+
+/// Where a visited parameter lands in a timm/PyTorch state dict.
+pub(crate) struct Key {
+    /// Full dotted name (`blocks.0.0.bn1.weight`).
+    pub name: String,
+    /// The owning module's dotted path (`blocks.0.0.bn1`).
+    pub module: String,
+    /// Last name component, after BN/LN renaming (`gamma` -> `weight`, `beta` -> `bias`).
+    pub leaf: String,
+    /// A Linear weight: Burn stores `[in, out]`, PyTorch `[out, in]`.
+    pub linear_weight: bool,
+    pub batch_norm: bool,
+}
+
+impl Key {
+    /// The key of the parameter at the top of a visitor's `(name, container type)` stack.
+    /// Enum variants are not part of the path; Burn's norm parameter names are mapped.
+    pub(crate) fn of(stack: &[(String, String)]) -> Option<Key> {
+        let ((leaf, container), parents) = stack.split_last()?;
+        let batch_norm = container == "Struct:BatchNorm";
+        let norm = batch_norm || container == "Struct:LayerNorm";
         let leaf = match leaf.as_str() {
             "gamma" if norm => "weight",
             "beta" if norm => "bias",
             other => other,
         };
-        let mut path: Vec<&str> = self
-            .stack
+        let module: Vec<&str> = parents
             .iter()
-            .take(self.stack.len() - 1)
             .filter(|(_, ty)| !ty.starts_with("Enum:"))
             .map(|(n, _)| n.as_str())
             .collect();
-        path.push(leaf);
-        let mut shape = param.lazy_shape().dims::<D>().to_vec();
-        if container == "Struct:Linear" && leaf == "weight" && shape.len() == 2 {
-            shape.swap(0, 1);
-        }
-        self.out.push(Entry {
-            name: path.join("."),
-            shape,
-            buffer: leaf == "running_mean" || leaf == "running_var",
-        });
+        let module = module.join(".");
+        let name = if module.is_empty() {
+            leaf.to_string()
+        } else {
+            format!("{module}.{leaf}")
+        };
+        Some(Key {
+            name,
+            module,
+            leaf: leaf.to_string(),
+            linear_weight: container == "Struct:Linear" && leaf == "weight",
+            batch_norm,
+        })
     }
 }
 
