@@ -40,6 +40,9 @@ pub struct Args {
     /// Keep BatchNorm as separate layers (by default it is folded into the convolutions).
     #[arg(long)]
     no_fold_bn: bool,
+    /// Use Burn's own flex ops instead of committee's flex kernels (SiLU, ReLU, depthwise).
+    #[arg(long)]
+    no_flex_kernels: bool,
     /// Time a training step instead (forward, backward, SGD momentum update; BN in train mode).
     #[arg(long)]
     train: bool,
@@ -49,6 +52,9 @@ pub struct Args {
     /// Classifier outputs.
     #[arg(long, default_value_t = 1000)]
     num_classes: usize,
+    /// Also break the forward time down by kind of layer (extra passes, after the timed ones).
+    #[arg(long, conflicts_with = "train")]
+    profile: bool,
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     #[arg(long)]
@@ -72,6 +78,7 @@ fn row(
     img: usize,
     gmacs: f64,
     mut times: Vec<f64>,
+    first_ms: f64,
     sel: &committee_zoo::backend::Selected,
     mode: &str,
 ) -> serde_json::Value {
@@ -84,6 +91,8 @@ fn row(
         "mode": mode, "p50_ms": p50, "p95_ms": p95, "img_per_s": b as f64 / (p50 / 1e3),
         "gmacs_per_s": gmacs * b as f64 / (p50 / 1e3), "device": sel.adapter,
         "software_adapter": sel.software, "peak_rss_mb": peak_rss_mb(),
+        // The first call: kernel compilation and autotuning on wgpu/cuda (cached between runs).
+        "first_ms": first_ms,
     });
     if !a.json && !a.csv {
         eprintln!(
@@ -130,6 +139,7 @@ fn train_row(
     let labels: Vec<i64> = (0..b).map(|i| (i % a.num_classes) as i64).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &ad);
     let mut times = Vec::with_capacity(a.iters);
+    let mut first_ms = 0.0;
     for i in 0..a.warmup + a.iters {
         let t0 = Instant::now();
         let loss = committee_train::loss::cross_entropy(model.forward(x.clone()), y.clone(), 0.0);
@@ -137,21 +147,72 @@ fn train_row(
         model = optim.step(0.01, model, grads);
         // Reading a parameter back waits for the update to finish.
         let _ = loss.into_data();
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        if i == 0 {
+            first_ms = ms;
+        }
         if i >= a.warmup {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
+            times.push(ms);
         }
     }
     let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
-    Ok(row(a, name, b, img, gmacs, times, sel, "train"))
+    Ok(row(a, name, b, img, gmacs, times, first_ms, sel, "train"))
+}
+
+/// Per-kind shares of the forward time, from `iters` profiled passes (see `zoo::profile`).
+fn profile_forward(a: &Args, model: &committee_zoo::Model, x: &Tensor<4>) -> serde_json::Value {
+    use committee_zoo::profile;
+    let iters = a.iters.max(1);
+    profile::reset();
+    profile::set_enabled(true);
+    let t0 = Instant::now();
+    for _ in 0..iters {
+        let _ = model.forward(x.clone()).into_data();
+    }
+    let wall = t0.elapsed().as_secs_f64() / iters as f64;
+    profile::set_enabled(false);
+    let mut kinds: Vec<_> = profile::totals().into_iter().collect();
+    kinds.sort_by(|x, y| y.1.secs.total_cmp(&x.1.secs));
+    let tracked: f64 = kinds.iter().map(|(_, s)| s.secs).sum::<f64>() / iters as f64;
+    let mut out = Vec::new();
+    let mut push = |kind: &str, secs: f64, calls: u64, macs: u64| {
+        let gmacs_per_s = (macs > 0 && secs > 0.0).then(|| macs as f64 / 1e9 / secs);
+        if !a.json && !a.csv {
+            eprintln!(
+                "    {kind:32} {:5} calls {:9.2} ms {:5.1} %{}",
+                calls,
+                secs * 1e3,
+                100.0 * secs / wall,
+                gmacs_per_s
+                    .map(|g| format!("  {g:7.1} GMAC/s"))
+                    .unwrap_or_default()
+            );
+        }
+        out.push(json!({
+            "kind": kind, "calls": calls, "ms": secs * 1e3, "share": secs / wall,
+            "macs": macs, "gmacs_per_s": gmacs_per_s,
+        }));
+    };
+    let n = iters as u64;
+    for (kind, s) in &kinds {
+        push(kind, s.secs / iters as f64, s.calls / n, s.macs / n);
+    }
+    // Reshapes, the input copy and the read-back: whatever ran outside every span.
+    push("other (outside spans)", (wall - tracked).max(0.0), 0, 0);
+    json!(out)
 }
 
 pub fn run(a: Args) -> Result<()> {
+    anyhow::ensure!(a.iters >= 1, "--iters must be at least 1");
+    anyhow::ensure!(!a.batch.contains(&0), "--batch sizes must be at least 1");
     if let Some(t) = a.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global()
             .ok();
     }
+    #[cfg(feature = "flex")]
+    committee_zoo::kernels::set_enabled(!a.no_flex_kernels);
     let mut rows = Vec::new();
     for backend in &a.backend {
         let sel = device(*backend)?;
@@ -191,15 +252,24 @@ pub fn run(a: Args) -> Result<()> {
                     &sel.device,
                 );
                 let mut times = Vec::with_capacity(a.iters);
+                let mut first_ms = 0.0;
                 for i in 0..a.warmup + a.iters {
                     let t0 = Instant::now();
                     // Reading the logits back waits for the device: the whole forward is timed.
                     let _ = model.forward(x.clone()).into_data();
+                    let ms = t0.elapsed().as_secs_f64() * 1e3;
+                    if i == 0 {
+                        first_ms = ms;
+                    }
                     if i >= a.warmup {
-                        times.push(t0.elapsed().as_secs_f64() * 1e3);
+                        times.push(ms);
                     }
                 }
-                rows.push(row(&a, name, b, img, gmacs, times, &sel, "forward"));
+                let mut r = row(&a, name, b, img, gmacs, times, first_ms, &sel, "forward");
+                if a.profile {
+                    r["profile"] = profile_forward(&a, &model, &x);
+                }
+                rows.push(r);
             }
         }
     }

@@ -11,9 +11,10 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    Act, DropPath, PadMode, bn, conv, conv_bn, conv_out, fold_bn, global_avg_pool, make_divisible,
-    round_half_even,
+    Act, DropPath, PadMode, bn, conv, conv_bn, conv_bn_act, conv_out, fold_bn, global_avg_pool,
+    make_divisible, residual_add, round_half_even,
 };
+use crate::profile;
 
 /// Block type of a stage: depthwise-separable (`ds`) or inverted residual (`ir`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -246,9 +247,11 @@ pub struct SqueezeExcite {
 
 impl SqueezeExcite {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let s = x.clone().mean_dim(3).mean_dim(2);
-        let s = self.act.apply(self.conv_reduce.forward(s));
-        x * sigmoid(self.conv_expand.forward(s))
+        profile::layer("squeeze-excite", x, |x| {
+            let s = x.clone().mean_dim(3).mean_dim(2);
+            let s = self.act.apply(self.conv_reduce.forward(s));
+            x * sigmoid(self.conv_expand.forward(s))
+        })
     }
 }
 
@@ -335,15 +338,13 @@ impl EffBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
             EffBlock::Ds(b) => {
-                let mut y = b
-                    .act
-                    .apply(conv_bn(&b.conv_dw, &b.bn1, b.folded, x.clone()));
+                let mut y = conv_bn_act(&b.conv_dw, &b.bn1, b.folded, b.act, x.clone());
                 if let Some(se) = &b.se {
                     y = se.forward(y);
                 }
                 let y = conv_bn(&b.conv_pw, &b.bn2, b.folded, y);
                 if b.has_skip {
-                    b.drop_path.forward(y) + x
+                    residual_add(b.drop_path.forward(y), x)
                 } else {
                     y
                 }
@@ -352,13 +353,13 @@ impl EffBlock {
                 let mut y = b
                     .act
                     .apply(conv_bn(&b.conv_pw, &b.bn1, b.folded, x.clone()));
-                y = b.act.apply(conv_bn(&b.conv_dw, &b.bn2, b.folded, y));
+                y = conv_bn_act(&b.conv_dw, &b.bn2, b.folded, b.act, y);
                 if let Some(se) = &b.se {
                     y = se.forward(y);
                 }
                 let y = conv_bn(&b.conv_pwl, &b.bn3, b.folded, y);
                 if b.has_skip {
-                    b.drop_path.forward(y) + x
+                    residual_add(b.drop_path.forward(y), x)
                 } else {
                     y
                 }
@@ -505,7 +506,7 @@ impl EfficientNet {
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
         match &self.classifier {
-            Some(fc) => fc.forward(self.dropout.forward(features)),
+            Some(fc) => profile::linear("linear classifier", fc, self.dropout.forward(features)),
             None => features,
         }
     }

@@ -7,6 +7,10 @@ use burn::tensor::activation;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "flex")]
+use crate::kernels;
+use crate::profile;
+
 /// Activation functions used by the zoo's families.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -19,11 +23,43 @@ pub enum Act {
 
 impl Act {
     pub fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        profile::layer(self.profile_kind(), x, |x| self.forward(x))
+    }
+
+    fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        #[cfg(feature = "flex")]
+        let x = match self.epilogue() {
+            Some(ep) => match kernels::activation(x, ep) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
+        };
         match self {
             Act::Relu => activation::relu(x),
             Act::Relu6 => activation::relu6(x),
             Act::Silu => activation::silu(x),
             Act::Gelu => activation::gelu(x),
+        }
+    }
+
+    /// The flex kernels' in-place form of this activation, if they have one.
+    #[cfg(feature = "flex")]
+    fn epilogue(self) -> Option<kernels::Epilogue> {
+        match self {
+            Act::Relu => Some(kernels::Epilogue::Relu),
+            Act::Relu6 => Some(kernels::Epilogue::Relu6),
+            Act::Silu => Some(kernels::Epilogue::Silu),
+            Act::Gelu => None,
+        }
+    }
+
+    fn profile_kind(self) -> &'static str {
+        match self {
+            Act::Relu => "act relu",
+            Act::Relu6 => "act relu6",
+            Act::Silu => "act silu",
+            Act::Gelu => "act gelu",
         }
     }
 }
@@ -117,10 +153,56 @@ pub fn fold_bn(conv: Conv2d, bn: &BatchNorm) -> Conv2d {
     }
 }
 
+/// A convolution's forward, through the flex depthwise kernel where it applies.
+#[allow(clippy::result_large_err)] // Err hands the input back for Burn's conv
+fn conv_forward(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<4>, Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        use kernels::Epilogue;
+        let ep = match act {
+            None => Some(Epilogue::None),
+            Some(a) => a.epilogue(),
+        };
+        if let Some(ep) = ep {
+            return kernels::depthwise(conv, x, ep);
+        }
+    }
+    let _ = act;
+    Err(x)
+}
+
 /// A convolution followed by BatchNorm, unless the BN was folded into it.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, folded: bool, x: Tensor<4>) -> Tensor<4> {
-    let y = conv.forward(x);
-    if folded { y } else { bn.forward(y) }
+    let y = profile::conv_with(conv, x, |x| {
+        conv_forward(conv, x, None).unwrap_or_else(|x| conv.forward(x))
+    });
+    if folded {
+        y
+    } else {
+        profile::layer("batchnorm", y, |y| bn.forward(y))
+    }
+}
+
+/// [`conv_bn`] then `act`; with BN folded, flex's depthwise kernel applies the activation to
+/// each output row while it is still in cache, saving a pass over the map.
+pub fn conv_bn_act(
+    conv: &Conv2d,
+    bn: &BatchNorm,
+    folded: bool,
+    act: Act,
+    x: Tensor<4>,
+) -> Tensor<4> {
+    if folded {
+        let mut fused = true;
+        let y = profile::conv_with(conv, x, |x| {
+            conv_forward(conv, x, Some(act)).unwrap_or_else(|x| {
+                fused = false;
+                conv.forward(x)
+            })
+        });
+        return if fused { y } else { act.apply(y) };
+    }
+    act.apply(conv_bn(conv, bn, folded, x))
 }
 
 /// Output size of a convolution along one axis, for both padding modes.
@@ -165,7 +247,14 @@ impl DropPath {
 /// Global average pooling of an NCHW map to `[N, C]`.
 pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     let [n, c, _, _] = x.dims();
-    x.mean_dim(3).mean_dim(2).reshape([n, c])
+    profile::layer("pool global avg", x, |x| {
+        x.mean_dim(3).mean_dim(2).reshape([n, c])
+    })
+}
+
+/// A residual sum, as its own profile span.
+pub fn residual_add<const D: usize>(branch: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {
+    profile::layer("add residual", branch, |b| b + shortcut)
 }
 
 #[cfg(test)]

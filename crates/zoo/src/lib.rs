@@ -5,9 +5,12 @@ pub mod backend;
 pub mod checkpoint;
 pub mod efficientnet;
 pub mod export;
+#[cfg(feature = "flex")]
+pub mod kernels;
 pub mod layers;
 pub mod manifest;
 pub mod model;
+pub mod profile;
 pub mod registry;
 pub mod resample;
 pub mod resnet;

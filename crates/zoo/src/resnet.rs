@@ -6,11 +6,17 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::Device;
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::CommonOptions;
-use crate::layers::{DropPath, PadMode, bn, conv, conv_bn, conv_out, fold_bn, global_avg_pool};
+use crate::layers::{
+    Act, DropPath, PadMode, bn, conv, conv_bn, conv_out, fold_bn, global_avg_pool, residual_add,
+};
+use crate::profile;
+
+fn relu(x: Tensor<4>) -> Tensor<4> {
+    Act::Relu.apply(x)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,7 +115,7 @@ impl ResBlock {
         if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
             y = conv_bn(c3, b3, f, relu(y));
         }
-        relu(self.drop_path.forward(y) + shortcut)
+        relu(residual_add(self.drop_path.forward(y), shortcut))
     }
 
     fn fold(self) -> Self {
@@ -215,7 +221,7 @@ impl ResNet {
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = relu(conv_bn(&self.conv1, &self.bn1, self.folded, x));
-        x = self.maxpool.forward(x);
+        x = profile::layer("pool max", x, |x| self.maxpool.forward(x));
         for b in self
             .layer1
             .iter()
@@ -247,7 +253,7 @@ impl ResNet {
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
         match &self.fc {
-            Some(fc) => fc.forward(self.dropout.forward(features)),
+            Some(fc) => profile::linear("linear classifier", fc, self.dropout.forward(features)),
             None => features,
         }
     }

@@ -10,7 +10,8 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::CommonOptions;
-use crate::layers::{Act, DropPath, PadMode, conv};
+use crate::layers::{Act, DropPath, PadMode, conv, residual_add};
+use crate::profile;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VitArch {
@@ -59,16 +60,16 @@ impl Attention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
-        let qkv = self
-            .qkv
-            .forward(x)
-            .reshape([b, n, 3, h, d / h])
-            .permute([2, 0, 3, 1, 4]);
-        let q = qkv.clone().narrow(0, 0, 1).squeeze_dim::<4>(0);
-        let k = qkv.clone().narrow(0, 1, 1).squeeze_dim::<4>(0);
-        let v = qkv.narrow(0, 2, 1).squeeze_dim::<4>(0);
-        let o = attention(q, k, v, None, None, AttentionModuleOptions::default());
-        self.proj.forward(o.swap_dims(1, 2).reshape([b, n, d]))
+        let qkv = profile::linear("linear qkv", &self.qkv, x);
+        let o = profile::layer("attention (sdpa, head reshapes)", qkv, |qkv| {
+            let qkv = qkv.reshape([b, n, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
+            let q = qkv.clone().narrow(0, 0, 1).squeeze_dim::<4>(0);
+            let k = qkv.clone().narrow(0, 1, 1).squeeze_dim::<4>(0);
+            let v = qkv.narrow(0, 2, 1).squeeze_dim::<4>(0);
+            let o = attention(q, k, v, None, None, AttentionModuleOptions::default());
+            o.swap_dims(1, 2).reshape([b, n, d])
+        });
+        profile::linear("linear attn proj", &self.proj, o)
     }
 }
 
@@ -89,15 +90,12 @@ pub struct VitBlock {
 
 impl VitBlock {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let x = x.clone()
-            + self
-                .drop_path
-                .forward(self.attn.forward(self.norm1.forward(x)));
-        let y = self
-            .mlp
-            .fc2
-            .forward(Act::Gelu.apply(self.mlp.fc1.forward(self.norm2.forward(x.clone()))));
-        x + self.drop_path.forward(y)
+        let norm = |ln: &LayerNorm, x: Tensor<3>| profile::layer("layernorm", x, |x| ln.forward(x));
+        let a = self.attn.forward(norm(&self.norm1, x.clone()));
+        let x = residual_add(self.drop_path.forward(a), x);
+        let h = profile::linear("linear mlp", &self.mlp.fc1, norm(&self.norm2, x.clone()));
+        let y = profile::linear("linear mlp", &self.mlp.fc2, Act::Gelu.apply(h));
+        residual_add(self.drop_path.forward(y), x)
     }
 }
 
@@ -177,21 +175,23 @@ impl Vit {
     }
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.patch_embed.proj.forward(x);
+        let x = profile::conv(&self.patch_embed.proj, x);
         let [b, d, gh, gw] = x.dims();
-        let x = x.reshape([b, d, gh * gw]).swap_dims(1, 2);
-        let cls = self.cls_token.val().expand([b, 1, d]);
-        let mut x = Tensor::cat(vec![cls, x], 1) + self.pos_embed.val();
+        let mut x = profile::layer("embed (tokens, cls, pos)", x, |x| {
+            let x = x.reshape([b, d, gh * gw]).swap_dims(1, 2);
+            let cls = self.cls_token.val().expand([b, 1, d]);
+            Tensor::cat(vec![cls, x], 1) + self.pos_embed.val()
+        });
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = self.norm.forward(x);
+        let x = profile::layer("layernorm", x, |x| self.norm.forward(x));
         x.narrow(1, 0, 1).reshape([b, d])
     }
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
         match &self.head {
-            Some(h) => h.forward(self.dropout.forward(features)),
+            Some(h) => profile::linear("linear classifier", h, self.dropout.forward(features)),
             None => features,
         }
     }

@@ -1,0 +1,110 @@
+//! Criterion benchmarks of representative layers and small models on flex, for regression
+//! tracking: `cargo bench --bench layers` (add `-- depthwise` to run one group). Each kernel
+//! committee replaces is measured next to Burn's own op on the same input. Speed against
+//! PyTorch is measured by `committee bench` and `scripts/bench_pytorch.py` (docs/benchmarks.md).
+
+#![allow(clippy::result_large_err)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
+use committee_zoo::kernels::{self, Epilogue};
+use committee_zoo::weights::random_model;
+use committee_zoo::{CommonOptions, registry};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+
+fn random(shape: [usize; 4], device: &Device) -> TensorData {
+    Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device).into_data()
+}
+
+fn conv(cin: usize, cout: usize, k: usize, stride: usize, groups: usize, d: &Device) -> Conv2d {
+    let p = (k - 1) / 2;
+    Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_groups(groups)
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .init(d)
+}
+
+fn silu(c: &mut Criterion) {
+    let device = Device::flex();
+    let data = random([8, 144, 56, 56], &device);
+    let fresh = || Tensor::<4>::from_data(data.clone(), &device);
+    let mut g = c.benchmark_group("silu 8x144x56x56");
+    g.bench_function("burn x*sigmoid(x)", |b| {
+        b.iter_batched(
+            fresh,
+            |x| black_box(activation::silu(x)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("committee in place", |b| {
+        b.iter_batched(
+            fresh,
+            |x| black_box(kernels::activation(x, Epilogue::Silu)),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
+fn depthwise(c: &mut Criterion) {
+    let device = Device::flex();
+    for (ch, hw, k, s) in [(144, 56, 3, 1), (96, 112, 3, 2), (480, 14, 5, 1)] {
+        let layer = conv(ch, ch, k, s, ch, &device);
+        let x = Tensor::<4>::from_data(random([8, ch, hw, hw], &device), &device);
+        let mut g = c.benchmark_group(format!("depthwise {k}x{k}/{s} 8x{ch}x{hw}x{hw}"));
+        g.bench_function("burn", |b| b.iter(|| black_box(layer.forward(x.clone()))));
+        g.bench_function("committee", |b| {
+            b.iter(|| black_box(kernels::depthwise(&layer, x.clone(), Epilogue::None)))
+        });
+        g.bench_function("committee + silu fused", |b| {
+            b.iter(|| black_box(kernels::depthwise(&layer, x.clone(), Epilogue::Silu)))
+        });
+        g.finish();
+    }
+}
+
+fn dense_convs(c: &mut Criterion) {
+    let device = Device::flex();
+    let mut g = c.benchmark_group("conv");
+    for (name, cin, cout, k, hw) in [
+        ("1x1 144->24 8x56x56", 144, 24, 1, 56),
+        ("3x3 64->64 8x56x56", 64, 64, 3, 56),
+    ] {
+        let layer = conv(cin, cout, k, 1, 1, &device);
+        let x = Tensor::<4>::from_data(random([8, cin, hw, hw], &device), &device);
+        g.bench_function(name, |b| b.iter(|| black_box(layer.forward(x.clone()))));
+    }
+    g.finish();
+}
+
+fn models(c: &mut Criterion) {
+    let device = Device::flex();
+    let mut g = c.benchmark_group("forward b=1 224px, BN folded");
+    for name in ["resnet18", "mobilenetv2_100", "efficientnet_b0"] {
+        let Some(spec) = registry::get(name) else {
+            panic!("{name} is not in the registry");
+        };
+        let model =
+            random_model(&spec, &CommonOptions::default(), [224, 224], &device).fold_batchnorm();
+        let x = Tensor::<4>::from_data(random([1, 3, 224, 224], &device), &device);
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(model.forward(x.clone()).into_data()))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = silu, depthwise, dense_convs, models
+}
+criterion_main!(benches);

@@ -1,0 +1,524 @@
+//! Inference kernels for the flex (CPU) backend where Burn's are slow: SiLU, ReLU/ReLU6 and
+//! depthwise convolution (with the activation fused in).
+//!
+//! Why: a profile of EfficientNet-B0 on flex (`committee bench --profile`, docs/benchmarks.md)
+//! spent 60% of the forward in SiLU, which Burn composes as `x * sigmoid(x)` from two
+//! single-threaded scalar passes, and ran depthwise convolutions at ~2 GMAC/s. These kernels
+//! work on the flex tensor's storage directly (Burn's documented backend-extension route,
+//! `Tensor::try_into_primitive`), in place when the tensor is not shared, split over rayon's
+//! pool, and are compiled three times (baseline, AVX2+FMA, AVX-512) with the widest one the
+//! CPU has chosen at run time.
+//!
+//! The entry points return `Err(input)` untouched when they do not apply, so the caller falls
+//! back to Burn without a copy (hence `clippy::result_large_err` is allowed: a `Tensor` is
+//! large, but it is moved, not built).
+//!
+//! They apply only to f32 tensors on the flex device without autodiff; everything else
+//! (training, wgpu, ndarray, other dtypes) takes Burn's own ops, so gradients are untouched.
+
+#![allow(clippy::result_large_err)]
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// An activation applied in place by a kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    None,
+    Relu,
+    Relu6,
+    Silu,
+}
+
+static ON: AtomicBool = AtomicBool::new(true);
+
+/// Turns these kernels on (the default) or off process-wide, to measure what they change.
+pub fn set_enabled(on: bool) {
+    ON.store(on, Ordering::Relaxed);
+}
+
+/// True when `x` can take these kernels: f32 on flex, outside autodiff.
+fn eligible<const D: usize>(x: &Tensor<D>) -> bool {
+    let device = x.device();
+    ON.load(Ordering::Relaxed)
+        && x.dtype() == DType::F32
+        && !device.is_autodiff()
+        && device == Device::flex()
+}
+
+fn into_flex<const D: usize>(x: Tensor<D>) -> Option<FlexTensor> {
+    x.try_into_primitive::<Flex>().ok()
+}
+
+fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
+    Tensor::from_primitive::<Flex>(t)
+}
+
+/// A contiguous, unshared flex tensor, to write in place (copies only when it has to).
+fn owned(t: FlexTensor) -> FlexTensor {
+    if t.is_unique() {
+        contiguous(t)
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// A flex tensor whose storage starts with its elements in order (copies only when needed).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    let l = t.layout();
+    if l.is_contiguous() && l.start_offset() == 0 {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// Elements per rayon task: big enough to amortise scheduling, small enough to balance.
+const CHUNK: usize = 1 << 14;
+
+/// Applies `ep` to every element of `x` in place (SiLU, ReLU, ReLU6); `None` when `x` is not
+/// eligible, so the caller falls back to Burn.
+pub fn activation<const D: usize>(x: Tensor<D>, ep: Epilogue) -> Result<Tensor<D>, Tensor<D>> {
+    if !eligible(&x) {
+        return Err(x);
+    }
+    let mut t = match into_flex(x) {
+        Some(t) => owned(t),
+        None => unreachable!("eligible() checked the backend"),
+    };
+    let n = t.layout().num_elements();
+    let data: &mut [f32] = &mut t.storage_mut::<f32>()[..n];
+    let isa = Isa::get();
+    data.par_chunks_mut(CHUNK).for_each(|c| isa.epilogue(c, ep));
+    Ok(from_flex(t))
+}
+
+/// A depthwise convolution (one input channel per group, channel multiplier 1) with `ep`
+/// applied to its output; `Err(x)` when the layer or input is not one this kernel handles.
+pub fn depthwise(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>, Tensor<4>> {
+    let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
+    let [n, c, h, w] = x.dims();
+    let ok = eligible(&x)
+        && cin_g == 1
+        && conv.groups == c
+        && c_out == c
+        && kh == kw
+        && conv.stride[0] == conv.stride[1]
+        && conv.dilation == [1, 1];
+    if !ok {
+        return Err(x);
+    }
+    let (k, s) = (kh, conv.stride[0]);
+    let ((pt, pb), (pl, pr)) = padding(&conv.padding, [h, w], k, s);
+    if h + pt + pb < k || w + pl + pr < k {
+        return Err(x);
+    }
+    let (oh, ow) = ((h + pt + pb - k) / s + 1, (w + pl + pr - k) / s + 1);
+    if ow >= WIDE {
+        return Err(x);
+    }
+    let weight = into_flex(conv.weight.val()).map(contiguous);
+    let bias = conv
+        .bias
+        .as_ref()
+        .and_then(|b| into_flex(b.val()))
+        .map(contiguous);
+    let Some(weight) = weight else {
+        return Err(x);
+    };
+    let input = match into_flex(x) {
+        Some(t) => contiguous(t),
+        None => unreachable!("eligible() checked the backend"),
+    };
+    let wts: &[f32] = weight.storage::<f32>();
+    let bias: Option<&[f32]> = bias.as_ref().map(|b| b.storage::<f32>());
+    let inp: &[f32] = input.storage::<f32>();
+    let geo = Geometry {
+        h,
+        w,
+        ow,
+        k,
+        s,
+        pt,
+        pl,
+    };
+    let mut out = vec![0f32; n * c * oh * ow];
+    let isa = Isa::get();
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each_init(Vec::new, |scratch, (p, o)| {
+            let ch = p % c;
+            let plane = &inp[p * h * w..(p + 1) * h * w];
+            let taps = &wts[ch * k * k..(ch + 1) * k * k];
+            let b = bias.map_or(0.0, |b| b[ch]);
+            isa.depthwise_plane(plane, o, taps, b, &geo, ep, scratch);
+        });
+    let t = FlexTensor::from_data(TensorData::new(out, [n, c, oh, ow]));
+    Ok(from_flex(t))
+}
+
+/// ((top, bottom), (left, right)) as Burn's `Conv2d` computes them.
+fn padding(
+    p: &PaddingConfig2d,
+    [h, w]: [usize; 2],
+    k: usize,
+    s: usize,
+) -> ((usize, usize), (usize, usize)) {
+    let same = |len: usize| {
+        let out = len.div_ceil(s);
+        let total = if out > 0 {
+            ((out - 1) * s + k).saturating_sub(len)
+        } else {
+            0
+        };
+        (total / 2, total - total / 2)
+    };
+    match p {
+        PaddingConfig2d::Valid => ((0, 0), (0, 0)),
+        PaddingConfig2d::Same => (same(h), same(w)),
+        PaddingConfig2d::Explicit(t, l, b, r) => ((*t, *b), (*l, *r)),
+    }
+}
+
+struct Geometry {
+    h: usize,
+    w: usize,
+    ow: usize,
+    k: usize,
+    s: usize,
+    pt: usize,
+    pl: usize,
+}
+
+/// The widest instruction set this CPU has, chosen once.
+#[derive(Clone, Copy)]
+enum Isa {
+    Base,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl Isa {
+    fn get() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    return Isa::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    return Isa::Avx2;
+                }
+            }
+            Isa::Base
+        })
+    }
+
+    fn epilogue(self, x: &mut [f32], ep: Epilogue) {
+        match self {
+            Isa::Base => epilogue(x, ep),
+            // SAFETY: `get` chose these only after detecting the features they enable.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { epilogue_avx2(x, ep) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { epilogue_avx512(x, ep) },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise_plane(
+        self,
+        inp: &[f32],
+        out: &mut [f32],
+        taps: &[f32],
+        bias: f32,
+        g: &Geometry,
+        ep: Epilogue,
+        scratch: &mut Vec<f32>,
+    ) {
+        match self {
+            Isa::Base => depthwise_plane::<false>(inp, out, taps, bias, g, ep, scratch),
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { depthwise_plane_avx2(inp, out, taps, bias, g, ep, scratch) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { depthwise_plane_avx512(inp, out, taps, bias, g, ep, scratch) },
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn epilogue_avx2(x: &mut [f32], ep: Epilogue) {
+    epilogue(x, ep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn epilogue_avx512(x: &mut [f32], ep: Epilogue) {
+    epilogue(x, ep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn depthwise_plane_avx2(
+    inp: &[f32],
+    out: &mut [f32],
+    taps: &[f32],
+    bias: f32,
+    g: &Geometry,
+    ep: Epilogue,
+    scratch: &mut Vec<f32>,
+) {
+    depthwise_plane::<true>(inp, out, taps, bias, g, ep, scratch)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+fn depthwise_plane_avx512(
+    inp: &[f32],
+    out: &mut [f32],
+    taps: &[f32],
+    bias: f32,
+    g: &Geometry,
+    ep: Epilogue,
+    scratch: &mut Vec<f32>,
+) {
+    depthwise_plane::<true>(inp, out, taps, bias, g, ep, scratch)
+}
+
+/// `e^x` for f32, branch-free so loops over it vectorise: Cephes' `expf` (range reduction by
+/// ln 2 split in two parts, degree-6 polynomial), within 2 ulp of the exact value on
+/// [-87, 87]; the input is clamped to that range, which SiLU's use below tolerates.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a branch.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 87.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let e = p * r * r + r + 1.0;
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+fn epilogue(x: &mut [f32], ep: Epilogue) {
+    match ep {
+        Epilogue::None => {}
+        // `max`/`min` would turn NaN into the bound; PyTorch propagates NaN.
+        Epilogue::Relu => x
+            .iter_mut()
+            .for_each(|v| *v = if *v < 0.0 { 0.0 } else { *v }),
+        // `clamp` keeps NaN.
+        Epilogue::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        Epilogue::Silu => x.iter_mut().for_each(|v| *v = silu(*v)),
+    }
+}
+
+/// From this output width on, Burn's depthwise kernel is faster (memory-bound maps, where
+/// the padded copy costs more than it saves; `cargo bench --bench layers -- depthwise`).
+const WIDE: usize = 32;
+
+/// Output columns computed together, in registers (one AVX-512 vector, two AVX2 ones).
+const V: usize = 16;
+
+/// One output plane of a depthwise convolution.
+///
+/// The input plane is first copied into `scratch` with its zero padding made explicit and,
+/// for stride `s > 1`, each row split into `s` phases (`x[j*s + p]` -> phase `p`, index `j`),
+/// so that every tap reads `V` consecutive floats without bounds or stride. Each block of `V`
+/// output columns then accumulates all `k * k` taps in registers, and the activation is
+/// applied to each finished output row while it is in cache.
+#[inline(always)]
+fn depthwise_plane<const FMA: bool>(
+    inp: &[f32],
+    out: &mut [f32],
+    taps: &[f32],
+    bias: f32,
+    g: &Geometry,
+    ep: Epilogue,
+    scratch: &mut Vec<f32>,
+) {
+    let (s, k, h, w) = (g.s, g.k, g.h, g.w);
+    let oh = out.len() / g.ow;
+    // Padded rows and columns the taps can reach.
+    let (rows, cols) = ((oh - 1) * s + k, (g.ow - 1) * s + k);
+    // Phase row length, with slack so the last block's vector read stays inside.
+    let lp = cols.div_ceil(s) + V;
+    scratch.clear();
+    scratch.resize(rows * s * lp, 0.0);
+    for r in 0..rows {
+        let ih = r as isize - g.pt as isize;
+        if ih < 0 || ih >= h as isize {
+            continue;
+        }
+        let src = &inp[ih as usize * w..][..w];
+        // Input columns that land inside the padded window.
+        let first = g.pl;
+        let n = w.min(cols.saturating_sub(first));
+        if s == 1 {
+            scratch[r * lp + first..][..n].copy_from_slice(&src[..n]);
+        } else {
+            for p in 0..s {
+                // The first input column of phase p, and its index within the phase.
+                let iw0 = (p + s - first % s) % s;
+                if iw0 >= n {
+                    continue;
+                }
+                let dst = &mut scratch[(r * s + p) * lp + (iw0 + first) / s..];
+                for (d, v) in dst.iter_mut().zip(src[iw0..n].iter().step_by(s)) {
+                    *d = *v;
+                }
+            }
+        }
+    }
+    for (o, orow) in out.chunks_exact_mut(g.ow).enumerate() {
+        let mut ow0 = 0;
+        while ow0 < g.ow {
+            let mut acc = [bias; V];
+            for kh in 0..k {
+                let r = o * s + kh;
+                for kw in 0..k {
+                    let at = (r * s + kw % s) * lp + ow0 + kw / s;
+                    let Some(src) = scratch[at..].first_chunk::<V>() else {
+                        continue;
+                    };
+                    let wv = taps[kh * k + kw];
+                    for l in 0..V {
+                        acc[l] = if FMA {
+                            wv.mul_add(src[l], acc[l])
+                        } else {
+                            acc[l] + wv * src[l]
+                        };
+                    }
+                }
+            }
+            let n = V.min(g.ow - ow0);
+            orow[ow0..ow0 + n].copy_from_slice(&acc[..n]);
+            ow0 += V;
+        }
+        // The row is still in L1; over the whole row the activation vectorises.
+        epilogue(orow, ep);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+
+    fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+        (a - b).abs().max().into_scalar()
+    }
+
+    #[test]
+    fn exp_within_two_ulp_of_f64() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x <= 87.0 {
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            worst = worst.max(((got - want) / want).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 2.5e-7, "worst relative error {worst}");
+    }
+
+    #[test]
+    fn activations_match_burn() {
+        let device = Device::flex();
+        let x = Tensor::<4>::random([2, 3, 17, 19], Distribution::Normal(0.0, 4.0), &device);
+        // Extremes, where a careless exp overflows.
+        let x = Tensor::cat(vec![x, Tensor::full([2, 3, 1, 19], -100.0, &device)], 2);
+        let x = Tensor::cat(vec![x, Tensor::full([2, 3, 1, 19], 100.0, &device)], 2);
+        let want = burn::tensor::activation::silu(x.clone());
+        let got = activation(x.clone(), Epilogue::Silu).unwrap_or_else(|_| panic!("fallback"));
+        assert!(max_abs_diff(got, want) < 1e-5);
+        let want = burn::tensor::activation::relu6(x.clone());
+        let got = activation(x.clone(), Epilogue::Relu6).unwrap_or_else(|_| panic!("fallback"));
+        assert_eq!(max_abs_diff(got, want), 0.0);
+        // A shared tensor is copied, not changed under its other owner.
+        let keep = x.clone();
+        let before = keep.clone().into_data();
+        let _ = activation(x, Epilogue::Relu);
+        assert_eq!(keep.into_data(), before);
+    }
+
+    #[test]
+    fn depthwise_matches_burn_conv() {
+        let device = Device::flex();
+        for (k, s, pad, h, w) in [
+            (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 11),
+            (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 11),
+            (5, 2, PaddingConfig2d::Explicit(2, 2, 2, 2), 14, 13),
+            (5, 1, PaddingConfig2d::Same, 7, 8),
+            (3, 2, PaddingConfig2d::Same, 10, 7),
+            (5, 2, PaddingConfig2d::Same, 15, 16),
+            (3, 1, PaddingConfig2d::Valid, 6, 5),
+            (3, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 10, 10),
+        ] {
+            for bias in [true, false] {
+                let conv = Conv2dConfig::new([6, 6], [k, k])
+                    .with_stride([s, s])
+                    .with_groups(6)
+                    .with_padding(pad.clone())
+                    .with_bias(bias)
+                    .init(&device);
+                let x = Tensor::<4>::random([2, 6, h, w], Distribution::Normal(0.0, 1.0), &device);
+                let want = conv.forward(x.clone());
+                let got = depthwise(&conv, x.clone(), Epilogue::None)
+                    .unwrap_or_else(|_| panic!("fallback"));
+                assert_eq!(got.dims(), want.dims(), "k{k} s{s} {pad:?}");
+                assert!(max_abs_diff(got, want.clone()) < 1e-5, "k{k} s{s} {pad:?}");
+                let got = depthwise(&conv, x, Epilogue::Silu).unwrap_or_else(|_| panic!("fb"));
+                let want = burn::tensor::activation::silu(want);
+                assert!(max_abs_diff(got, want) < 1e-5, "k{k} s{s} {pad:?} silu");
+            }
+        }
+        // Wide maps are left to Burn's kernel (see WIDE).
+        let wide = Conv2dConfig::new([2, 2], [3, 3])
+            .with_groups(2)
+            .init(&device);
+        assert!(
+            depthwise(
+                &wide,
+                Tensor::<4>::zeros([1, 2, 40, 40], &device),
+                Epilogue::None
+            )
+            .is_err()
+        );
+        // Not depthwise: falls back.
+        let dense = Conv2dConfig::new([4, 4], [3, 3]).init(&device);
+        let x = Tensor::<4>::zeros([1, 4, 5, 5], &device);
+        assert!(depthwise(&dense, x, Epilogue::None).is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! End-to-end tests of `committee bench`: rows on every compiled backend (wgpu through
+//! lavapipe in CI, tiny sizes), the cost model against a hand count, and `--profile`.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_committee"))
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--threads", "2"])
+        .output()
+        .expect("run committee");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bench --json prints JSON")
+}
+
+/// ResNet-18 at 32 px, counted by hand: stem 7x7 to 16x16 (2,408,448), layer1 at 8x8
+/// (4 x 2,359,296), layer2 at 4x4 (1,179,648 + 3 x 2,359,296 + 131,072 downsample), layer3 at
+/// 2x2 and layer4 at 1x1 (the same sums), fc 512 x 1000.
+const RESNET18_32PX_MACS: u64 =
+    2_408_448 + 4 * 2_359_296 + 3 * (1_179_648 + 3 * 2_359_296 + 131_072) + 512_000;
+
+fn f(v: &serde_json::Value, k: &str) -> f64 {
+    v[k].as_f64()
+        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+#[test]
+fn rows_on_every_compiled_backend() {
+    let rows = bench(&[
+        "--model",
+        "resnet18,mobilenetv2_050",
+        "--backend",
+        "flex,ndarray,wgpu",
+        "--batch",
+        "1,2",
+        "--img-size",
+        "32",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+    ]);
+    let rows = rows.as_array().expect("an array of rows");
+    assert_eq!(rows.len(), 3 * 2 * 2);
+    for r in rows {
+        let (b, p50, p95) = (f(r, "batch"), f(r, "p50_ms"), f(r, "p95_ms"));
+        assert_eq!(r["img_size"], 32);
+        assert!(p50 > 0.0 && p95 >= p50 && f(r, "first_ms") > 0.0, "{r}");
+        // img/s and GMAC/s follow from the median latency.
+        let ips = f(r, "img_per_s");
+        assert!((ips - b / (p50 / 1e3)).abs() < 1e-6 * ips, "{r}");
+        let gmacs_per_img = f(r, "gmacs_per_s") / ips;
+        if r["model"] == "resnet18" {
+            let want = RESNET18_32PX_MACS as f64 / 1e9;
+            assert!(
+                (gmacs_per_img - want).abs() < 1e-9,
+                "{gmacs_per_img} vs {want}"
+            );
+        }
+        let device = r["device"].as_str().expect("device");
+        match r["backend"].as_str() {
+            Some("flex") | Some("ndarray") => assert_eq!(device, "cpu"),
+            Some("wgpu") => {
+                assert!(!device.is_empty() && device != "cpu");
+                // lavapipe / llvmpipe are flagged as software adapters.
+                let soft = ["llvmpipe", "lavapipe", "swiftshader"]
+                    .iter()
+                    .any(|s| device.to_lowercase().contains(s));
+                assert_eq!(r["software_adapter"], soft, "{r}");
+            }
+            other => panic!("unexpected backend {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn profile_counts_every_layer_of_resnet18_and_mobilenetv2() {
+    let rows = bench(&[
+        "--model",
+        "resnet18,mobilenetv2_050",
+        "--batch",
+        "2",
+        "--img-size",
+        "32",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--profile",
+    ]);
+    let kinds = |r: &serde_json::Value| -> std::collections::BTreeMap<String, (u64, u64)> {
+        r["profile"]
+            .as_array()
+            .expect("profile rows")
+            .iter()
+            .map(|k| {
+                let name = k["kind"].as_str().expect("kind").to_string();
+                (
+                    name,
+                    (
+                        k["calls"].as_u64().unwrap_or(0),
+                        k["macs"].as_u64().unwrap_or(0),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let resnet = kinds(&rows[0]);
+    // Calls per forward: 16 3x3 convs, 3 downsampling 1x1s, the stem, 17 ReLUs (stem + two
+    // per basic block), 8 residual sums.
+    assert_eq!(resnet["conv 3x3"].0, 16);
+    assert_eq!(resnet["conv 1x1"].0, 3);
+    assert_eq!(resnet["conv 7x7"].0, 1);
+    assert_eq!(resnet["act relu"].0, 17);
+    assert_eq!(resnet["add residual"].0, 8);
+    assert_eq!(resnet["pool max"].0, 1);
+    // The multiply-accumulates the spans saw add up to the hand count (for 2 images).
+    let macs: u64 = resnet.values().map(|(_, m)| m).sum();
+    assert_eq!(macs, 2 * RESNET18_32PX_MACS);
+    // Shares are of the profiled pass and cannot exceed it.
+    let share: f64 = rows[0]["profile"]
+        .as_array()
+        .map(|a| a.iter().map(|k| f(k, "share")).sum())
+        .unwrap_or(0.0);
+    assert!(share > 0.5 && share < 1.0 + 1e-6, "{share}");
+    // MobileNetV2: 17 depthwise 3x3 convs, 34 pointwise, 1 dense 3x3 stem.
+    let mnv2 = kinds(&rows[1]);
+    assert_eq!(mnv2["conv depthwise 3x3"].0, 17);
+    assert_eq!(mnv2["conv 1x1"].0, 34);
+    assert_eq!(mnv2["conv 3x3"].0, 1);
+}
+
+#[test]
+fn flex_kernels_can_be_turned_off_and_bad_arguments_fail() {
+    let rows = bench(&[
+        "--model",
+        "efficientnet_b0",
+        "--batch",
+        "1",
+        "--img-size",
+        "32",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+        "--no-flex-kernels",
+    ]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(1));
+    for (args, msg) in [
+        (vec!["--model", "resnet19"], "unknown model 'resnet19'"),
+        (
+            vec!["--model", "resnet18", "--backend", "tpu"],
+            "unknown backend 'tpu'",
+        ),
+        (
+            vec!["--model", "resnet18", "--iters", "0"],
+            "--iters must be at least 1",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_committee"))
+            .arg("bench")
+            .args(&args)
+            .output()
+            .expect("run committee");
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(msg), "{err}");
+    }
+}
