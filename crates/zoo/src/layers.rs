@@ -50,7 +50,7 @@ impl Act {
             Act::Relu => Some(kernels::Epilogue::Relu),
             Act::Relu6 => Some(kernels::Epilogue::Relu6),
             Act::Silu => Some(kernels::Epilogue::Silu),
-            Act::Gelu => None,
+            Act::Gelu => Some(kernels::Epilogue::Gelu),
         }
     }
 
