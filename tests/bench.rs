@@ -111,12 +111,13 @@ fn profile_counts_every_layer_of_resnet18_and_mobilenetv2() {
             .collect()
     };
     let resnet = kinds(&rows[0]);
-    // Calls per forward: 16 3x3 convs, 3 downsampling 1x1s, the stem, 17 ReLUs (stem + two
-    // per basic block), 8 residual sums.
+    // Calls per forward: 16 3x3 convs, 3 downsampling 1x1s, the stem, 8 residual sums, and
+    // 8 ReLUs of their own (after each sum): the other 9 (stem, each block's first conv) run
+    // inside the convolution before them on flex.
     assert_eq!(resnet["conv 3x3"].0, 16);
     assert_eq!(resnet["conv 1x1"].0, 3);
     assert_eq!(resnet["conv 7x7"].0, 1);
-    assert_eq!(resnet["act relu"].0, 17);
+    assert_eq!(resnet["act relu"].0, 8);
     assert_eq!(resnet["add residual"].0, 8);
     assert_eq!(resnet["pool max"].0, 1);
     // The multiply-accumulates the spans saw add up to the hand count (for 2 images).
@@ -128,6 +129,23 @@ fn profile_counts_every_layer_of_resnet18_and_mobilenetv2() {
         .map(|a| a.iter().map(|k| f(k, "share")).sum())
         .unwrap_or(0.0);
     assert!(share > 0.5 && share < 1.0 + 1e-6, "{share}");
+    // With Burn's own ops all 17 ReLUs are separate.
+    let plain = bench(&[
+        "--model",
+        "resnet18",
+        "--batch",
+        "1",
+        "--img-size",
+        "32",
+        "--warmup",
+        "0",
+        "--iters",
+        "1",
+        "--profile",
+        "--flex-kernels",
+        "none",
+    ]);
+    assert_eq!(kinds(&plain[0])["act relu"].0, 17);
     // MobileNetV2: 17 depthwise 3x3 convs, 34 pointwise, 1 dense 3x3 stem.
     let mnv2 = kinds(&rows[1]);
     assert_eq!(mnv2["conv depthwise 3x3"].0, 17);
@@ -148,11 +166,16 @@ fn flex_kernels_can_be_turned_off_and_bad_arguments_fail() {
         "0",
         "--iters",
         "1",
-        "--no-flex-kernels",
+        "--flex-kernels",
+        "none",
     ]);
     assert_eq!(rows.as_array().map(Vec::len), Some(1));
     for (args, msg) in [
         (vec!["--model", "resnet19"], "unknown model 'resnet19'"),
+        (
+            vec!["--model", "resnet18", "--flex-kernels", "act,winograd"],
+            "unknown flex kernel 'winograd'",
+        ),
         (
             vec!["--model", "resnet18", "--backend", "tpu"],
             "unknown backend 'tpu'",

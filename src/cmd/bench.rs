@@ -40,9 +40,10 @@ pub struct Args {
     /// Keep BatchNorm as separate layers (by default it is folded into the convolutions).
     #[arg(long)]
     no_fold_bn: bool,
-    /// Use Burn's own flex ops instead of committee's flex kernels (SiLU, ReLU, depthwise).
-    #[arg(long)]
-    no_flex_kernels: bool,
+    /// committee's flex kernels to use, in place of Burn's ops: any of act, depthwise, gemm,
+    /// or all, or none (to measure what each changes).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    flex_kernels: Vec<String>,
     /// Time a training step instead (forward, backward, SGD momentum update; BN in train mode).
     #[arg(long)]
     train: bool,
@@ -212,7 +213,25 @@ pub fn run(a: Args) -> Result<()> {
             .ok();
     }
     #[cfg(feature = "flex")]
-    committee_zoo::kernels::set_enabled(!a.no_flex_kernels);
+    {
+        use committee_zoo::kernels::{Kernel, set_enabled};
+        let mut on = Vec::new();
+        for k in &a.flex_kernels {
+            match k.as_str() {
+                "all" => on.extend(Kernel::ALL),
+                "none" => {}
+                _ => on.push(
+                    Kernel::ALL
+                        .into_iter()
+                        .find(|x| x.name() == k)
+                        .with_context(|| {
+                            format!("unknown flex kernel '{k}' (act, depthwise, gemm, all, none)")
+                        })?,
+                ),
+            }
+        }
+        set_enabled(&on);
+    }
     let mut rows = Vec::new();
     for backend in &a.backend {
         let sel = device(*backend)?;

@@ -350,9 +350,7 @@ impl EffBlock {
                 }
             }
             EffBlock::Ir(b) => {
-                let mut y = b
-                    .act
-                    .apply(conv_bn(&b.conv_pw, &b.bn1, b.folded, x.clone()));
+                let mut y = conv_bn_act(&b.conv_pw, &b.bn1, b.folded, b.act, x.clone());
                 y = conv_bn_act(&b.conv_dw, &b.bn2, b.folded, b.act, y);
                 if let Some(se) = &b.se {
                     y = se.forward(y);
@@ -474,15 +472,11 @@ impl EfficientNet {
 
     /// Pooled features: the classifier's input, `[N, num_features]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self
-            .act
-            .apply(conv_bn(&self.conv_stem, &self.bn1, self.folded, x));
+        let mut x = conv_bn_act(&self.conv_stem, &self.bn1, self.folded, self.act, x);
         for block in self.blocks.iter().flatten() {
             x = block.forward(x);
         }
-        let x = self
-            .act
-            .apply(conv_bn(&self.conv_head, &self.bn2, self.folded, x));
+        let x = conv_bn_act(&self.conv_head, &self.bn2, self.folded, self.act, x);
         global_avg_pool(x)
     }
 

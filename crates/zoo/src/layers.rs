@@ -153,7 +153,8 @@ pub fn fold_bn(conv: Conv2d, bn: &BatchNorm) -> Conv2d {
     }
 }
 
-/// A convolution's forward, through the flex depthwise kernel where it applies.
+/// A convolution's forward through flex's kernels (depthwise, or dense as a matrix product)
+/// where they apply, with `act` fused; `Err(x)` hands the input back for Burn's conv.
 #[allow(clippy::result_large_err)] // Err hands the input back for Burn's conv
 fn conv_forward(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<4>, Tensor<4>> {
     #[cfg(feature = "flex")]
@@ -164,7 +165,11 @@ fn conv_forward(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<
             Some(a) => a.epilogue(),
         };
         if let Some(ep) = ep {
-            return kernels::depthwise(conv, x, ep);
+            let x = match kernels::depthwise(conv, x, ep) {
+                Ok(y) => return Ok(y),
+                Err(x) => x,
+            };
+            return kernels::conv_gemm(conv, x, ep);
         }
     }
     let _ = act;

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::CommonOptions;
 use crate::layers::{
-    Act, DropPath, PadMode, bn, conv, conv_bn, conv_out, fold_bn, global_avg_pool, residual_add,
+    Act, DropPath, PadMode, bn, conv, conv_bn, conv_bn_act, conv_out, fold_bn, global_avg_pool,
+    residual_add,
 };
 use crate::profile;
 
@@ -110,11 +111,16 @@ impl ResBlock {
             Some((c, b)) => conv_bn(c, b, f, x.clone()),
             None => x.clone(),
         };
-        let mut y = relu(conv_bn(&self.conv1, &self.bn1, f, x));
-        y = conv_bn(&self.conv2, &self.bn2, f, y);
-        if let (Some(c3), Some(b3)) = (&self.conv3, &self.bn3) {
-            y = conv_bn(c3, b3, f, relu(y));
-        }
+        let y = conv_bn_act(&self.conv1, &self.bn1, f, Act::Relu, x);
+        let y = match (&self.conv3, &self.bn3) {
+            (Some(c3), Some(b3)) => conv_bn(
+                c3,
+                b3,
+                f,
+                conv_bn_act(&self.conv2, &self.bn2, f, Act::Relu, y),
+            ),
+            _ => conv_bn(&self.conv2, &self.bn2, f, y),
+        };
         relu(residual_add(self.drop_path.forward(y), shortcut))
     }
 
@@ -220,7 +226,7 @@ impl ResNet {
     }
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = relu(conv_bn(&self.conv1, &self.bn1, self.folded, x));
+        let mut x = conv_bn_act(&self.conv1, &self.bn1, self.folded, Act::Relu, x);
         x = profile::layer("pool max", x, |x| self.maxpool.forward(x));
         for b in self
             .layer1
