@@ -726,6 +726,39 @@ mod tests {
         assert_eq!(keep.into_data(), before);
     }
 
+    type ConvKernel = fn(&Conv2d, Tensor<4>, Epilogue) -> Result<Tensor<4>, Tensor<4>>;
+
+    /// `kernel` equals Burn's `conv.forward` (then `act`), with and without bias.
+    fn check_conv(
+        kernel: ConvKernel,
+        [cin, cout, groups]: [usize; 3],
+        (k, s, pad): (usize, usize, PaddingConfig2d),
+        [n, h, w]: [usize; 3],
+        (ep, act): (Epilogue, fn(Tensor<4>) -> Tensor<4>),
+        tol: f32,
+    ) {
+        let device = Device::flex();
+        for bias in [true, false] {
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([s, s])
+                .with_groups(groups)
+                .with_padding(pad.clone())
+                .with_bias(bias)
+                .init(&device);
+            let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let want = conv.forward(x.clone());
+            let got =
+                kernel(&conv, x.clone(), Epilogue::None).unwrap_or_else(|_| panic!("fallback"));
+            assert_eq!(got.dims(), want.dims(), "k{k} s{s} {pad:?}");
+            assert!(max_abs_diff(got, want.clone()) < tol, "k{k} s{s} {pad:?}");
+            let got = kernel(&conv, x, ep).unwrap_or_else(|_| panic!("fallback"));
+            assert!(
+                max_abs_diff(got, act(want)) < tol,
+                "k{k} s{s} {pad:?} {ep:?}"
+            );
+        }
+    }
+
     #[test]
     fn conv_gemm_matches_burn_conv() {
         let device = Device::flex();
@@ -740,23 +773,18 @@ mod tests {
             (4, 4, 3, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 10, 10),
             (2, 3, 4, 4, PaddingConfig2d::Valid, 16, 12),
         ] {
-            for bias in [true, false] {
-                let conv = Conv2dConfig::new([cin, cout], [k, k])
-                    .with_stride([s, s])
-                    .with_padding(pad.clone())
-                    .with_bias(bias)
-                    .init(&device);
-                let x =
-                    Tensor::<4>::random([3, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
-                let want = conv.forward(x.clone());
-                let got = conv_gemm(&conv, x.clone(), Epilogue::None)
-                    .unwrap_or_else(|_| panic!("fallback"));
-                assert_eq!(got.dims(), want.dims(), "k{k} s{s} {pad:?}");
-                assert!(max_abs_diff(got, want.clone()) < 1e-4, "k{k} s{s} {pad:?}");
-                let got = conv_gemm(&conv, x, Epilogue::Relu).unwrap_or_else(|_| panic!("fb"));
-                let want = burn::tensor::activation::relu(want);
-                assert!(max_abs_diff(got, want) < 1e-4, "k{k} s{s} {pad:?} relu");
-            }
+            let relu = (
+                Epilogue::Relu,
+                burn::tensor::activation::relu::<4> as fn(_) -> _,
+            );
+            check_conv(
+                conv_gemm,
+                [cin, cout, 1],
+                (k, s, pad),
+                [3, h, w],
+                relu,
+                1e-4,
+            );
         }
         // Grouped convolutions are not this kernel's.
         let grouped = Conv2dConfig::new([4, 4], [3, 3])
@@ -779,23 +807,11 @@ mod tests {
             (3, 1, PaddingConfig2d::Valid, 6, 5),
             (3, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 10, 10),
         ] {
-            for bias in [true, false] {
-                let conv = Conv2dConfig::new([6, 6], [k, k])
-                    .with_stride([s, s])
-                    .with_groups(6)
-                    .with_padding(pad.clone())
-                    .with_bias(bias)
-                    .init(&device);
-                let x = Tensor::<4>::random([2, 6, h, w], Distribution::Normal(0.0, 1.0), &device);
-                let want = conv.forward(x.clone());
-                let got = depthwise(&conv, x.clone(), Epilogue::None)
-                    .unwrap_or_else(|_| panic!("fallback"));
-                assert_eq!(got.dims(), want.dims(), "k{k} s{s} {pad:?}");
-                assert!(max_abs_diff(got, want.clone()) < 1e-5, "k{k} s{s} {pad:?}");
-                let got = depthwise(&conv, x, Epilogue::Silu).unwrap_or_else(|_| panic!("fb"));
-                let want = burn::tensor::activation::silu(want);
-                assert!(max_abs_diff(got, want) < 1e-5, "k{k} s{s} {pad:?} silu");
-            }
+            let silu = (
+                Epilogue::Silu,
+                burn::tensor::activation::silu::<4> as fn(_) -> _,
+            );
+            check_conv(depthwise, [6, 6, 6], (k, s, pad), [2, h, w], silu, 1e-5);
         }
         // Wide maps are left to Burn's kernel (see WIDE).
         let wide = Conv2dConfig::new([2, 2], [3, 3])
