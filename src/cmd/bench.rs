@@ -105,6 +105,26 @@ fn row(
     row
 }
 
+/// Runs `step` `warmup + iters` times, threading `state` (a model being trained) through it:
+/// the milliseconds of the measured iterations, and of the very first call (compilation and
+/// autotuning on GPU backends).
+fn timed<S>(a: &Args, mut state: S, mut step: impl FnMut(S) -> S) -> (Vec<f64>, f64) {
+    let mut times = Vec::with_capacity(a.iters);
+    let mut first_ms = 0.0;
+    for i in 0..a.warmup + a.iters {
+        let t0 = Instant::now();
+        state = step(state);
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        if i == 0 {
+            first_ms = ms;
+        }
+        if i >= a.warmup {
+            times.push(ms);
+        }
+    }
+    (times, first_ms)
+}
+
 /// Times training steps: forward (BN in train mode), cross-entropy, backward, and an SGD
 /// momentum update, as the trainer runs them. GMAC/s counts the forward MACs only.
 fn train_row(
@@ -124,7 +144,7 @@ fn train_row(
         in_chans: a.in_chans,
         ..Default::default()
     };
-    let mut model = random_model(spec, &opts, [img; 2], &ad);
+    let model = random_model(spec, &opts, [img; 2], &ad);
     let mut optim = SgdConfig::new()
         .with_momentum(Some(MomentumConfig {
             momentum: 0.9,
@@ -139,23 +159,14 @@ fn train_row(
     );
     let labels: Vec<i64> = (0..b).map(|i| (i % a.num_classes) as i64).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &ad);
-    let mut times = Vec::with_capacity(a.iters);
-    let mut first_ms = 0.0;
-    for i in 0..a.warmup + a.iters {
-        let t0 = Instant::now();
+    let (times, first_ms) = timed(a, model, |model| {
         let loss = committee_train::loss::cross_entropy(model.forward(x.clone()), y.clone(), 0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(0.01, model, grads);
-        // Reading a parameter back waits for the update to finish.
+        let model = optim.step(0.01, model, grads);
+        // Reading the loss back waits for the step to finish.
         let _ = loss.into_data();
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        if i == 0 {
-            first_ms = ms;
-        }
-        if i >= a.warmup {
-            times.push(ms);
-        }
-    }
+        model
+    });
     let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
     Ok(row(a, name, b, img, gmacs, times, first_ms, sel, "train"))
 }
@@ -270,20 +281,10 @@ pub fn run(a: Args) -> Result<()> {
                     Distribution::Normal(0.0, 1.0),
                     &sel.device,
                 );
-                let mut times = Vec::with_capacity(a.iters);
-                let mut first_ms = 0.0;
-                for i in 0..a.warmup + a.iters {
-                    let t0 = Instant::now();
-                    // Reading the logits back waits for the device: the whole forward is timed.
+                // Reading the logits back waits for the device: the whole forward is timed.
+                let (times, first_ms) = timed(&a, (), |()| {
                     let _ = model.forward(x.clone()).into_data();
-                    let ms = t0.elapsed().as_secs_f64() * 1e3;
-                    if i == 0 {
-                        first_ms = ms;
-                    }
-                    if i >= a.warmup {
-                        times.push(ms);
-                    }
-                }
+                });
                 let mut r = row(&a, name, b, img, gmacs, times, first_ms, &sel, "forward");
                 if a.profile {
                     r["profile"] = profile_forward(&a, &model, &x);

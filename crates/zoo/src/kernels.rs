@@ -146,30 +146,14 @@ pub fn depthwise(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         return Err(x);
     }
     let (k, s) = (kh, conv.stride[0]);
-    let ((pt, pb), (pl, pr)) = padding(&conv.padding, [h, w], k, s);
-    if h + pt + pb < k || w + pl + pr < k {
+    let Some(Window { pt, pl, oh, ow, .. }) = window(conv, [h, w]) else {
         return Err(x);
-    }
-    let (oh, ow) = ((h + pt + pb - k) / s + 1, (w + pl + pr - k) / s + 1);
+    };
     if ow >= WIDE {
         return Err(x);
     }
-    let weight = into_flex(conv.weight.val()).map(contiguous);
-    let bias = conv
-        .bias
-        .as_ref()
-        .and_then(|b| into_flex(b.val()))
-        .map(contiguous);
-    let Some(weight) = weight else {
-        return Err(x);
-    };
-    let input = match into_flex(x) {
-        Some(t) => contiguous(t),
-        None => unreachable!("eligible() checked the backend"),
-    };
-    let wts: &[f32] = weight.storage::<f32>();
-    let bias: Option<&[f32]> = bias.as_ref().map(|b| b.storage::<f32>());
-    let inp: &[f32] = input.storage::<f32>();
+    let ops = operands(conv, x)?;
+    let (wts, bias, inp) = ops.slices();
     let geo = Geometry {
         h,
         w,
@@ -211,26 +195,19 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         return Err(x);
     }
     let [sh, sw] = conv.stride;
-    let ((pt, pb), (pl, pr)) = padding2(&conv.padding, [h, w], [kh, kw], [sh, sw]);
-    if h + pt + pb < kh || w + pl + pr < kw {
-        return Err(x);
-    }
-    let (oh, ow) = ((h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1);
-    let Some(weight) = into_flex(conv.weight.val()).map(contiguous) else {
+    let Some(Window {
+        pt,
+        pb,
+        pl,
+        pr,
+        oh,
+        ow,
+    }) = window(conv, [h, w])
+    else {
         return Err(x);
     };
-    let bias = conv
-        .bias
-        .as_ref()
-        .and_then(|b| into_flex(b.val()))
-        .map(contiguous);
-    let input = match into_flex(x) {
-        Some(t) => contiguous(t),
-        None => unreachable!("eligible() checked the backend"),
-    };
-    let wts: &[f32] = weight.storage::<f32>();
-    let bias: Option<&[f32]> = bias.as_ref().map(|b| b.storage::<f32>());
-    let inp: &[f32] = input.storage::<f32>();
+    let ops = operands(conv, x)?;
+    let (wts, bias, inp) = ops.slices();
     let (k, pix) = (c * kh * kw, oh * ow);
     let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0;
     let mut cols = if direct {
@@ -329,26 +306,63 @@ fn im2col_row(
     }
 }
 
-/// [`padding`] for possibly non-square kernels and strides.
-fn padding2(
-    p: &PaddingConfig2d,
-    [h, w]: [usize; 2],
-    [kh, kw]: [usize; 2],
-    [sh, sw]: [usize; 2],
-) -> ((usize, usize), (usize, usize)) {
-    let (rows, _) = padding(p, [h, h], kh, sh);
-    let (_, cols) = padding(p, [w, w], kw, sw);
-    (rows, cols)
+/// The flat f32 storages a convolution kernel reads, each contiguous.
+struct Operands {
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    input: FlexTensor,
 }
 
-/// ((top, bottom), (left, right)) as Burn's `Conv2d` computes them.
-fn padding(
-    p: &PaddingConfig2d,
-    [h, w]: [usize; 2],
-    k: usize,
-    s: usize,
-) -> ((usize, usize), (usize, usize)) {
-    let same = |len: usize| {
+impl Operands {
+    fn slices(&self) -> (&[f32], Option<&[f32]>, &[f32]) {
+        (
+            self.weight.storage::<f32>(),
+            self.bias.as_ref().map(|b| b.storage::<f32>()),
+            self.input.storage::<f32>(),
+        )
+    }
+}
+
+/// `conv`'s weight and bias and the input `x` as flex storages; `Err(x)` when the weight is
+/// not on flex. The caller has checked that `x` is eligible.
+fn operands(conv: &Conv2d, x: Tensor<4>) -> Result<Operands, Tensor<4>> {
+    let Some(weight) = into_flex(conv.weight.val()).map(contiguous) else {
+        return Err(x);
+    };
+    let bias = conv
+        .bias
+        .as_ref()
+        .and_then(|b| into_flex(b.val()))
+        .map(contiguous);
+    let input = match into_flex(x) {
+        Some(t) => contiguous(t),
+        None => unreachable!("eligible() checked the backend"),
+    };
+    Ok(Operands {
+        weight,
+        bias,
+        input,
+    })
+}
+
+/// Padding (top, bottom, left, right) and output size of a convolution, as Burn's `Conv2d`
+/// computes them.
+struct Window {
+    pt: usize,
+    pb: usize,
+    pl: usize,
+    pr: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// `conv`'s [`Window`] on an `h` x `w` input; `None` when the padded input is smaller than the
+/// kernel.
+fn window(conv: &Conv2d, [h, w]: [usize; 2]) -> Option<Window> {
+    let [kh, kw] = conv.kernel_size;
+    let [sh, sw] = conv.stride;
+    // TensorFlow's SAME: the output is ceil(len / s), the extra pixel goes after.
+    let same = |len: usize, k: usize, s: usize| {
         let out = len.div_ceil(s);
         let total = if out > 0 {
             ((out - 1) * s + k).saturating_sub(len)
@@ -357,11 +371,22 @@ fn padding(
         };
         (total / 2, total - total / 2)
     };
-    match p {
+    let ((pt, pb), (pl, pr)) = match conv.padding {
         PaddingConfig2d::Valid => ((0, 0), (0, 0)),
-        PaddingConfig2d::Same => (same(h), same(w)),
-        PaddingConfig2d::Explicit(t, l, b, r) => ((*t, *b), (*l, *r)),
+        PaddingConfig2d::Same => (same(h, kh, sh), same(w, kw, sw)),
+        PaddingConfig2d::Explicit(t, l, b, r) => ((t, b), (l, r)),
+    };
+    if h + pt + pb < kh || w + pl + pr < kw {
+        return None;
     }
+    Some(Window {
+        pt,
+        pb,
+        pl,
+        pr,
+        oh: (h + pt + pb - kh) / sh + 1,
+        ow: (w + pl + pr - kw) / sw + 1,
+    })
 }
 
 struct Geometry {

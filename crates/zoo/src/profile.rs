@@ -65,10 +65,15 @@ pub fn span<T>(kind: &'static str, macs: u64, device: &Device, f: impl FnOnce() 
     if !enabled() {
         return f();
     }
+    counted(kind, device, || (f(), macs))
+}
+
+/// A span whose multiply-accumulates are known only once `f` has run (it returns them).
+fn counted<T>(kind: &'static str, device: &Device, f: impl FnOnce() -> (T, u64)) -> T {
     wait(device);
     OPEN.with(|o| o.borrow_mut().push(0.0));
     let t0 = Instant::now();
-    let out = f();
+    let (out, macs) = f();
     wait(device);
     let total = t0.elapsed().as_secs_f64();
     let children = OPEN.with(|o| o.borrow_mut().pop().unwrap_or(0.0));
@@ -127,17 +132,11 @@ pub fn conv_with(conv: &Conv2d, x: Tensor<4>, f: impl FnOnce(Tensor<4>) -> Tenso
     }
     let device = x.device();
     let [_, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
-    let mut macs = 0;
-    let y = span(conv_kind(conv), 0, &device, || {
+    counted(conv_kind(conv), &device, || {
         let y = f(x);
         let [n, c, h, w] = y.dims();
-        macs = (n * c * h * w * cin_g * kh * kw) as u64;
-        y
-    });
-    if let Ok(mut t) = TOTALS.lock() {
-        t.entry(conv_kind(conv)).or_default().macs += macs;
-    }
-    y
+        (y, (n * c * h * w * cin_g * kh * kw) as u64)
+    })
 }
 
 /// A linear layer's forward as a span, with its multiply-accumulates.
