@@ -10,6 +10,9 @@ Outputs
   parity/<case>.{safetensors,pth}   random-init checkpoint with randomised BN statistics
   parity/<case>.io.safetensors      input, pooled features, logits (f32)
   parity/cases.json                 how to build each case on the Rust side
+  train/<case>.init.safetensors    timm init (1 channel, 10 classes), a batch and its labels
+  train/<case>.<opt>.safetensors   weights and BN statistics after three steps of `committee
+                                   train`'s recipe with <opt>, the losses, and PyTorch's f32 noise
 """
 import argparse
 import json
@@ -229,12 +232,81 @@ def parity(out):
         json.dump(cases, f, indent=1)
 
 
+# Three optimiser steps as `committee train` takes them: train-mode BN, label smoothing 0.1,
+# weight decay only on conv/linear weights, one learning rate per step. (lr, wd, optimiser).
+TRAIN_OPTS = {
+    "sgd": ((0.1, 0.05, 0.02), 5e-4, lambda groups: torch.optim.SGD(groups, lr=0.0, momentum=0.9)),
+    "adamw": ((1e-3, 5e-4, 2e-4), 0.05, lambda groups: torch.optim.AdamW(groups, lr=0.0, eps=1e-8)),
+    "rmsprop": ((1e-3, 5e-4, 2e-4), 1e-5,
+                lambda groups: torch.optim.RMSprop(groups, lr=0.0, alpha=0.9, eps=1e-3, momentum=0.9)),
+}
+
+
+def train_steps(model, x, y, opt_name, dtype):
+    lrs, wd, make = TRAIN_OPTS[opt_name]
+    m = model.to(dtype).train()
+    decay = [p for p in m.parameters() if p.ndim > 1]
+    plain = [p for p in m.parameters() if p.ndim <= 1]
+    opt = make([{"params": decay, "weight_decay": wd}, {"params": plain, "weight_decay": 0.0}])
+    losses = []
+    for lr in lrs:
+        for grp in opt.param_groups:
+            grp["lr"] = lr
+        loss = nn.functional.cross_entropy(m(x.to(dtype)), y, label_smoothing=0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return m, losses
+
+
+def training(out):
+    """Fixtures for the training-step parity test (crates/train/tests/step_parity.rs).
+
+    Each `<case>.<opt>` file holds PyTorch's f32 result and, per tensor, `noise.<key>`: how far
+    PyTorch's own f32 result is from its f64 result. Some parameters are ill-conditioned by
+    nature (a bias whose true gradient is zero because a train-mode BN follows: Adam turns its
+    rounding noise into full steps); the test allows those their measured noise, the rest is
+    held tight.
+    """
+    import copy
+    os.makedirs(f"{out}/train", exist_ok=True)
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    cases = [
+        ("resnet_basic", tres.ResNet(block=tres.BasicBlock, layers=[1, 1, 1, 1], channels=(8, 16, 32, 64),
+                                     in_chans=1, num_classes=10), 32, 16, ["sgd", "adamw", "rmsprop"]),
+    ]
+    # Not MobileNetV2: from timm's init its first steps are chaotic even in PyTorch (f32 and
+    # f64 results differ by ~1 % of each tensor's scale after three steps at lr 1e-3), so no
+    # tolerance could both pass and catch a bug.
+    for case, m, size, batch, opts in cases:
+        x = torch.randn(batch, 1, size, size, generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
+        sd = lambda mm: {k: v.float().contiguous() for k, v in mm.state_dict().items()
+                         if not k.endswith("num_batches_tracked")}
+        save_file(dict(sd(m), __input__=x, __labels__=y), f"{out}/train/{case}.init.safetensors")
+        for name in opts:
+            m32, losses = train_steps(copy.deepcopy(m), x, y, name, torch.float32)
+            m64, _ = train_steps(copy.deepcopy(m), x, y, name, torch.float64)
+            s32, s64 = sd(m32), sd(m64)
+            noise = {f"noise.{k}": (s32[k].double() - s64[k]).abs().max().float().reshape(1) for k in s32}
+            lrs, wd, _ = TRAIN_OPTS[name]
+            save_file(dict(s32, **noise, __losses__=torch.tensor(losses), __lrs__=torch.tensor(lrs),
+                           __weight_decay__=torch.tensor([wd])), f"{out}/train/{case}.{name}.safetensors")
+            print("train", case, name, losses)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures"))
     ap.add_argument("--skip-manifests", action="store_true")
+    ap.add_argument("--only", choices=["manifests", "parity", "training"])
     a = ap.parse_args()
     torch.set_num_threads(2)
-    if not a.skip_manifests:
+    if a.only in (None, "manifests") and not a.skip_manifests:
         manifests(a.out)
-    parity(a.out)
+    if a.only in (None, "parity"):
+        parity(a.out)
+    if a.only in (None, "training"):
+        training(a.out)

@@ -182,6 +182,47 @@ impl ModuleVisitor for NoDecay {
     }
 }
 
+/// A model made ready to train: fixed parameter ids (so a saved optimiser state finds its
+/// parameters) and the run's optimiser, without weight decay on norms and biases.
+pub fn prepare(model: Model, cfg: &TrainConfig) -> (Model, ModuleOptimizer) {
+    let model = model.map(&mut FixIds(0));
+    let mut nd = NoDecay::default();
+    model.visit(&mut nd);
+    (model, optimizer(cfg, nd.ids))
+}
+
+/// One optimiser step on a batch (`x` on an autodiff device): the updated model, the batch's
+/// mean loss (label-smoothed, before the update; not finite when training diverged) and the
+/// predicted classes.
+pub fn step(
+    model: Model,
+    optim: &mut ModuleOptimizer,
+    x: Tensor<4>,
+    labels: &[i64],
+    lr: f64,
+    label_smoothing: f64,
+) -> (Model, f64, Vec<i64>) {
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new(labels.to_vec(), [labels.len()]),
+        &x.device(),
+    );
+    let logits = model.forward(x);
+    let pred: Vec<i64> = logits
+        .clone()
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default();
+    let loss = cross_entropy(logits, y, label_smoothing);
+    let lv: f32 = loss.clone().into_scalar();
+    if !lv.is_finite() {
+        return (model, lv as f64, pred);
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(lr, model, grads), lv as f64, pred)
+}
+
 fn optimizer(cfg: &TrainConfig, no_decay: Vec<ParamId>) -> ModuleOptimizer {
     let wd = cfg.weight_decay() as f32;
     let group = ParamGroup::from_ids(no_decay);
@@ -432,10 +473,7 @@ pub fn train(
             }
         })?;
     }
-    let mut model = model.map(&mut FixIds(0));
-    let mut nd = NoDecay::default();
-    model.visit(&mut nd);
-    let mut optim = optimizer(&cfg, nd.ids);
+    let (mut model, mut optim) = prepare(model, &cfg);
     if let Some((_, _, bytes)) = saved {
         optim = optim
             .from_bytes(Bytes::from_bytes_vec(bytes))
@@ -519,26 +557,14 @@ pub fn train(
             }
             lr = sched.lr(state.iteration);
             let xt = Tensor::<4>::from_data(TensorData::new(x, [m, chans, s, s]), &ad);
-            let yt = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [m]), &ad);
-            let logits = model.forward(xt);
-            let pred: Vec<i64> = logits
-                .clone()
-                .argmax(1)
-                .into_data()
-                .convert::<i64>()
-                .try_to_vec::<i64>()
-                .unwrap_or_default();
-            let loss = cross_entropy(logits, yt, cfg.label_smoothing);
-            let lv: f32 = loss.clone().into_scalar();
-            let lv = lv as f64;
+            let (next, lv, pred) = step(model, &mut optim, xt, &y, lr, cfg.label_smoothing);
+            model = next;
             if !lv.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch: epoch + 1,
                     lr,
                 });
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model, grads);
             state.iteration += 1;
             loss_sum += lv * m as f64;
             correct += pred.iter().zip(&y).filter(|(p, t)| p == t).count();

@@ -184,8 +184,33 @@ pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, folded: bool, x: Tensor<4>) -> Ten
     if folded {
         y
     } else {
-        profile::layer("batchnorm", y, |y| bn.forward(y))
+        profile::layer("batchnorm", y, |y| batch_norm(bn, y))
     }
+}
+
+/// BatchNorm as PyTorch computes it. In training (an autodiff device, layer not frozen) it
+/// normalises with the batch statistics like Burn, but updates `running_var` with the
+/// *unbiased* batch variance (`n / (n - 1)` times the population one, `n` = values per
+/// channel), as `torch.nn.BatchNorm2d` does; Burn's own update uses the population variance,
+/// so its running statistics drift from what timm would learn (tested against PyTorch in
+/// crates/train/tests/step_parity.rs). Otherwise Burn's inference forward.
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    if !(device.is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(x);
+    }
+    let [b, _, h, w] = x.dims();
+    let n = (b * h * w) as f64;
+    let r = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    let m = bn.momentum;
+    let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+    let mean = bn.running_mean.value_sync().to_device(&device);
+    let var = bn.running_var.value_sync().to_device(&device);
+    bn.running_mean
+        .update((mean * (1.0 - m) + r.mean.detach() * m).detach());
+    bn.running_var
+        .update((var * (1.0 - m) + r.variance.detach() * (m * unbiased)).detach());
+    r.output
 }
 
 /// [`conv_bn`] then `act`; with BN folded, flex's depthwise kernel applies the activation to
