@@ -9,10 +9,14 @@ BIN="$CARGO_TARGET_DIR/release/committee"
 W="${1:-/tmp/fashion-study}"
 PER_CLASS="${PER_CLASS:-2000}"   # training images per class (of 5,500)
 EPOCHS="${EPOCHS:-3}"
+LR="${LR:-0.02}"                 # peak lr at batch 64 (0.05 was unstable: see docs/fashion-mnist.md)
+WARMUP="${WARMUP:-0.3}"          # warmup epochs
 mkdir -p "$W"
 [ -d "$W/fm/test" ] || "$BIN" data fashion-mnist --out "$W/fm"
 # A class-balanced training subset: the first $PER_CLASS files of each class, by name.
-if [ ! -d "$W/train-$PER_CLASS" ]; then
+if [ "$PER_CLASS" -ge 5500 ]; then
+  [ -e "$W/train-$PER_CLASS" ] || ln -s "$W/fm/train" "$W/train-$PER_CLASS"
+elif [ ! -d "$W/train-$PER_CLASS" ]; then
   for c in "$W"/fm/train/*/; do
     c=$(basename "$c"); mkdir -p "$W/train-$PER_CLASS.tmp/$c"
     ls "$W/fm/train/$c" | sort | head -n "$PER_CLASS" | while read -r f; do
@@ -26,7 +30,7 @@ for m in mobilenetv2_050 mobilenetv2_100; do
     if [ -f "$out/metrics.csv" ] && [ "$(wc -l < "$out/metrics.csv")" -gt "$EPOCHS" ]; then continue; fi
     resume=(); [ -f "$out/checkpoint.safetensors" ] && resume=(--resume)
     "$BIN" train --backend flex --model $m --data "$W/train-$PER_CLASS" --val "$W/fm/holdout" \
-      --out "$out" --epochs "$EPOCHS" --batch 64 --seed $s --warmup-epochs 0.5 "${resume[@]}"
+      --out "$out" --epochs "$EPOCHS" --batch 64 --lr "$LR" --seed $s --warmup-epochs "$WARMUP" "${resume[@]}"
   done
 done
 

@@ -1,5 +1,5 @@
-//! Inference kernels for the flex (CPU) backend where Burn's are slow: SiLU, ReLU/ReLU6 and
-//! depthwise convolution (with the activation fused in).
+//! Inference kernels for the flex (CPU) backend where Burn's are slow: SiLU, ReLU/ReLU6, GELU,
+//! depthwise and dense convolution and linear layers (with the activation fused in).
 //!
 //! Why: a profile of EfficientNet-B0 on flex (`committee bench --profile`, docs/benchmarks.md)
 //! spent 60% of the forward in SiLU, which Burn composes as `x * sigmoid(x)` from two
@@ -18,8 +18,8 @@
 
 #![allow(clippy::result_large_err)]
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
@@ -45,16 +45,24 @@ pub enum Kernel {
     Depthwise,
     /// Dense convolution as one matrix product per image, activation fused.
     ConvGemm,
+    /// Linear layer as one matrix product over all rows, bias and activation fused.
+    Linear,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 3] = [Kernel::Activations, Kernel::Depthwise, Kernel::ConvGemm];
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Activations,
+        Kernel::Depthwise,
+        Kernel::ConvGemm,
+        Kernel::Linear,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Activations => "act",
             Kernel::Depthwise => "depthwise",
             Kernel::ConvGemm => "gemm",
+            Kernel::Linear => "linear",
         }
     }
 
@@ -63,7 +71,7 @@ impl Kernel {
     }
 }
 
-static ON: AtomicU8 = AtomicU8::new(0b111);
+static ON: AtomicU8 = AtomicU8::new(0b1111);
 
 /// Chooses which kernels run (all by default), process-wide.
 pub fn set_enabled(kernels: &[Kernel]) {
@@ -266,6 +274,76 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
     Ok(from_flex(FlexTensor::from_data(TensorData::new(
         out,
         [n, c_out, oh, ow],
+    ))))
+}
+
+/// A linear layer `x W + b` (then `ep`) over all leading dimensions at once: one gemm of
+/// `[rows, d_in] x [d_in, d_out]` into an output preloaded with the bias, split over rayon's
+/// threads by the `gemm` crate. Burn's linear multiplies each leading index apart (for ViT:
+/// one 197-row product per image, batch-parallel) and adds the bias in a second pass.
+pub fn linear<const D: usize>(
+    lin: &Linear,
+    x: Tensor<D>,
+    ep: Epilogue,
+) -> Result<Tensor<D>, Tensor<D>> {
+    let [d_in, d_out] = lin.weight.lazy_shape().dims::<2>();
+    let dims = x.dims();
+    if !eligible(Kernel::Linear, &x) || dims[D - 1] != d_in {
+        return Err(x);
+    }
+    let Some(weight) = into_flex(lin.weight.val()).map(contiguous) else {
+        return Err(x);
+    };
+    let bias = lin
+        .bias
+        .as_ref()
+        .and_then(|b| into_flex(b.val()))
+        .map(contiguous);
+    let input = match into_flex(x) {
+        Some(t) => contiguous(t),
+        None => unreachable!("eligible() checked the backend"),
+    };
+    let (wts, inp) = (weight.storage::<f32>(), input.storage::<f32>());
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let mut out = vec![0f32; rows * d_out];
+    if let Some(b) = &bias {
+        let b = b.storage::<f32>();
+        out.par_chunks_mut(d_out)
+            .for_each(|r| r.copy_from_slice(&b[..d_out]));
+    }
+    // SAFETY: row-major `out` [rows, d_out], `inp` [rows, d_in] (its first rows * d_in
+    // elements, contiguous from offset 0) and `wts` [d_in, d_out], as checked above.
+    unsafe {
+        gemm::gemm(
+            rows,
+            d_out,
+            d_in,
+            out.as_mut_ptr(),
+            1,
+            d_out as isize,
+            bias.is_some(),
+            inp.as_ptr(),
+            1,
+            d_in as isize,
+            wts.as_ptr(),
+            1,
+            d_out as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    if ep != Epilogue::None {
+        let isa = Isa::get();
+        out.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep));
+    }
+    let mut shape = dims;
+    shape[D - 1] = d_out;
+    Ok(from_flex(FlexTensor::from_data(TensorData::new(
+        out, shape,
     ))))
 }
 
@@ -749,6 +827,37 @@ mod tests {
         let before = keep.clone().into_data();
         let _ = activation(x, Epilogue::Relu);
         assert_eq!(keep.into_data(), before);
+    }
+
+    #[test]
+    fn linear_matches_burn_linear() {
+        use burn::nn::LinearConfig;
+        let device = Device::flex();
+        for (d_in, d_out, bias) in [(24, 40, true), (7, 3, false), (64, 96, true)] {
+            let lin = LinearConfig::new(d_in, d_out).with_bias(bias).init(&device);
+            // A sliced (non-contiguous) 3-D input: the kernel must read it as Burn does.
+            let x = Tensor::<3>::random([3, 9, d_in + 2], Distribution::Normal(0.0, 1.0), &device)
+                .narrow(2, 1, d_in);
+            let want = lin.forward(x.clone());
+            let got =
+                linear(&lin, x.clone(), Epilogue::None).unwrap_or_else(|_| panic!("fallback"));
+            assert_eq!(got.dims(), [3, 9, d_out]);
+            let d: f32 = (got - want.clone()).abs().max().into_scalar();
+            assert!(d < 1e-5, "{d_in}x{d_out}: {d}");
+            let want = burn::tensor::activation::gelu(want);
+            let got = linear(&lin, x, Epilogue::Gelu).unwrap_or_else(|_| panic!("fallback"));
+            let d: f32 = (got - want).abs().max().into_scalar();
+            assert!(d < 1e-5, "{d_in}x{d_out} gelu: {d}");
+            // 2-D input (a classifier on pooled features).
+            let x = Tensor::<2>::random([5, d_in], Distribution::Normal(0.0, 1.0), &device);
+            let want = lin.forward(x.clone());
+            let got = linear(&lin, x, Epilogue::None).unwrap_or_else(|_| panic!("fallback"));
+            let d: f32 = (got - want).abs().max().into_scalar();
+            assert!(d < 1e-5, "{d_in}x{d_out} 2-D: {d}");
+        }
+        // A wrong width is left to Burn.
+        let lin = LinearConfig::new(8, 4).init(&device);
+        assert!(linear(&lin, Tensor::<2>::zeros([2, 5], &device), Epilogue::None).is_err());
     }
 
     type ConvKernel = fn(&Conv2d, Tensor<4>, Epilogue) -> Result<Tensor<4>, Tensor<4>>;

@@ -2,7 +2,7 @@
 
 use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, PaddingConfig2d};
 use burn::tensor::activation;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
@@ -174,6 +174,31 @@ fn conv_forward(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<
     }
     let _ = act;
     Err(x)
+}
+
+/// A linear layer then `act`, profiled as `kind`; on flex one gemm with bias and activation
+/// fused ([`kernels::linear`]).
+pub fn linear<const D: usize>(
+    kind: &'static str,
+    lin: &Linear,
+    x: Tensor<D>,
+    act: Option<Act>,
+) -> Tensor<D> {
+    profile::linear(kind, lin, x, |x| {
+        #[cfg(feature = "flex")]
+        let x = match act.map_or(Some(kernels::Epilogue::None), Act::epilogue) {
+            Some(ep) => match kernels::linear(lin, x, ep) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
+        };
+        let y = lin.forward(x);
+        match act {
+            Some(a) => a.apply(y),
+            None => y,
+        }
+    })
 }
 
 /// A convolution followed by BatchNorm, unless the BN was folded into it.

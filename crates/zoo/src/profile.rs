@@ -139,19 +139,20 @@ pub fn conv_with(conv: &Conv2d, x: Tensor<4>, f: impl FnOnce(Tensor<4>) -> Tenso
     })
 }
 
-/// A linear layer's forward as a span, with its multiply-accumulates.
+/// A linear layer's forward `f` as a span, with the layer's multiply-accumulates.
 pub fn linear<const D: usize>(
     kind: &'static str,
     lin: &burn::nn::Linear,
     x: Tensor<D>,
+    f: impl FnOnce(Tensor<D>) -> Tensor<D>,
 ) -> Tensor<D> {
     if !enabled() {
-        return lin.forward(x);
+        return f(x);
     }
     let device = x.device();
     let [din, dout] = lin.weight.lazy_shape().dims::<2>();
     let rows: usize = x.dims()[..D - 1].iter().product();
-    span(kind, (rows * din * dout) as u64, &device, || lin.forward(x))
+    span(kind, (rows * din * dout) as u64, &device, || f(x))
 }
 
 #[cfg(test)]

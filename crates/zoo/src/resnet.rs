@@ -259,7 +259,12 @@ impl ResNet {
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
         match &self.fc {
-            Some(fc) => profile::linear("linear classifier", fc, self.dropout.forward(features)),
+            Some(fc) => crate::layers::linear(
+                "linear classifier",
+                fc,
+                self.dropout.forward(features),
+                None,
+            ),
             None => features,
         }
     }

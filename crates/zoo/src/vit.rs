@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::efficientnet::CommonOptions;
-use crate::layers::{Act, DropPath, PadMode, conv, residual_add};
+use crate::layers::{Act, DropPath, PadMode, conv, linear, residual_add};
 use crate::profile;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ impl Attention {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
-        let qkv = profile::linear("linear qkv", &self.qkv, x);
+        let qkv = linear("linear qkv", &self.qkv, x, None);
         let o = profile::layer("attention (sdpa, head reshapes)", qkv, |qkv| {
             let qkv = qkv.reshape([b, n, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
             let q = qkv.clone().narrow(0, 0, 1).squeeze_dim::<4>(0);
@@ -69,7 +69,7 @@ impl Attention {
             let o = attention(q, k, v, None, None, AttentionModuleOptions::default());
             o.swap_dims(1, 2).reshape([b, n, d])
         });
-        profile::linear("linear attn proj", &self.proj, o)
+        linear("linear attn proj", &self.proj, o, None)
     }
 }
 
@@ -93,8 +93,13 @@ impl VitBlock {
         let norm = |ln: &LayerNorm, x: Tensor<3>| profile::layer("layernorm", x, |x| ln.forward(x));
         let a = self.attn.forward(norm(&self.norm1, x.clone()));
         let x = residual_add(self.drop_path.forward(a), x);
-        let h = profile::linear("linear mlp", &self.mlp.fc1, norm(&self.norm2, x.clone()));
-        let y = profile::linear("linear mlp", &self.mlp.fc2, Act::Gelu.apply(h));
+        let h = linear(
+            "linear mlp",
+            &self.mlp.fc1,
+            norm(&self.norm2, x.clone()),
+            Some(Act::Gelu),
+        );
+        let y = linear("linear mlp", &self.mlp.fc2, h, None);
         residual_add(self.drop_path.forward(y), x)
     }
 }
@@ -191,7 +196,7 @@ impl Vit {
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
         match &self.head {
-            Some(h) => profile::linear("linear classifier", h, self.dropout.forward(features)),
+            Some(h) => linear("linear classifier", h, self.dropout.forward(features), None),
             None => features,
         }
     }
