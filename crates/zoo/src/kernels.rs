@@ -34,6 +34,8 @@ pub enum Epilogue {
     Silu,
     /// The exact (erf) GELU, as `nn.GELU()` in timm's ViT.
     Gelu,
+    /// `exp`, the inner step of the attention kernel's softmax.
+    Exp,
 }
 
 /// The kernels, each of which can be switched off to measure what it changes.
@@ -47,14 +49,17 @@ pub enum Kernel {
     ConvGemm,
     /// Linear layer as one matrix product over all rows, bias and activation fused.
     Linear,
+    /// ViT's multi-head attention read straight from the qkv projection.
+    Attention,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 4] = [
+    pub const ALL: [Kernel; 5] = [
         Kernel::Activations,
         Kernel::Depthwise,
         Kernel::ConvGemm,
         Kernel::Linear,
+        Kernel::Attention,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +68,7 @@ impl Kernel {
             Kernel::Depthwise => "depthwise",
             Kernel::ConvGemm => "gemm",
             Kernel::Linear => "linear",
+            Kernel::Attention => "attention",
         }
     }
 
@@ -71,7 +77,7 @@ impl Kernel {
     }
 }
 
-static ON: AtomicU8 = AtomicU8::new(0b1111);
+static ON: AtomicU8 = AtomicU8::new(0b11111);
 
 /// Chooses which kernels run (all by default), process-wide.
 pub fn set_enabled(kernels: &[Kernel]) {
@@ -344,6 +350,112 @@ pub fn linear<const D: usize>(
     shape[D - 1] = d_out;
     Ok(from_flex(FlexTensor::from_data(TensorData::new(
         out, shape,
+    ))))
+}
+
+/// Multi-head scaled dot-product attention, `softmax(Q K^T / sqrt(d_head)) V` per image and
+/// head, read straight from the qkv projection `[b, n, 3 * d]` (timm's layout: q, k, v, each
+/// head's columns together) and written as `[b, n, d]` with the heads side by side: the
+/// strided products need none of the reshapes, permutes and copies around Burn's attention.
+/// One rayon task per (image, head), each with its `n x n` scores in cache.
+pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
+    let [b, n, d3] = qkv.dims();
+    if !eligible(Kernel::Attention, &qkv) || heads == 0 || d3 % (3 * heads) != 0 {
+        return Err(qkv);
+    }
+    let (d, dh) = (d3 / 3, d3 / 3 / heads);
+    let t = match into_flex(qkv) {
+        Some(t) => contiguous(t),
+        None => unreachable!("eligible() checked the backend"),
+    };
+    let src = t.storage::<f32>();
+    let scale = 1.0 / (dh as f32).sqrt();
+    let isa = Isa::get();
+    let per_head: Vec<Vec<f32>> = (0..b * heads)
+        .into_par_iter()
+        .map(|task| {
+            let (img, h) = (task / heads, task % heads);
+            let base = &src[img * n * d3..][..n * d3];
+            let (q, k, v) = (
+                &base[h * dh..],
+                &base[d + h * dh..],
+                &base[2 * d + h * dh..],
+            );
+            let mut scores = vec![0f32; n * n];
+            let mut o = vec![0f32; n * dh];
+            // SAFETY: `scores` is row-major [n, n]; Q (i, c) is q[i * d3 + c] and K^T (c, j)
+            // is k[j * d3 + c], c < dh, j < n: inside `base` (the three column blocks end
+            // at 3d = d3 on every row).
+            unsafe {
+                gemm::gemm(
+                    n,
+                    n,
+                    dh,
+                    scores.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    d3 as isize,
+                    k.as_ptr(),
+                    d3 as isize,
+                    1,
+                    0.0f32,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for row in scores.chunks_exact_mut(n) {
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                row.iter_mut().for_each(|x| *x -= max);
+                isa.epilogue(row, Epilogue::Exp);
+                let inv = 1.0 / row.iter().sum::<f32>();
+                row.iter_mut().for_each(|x| *x *= inv);
+            }
+            // SAFETY: `o` is row-major [n, dh], P = scores [n, n], V (j, c) is v[j * d3 + c].
+            unsafe {
+                gemm::gemm(
+                    n,
+                    dh,
+                    n,
+                    o.as_mut_ptr(),
+                    1,
+                    dh as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    n as isize,
+                    v.as_ptr(),
+                    1,
+                    d3 as isize,
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            o
+        })
+        .collect();
+    let mut out = vec![0f32; b * n * d];
+    out.par_chunks_mut(n * d)
+        .enumerate()
+        .for_each(|(img, dst)| {
+            for (h, o) in per_head[img * heads..][..heads].iter().enumerate() {
+                for (row, src) in dst.chunks_exact_mut(d).zip(o.chunks_exact(dh)) {
+                    row[h * dh..][..dh].copy_from_slice(src);
+                }
+            }
+        });
+    Ok(from_flex(FlexTensor::from_data(TensorData::new(
+        out,
+        [b, n, d],
     ))))
 }
 
@@ -649,6 +761,7 @@ fn epilogue(x: &mut [f32], ep: Epilogue) {
         Epilogue::Relu6 => x.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
         Epilogue::Silu => x.iter_mut().for_each(|v| *v = silu(*v)),
         Epilogue::Gelu => x.iter_mut().for_each(|v| *v = gelu(*v)),
+        Epilogue::Exp => x.iter_mut().for_each(|v| *v = exp(*v)),
     }
 }
 
@@ -858,6 +971,32 @@ mod tests {
         // A wrong width is left to Burn.
         let lin = LinearConfig::new(8, 4).init(&device);
         assert!(linear(&lin, Tensor::<2>::zeros([2, 5], &device), Epilogue::None).is_err());
+    }
+
+    #[test]
+    fn attention_matches_burn_attention() {
+        use burn::tensor::module::attention as burn_attention;
+        use burn::tensor::ops::AttentionModuleOptions;
+        let device = Device::flex();
+        for (b, n, heads, dh) in [(2, 197, 3, 64), (1, 5, 2, 8), (3, 50, 4, 16)] {
+            let d = heads * dh;
+            let qkv = Tensor::<3>::random([b, n, 3 * d], Distribution::Normal(0.0, 2.0), &device);
+            let parts = qkv
+                .clone()
+                .reshape([b, n, 3, heads, dh])
+                .permute([2, 0, 3, 1, 4]);
+            let part = |i| parts.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+            let opts = AttentionModuleOptions::default();
+            let want = burn_attention(part(0), part(1), part(2), None, None, opts)
+                .swap_dims(1, 2)
+                .reshape([b, n, d]);
+            let got = attention(qkv, heads).unwrap_or_else(|_| panic!("fallback"));
+            assert_eq!(got.dims(), [b, n, d]);
+            let diff: f32 = (got - want).abs().max().into_scalar();
+            assert!(diff < 2e-5, "b {b} n {n} heads {heads}: {diff}");
+        }
+        // Widths that do not split into q, k, v of `heads` heads are left to Burn.
+        assert!(attention(Tensor::<3>::zeros([1, 4, 10], &device), 3).is_err());
     }
 
     type ConvKernel = fn(&Conv2d, Tensor<4>, Epilogue) -> Result<Tensor<4>, Tensor<4>>;

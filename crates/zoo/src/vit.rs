@@ -62,6 +62,11 @@ impl Attention {
         let h = self.num_heads;
         let qkv = linear("linear qkv", &self.qkv, x, None);
         let o = profile::layer("attention (sdpa, head reshapes)", qkv, |qkv| {
+            #[cfg(feature = "flex")]
+            let qkv = match crate::kernels::attention(qkv, h) {
+                Ok(o) => return o,
+                Err(qkv) => qkv,
+            };
             let qkv = qkv.reshape([b, n, 3, h, d / h]).permute([2, 0, 3, 1, 4]);
             let q = qkv.clone().narrow(0, 0, 1).squeeze_dim::<4>(0);
             let k = qkv.clone().narrow(0, 1, 1).squeeze_dim::<4>(0);
