@@ -41,8 +41,8 @@ pub struct Args {
     #[arg(long)]
     no_fold_bn: bool,
     /// committee's flex kernels to use, in place of Burn's ops: any of act, depthwise, gemm
-    /// (dense convolutions), linear, attention (ViT), or all, or none (to measure what each
-    /// changes).
+    /// (dense convolutions), linear, attention (ViT), maxpool, or all, or none (to measure what
+    /// each changes).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     flex_kernels: Vec<String>,
     /// Time a training step instead (forward, backward, SGD momentum update; BN in train mode).
@@ -237,7 +237,7 @@ pub fn run(a: Args) -> Result<()> {
                         .into_iter()
                         .find(|x| x.name() == k)
                         .with_context(|| {
-                            format!("unknown flex kernel '{k}' (act, depthwise, gemm, linear, attention, all, none)")
+                            format!("unknown flex kernel '{k}' (act, depthwise, gemm, linear, attention, maxpool, all, none)")
                         })?,
                 ),
             }

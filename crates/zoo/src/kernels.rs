@@ -19,6 +19,7 @@
 #![allow(clippy::result_large_err)]
 
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::nn::{Linear, PaddingConfig2d};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
@@ -51,15 +52,18 @@ pub enum Kernel {
     Linear,
     /// ViT's multi-head attention read straight from the qkv projection.
     Attention,
+    /// Max pooling (ResNet's stem).
+    MaxPool,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 5] = [
+    pub const ALL: [Kernel; 6] = [
         Kernel::Activations,
         Kernel::Depthwise,
         Kernel::ConvGemm,
         Kernel::Linear,
         Kernel::Attention,
+        Kernel::MaxPool,
     ];
 
     pub fn name(self) -> &'static str {
@@ -69,6 +73,7 @@ impl Kernel {
             Kernel::ConvGemm => "gemm",
             Kernel::Linear => "linear",
             Kernel::Attention => "attention",
+            Kernel::MaxPool => "maxpool",
         }
     }
 
@@ -77,7 +82,7 @@ impl Kernel {
     }
 }
 
-static ON: AtomicU8 = AtomicU8::new(0b11111);
+static ON: AtomicU8 = AtomicU8::new(0b111111);
 
 /// Chooses which kernels run (all by default), process-wide.
 pub fn set_enabled(kernels: &[Kernel]) {
@@ -456,6 +461,68 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
     Ok(from_flex(FlexTensor::from_data(TensorData::new(
         out,
         [b, n, d],
+    ))))
+}
+
+/// Max pooling with explicit padding (no dilation, floor mode), as ResNet's 3x3 stride-2
+/// stem pool: per output row, the element-wise max of its `k` input rows (contiguous,
+/// vectorised), then the max over each `k`-wide window of that row. Padding never wins (as
+/// PyTorch's `-inf` padding). One rayon task per plane.
+pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let [n, c, h, w] = x.dims();
+    let ([kh, kw], [sh, sw]) = (pool.kernel_size, pool.stride);
+    let PaddingConfig2d::Explicit(pt, pl, pb, pr) = pool.padding else {
+        return Err(x);
+    };
+    if !eligible(Kernel::MaxPool, &x)
+        || pool.dilation != [1, 1]
+        || pool.ceil_mode
+        || sh == 0
+        || sw == 0
+        || h + pt + pb < kh
+        || w + pl + pr < kw
+        // A window entirely in the padding would have no input to take its max from.
+        || pt >= kh
+        || pb >= kh
+        || pl >= kw
+        || pr >= kw
+    {
+        return Err(x);
+    }
+    let (oh, ow) = ((h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1);
+    let t = match into_flex(x) {
+        Some(t) => contiguous(t),
+        None => unreachable!("eligible() checked the backend"),
+    };
+    let src = t.storage::<f32>();
+    let mut out = vec![0f32; n * c * oh * ow];
+    out.par_chunks_mut(oh * ow)
+        .enumerate()
+        .for_each(|(p, dst)| {
+            let plane = &src[p * h * w..][..h * w];
+            // The row maximum, padded left and right with -inf.
+            let mut rowmax = vec![f32::NEG_INFINITY; pl + w + pr];
+            for (oy, orow) in dst.chunks_exact_mut(ow).enumerate() {
+                let lo = (oy * sh).saturating_sub(pt);
+                let hi = (oy * sh + kh - pt).min(h);
+                let m = &mut rowmax[pl..pl + w];
+                m.copy_from_slice(&plane[lo * w..][..w]);
+                for iy in lo + 1..hi {
+                    for (a, &b) in m.iter_mut().zip(&plane[iy * w..][..w]) {
+                        *a = if b > *a || b.is_nan() { b } else { *a };
+                    }
+                }
+                for (ox, o) in orow.iter_mut().enumerate() {
+                    let win = &rowmax[ox * sw..][..kw];
+                    *o = win[1..]
+                        .iter()
+                        .fold(win[0], |a, &b| if b > a || b.is_nan() { b } else { a });
+                }
+            }
+        });
+    Ok(from_flex(FlexTensor::from_data(TensorData::new(
+        out,
+        [n, c, oh, ow],
     ))))
 }
 
@@ -997,6 +1064,30 @@ mod tests {
         }
         // Widths that do not split into q, k, v of `heads` heads are left to Burn.
         assert!(attention(Tensor::<3>::zeros([1, 4, 10], &device), 3).is_err());
+    }
+
+    #[test]
+    fn max_pool_matches_burn() {
+        use burn::nn::pool::MaxPool2dConfig;
+        let device = Device::flex();
+        let cases = [
+            ([3, 3], [2, 2], (1, 1, 1, 1), [2, 3, 112, 112]),
+            ([3, 3], [2, 2], (1, 1, 1, 1), [1, 2, 7, 9]),
+            ([2, 2], [2, 2], (0, 0, 0, 0), [1, 2, 8, 6]),
+            ([3, 2], [1, 2], (2, 0, 1, 1), [2, 1, 5, 8]),
+        ];
+        for (k, s, (t, l, b, r), shape) in cases {
+            let pool = MaxPool2dConfig::new(k)
+                .with_strides(s)
+                .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+                .init();
+            // Negative inputs: a pool that let padding (0) win would be caught.
+            let x = Tensor::<4>::random(shape, Distribution::Normal(-3.0, 1.0), &device);
+            let want = pool.forward(x.clone());
+            let got = max_pool(&pool, x).unwrap_or_else(|_| panic!("fallback"));
+            assert_eq!(got.dims(), want.dims(), "{k:?} {s:?}");
+            assert_eq!(max_abs_diff(got, want), 0.0, "{k:?} {s:?} {shape:?}");
+        }
     }
 
     type ConvKernel = fn(&Conv2d, Tensor<4>, Epilogue) -> Result<Tensor<4>, Tensor<4>>;

@@ -227,7 +227,14 @@ impl ResNet {
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = conv_bn_act(&self.conv1, &self.bn1, self.folded, Act::Relu, x);
-        x = profile::layer("pool max", x, |x| self.maxpool.forward(x));
+        x = profile::layer("pool max", x, |x| {
+            #[cfg(feature = "flex")]
+            let x = match crate::kernels::max_pool(&self.maxpool, x) {
+                Ok(y) => return y,
+                Err(x) => x,
+            };
+            self.maxpool.forward(x)
+        });
         for b in self
             .layer1
             .iter()
