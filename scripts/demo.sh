@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 DATA="${DATA:-$HOME/.cache/committee-data/fashion-mnist}"
 [ -d "$DATA/test" ] || "$BIN" data fashion-mnist --out "$DATA"
 WT=weights/fashion-mnist
-members=(050-s0:mobilenetv2_050 050-s1:mobilenetv2_050 100-s0:mobilenetv2_100)
+members=(050-s0:mobilenetv2_050 050-s1:mobilenetv2_050 100-s1:mobilenetv2_100)
 echo "== single members on holdout/ and test/ (logits cached in $OUT) =="
 for m in "${members[@]}"; do
   name=${m%%:*}; model=${m##*:}
