@@ -82,6 +82,48 @@ fn dense_convs(c: &mut Criterion) {
     g.finish();
 }
 
+/// ViT-B/16's MLP expansion (fc1 + GELU) and attention at batch 1 (flex runs eagerly, so
+/// the returned tensors are finished).
+fn vit_layers(c: &mut Criterion) {
+    use burn::nn::LinearConfig;
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    let device = Device::flex();
+    let (n, d, heads) = (197, 768, 12);
+    let fc1 = LinearConfig::new(d, 4 * d).init(&device);
+    let x = Tensor::<3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let mut g = c.benchmark_group("vit-b/16 b=1");
+    g.bench_function("fc1 + gelu: burn", |b| {
+        b.iter(|| black_box(activation::gelu(fc1.forward(x.clone()))))
+    });
+    g.bench_function("fc1 + gelu: committee", |b| {
+        b.iter(|| black_box(kernels::linear(&fc1, x.clone(), Epilogue::Gelu)))
+    });
+    let qkv = Tensor::<3>::random([1, n, 3 * d], Distribution::Normal(0.0, 1.0), &device);
+    g.bench_function("attention: burn (with head reshapes)", |b| {
+        b.iter(|| {
+            let p = qkv
+                .clone()
+                .reshape([1, n, 3, heads, d / heads])
+                .permute([2, 0, 3, 1, 4]);
+            let part = |i| p.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+            let o = attention(
+                part(0),
+                part(1),
+                part(2),
+                None,
+                None,
+                AttentionModuleOptions::default(),
+            );
+            black_box(o.swap_dims(1, 2).reshape([1, n, d]))
+        })
+    });
+    g.bench_function("attention: committee", |b| {
+        b.iter(|| black_box(kernels::attention(qkv.clone(), heads)))
+    });
+    g.finish();
+}
+
 fn models(c: &mut Criterion) {
     let device = Device::flex();
     let mut g = c.benchmark_group("forward b=1 224px, BN folded");
@@ -105,6 +147,6 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = silu, depthwise, dense_convs, models
+    targets = silu, depthwise, dense_convs, vit_layers, models
 }
 criterion_main!(benches);
