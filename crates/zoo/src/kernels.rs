@@ -18,6 +18,7 @@
 
 #![allow(clippy::result_large_err)]
 
+use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
 use burn::nn::{Linear, PaddingConfig2d};
@@ -106,6 +107,14 @@ fn into_flex<const D: usize>(x: Tensor<D>) -> Option<FlexTensor> {
     x.try_into_primitive::<Flex>().ok()
 }
 
+/// An eligible input (see [`eligible`]) as a contiguous flex tensor.
+fn eligible_input<const D: usize>(x: Tensor<D>) -> FlexTensor {
+    match into_flex(x) {
+        Some(t) => contiguous(t),
+        None => unreachable!("eligible() checked the backend"),
+    }
+}
+
 fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(t)
 }
@@ -171,7 +180,7 @@ pub fn depthwise(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
     if ow >= WIDE {
         return Err(x);
     }
-    let ops = operands(conv, x)?;
+    let ops = operands(&conv.weight, conv.bias.as_ref(), x)?;
     let (wts, bias, inp) = ops.slices();
     let geo = Geometry {
         h,
@@ -225,7 +234,7 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
     else {
         return Err(x);
     };
-    let ops = operands(conv, x)?;
+    let ops = operands(&conv.weight, conv.bias.as_ref(), x)?;
     let (wts, bias, inp) = ops.slices();
     let (k, pix) = (c * kh * kw, oh * ow);
     let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0;
@@ -302,23 +311,11 @@ pub fn linear<const D: usize>(
     if !eligible(Kernel::Linear, &x) || dims[D - 1] != d_in {
         return Err(x);
     }
-    let Some(weight) = into_flex(lin.weight.val()).map(contiguous) else {
-        return Err(x);
-    };
-    let bias = lin
-        .bias
-        .as_ref()
-        .and_then(|b| into_flex(b.val()))
-        .map(contiguous);
-    let input = match into_flex(x) {
-        Some(t) => contiguous(t),
-        None => unreachable!("eligible() checked the backend"),
-    };
-    let (wts, inp) = (weight.storage::<f32>(), input.storage::<f32>());
+    let ops = operands(&lin.weight, lin.bias.as_ref(), x)?;
+    let (wts, bias, inp) = ops.slices();
     let rows = dims[..D - 1].iter().product::<usize>();
     let mut out = vec![0f32; rows * d_out];
-    if let Some(b) = &bias {
-        let b = b.storage::<f32>();
+    if let Some(b) = bias {
         out.par_chunks_mut(d_out)
             .for_each(|r| r.copy_from_slice(&b[..d_out]));
     }
@@ -369,10 +366,7 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
         return Err(qkv);
     }
     let (d, dh) = (d3 / 3, d3 / 3 / heads);
-    let t = match into_flex(qkv) {
-        Some(t) => contiguous(t),
-        None => unreachable!("eligible() checked the backend"),
-    };
+    let t = eligible_input(qkv);
     let src = t.storage::<f32>();
     let scale = 1.0 / (dh as f32).sqrt();
     let isa = Isa::get();
@@ -490,10 +484,7 @@ pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> 
         return Err(x);
     }
     let (oh, ow) = ((h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1);
-    let t = match into_flex(x) {
-        Some(t) => contiguous(t),
-        None => unreachable!("eligible() checked the backend"),
-    };
+    let t = eligible_input(x);
     let src = t.storage::<f32>();
     let mut out = vec![0f32; n * c * oh * ow];
     out.par_chunks_mut(oh * ow)
@@ -580,21 +571,18 @@ impl Operands {
     }
 }
 
-/// `conv`'s weight and bias and the input `x` as flex storages; `Err(x)` when the weight is
-/// not on flex. The caller has checked that `x` is eligible.
-fn operands(conv: &Conv2d, x: Tensor<4>) -> Result<Operands, Tensor<4>> {
-    let Some(weight) = into_flex(conv.weight.val()).map(contiguous) else {
+/// A layer's weight and bias and the input `x` as contiguous flex storages; `Err(x)` when
+/// the weight is not on flex. The caller has checked that `x` is eligible.
+fn operands<const W: usize, const D: usize>(
+    weight: &Param<Tensor<W>>,
+    bias: Option<&Param<Tensor<1>>>,
+    x: Tensor<D>,
+) -> Result<Operands, Tensor<D>> {
+    let Some(weight) = into_flex(weight.val()).map(contiguous) else {
         return Err(x);
     };
-    let bias = conv
-        .bias
-        .as_ref()
-        .and_then(|b| into_flex(b.val()))
-        .map(contiguous);
-    let input = match into_flex(x) {
-        Some(t) => contiguous(t),
-        None => unreachable!("eligible() checked the backend"),
-    };
+    let bias = bias.and_then(|b| into_flex(b.val())).map(contiguous);
+    let input = eligible_input(x);
     Ok(Operands {
         weight,
         bias,
