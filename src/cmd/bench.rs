@@ -109,12 +109,23 @@ fn row(
 /// Runs `step` `warmup + iters` times, threading `state` (a model being trained) through it:
 /// the milliseconds of the measured iterations, and of the very first call (compilation and
 /// autotuning on GPU backends).
-fn timed<S>(a: &Args, mut state: S, mut step: impl FnMut(S) -> S) -> (Vec<f64>, f64) {
+///
+/// The clock is read after `device.sync()`: on wgpu, reading the logits back returned in a
+/// few ms while the forward itself kept the H100 busy for 1.7 s (seen 2026-11-24: 100
+/// iterations "at 4.6 ms" took 180 s), so without it the median times only the submission.
+fn timed<S>(
+    a: &Args,
+    device: &burn::tensor::Device,
+    mut state: S,
+    mut step: impl FnMut(S) -> S,
+) -> (Vec<f64>, f64) {
     let mut times = Vec::with_capacity(a.iters);
     let mut first_ms = 0.0;
     for i in 0..a.warmup + a.iters {
         let t0 = Instant::now();
         state = step(state);
+        // A failed sync means the device is gone; the next step reports it.
+        let _ = device.sync();
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         if i == 0 {
             first_ms = ms;
@@ -160,7 +171,7 @@ fn train_row(
     );
     let labels: Vec<i64> = (0..b).map(|i| (i % a.num_classes) as i64).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &ad);
-    let (times, first_ms) = timed(a, model, |model| {
+    let (times, first_ms) = timed(a, &ad, model, |model| {
         let loss = committee_train::loss::cross_entropy(model.forward(x.clone()), y.clone(), 0.0);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let model = optim.step(0.01, model, grads);
@@ -283,7 +294,7 @@ pub fn run(a: Args) -> Result<()> {
                     &sel.device,
                 );
                 // Reading the logits back waits for the device: the whole forward is timed.
-                let (times, first_ms) = timed(&a, (), |()| {
+                let (times, first_ms) = timed(&a, &sel.device, (), |()| {
                     let _ = model.forward(x.clone()).into_data();
                 });
                 let mut r = row(&a, name, b, img, gmacs, times, first_ms, &sel, "forward");

@@ -208,6 +208,8 @@ pub fn run(a: Args) -> Result<()> {
         progress.update(acc.n as u64 + failed.len() as u64, acc.top1_pct());
     }
     progress.finish();
+    // Include GPU work still in flight (see bench's `timed`).
+    let _ = sel.device.sync();
     let wall = start.elapsed().as_secs_f64();
     let img_per_s = acc.n as f64 / wall.max(1e-9);
 

@@ -190,6 +190,8 @@ pub fn cascade(
             kept_labels.push(labels[*i]);
         }
     }
+    // GPU work may still be in flight after the last read-back; the wall time includes it.
+    let _ = sel.device.sync();
     let wall_s = start.elapsed().as_secs_f64();
     let gmacs: Vec<f64> = stages.iter().map(|s| s.gmacs).collect();
     let o = outcome(predictions, exits, &kept_labels, &gmacs);
@@ -217,6 +219,7 @@ pub fn cascade(
                 logits(&stages[big], &ok.iter().collect::<Vec<_>>(), &sel.device)?;
             }
         }
+        let _ = sel.device.sync();
         Some(start.elapsed().as_secs_f64())
     };
     let names: Vec<String> = stages.iter().map(|s| s.name.clone()).collect();

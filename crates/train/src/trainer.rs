@@ -586,6 +586,8 @@ pub fn train(
                 cfg.data.display()
             )));
         }
+        // Include GPU work still in flight, so img/s is the device's rate, not the submission's.
+        let _ = ad.sync();
         let train_wall = start.elapsed().as_secs_f64();
         let (val_loss, val_top1, val_top5) = match &data.val {
             Some((v, map)) => {
