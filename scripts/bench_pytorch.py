@@ -7,6 +7,11 @@
 
 With --train, a training step as `committee bench --train` times it: train mode, forward,
 cross-entropy, backward, SGD momentum 0.9 (no dampening) update.
+
+With --device cuda the clock is read after torch.cuda.synchronize() (committee reads the
+logits back, which waits for the GPU too). --cuda-math default keeps PyTorch's defaults
+(cuDNN convolutions in TF32, matmuls in full f32); fp32 turns TF32 off everywhere, which is
+what committee's wgpu kernels compute.
 """
 import argparse
 import json
@@ -28,8 +33,15 @@ def main():
     ap.add_argument("--train", action="store_true", help="time training steps")
     ap.add_argument("--in-chans", type=int, default=3)
     ap.add_argument("--num-classes", type=int, default=1000)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--cuda-math", choices=["default", "fp32"], default="default")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    if a.cuda_math == "fp32":
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     ours = {}
     if a.ours:
         for r in json.load(open(a.ours)):
@@ -39,15 +51,16 @@ def main():
         m = timm.create_model(
             name, pretrained=False, in_chans=a.in_chans, num_classes=a.num_classes
         )
-        m = m.train() if a.train else m.eval()
+        m = (m.train() if a.train else m.eval()).to(dev)
         img = a.img_size or m.pretrained_cfg["input_size"][1]
         for b in map(int, a.batch.split(",")):
-            x = torch.randn(b, a.in_chans, img, img)
+            x = torch.randn(b, a.in_chans, img, img, device=dev)
             times = []
             if a.train:
                 opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-                y = torch.arange(b) % a.num_classes
+                y = torch.arange(b, device=dev) % a.num_classes
                 for i in range(a.warmup + a.iters):
+                    sync()
                     t0 = time.perf_counter()
                     opt.zero_grad(set_to_none=True)
                     loss = torch.nn.functional.cross_entropy(m(x), y)
@@ -59,8 +72,10 @@ def main():
             else:
                 with torch.inference_mode():
                     for i in range(a.warmup + a.iters):
+                        sync()
                         t0 = time.perf_counter()
                         m(x)
+                        sync()
                         if i >= a.warmup:
                             times.append(time.perf_counter() - t0)
             times.sort()

@@ -53,13 +53,16 @@ def main():
     ap.add_argument("--in-chans", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (augmentation stays on the CPU)")
     a = ap.parse_args()
+    dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     classes, items = folder(a.data)
     x, y = load(items, a.in_chans)
     val = load(folder(a.val)[1], a.in_chans) if a.val else None
     m = timm.create_model(a.model, pretrained=False, in_chans=a.in_chans, num_classes=len(classes))
+    m = m.to(dev)
     cfg = m.pretrained_cfg
     mean = torch.tensor(cfg["mean"][: a.in_chans]).view(1, -1, 1, 1)
     std = torch.tensor(cfg["std"][: a.in_chans]).view(1, -1, 1, 1)
@@ -100,14 +103,15 @@ def main():
             lr = lr_at(it)
             for g in opt.param_groups:
                 g["lr"] = lr
-            out = m(norm(xb))
-            loss = loss_fn(out, y[idx])
+            yb = y[idx].to(dev)
+            out = m(norm(xb).to(dev))
+            loss = loss_fn(out, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             it += 1
             loss_sum += loss.item() * len(idx)
-            correct += (out.argmax(1) == y[idx]).sum().item()
+            correct += (out.argmax(1) == yb).sum().item()
         wall = time.time() - t0
         vl, vt = float("nan"), float("nan")
         if val is not None:
@@ -116,9 +120,10 @@ def main():
                 vx, vy = val
                 ce, right = 0.0, 0
                 for i in range(0, len(vy), 256):
-                    o = m(norm(vx[i:i + 256]))
-                    ce += torch.nn.functional.cross_entropy(o, vy[i:i + 256], reduction="sum").item()
-                    right += (o.argmax(1) == vy[i:i + 256]).sum().item()
+                    o = m(norm(vx[i:i + 256]).to(dev))
+                    t = vy[i:i + 256].to(dev)
+                    ce += torch.nn.functional.cross_entropy(o, t, reduction="sum").item()
+                    right += (o.argmax(1) == t).sum().item()
                 vl, vt = ce / len(vy), 100.0 * right / len(vy)
         seen = steps * a.batch
         print(f"{epoch + 1},{loss_sum / seen:.6f},{100.0 * correct / seen:.4f},{vl:.6f},{vt:.4f},"

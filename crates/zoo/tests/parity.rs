@@ -186,6 +186,13 @@ fn parity_wgpu() {
     parity_on(BackendKind::Wgpu);
 }
 
+/// Only built with `--features cuda`; run on a machine with an NVIDIA GPU.
+#[test]
+#[cfg(feature = "cuda")]
+fn parity_cuda() {
+    parity_on(BackendKind::Cuda);
+}
+
 /// The fixtures must be able to fail: the TF model with PyTorch's BN eps, or with symmetric
 /// padding, is visibly off.
 #[test]
