@@ -249,8 +249,8 @@ impl SqueezeExcite {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         profile::layer("squeeze-excite", x, |x| {
             let s = x.clone().mean_dim(3).mean_dim(2);
-            let s = self.act.apply(self.conv_reduce.forward(s));
-            x * sigmoid(self.conv_expand.forward(s))
+            let s = self.act.apply(crate::layers::conv2d(&self.conv_reduce, s));
+            x * sigmoid(crate::layers::conv2d(&self.conv_expand, s))
         })
     }
 }

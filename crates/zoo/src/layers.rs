@@ -176,6 +176,88 @@ fn conv_forward(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<
     Err(x)
 }
 
+/// Burn's convolution, except on GPU devices for the two shapes that are plain matrix
+/// products: 1x1 stride-1 convolutions and non-overlapping patches (kernel = stride, ViT's
+/// patch embedding). Both compute the same sums. Why: on an H100 through wgpu, Burn 0.22 ran
+/// 1x1 convolutions at ~200 GMAC/s and the patch embedding at ~160, while its matmul ran ViT's
+/// linear layers at 3,000-6,500 (docs/benchmarks.md, "GPU"). CPU devices keep their own paths
+/// (flex has its kernels). `COMMITTEE_CONV_MATMUL=0` turns this off, to compare.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    match conv_as_matmul(conv, x) {
+        Ok(y) => y,
+        Err(x) => conv.forward(x),
+    }
+}
+
+fn conv_matmul_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("COMMITTEE_CONV_MATMUL").map_or(true, |v| v != "0"))
+}
+
+fn on_cpu(device: &Device) -> bool {
+    let d = device.clone().without_autodiff();
+    #[cfg(feature = "flex")]
+    if d == Device::flex() {
+        return true;
+    }
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    if d == Device::ndarray() {
+        return true;
+    }
+    false
+}
+
+#[allow(clippy::result_large_err)] // Err hands the input back for Burn's conv
+fn conv_as_matmul(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let [o, c, kh, kw] = conv.weight.dims();
+    let [b, ci, h, w] = x.dims();
+    let unpadded = match conv.padding {
+        PaddingConfig2d::Valid => true,
+        // SAME adds nothing when the kernel equals the stride and divides the input.
+        PaddingConfig2d::Same => h % kh == 0 && w % kw == 0,
+        PaddingConfig2d::Explicit(t, l, bo, r) => t + l + bo + r == 0,
+    };
+    if !(unpadded
+        && conv.stride == [kh, kw]
+        && conv.groups == 1
+        && conv.dilation == [1, 1]
+        && ci == c
+        && h >= kh
+        && w >= kw
+        && conv_matmul_enabled()
+        && !on_cpu(&x.device()))
+    {
+        return Err(x);
+    }
+    let (oh, ow) = (h / kh, w / kw);
+    let weight = conv.weight.val();
+    let y = if kh == 1 && kw == 1 {
+        // [1, O, C] x [B, C, HW] -> [B, O, HW]: the output is already channels-first.
+        weight.reshape([1, o, c]).matmul(x.reshape([b, c, h * w]))
+    } else {
+        // Patches as rows: [B, oh*ow, C*kh*kw] x [C*kh*kw, O], then back to channels-first.
+        let x = if oh * kh != h || ow * kw != w {
+            x.slice([0..b, 0..c, 0..oh * kh, 0..ow * kw])
+        } else {
+            x
+        };
+        let patches = x
+            .reshape([b * c * oh, kh, ow, kw])
+            .swap_dims(1, 2)
+            .reshape([b, c, oh * ow, kh * kw])
+            .swap_dims(1, 2)
+            .reshape([b, oh * ow, c * kh * kw]);
+        let wt = weight.reshape([o, c * kh * kw]).transpose().unsqueeze::<3>();
+        patches.matmul(wt).swap_dims(1, 2)
+    };
+    let y = match &conv.bias {
+        Some(bias) => y + bias.val().reshape([1, o, 1]),
+        None => y,
+    };
+    Ok(y.reshape([b, o, oh, ow]))
+}
+
 /// A linear layer then `act`, profiled as `kind`; on flex one gemm with bias and activation
 /// fused ([`kernels::linear`]).
 pub fn linear<const D: usize>(
@@ -204,7 +286,7 @@ pub fn linear<const D: usize>(
 /// A convolution followed by BatchNorm, unless the BN was folded into it.
 pub fn conv_bn(conv: &Conv2d, bn: &BatchNorm, folded: bool, x: Tensor<4>) -> Tensor<4> {
     let y = profile::conv_with(conv, x, |x| {
-        conv_forward(conv, x, None).unwrap_or_else(|x| conv.forward(x))
+        conv_forward(conv, x, None).unwrap_or_else(|x| conv2d(conv, x))
     });
     if folded {
         y
@@ -250,7 +332,7 @@ pub fn conv_bn_act(
     if folded {
         // Unfused, the activation is a span of its own nested in the conv's (profiled apart).
         return profile::conv_with(conv, x, |x| {
-            conv_forward(conv, x, Some(act)).unwrap_or_else(|x| act.apply(conv.forward(x)))
+            conv_forward(conv, x, Some(act)).unwrap_or_else(|x| act.apply(conv2d(conv, x)))
         });
     }
     act.apply(conv_bn(conv, bn, folded, x))
@@ -339,5 +421,52 @@ mod tests {
         assert_eq!(conv_out(233, 3, 2, PadMode::Symmetric), 117);
         assert_eq!(conv_out(224, 7, 2, PadMode::Symmetric), 112);
         assert_eq!(conv_out(10, 5, 2, PadMode::Symmetric), 5);
+    }
+
+    /// The GPU matmul form of 1x1 and patch convolutions equals Burn's convolution (run on
+    /// wgpu; lavapipe in CI), including SAME padding, a cropped remainder, bias or none, and
+    /// in training (autodiff: the gradients match too).
+    #[test]
+    #[cfg(feature = "wgpu")]
+    fn conv_as_matmul_equals_burns_conv_on_gpu() {
+        use crate::backend::{BackendKind, select};
+        use burn::tensor::TensorData;
+        let gpu = select(BackendKind::Wgpu).expect("wgpu (lavapipe in CI)").device;
+        let max_rel = |a: TensorData, b: TensorData| {
+            let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+            let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+        };
+        // (cin, cout, k, pad, bias, input h, w)
+        let cases = [
+            (24, 40, 1, PadMode::Symmetric, false, 9, 7),
+            (24, 40, 1, PadMode::Same, true, 5, 5),
+            (3, 16, 4, PadMode::Valid, true, 16, 12),
+            (3, 16, 4, PadMode::Valid, false, 18, 13), // 2 rows and 1 column left over
+            (5, 8, 2, PadMode::Same, true, 8, 6),
+        ];
+        for (i, &(cin, cout, k, pad, bias, h, w)) in cases.iter().enumerate() {
+            for train in [false, true] {
+                let dev = if train { gpu.clone().autodiff() } else { gpu.clone() };
+                let c = conv(cin, cout, k, k, 1, pad, bias, &dev);
+                let x = Tensor::<4>::random([2, cin, h, w], Distribution::Normal(0.0, 1.0), &dev);
+                let x = if train { x.require_grad() } else { x };
+                let Ok(ours) = conv_as_matmul(&c, x.clone()) else {
+                    panic!("case {i}: the matmul form was not taken");
+                };
+                let burn = c.forward(x.clone());
+                assert_eq!(ours.dims(), burn.dims(), "case {i}");
+                let e = max_rel(ours.clone().into_data(), burn.clone().into_data());
+                assert!(e < 1e-5, "case {i} train {train}: forward rel err {e:.2e}");
+                if train {
+                    let g1 = (ours.clone() * ours).sum().backward();
+                    let g2 = (burn.clone() * burn).sum().backward();
+                    let gx = |g: &burn::tensor::Gradients| x.grad(g).unwrap().into_data();
+                    let gw = |g: &burn::tensor::Gradients| c.weight.grad(g).unwrap().into_data();
+                    assert!(max_rel(gx(&g1), gx(&g2)) < 1e-4, "case {i}: input gradient");
+                    assert!(max_rel(gw(&g1), gw(&g2)) < 1e-4, "case {i}: weight gradient");
+                }
+            }
+        }
     }
 }

@@ -122,7 +122,7 @@ pub fn conv_kind(conv: &Conv2d) -> &'static str {
 
 /// A convolution's forward as a span, with its multiply-accumulates.
 pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv_with(conv, x, |x| conv.forward(x))
+    conv_with(conv, x, |x| crate::layers::conv2d(conv, x))
 }
 
 /// [`conv`] for a forward computed by `f` (a fused kernel, say).
