@@ -248,7 +248,10 @@ fn conv_as_matmul(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
             .reshape([b, c, oh * ow, kh * kw])
             .swap_dims(1, 2)
             .reshape([b, oh * ow, c * kh * kw]);
-        let wt = weight.reshape([o, c * kh * kw]).transpose().unsqueeze::<3>();
+        let wt = weight
+            .reshape([o, c * kh * kw])
+            .transpose()
+            .unsqueeze::<3>();
         patches.matmul(wt).swap_dims(1, 2)
     };
     let y = match &conv.bias {
@@ -431,11 +434,17 @@ mod tests {
     fn conv_as_matmul_equals_burns_conv_on_gpu() {
         use crate::backend::{BackendKind, select};
         use burn::tensor::TensorData;
-        let gpu = select(BackendKind::Wgpu).expect("wgpu (lavapipe in CI)").device;
+        let gpu = select(BackendKind::Wgpu)
+            .expect("wgpu (lavapipe in CI)")
+            .device;
         let max_rel = |a: TensorData, b: TensorData| {
             let (a, b) = (a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
             let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max)
+                / scale
         };
         // (cin, cout, k, pad, bias, input h, w)
         let cases = [
@@ -447,7 +456,11 @@ mod tests {
         ];
         for (i, &(cin, cout, k, pad, bias, h, w)) in cases.iter().enumerate() {
             for train in [false, true] {
-                let dev = if train { gpu.clone().autodiff() } else { gpu.clone() };
+                let dev = if train {
+                    gpu.clone().autodiff()
+                } else {
+                    gpu.clone()
+                };
                 let c = conv(cin, cout, k, k, 1, pad, bias, &dev);
                 let x = Tensor::<4>::random([2, cin, h, w], Distribution::Normal(0.0, 1.0), &dev);
                 let x = if train { x.require_grad() } else { x };
@@ -464,7 +477,10 @@ mod tests {
                     let gx = |g: &burn::tensor::Gradients| x.grad(g).unwrap().into_data();
                     let gw = |g: &burn::tensor::Gradients| c.weight.grad(g).unwrap().into_data();
                     assert!(max_rel(gx(&g1), gx(&g2)) < 1e-4, "case {i}: input gradient");
-                    assert!(max_rel(gw(&g1), gw(&g2)) < 1e-4, "case {i}: weight gradient");
+                    assert!(
+                        max_rel(gw(&g1), gw(&g2)) < 1e-4,
+                        "case {i}: weight gradient"
+                    );
                 }
             }
         }
