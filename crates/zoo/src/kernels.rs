@@ -262,31 +262,7 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
                 .zip(b)
                 .for_each(|(row, v)| row.fill(*v));
         }
-        // SAFETY: the pointers and strides describe row-major `dst` [c_out, pix], `wts`
-        // [c_out, k] and `rhs` [k, pix], all of exactly those lengths (checked above).
-        unsafe {
-            gemm::gemm(
-                c_out,
-                pix,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                pix as isize,
-                bias.is_some(),
-                wts.as_ptr(),
-                1,
-                k as isize,
-                rhs.as_ptr(),
-                1,
-                pix as isize,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
+        gemm_rows([c_out, pix, k], dst, wts, rhs, bias.is_some());
         if ep != Epilogue::None {
             dst.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep));
         }
@@ -295,6 +271,37 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         out,
         [n, c_out, oh, ow],
     ))))
+}
+
+/// `dst [m, n] = lhs [m, k] x rhs [k, n]` (plus what `dst` holds when `accumulate`, a
+/// preloaded bias), all row-major and contiguous, split over rayon's threads by `gemm`.
+fn gemm_rows([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32], rhs: &[f32], accumulate: bool) {
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    // SAFETY: the pointers and strides describe row-major `dst` [m, n], `lhs` [m, k] and
+    // `rhs` [k, n], each within its slice (asserted above).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
 }
 
 /// A linear layer `x W + b` (then `ep`) over all leading dimensions at once: one gemm of
@@ -319,31 +326,8 @@ pub fn linear<const D: usize>(
         out.par_chunks_mut(d_out)
             .for_each(|r| r.copy_from_slice(&b[..d_out]));
     }
-    // SAFETY: row-major `out` [rows, d_out], `inp` [rows, d_in] (its first rows * d_in
-    // elements, contiguous from offset 0) and `wts` [d_in, d_out], as checked above.
-    unsafe {
-        gemm::gemm(
-            rows,
-            d_out,
-            d_in,
-            out.as_mut_ptr(),
-            1,
-            d_out as isize,
-            bias.is_some(),
-            inp.as_ptr(),
-            1,
-            d_in as isize,
-            wts.as_ptr(),
-            1,
-            d_out as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
+    // `inp`: its first rows * d_in elements, contiguous from offset 0.
+    gemm_rows([rows, d_out, d_in], &mut out, inp, wts, bias.is_some());
     if ep != Epilogue::None {
         let isa = Isa::get();
         out.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep));
