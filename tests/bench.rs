@@ -64,7 +64,10 @@ fn rows_on_every_compiled_backend() {
         }
         let device = r["device"].as_str().expect("device");
         match r["backend"].as_str() {
-            Some("flex") | Some("ndarray") => assert_eq!(device, "cpu"),
+            Some("flex") | Some("ndarray") => {
+                assert_eq!(device, "cpu");
+                assert!(r["device_mem_mb"].is_null(), "{r}");
+            }
             Some("wgpu") => {
                 assert!(!device.is_empty() && device != "cpu");
                 // lavapipe / llvmpipe are flagged as software adapters.
@@ -72,6 +75,14 @@ fn rows_on_every_compiled_backend() {
                     .iter()
                     .any(|s| device.to_lowercase().contains(s));
                 assert_eq!(r["software_adapter"], soft, "{r}");
+                // The device holds at least the f32 weights (timm's parameter counts).
+                let params = if r["model"] == "resnet18" {
+                    11_689_512.0
+                } else {
+                    1_968_680.0
+                };
+                let weights_mb = params * 4.0 / (1024.0 * 1024.0);
+                assert!(f(r, "device_mem_mb") >= weights_mb, "{r}");
             }
             other => panic!("unexpected backend {other:?}"),
         }

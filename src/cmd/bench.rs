@@ -71,6 +71,14 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// MiB the device's allocator holds (GPU backends; `None` where the backend does not say).
+/// Its pools keep pages for reuse, so after a row it is that row's high-water mark.
+fn device_mem_mb(device: &burn::tensor::Device) -> Option<f64> {
+    device
+        .memory_pool_usage()
+        .map(|u| u.bytes_reserved as f64 / (1024.0 * 1024.0))
+}
+
 /// One result row from the timings (ms) of the measured iterations.
 #[allow(clippy::too_many_arguments)]
 fn row(
@@ -93,6 +101,7 @@ fn row(
         "mode": mode, "p50_ms": p50, "p95_ms": p95, "img_per_s": b as f64 / (p50 / 1e3),
         "gmacs_per_s": gmacs * b as f64 / (p50 / 1e3), "device": sel.adapter,
         "software_adapter": sel.software, "peak_rss_mb": peak_rss_mb(),
+        "device_mem_mb": device_mem_mb(&sel.device),
         // The first call: kernel compilation and autotuning on wgpu/cuda (cached between runs).
         "first_ms": first_ms,
     });
@@ -263,6 +272,8 @@ pub fn run(a: Args) -> Result<()> {
             let img = a.img_size.unwrap_or(spec.eval.img_size);
             if a.train {
                 for &b in &a.batch {
+                    // Free the pages earlier rows left, so device_mem_mb is this row's.
+                    sel.device.memory_cleanup();
                     rows.push(train_row(&a, name, &spec, img, b, &sel)?);
                 }
                 continue;
@@ -288,6 +299,7 @@ pub fn run(a: Args) -> Result<()> {
             };
             let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
             for &b in &a.batch {
+                sel.device.memory_cleanup();
                 let x = Tensor::<4>::random(
                     [b, a.in_chans, img, img],
                     Distribution::Normal(0.0, 1.0),
