@@ -305,7 +305,7 @@ pub fn run(a: Args) -> Result<()> {
                     Distribution::Normal(0.0, 1.0),
                     &sel.device,
                 );
-                // Reading the logits back waits for the device: the whole forward is timed.
+                // `timed` syncs the device after each call: the whole forward is timed.
                 let (times, first_ms) = timed(&a, &sel.device, (), |()| {
                     let _ = model.forward(x.clone()).into_data();
                 });

@@ -65,15 +65,21 @@ impl Act {
     }
 }
 
+/// A switch read once from the environment: on unless `var` is set to `off`.
+fn env_switch(cell: &'static std::sync::OnceLock<bool>, var: &str, off: &str) -> bool {
+    *cell.get_or_init(|| std::env::var(var).map_or(true, |v| v != off))
+}
+
 fn relu6_masked() -> bool {
-    std::env::var("COMMITTEE_RELU6").map_or(true, |v| v != "clamp")
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    env_switch(&ON, "COMMITTEE_RELU6", "clamp")
 }
 
 /// ReLU6 for training: the same values as `clamp(x, 0, 6)` (exactly: `a + (c - a)` is `c`
 /// when `a` is `x` or 0 and `c` is the clamp), with PyTorch's gradient `grad * (0 < x < 6)`
 /// (Burn's clamp lets it through at 0 and 6 too) as one multiplication: Burn's clamp backward
 /// (two single-threaded mask fills on flex) was 15 % of a MobileNetV2 training step; this
-/// makes the step 8 % faster (docs/benchmarks.md). `COMMITTEE_RELU6=clamp` for Burn's.
+/// makes the step 6-10 % faster (docs/benchmarks.md). `COMMITTEE_RELU6=clamp` for Burn's.
 fn relu6_train<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let v = x.clone().detach();
     let inside = v
@@ -215,7 +221,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 fn conv_matmul_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("COMMITTEE_CONV_MATMUL").map_or(true, |v| v != "0"))
+    env_switch(&ON, "COMMITTEE_CONV_MATMUL", "0")
 }
 
 fn on_cpu(device: &Device) -> bool {
