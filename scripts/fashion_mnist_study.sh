@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/committee-target}"
-BIN="$CARGO_TARGET_DIR/release/committee"
+BIN="${BIN:-$CARGO_TARGET_DIR/release/committee}"
 W="${1:-/tmp/fashion-study}"
 PER_CLASS="${PER_CLASS:-2000}"   # training images per class (of 5,500)
 EPOCHS="${EPOCHS:-3}"
@@ -24,15 +24,31 @@ elif [ ! -d "$W/train-$PER_CLASS" ]; then
   done
   mv "$W/train-$PER_CLASS.tmp" "$W/train-$PER_CLASS"
 fi
-for m in mobilenetv2_050 mobilenetv2_100; do
+# JOBS members train side by side (default 1). A flex training step at 28 px keeps about one
+# core busy (docs/training.md), so on a 2-core machine JOBS=2 with one rayon thread each trains
+# two members in the time of one. Each member then logs to RUN/train.log.
+JOBS="${JOBS:-1}"
+train_member() {
+  local m=$1 s=$2 out="$W/runs/$1/seed-$2" resume=()
+  if [ -f "$out/metrics.csv" ] && [ "$(wc -l < "$out/metrics.csv")" -gt "$EPOCHS" ]; then return; fi
+  [ -f "$out/checkpoint.safetensors" ] && resume=(--resume)
+  local cmd=("$BIN" train --backend flex --model "$m" --data "$W/train-$PER_CLASS" --val "$W/fm/holdout"
+    --out "$out" --epochs "$EPOCHS" --batch 64 --lr "$LR" --seed "$s" --warmup-epochs "$WARMUP" "${resume[@]}")
+  if [ "$JOBS" -gt 1 ]; then
+    mkdir -p "$out"
+    RAYON_NUM_THREADS="${THREADS:-1}" "${cmd[@]}" > "$out/train.log" 2>&1
+  else
+    "${cmd[@]}"
+  fi
+}
+# Largest members first, so that the last to finish are small ones.
+for m in mobilenetv2_100 mobilenetv2_050; do
   for s in 0 1 2; do
-    out="$W/runs/$m/seed-$s"
-    if [ -f "$out/metrics.csv" ] && [ "$(wc -l < "$out/metrics.csv")" -gt "$EPOCHS" ]; then continue; fi
-    resume=(); [ -f "$out/checkpoint.safetensors" ] && resume=(--resume)
-    "$BIN" train --backend flex --model $m --data "$W/train-$PER_CLASS" --val "$W/fm/holdout" \
-      --out "$out" --epochs "$EPOCHS" --batch 64 --lr "$LR" --seed $s --warmup-epochs "$WARMUP" "${resume[@]}"
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
+    train_member $m $s &
   done
 done
+for p in $(jobs -p); do wait "$p"; done
 
 # Logits caches of every member's best (holdout-selected) epoch on holdout/ and test/.
 mkdir -p "$W/caches/holdout" "$W/caches/test" "$W/live"
