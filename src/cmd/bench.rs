@@ -41,8 +41,9 @@ pub struct Args {
     #[arg(long)]
     no_fold_bn: bool,
     /// committee's flex kernels to use, in place of Burn's ops: any of act, depthwise, gemm
-    /// (dense convolutions), linear, attention (ViT), maxpool, or all, or none (to measure what
-    /// each changes).
+    /// (dense convolutions), linear, attention (ViT), maxpool, train (depthwise and 1x1
+    /// convolutions and BatchNorm with their own backward, for --train), or all, or none (to
+    /// measure what each changes).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     flex_kernels: Vec<String>,
     /// Time a training step instead (forward, backward, SGD momentum update; BN in train mode).
@@ -257,7 +258,7 @@ pub fn run(a: Args) -> Result<()> {
                         .into_iter()
                         .find(|x| x.name() == k)
                         .with_context(|| {
-                            format!("unknown flex kernel '{k}' (act, depthwise, gemm, linear, attention, maxpool, all, none)")
+                            format!("unknown flex kernel '{k}' (act, depthwise, gemm, linear, attention, maxpool, train, all, none)")
                         })?,
                 ),
             }

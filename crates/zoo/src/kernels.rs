@@ -14,7 +14,8 @@
 //! large, but it is moved, not built).
 //!
 //! They apply only to f32 tensors on the flex device without autodiff; everything else
-//! (training, wgpu, ndarray, other dtypes) takes Burn's own ops, so gradients are untouched.
+//! (wgpu, ndarray, other dtypes) takes Burn's own ops. Training on flex has its own ops with
+//! their backward passes in `train_kernels` (switched with [`Kernel::Train`]).
 
 #![allow(clippy::result_large_err)]
 
@@ -55,16 +56,20 @@ pub enum Kernel {
     Attention,
     /// Max pooling (ResNet's stem).
     MaxPool,
+    /// Training ops with their own backward (`train_kernels`): depthwise and 1x1
+    /// convolutions, BatchNorm.
+    Train,
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 6] = [
+    pub const ALL: [Kernel; 7] = [
         Kernel::Activations,
         Kernel::Depthwise,
         Kernel::ConvGemm,
         Kernel::Linear,
         Kernel::Attention,
         Kernel::MaxPool,
+        Kernel::Train,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +80,7 @@ impl Kernel {
             Kernel::Linear => "linear",
             Kernel::Attention => "attention",
             Kernel::MaxPool => "maxpool",
+            Kernel::Train => "train",
         }
     }
 
@@ -83,7 +89,7 @@ impl Kernel {
     }
 }
 
-static ON: AtomicU8 = AtomicU8::new(0b111111);
+static ON: AtomicU8 = AtomicU8::new(0b1111111);
 
 /// Chooses which kernels run (all by default), process-wide.
 pub fn set_enabled(kernels: &[Kernel]) {
@@ -91,6 +97,10 @@ pub fn set_enabled(kernels: &[Kernel]) {
         kernels.iter().map(|k| k.bit()).fold(0, |a, b| a | b),
         Ordering::Relaxed,
     );
+}
+
+pub(crate) fn is_on(kernel: Kernel) -> bool {
+    on(kernel)
 }
 
 fn on(kernel: Kernel) -> bool {
@@ -129,7 +139,7 @@ fn owned(t: FlexTensor) -> FlexTensor {
 }
 
 /// A flex tensor whose storage starts with its elements in order (copies only when needed).
-fn contiguous(t: FlexTensor) -> FlexTensor {
+pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
     let l = t.layout();
     if l.is_contiguous() && l.start_offset() == 0 {
         t
@@ -156,6 +166,33 @@ pub fn activation<const D: usize>(x: Tensor<D>, ep: Epilogue) -> Result<Tensor<D
     let isa = Isa::get();
     data.par_chunks_mut(CHUNK).for_each(|c| isa.epilogue(c, ep));
     Ok(from_flex(t))
+}
+
+/// ReLU6's training parts for `x` (outside autodiff): `inside = (0 < x < 6)` as 0/1 and
+/// `six = 6 * (x >= 6)`, so that `x * inside + six` is the clamp with PyTorch's gradient. One
+/// parallel pass; Burn's comparisons, `bool_and` and casts are five single-threaded ones.
+pub fn relu6_parts<const D: usize>(x: Tensor<D>) -> Result<(Tensor<D>, Tensor<D>), Tensor<D>> {
+    if !eligible(Kernel::Activations, &x) {
+        return Err(x);
+    }
+    let shape = x.shape();
+    let t = eligible_input(x);
+    let n = t.layout().num_elements();
+    let src: &[f32] = &t.storage::<f32>()[..n];
+    let mut inside = vec![0f32; n];
+    let mut six = vec![0f32; n];
+    inside
+        .par_chunks_mut(CHUNK)
+        .zip(six.par_chunks_mut(CHUNK))
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|((m, s), x)| {
+            for ((m, s), &x) in m.iter_mut().zip(s.iter_mut()).zip(x) {
+                *m = if x > 0.0 && x < 6.0 { 1.0 } else { 0.0 };
+                *s = if x >= 6.0 { 6.0 } else { 0.0 };
+            }
+        });
+    let make = |v: Vec<f32>| from_flex(FlexTensor::from_data(TensorData::new(v, shape.clone())));
+    Ok((make(inside), make(six)))
 }
 
 /// A depthwise convolution (one input channel per group, channel multiplier 1) with `ep`
@@ -300,6 +337,75 @@ fn gemm_rows([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32], rhs: &[f32], a
             false,
             false,
             gemm::Parallelism::Rayon(0),
+        );
+    }
+}
+
+/// A read-only matrix in a slice: element `(i, j)` at `i * rs + j * cs`.
+#[derive(Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    data: &'a [f32],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// Row-major with rows of `row_len` elements.
+    pub(crate) fn rows(data: &'a [f32], row_len: usize) -> Self {
+        Mat {
+            data,
+            rs: row_len,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with rows of `row_len` elements.
+    pub(crate) fn cols(data: &'a [f32], row_len: usize) -> Self {
+        Mat {
+            data,
+            rs: 1,
+            cs: row_len,
+        }
+    }
+
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        rows == 0 || cols == 0 || (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst [m, n] (row-major) = lhs [m, k] x rhs [k, n]` (plus what `dst` holds when
+/// `accumulate`), operands in any layout [`Mat`] describes.
+pub(crate) fn gemm_strided(
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    assert!(dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n));
+    // SAFETY: every index the product touches lies inside its slice (asserted above).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
         );
     }
 }
@@ -576,18 +682,18 @@ fn operands<const W: usize, const D: usize>(
 
 /// Padding (top, bottom, left, right) and output size of a convolution, as Burn's `Conv2d`
 /// computes them.
-struct Window {
-    pt: usize,
-    pb: usize,
-    pl: usize,
-    pr: usize,
-    oh: usize,
-    ow: usize,
+pub(crate) struct Window {
+    pub pt: usize,
+    pub pb: usize,
+    pub pl: usize,
+    pub pr: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 /// `conv`'s [`Window`] on an `h` x `w` input; `None` when the padded input is smaller than the
 /// kernel.
-fn window(conv: &Conv2d, [h, w]: [usize; 2]) -> Option<Window> {
+pub(crate) fn window(conv: &Conv2d, [h, w]: [usize; 2]) -> Option<Window> {
     let [kh, kw] = conv.kernel_size;
     let [sh, sw] = conv.stride;
     // TensorFlow's SAME: the output is ceil(len / s), the extra pixel goes after.
@@ -618,19 +724,20 @@ fn window(conv: &Conv2d, [h, w]: [usize; 2]) -> Option<Window> {
     })
 }
 
-struct Geometry {
-    h: usize,
-    w: usize,
-    ow: usize,
-    k: usize,
-    s: usize,
-    pt: usize,
-    pl: usize,
+#[derive(Debug, Clone)]
+pub(crate) struct Geometry {
+    pub h: usize,
+    pub w: usize,
+    pub ow: usize,
+    pub k: usize,
+    pub s: usize,
+    pub pt: usize,
+    pub pl: usize,
 }
 
 /// The widest instruction set this CPU has, chosen once.
 #[derive(Clone, Copy)]
-enum Isa {
+pub(crate) enum Isa {
     Base,
     #[cfg(target_arch = "x86_64")]
     Avx2,
@@ -639,7 +746,7 @@ enum Isa {
 }
 
 impl Isa {
-    fn get() -> Isa {
+    pub(crate) fn get() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
@@ -660,6 +767,18 @@ impl Isa {
         })
     }
 
+    /// `o += a * b`, element-wise.
+    pub(crate) fn fma(self, o: &mut [f32], a: &[f32], b: &[f32]) {
+        match self {
+            Isa::Base => fma::<false>(o, a, b),
+            // SAFETY: `get` chose these only after detecting the features they enable.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { fma_avx2(o, a, b) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { fma_avx512(o, a, b) },
+        }
+    }
+
     fn epilogue(self, x: &mut [f32], ep: Epilogue) {
         match self {
             Isa::Base => epilogue(x, ep),
@@ -672,7 +791,7 @@ impl Isa {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn depthwise_plane(
+    pub(crate) fn depthwise_plane(
         self,
         inp: &[f32],
         out: &mut [f32],
@@ -691,6 +810,26 @@ impl Isa {
             Isa::Avx512 => unsafe { depthwise_plane_avx512(inp, out, taps, bias, g, ep, scratch) },
         }
     }
+}
+
+/// `o += a * b`; fused (`mul_add`) only where the CPU has FMA, else libm's slow `fmaf`.
+#[inline(always)]
+fn fma<const FMA: bool>(o: &mut [f32], a: &[f32], b: &[f32]) {
+    for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+        *o = if FMA { a.mul_add(b, *o) } else { *o + a * b };
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_avx2(o: &mut [f32], a: &[f32], b: &[f32]) {
+    fma::<true>(o, a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn fma_avx512(o: &mut [f32], a: &[f32], b: &[f32]) {
+    fma::<true>(o, a, b)
 }
 
 #[cfg(target_arch = "x86_64")]

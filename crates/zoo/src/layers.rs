@@ -75,21 +75,36 @@ fn relu6_masked() -> bool {
     env_switch(&ON, "COMMITTEE_RELU6", "clamp")
 }
 
-/// ReLU6 for training: the same values as `clamp(x, 0, 6)` (exactly: `a + (c - a)` is `c`
-/// when `a` is `x` or 0 and `c` is the clamp), with PyTorch's gradient `grad * (0 < x < 6)`
-/// (Burn's clamp lets it through at 0 and 6 too) as one multiplication: Burn's clamp backward
-/// (two single-threaded mask fills on flex) was 15 % of a MobileNetV2 training step; this
-/// makes the step 6-10 % faster (docs/benchmarks.md). `COMMITTEE_RELU6=clamp` for Burn's.
+/// ReLU6 for training: `x * inside + six` with `inside = (0 < x < 6)` and `six = 6 * (x >= 6)`
+/// computed outside autodiff. The values are exactly `clamp(x, 0, 6)`'s (`x * 1 + 0`, or
+/// `x * 0 + 0|6`), the gradient is PyTorch's, `grad * (0 < x < 6)` (Burn's clamp lets it
+/// through at 0 and 6 too), and the graph holds one multiplication and one addition. Burn's
+/// clamp on an autodiff tensor is two comparisons and two single-threaded mask fills forward
+/// and two more backward: 15 % of a MobileNetV2 training step on flex (docs/benchmarks.md).
+/// `COMMITTEE_RELU6=clamp` for Burn's.
 fn relu6_train<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let v = x.clone().detach();
+    let (inside, six) = relu6_parts(x.clone().inner());
+    x * inside + six
+}
+
+/// [`relu6_train`]'s two constants, by the flex kernel where it applies.
+fn relu6_parts<const D: usize>(v: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+    #[cfg(feature = "flex")]
+    let v = match kernels::relu6_parts(v) {
+        Ok(parts) => return parts,
+        Err(v) => v,
+    };
+    relu6_parts_burn(v)
+}
+
+fn relu6_parts_burn<const D: usize>(v: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
     let inside = v
         .clone()
         .greater_elem(0.0)
         .bool_and(v.clone().lower_elem(6.0))
         .float();
-    let a = x * inside;
-    let c = activation::relu6(v);
-    a.clone() + (c - a).detach()
+    let six = v.greater_equal_elem(6.0).float().mul_scalar(6.0);
+    (inside, six)
 }
 
 /// timm's `make_divisible`: round `v` to a multiple of `divisor`, never dropping more than 10%.
@@ -212,11 +227,24 @@ fn conv_forward(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<
 /// broadcast weight's gradient is a per-image product summed over the batch, which made a
 /// flex training step 2x slower (mobilenetv2_100, 28 px); CPU inference keeps its own paths
 /// (flex has its kernels). `COMMITTEE_CONV_MATMUL=0` turns this off, to compare.
+///
+/// In training on flex, depthwise and 1x1 layers take `train_kernels` (their own backward).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    match conv_as_matmul(conv, x) {
-        Ok(y) => y,
-        Err(x) => conv.forward(x),
-    }
+    let x = match conv_as_matmul(conv, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    #[cfg(feature = "flex")]
+    let x = match crate::train_kernels::depthwise(conv, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    #[cfg(feature = "flex")]
+    let x = match crate::train_kernels::pointwise(conv, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    conv.forward(x)
 }
 
 fn conv_matmul_enabled() -> bool {
@@ -342,16 +370,29 @@ pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     }
     let [b, _, h, w] = x.dims();
     let n = (b * h * w) as f64;
+    #[cfg(feature = "flex")]
+    let x = match crate::train_kernels::batch_norm(bn, x) {
+        Ok((y, mean, var)) => {
+            update_running(bn, &device, n, mean, var);
+            return y;
+        }
+        Err(x) => x,
+    };
     let r = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    update_running(bn, &device, n, r.mean, r.variance);
+    r.output
+}
+
+/// The running statistics' update from a batch's mean and population variance, PyTorch's way.
+fn update_running(bn: &BatchNorm, device: &Device, n: f64, mean: Tensor<1>, var: Tensor<1>) {
     let m = bn.momentum;
     let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
-    let mean = bn.running_mean.value_sync().to_device(&device);
-    let var = bn.running_var.value_sync().to_device(&device);
+    let rm = bn.running_mean.value_sync().to_device(device);
+    let rv = bn.running_var.value_sync().to_device(device);
     bn.running_mean
-        .update((mean * (1.0 - m) + r.mean.detach() * m).detach());
+        .update((rm * (1.0 - m) + mean.detach() * m).detach());
     bn.running_var
-        .update((var * (1.0 - m) + r.variance.detach() * (m * unbiased)).detach());
-    r.output
+        .update((rv * (1.0 - m) + var.detach() * (m * unbiased)).detach());
 }
 
 /// [`conv_bn`] then `act`; with BN folded, flex's depthwise kernel applies the activation to
@@ -520,5 +561,41 @@ mod tests {
         let g = y.sum().backward();
         let gx = x.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
         assert_eq!(gx, vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+    }
+
+    /// The flex kernel's ReLU6 parts equal Burn's comparisons on a tensor of several chunks,
+    /// with exact 0s and 6s among the values.
+    #[test]
+    fn relu6_parts_kernel_matches_burn() {
+        use burn::tensor::{Distribution, TensorData};
+        let dev = Device::flex();
+        let x = Tensor::<4>::random([3, 40, 25, 23], Distribution::Uniform(-2.0, 8.0), &dev);
+        let n = 3 * 40 * 25 * 23;
+        let mut v = x.into_data().try_to_vec::<f32>().unwrap();
+        for i in (0..n).step_by(97) {
+            v[i] = if i % 2 == 0 { 0.0 } else { 6.0 };
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(v, [3, 40, 25, 23]), &dev);
+        let (mk, sk) = relu6_parts(x.clone());
+        let (mb, sb) = relu6_parts_burn(x.clone());
+        assert_eq!(
+            mk.into_data().try_to_vec::<f32>().unwrap(),
+            mb.into_data().try_to_vec::<f32>().unwrap()
+        );
+        assert_eq!(
+            sk.into_data().try_to_vec::<f32>().unwrap(),
+            sb.into_data().try_to_vec::<f32>().unwrap()
+        );
+        // And `x * inside + six` is Burn's clamp, bit for bit.
+        let (m, s6) = relu6_parts(x.clone());
+        let y = (x.clone() * m + s6)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let c = activation::relu6(x)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(y, c);
     }
 }

@@ -14,6 +14,8 @@ pub mod profile;
 pub mod registry;
 pub mod resample;
 pub mod resnet;
+#[cfg(feature = "flex")]
+mod train_kernels;
 pub mod vit;
 pub mod weights;
 
