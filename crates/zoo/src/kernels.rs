@@ -195,6 +195,34 @@ pub fn relu6_parts<const D: usize>(x: Tensor<D>) -> Result<(Tensor<D>, Tensor<D>
     Ok((make(inside), make(six)))
 }
 
+/// SiLU's training parts for `x` (outside autodiff): the derivative `g = s (1 + x (1 - s))`
+/// (`s = sigmoid(x)`) and `c = silu(x) - x g`, so that `x * g + c` is SiLU (to an ulp of
+/// `x g`) with its exact gradient. One parallel pass; Burn's `x * sigmoid(x)` on an autodiff
+/// tensor is two single-threaded passes forward and four backward.
+pub fn silu_parts<const D: usize>(x: Tensor<D>) -> Result<(Tensor<D>, Tensor<D>), Tensor<D>> {
+    if !eligible(Kernel::Activations, &x) {
+        return Err(x);
+    }
+    let shape = x.shape();
+    let t = eligible_input(x);
+    let n = t.layout().num_elements();
+    let src: &[f32] = &t.storage::<f32>()[..n];
+    let mut grad = vec![0f32; n];
+    let mut rest = vec![0f32; n];
+    grad.par_chunks_mut(CHUNK)
+        .zip(rest.par_chunks_mut(CHUNK))
+        .zip(src.par_chunks(CHUNK))
+        .for_each(|((g, c), x)| {
+            for ((g, c), &x) in g.iter_mut().zip(c.iter_mut()).zip(x) {
+                let s = 1.0 / (1.0 + exp(-x));
+                *g = s * (1.0 + x * (1.0 - s));
+                *c = x * s - x * *g;
+            }
+        });
+    let make = |v: Vec<f32>| from_flex(FlexTensor::from_data(TensorData::new(v, shape.clone())));
+    Ok((make(grad), make(rest)))
+}
+
 /// A depthwise convolution (one input channel per group, channel multiplier 1) with `ep`
 /// applied to its output; `Err(x)` when the layer or input is not one this kernel handles.
 pub fn depthwise(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>, Tensor<4>> {

@@ -39,6 +39,8 @@ impl Act {
             Act::Relu => activation::relu(x),
             Act::Relu6 if x.device().is_autodiff() && relu6_masked() => relu6_train(x),
             Act::Relu6 => activation::relu6(x),
+            #[cfg(feature = "flex")]
+            Act::Silu if x.device().is_autodiff() => silu_train(x),
             Act::Silu => activation::silu(x),
             Act::Gelu => activation::gelu(x),
         }
@@ -85,6 +87,17 @@ fn relu6_masked() -> bool {
 fn relu6_train<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let (inside, six) = relu6_parts(x.clone().inner());
     x * inside + six
+}
+
+/// SiLU for training on flex: `x * g + c` with `g` SiLU's derivative and `c = silu(x) - x g`
+/// computed outside autodiff by one kernel pass (`kernels::silu_parts`): SiLU's values (to an
+/// ulp of `x g`) and exact gradient, one multiplication and one addition in the graph.
+#[cfg(feature = "flex")]
+fn silu_train<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match kernels::silu_parts(x.clone().inner()) {
+        Ok((g, c)) => x * g + c,
+        Err(_) => activation::silu(x),
+    }
 }
 
 /// [`relu6_train`]'s two constants, by the flex kernel where it applies.
@@ -561,6 +574,28 @@ mod tests {
         let g = y.sum().backward();
         let gx = x.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
         assert_eq!(gx, vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0]);
+    }
+
+    /// SiLU in training: values and gradient as Burn's `x * sigmoid(x)` differentiated.
+    #[test]
+    fn silu_in_training_matches_burn() {
+        use burn::tensor::Distribution;
+        let dev = Device::flex().autodiff();
+        let x = Tensor::<2>::random([37, 555], Distribution::Normal(0.0, 4.0), &dev).require_grad();
+        let ours = Act::Silu.forward(x.clone());
+        let burn = activation::silu(x.clone());
+        let d = (ours.clone() - burn.clone())
+            .abs()
+            .max()
+            .into_scalar::<f32>();
+        assert!(d < 1e-5, "values: {d}");
+        let wts = Tensor::<2>::random([37, 555], Distribution::Normal(0.0, 1.0), &dev);
+        let g_ours = x
+            .grad(&(ours * wts.clone()).sum().backward())
+            .expect("grad");
+        let g_burn = x.grad(&(burn * wts).sum().backward()).expect("grad");
+        let d = (g_ours - g_burn).abs().max().into_scalar::<f32>();
+        assert!(d < 1e-5, "gradient: {d}");
     }
 
     /// The flex kernel's ReLU6 parts equal Burn's comparisons on a tensor of several chunks,

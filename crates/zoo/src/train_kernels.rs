@@ -1,17 +1,22 @@
-//! A depthwise convolution for training on flex, with its own backward pass.
+//! Training ops for flex with their own backward passes: depthwise convolution, 1x1
+//! convolution and BatchNorm (the layers of MobileNetV2 and EfficientNet, most of ResNet-50's).
 //!
-//! Why: Burn 0.22 differentiates a grouped convolution generically. Its weight gradient runs
-//! one convolution plus a slice and a slice-assign *per channel* (960 of each in one of
-//! MobileNetV2's layers), its input gradient is flex's transposed 3-D convolution, and both are
-//! mostly single-threaded at these sizes. `perf` of a MobileNetV2 training step (28 px,
-//! batch 64) put ~13 % in the transposed convolution alone (docs/benchmarks.md). Here the
-//! forward is the inference kernel's plane loop and the two gradients are direct loops over
-//! each (image, channel) plane, split over rayon.
+//! Why: Burn 0.22 differentiates these generically, and on small maps that is mostly overhead.
+//! A grouped convolution's weight gradient runs one convolution plus a slice and a slice-assign
+//! *per channel* (960 of each in one MobileNetV2 layer); convolution input gradients go through
+//! flex's transposed 3-D convolution; BatchNorm is a dozen ops with strided copies, each
+//! differentiated apart. `perf` of a MobileNetV2 training step (28 px, batch 64) put ~13 % in
+//! the transposed convolution and ~10 % in layout copies (docs/benchmarks.md). Here:
+//! depthwise runs channels-last (every inner loop a contiguous multiply-add over channels,
+//! whatever the map size), 1x1 convolutions are matrix products (`gemm`), BatchNorm is two
+//! passes each way with the closed-form gradient. Reductions are summed in a fixed order, so
+//! the bits do not depend on the thread count (training stays reproducible).
 //!
-//! The op is an autodiff node of Burn's own kind (`burn::backend::autodiff`'s `Backward`),
+//! Each op is an autodiff node of Burn's own kind (`burn::backend::autodiff`'s `Backward`),
 //! reached through `Tensor::try_into_primitive::<Autodiff<Flex>>`, so the rest of the graph is
-//! untouched. It applies to f32 tensors on `Device::flex().autodiff()` (no checkpointing), to
-//! depthwise layers without bias (timm's: BatchNorm follows); everything else keeps Burn's conv.
+//! untouched. They apply to f32 tensors on `Device::flex().autodiff()` without gradient
+//! checkpointing and to layers without bias (timm's: BatchNorm follows); everything else keeps
+//! Burn's ops. `--flex-kernels` without `train` turns them off, to compare.
 
 #![allow(clippy::result_large_err)] // Err hands the input back for Burn's conv
 
