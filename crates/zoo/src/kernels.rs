@@ -636,7 +636,7 @@ pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> 
 }
 
 /// One row of the unfolded image: tap (`ky`, `kx`) of one input plane, for every output pixel.
-fn im2col_row(
+pub(crate) fn im2col_row(
     plane: &[f32],
     row: &mut [f32],
     [h, w]: [usize; 2],

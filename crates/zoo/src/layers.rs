@@ -241,7 +241,8 @@ fn conv_forward(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<
 /// flex training step 2x slower (mobilenetv2_100, 28 px); CPU inference keeps its own paths
 /// (flex has its kernels). `COMMITTEE_CONV_MATMUL=0` turns this off, to compare.
 ///
-/// In training on flex, depthwise and 1x1 layers take `train_kernels` (their own backward).
+/// In training on flex, depthwise and dense layers without bias take `train_kernels` (their
+/// own backward).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let x = match conv_as_matmul(conv, x) {
         Ok(y) => return y,
@@ -254,6 +255,11 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     };
     #[cfg(feature = "flex")]
     let x = match crate::train_kernels::pointwise(conv, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    #[cfg(feature = "flex")]
+    let x = match crate::train_kernels::dense(conv, x) {
         Ok(y) => return y,
         Err(x) => x,
     };

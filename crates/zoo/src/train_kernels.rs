@@ -395,6 +395,249 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
     Ok(Tensor::from_primitive::<Ad>(out))
 }
 
+/// `conv(x)` for a dense (groups 1), bias-free `conv` on flex's autodiff device, other than the
+/// 1x1 stride-1 case [`pointwise`] takes (ResNet's 3x3 and 7x7 layers and strided 1x1
+/// shortcuts, the stems of MobileNetV2 and EfficientNet), as matrix products over the
+/// unfolded image (`im2col`): `Y[i] = W col(X[i])`, `dW = dY col(X)^T` as one product over the
+/// whole batch, `dX[i] = col^-1(W^T dY[i])` (the adjoint of the unfold, a scatter-add).
+/// `Err(x)` when it does not apply.
+pub fn dense(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
+    let [n, c, h, w] = x.dims();
+    let ok = kernels::is_on(Kernel::Train)
+        && trainable_on_flex(&x)
+        && conv.bias.is_none()
+        && conv.groups == 1
+        && cin_g == c
+        && conv.dilation == [1, 1];
+    let win = if ok {
+        kernels::window(conv, [h, w])
+    } else {
+        None
+    };
+    let weight = conv.weight.val();
+    let Some(win) = win else {
+        return Err(x);
+    };
+    if weight.device() != x.device() || weight.dtype() != DType::F32 {
+        return Err(x);
+    }
+    let d = Dense {
+        n,
+        c_in: c,
+        c_out,
+        h,
+        w,
+        k: [kh, kw],
+        s: conv.stride,
+        pad: [win.pt, win.pl],
+        out: [win.oh, win.ow],
+    };
+    let (Ok(x), Ok(weight)) = (
+        x.try_into_primitive::<Ad>(),
+        weight.try_into_primitive::<Ad>(),
+    ) else {
+        unreachable!("device and checkpointing strategy were checked")
+    };
+    let xc = kernels::contiguous(x.primitive().clone());
+    let wc = kernels::contiguous(weight.primitive().clone());
+    let (kk, pix) = (d.taps(), d.pix());
+    let mut y = vec![0f32; n * c_out * pix];
+    {
+        let (xs, ws) = (slice(&xc), slice(&wc));
+        y.par_chunks_mut(c_out * pix)
+            .enumerate()
+            .for_each_init(Vec::new, |col, (i, y)| {
+                col.clear();
+                col.resize(kk * pix, 0.0);
+                d.unfold(&xs[i * c * h * w..(i + 1) * c * h * w], col, pix, 0);
+                kernels::gemm_strided(
+                    [c_out, pix, kk],
+                    y,
+                    kernels::Mat::rows(ws, kk),
+                    kernels::Mat::rows(col, pix),
+                    false,
+                    gemm::Parallelism::None,
+                );
+            });
+    }
+    let y = FlexTensor::from_data(TensorData::new(y, [n, c_out, win.oh, win.ow]));
+    let out = match DenseBackward
+        .prepare::<NoCheckpointing>([x.node(), weight.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((xc, wc, d), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(Tensor::from_primitive::<Ad>(out))
+}
+
+/// Sizes of one dense convolution.
+#[derive(Debug, Clone)]
+struct Dense {
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    k: [usize; 2],
+    s: [usize; 2],
+    /// Top and left padding.
+    pad: [usize; 2],
+    out: [usize; 2],
+}
+
+impl Dense {
+    /// Rows of the unfolded image: input channels times taps.
+    fn taps(&self) -> usize {
+        self.c_in * self.k[0] * self.k[1]
+    }
+
+    fn pix(&self) -> usize {
+        self.out[0] * self.out[1]
+    }
+
+    /// Unfolds one image into `col`, whose rows are `stride` long; the image's columns start
+    /// at `offset` in each row (0 for one image alone, `i * pix` in the whole batch's).
+    fn unfold(&self, x: &[f32], col: &mut [f32], stride: usize, offset: usize) {
+        let (pix, [kh, kw]) = (self.pix(), self.k);
+        for ci in 0..self.c_in {
+            let plane = &x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let r = (ci * kh + ky) * kw + kx;
+                    let row = &mut col[r * stride + offset..][..pix];
+                    self.unfold_row(plane, row, [ky, kx]);
+                }
+            }
+        }
+    }
+
+    fn unfold_row(&self, plane: &[f32], row: &mut [f32], tap: [usize; 2]) {
+        kernels::im2col_row(
+            plane,
+            row,
+            [self.h, self.w],
+            [self.out[1], self.s[0], self.s[1]],
+            tap,
+            self.pad,
+        );
+    }
+
+    /// The adjoint of [`Dense::unfold`] for one image: adds each row of `col` back onto the
+    /// input pixels it was read from.
+    fn fold(&self, col: &[f32], x: &mut [f32]) {
+        let ([kh, kw], [sh, sw], [pt, pl], [oh, ow]) = (self.k, self.s, self.pad, self.out);
+        let (h, w) = (self.h, self.w);
+        for ci in 0..self.c_in {
+            let plane = &mut x[ci * h * w..(ci + 1) * h * w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let r = (ci * kh + ky) * kw + kx;
+                    let row = &col[r * oh * ow..(r + 1) * oh * ow];
+                    // Output columns whose input column ox * sw + kx - pl lies inside the image.
+                    let lo = pl.saturating_sub(kx).div_ceil(sw).min(ow);
+                    let hi = if w + pl > kx {
+                        ((w + pl - kx - 1) / sw + 1).min(ow)
+                    } else {
+                        0
+                    }
+                    .max(lo);
+                    for oy in 0..oh {
+                        let Some(iy) = (oy * sh + ky).checked_sub(pt).filter(|&iy| iy < h) else {
+                            continue;
+                        };
+                        let src = &row[oy * ow + lo..oy * ow + hi];
+                        let first = iy * w + lo * sw + kx - pl;
+                        if sw == 1 {
+                            for (o, &v) in plane[first..first + src.len()].iter_mut().zip(src) {
+                                *o += v;
+                            }
+                        } else {
+                            for (o, &v) in plane[first..].iter_mut().step_by(sw).zip(src) {
+                                *o += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DenseBackward;
+
+impl Backward<Flex, 2> for DenseBackward {
+    type State = (FlexTensor, FlexTensor, Dense);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = kernels::contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w, d) = ops.state;
+        let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
+        let (kk, pix) = (d.taps(), d.pix());
+        let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
+        let [kh, kw] = d.k;
+        if let Some(node) = node_w {
+            // The whole batch unfolded side by side ([taps][n * pix]) and dY as [c_out][n * pix]:
+            // one product over every image and pixel, summed in a fixed order.
+            let all = d.n * pix;
+            let mut col = vec![0f32; kk * all];
+            col.par_chunks_mut(all).enumerate().for_each(|(r, row)| {
+                let (ci, tap) = (r / (kh * kw), r % (kh * kw));
+                for i in 0..d.n {
+                    let plane = &xs[i * img_in + ci * d.h * d.w..][..d.h * d.w];
+                    d.unfold_row(
+                        plane,
+                        &mut row[i * pix..(i + 1) * pix],
+                        [tap / kw, tap % kw],
+                    );
+                }
+            });
+            let mut dyt = vec![0f32; d.c_out * all];
+            dyt.par_chunks_mut(all).enumerate().for_each(|(o, row)| {
+                for i in 0..d.n {
+                    row[i * pix..(i + 1) * pix]
+                        .copy_from_slice(&dys[i * img_out + o * pix..][..pix]);
+                }
+            });
+            let mut dw = vec![0f32; d.c_out * kk];
+            kernels::gemm_strided(
+                [d.c_out, kk, all],
+                &mut dw,
+                kernels::Mat::rows(&dyt, all),
+                kernels::Mat::cols(&col, all),
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+            let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
+            grads.register::<Flex>(node.id, dw);
+        }
+        if let Some(node) = node_x {
+            let mut dx = vec![0f32; d.n * img_in];
+            dx.par_chunks_mut(img_in)
+                .enumerate()
+                .for_each_init(Vec::new, |col, (i, dx)| {
+                    col.clear();
+                    col.resize(kk * pix, 0.0);
+                    kernels::gemm_strided(
+                        [kk, pix, d.c_out],
+                        col,
+                        kernels::Mat::cols(ws, kk),
+                        kernels::Mat::rows(&dys[i * img_out..(i + 1) * img_out], pix),
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    d.fold(col, dx);
+                });
+            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+            grads.register::<Flex>(node.id, dx);
+        }
+    }
+}
+
 /// True when `x` is an f32 tensor on flex's autodiff device without checkpointing, the only
 /// one these ops take part in.
 fn trainable_on_flex(x: &Tensor<4>) -> bool {
@@ -794,6 +1037,124 @@ mod tests {
         }
     }
 
+    /// Dense convolutions (3x3, ResNet's 7x7 stem, strided 1x1 shortcut, TF's SAME stem, one
+    /// input channel): output and gradients equal Burn's.
+    #[test]
+    fn dense_training_matches_burns_conv() {
+        let dev = Device::flex().autodiff();
+        for (c_in, c_out, k, s, pad, h, w) in [
+            (4, 6, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 7, 6),
+            (5, 8, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 8),
+            (3, 4, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 12, 11),
+            (6, 10, 1, 2, PaddingConfig2d::Valid, 7, 8),
+            (3, 5, 3, 2, PaddingConfig2d::Same, 10, 9),
+            (1, 8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 2, 2),
+            (64, 64, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 16, 16),
+        ] {
+            let conv = Conv2dConfig::new([c_in, c_out], [k, k])
+                .with_stride([s, s])
+                .with_padding(pad.clone())
+                .with_bias(false)
+                .init(&dev);
+            let x = Tensor::<4>::random([8, c_in, h, w], Distribution::Normal(0.0, 1.0), &dev)
+                .require_grad();
+            let ours = dense(&conv, x.clone()).expect("kernel applies");
+            let burn = conv.forward(x.clone());
+            let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
+            assert_eq!(ours.dims(), burn.dims(), "{what}");
+            let d = max_rel_diff(ours.clone().inner(), burn.clone().inner());
+            assert!(d < 1e-5, "output {what}: {d}");
+            let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
+            let g_ours = (ours * wts.clone()).sum().backward();
+            let g_burn = (burn * wts).sum().backward();
+            let dx = max_rel_diff(
+                x.grad(&g_ours).expect("dx").reshape([8, c_in, h, w]),
+                x.grad(&g_burn).expect("dx").reshape([8, c_in, h, w]),
+            );
+            assert!(dx < 1e-5, "input grad {what}: {dx}");
+            let dw = max_rel_diff(
+                conv.weight.val().grad(&g_ours).expect("dw"),
+                conv.weight.val().grad(&g_burn).expect("dw"),
+            );
+            assert!(dw < 1e-5, "weight grad {what}: {dw}");
+        }
+    }
+
+    /// A ResNet basic block (conv, BN, ReLU, conv, BN, + shortcut, ReLU) built from these ops
+    /// has the gradients of the same block built from Burn's.
+    #[test]
+    fn basic_block_matches_burn() {
+        use burn::nn::BatchNormConfig;
+        let dev = Device::flex().autodiff();
+        let c = 8;
+        let conv = || {
+            Conv2dConfig::new([c, c], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(&dev)
+        };
+        let (c1, c2) = (conv(), conv());
+        let (b1, b2) = (
+            BatchNormConfig::new(c).init(&dev),
+            BatchNormConfig::new(c).init(&dev),
+        );
+        let x0 =
+            Tensor::<4>::random([4, c, 6, 6], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let block = |ours: bool| {
+            let x = burn::tensor::activation::relu(x0.clone() * 2.0);
+            let cv = |conv: &Conv2d, x: Tensor<4>| {
+                if ours {
+                    dense(conv, x).expect("applies")
+                } else {
+                    conv.forward(x)
+                }
+            };
+            let bn = |b: &BatchNorm, x: Tensor<4>| {
+                if ours {
+                    batch_norm(b, x).expect("applies").0
+                } else {
+                    burn::tensor::module::batch_norm_train(
+                        x,
+                        b.gamma.val(),
+                        b.beta.val(),
+                        b.epsilon,
+                    )
+                    .output
+                }
+            };
+            let y = burn::tensor::activation::relu(bn(&b1, cv(&c1, x.clone())));
+            let y = burn::tensor::activation::relu(bn(&b2, cv(&c2, y)) + x);
+            let wts = Tensor::<4>::ones([4, c, 6, 6], &dev);
+            let g = (y * wts).sum().backward();
+            (
+                x0.grad(&g).expect("dx").into_data(),
+                c1.weight.val().grad(&g).expect("w1").into_data(),
+                b1.beta.val().grad(&g).expect("b1").into_data(),
+            )
+        };
+        let (ours, burn) = (block(true), block(false));
+        let rel = |a: &burn::tensor::TensorData, b: &burn::tensor::TensorData| {
+            let (a, b) = (
+                a.try_to_vec::<f32>().expect("f32"),
+                b.try_to_vec::<f32>().expect("f32"),
+            );
+            let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            a.iter()
+                .zip(&b)
+                .fold(0f32, |d, (p, q)| d.max((p - q).abs()))
+                / m
+        };
+        let r = [
+            rel(&ours.0, &burn.0),
+            rel(&ours.1, &burn.1),
+            rel(&ours.2, &burn.2),
+        ];
+        assert!(
+            r.iter().all(|&r| r < 1e-5),
+            "dx, conv1 dw, bn1 dbeta: {r:?}"
+        );
+    }
+
     /// The gradients are the same bits with 1 and 3 threads (the weight gradient is summed in
     /// image order), so training stays reproducible.
     #[test]
@@ -842,6 +1203,25 @@ mod tests {
             })
         };
         assert_eq!(pw_grads(1), pw_grads(3));
+        let dn = Conv2dConfig::new([16, 24], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&dev);
+        let dn_grads = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let x = x.clone().require_grad();
+                let y = dense(&dn, x.clone()).expect("kernel applies");
+                let g = (y.clone() * y).sum().backward();
+                let dx = x.grad(&g).expect("dx").into_data();
+                let dw = dn.weight.val().grad(&g).expect("dw").into_data();
+                (dx, dw)
+            })
+        };
+        assert_eq!(dn_grads(1), dn_grads(3));
     }
 
     /// Layers the op does not handle go back untouched: with bias, dense, outside autodiff.
