@@ -141,12 +141,57 @@ fn models(c: &mut Criterion) {
     g.finish();
 }
 
+/// Training: forward and backward of one layer on flex's autodiff device, committee's training
+/// ops (`Kernel::Train`) against Burn's.
+fn train_layers(c: &mut Criterion) {
+    use burn::nn::BatchNormConfig;
+    use committee_zoo::kernels::{Kernel, set_enabled};
+    use committee_zoo::layers;
+    let device = Device::flex().autodiff();
+    let without: Vec<Kernel> = Kernel::ALL
+        .into_iter()
+        .filter(|k| *k != Kernel::Train)
+        .collect();
+    let dw = Conv2dConfig::new([144, 144], [3, 3])
+        .with_groups(144)
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&device);
+    let dense = Conv2dConfig::new([64, 64], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&device);
+    let bn = BatchNormConfig::new(144).init(&device);
+    let x144 = Tensor::<4>::from_data(random([8, 144, 28, 28], &device), &device).require_grad();
+    let x64 = Tensor::<4>::from_data(random([8, 64, 28, 28], &device), &device).require_grad();
+    let cases: [(&str, &Tensor<4>, &dyn Fn(Tensor<4>) -> Tensor<4>); 3] = [
+        ("depthwise 3x3 8x144x28x28", &x144, &|x| {
+            layers::conv2d(&dw, x)
+        }),
+        ("conv 3x3 8x64x28x28", &x64, &|x| layers::conv2d(&dense, x)),
+        ("batchnorm 8x144x28x28", &x144, &|x| {
+            layers::batch_norm(&bn, x)
+        }),
+    ];
+    for (name, x, layer) in cases {
+        let mut g = c.benchmark_group(format!("train fwd+bwd: {name}"));
+        for (who, kernels) in [("burn", &without), ("committee", &Kernel::ALL.to_vec())] {
+            g.bench_function(who, |b| {
+                set_enabled(kernels);
+                b.iter(|| black_box(layer(x.clone()).sum().backward()))
+            });
+        }
+        set_enabled(&Kernel::ALL);
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = silu, depthwise, dense_convs, vit_layers, models
+    targets = silu, depthwise, dense_convs, vit_layers, models, train_layers
 }
 criterion_main!(benches);
