@@ -41,8 +41,8 @@ pub struct Args {
     #[arg(long)]
     no_fold_bn: bool,
     /// committee's flex kernels to use, in place of Burn's ops: any of act, depthwise, gemm
-    /// (dense convolutions), linear, attention (ViT), maxpool, train (depthwise and 1x1
-    /// convolutions and BatchNorm with their own backward, for --train), or all, or none (to
+    /// (dense convolutions), linear, attention (ViT), maxpool, train (depthwise, 1x1 and
+    /// dense convolutions and BatchNorm with their own backward, for --train), or all, or none (to
     /// measure what each changes).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     flex_kernels: Vec<String>,

@@ -56,8 +56,8 @@ pub enum Kernel {
     Attention,
     /// Max pooling (ResNet's stem).
     MaxPool,
-    /// Training ops with their own backward (`train_kernels`): depthwise and 1x1
-    /// convolutions, BatchNorm.
+    /// Training ops with their own backward (`train_kernels`): depthwise, 1x1 and other
+    /// dense convolutions, BatchNorm.
     Train,
 }
 
@@ -99,11 +99,7 @@ pub fn set_enabled(kernels: &[Kernel]) {
     );
 }
 
-pub(crate) fn is_on(kernel: Kernel) -> bool {
-    on(kernel)
-}
-
-fn on(kernel: Kernel) -> bool {
+pub(crate) fn on(kernel: Kernel) -> bool {
     ON.load(Ordering::Relaxed) & kernel.bit() != 0
 }
 
@@ -172,27 +168,10 @@ pub fn activation<const D: usize>(x: Tensor<D>, ep: Epilogue) -> Result<Tensor<D
 /// `six = 6 * (x >= 6)`, so that `x * inside + six` is the clamp with PyTorch's gradient. One
 /// parallel pass; Burn's comparisons, `bool_and` and casts are five single-threaded ones.
 pub fn relu6_parts<const D: usize>(x: Tensor<D>) -> Result<(Tensor<D>, Tensor<D>), Tensor<D>> {
-    if !eligible(Kernel::Activations, &x) {
-        return Err(x);
-    }
-    let shape = x.shape();
-    let t = eligible_input(x);
-    let n = t.layout().num_elements();
-    let src: &[f32] = &t.storage::<f32>()[..n];
-    let mut inside = vec![0f32; n];
-    let mut six = vec![0f32; n];
-    inside
-        .par_chunks_mut(CHUNK)
-        .zip(six.par_chunks_mut(CHUNK))
-        .zip(src.par_chunks(CHUNK))
-        .for_each(|((m, s), x)| {
-            for ((m, s), &x) in m.iter_mut().zip(s.iter_mut()).zip(x) {
-                *m = if x > 0.0 && x < 6.0 { 1.0 } else { 0.0 };
-                *s = if x >= 6.0 { 6.0 } else { 0.0 };
-            }
-        });
-    let make = |v: Vec<f32>| from_flex(FlexTensor::from_data(TensorData::new(v, shape.clone())));
-    Ok((make(inside), make(six)))
+    parts(x, |x| {
+        let inside = if x > 0.0 && x < 6.0 { 1.0 } else { 0.0 };
+        (inside, if x >= 6.0 { 6.0 } else { 0.0 })
+    })
 }
 
 /// SiLU's training parts for `x` (outside autodiff): the derivative `g = s (1 + x (1 - s))`
@@ -200,6 +179,19 @@ pub fn relu6_parts<const D: usize>(x: Tensor<D>) -> Result<(Tensor<D>, Tensor<D>
 /// `x g`) with its exact gradient. One parallel pass; Burn's `x * sigmoid(x)` on an autodiff
 /// tensor is two single-threaded passes forward and four backward.
 pub fn silu_parts<const D: usize>(x: Tensor<D>) -> Result<(Tensor<D>, Tensor<D>), Tensor<D>> {
+    parts(x, |x| {
+        let s = 1.0 / (1.0 + exp(-x));
+        let g = s * (1.0 + x * (1.0 - s));
+        (g, x * s - x * g)
+    })
+}
+
+/// Two tensors shaped like `x`, element `i` of each from `f(x[i])`, in one parallel pass; the
+/// training parts of an activation (`x * a + b` in the graph). `Err(x)` when not eligible.
+fn parts<const D: usize>(
+    x: Tensor<D>,
+    f: impl Fn(f32) -> (f32, f32) + Sync,
+) -> Result<(Tensor<D>, Tensor<D>), Tensor<D>> {
     if !eligible(Kernel::Activations, &x) {
         return Err(x);
     }
@@ -207,35 +199,26 @@ pub fn silu_parts<const D: usize>(x: Tensor<D>) -> Result<(Tensor<D>, Tensor<D>)
     let t = eligible_input(x);
     let n = t.layout().num_elements();
     let src: &[f32] = &t.storage::<f32>()[..n];
-    let mut grad = vec![0f32; n];
-    let mut rest = vec![0f32; n];
-    grad.par_chunks_mut(CHUNK)
-        .zip(rest.par_chunks_mut(CHUNK))
+    let mut a = vec![0f32; n];
+    let mut b = vec![0f32; n];
+    a.par_chunks_mut(CHUNK)
+        .zip(b.par_chunks_mut(CHUNK))
         .zip(src.par_chunks(CHUNK))
-        .for_each(|((g, c), x)| {
-            for ((g, c), &x) in g.iter_mut().zip(c.iter_mut()).zip(x) {
-                let s = 1.0 / (1.0 + exp(-x));
-                *g = s * (1.0 + x * (1.0 - s));
-                *c = x * s - x * *g;
+        .for_each(|((a, b), x)| {
+            for ((a, b), &x) in a.iter_mut().zip(b.iter_mut()).zip(x) {
+                (*a, *b) = f(x);
             }
         });
     let make = |v: Vec<f32>| from_flex(FlexTensor::from_data(TensorData::new(v, shape.clone())));
-    Ok((make(grad), make(rest)))
+    Ok((make(a), make(b)))
 }
 
 /// A depthwise convolution (one input channel per group, channel multiplier 1) with `ep`
 /// applied to its output; `Err(x)` when the layer or input is not one this kernel handles.
 pub fn depthwise(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>, Tensor<4>> {
-    let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
+    let [_, _, kh, _] = conv.weight.lazy_shape().dims::<4>();
     let [n, c, h, w] = x.dims();
-    let ok = eligible(Kernel::Depthwise, &x)
-        && cin_g == 1
-        && conv.groups == c
-        && c_out == c
-        && kh == kw
-        && conv.stride[0] == conv.stride[1]
-        && conv.dilation == [1, 1];
-    if !ok {
+    if !(eligible(Kernel::Depthwise, &x) && is_depthwise(conv, c)) {
         return Err(x);
     }
     let (k, s) = (kh, conv.stride[0]);
@@ -269,6 +252,18 @@ pub fn depthwise(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         });
     let t = FlexTensor::from_data(TensorData::new(out, [n, c, oh, ow]));
     Ok(from_flex(t))
+}
+
+/// True when `conv` is the depthwise layer the kernels handle on `c` input channels: one input
+/// channel per group, channel multiplier 1, square kernel, equal strides, no dilation.
+pub(crate) fn is_depthwise(conv: &Conv2d, c: usize) -> bool {
+    let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
+    cin_g == 1
+        && conv.groups == c
+        && c_out == c
+        && kh == kw
+        && conv.stride[0] == conv.stride[1]
+        && conv.dilation == [1, 1]
 }
 
 /// A dense convolution (groups 1, no dilation) as one matrix product per image, with bias and
@@ -341,32 +336,14 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
 /// `dst [m, n] = lhs [m, k] x rhs [k, n]` (plus what `dst` holds when `accumulate`, a
 /// preloaded bias), all row-major and contiguous, split over rayon's threads by `gemm`.
 fn gemm_rows([m, n, k]: [usize; 3], dst: &mut [f32], lhs: &[f32], rhs: &[f32], accumulate: bool) {
-    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    // SAFETY: the pointers and strides describe row-major `dst` [m, n], `lhs` [m, k] and
-    // `rhs` [k, n], each within its slice (asserted above).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
+    gemm_strided(
+        [m, n, k],
+        dst,
+        Mat::rows(lhs, k),
+        Mat::rows(rhs, n),
+        accumulate,
+        gemm::Parallelism::Rayon(0),
+    );
 }
 
 /// A read-only matrix in a slice: element `(i, j)` at `i * rs + j * cs`.

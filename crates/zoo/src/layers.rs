@@ -249,17 +249,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         Err(x) => x,
     };
     #[cfg(feature = "flex")]
-    let x = match crate::train_kernels::depthwise(conv, x) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    #[cfg(feature = "flex")]
-    let x = match crate::train_kernels::pointwise(conv, x) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    #[cfg(feature = "flex")]
-    let x = match crate::train_kernels::dense(conv, x) {
+    let x = match crate::train_kernels::conv2d(conv, x) {
         Ok(y) => return y,
         Err(x) => x,
     };

@@ -1,5 +1,5 @@
-//! Training ops for flex with their own backward passes: depthwise convolution, 1x1
-//! convolution and BatchNorm (the layers of MobileNetV2 and EfficientNet, most of ResNet-50's).
+//! Training ops for flex with their own backward passes: depthwise, 1x1 and other dense
+//! convolutions and BatchNorm (the layers of MobileNetV2, EfficientNet and ResNet).
 //!
 //! Why: Burn 0.22 differentiates these generically, and on small maps that is mostly overhead.
 //! A grouped convolution's weight gradient runs one convolution plus a slice and a slice-assign
@@ -8,8 +8,8 @@
 //! differentiated apart. `perf` of a MobileNetV2 training step (28 px, batch 64) put ~13 % in
 //! the transposed convolution and ~10 % in layout copies (docs/benchmarks.md). Here:
 //! depthwise runs channels-last (every inner loop a contiguous multiply-add over channels,
-//! whatever the map size), 1x1 convolutions are matrix products (`gemm`), BatchNorm is two
-//! passes each way with the closed-form gradient. Reductions are summed in a fixed order, so
+//! whatever the map size), 1x1 convolutions are matrix products (`gemm`), other dense ones
+//! matrix products over the unfolded image, BatchNorm is two passes each way with the closed-form gradient. Reductions are summed in a fixed order, so
 //! the bits do not depend on the thread count (training stays reproducible).
 //!
 //! Each op is an autodiff node of Burn's own kind (`burn::backend::autodiff`'s `Backward`),
@@ -37,34 +37,35 @@ use crate::kernels::{self, Geometry, Isa, Kernel};
 
 type Ad = Autodiff<Flex, NoCheckpointing>;
 
+/// `conv(x)` through the op below that handles `conv` (depthwise, 1x1, other dense); `Err(x)`
+/// when none does.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let x = match depthwise(conv, x) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
+    let x = match pointwise(conv, x) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
+    dense(conv, x)
+}
+
 /// `conv(x)` for a depthwise `conv` on flex's autodiff device; `Err(x)` when it does not apply.
 pub fn depthwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
-    let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
+    let [_, _, k, _] = conv.weight.lazy_shape().dims::<4>();
     let [n, c, h, w] = x.dims();
-    let ok = kernels::is_on(Kernel::Train)
-        && trainable_on_flex(&x)
-        && conv.bias.is_none()
-        && cin_g == 1
-        && conv.groups == c
-        && c_out == c
-        && kh == kw
-        && conv.stride[0] == conv.stride[1]
-        && conv.dilation == [1, 1];
-    if !ok {
+    if !(applies(&x) && conv.bias.is_none() && kernels::is_depthwise(conv, c)) {
         return Err(x);
     }
     let Some(win) = kernels::window(conv, [h, w]) else {
         return Err(x);
     };
-    let weight = conv.weight.val();
-    if weight.device() != x.device() || weight.dtype() != DType::F32 {
-        return Err(x);
-    }
     let geo = Geometry {
         h,
         w,
         ow: win.ow,
-        k: kh,
+        k,
         s: conv.stride[0],
         pt: win.pt,
         pl: win.pl,
@@ -75,14 +76,33 @@ pub fn depthwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
         oh: win.oh,
         geo,
     };
-    // Both were checked to be flex autodiff tensors without checkpointing.
-    let (Ok(x), Ok(weight)) = (
+    let (x, weight) = operands(conv, x)?;
+    Ok(Tensor::from_primitive::<Ad>(node(x, weight, shape)))
+}
+
+/// True when `x` is an f32 tensor on flex's autodiff device without checkpointing, the only
+/// one these ops take part in, and they are switched on.
+fn applies(x: &Tensor<4>) -> bool {
+    kernels::on(Kernel::Train)
+        && x.dtype() == DType::F32
+        && x.device() == Device::flex().autodiff()
+        && x.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Disabled)
+}
+
+/// `x` (checked by [`applies`]) and `conv`'s weight as autodiff flex primitives; `Err(x)` when
+/// the weight is not an f32 tensor on `x`'s device.
+fn operands(conv: &Conv2d, x: Tensor<4>) -> Result<(FloatTensor<Ad>, FloatTensor<Ad>), Tensor<4>> {
+    let weight = conv.weight.val();
+    if weight.device() != x.device() || weight.dtype() != DType::F32 {
+        return Err(x);
+    }
+    match (
         x.try_into_primitive::<Ad>(),
         weight.try_into_primitive::<Ad>(),
-    ) else {
-        unreachable!("device and checkpointing strategy were checked")
-    };
-    Ok(Tensor::from_primitive::<Ad>(node(x, weight, shape)))
+    ) {
+        (Ok(x), Ok(w)) => Ok((x, w)),
+        _ => unreachable!("device and checkpointing strategy were checked"),
+    }
 }
 
 /// Sizes of one depthwise convolution.
@@ -337,8 +357,7 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
         PaddingConfig2d::Valid | PaddingConfig2d::Same => true,
         PaddingConfig2d::Explicit(t, l, b, r) => t + l + b + r == 0,
     };
-    let ok = kernels::is_on(Kernel::Train)
-        && trainable_on_flex(&x)
+    let ok = applies(&x)
         && conv.bias.is_none()
         && (kh, kw) == (1, 1)
         && conv.stride == [1, 1]
@@ -346,8 +365,7 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
         && conv.dilation == [1, 1]
         && unpadded
         && c == c_in;
-    let weight = conv.weight.val();
-    if !ok || weight.device() != x.device() || weight.dtype() != DType::F32 {
+    if !ok {
         return Err(x);
     }
     let dims = Pointwise {
@@ -356,28 +374,22 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
         c_out,
         h,
         w,
-        hw: h * w,
     };
-    let (Ok(x), Ok(weight)) = (
-        x.try_into_primitive::<Ad>(),
-        weight.try_into_primitive::<Ad>(),
-    ) else {
-        unreachable!("device and checkpointing strategy were checked")
-    };
+    let (x, weight) = operands(conv, x)?;
     let xc = kernels::contiguous(x.primitive().clone());
     let wc = kernels::contiguous(weight.primitive().clone());
     let mut y = vec![0f32; n * c_out * h * w];
     {
         let (xs, ws) = (slice(&xc), slice(&wc));
-        y.par_chunks_mut(c_out * dims.hw)
+        y.par_chunks_mut(c_out * dims.hw())
             .enumerate()
             .for_each(|(i, y)| {
-                let xi = &xs[i * c_in * dims.hw..(i + 1) * c_in * dims.hw];
+                let xi = &xs[i * c_in * dims.hw()..(i + 1) * c_in * dims.hw()];
                 kernels::gemm_strided(
-                    [c_out, dims.hw, c_in],
+                    [c_out, dims.hw(), c_in],
                     y,
                     kernels::Mat::rows(ws, c_in),
-                    kernels::Mat::rows(xi, dims.hw),
+                    kernels::Mat::rows(xi, dims.hw()),
                     false,
                     gemm::Parallelism::None,
                 );
@@ -404,24 +416,14 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
 pub fn dense(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
     let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
     let [n, c, h, w] = x.dims();
-    let ok = kernels::is_on(Kernel::Train)
-        && trainable_on_flex(&x)
+    let ok = applies(&x)
         && conv.bias.is_none()
         && conv.groups == 1
         && cin_g == c
         && conv.dilation == [1, 1];
-    let win = if ok {
-        kernels::window(conv, [h, w])
-    } else {
-        None
-    };
-    let weight = conv.weight.val();
-    let Some(win) = win else {
+    let Some(win) = ok.then(|| kernels::window(conv, [h, w])).flatten() else {
         return Err(x);
     };
-    if weight.device() != x.device() || weight.dtype() != DType::F32 {
-        return Err(x);
-    }
     let d = Dense {
         n,
         c_in: c,
@@ -433,12 +435,7 @@ pub fn dense(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
         pad: [win.pt, win.pl],
         out: [win.oh, win.ow],
     };
-    let (Ok(x), Ok(weight)) = (
-        x.try_into_primitive::<Ad>(),
-        weight.try_into_primitive::<Ad>(),
-    ) else {
-        unreachable!("device and checkpointing strategy were checked")
-    };
+    let (x, weight) = operands(conv, x)?;
     let xc = kernels::contiguous(x.primitive().clone());
     let wc = kernels::contiguous(weight.primitive().clone());
     let (kk, pix) = (d.taps(), d.pix());
@@ -638,14 +635,6 @@ impl Backward<Flex, 2> for DenseBackward {
     }
 }
 
-/// True when `x` is an f32 tensor on flex's autodiff device without checkpointing, the only
-/// one these ops take part in.
-fn trainable_on_flex(x: &Tensor<4>) -> bool {
-    x.dtype() == DType::F32
-        && x.device() == Device::flex().autodiff()
-        && x.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Disabled)
-}
-
 #[derive(Debug, Clone)]
 struct Pointwise {
     n: usize,
@@ -653,7 +642,12 @@ struct Pointwise {
     c_out: usize,
     h: usize,
     w: usize,
-    hw: usize,
+}
+
+impl Pointwise {
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
 }
 
 #[derive(Debug)]
@@ -667,16 +661,16 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let dy = kernels::contiguous(grads.consume::<Flex>(&ops.node));
         let (x, w, d) = ops.state;
         let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
-        let (img_in, img_out) = (d.c_in * d.hw, d.c_out * d.hw);
+        let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
         if let Some(node) = node_w {
             // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count).
             let mut dw = vec![0f32; d.c_out * d.c_in];
             for i in 0..d.n {
                 kernels::gemm_strided(
-                    [d.c_out, d.c_in, d.hw],
+                    [d.c_out, d.c_in, d.hw()],
                     &mut dw,
-                    kernels::Mat::rows(&dys[i * img_out..(i + 1) * img_out], d.hw),
-                    kernels::Mat::cols(&xs[i * img_in..(i + 1) * img_in], d.hw),
+                    kernels::Mat::rows(&dys[i * img_out..(i + 1) * img_out], d.hw()),
+                    kernels::Mat::cols(&xs[i * img_in..(i + 1) * img_in], d.hw()),
                     i > 0,
                     gemm::Parallelism::Rayon(0),
                 );
@@ -688,10 +682,10 @@ impl Backward<Flex, 2> for PointwiseBackward {
             let mut dx = vec![0f32; d.n * img_in];
             dx.par_chunks_mut(img_in).enumerate().for_each(|(i, dx)| {
                 kernels::gemm_strided(
-                    [d.c_in, d.hw, d.c_out],
+                    [d.c_in, d.hw(), d.c_out],
                     dx,
                     kernels::Mat::cols(ws, d.c_in),
-                    kernels::Mat::rows(&dys[i * img_out..(i + 1) * img_out], d.hw),
+                    kernels::Mat::rows(&dys[i * img_out..(i + 1) * img_out], d.hw()),
                     false,
                     gemm::Parallelism::None,
                 );
@@ -713,8 +707,7 @@ pub fn batch_norm(
 ) -> Result<(Tensor<4>, Tensor<1>, Tensor<1>), Tensor<4>> {
     let [n, c, h, w] = x.dims();
     let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
-    let ok = kernels::is_on(Kernel::Train)
-        && trainable_on_flex(&x)
+    let ok = applies(&x)
         && n * h * w > 0
         && [&gamma, &beta]
             .iter()
@@ -725,9 +718,9 @@ pub fn batch_norm(
     let d = Norm {
         n,
         c,
-        hw: h * w,
+        h,
+        w,
         eps: bn.epsilon,
-        dims: [n, c, h, w],
     };
     let (Ok(x), Ok(gamma), Ok(beta)) = (
         x.try_into_primitive::<Ad>(),
@@ -744,8 +737,8 @@ pub fn batch_norm(
     let stats: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
-            let planes = || (0..n).map(|i| &xs[(i * c + ch) * d.hw..][..d.hw]);
-            let count = (n * d.hw) as f64;
+            let planes = || (0..n).map(|i| &xs[(i * c + ch) * d.hw()..][..d.hw()]);
+            let count = (n * d.hw()) as f64;
             let mean = planes().map(|p| sum8(p, p, |v, _| v) as f64).sum::<f64>() / count;
             let m = mean as f32;
             let var = planes()
@@ -762,11 +755,11 @@ pub fn batch_norm(
     let mean: Vec<f32> = stats.iter().map(|&(m, _)| m as f32).collect();
     let var: Vec<f32> = stats.iter().map(|&(_, v)| v as f32).collect();
     let mut y = vec![0f32; xs.len()];
-    y.par_chunks_mut(d.hw).enumerate().for_each(|(p, y)| {
+    y.par_chunks_mut(d.hw()).enumerate().for_each(|(p, y)| {
         let ch = p % c;
         let scale = g[ch] * invstd[ch];
         let shift = b[ch] - mean[ch] * scale;
-        for (y, &v) in y.iter_mut().zip(&xs[p * d.hw..(p + 1) * d.hw]) {
+        for (y, &v) in y.iter_mut().zip(&xs[p * d.hw()..(p + 1) * d.hw()]) {
             *y = v * scale + shift;
         }
     });
@@ -812,9 +805,15 @@ fn sum8(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 struct Norm {
     n: usize,
     c: usize,
-    hw: usize,
+    h: usize,
+    w: usize,
     eps: f64,
-    dims: [usize; 4],
+}
+
+impl Norm {
+    fn hw(&self) -> usize {
+        self.h * self.w
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -844,8 +843,8 @@ impl Backward<Flex, 3> for NormBackward {
             .map(|ch| {
                 let (m, s) = (st.mean[ch], st.invstd[ch]);
                 (0..d.n).fold((0.0, 0.0), |(a, b), i| {
-                    let at = (i * d.c + ch) * d.hw;
-                    let (dy, x) = (&dys[at..at + d.hw], &xs[at..at + d.hw]);
+                    let at = (i * d.c + ch) * d.hw();
+                    let (dy, x) = (&dys[at..at + d.hw()], &xs[at..at + d.hw()]);
                     let pa = sum8(dy, dy, |g, _| g) as f64;
                     let pb = sum8(dy, x, |g, v| g * (v - m)) as f64 * s as f64;
                     (a + pa, b + pb)
@@ -853,24 +852,27 @@ impl Backward<Flex, 3> for NormBackward {
             })
             .collect();
         if let Some(node) = node_x {
-            let count = (d.n * d.hw) as f32;
+            let count = (d.n * d.hw()) as f32;
             let mut dx = vec![0f32; xs.len()];
-            dx.par_chunks_mut(d.hw).enumerate().for_each(|(p, dx)| {
+            dx.par_chunks_mut(d.hw()).enumerate().for_each(|(p, dx)| {
                 let ch = p % d.c;
                 let (m, s) = (st.mean[ch], st.invstd[ch]);
                 let k = st.gamma[ch] * s;
                 let mdy = sums[ch].0 as f32 / count;
                 let mdyx = sums[ch].1 as f32 / count;
-                let at = p * d.hw;
+                let at = p * d.hw();
                 for ((o, &g), &v) in dx
                     .iter_mut()
-                    .zip(&dys[at..at + d.hw])
-                    .zip(&xs[at..at + d.hw])
+                    .zip(&dys[at..at + d.hw()])
+                    .zip(&xs[at..at + d.hw()])
                 {
                     *o = k * (g - mdy - (v - m) * s * mdyx);
                 }
             });
-            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, d.dims)));
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dx, [d.n, d.c, d.h, d.w])),
+            );
         }
         let per_channel = |f: fn(&(f64, f64)) -> f64| {
             let v: Vec<f32> = sums.iter().map(|s| f(s) as f32).collect();
@@ -895,6 +897,34 @@ mod tests {
     fn max_rel_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
         let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
         (a - b).abs().max().into_scalar::<f32>() / scale
+    }
+
+    type ConvOp = fn(&Conv2d, Tensor<4>) -> Result<Tensor<4>, Tensor<4>>;
+
+    /// `op`'s output, input gradient and weight gradient on a random input of `shape` equal
+    /// Burn's conv's within 1e-5 of the largest value.
+    fn assert_matches_burn(op: ConvOp, conv: &Conv2d, shape: [usize; 4], what: &str) {
+        let dev = conv.weight.val().device();
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let ours = op(conv, x.clone()).expect("kernel applies");
+        let burn = conv.forward(x.clone());
+        assert_eq!(ours.dims(), burn.dims(), "{what}");
+        let d = max_rel_diff(ours.clone().inner(), burn.clone().inner());
+        assert!(d < 1e-5, "output {what}: {d}");
+        // A weighted sum, so every output pixel's gradient differs.
+        let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
+        let g_ours = (ours * wts.clone()).sum().backward();
+        let g_burn = (burn * wts).sum().backward();
+        let dx = max_rel_diff(
+            x.grad(&g_ours).expect("dx").reshape(shape),
+            x.grad(&g_burn).expect("dx").reshape(shape),
+        );
+        assert!(dx < 1e-5, "input grad {what}: {dx}");
+        let dw = max_rel_diff(
+            conv.weight.val().grad(&g_ours).expect("dw"),
+            conv.weight.val().grad(&g_burn).expect("dw"),
+        );
+        assert!(dw < 1e-5, "weight grad {what}: {dw}");
     }
 
     /// Output, input gradient and weight gradient equal Burn's conv's (its generic grouped
@@ -923,28 +953,8 @@ mod tests {
                 .with_padding(pad.clone())
                 .with_bias(false)
                 .init(&dev);
-            let x = Tensor::<4>::random([3, c, h, w], Distribution::Normal(0.0, 1.0), &dev)
-                .require_grad();
-            let ours = depthwise(&conv, x.clone()).expect("kernel applies");
-            let burn = conv.forward(x.clone());
             let what = format!("c {c} k {k} s {s} {pad:?} {h}x{w}");
-            assert_eq!(ours.dims(), burn.dims(), "{what}");
-            let d = max_rel_diff(ours.clone().inner(), burn.clone().inner());
-            assert!(d < 1e-5, "output {what}: {d}");
-            // A weighted sum, so every output pixel's gradient differs.
-            let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
-            let g_ours = (ours * wts.clone()).sum().backward();
-            let g_burn = (burn * wts).sum().backward();
-            let dx = max_rel_diff(
-                x.grad(&g_ours).expect("dx").reshape([3, c, h, w]),
-                x.grad(&g_burn).expect("dx").reshape([3, c, h, w]),
-            );
-            assert!(dx < 1e-5, "input grad {what}: {dx}");
-            let dw = max_rel_diff(
-                conv.weight.val().grad(&g_ours).expect("dw"),
-                conv.weight.val().grad(&g_burn).expect("dw"),
-            );
-            assert!(dw < 1e-5, "weight grad {what}: {dw}");
+            assert_matches_burn(depthwise, &conv, [3, c, h, w], &what);
         }
     }
 
@@ -961,27 +971,12 @@ mod tests {
                 .with_padding(pad)
                 .with_bias(false)
                 .init(&dev);
-            let x = Tensor::<4>::random([3, c_in, h, w], Distribution::Normal(0.0, 1.0), &dev)
-                .require_grad();
-            let ours = pointwise(&conv, x.clone()).expect("kernel applies");
-            let burn = conv.forward(x.clone());
-            let what = format!("{c_in}->{c_out} {h}x{w}");
-            assert_eq!(ours.dims(), burn.dims(), "{what}");
-            let d = max_rel_diff(ours.clone().inner(), burn.clone().inner());
-            assert!(d < 1e-5, "output {what}: {d}");
-            let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
-            let g_ours = (ours * wts.clone()).sum().backward();
-            let g_burn = (burn * wts).sum().backward();
-            let dx = max_rel_diff(
-                x.grad(&g_ours).expect("dx").reshape([3, c_in, h, w]),
-                x.grad(&g_burn).expect("dx").reshape([3, c_in, h, w]),
+            assert_matches_burn(
+                pointwise,
+                &conv,
+                [3, c_in, h, w],
+                &format!("{c_in}->{c_out} {h}x{w}"),
             );
-            assert!(dx < 1e-5, "input grad {what}: {dx}");
-            let dw = max_rel_diff(
-                conv.weight.val().grad(&g_ours).expect("dw"),
-                conv.weight.val().grad(&g_burn).expect("dw"),
-            );
-            assert!(dw < 1e-5, "weight grad {what}: {dw}");
         }
     }
 
@@ -1056,27 +1051,8 @@ mod tests {
                 .with_padding(pad.clone())
                 .with_bias(false)
                 .init(&dev);
-            let x = Tensor::<4>::random([8, c_in, h, w], Distribution::Normal(0.0, 1.0), &dev)
-                .require_grad();
-            let ours = dense(&conv, x.clone()).expect("kernel applies");
-            let burn = conv.forward(x.clone());
             let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
-            assert_eq!(ours.dims(), burn.dims(), "{what}");
-            let d = max_rel_diff(ours.clone().inner(), burn.clone().inner());
-            assert!(d < 1e-5, "output {what}: {d}");
-            let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
-            let g_ours = (ours * wts.clone()).sum().backward();
-            let g_burn = (burn * wts).sum().backward();
-            let dx = max_rel_diff(
-                x.grad(&g_ours).expect("dx").reshape([8, c_in, h, w]),
-                x.grad(&g_burn).expect("dx").reshape([8, c_in, h, w]),
-            );
-            assert!(dx < 1e-5, "input grad {what}: {dx}");
-            let dw = max_rel_diff(
-                conv.weight.val().grad(&g_ours).expect("dw"),
-                conv.weight.val().grad(&g_burn).expect("dw"),
-            );
-            assert!(dw < 1e-5, "weight grad {what}: {dw}");
+            assert_matches_burn(dense, &conv, [8, c_in, h, w], &what);
         }
     }
 
@@ -1167,61 +1143,33 @@ mod tests {
             .with_bias(false)
             .init(&dev);
         let x = Tensor::<4>::random([9, 16, 13, 13], Distribution::Normal(0.0, 1.0), &dev);
-        let grads = |threads: usize| {
+        let grads = |op: ConvOp, conv: &Conv2d, threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .expect("pool");
             pool.install(|| {
                 let x = x.clone().require_grad();
-                let y = depthwise(&conv, x.clone()).expect("kernel applies");
+                let y = op(conv, x.clone()).expect("kernel applies");
                 let g = (y.clone() * y).sum().backward();
                 let dx = x.grad(&g).expect("dx").into_data();
                 let dw = conv.weight.val().grad(&g).expect("dw").into_data();
                 (dx, dw)
             })
         };
-        let (dx1, dw1) = grads(1);
-        let (dx3, dw3) = grads(3);
-        assert_eq!(dx1, dx3);
-        assert_eq!(dw1, dw3);
         let pw = Conv2dConfig::new([16, 40], [1, 1])
             .with_bias(false)
             .init(&dev);
-        let pw_grads = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
-            pool.install(|| {
-                let x = x.clone().require_grad();
-                let y = pointwise(&pw, x.clone()).expect("kernel applies");
-                let g = (y.clone() * y).sum().backward();
-                let dx = x.grad(&g).expect("dx").into_data();
-                let dw = pw.weight.val().grad(&g).expect("dw").into_data();
-                (dx, dw)
-            })
-        };
-        assert_eq!(pw_grads(1), pw_grads(3));
         let dn = Conv2dConfig::new([16, 24], [3, 3])
             .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
             .with_bias(false)
             .init(&dev);
-        let dn_grads = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
-            pool.install(|| {
-                let x = x.clone().require_grad();
-                let y = dense(&dn, x.clone()).expect("kernel applies");
-                let g = (y.clone() * y).sum().backward();
-                let dx = x.grad(&g).expect("dx").into_data();
-                let dw = dn.weight.val().grad(&g).expect("dw").into_data();
-                (dx, dw)
-            })
-        };
-        assert_eq!(dn_grads(1), dn_grads(3));
+        for (op, conv) in [(depthwise as ConvOp, &conv), (pointwise, &pw), (dense, &dn)] {
+            let (dx1, dw1) = grads(op, conv, 1);
+            let (dx3, dw3) = grads(op, conv, 3);
+            assert_eq!(dx1, dx3);
+            assert_eq!(dw1, dw3);
+        }
     }
 
     /// Layers the op does not handle go back untouched: with bias, dense, outside autodiff.
