@@ -188,10 +188,14 @@ fn train_layers(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4));
+    // The allocator as the CLI runs it (committee_zoo::heap).
+    config = {
+        committee_zoo::heap::keep_freed_memory();
+        Criterion::default()
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4))
+    };
     targets = silu, depthwise, dense_convs, vit_layers, models, train_layers
 }
 criterion_main!(benches);

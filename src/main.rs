@@ -42,6 +42,8 @@ enum Command {
 }
 
 fn main() {
+    // Before any thread allocates: tensors reuse freed memory (see the module's doc).
+    committee_zoo::heap::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(a) => cmd::models::run(a),

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod efficientnet;
 pub mod export;
+pub mod heap;
 #[cfg(feature = "flex")]
 pub mod kernels;
 pub mod layers;
