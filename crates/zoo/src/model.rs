@@ -36,8 +36,23 @@ impl Model {
         }
     }
 
-    /// Logits `[N, classes]` (or pooled features if built without a head).
+    /// Logits `[N, classes]` (or pooled features if built without a head). On flex, a CNN's
+    /// batch is split over the threads (`kernels::split_batch`), except while profiling,
+    /// whose spans time one thread.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        #[cfg(feature = "flex")]
+        let x = if matches!(self, Model::Vit(_)) || crate::profile::enabled() {
+            x
+        } else {
+            match crate::kernels::split_batch(x, |part| self.forward_whole(part)) {
+                Ok(logits) => return logits,
+                Err(x) => x,
+            }
+        };
+        self.forward_whole(x)
+    }
+
+    fn forward_whole(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward_head(self.forward_features(x))
     }
 
