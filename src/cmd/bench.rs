@@ -42,8 +42,9 @@ pub struct Args {
     no_fold_bn: bool,
     /// committee's flex kernels to use, in place of Burn's ops: any of act, depthwise, gemm
     /// (dense convolutions), linear, attention (ViT), maxpool, train (depthwise, 1x1 and
-    /// dense convolutions and BatchNorm with their own backward, for --train), or all, or none (to
-    /// measure what each changes).
+    /// dense convolutions and BatchNorm with their own backward, for --train), batch (a CNN's
+    /// batch split over the threads, one part per thread), or all, or none (to measure what
+    /// each changes).
     #[arg(long, value_delimiter = ',', default_value = "all")]
     flex_kernels: Vec<String>,
     /// Time a training step instead (forward, backward, SGD momentum update; BN in train mode).
@@ -258,7 +259,11 @@ pub fn run(a: Args) -> Result<()> {
                         .into_iter()
                         .find(|x| x.name() == k)
                         .with_context(|| {
-                            format!("unknown flex kernel '{k}' (act, depthwise, gemm, linear, attention, maxpool, train, all, none)")
+                            let names: Vec<_> = Kernel::ALL.iter().map(|k| k.name()).collect();
+                            format!(
+                                "unknown flex kernel '{k}' ({}, all, none)",
+                                names.join(", ")
+                            )
                         })?,
                 ),
             }
