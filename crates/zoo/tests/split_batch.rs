@@ -23,35 +23,38 @@ fn split_batch_gives_each_images_own_logits() {
             let spec = registry::get(name).expect("in the registry");
             let model =
                 random_model(&spec, &CommonOptions::default(), [64, 64], &device).fold_batchnorm();
-            // 4 images: 2 per thread.
-            let x = Tensor::<4>::random([4, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
-            let one_by_one = Tensor::cat(
-                (0..4)
-                    .map(|i| model.forward(x.clone().narrow(0, i, 1)))
-                    .collect(),
-                0,
-            );
-            let split = split_batch(x.clone(), |part| model.forward(part))
-                .unwrap_or_else(|_| panic!("{name}: a batch of 4 on 2 threads was not split"));
-            let scale: f32 = one_by_one.clone().abs().max().into_scalar();
-            // The images' logits differ, so a mix-up of images would show.
-            let spread: f32 = (one_by_one.clone().narrow(0, 0, 1)
-                - one_by_one.clone().narrow(0, 1, 1))
-            .abs()
-            .max()
-            .into_scalar();
-            assert!(
-                spread > 1e-3 * scale,
-                "{name}: images' logits too alike ({spread})"
-            );
-            let diff: f32 = (split - one_by_one.clone()).abs().max().into_scalar();
-            assert!(
-                diff <= 1e-5 * scale.max(1.0),
-                "{name}: {diff} (scale {scale})"
-            );
-            // Model::forward takes the split path itself.
-            let diff: f32 = (model.forward(x) - one_by_one).abs().max().into_scalar();
-            assert!(diff <= 1e-5 * scale.max(1.0), "{name} forward: {diff}");
+            // 4 images: 2 per thread; 12: 6 per thread, each run as two pieces of 3.
+            for n in [4, 12] {
+                let x =
+                    Tensor::<4>::random([n, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+                let one_by_one = Tensor::cat(
+                    (0..n)
+                        .map(|i| model.forward(x.clone().narrow(0, i, 1)))
+                        .collect(),
+                    0,
+                );
+                let split = split_batch(x.clone(), |part| model.forward(part))
+                    .unwrap_or_else(|_| panic!("{name}: a batch of {n} on 2 threads not split"));
+                let scale: f32 = one_by_one.clone().abs().max().into_scalar();
+                // The images' logits differ, so a mix-up of images would show.
+                let spread: f32 = (one_by_one.clone().narrow(0, 0, 1)
+                    - one_by_one.clone().narrow(0, 1, 1))
+                .abs()
+                .max()
+                .into_scalar();
+                assert!(
+                    spread > 1e-3 * scale,
+                    "{name}: images' logits too alike ({spread})"
+                );
+                let diff: f32 = (split - one_by_one.clone()).abs().max().into_scalar();
+                assert!(
+                    diff <= 1e-5 * scale.max(1.0),
+                    "{name} x{n}: {diff} (scale {scale})"
+                );
+                // Model::forward takes the split path itself.
+                let diff: f32 = (model.forward(x) - one_by_one).abs().max().into_scalar();
+                assert!(diff <= 1e-5 * scale.max(1.0), "{name} x{n} forward: {diff}");
+            }
             // 5 images on 2 threads (uneven, and fewer than 4 per thread) stay whole.
             let odd = Tensor::<4>::zeros([5, 3, 64, 64], &device);
             assert!(split_batch(odd, |part| model.forward(part)).is_err());
