@@ -11,7 +11,7 @@ use std::time::Duration;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::{Device, Distribution, Tensor, TensorData, activation};
-use committee_zoo::kernels::{self, Epilogue};
+use committee_ops::cpu::{self as kernels, Epilogue};
 use committee_zoo::weights::random_model;
 use committee_zoo::{CommonOptions, registry};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
@@ -145,8 +145,8 @@ fn models(c: &mut Criterion) {
 /// ops (`Kernel::Train`) against Burn's.
 fn train_layers(c: &mut Criterion) {
     use burn::nn::BatchNormConfig;
-    use committee_zoo::kernels::{Kernel, set_enabled};
-    use committee_zoo::layers;
+    use committee_ops as ops;
+    use committee_ops::{Kernel, set_enabled};
     let device = Device::flex().autodiff();
     let without: Vec<Kernel> = Kernel::ALL
         .into_iter()
@@ -164,14 +164,11 @@ fn train_layers(c: &mut Criterion) {
     let bn = BatchNormConfig::new(144).init(&device);
     let x144 = Tensor::<4>::from_data(random([8, 144, 28, 28], &device), &device).require_grad();
     let x64 = Tensor::<4>::from_data(random([8, 64, 28, 28], &device), &device).require_grad();
-    let cases: [(&str, &Tensor<4>, &dyn Fn(Tensor<4>) -> Tensor<4>); 3] = [
-        ("depthwise 3x3 8x144x28x28", &x144, &|x| {
-            layers::conv2d(&dw, x)
-        }),
-        ("conv 3x3 8x64x28x28", &x64, &|x| layers::conv2d(&dense, x)),
-        ("batchnorm 8x144x28x28", &x144, &|x| {
-            layers::batch_norm(&bn, x)
-        }),
+    type Case<'a> = (&'a str, &'a Tensor<4>, &'a dyn Fn(Tensor<4>) -> Tensor<4>);
+    let cases: [Case; 3] = [
+        ("depthwise 3x3 8x144x28x28", &x144, &|x| ops::conv2d(&dw, x)),
+        ("conv 3x3 8x64x28x28", &x64, &|x| ops::conv2d(&dense, x)),
+        ("batchnorm 8x144x28x28", &x144, &|x| ops::batch_norm(&bn, x)),
     ];
     for (name, x, layer) in cases {
         let mut g = c.benchmark_group(format!("train fwd+bwd: {name}"));
@@ -188,9 +185,9 @@ fn train_layers(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // The allocator as the CLI runs it (committee_zoo::heap).
+    // The allocator as the CLI runs it (committee_ops::heap).
     config = {
-        committee_zoo::heap::keep_freed_memory();
+        committee_ops::heap::keep_freed_memory();
         Criterion::default()
             .sample_size(10)
             .warm_up_time(Duration::from_secs(1))

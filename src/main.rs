@@ -43,7 +43,7 @@ enum Command {
 
 fn main() {
     // Before any thread allocates: tensors reuse freed memory (see the module's doc).
-    committee_zoo::heap::keep_freed_memory();
+    committee_ops::heap::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Models(a) => cmd::models::run(a),

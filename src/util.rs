@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use committee_zoo::backend::{BackendKind, Selected, select};
+use committee_ops::backend::{BackendKind, Selected, select};
 
-/// Writes a file atomically (temporary file, sync, rename).
+/// Writes a file atomically ([`committee_core::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    Ok(committee_zoo::export::write_atomic(path, bytes)?)
+    Ok(committee_core::write_atomic(path, bytes)?)
 }
 
 /// Picks the backend and tells the user which device runs the work.

@@ -14,8 +14,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run committee");
-    out
+    cmd.output().expect("run committee")
 }
 
 fn ok(cmd: &mut Command) -> String {

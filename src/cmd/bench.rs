@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor};
+use committee_ops::backend::BackendKind;
 use committee_zoo::CommonOptions;
-use committee_zoo::backend::BackendKind;
 use committee_zoo::registry;
 use committee_zoo::weights::{LoadOptions, load, random_model};
 use serde_json::json;
@@ -91,7 +91,7 @@ fn row(
     gmacs: f64,
     mut times: Vec<f64>,
     first_ms: f64,
-    sel: &committee_zoo::backend::Selected,
+    sel: &committee_ops::backend::Selected,
     mode: &str,
 ) -> serde_json::Value {
     times.sort_by(f64::total_cmp);
@@ -156,7 +156,7 @@ fn train_row(
     spec: &registry::ModelSpec,
     img: usize,
     b: usize,
-    sel: &committee_zoo::backend::Selected,
+    sel: &committee_ops::backend::Selected,
 ) -> Result<serde_json::Value> {
     use burn::optim::momentum::MomentumConfig;
     use burn::optim::{GradientsParams, SgdConfig};
@@ -196,7 +196,7 @@ fn train_row(
 
 /// Per-kind shares of the forward time, from `iters` profiled passes (see `zoo::profile`).
 fn profile_forward(a: &Args, model: &committee_zoo::Model, x: &Tensor<4>) -> serde_json::Value {
-    use committee_zoo::profile;
+    use committee_ops::profile;
     let iters = a.iters.max(1);
     profile::reset();
     profile::set_enabled(true);
@@ -246,9 +246,8 @@ pub fn run(a: Args) -> Result<()> {
             .build_global()
             .ok();
     }
-    #[cfg(feature = "flex")]
     {
-        use committee_zoo::kernels::{Kernel, set_enabled};
+        use committee_ops::{Kernel, set_enabled};
         let mut on = Vec::new();
         for k in &a.flex_kernels {
             match k.as_str() {

@@ -11,6 +11,9 @@ use committee_core::search::Kind;
 use committee_core::spec::CommitteeSpec;
 use serde_json::json;
 
+use crate::cmd::live::{self, LiveOptions, Timing};
+use crate::cmd::members::MemberArg;
+
 pub fn load_caches(paths: &[PathBuf]) -> Result<Vec<(String, LogitsCache)>> {
     let mut v = Vec::new();
     for p in paths {
@@ -78,8 +81,8 @@ fn caches_for_spec(
         .collect()
 }
 
-/// `NAME:WEIGHTS[@RES]` strings for running a spec live.
-fn live_members(spec: &CommitteeSpec, spec_path: &Path) -> Result<Vec<String>> {
+/// The members of a spec, to run it live.
+fn live_members(spec: &CommitteeSpec, spec_path: &Path) -> Result<Vec<MemberArg>> {
     spec.members
         .iter()
         .map(|m| {
@@ -90,9 +93,10 @@ fn live_members(spec: &CommitteeSpec, spec_path: &Path) -> Result<Vec<String>> {
                     m.model
                 )
             })?;
-            Ok(match m.img_size {
-                Some(s) => format!("{}:{w}@{s}", m.model),
-                None => format!("{}:{w}", m.model),
+            Ok(MemberArg {
+                model: m.model.clone(),
+                weights: PathBuf::from(w),
+                res: m.img_size,
             })
         })
         .collect()
@@ -135,7 +139,7 @@ pub struct EnsembleArgs {
     logits: Vec<PathBuf>,
     /// Live: a member as NAME:WEIGHTS or NAME:WEIGHTS@RES; repeat per member. Needs --data.
     #[arg(long, requires = "data")]
-    member: Vec<String>,
+    member: Vec<MemberArg>,
     /// Image folder for a live ensemble.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -150,7 +154,7 @@ pub struct EnsembleArgs {
     #[arg(long, default_value = "mean-prob")]
     pub combine: Combine,
     #[arg(long, default_value = "auto")]
-    pub backend: committee_zoo::backend::BackendKind,
+    pub backend: committee_ops::backend::BackendKind,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     #[arg(long)]
@@ -189,7 +193,8 @@ pub fn ensemble(mut a: EnsembleArgs) -> Result<()> {
         (names, gmacs, caches[0].1.labels.clone(), rows, Vec::new())
     } else {
         let data = a.data.as_deref().context("a live ensemble needs --data")?;
-        crate::cmd::live::ensemble_logits(&a.member, data, a.backend, a.batch)?
+        let e = live::ensemble_logits(&a.member, data, &live_options(a.backend, a.batch, false))?;
+        (e.names, e.gmacs, e.labels, e.rows, e.failed)
     };
     let temps = match spec_temps {
         Some(t) => t,
@@ -233,7 +238,7 @@ pub struct CascadeArgs {
     /// Live: a stage as NAME:WEIGHTS or NAME:WEIGHTS@RES (a self-cascade repeats a model at
     /// growing resolutions); repeat in stage order. Needs --data.
     #[arg(long, requires = "data")]
-    stage: Vec<String>,
+    stage: Vec<MemberArg>,
     /// Image folder for a live cascade.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -255,7 +260,7 @@ pub struct CascadeArgs {
     #[arg(long, default_value = "mean-prob")]
     combine: Combine,
     #[arg(long, default_value = "auto")]
-    pub backend: committee_zoo::backend::BackendKind,
+    pub backend: committee_ops::backend::BackendKind,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// Live: skip timing the most expensive stage alone (no `speedup_vs_largest`).
@@ -305,21 +310,14 @@ pub fn cascade(mut a: CascadeArgs) -> Result<()> {
             Some(t) => t,
             None if !a.calibrate_on.is_empty() => calibrate(
                 &a.calibrate_on,
-                &a.stage
-                    .iter()
-                    .map(|s| s.split(':').next().unwrap_or(s).to_string())
-                    .collect::<Vec<_>>(),
+                &a.stage.iter().map(|s| s.model.clone()).collect::<Vec<_>>(),
             )?,
             None => vec![1.0; a.stage.len()],
         };
-        let stages = a.stage.clone();
-        return crate::cmd::live::cascade(
-            &stages,
-            a.data.as_deref(),
-            spec_of(&a, stages.len())?,
-            temps,
-            &a,
-        );
+        let data = a.data.as_deref().context("a live cascade needs --data")?;
+        let opts = live_options(a.backend, a.batch, !a.no_baseline);
+        let r = live::cascade(&a.stage, data, spec_of(&a, a.stage.len())?, temps, &opts)?;
+        return report(&a, &r.names, &r.gmacs, &r.outcome, Some(r.timing));
     }
     let caches = match (&file, &a.spec) {
         (Some(s), Some(p)) => caches_for_spec(s, p, &a.logits)?,
@@ -346,14 +344,19 @@ pub fn cascade(mut a: CascadeArgs) -> Result<()> {
     report(&a, &names, &gmacs, &o, None)
 }
 
-/// Live runs add wall time, throughput and the measured speed-up.
-pub struct Timing {
-    pub wall_s: f64,
-    pub baseline_wall_s: Option<f64>,
-    pub failed: Vec<serde_json::Value>,
+fn live_options(
+    backend: committee_ops::backend::BackendKind,
+    batch: usize,
+    baseline: bool,
+) -> LiveOptions {
+    LiveOptions {
+        backend,
+        batch,
+        baseline,
+    }
 }
 
-pub fn report(
+fn report(
     a: &CascadeArgs,
     names: &[String],
     gmacs: &[f64],

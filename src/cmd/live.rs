@@ -1,104 +1,69 @@
-//! Live cascades: images decoded once, each stage with its own preprocessing, and only the
-//! samples still undecided after stage k sent to stage k+1 (gathered into a smaller batch).
+//! Live committees: images decoded once, each member with its own preprocessing; in a
+//! cascade only the samples still undecided after stage k go on to stage k+1 (gathered into a
+//! smaller batch). The runner returns outcomes and timings; the command reports them.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, Tensor, TensorData};
-use committee_core::cascade::{CascadeSpec, decide, outcome};
+use committee_core::cascade::{CascadeSpec, Outcome, decide, outcome};
 use committee_core::metrics::argmax;
 use committee_data::folder::ImageFolder;
 use committee_data::transform::EvalTransform;
 use committee_data::{decode, loader};
-use committee_zoo::Model;
-use committee_zoo::weights::{LoadOptions, load};
+use committee_ops::backend::{BackendKind, Selected};
 use serde_json::json;
 
-use crate::cmd::committee::{CascadeArgs, Timing, report};
+use crate::cmd::members::{Member, MemberArg, load_member};
 use crate::util::device;
 
-/// One loaded stage.
-pub struct Stage {
-    pub name: String,
-    pub model: Model,
-    pub transform: EvalTransform,
-    pub chans: usize,
-    pub classes: usize,
-    pub gmacs: f64,
+/// How a live run goes.
+pub struct LiveOptions {
+    pub backend: BackendKind,
+    pub batch: usize,
+    /// Also time the most expensive member alone on the same images.
+    pub baseline: bool,
 }
 
-/// Parses `NAME:WEIGHTS[@RES]` and loads the model for that resolution.
-pub fn load_stage(s: &str, dev: &Device) -> Result<Stage> {
-    let (name, rest) = s
-        .split_once(':')
-        .with_context(|| format!("stage '{s}': expected NAME:WEIGHTS[@RES]"))?;
-    let (weights, res) = match rest.rsplit_once('@') {
-        Some((w, r)) if r.chars().all(|c| c.is_ascii_digit()) && !r.is_empty() => (
-            w,
-            Some(
-                r.parse::<usize>()
-                    .with_context(|| format!("stage '{s}': bad resolution"))?,
-            ),
-        ),
-        _ => (rest, None),
-    };
-    let spec = committee_zoo::registry::get(name)
-        .with_context(|| format!("stage '{s}': unknown model '{name}'"))?;
-    let eval = committee_zoo::export::eval_config(Path::new(weights)).unwrap_or(spec.eval);
-    let mut t = EvalTransform::from(&eval);
-    if let Some(r) = res {
-        t.img_size = r;
-    }
-    let opts = LoadOptions {
-        img_size: Some([t.img_size; 2]),
-        fold_bn: true,
-        ..Default::default()
-    };
-    let l = load(name, Path::new(weights), &opts, dev)
-        .with_context(|| format!("loading stage '{s}'"))?;
-    let (chans, classes) = (l.options.in_chans, l.options.num_classes);
-    Ok(Stage {
-        name: match res {
-            Some(r) => format!("{name}@{r}"),
-            None => name.to_string(),
-        },
-        gmacs: l.spec.arch.macs([t.img_size; 2], chans, classes) as f64 / 1e9,
-        model: l.model,
-        transform: t,
-        chans,
-        classes,
-    })
+/// Live runs add wall time, throughput and the measured speed-up.
+pub struct Timing {
+    pub wall_s: f64,
+    pub baseline_wall_s: Option<f64>,
+    pub failed: Vec<serde_json::Value>,
 }
 
-fn logits(stage: &Stage, inputs: &[&Vec<f32>], dev: &Device) -> Result<Vec<f32>> {
-    let s = stage.transform.img_size;
-    let data: Vec<f32> = inputs.iter().flat_map(|v| v.iter().copied()).collect();
-    let x = Tensor::<4>::from_data(
-        TensorData::new(data, [inputs.len(), stage.chans, s, s]),
-        dev,
-    );
-    Ok(stage.model.forward(x).into_data().try_to_vec::<f32>()?)
+/// What a live cascade did.
+pub struct LiveCascade {
+    pub names: Vec<String>,
+    pub gmacs: Vec<f64>,
+    pub outcome: Outcome,
+    pub timing: Timing,
+}
+
+/// Every member's logits rows on every image: names, GMACs, labels, per-image member logits,
+/// and the images that could not be decoded.
+pub struct LiveEnsemble {
+    pub names: Vec<String>,
+    pub gmacs: Vec<f64>,
+    pub labels: Vec<i64>,
+    pub rows: Vec<Vec<Vec<f32>>>,
+    pub failed: Vec<serde_json::Value>,
 }
 
 /// Loaded members and the folder they run on, shared by live cascades and ensembles.
 struct Live {
-    sel: committee_zoo::backend::Selected,
-    stages: Vec<Stage>,
+    sel: Selected,
+    stages: Vec<Member>,
     folder: ImageFolder,
     paths: Vec<PathBuf>,
 }
 
 impl Live {
-    fn open(
-        specs: &[String],
-        data: &Path,
-        backend: committee_zoo::backend::BackendKind,
-    ) -> Result<Self> {
+    fn open(members: &[MemberArg], data: &Path, backend: BackendKind) -> Result<Self> {
         let sel = device(backend)?;
-        let stages: Vec<Stage> = specs
+        let stages: Vec<Member> = members
             .iter()
-            .map(|s| load_stage(s, &sel.device))
+            .map(|m| load_member(m, |t| t, &sel.device).with_context(|| format!("member {m}")))
             .collect::<Result<_>>()?;
         if stages.windows(2).any(|w| w[0].classes != w[1].classes) {
             bail!("the models have different class counts");
@@ -148,21 +113,20 @@ impl Live {
 }
 
 pub fn cascade(
-    stage_args: &[String],
-    data: Option<&Path>,
+    members: &[MemberArg],
+    data: &Path,
     spec: CascadeSpec,
     temps: Vec<f64>,
-    a: &CascadeArgs,
-) -> Result<()> {
-    let data = data.context("a live cascade needs --data")?;
-    let live = Live::open(stage_args, data, a.backend)?;
+    o: &LiveOptions,
+) -> Result<LiveCascade> {
+    let live = Live::open(members, data, o.backend)?;
     let (sel, stages, paths) = (&live.sel, &live.stages, live.paths.clone());
     let labels: Vec<i64> = live.folder.samples.iter().map(|s| s.label as i64).collect();
     let classes = stages[0].classes;
     let start = Instant::now();
     let (mut predictions, mut exits, mut kept_labels, mut failed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (items, bad) in live.batches(a.batch) {
+    for (items, bad) in live.batches(o.batch) {
         failed.extend(bad);
         let mut rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); items.len()];
         let mut decided: Vec<Option<(usize, usize)>> = vec![None; items.len()];
@@ -171,8 +135,8 @@ pub fn cascade(
             if active.is_empty() {
                 break;
             }
-            let inputs: Vec<&Vec<f32>> = active.iter().map(|&j| &items[j].1[k]).collect();
-            let out = logits(stage, &inputs, &sel.device)?;
+            let inputs: Vec<&[f32]> = active.iter().map(|&j| items[j].1[k].as_slice()).collect();
+            let out = stage.logits(&inputs, &sel.device)?;
             for (r, &j) in active.iter().enumerate() {
                 rows[j].push(out[r * classes..(r + 1) * classes].to_vec());
                 let seen: Vec<&[f32]> = rows[j].iter().map(Vec::as_slice).collect();
@@ -194,10 +158,10 @@ pub fn cascade(
     let _ = sel.device.sync();
     let wall_s = start.elapsed().as_secs_f64();
     let gmacs: Vec<f64> = stages.iter().map(|s| s.gmacs).collect();
-    let o = outcome(predictions, exits, &kept_labels, &gmacs);
+    let result = outcome(predictions, exits, &kept_labels, &gmacs);
 
     // The most expensive stage alone on the same images, in the same run.
-    let baseline_wall_s = if a.no_baseline {
+    let baseline_wall_s = if !o.baseline {
         None
     } else {
         let big = (0..stages.len())
@@ -205,7 +169,7 @@ pub fn cascade(
             .unwrap_or(0);
         let (t, c) = (stages[big].transform.clone(), stages[big].chans);
         let start = Instant::now();
-        for batch in loader::load(paths, a.batch, num_workers(), 2, move |p| {
+        for batch in loader::load(paths, o.batch, num_workers(), 2, move |p| {
             decode(p)
                 .map(|img| t.apply_channels(&img, c))
                 .map_err(|e| e.reason)
@@ -216,53 +180,43 @@ pub fn cascade(
                 .filter_map(|(_, r)| r.ok())
                 .collect();
             if !ok.is_empty() {
-                logits(&stages[big], &ok.iter().collect::<Vec<_>>(), &sel.device)?;
+                let inputs: Vec<&[f32]> = ok.iter().map(Vec::as_slice).collect();
+                stages[big].logits(&inputs, &sel.device)?;
             }
         }
         let _ = sel.device.sync();
         Some(start.elapsed().as_secs_f64())
     };
-    let names: Vec<String> = stages.iter().map(|s| s.name.clone()).collect();
-    report(
-        a,
-        &names,
-        &gmacs,
-        &o,
-        Some(Timing {
+    Ok(LiveCascade {
+        names: stages.iter().map(|s| s.name.clone()).collect(),
+        gmacs,
+        outcome: result,
+        timing: Timing {
             wall_s,
             baseline_wall_s,
             failed,
-        }),
-    )
+        },
+    })
 }
 
-/// Runs every member on every image (decoded once): names, GMACs, labels, per-image member
-/// logits rows, and the images that could not be decoded.
-#[allow(clippy::type_complexity)]
+/// Runs every member on every image (decoded once).
 pub fn ensemble_logits(
-    specs: &[String],
+    members: &[MemberArg],
     data: &Path,
-    backend: committee_zoo::backend::BackendKind,
-    batch: usize,
-) -> Result<(
-    Vec<String>,
-    Vec<f64>,
-    Vec<i64>,
-    Vec<Vec<Vec<f32>>>,
-    Vec<serde_json::Value>,
-)> {
-    let live = Live::open(specs, data, backend)?;
+    o: &LiveOptions,
+) -> Result<LiveEnsemble> {
+    let live = Live::open(members, data, o.backend)?;
     let classes = live.stages[0].classes;
     let (mut labels, mut rows, mut failed) = (Vec::new(), Vec::new(), Vec::new());
-    for (items, bad) in live.batches(batch) {
+    for (items, bad) in live.batches(o.batch) {
         failed.extend(bad);
         if items.is_empty() {
             continue;
         }
         let mut per_member = Vec::new();
         for (k, stage) in live.stages.iter().enumerate() {
-            let inputs: Vec<&Vec<f32>> = items.iter().map(|(_, x)| &x[k]).collect();
-            per_member.push(logits(stage, &inputs, &live.sel.device)?);
+            let inputs: Vec<&[f32]> = items.iter().map(|(_, x)| x[k].as_slice()).collect();
+            per_member.push(stage.logits(&inputs, &live.sel.device)?);
         }
         for (j, (i, _)) in items.iter().enumerate() {
             labels.push(live.folder.samples[*i].label as i64);
@@ -274,9 +228,13 @@ pub fn ensemble_logits(
             );
         }
     }
-    let names = live.stages.iter().map(|s| s.name.clone()).collect();
-    let gmacs = live.stages.iter().map(|s| s.gmacs).collect();
-    Ok((names, gmacs, labels, rows, failed))
+    Ok(LiveEnsemble {
+        names: live.stages.iter().map(|s| s.name.clone()).collect(),
+        gmacs: live.stages.iter().map(|s| s.gmacs).collect(),
+        labels,
+        rows,
+        failed,
+    })
 }
 
 fn num_workers() -> usize {

@@ -1,11 +1,14 @@
+pub mod args;
 pub mod bench;
 pub mod committee;
 pub mod data;
 pub mod eval;
 pub mod live;
+pub mod members;
 pub mod merge;
 pub mod models;
 pub mod plot;
 pub mod predict;
+pub mod progress;
 pub mod search;
 pub mod train;

@@ -37,8 +37,8 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<13} {:>12} {:>9} {:>5} {:>6} {:<9} {}",
-        "name", "family", "params", "GMACs", "img", "crop", "interp", "mean/std"
+        "{:<24} {:<13} {:>12} {:>9} {:>5} {:>6} {:<9} mean/std",
+        "name", "family", "params", "GMACs", "img", "crop", "interp"
     );
     for (s, params, gmacs) in rows {
         let norm = if s.eval.mean == registry::HALF {

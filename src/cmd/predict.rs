@@ -1,17 +1,18 @@
 //! `committee predict`: top-K classes for images, or logits for a tensor file.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, TensorData};
 use committee_data::transform::EvalTransform;
 use committee_data::{decode, labels};
-use committee_zoo::backend::BackendKind;
-use committee_zoo::weights::{LoadOptions, load, parse_safetensors};
+use committee_ops::backend::BackendKind;
+use committee_zoo::weights::{LoadOptions, parse_safetensors};
 use serde_json::json;
 
+use crate::cmd::members::load_weights;
 use crate::util::{device, write_atomic};
 
 #[derive(clap::Args)]
@@ -56,8 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         fold_bn: true,
         ..Default::default()
     };
-    let loaded = load(&a.model, &a.weights, &opts, &sel.device)
-        .with_context(|| format!("loading {} into {}", a.weights.display(), a.model))?;
+    let loaded = load_weights(&a.model, &a.weights, &opts, &sel.device)?;
     let t = EvalTransform::from(&loaded.spec.eval);
     let classes = loaded.options.num_classes;
     let mut results = Vec::new();
@@ -108,12 +108,7 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn tensor_mode(
-    a: &Args,
-    input: &PathBuf,
-    output: &PathBuf,
-    dev: &burn::tensor::Device,
-) -> Result<()> {
+fn tensor_mode(a: &Args, input: &Path, output: &Path, dev: &burn::tensor::Device) -> Result<()> {
     let bytes = std::fs::read(input).with_context(|| format!("cannot read {}", input.display()))?;
     let ck = parse_safetensors(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", input.display()))?;
     let x = ck
@@ -133,8 +128,7 @@ fn tensor_mode(
         fold_bn: true,
         ..Default::default()
     };
-    let loaded = load(&a.model, &a.weights, &opts, dev)
-        .with_context(|| format!("loading {} into {}", a.weights.display(), a.model))?;
+    let loaded = load_weights(&a.model, &a.weights, &opts, dev)?;
     if loaded.options.in_chans != c {
         bail!(
             "{}: input has {c} channels, the model takes {}",

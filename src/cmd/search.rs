@@ -89,94 +89,17 @@ struct Scored {
 
 pub fn run(a: Args) -> Result<()> {
     let start = Instant::now();
-    if !(0.0..1.0).contains(&a.holdout_fraction) {
-        bail!(
-            "--holdout-fraction must be in [0, 1) (got {}): the rest of the data reports",
-            a.holdout_fraction
-        );
-    }
-    if a.max_models == 0 {
-        bail!("--max-models must be at least 1");
-    }
-    // Fit and eval caches: the same list when splitting one set.
-    let (fit_caches, eval_caches) = if a.logits.is_empty() {
-        let f = load_caches(&a.fit)?;
-        let e = load_caches(&a.eval)?;
-        if f.len() != e.len() {
-            bail!(
-                "--fit has {} caches but --eval has {}: one per model in each",
-                f.len(),
-                e.len()
-            );
-        }
-        for ((pf, cf), (pe, ce)) in f.iter().zip(&e) {
-            if (&cf.meta.model, cf.meta.img_size) != (&ce.meta.model, ce.meta.img_size) {
-                bail!(
-                    "{pf} holds {}@{} but {pe} holds {}@{}: give --eval in the order of --fit",
-                    cf.meta.model,
-                    cf.meta.img_size,
-                    ce.meta.model,
-                    ce.meta.img_size
-                );
-            }
-            if cf.meta.num_classes != ce.meta.num_classes {
-                bail!("{pf} and {pe} have different class counts");
-            }
-        }
-        (f, Some(e))
-    } else {
-        (load_caches(&a.logits)?, None)
-    };
-    if fit_caches.len() > 63 {
-        bail!("at most 63 models in a pool");
-    }
-    let labels_fit = fit_caches[0].1.labels.clone();
-    let labels_eval = eval_caches
-        .as_ref()
-        .map_or(labels_fit.clone(), |e| e[0].1.labels.clone());
-    let (fit_rows, eval_rows, in_sample) = match &eval_caches {
-        Some(e) => (
-            (0..labels_fit.len()).collect::<Vec<_>>(),
-            (0..e[0].1.len()).collect::<Vec<_>>(),
-            false,
-        ),
-        None if a.holdout_fraction == 0.0 => {
-            let all: Vec<usize> = (0..labels_fit.len()).collect();
-            (all.clone(), all, true)
-        }
-        None => {
-            let (f, e) = committee_core::split::stratified(&labels_fit, a.holdout_fraction, a.seed);
-            (f, e, false)
-        }
-    };
-    if fit_rows.is_empty() || eval_rows.is_empty() {
-        bail!(
-            "the split leaves {} images to fit on and {} to report on: use more data or another --holdout-fraction",
-            fit_rows.len(),
-            eval_rows.len()
-        );
-    }
-
-    let mut fit_members = members(&fit_caches);
-    let mut eval_members = match &eval_caches {
+    validate(&a)?;
+    let split = Split::load(&a)?;
+    let mut fit_members = members(&split.fit);
+    let mut eval_members = match &split.eval {
         Some(e) => members(e),
         None => fit_members.clone(),
     };
     if a.calibrate {
-        for (fm, em) in fit_members.iter_mut().zip(eval_members.iter_mut()) {
-            let c = fm.classes;
-            let logits: Vec<f32> = fit_rows
-                .iter()
-                .flat_map(|&r| fm.row(r).iter().copied())
-                .collect();
-            let labels: Vec<i64> = fit_rows.iter().map(|&r| labels_fit[r]).collect();
-            let t = fit_temperature(&logits, &labels, c);
-            fm.temperature = t;
-            em.temperature = t;
-        }
+        calibrate(&mut fit_members, &mut eval_members, &split);
     }
     let names: Vec<String> = fit_members.iter().map(|m| m.name.clone()).collect();
-    let short = short_names(&names);
     let opts = Options {
         max_models: a.max_models,
         combine: a.combine,
@@ -190,69 +113,65 @@ pub fn run(a: Args) -> Result<()> {
         Strategy::Greedy => false,
         Strategy::Auto => fit_members.len() <= 10 && a.max_models <= 4,
     };
-
     eprintln!(
         "search: {} models, {} images to fit on, {} to report on (loaded in {:.2} s)",
         names.len(),
-        fit_rows.len(),
-        eval_rows.len(),
+        split.fit_rows.len(),
+        split.eval_rows.len(),
         start.elapsed().as_secs_f64()
     );
-    let mut pool = Pool::new(&fit_members, &labels_fit, &fit_rows, opts.clone())?;
+
+    let mut pool = Pool::new(
+        &fit_members,
+        &split.labels_fit,
+        &split.fit_rows,
+        opts.clone(),
+    )?;
     let fronts: Fronts = if brute {
         search::brute_force(&mut pool)?
     } else {
         search::greedy_fronts(&mut pool)
     };
-    let objective = match (a.target_accuracy, &a.match_model, a.budget_gmacs) {
-        (Some(t), _, _) => Objective::TargetAccuracy(t),
-        (_, _, Some(g)) => Objective::Budget(g),
-        (_, Some(name), _) => {
-            let i = names.iter().position(|n| n == name).with_context(|| {
-                format!(
-                    "--match {name}: no such model in the pool ({})",
-                    names.join(", ")
-                )
-            })?;
-            Objective::TargetAccuracy(fronts.singles[i].top1())
-        }
-        _ => Objective::TargetAccuracy(fronts.singles.iter().map(Found::top1).fold(0.0, f64::max)),
-    };
+    let objective = objective(&a, &names, &fronts)?;
     let mut candidates = fronts.all.clone();
     if !brute && let Some(g) = search::greedy(&mut pool, objective) {
         candidates.push(g);
     }
     let chosen = search::choose(&candidates, objective).context("search")?;
     let search_s = start.elapsed().as_secs_f64();
-
-    let greedy_cmp = if a.compare_greedy && brute {
-        let t = Instant::now();
-        let g = search::greedy(&mut pool, objective);
-        let greedy_s = t.elapsed().as_secs_f64();
-        g.map(|g| {
-            json!({"greedy": describe(&g, &names), "brute_force": describe(&chosen, &names),
-                   "greedy_over_brute_gmacs": g.avg_gmacs() / chosen.avg_gmacs().max(1e-12),
-                   "greedy_s": greedy_s})
-        })
-    } else {
-        None
-    };
+    let greedy_cmp = (a.compare_greedy && brute)
+        .then(|| greedy_comparison(&mut pool, objective, &chosen, &names))
+        .flatten();
 
     eprintln!("search: {search_s:.2} s; scoring the front on the report rows");
     // The chosen committee is scored by simulation (the definition); front points from the
     // stage states of a pool over the report rows (the same decisions, tested, far faster).
     let chosen_s = Scored {
-        fit: (&evaluate(&fit_members, &chosen, &fit_rows, &labels_fit, &opts)).into(),
-        eval: (&evaluate(&eval_members, &chosen, &eval_rows, &labels_eval, &opts)).into(),
+        fit: (&evaluate(
+            &fit_members,
+            &chosen,
+            &split.fit_rows,
+            &split.labels_fit,
+            &opts,
+        ))
+            .into(),
+        eval: (&evaluate(
+            &eval_members,
+            &chosen,
+            &split.eval_rows,
+            &split.labels_eval,
+            &opts,
+        ))
+            .into(),
         found: chosen.clone(),
     };
-    let mut eval_pool = if in_sample {
+    let mut eval_pool = if split.in_sample {
         None
     } else {
         Some(Pool::new(
             &eval_members,
-            &labels_eval,
-            &eval_rows,
+            &split.labels_eval,
+            &split.eval_rows,
             opts.clone(),
         )?)
     };
@@ -272,66 +191,22 @@ pub fn run(a: Args) -> Result<()> {
             .collect()
     };
     let front: Vec<Scored> = score_all(&fronts.all);
-    let kind_pts: Vec<Vec<(f64, f64)>> = [&fronts.singles, &fronts.ensembles, &fronts.cascades]
-        .iter()
-        .map(|v| {
-            score_all(v)
-                .iter()
-                .map(|s| (s.eval.avg_gmacs, s.eval.top1))
-                .collect()
-        })
-        .collect();
+    let by_kind = [
+        score_all(&fronts.singles),
+        score_all(&fronts.ensembles),
+        score_all(&fronts.cascades),
+    ];
     let wall_s = start.elapsed().as_secs_f64();
 
     if let Some(p) = &a.spec_out {
-        let caches = eval_caches.as_ref().unwrap_or(&fit_caches);
+        let caches = split.eval.as_ref().unwrap_or(&split.fit);
         let spec = spec_of(&chosen, caches, &fit_members, &opts);
         write_atomic(p, spec.to_toml().as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
+    let short = short_names(&names);
     if let Some(p) = &a.plot {
-        let label = |f: &Found| {
-            f.members
-                .iter()
-                .map(|&m| short[m].clone())
-                .collect::<Vec<_>>()
-                .join("+")
-        };
-        let pts = |v: &[Found], xy: &[(f64, f64)]| -> Vec<crate::cmd::plot::Point> {
-            v.iter()
-                .zip(xy)
-                .map(|(f, &(x, y))| crate::cmd::plot::Point {
-                    x,
-                    y,
-                    label: label(f),
-                })
-                .collect()
-        };
-        let front_xy: Vec<(f64, f64)> = front
-            .iter()
-            .map(|s| (s.eval.avg_gmacs, s.eval.top1))
-            .collect();
-        let title = format!(
-            "top-1 on {} images{} vs average GMACs",
-            eval_rows.len(),
-            if in_sample {
-                " (in-sample)"
-            } else {
-                " (held out)"
-            }
-        );
-        crate::cmd::plot::pareto(
-            p,
-            &title,
-            &pts(&fronts.singles, &kind_pts[0]),
-            &pts(&fronts.ensembles, &kind_pts[1]),
-            &pts(&fronts.cascades, &kind_pts[2]),
-            &pts(&fronts.all, &front_xy),
-            &pts(
-                std::slice::from_ref(&chosen),
-                &[(chosen_s.eval.avg_gmacs, chosen_s.eval.top1)],
-            ),
-        )?;
+        plot(p, &split, &short, &front, &by_kind, &chosen_s)?;
     }
 
     let obj = match objective {
@@ -344,10 +219,10 @@ pub fn run(a: Args) -> Result<()> {
         "objective": obj,
         "strategy": if brute { "brute" } else { "greedy" },
         "candidates": fronts.candidates,
-        "in_sample": in_sample,
-        "fit_images": fit_rows.len(),
-        "eval_images": eval_rows.len(),
-        "holdout_fraction": if eval_caches.is_some() { Value::Null } else { json!(a.holdout_fraction) },
+        "in_sample": split.in_sample,
+        "fit_images": split.fit_rows.len(),
+        "eval_images": split.eval_rows.len(),
+        "holdout_fraction": if split.eval.is_some() { Value::Null } else { json!(a.holdout_fraction) },
         "seed": a.seed,
         "temperatures": fit_members.iter().map(|m| m.temperature).collect::<Vec<_>>(),
         "search_s": search_s,
@@ -358,21 +233,254 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    let where_ = if in_sample {
+    let how = if brute { "brute force" } else { "greedy" };
+    print_table(
+        &split,
+        &short,
+        how,
+        fronts.candidates,
+        search_s,
+        &front,
+        &obj,
+        &chosen_s,
+    );
+    if let Some(g) = &r["greedy_comparison"].as_object() {
+        println!(
+            "greedy: {} at {:.4} GMACs ({:.3}x brute force's)",
+            g["greedy"]["label"], g["greedy"]["avg_gmacs"], g["greedy_over_brute_gmacs"]
+        );
+    }
+    Ok(())
+}
+
+/// The flags' ranges, before anything is read.
+fn validate(a: &Args) -> Result<()> {
+    if !(0.0..1.0).contains(&a.holdout_fraction) {
+        bail!(
+            "--holdout-fraction must be in [0, 1) (got {}): the rest of the data reports",
+            a.holdout_fraction
+        );
+    }
+    if a.max_models == 0 {
+        bail!("--max-models must be at least 1");
+    }
+    Ok(())
+}
+
+/// The pool's caches, and which rows fit thresholds and which report.
+struct Split {
+    fit: Vec<(String, LogitsCache)>,
+    /// Separate report caches (`--eval`); `None` when one set is split.
+    eval: Option<Vec<(String, LogitsCache)>>,
+    labels_fit: Vec<i64>,
+    labels_eval: Vec<i64>,
+    fit_rows: Vec<usize>,
+    eval_rows: Vec<usize>,
+    in_sample: bool,
+}
+
+impl Split {
+    fn load(a: &Args) -> Result<Self> {
+        // Fit and eval caches: the same list when splitting one set.
+        let (fit, eval) = if a.logits.is_empty() {
+            let f = load_caches(&a.fit)?;
+            let e = load_caches(&a.eval)?;
+            check_same_models(&f, &e)?;
+            (f, Some(e))
+        } else {
+            (load_caches(&a.logits)?, None)
+        };
+        if fit.len() > 63 {
+            bail!("at most 63 models in a pool");
+        }
+        let labels_fit = fit[0].1.labels.clone();
+        let labels_eval = eval
+            .as_ref()
+            .map_or(labels_fit.clone(), |e| e[0].1.labels.clone());
+        let (fit_rows, eval_rows, in_sample) = match &eval {
+            Some(e) => (
+                (0..labels_fit.len()).collect::<Vec<_>>(),
+                (0..e[0].1.len()).collect::<Vec<_>>(),
+                false,
+            ),
+            None if a.holdout_fraction == 0.0 => {
+                let all: Vec<usize> = (0..labels_fit.len()).collect();
+                (all.clone(), all, true)
+            }
+            None => {
+                let (f, e) =
+                    committee_core::split::stratified(&labels_fit, a.holdout_fraction, a.seed);
+                (f, e, false)
+            }
+        };
+        if fit_rows.is_empty() || eval_rows.is_empty() {
+            bail!(
+                "the split leaves {} images to fit on and {} to report on: use more data or another --holdout-fraction",
+                fit_rows.len(),
+                eval_rows.len()
+            );
+        }
+        Ok(Self {
+            fit,
+            eval,
+            labels_fit,
+            labels_eval,
+            fit_rows,
+            eval_rows,
+            in_sample,
+        })
+    }
+}
+
+/// `--fit` and `--eval` hold the same models in the same order.
+fn check_same_models(f: &[(String, LogitsCache)], e: &[(String, LogitsCache)]) -> Result<()> {
+    if f.len() != e.len() {
+        bail!(
+            "--fit has {} caches but --eval has {}: one per model in each",
+            f.len(),
+            e.len()
+        );
+    }
+    for ((pf, cf), (pe, ce)) in f.iter().zip(e) {
+        if (&cf.meta.model, cf.meta.img_size) != (&ce.meta.model, ce.meta.img_size) {
+            bail!(
+                "{pf} holds {}@{} but {pe} holds {}@{}: give --eval in the order of --fit",
+                cf.meta.model,
+                cf.meta.img_size,
+                ce.meta.model,
+                ce.meta.img_size
+            );
+        }
+        if cf.meta.num_classes != ce.meta.num_classes {
+            bail!("{pf} and {pe} have different class counts");
+        }
+    }
+    Ok(())
+}
+
+/// A softmax temperature per member, fitted (NLL) on the fit rows, used on both parts.
+fn calibrate(fit: &mut [Member], eval: &mut [Member], split: &Split) {
+    for (fm, em) in fit.iter_mut().zip(eval.iter_mut()) {
+        let logits: Vec<f32> = split
+            .fit_rows
+            .iter()
+            .flat_map(|&r| fm.row(r).iter().copied())
+            .collect();
+        let labels: Vec<i64> = split
+            .fit_rows
+            .iter()
+            .map(|&r| split.labels_fit[r])
+            .collect();
+        let t = fit_temperature(&logits, &labels, fm.classes);
+        fm.temperature = t;
+        em.temperature = t;
+    }
+}
+
+/// The flags' objective; by default, the most accurate single model's top-1.
+fn objective(a: &Args, names: &[String], fronts: &Fronts) -> Result<Objective> {
+    Ok(match (a.target_accuracy, &a.match_model, a.budget_gmacs) {
+        (Some(t), _, _) => Objective::TargetAccuracy(t),
+        (_, _, Some(g)) => Objective::Budget(g),
+        (_, Some(name), _) => {
+            let i = names.iter().position(|n| n == name).with_context(|| {
+                format!(
+                    "--match {name}: no such model in the pool ({})",
+                    names.join(", ")
+                )
+            })?;
+            Objective::TargetAccuracy(fronts.singles[i].top1())
+        }
+        _ => Objective::TargetAccuracy(fronts.singles.iter().map(Found::top1).fold(0.0, f64::max)),
+    })
+}
+
+/// The greedy search's choice next to brute force's, for `--compare-greedy`.
+fn greedy_comparison(
+    pool: &mut Pool,
+    objective: Objective,
+    chosen: &Found,
+    names: &[String],
+) -> Option<Value> {
+    let t = Instant::now();
+    let g = search::greedy(pool, objective)?;
+    let greedy_s = t.elapsed().as_secs_f64();
+    Some(
+        json!({"greedy": describe(&g, names), "brute_force": describe(chosen, names),
+               "greedy_over_brute_gmacs": g.avg_gmacs() / chosen.avg_gmacs().max(1e-12),
+               "greedy_s": greedy_s}),
+    )
+}
+
+/// The Pareto plot on the report part: every kind, the front, the choice.
+fn plot(
+    path: &std::path::Path,
+    split: &Split,
+    short: &[String],
+    front: &[Scored],
+    by_kind: &[Vec<Scored>; 3],
+    chosen: &Scored,
+) -> Result<()> {
+    let pts = |v: &[Scored]| -> Vec<crate::cmd::plot::Point> {
+        v.iter()
+            .map(|s| crate::cmd::plot::Point {
+                x: s.eval.avg_gmacs,
+                y: s.eval.top1,
+                label: label(&s.found, short),
+            })
+            .collect()
+    };
+    let title = format!(
+        "top-1 on {} images{} vs average GMACs",
+        split.eval_rows.len(),
+        if split.in_sample {
+            " (in-sample)"
+        } else {
+            " (held out)"
+        }
+    );
+    crate::cmd::plot::pareto(
+        path,
+        &title,
+        &pts(&by_kind[0]),
+        &pts(&by_kind[1]),
+        &pts(&by_kind[2]),
+        &pts(front),
+        &pts(std::slice::from_ref(chosen)),
+    )
+}
+
+/// A committee's members by their short names, `a+b+c`.
+fn label(f: &Found, short: &[String]) -> String {
+    f.members
+        .iter()
+        .map(|&m| short[m].clone())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// The front as a table, then the chosen committee.
+#[allow(clippy::too_many_arguments)]
+fn print_table(
+    split: &Split,
+    short: &[String],
+    how: &str,
+    candidates: usize,
+    search_s: f64,
+    front: &[Scored],
+    obj: &Value,
+    chosen: &Scored,
+) {
+    let where_ = if split.in_sample {
         "in-sample (fit = report)".to_string()
     } else {
         format!(
             "fit on {} images, reported on {} others",
-            fit_rows.len(),
-            eval_rows.len()
+            split.fit_rows.len(),
+            split.eval_rows.len()
         )
     };
-    println!(
-        "searched {} candidates ({}) in {:.2} s; {where_}",
-        fronts.candidates,
-        if brute { "brute force" } else { "greedy" },
-        search_s
-    );
+    println!("searched {candidates} candidates ({how}) in {search_s:.2} s; {where_}");
     println!(
         "{:<9} {:<28} {:<18} {:>9} {:>9} {:>10} {:>10}",
         "kind", "members", "thresholds", "top1", "top1 fit", "avg GMACs", "worst"
@@ -382,11 +490,7 @@ pub fn run(a: Args) -> Result<()> {
         println!(
             "{:<9} {:<28} {:<18} {:>9.3} {:>9.3} {:>10.4} {:>10.4}",
             format!("{:?}", f.kind).to_lowercase(),
-            f.members
-                .iter()
-                .map(|&m| short[m].clone())
-                .collect::<Vec<_>>()
-                .join("+"),
+            label(f, short),
             f.thresholds
                 .iter()
                 .map(|t| format!("{t:.2}"))
@@ -398,18 +502,11 @@ pub fn run(a: Args) -> Result<()> {
             s.eval.worst_gmacs
         );
     };
-    for s in &front {
+    for s in front {
         line(s);
     }
     println!("chosen for {obj}:");
-    line(&chosen_s);
-    if let Some(g) = &r["greedy_comparison"].as_object() {
-        println!(
-            "greedy: {} at {:.4} GMACs ({:.3}x brute force's)",
-            g["greedy"]["label"], g["greedy"]["avg_gmacs"], g["greedy_over_brute_gmacs"]
-        );
-    }
-    Ok(())
+    line(chosen);
 }
 
 fn describe(f: &Found, names: &[String]) -> Value {

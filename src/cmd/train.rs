@@ -1,14 +1,13 @@
 //! `committee train`: train members from scratch on an image folder.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use committee_ops::backend::BackendKind;
 use committee_train::augment::AugmentKind;
 use committee_train::{Event, OptKind, TrainConfig};
-use committee_zoo::backend::BackendKind;
 
+use crate::cmd::progress::Progress;
 use crate::util::device;
 
 #[derive(clap::Args)]
@@ -165,18 +164,14 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// A progress bar on a terminal, a line every 10 s otherwise (logs, CI).
+/// Training events as they come: the epoch's progress, then its summary line.
 struct Display {
-    bar: Option<indicatif::ProgressBar>,
-    last: Instant,
+    bar: Option<Progress>,
 }
 
 impl Display {
     fn new() -> Self {
-        Self {
-            bar: None,
-            last: Instant::now(),
-        }
+        Self { bar: None }
     }
 
     fn event(&mut self, e: Event) {
@@ -196,29 +191,12 @@ impl Display {
                 let msg = format!(
                     "epoch {epoch}/{epochs} loss {loss:.4} top-1 {top1:.2}% lr {lr:.2e} {img_per_s:.0} img/s"
                 );
-                if std::io::stderr().is_terminal() {
-                    let bar = self.bar.get_or_insert_with(|| {
-                        let b = indicatif::ProgressBar::new(total as u64);
-                        b.set_style(
-                            indicatif::ProgressStyle::with_template(
-                                "{bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}",
-                            )
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                        );
-                        b
-                    });
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                    bar.set_message(msg);
-                } else if self.last.elapsed() >= Duration::from_secs(10) {
-                    self.last = Instant::now();
-                    eprintln!("  {done}/{total} {msg}");
-                }
+                let bar = self.bar.get_or_insert_with(|| Progress::new(total as u64));
+                bar.set_total(total as u64);
+                bar.update(done as u64, &msg);
             }
             Event::Epoch(r) => {
-                if let Some(b) = self.bar.take() {
-                    b.finish_and_clear();
-                }
+                self.finish();
                 let val = match (r.val_loss, r.val_top1, r.val_top5) {
                     (Some(l), Some(t1), Some(t5)) => {
                         format!(", val loss {l:.4} top-1 {t1:.2}% top-5 {t5:.2}%")
@@ -242,7 +220,7 @@ impl Display {
 
     fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
+            b.finish();
         }
     }
 }

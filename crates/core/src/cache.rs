@@ -98,16 +98,13 @@ impl LogitsCache {
         safetensors::serialize(views, Some(meta)).map_err(err)
     }
 
-    /// Writes atomically (temporary file, then rename).
+    /// Writes atomically ([`crate::write_atomic`]).
     pub fn save(&self, path: &Path) -> Result<(), CacheError> {
         let bytes = self.to_bytes()?;
-        let io = |e: std::io::Error| CacheError::Io {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, bytes).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        crate::write_atomic(path, &bytes).map_err(|e| CacheError::Io {
+            path: e.path,
+            reason: e.source.to_string(),
+        })
     }
 
     pub fn load(path: &Path) -> Result<Self, CacheError> {
@@ -197,12 +194,12 @@ impl LogitsCache {
             data_root: md.get("data_root").cloned().unwrap_or_default(),
             files,
         };
-        if let Some(mc) = md.get("num_classes") {
-            if mc.parse::<usize>().ok() != Some(c) {
-                return Err(format!(
-                    "metadata num_classes {mc} but logits have {c} columns"
-                ));
-            }
+        if let Some(mc) = md.get("num_classes")
+            && mc.parse::<usize>().ok() != Some(c)
+        {
+            return Err(format!(
+                "metadata num_classes {mc} but logits have {c} columns"
+            ));
         }
         Ok(Self {
             meta,

@@ -1,5 +1,6 @@
 //! The committee core: logits caches, metrics, ensembles, cascades and the search over them.
 
+pub mod atomic;
 pub mod cache;
 pub mod cascade;
 pub mod combine;
@@ -8,4 +9,5 @@ pub mod search;
 pub mod spec;
 pub mod split;
 
+pub use atomic::write_atomic;
 pub use cache::{CacheError, CacheMeta, LogitsCache};

@@ -21,7 +21,15 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::combine::{Combine, Confidence};
-use crate::search::Kind;
+
+/// What a committee is: one model, an ensemble, or a cascade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Single,
+    Ensemble,
+    Cascade,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberSpec {

@@ -6,9 +6,8 @@
 
 use std::path::Path;
 
-use committee_zoo::layers::py_round;
-use committee_zoo::registry::{EvalConfig, Interpolation};
-use committee_zoo::resample::{Filter, coefficients, fixed_point, pil_sample};
+use crate::eval_config::{EvalConfig, Interpolation};
+use crate::resample::{Filter, coefficients, fixed_point, pil_sample, py_round};
 use image::RgbImage;
 
 #[derive(Debug, thiserror::Error)]

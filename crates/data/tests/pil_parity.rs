@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use committee_data::decode;
+use committee_data::eval_config::Interpolation;
 use committee_data::transform::EvalTransform;
-use committee_zoo::registry::Interpolation;
 
 fn fixtures() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))

@@ -1,8 +1,8 @@
 //! Training augmentation, as torchvision does it: `RandomResizedCrop` + horizontal flip for
 //! ImageNet-like data, zero-pad + `RandomCrop` + flip for small images (CIFAR style).
 
+use committee_data::resample::Filter;
 use committee_data::transform::{resize_rgb8, to_chw_channels};
-use committee_zoo::resample::Filter;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 

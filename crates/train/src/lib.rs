@@ -35,9 +35,9 @@ pub enum TrainError {
     Diverged { epoch: usize, lr: f64 },
 }
 
-/// Writes a file atomically (see [`committee_zoo::export::write_atomic`]).
+/// Writes a file atomically (see [`committee_core::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    committee_zoo::export::write_atomic(path, bytes).map_err(|e| TrainError::Io {
+    committee_core::write_atomic(path, bytes).map_err(|e| TrainError::Io {
         path: e.path,
         reason: e.source.to_string(),
     })

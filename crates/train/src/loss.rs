@@ -24,7 +24,7 @@ mod tests {
     use burn::tensor::{Device, TensorData};
 
     fn dev() -> Device {
-        committee_zoo::backend::cpu_device()
+        committee_ops::backend::cpu_device()
     }
 
     #[test]

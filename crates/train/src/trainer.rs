@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::ParamGroup;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, RmsPropConfig, SgdConfig};
@@ -18,6 +18,7 @@ use committee_data::folder::ImageFolder;
 use committee_data::loader;
 use committee_data::transform::{EvalTransform, decode};
 use committee_zoo::export;
+use committee_zoo::keys::{Key, KeyVisitor, walk};
 use committee_zoo::registry::{self, EvalConfig, Interpolation, ModelSpec};
 use committee_zoo::{CommonOptions, Model};
 use serde::{Deserialize, Serialize};
@@ -160,23 +161,12 @@ impl ModuleMapper for FixIds {
 /// Ids of the parameters that get no weight decay: norm layers, biases, ViT tokens.
 #[derive(Default)]
 struct NoDecay {
-    stack: Vec<(String, String)>,
     ids: Vec<ParamId>,
 }
 
-impl ModuleVisitor for NoDecay {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack.push((name.into(), container_type.into()));
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.stack.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some((leaf, container)) = self.stack.last() else {
-            return;
-        };
-        let norm = container == "Struct:BatchNorm" || container == "Struct:LayerNorm";
-        if norm || D == 1 || matches!(leaf.as_str(), "bias" | "cls_token" | "pos_embed") {
+impl KeyVisitor for NoDecay {
+    fn visit<const D: usize>(&mut self, key: Key, param: &Param<Tensor<D>>) {
+        if key.norm || D == 1 || matches!(key.leaf.as_str(), "bias" | "cls_token" | "pos_embed") {
             self.ids.push(param.id);
         }
     }
@@ -187,7 +177,7 @@ impl ModuleVisitor for NoDecay {
 pub fn prepare(model: Model, cfg: &TrainConfig) -> (Model, ModuleOptimizer) {
     let model = model.map(&mut FixIds(0));
     let mut nd = NoDecay::default();
-    model.visit(&mut nd);
+    walk(&model, &mut nd);
     (model, optimizer(cfg, nd.ids))
 }
 
@@ -408,90 +398,31 @@ pub fn train(
     resume: bool,
     on: &mut dyn FnMut(Event),
 ) -> Result<Outcome, TrainError> {
-    let io = |p: &Path, e: std::io::Error| TrainError::Io {
-        path: p.display().to_string(),
-        reason: e.to_string(),
-    };
-    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
     let ckpt_path = out.join(CHECKPOINT);
-    let saved = if ckpt_path.exists() {
-        if !resume {
-            return Err(TrainError::Exists(out.display().to_string()));
-        }
-        Some(read_checkpoint(&ckpt_path)?)
-    } else {
-        None
-    };
-    let model_spec =
-        |name: &str| registry::get(name).ok_or_else(|| TrainError::UnknownModel(name.to_string()));
-    let (cfg, mut state, train) = match &saved {
-        Some((s, _, _)) => {
-            on(Event::Info(format!(
-                "resuming {} after epoch {} of {}",
-                out.display(),
-                s.epochs_done,
-                s.config.epochs
-            )));
-            (s.config.clone(), s.clone(), scan(&s.config.data)?)
-        }
-        None => {
-            let train = scan(&cfg.data)?;
-            let spec = model_spec(&cfg.model)?;
-            let cfg = resolve(cfg, &spec, &train)?;
-            write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
-            let state = State {
-                epochs_done: 0,
-                iteration: 0,
-                config: cfg.clone(),
-                history: Vec::new(),
-                best: None,
-            };
-            (cfg, state, train)
-        }
-    };
+    let (cfg, mut state, train, saved) = begin(cfg, out, resume, on)?;
     let spec = model_spec(&cfg.model)?;
     let data = open_data(&cfg, &spec, train)?;
-    let classes = data.train.classes.len();
-    let n = data.train.samples.len();
-    let s = data.tf.img_size;
-    let chans = data.tf.channels;
-    let opts = CommonOptions {
-        num_classes: classes,
-        in_chans: chans,
-        drop_rate: cfg.drop_rate,
-        drop_path_rate: cfg.drop_path,
-        bn_eps: None,
-    };
     let ad = device.clone().autodiff();
     ad.seed(Rng::keyed(&[cfg.seed, u64::MAX]).next_u64());
-    let mut model = Model::new(&spec.arch, [s, s], &opts, &ad);
-    if let Some((_, ckpt, _)) = &saved {
-        model = committee_zoo::weights::apply(model, ckpt.clone()).map_err(|reason| {
-            TrainError::Checkpoint {
-                path: ckpt_path.display().to_string(),
-                reason,
-            }
-        })?;
-    }
-    let (mut model, mut optim) = prepare(model, &cfg);
-    if let Some((_, _, bytes)) = saved {
-        optim = optim
-            .from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| TrainError::Checkpoint {
-                path: ckpt_path.display().to_string(),
-                reason: format!("optimiser state: {e:?}"),
-            })?;
-    }
-
+    let (mut model, mut optim) = build(&cfg, &spec, &data, &ad, saved, &ckpt_path)?;
+    let n = data.train.samples.len();
     let batch = cfg.batch.min(n);
     let steps = (n / batch).max(1);
-    let sched = Schedule {
-        base_lr: cfg.lr(),
-        min_lr: cfg.min_lr,
-        warmup_iters: (cfg.warmup_epochs * steps as f64).round() as usize,
-        total_iters: steps * cfg.epochs,
+    let run = Run {
+        cfg: &cfg,
+        data: &data,
+        ad: &ad,
+        batch,
+        steps,
+        sched: Schedule {
+            base_lr: cfg.lr(),
+            min_lr: cfg.min_lr,
+            warmup_iters: (cfg.warmup_epochs * steps as f64).round() as usize,
+            total_iters: steps * cfg.epochs,
+        },
     };
     let meta = export::metadata(&cfg.model, &data.eval_config);
+    let (s, chans, classes) = (data.tf.img_size, data.tf.channels, data.train.classes.len());
     on(Event::Info(format!(
         "train {} ({} px, {} channel{}, {} classes) on {} images, {} steps/epoch, {:?} lr {} wd {}",
         cfg.model,
@@ -509,9 +440,160 @@ pub fn train(
 
     for epoch in state.epochs_done..cfg.epochs {
         let start = Instant::now();
-        ad.seed(Rng::keyed(&[cfg.seed, epoch as u64, 1]).next_u64());
+        let (next, e) = run.epoch(model, &mut optim, epoch, &mut state, &mut bad, on)?;
+        model = next;
+        // Include GPU work still in flight, so img/s is the device's rate, not the submission's.
+        let _ = ad.sync();
+        let train_wall = start.elapsed().as_secs_f64();
+        let (val_loss, val_top1, val_top5) = match &data.val {
+            Some((v, map)) => {
+                let (l, t1, t5) = evaluate(&model.valid(), v, map, &data, device, &mut bad, on)?;
+                (Some(l), Some(t1), Some(t5))
+            }
+            None => (None, None, None),
+        };
+        let row = EpochRow {
+            epoch: epoch + 1,
+            train_loss: e.loss_sum / e.seen as f64,
+            train_top1: 100.0 * e.correct as f64 / e.seen as f64,
+            val_loss,
+            val_top1,
+            val_top5,
+            lr: e.lr,
+            img_per_s: e.seen as f64 / train_wall.max(1e-9),
+            wall_s: start.elapsed().as_secs_f64(),
+        };
+        on(Event::Epoch(&row));
+        save_epoch(out, &model, &optim, &mut state, row, &meta)?;
+    }
+    Ok(Outcome {
+        config: cfg,
+        history: state.history,
+        best: state.best,
+    })
+}
+
+fn model_spec(name: &str) -> Result<ModelSpec, TrainError> {
+    registry::get(name).ok_or_else(|| TrainError::UnknownModel(name.to_string()))
+}
+
+/// What a checkpoint holds: the training state, the weights, the optimiser's bytes.
+type Saved = (State, committee_zoo::weights::Checkpoint, Vec<u8>);
+
+/// A new run (config resolved and written) or the saved one to resume: the config, the
+/// state, the training folder and the checkpoint.
+fn begin(
+    cfg: TrainConfig,
+    out: &Path,
+    resume: bool,
+    on: &mut dyn FnMut(Event),
+) -> Result<(TrainConfig, State, ImageFolder, Option<Saved>), TrainError> {
+    std::fs::create_dir_all(out).map_err(|e| TrainError::Io {
+        path: out.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let ckpt_path = out.join(CHECKPOINT);
+    if ckpt_path.exists() {
+        if !resume {
+            return Err(TrainError::Exists(out.display().to_string()));
+        }
+        let saved = read_checkpoint(&ckpt_path)?;
+        let s = &saved.0;
+        on(Event::Info(format!(
+            "resuming {} after epoch {} of {}",
+            out.display(),
+            s.epochs_done,
+            s.config.epochs
+        )));
+        let train = scan(&s.config.data)?;
+        return Ok((s.config.clone(), s.clone(), train, Some(saved)));
+    }
+    let train = scan(&cfg.data)?;
+    let spec = model_spec(&cfg.model)?;
+    let cfg = resolve(cfg, &spec, &train)?;
+    write_atomic(&out.join(CONFIG), cfg.to_toml().as_bytes())?;
+    let state = State {
+        epochs_done: 0,
+        iteration: 0,
+        config: cfg.clone(),
+        history: Vec::new(),
+        best: None,
+    };
+    Ok((cfg, state, train, None))
+}
+
+/// The model on the autodiff device and its optimiser, restored from `saved` when resuming.
+fn build(
+    cfg: &TrainConfig,
+    spec: &ModelSpec,
+    data: &Data,
+    ad: &Device,
+    saved: Option<Saved>,
+    ckpt_path: &Path,
+) -> Result<(Model, ModuleOptimizer), TrainError> {
+    let s = data.tf.img_size;
+    let opts = CommonOptions {
+        num_classes: data.train.classes.len(),
+        in_chans: data.tf.channels,
+        drop_rate: cfg.drop_rate,
+        drop_path_rate: cfg.drop_path,
+        bn_eps: None,
+    };
+    let corrupt = |reason: String| TrainError::Checkpoint {
+        path: ckpt_path.display().to_string(),
+        reason,
+    };
+    let mut model = Model::new(&spec.arch, [s, s], &opts, ad);
+    if let Some((_, ckpt, _)) = &saved {
+        model = committee_zoo::weights::apply(model, ckpt.clone()).map_err(corrupt)?;
+    }
+    let (model, mut optim) = prepare(model, cfg);
+    if let Some((_, _, bytes)) = saved {
+        optim = optim
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| corrupt(format!("optimiser state: {e:?}")))?;
+    }
+    Ok((model, optim))
+}
+
+/// What one run's epochs share.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    data: &'a Data,
+    ad: &'a Device,
+    batch: usize,
+    steps: usize,
+    sched: Schedule,
+}
+
+/// One epoch's sums.
+struct EpochSums {
+    loss_sum: f64,
+    correct: usize,
+    seen: usize,
+    /// The last step's learning rate.
+    lr: f64,
+}
+
+impl Run<'_> {
+    /// One pass over a seeded permutation of the training images (the same one after a
+    /// resume): decode and augment in parallel, one optimiser step per batch.
+    fn epoch(
+        &self,
+        mut model: Model,
+        optim: &mut ModuleOptimizer,
+        epoch: usize,
+        state: &mut State,
+        bad: &mut BTreeSet<PathBuf>,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<(Model, EpochSums), TrainError> {
+        let (cfg, data) = (self.cfg, self.data);
+        let (n, s, chans) = (data.train.samples.len(), data.tf.img_size, data.tf.channels);
+        let start = Instant::now();
+        self.ad
+            .seed(Rng::keyed(&[cfg.seed, epoch as u64, 1]).next_u64());
         let order = Rng::keyed(&[cfg.seed, epoch as u64, 0]).permutation(n);
-        let items: Vec<(usize, PathBuf)> = order[..steps * batch]
+        let items: Vec<(usize, PathBuf)> = order[..self.steps * self.batch]
             .iter()
             .map(|&i| (i, data.train.samples[i].path.clone()))
             .collect();
@@ -519,7 +601,7 @@ pub fn train(
         let seed = cfg.seed;
         let batches = loader::load_items(
             items,
-            batch,
+            self.batch,
             data.workers,
             2,
             move |(i, p): &(usize, PathBuf)| {
@@ -530,7 +612,7 @@ pub fn train(
             },
         );
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        let mut lr = sched.lr(state.iteration);
+        let mut lr = self.sched.lr(state.iteration);
         for (k, b) in batches.enumerate() {
             let mut x = Vec::new();
             let mut y = Vec::new();
@@ -555,9 +637,9 @@ pub fn train(
             if m == 0 {
                 continue;
             }
-            lr = sched.lr(state.iteration);
-            let xt = Tensor::<4>::from_data(TensorData::new(x, [m, chans, s, s]), &ad);
-            let (next, lv, pred) = step(model, &mut optim, xt, &y, lr, cfg.label_smoothing);
+            lr = self.sched.lr(state.iteration);
+            let xt = Tensor::<4>::from_data(TensorData::new(x, [m, chans, s, s]), self.ad);
+            let (next, lv, pred) = step(model, optim, xt, &y, lr, cfg.label_smoothing);
             model = next;
             if !lv.is_finite() {
                 return Err(TrainError::Diverged {
@@ -573,7 +655,7 @@ pub fn train(
                 epoch: epoch + 1,
                 epochs: cfg.epochs,
                 done: k + 1,
-                total: steps,
+                total: self.steps,
                 loss: loss_sum / seen as f64,
                 top1: 100.0 * correct as f64 / seen as f64,
                 lr,
@@ -586,57 +668,50 @@ pub fn train(
                 cfg.data.display()
             )));
         }
-        // Include GPU work still in flight, so img/s is the device's rate, not the submission's.
-        let _ = ad.sync();
-        let train_wall = start.elapsed().as_secs_f64();
-        let (val_loss, val_top1, val_top5) = match &data.val {
-            Some((v, map)) => {
-                let (l, t1, t5) = evaluate(&model.valid(), v, map, &data, device, &mut bad, on)?;
-                (Some(l), Some(t1), Some(t5))
-            }
-            None => (None, None, None),
-        };
-        let row = EpochRow {
-            epoch: epoch + 1,
-            train_loss: loss_sum / seen as f64,
-            train_top1: 100.0 * correct as f64 / seen as f64,
-            val_loss,
-            val_top1,
-            val_top5,
-            lr,
-            img_per_s: seen as f64 / train_wall.max(1e-9),
-            wall_s: start.elapsed().as_secs_f64(),
-        };
-        on(Event::Epoch(&row));
-        // Exports first, checkpoint last: a crash in between redoes the epoch and rewrites all.
-        let inference = model.valid();
-        let bytes = export::to_safetensors(&inference, meta.clone()).map_err(|reason| {
-            TrainError::Checkpoint {
-                path: out.join(MODEL).display().to_string(),
-                reason,
-            }
-        })?;
-        write_atomic(&out.join(MODEL), &bytes)?;
-        if let Some(t1) = val_top1
-            && state.best.is_none_or(|(_, b)| t1 > b)
-        {
-            state.best = Some((epoch + 1, t1));
-            write_atomic(&out.join(BEST), &bytes)?;
-        }
-        state.history.push(row);
-        state.epochs_done = epoch + 1;
-        write_atomic(&out.join(METRICS), metrics_csv(&state.history).as_bytes())?;
-        let ck = checkpoint_bytes(&model, &optim, &state)?;
-        write_atomic(&ckpt_path, &ck)?;
+        Ok((
+            model,
+            EpochSums {
+                loss_sum,
+                correct,
+                seen,
+                lr,
+            },
+        ))
     }
-    Ok(Outcome {
-        config: cfg,
-        history: state.history,
-        best: state.best,
-    })
 }
 
-/// Loss (without smoothing), top-1 and top-5 (percent) on a folder, eval preprocessing.
+/// An epoch's files: exports first, checkpoint last, so a crash in between redoes the epoch
+/// and rewrites all.
+fn save_epoch(
+    out: &Path,
+    model: &Model,
+    optim: &ModuleOptimizer,
+    state: &mut State,
+    row: EpochRow,
+    meta: &std::collections::BTreeMap<String, String>,
+) -> Result<(), TrainError> {
+    let epoch = row.epoch;
+    let inference = model.valid();
+    let bytes = export::to_safetensors(&inference, meta.clone()).map_err(|reason| {
+        TrainError::Checkpoint {
+            path: out.join(MODEL).display().to_string(),
+            reason,
+        }
+    })?;
+    write_atomic(&out.join(MODEL), &bytes)?;
+    if let Some(t1) = row.val_top1
+        && state.best.is_none_or(|(_, b)| t1 > b)
+    {
+        state.best = Some((epoch, t1));
+        write_atomic(&out.join(BEST), &bytes)?;
+    }
+    state.history.push(row);
+    state.epochs_done = epoch;
+    write_atomic(&out.join(METRICS), metrics_csv(&state.history).as_bytes())?;
+    let ck = checkpoint_bytes(model, optim, state)?;
+    write_atomic(&out.join(CHECKPOINT), &ck)
+}
+
 fn evaluate(
     model: &Model,
     folder: &ImageFolder,

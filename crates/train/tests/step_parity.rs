@@ -62,7 +62,7 @@ fn check(opt: OptKind, name: &str) {
         .collect();
     want.tensors.retain(|k, _| !k.starts_with("noise."));
 
-    let dev = committee_zoo::backend::cpu_device().autodiff();
+    let dev = committee_ops::backend::cpu_device().autodiff();
     let arch = Arch::ResNet(ResNetArch {
         block: ResBlockKind::Basic,
         layers: [1, 1, 1, 1],

@@ -17,8 +17,8 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
+use committee_ops::{Kernel, set_enabled};
 use committee_train::{TrainConfig, trainer};
-use committee_zoo::kernels::{Kernel, set_enabled};
 use committee_zoo::{CommonOptions, Model, export, registry};
 
 fn one_step(model: Model, x: &Tensor<4>, labels: &[i64]) -> (f64, BTreeMap<String, Vec<f32>>) {

@@ -11,10 +11,11 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    Act, DropPath, PadMode, bn, conv, conv_bn, conv_bn_act, conv_out, fold_bn, global_avg_pool,
+    Act, Conv, DropPath, PadMode, bn, conv_bn, conv_bn_act, conv_out, fold_bn, global_avg_pool,
     make_divisible, residual_add, round_half_even,
 };
-use crate::profile;
+use crate::options::CommonOptions;
+use committee_ops::{self as ops, profile};
 
 /// Block type of a stage: depthwise-separable (`ds`) or inverted residual (`ir`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,8 +250,8 @@ impl SqueezeExcite {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         profile::layer("squeeze-excite", x, |x| {
             let s = x.clone().mean_dim(3).mean_dim(2);
-            let s = self.act.apply(crate::layers::conv2d(&self.conv_reduce, s));
-            x * sigmoid(crate::layers::conv2d(&self.conv_expand, s))
+            let s = self.act.apply(ops::conv2d(&self.conv_reduce, s));
+            x * sigmoid(ops::conv2d(&self.conv_expand, s))
         })
     }
 }
@@ -288,8 +289,10 @@ pub struct InvertedResidual {
     pub act: Act,
 }
 
-/// A block of either kind; the variant name is not part of the state-dict key.
+/// A block of either kind; the variant name is not part of the state-dict key. Unboxed: a
+/// model holds a few dozen blocks, and Burn's `Module` derive visits the fields as they are.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum EffBlock {
     Ds(DepthwiseSeparable),
     Ir(InvertedResidual),
@@ -299,20 +302,25 @@ impl EffBlock {
     fn new(p: &BlockPlan, arch: &EfficientNetArch, eps: f64, dpr: f64, device: &Device) -> Self {
         let act = arch.act;
         let se = p.se.map(|rd| SqueezeExcite {
-            conv_reduce: conv(p.mid, rd, 1, 1, 1, PadMode::Symmetric, true, device),
-            conv_expand: conv(rd, p.mid, 1, 1, 1, PadMode::Symmetric, true, device),
+            conv_reduce: Conv::new(p.mid, rd, 1, PadMode::Symmetric)
+                .with_bias()
+                .init(device),
+            conv_expand: Conv::new(rd, p.mid, 1, PadMode::Symmetric)
+                .with_bias()
+                .init(device),
             act,
         });
         let has_skip = p.stride == 1 && p.cin == p.out;
-        let dw = conv(
-            p.mid, p.mid, p.kernel, p.stride, p.mid, arch.pad, false, device,
-        );
+        let dw = Conv::new(p.mid, p.mid, p.kernel, arch.pad)
+            .stride(p.stride)
+            .groups(p.mid)
+            .init(device);
         match p.kind {
             BlockKind::Ds => EffBlock::Ds(DepthwiseSeparable {
                 conv_dw: dw,
                 bn1: bn(p.mid, eps, device),
                 se,
-                conv_pw: conv(p.mid, p.out, 1, 1, 1, arch.pad, false, device),
+                conv_pw: Conv::new(p.mid, p.out, 1, arch.pad).init(device),
                 bn2: bn(p.out, eps, device),
                 drop_path: DropPath::new(dpr),
                 has_skip,
@@ -320,12 +328,12 @@ impl EffBlock {
                 act,
             }),
             BlockKind::Ir => EffBlock::Ir(InvertedResidual {
-                conv_pw: conv(p.cin, p.mid, 1, 1, 1, arch.pad, false, device),
+                conv_pw: Conv::new(p.cin, p.mid, 1, arch.pad).init(device),
                 bn1: bn(p.mid, eps, device),
                 conv_dw: dw,
                 bn2: bn(p.mid, eps, device),
                 se,
-                conv_pwl: conv(p.mid, p.out, 1, 1, 1, arch.pad, false, device),
+                conv_pwl: Conv::new(p.mid, p.out, 1, arch.pad).init(device),
                 bn3: bn(p.out, eps, device),
                 drop_path: DropPath::new(dpr),
                 has_skip,
@@ -399,29 +407,6 @@ pub struct EfficientNet {
     pub act: Act,
 }
 
-/// Options every family takes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CommonOptions {
-    pub num_classes: usize,
-    pub in_chans: usize,
-    pub drop_rate: f64,
-    pub drop_path_rate: f64,
-    /// Overrides the architecture's BN eps (torchvision's b5..b7 use 1e-3).
-    pub bn_eps: Option<f64>,
-}
-
-impl Default for CommonOptions {
-    fn default() -> Self {
-        Self {
-            num_classes: 1000,
-            in_chans: 3,
-            drop_rate: 0.0,
-            drop_path_rate: 0.0,
-            bn_eps: None,
-        }
-    }
-}
-
 impl EfficientNet {
     pub fn new(arch: &EfficientNetArch, opts: &CommonOptions, device: &Device) -> Self {
         let eps = opts.bn_eps.unwrap_or(arch.bn_eps);
@@ -448,19 +433,12 @@ impl EfficientNet {
             .unwrap_or(arch.stem_chs());
         let nf = arch.num_features();
         Self {
-            conv_stem: conv(
-                opts.in_chans,
-                arch.stem_chs(),
-                3,
-                2,
-                1,
-                arch.pad,
-                false,
-                device,
-            ),
+            conv_stem: Conv::new(opts.in_chans, arch.stem_chs(), 3, arch.pad)
+                .stride(2)
+                .init(device),
             bn1: bn(arch.stem_chs(), eps, device),
             blocks,
-            conv_head: conv(last, nf, 1, 1, 1, arch.pad, false, device),
+            conv_head: Conv::new(last, nf, 1, arch.pad).init(device),
             bn2: bn(nf, eps, device),
             dropout: DropoutConfig::new(opts.drop_rate).init(),
             classifier: (opts.num_classes > 0)
@@ -499,14 +477,6 @@ impl EfficientNet {
     }
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
-        match &self.classifier {
-            Some(fc) => crate::layers::linear(
-                "linear classifier",
-                fc,
-                self.dropout.forward(features),
-                None,
-            ),
-            None => features,
-        }
+        crate::layers::classifier(self.classifier.as_ref(), &self.dropout, features)
     }
 }

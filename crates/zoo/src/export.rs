@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
-use crate::manifest::Key;
+use crate::keys::{Key, KeyVisitor, walk};
 use crate::registry::EvalConfig;
 
 /// Metadata key holding the model's eval preprocessing as JSON.
@@ -26,25 +26,12 @@ pub struct NamedTensor {
 
 #[derive(Default)]
 struct Collect {
-    stack: Vec<(String, String)>,
     out: Vec<NamedTensor>,
     bns: Vec<String>,
 }
 
-impl ModuleVisitor for Collect {
-    fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.stack
-            .push((name.to_string(), container_type.to_string()));
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.stack.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some(key) = Key::of(&self.stack) else {
-            return;
-        };
+impl KeyVisitor for Collect {
+    fn visit<const D: usize>(&mut self, key: Key, param: &Param<Tensor<D>>) {
         if key.batch_norm && key.leaf == "running_var" {
             self.bns.push(key.module.clone());
         }
@@ -79,7 +66,7 @@ impl ModuleVisitor for Collect {
 /// the names of its BatchNorms (timm's strict loading wants a `num_batches_tracked` for each).
 pub fn state_dict<M: Module>(model: &M) -> (Vec<NamedTensor>, Vec<String>) {
     let mut c = Collect::default();
-    model.visit(&mut c);
+    walk(model, &mut c);
     (c.out, c.bns)
 }
 
@@ -194,45 +181,4 @@ pub fn eval_config(path: &Path) -> Option<EvalConfig> {
     let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
     let s = v.get("__metadata__")?.get(EVAL_KEY)?.as_str()?;
     serde_json::from_str(s).ok()
-}
-
-/// A failed atomic write: the file that could not be created, written or renamed.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
-pub struct WriteError {
-    pub path: String,
-    pub source: std::io::Error,
-}
-
-/// Environment variable for crash tests: abort the process half-way through overwriting an
-/// existing file with this name (simulates `kill -9` during a checkpoint write).
-pub const ABORT_DURING_WRITE: &str = "COMMITTEE_ABORT_DURING_WRITE";
-
-/// Writes a file atomically: a temporary file beside it (synced), then a rename. A crash at
-/// any point leaves either the old file or the new one, never a torn one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    use std::io::Write;
-    let fail = |p: &Path, source| WriteError {
-        path: p.display().to_string(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| fail(&tmp, e))?;
-    if path.exists() && std::env::var_os(ABORT_DURING_WRITE).is_some_and(|v| v == name.as_str()) {
-        let _ = f.write_all(&bytes[..bytes.len() / 2]);
-        let _ = f.sync_all();
-        std::process::abort();
-    }
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| fail(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(path, e))
 }

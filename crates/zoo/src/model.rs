@@ -3,12 +3,15 @@
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::efficientnet::{CommonOptions, EfficientNet};
+use crate::efficientnet::EfficientNet;
+use crate::options::CommonOptions;
 use crate::registry::Arch;
 use crate::resnet::ResNet;
 use crate::vit::Vit;
 
+/// Unboxed: one per loaded model, and Burn's `Module` derive visits the fields as they are.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Model {
     EfficientNet(EfficientNet),
     ResNet(ResNet),
@@ -37,19 +40,16 @@ impl Model {
     }
 
     /// Logits `[N, classes]` (or pooled features if built without a head). On flex, a CNN's
-    /// batch is split over the threads (`kernels::split_batch`), except while profiling,
-    /// whose spans time one thread.
+    /// batch is split over the threads (`committee_ops::split_batch`); ViT's large products
+    /// use the threads well as they are.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        #[cfg(feature = "flex")]
-        let x = if matches!(self, Model::Vit(_)) || crate::profile::enabled() {
-            x
-        } else {
-            match crate::kernels::split_batch(x, |part| self.forward_whole(part)) {
-                Ok(logits) => return logits,
-                Err(x) => x,
-            }
-        };
-        self.forward_whole(x)
+        if matches!(self, Model::Vit(_)) {
+            return self.forward_whole(x);
+        }
+        match committee_ops::split_batch(x, |part| self.forward_whole(part)) {
+            Ok(logits) => logits,
+            Err(x) => self.forward_whole(x),
+        }
     }
 
     fn forward_whole(&self, x: Tensor<4>) -> Tensor<2> {

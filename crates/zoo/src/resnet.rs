@@ -8,12 +8,11 @@ use burn::tensor::Device;
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::efficientnet::CommonOptions;
 use crate::layers::{
-    Act, DropPath, PadMode, bn, conv, conv_bn, conv_bn_act, conv_out, fold_bn, global_avg_pool,
+    Act, Conv, DropPath, PadMode, bn, conv_bn, conv_bn_act, conv_out, fold_bn, global_avg_pool,
     residual_add,
 };
-use crate::profile;
+use crate::options::CommonOptions;
 
 fn relu(x: Tensor<4>) -> Tensor<4> {
     Act::Relu.apply(x)
@@ -172,15 +171,15 @@ impl ResNet {
                 idx += 1;
                 let downsample = (stride != 1 || cin != c * e).then(|| {
                     (
-                        conv(cin, c * e, 1, stride, 1, p, false, device),
+                        Conv::new(cin, c * e, 1, p).stride(stride).init(device),
                         bn(c * e, eps, device),
                     )
                 });
                 let block = match arch.block {
                     ResBlockKind::Basic => ResBlock {
-                        conv1: conv(cin, c, 3, stride, 1, p, false, device),
+                        conv1: Conv::new(cin, c, 3, p).stride(stride).init(device),
                         bn1: bn(c, eps, device),
-                        conv2: conv(c, c, 3, 1, 1, p, false, device),
+                        conv2: Conv::new(c, c, 3, p).init(device),
                         bn2: bn(c, eps, device),
                         conv3: None,
                         bn3: None,
@@ -189,11 +188,11 @@ impl ResNet {
                         folded: false,
                     },
                     ResBlockKind::Bottleneck => ResBlock {
-                        conv1: conv(cin, c, 1, 1, 1, p, false, device),
+                        conv1: Conv::new(cin, c, 1, p).init(device),
                         bn1: bn(c, eps, device),
-                        conv2: conv(c, c, 3, stride, 1, p, false, device),
+                        conv2: Conv::new(c, c, 3, p).stride(stride).init(device),
                         bn2: bn(c, eps, device),
-                        conv3: Some(conv(c, c * e, 1, 1, 1, p, false, device)),
+                        conv3: Some(Conv::new(c, c * e, 1, p).init(device)),
                         bn3: Some(bn(c * e, eps, device)),
                         downsample,
                         drop_path: DropPath::new(dpr),
@@ -208,7 +207,9 @@ impl ResNet {
         let mut it = stages.into_iter();
         let mut next = || it.next().unwrap_or_default();
         Self {
-            conv1: conv(opts.in_chans, STEM_WIDTH, 7, 2, 1, p, false, device),
+            conv1: Conv::new(opts.in_chans, STEM_WIDTH, 7, p)
+                .stride(2)
+                .init(device),
             bn1: bn(STEM_WIDTH, eps, device),
             maxpool: MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
@@ -227,14 +228,7 @@ impl ResNet {
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = conv_bn_act(&self.conv1, &self.bn1, self.folded, Act::Relu, x);
-        x = profile::layer("pool max", x, |x| {
-            #[cfg(feature = "flex")]
-            let x = match crate::kernels::max_pool(&self.maxpool, x) {
-                Ok(y) => return y,
-                Err(x) => x,
-            };
-            self.maxpool.forward(x)
-        });
+        x = committee_ops::max_pool(&self.maxpool, x);
         for b in self
             .layer1
             .iter()
@@ -265,14 +259,6 @@ impl ResNet {
     }
 
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
-        match &self.fc {
-            Some(fc) => crate::layers::linear(
-                "linear classifier",
-                fc,
-                self.dropout.forward(features),
-                None,
-            ),
-            None => features,
-        }
+        crate::layers::classifier(self.fc.as_ref(), &self.dropout, features)
     }
 }

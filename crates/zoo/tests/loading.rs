@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use committee_zoo::backend::cpu_device;
+use committee_ops::backend::cpu_device;
 use committee_zoo::weights::{LoadError, LoadOptions, load, parse_safetensors, read_checkpoint};
 
 fn fixture(name: &str) -> PathBuf {

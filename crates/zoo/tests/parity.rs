@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use committee_zoo::backend::{BackendKind, select};
+use committee_ops::backend::{BackendKind, select};
 use committee_zoo::efficientnet::EfficientNetArch;
 use committee_zoo::registry::{self, Arch, ModelSpec};
 use committee_zoo::resnet::{ResBlockKind, ResNetArch};
@@ -166,7 +166,6 @@ fn parity_on_with(kind: BackendKind, fold: bool) {
 }
 
 #[test]
-#[cfg(feature = "flex")]
 fn parity_flex() {
     parity_on(BackendKind::Flex);
 }
@@ -174,7 +173,6 @@ fn parity_flex() {
 /// The inference optimisations keep parity: BN folded, and (on two threads, whatever the
 /// machine has) each fixture's batch of two split into one image per thread.
 #[test]
-#[cfg(feature = "flex")]
 fn parity_flex_batchnorm_folded() {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)

@@ -3,10 +3,9 @@
 //! MobileNetV2 / EfficientNet weights make every image's logits equal (their activations
 //! vanish), so those are checked on timm checkpoints against PyTorch instead
 //! (tests/parity.rs, `parity_flex_batchnorm_folded`).
-#![cfg(feature = "flex")]
 
 use burn::tensor::{Device, Distribution, Tensor};
-use committee_zoo::kernels::split_batch;
+use committee_ops::cpu::split_batch;
 use committee_zoo::weights::random_model;
 use committee_zoo::{CommonOptions, registry};
 

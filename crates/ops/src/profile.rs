@@ -6,6 +6,8 @@
 //! one, so profiles give shares, `bench` gives speed. Spans nest: a span's time excludes its
 //! children's (squeeze-excite's convolutions count as squeeze-excite, not as convolutions,
 //! because they run inside its span without spans of their own).
+//!
+//! A leaf: the ops and the zoo's layers call it, it calls nothing of theirs.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -120,12 +122,7 @@ pub fn conv_kind(conv: &Conv2d) -> &'static str {
     }
 }
 
-/// A convolution's forward as a span, with its multiply-accumulates.
-pub fn conv(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    conv_with(conv, x, |x| crate::layers::conv2d(conv, x))
-}
-
-/// [`conv`] for a forward computed by `f` (a fused kernel, say).
+/// A convolution's forward `f` as a span, with the layer's multiply-accumulates.
 pub fn conv_with(conv: &Conv2d, x: Tensor<4>, f: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Tensor<4> {
     if !enabled() {
         return f(x);
@@ -177,7 +174,7 @@ mod tests {
             .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
             .init(&device);
         let x = Tensor::<4>::zeros([2, 4, 5, 5], &device);
-        let _ = super::conv(&conv, x);
+        let _ = conv_with(&conv, x, |x| conv.forward(x));
         set_enabled(false);
         let t = totals();
         let (outer, inner) = (t["outer"], t["inner"]);

@@ -5,6 +5,22 @@
 //! the filter is stretched by the scale when downsampling, taps outside the input are
 //! dropped and the remaining weights renormalised.
 
+/// Python's `round` (half to even), which timm uses for squeeze-excite widths and
+/// torchvision for crop offsets.
+pub fn py_round(v: f64) -> i64 {
+    let r = v.round();
+    if (v - v.trunc()).abs() == 0.5 && (r as i64) % 2 != 0 {
+        (r - v.signum()) as i64
+    } else {
+        r as i64
+    }
+}
+
+/// [`py_round`] of a non-negative value.
+pub fn round_half_even(v: f64) -> usize {
+    py_round(v).max(0) as usize
+}
+
 /// Resampling filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Filter {
@@ -158,6 +174,16 @@ pub fn resize_planes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_round() {
+        assert_eq!(round_half_even(2.5), 2);
+        assert_eq!(round_half_even(3.5), 4);
+        assert_eq!(round_half_even(4.4), 4);
+        assert_eq!(round_half_even(4.6), 5);
+        assert_eq!(py_round(-2.5), -2);
+        assert_eq!(py_round(-3.5), -4);
+    }
 
     #[test]
     fn identity_when_sizes_match() {

@@ -4,7 +4,7 @@
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn freed_activation_sized_blocks_stay_for_reuse() {
-    use committee_zoo::heap::{HeapTuning, keep_freed_memory};
+    use committee_ops::heap::{HeapTuning, keep_freed_memory};
     const SIZE: usize = 20 << 20;
     // The test's environment must not preset glibc's malloc tunables.
     assert_eq!(keep_freed_memory(), HeapTuning::Applied);

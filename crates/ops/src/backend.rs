@@ -73,7 +73,6 @@ pub fn select(kind: BackendKind) -> Result<Selected, BackendError> {
             }
             select(BackendKind::Flex)
         }
-        #[cfg(feature = "flex")]
         BackendKind::Flex => Ok(cpu(Device::flex(), kind)),
         #[cfg(feature = "ndarray")]
         #[allow(deprecated)] // kept on purpose, for comparison with flex
@@ -90,7 +89,6 @@ pub fn select(kind: BackendKind) -> Result<Selected, BackendError> {
     }
 }
 
-#[allow(dead_code)]
 fn cpu(device: Device, kind: BackendKind) -> Selected {
     Selected {
         device,
@@ -141,11 +139,17 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 
 /// A CPU device for work that must not touch a GPU (manifests, lazy builds).
 pub fn cpu_device() -> Device {
-    #[cfg(feature = "flex")]
-    return Device::flex();
-    #[cfg(all(not(feature = "flex"), feature = "ndarray"))]
+    Device::flex()
+}
+
+/// True for the CPU backends (flex, ndarray), with or without autodiff: the devices that
+/// take committee's CPU kernels rather than its GPU paths.
+pub fn is_cpu(device: &Device) -> bool {
+    let d = device.clone().without_autodiff();
+    #[cfg(feature = "ndarray")]
     #[allow(deprecated)]
-    return Device::ndarray();
-    #[allow(unreachable_code)]
-    Device::default()
+    if d == Device::ndarray() {
+        return true;
+    }
+    d == Device::flex()
 }

@@ -1,0 +1,323 @@
+//! Searching the best single model, ensemble or cascade of a pool, from cached logits.
+//!
+//! Every candidate is scored on a set of rows (the part of the data that fits thresholds).
+//! Thresholds lie on a grid of step `1/GRID` (0.01): a sample exits at a threshold `t` when its
+//! confidence is `>= t`, exactly as [`crate::cascade::decide`] tests it, so the grid index of a
+//! confidence ("bin") decides every threshold at once.
+//!
+//! Brute force: every ordered cascade of 2..=K distinct members (K <= 4). For a cascade of k
+//! stages, one pass over the samples fills histograms over the bins of stages 1..k-1; prefix
+//! sums turn them into, for every threshold vector, how many samples exit at each stage and how
+//! many of those are right. All `101^(k-1)` threshold vectors are then scored in O(1) each, and
+//! the cheapest vector for every number of correct samples gives the cascade's exact Pareto
+//! front on the grid. Fronts of all candidates merge into one.
+//!
+//! Greedy (for pools too large to enumerate): see [`greedy()`].
+//!
+//! Files: `pool.rs` (the members' cached confidences and shared stage states), `brute.rs`
+//! (exhaustive fronts), `greedy.rs`; this file holds the types, the choice of a point and
+//! the final evaluation.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::cascade::{CascadeSpec, Member, Outcome, outcome, simulate};
+use crate::combine::{Combine, Confidence, combine};
+use crate::metrics::argmax;
+pub use crate::spec::Kind;
+
+mod brute;
+mod greedy;
+mod pool;
+#[cfg(test)]
+mod tests;
+
+pub use brute::brute_force;
+pub(crate) use brute::*;
+pub use greedy::{greedy, greedy_fronts};
+pub use pool::{Pool, Score, State};
+
+/// Threshold grid: `b / GRID` for `b` in `0..=GRID`.
+pub const GRID: usize = 100;
+pub(crate) const G: usize = GRID + 1;
+/// Classes kept per member to find the argmax of a mean of probabilities without a full scan.
+pub(crate) const TOP: usize = 5;
+
+pub fn threshold(b: usize) -> f64 {
+    b as f64 / GRID as f64
+}
+
+/// The largest grid index `b` with `threshold(b) <= conf` (0 for confidences below 0.01).
+pub fn bin(conf: f64) -> u8 {
+    let mut b = (conf * GRID as f64).floor().clamp(0.0, GRID as f64) as usize;
+    while b < GRID && threshold(b + 1) <= conf {
+        b += 1;
+    }
+    while b > 0 && threshold(b) > conf {
+        b -= 1;
+    }
+    b as u8
+}
+
+/// A committee of pool members (indices) and its numbers on the rows it was scored on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Found {
+    pub kind: Kind,
+    pub members: Vec<usize>,
+    /// One per stage except the last (cascades only).
+    pub thresholds: Vec<f64>,
+    pub correct: usize,
+    pub n: usize,
+    /// Sum over the rows of the GMACs spent on each.
+    pub total_gmacs: f64,
+    /// Cost when every stage runs.
+    pub worst_gmacs: f64,
+}
+
+impl Found {
+    pub fn top1(&self) -> f64 {
+        100.0 * self.correct as f64 / self.n.max(1) as f64
+    }
+    pub fn avg_gmacs(&self) -> f64 {
+        self.total_gmacs / self.n.max(1) as f64
+    }
+}
+
+/// What to optimise.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Objective {
+    /// Least average GMACs with top-1 (percent) at least this.
+    TargetAccuracy(f64),
+    /// Best top-1 with average GMACs at most this.
+    Budget(f64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Brute force when the pool has at most 10 members, greedy above.
+    #[default]
+    Auto,
+    Brute,
+    Greedy,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "brute" | "brute-force" => Ok(Self::Brute),
+            "greedy" => Ok(Self::Greedy),
+            _ => Err(format!("unknown strategy '{s}' (auto, brute, greedy)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub max_models: usize,
+    pub combine: Combine,
+    pub confidence: Confidence,
+    pub accumulate: bool,
+    pub worst_case_gmacs: Option<f64>,
+    pub strategy: Strategy,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_models: 4,
+            combine: Combine::MeanProb,
+            confidence: Confidence::MaxProb,
+            accumulate: true,
+            worst_case_gmacs: None,
+            strategy: Strategy::Auto,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SearchError {
+    #[error("the pool is empty")]
+    EmptyPool,
+    #[error("no rows to fit on")]
+    NoRows,
+    #[error(
+        "brute force covers cascades of at most 4 models (asked for {0}); use the greedy strategy"
+    )]
+    TooDeep(usize),
+    #[error(
+        "a pool of {0} models is too large for brute force (at most 16); use the greedy strategy"
+    )]
+    TooWide(usize),
+    #[error(
+        "no committee within the limits reaches {target:.3}% top-1 on the fit rows (best: {best:.3}%)"
+    )]
+    Unreachable { target: f64, best: f64 },
+    #[error(
+        "no committee within the limits costs at most {budget} GMACs per image (cheapest: {cheapest:.4})"
+    )]
+    OverBudget { budget: f64, cheapest: f64 },
+}
+
+/// The Pareto front (fewer GMACs, more correct) of `points`: ascending cost, strictly rising
+/// accuracy. On ties the earlier point (singles before ensembles before cascades) stays.
+pub fn front(mut points: Vec<Found>) -> Vec<Found> {
+    points.sort_by(|a, b| {
+        a.total_gmacs
+            .total_cmp(&b.total_gmacs)
+            .then(b.correct.cmp(&a.correct))
+            .then(a.kind.cmp(&b.kind))
+            .then(a.members.len().cmp(&b.members.len()))
+    });
+    let mut out: Vec<Found> = Vec::new();
+    for p in points {
+        if out.last().is_none_or(|l| p.correct > l.correct) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Fronts per kind and over all kinds, on the fit rows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Fronts {
+    pub singles: Vec<Found>,
+    pub ensembles: Vec<Found>,
+    pub cascades: Vec<Found>,
+    /// Over everything above.
+    pub all: Vec<Found>,
+    /// How many candidates (ordered cascades, ensembles, singles) were scored.
+    pub candidates: usize,
+}
+
+/// Whether `a` serves `objective` better than `b` (feasible first, then the objective, then
+/// the other axis).
+pub(crate) fn better(a: &Found, b: &Found, objective: Objective) -> bool {
+    match objective {
+        Objective::TargetAccuracy(t) => {
+            let (fa, fb) = (a.top1() >= t - 1e-9, b.top1() >= t - 1e-9);
+            match (fa, fb) {
+                (true, false) => true,
+                (false, true) => false,
+                (true, true) => {
+                    a.total_gmacs < b.total_gmacs
+                        || (a.total_gmacs == b.total_gmacs && a.correct > b.correct)
+                }
+                (false, false) => a.correct > b.correct,
+            }
+        }
+        Objective::Budget(g) => {
+            let (fa, fb) = (
+                a.avg_gmacs() <= g * (1.0 + 1e-12),
+                b.avg_gmacs() <= g * (1.0 + 1e-12),
+            );
+            match (fa, fb) {
+                (true, false) => true,
+                (false, true) => false,
+                (true, true) => {
+                    a.correct > b.correct
+                        || (a.correct == b.correct && a.total_gmacs < b.total_gmacs)
+                }
+                (false, false) => a.total_gmacs < b.total_gmacs,
+            }
+        }
+    }
+}
+
+/// The best point of a front for the objective, or why there is none.
+pub fn choose(front: &[Found], objective: Objective) -> Result<Found, SearchError> {
+    let best = front
+        .iter()
+        .fold(None::<&Found>, |acc, f| match acc {
+            Some(a) if !better(f, a, objective) => Some(a),
+            _ => Some(f),
+        })
+        .ok_or(SearchError::EmptyPool)?;
+    match objective {
+        Objective::TargetAccuracy(t) if best.top1() < t - 1e-9 => Err(SearchError::Unreachable {
+            target: t,
+            best: best.top1(),
+        }),
+        Objective::Budget(g) if best.avg_gmacs() > g * (1.0 + 1e-12) => {
+            Err(SearchError::OverBudget {
+                budget: g,
+                cheapest: best.avg_gmacs(),
+            })
+        }
+        _ => Ok(best.clone()),
+    }
+}
+
+/// A committee's exact numbers on `rows`, computed the way a live run decides (for cascades,
+/// [`crate::cascade::simulate`]).
+pub fn evaluate(
+    members: &[Member],
+    f: &Found,
+    rows: &[usize],
+    labels: &[i64],
+    opts: &Options,
+) -> Outcome {
+    match f.kind {
+        Kind::Ensemble => {
+            let temps: Vec<f64> = f.members.iter().map(|&m| members[m].temperature).collect();
+            let preds = rows
+                .iter()
+                .map(|&r| {
+                    let rs: Vec<&[f32]> = f.members.iter().map(|&m| members[m].row(r)).collect();
+                    argmax(&combine(&rs, &temps, opts.combine))
+                })
+                .collect();
+            let lab: Vec<i64> = rows.iter().map(|&r| labels[r]).collect();
+            let g: f64 = f.members.iter().map(|&m| members[m].gmacs).sum();
+            outcome(preds, vec![0; rows.len()], &lab, &[g])
+        }
+        _ => simulate(
+            members,
+            &CascadeSpec {
+                stages: f.members.clone(),
+                thresholds: f.thresholds.clone(),
+                accumulate: opts.accumulate,
+                combine: opts.combine,
+                confidence: opts.confidence,
+            },
+            rows,
+            labels,
+        ),
+    }
+}
+
+/// Short labels for plots and tables: the members' names without the prefix they all share
+/// up to an underscore (`efficientnet_b0` -> `b0`), joined by `+`.
+pub fn short_names(names: &[String]) -> Vec<String> {
+    if names.len() < 2 {
+        return names.to_vec();
+    }
+    let first = &names[0];
+    let mut cut = 0;
+    for (i, ch) in first.char_indices() {
+        if names
+            .iter()
+            .all(|n| n.as_bytes().get(i) == Some(&(ch as u8)))
+        {
+            if ch == '_' {
+                cut = i + 1;
+            }
+        } else {
+            break;
+        }
+    }
+    names
+        .iter()
+        .map(|n| {
+            let s = &n[cut.min(n.len())..];
+            if s.is_empty() {
+                n.clone()
+            } else {
+                s.to_string()
+            }
+        })
+        .collect()
+}

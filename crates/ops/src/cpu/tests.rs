@@ -1,0 +1,283 @@
+//! The CPU kernels against Burn's ops and f64 references.
+
+use super::*;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::Distribution;
+
+fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    (a - b).abs().max().into_scalar()
+}
+
+#[test]
+fn exp_within_two_ulp_of_f64() {
+    let mut worst = 0f64;
+    let mut x = -87.0f32;
+    while x <= 87.0 {
+        let want = (x as f64).exp();
+        // Both variants: plain mul + add, and fused (software `fmaf` where no FMA).
+        for got in [exp::<false>(x), exp::<true>(x)] {
+            worst = worst.max(((got as f64 - want) / want).abs());
+        }
+        x += 0.0137;
+    }
+    assert!(worst < 2.5e-7, "worst relative error {worst}");
+}
+
+#[test]
+fn gelu_matches_f64_erf() {
+    // 1 + erf(y) in f64: the Taylor series for |y| <= 3, the continued fraction of erfc
+    // beyond (directly for y < -3, where 1 + erf would cancel).
+    fn one_plus_erf(y: f64) -> f64 {
+        let erfc = |z: f64| {
+            let mut cf = 0.0;
+            for k in (1..80).rev() {
+                cf = (k as f64 / 2.0) / (z + cf);
+            }
+            (-z * z).exp() / std::f64::consts::PI.sqrt() / (z + cf)
+        };
+        if y < -3.0 {
+            return erfc(-y);
+        }
+        if y > 3.0 {
+            return 2.0 - erfc(y);
+        }
+        let (mut term, mut sum) = (y, y);
+        for n in 1..200 {
+            term *= -y * y / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        1.0 + sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+    // In the far negative tail f32 rounding of z = |x|/sqrt 2 shifts exp(-z^2) by up to
+    // ~1e-5 relative (z^2 reaches 72), on values below 1e-30; absolute error stays < 1e-6.
+    let (mut worst_rel, mut worst_abs) = (0f64, 0f64);
+    let mut x = -12.0f32;
+    while x <= 12.0 {
+        let want = 0.5 * x as f64 * one_plus_erf(x as f64 / 2f64.sqrt());
+        for got in [gelu::<false>(x) as f64, gelu::<true>(x) as f64] {
+            worst_abs = worst_abs.max((got - want).abs());
+            if want.abs() > 1e-30 {
+                worst_rel = worst_rel.max(((got - want) / want).abs());
+            }
+        }
+        x += 0.0173;
+    }
+    assert!(
+        worst_rel < 2e-5 && worst_abs < 1e-6,
+        "rel {worst_rel} abs {worst_abs}"
+    );
+}
+
+#[test]
+fn activations_match_burn() {
+    let device = Device::flex();
+    let x = Tensor::<4>::random([2, 3, 17, 19], Distribution::Normal(0.0, 4.0), &device);
+    // Extremes, where a careless exp overflows.
+    let x = Tensor::cat(vec![x, Tensor::full([2, 3, 1, 19], -100.0, &device)], 2);
+    let x = Tensor::cat(vec![x, Tensor::full([2, 3, 1, 19], 100.0, &device)], 2);
+    let want = burn::tensor::activation::silu(x.clone());
+    let got = activation(x.clone(), Epilogue::Silu).unwrap_or_else(|_| panic!("fallback"));
+    assert!(max_abs_diff(got, want) < 1e-5);
+    let want = burn::tensor::activation::gelu(x.clone());
+    let got = activation(x.clone(), Epilogue::Gelu).unwrap_or_else(|_| panic!("fallback"));
+    assert!(max_abs_diff(got, want) < 1e-5);
+    let want = burn::tensor::activation::relu6(x.clone());
+    let got = activation(x.clone(), Epilogue::Relu6).unwrap_or_else(|_| panic!("fallback"));
+    assert_eq!(max_abs_diff(got, want), 0.0);
+    // A shared tensor is copied, not changed under its other owner.
+    let keep = x.clone();
+    let before = keep.clone().into_data();
+    let _ = activation(x, Epilogue::Relu);
+    assert_eq!(keep.into_data(), before);
+}
+
+#[test]
+fn linear_matches_burn_linear() {
+    use burn::nn::LinearConfig;
+    let device = Device::flex();
+    for (d_in, d_out, bias) in [(24, 40, true), (7, 3, false), (64, 96, true)] {
+        let lin = LinearConfig::new(d_in, d_out).with_bias(bias).init(&device);
+        // A sliced (non-contiguous) 3-D input: the kernel must read it as Burn does.
+        let x = Tensor::<3>::random([3, 9, d_in + 2], Distribution::Normal(0.0, 1.0), &device)
+            .narrow(2, 1, d_in);
+        let want = lin.forward(x.clone());
+        let got = linear(&lin, x.clone(), Epilogue::None).unwrap_or_else(|_| panic!("fallback"));
+        assert_eq!(got.dims(), [3, 9, d_out]);
+        let d: f32 = (got - want.clone()).abs().max().into_scalar();
+        assert!(d < 1e-5, "{d_in}x{d_out}: {d}");
+        let want = burn::tensor::activation::gelu(want);
+        let got = linear(&lin, x, Epilogue::Gelu).unwrap_or_else(|_| panic!("fallback"));
+        let d: f32 = (got - want).abs().max().into_scalar();
+        assert!(d < 1e-5, "{d_in}x{d_out} gelu: {d}");
+        // 2-D input (a classifier on pooled features).
+        let x = Tensor::<2>::random([5, d_in], Distribution::Normal(0.0, 1.0), &device);
+        let want = lin.forward(x.clone());
+        let got = linear(&lin, x, Epilogue::None).unwrap_or_else(|_| panic!("fallback"));
+        let d: f32 = (got - want).abs().max().into_scalar();
+        assert!(d < 1e-5, "{d_in}x{d_out} 2-D: {d}");
+    }
+    // A wrong width is left to Burn.
+    let lin = LinearConfig::new(8, 4).init(&device);
+    assert!(linear(&lin, Tensor::<2>::zeros([2, 5], &device), Epilogue::None).is_err());
+}
+
+#[test]
+fn attention_matches_burn_attention() {
+    use burn::tensor::module::attention as burn_attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    let device = Device::flex();
+    for (b, n, heads, dh) in [(2, 197, 3, 64), (1, 5, 2, 8), (3, 50, 4, 16)] {
+        let d = heads * dh;
+        let qkv = Tensor::<3>::random([b, n, 3 * d], Distribution::Normal(0.0, 2.0), &device);
+        let parts = qkv
+            .clone()
+            .reshape([b, n, 3, heads, dh])
+            .permute([2, 0, 3, 1, 4]);
+        let part = |i| parts.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+        let opts = AttentionModuleOptions::default();
+        let want = burn_attention(part(0), part(1), part(2), None, None, opts)
+            .swap_dims(1, 2)
+            .reshape([b, n, d]);
+        let got = attention(qkv, heads).unwrap_or_else(|_| panic!("fallback"));
+        assert_eq!(got.dims(), [b, n, d]);
+        let diff: f32 = (got - want).abs().max().into_scalar();
+        assert!(diff < 2e-5, "b {b} n {n} heads {heads}: {diff}");
+    }
+    // Widths that do not split into q, k, v of `heads` heads are left to Burn.
+    assert!(attention(Tensor::<3>::zeros([1, 4, 10], &device), 3).is_err());
+}
+
+#[test]
+fn max_pool_matches_burn() {
+    use burn::nn::pool::MaxPool2dConfig;
+    let device = Device::flex();
+    let cases = [
+        ([3, 3], [2, 2], (1, 1, 1, 1), [2, 3, 112, 112]),
+        ([3, 3], [2, 2], (1, 1, 1, 1), [1, 2, 7, 9]),
+        ([2, 2], [2, 2], (0, 0, 0, 0), [1, 2, 8, 6]),
+        ([3, 2], [1, 2], (2, 0, 1, 1), [2, 1, 5, 8]),
+    ];
+    for (k, s, (t, l, b, r), shape) in cases {
+        let pool = MaxPool2dConfig::new(k)
+            .with_strides(s)
+            .with_padding(PaddingConfig2d::Explicit(t, l, b, r))
+            .init();
+        // Negative inputs: a pool that let padding (0) win would be caught.
+        let x = Tensor::<4>::random(shape, Distribution::Normal(-3.0, 1.0), &device);
+        let want = pool.forward(x.clone());
+        let got = max_pool(&pool, x).unwrap_or_else(|_| panic!("fallback"));
+        assert_eq!(got.dims(), want.dims(), "{k:?} {s:?}");
+        assert_eq!(max_abs_diff(got, want), 0.0, "{k:?} {s:?} {shape:?}");
+    }
+}
+
+type ConvKernel = fn(&Conv2d, Tensor<4>, Epilogue) -> Result<Tensor<4>, Tensor<4>>;
+
+/// `kernel` equals Burn's `conv.forward` (then `act`), with and without bias.
+fn check_conv(
+    kernel: ConvKernel,
+    [cin, cout, groups]: [usize; 3],
+    (k, s, pad): (usize, usize, PaddingConfig2d),
+    [n, h, w]: [usize; 3],
+    (ep, act): (Epilogue, fn(Tensor<4>) -> Tensor<4>),
+    tol: f32,
+) {
+    let device = Device::flex();
+    for bias in [true, false] {
+        let conv = Conv2dConfig::new([cin, cout], [k, k])
+            .with_stride([s, s])
+            .with_groups(groups)
+            .with_padding(pad.clone())
+            .with_bias(bias)
+            .init(&device);
+        let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let want = conv.forward(x.clone());
+        let got = kernel(&conv, x.clone(), Epilogue::None).unwrap_or_else(|_| panic!("fallback"));
+        assert_eq!(got.dims(), want.dims(), "k{k} s{s} {pad:?}");
+        assert!(max_abs_diff(got, want.clone()) < tol, "k{k} s{s} {pad:?}");
+        let got = kernel(&conv, x, ep).unwrap_or_else(|_| panic!("fallback"));
+        assert!(
+            max_abs_diff(got, act(want)) < tol,
+            "k{k} s{s} {pad:?} {ep:?}"
+        );
+    }
+}
+
+#[test]
+fn conv_gemm_matches_burn_conv() {
+    let device = Device::flex();
+    for (cin, cout, k, s, pad, h, w) in [
+        (5, 7, 1, 1, PaddingConfig2d::Explicit(0, 0, 0, 0), 6, 9),
+        (5, 7, 1, 2, PaddingConfig2d::Explicit(0, 0, 0, 0), 7, 9),
+        (4, 6, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 11),
+        (4, 6, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 10),
+        (3, 8, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 17, 15),
+        (3, 5, 3, 2, PaddingConfig2d::Same, 11, 8),
+        (4, 4, 3, 1, PaddingConfig2d::Valid, 6, 7),
+        (4, 4, 3, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 10, 10),
+        (2, 3, 4, 4, PaddingConfig2d::Valid, 16, 12),
+    ] {
+        let relu = (
+            Epilogue::Relu,
+            burn::tensor::activation::relu::<4> as fn(_) -> _,
+        );
+        // Batches of one, of three, and a multiple of the threads (1x1 stride-1
+        // convolutions: one image per thread, see `images_apart`).
+        let threads = rayon::current_num_threads();
+        for n in [1, 3, 2 * threads] {
+            check_conv(
+                conv_gemm,
+                [cin, cout, 1],
+                (k, s, pad.clone()),
+                [n, h, w],
+                relu,
+                1e-4,
+            );
+        }
+    }
+    assert!(images_apart(8, 2) && images_apart(2, 2) && images_apart(9, 2));
+    assert!(!images_apart(1, 2) && !images_apart(3, 2) && !images_apart(6, 4));
+    // Grouped convolutions are not this kernel's.
+    let grouped = Conv2dConfig::new([4, 4], [3, 3])
+        .with_groups(2)
+        .init(&device);
+    let x = Tensor::<4>::zeros([1, 4, 5, 5], &device);
+    assert!(conv_gemm(&grouped, x, Epilogue::None).is_err());
+}
+
+#[test]
+fn depthwise_matches_burn_conv() {
+    let device = Device::flex();
+    for (k, s, pad, h, w) in [
+        (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 11),
+        (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 11),
+        (5, 2, PaddingConfig2d::Explicit(2, 2, 2, 2), 14, 13),
+        (5, 1, PaddingConfig2d::Same, 7, 8),
+        (3, 2, PaddingConfig2d::Same, 10, 7),
+        (5, 2, PaddingConfig2d::Same, 15, 16),
+        (3, 1, PaddingConfig2d::Valid, 6, 5),
+        (3, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 10, 10),
+    ] {
+        let silu = (
+            Epilogue::Silu,
+            burn::tensor::activation::silu::<4> as fn(_) -> _,
+        );
+        check_conv(depthwise, [6, 6, 6], (k, s, pad), [2, h, w], silu, 1e-5);
+    }
+    // Wide maps are left to Burn's kernel (see WIDE).
+    let wide = Conv2dConfig::new([2, 2], [3, 3])
+        .with_groups(2)
+        .init(&device);
+    assert!(
+        depthwise(
+            &wide,
+            Tensor::<4>::zeros([1, 2, 40, 40], &device),
+            Epilogue::None
+        )
+        .is_err()
+    );
+    // Not depthwise: falls back.
+    let dense = Conv2dConfig::new([4, 4], [3, 3]).init(&device);
+    let x = Tensor::<4>::zeros([1, 4, 5, 5], &device);
+    assert!(depthwise(&dense, x, Epilogue::None).is_err());
+}

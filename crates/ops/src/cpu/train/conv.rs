@@ -1,0 +1,354 @@
+//! 1x1 and other dense convolutions with their own backward, as matrix products.
+
+use super::*;
+
+/// `conv(x)` for a 1x1, stride-1, unpadded, bias-free `conv` (MobileNetV2's and
+/// EfficientNet's expansions and projections, ResNet's bottleneck ends) on flex's autodiff
+/// device, as matrix products: `Y[i] = W X[i]`, `dX[i] = W^T dY[i]`, `dW = sum_i dY[i] X[i]^T`.
+/// Why: Burn's backward of a convolution goes through flex's transposed 3-D convolution and a
+/// batch/channel swap of both operands (strided copies); `Err(x)` when it does not apply.
+pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let [c_out, c_in, kh, kw] = conv.weight.lazy_shape().dims::<4>();
+    let [n, c, h, w] = x.dims();
+    let unpadded = match conv.padding {
+        PaddingConfig2d::Valid | PaddingConfig2d::Same => true,
+        PaddingConfig2d::Explicit(t, l, b, r) => t + l + b + r == 0,
+    };
+    let ok = applies(&x)
+        && conv.bias.is_none()
+        && (kh, kw) == (1, 1)
+        && conv.stride == [1, 1]
+        && conv.groups == 1
+        && conv.dilation == [1, 1]
+        && unpadded
+        && c == c_in;
+    if !ok {
+        return Err(x);
+    }
+    let dims = Pointwise {
+        n,
+        c_in,
+        c_out,
+        h,
+        w,
+    };
+    let (x, weight) = operands(conv, x)?;
+    let xc = contiguous(x.primitive().clone());
+    let wc = contiguous(weight.primitive().clone());
+    let mut y = vec![0f32; n * c_out * h * w];
+    {
+        let (xs, ws) = (slice(&xc), slice(&wc));
+        y.par_chunks_mut(c_out * dims.hw())
+            .enumerate()
+            .for_each(|(i, y)| {
+                let xi = &xs[i * c_in * dims.hw()..(i + 1) * c_in * dims.hw()];
+                gemm_strided(
+                    [c_out, dims.hw(), c_in],
+                    y,
+                    Mat::rows(ws, c_in),
+                    Mat::rows(xi, dims.hw()),
+                    false,
+                    gemm::Parallelism::None,
+                );
+            });
+    }
+    let y = FlexTensor::from_data(TensorData::new(y, [n, c_out, h, w]));
+    let out = match PointwiseBackward
+        .prepare::<NoCheckpointing>([x.node(), weight.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((xc, wc, dims), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(Tensor::from_primitive::<Ad>(out))
+}
+
+/// `conv(x)` for a dense (groups 1), bias-free `conv` on flex's autodiff device, other than the
+/// 1x1 stride-1 case [`pointwise`] takes (ResNet's 3x3 and 7x7 layers and strided 1x1
+/// shortcuts, the stems of MobileNetV2 and EfficientNet), as matrix products over the
+/// unfolded image (`im2col`): `Y[i] = W col(X[i])`, `dW = dY col(X)^T` as one product over the
+/// whole batch, `dX[i] = col^-1(W^T dY[i])` (the adjoint of the unfold, a scatter-add).
+/// `Err(x)` when it does not apply.
+pub fn dense(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
+    let [n, c, h, w] = x.dims();
+    let ok = applies(&x)
+        && conv.bias.is_none()
+        && conv.groups == 1
+        && cin_g == c
+        && conv.dilation == [1, 1];
+    let Some(win) = ok.then(|| window(conv, [h, w])).flatten() else {
+        return Err(x);
+    };
+    let d = Dense {
+        n,
+        c_in: c,
+        c_out,
+        h,
+        w,
+        k: [kh, kw],
+        s: conv.stride,
+        pad: [win.pt, win.pl],
+        out: [win.oh, win.ow],
+    };
+    let (x, weight) = operands(conv, x)?;
+    let xc = contiguous(x.primitive().clone());
+    let wc = contiguous(weight.primitive().clone());
+    let (kk, pix) = (d.taps(), d.pix());
+    let mut y = vec![0f32; n * c_out * pix];
+    {
+        let (xs, ws) = (slice(&xc), slice(&wc));
+        y.par_chunks_mut(c_out * pix)
+            .enumerate()
+            .for_each_init(Vec::new, |col, (i, y)| {
+                col.clear();
+                col.resize(kk * pix, 0.0);
+                d.unfold(&xs[i * c * h * w..(i + 1) * c * h * w], col, pix, 0);
+                gemm_strided(
+                    [c_out, pix, kk],
+                    y,
+                    Mat::rows(ws, kk),
+                    Mat::rows(col, pix),
+                    false,
+                    gemm::Parallelism::None,
+                );
+            });
+    }
+    let y = FlexTensor::from_data(TensorData::new(y, [n, c_out, win.oh, win.ow]));
+    let out = match DenseBackward
+        .prepare::<NoCheckpointing>([x.node(), weight.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish((xc, wc, d), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Ok(Tensor::from_primitive::<Ad>(out))
+}
+
+/// Sizes of one dense convolution.
+#[derive(Debug, Clone)]
+pub(crate) struct Dense {
+    pub(crate) n: usize,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) k: [usize; 2],
+    pub(crate) s: [usize; 2],
+    /// Top and left padding.
+    pub(crate) pad: [usize; 2],
+    pub(crate) out: [usize; 2],
+}
+
+impl Dense {
+    /// Rows of the unfolded image: input channels times taps.
+    pub(crate) fn taps(&self) -> usize {
+        self.c_in * self.k[0] * self.k[1]
+    }
+
+    pub(crate) fn pix(&self) -> usize {
+        self.out[0] * self.out[1]
+    }
+
+    /// Unfolds one image into `col`, whose rows are `stride` long; the image's columns start
+    /// at `offset` in each row (0 for one image alone, `i * pix` in the whole batch's).
+    pub(crate) fn unfold(&self, x: &[f32], col: &mut [f32], stride: usize, offset: usize) {
+        let (pix, [kh, kw]) = (self.pix(), self.k);
+        for ci in 0..self.c_in {
+            let plane = &x[ci * self.h * self.w..(ci + 1) * self.h * self.w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let r = (ci * kh + ky) * kw + kx;
+                    let row = &mut col[r * stride + offset..][..pix];
+                    self.unfold_row(plane, row, [ky, kx]);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn unfold_row(&self, plane: &[f32], row: &mut [f32], tap: [usize; 2]) {
+        im2col_row(
+            plane,
+            row,
+            [self.h, self.w],
+            [self.out[1], self.s[0], self.s[1]],
+            tap,
+            self.pad,
+        );
+    }
+
+    /// The adjoint of [`Dense::unfold`] for one image: adds each row of `col` back onto the
+    /// input pixels it was read from.
+    pub(crate) fn fold(&self, col: &[f32], x: &mut [f32]) {
+        let ([kh, kw], [sh, sw], [pt, pl], [oh, ow]) = (self.k, self.s, self.pad, self.out);
+        let (h, w) = (self.h, self.w);
+        for ci in 0..self.c_in {
+            let plane = &mut x[ci * h * w..(ci + 1) * h * w];
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let r = (ci * kh + ky) * kw + kx;
+                    let row = &col[r * oh * ow..(r + 1) * oh * ow];
+                    // Output columns whose input column ox * sw + kx - pl lies inside the image.
+                    let lo = pl.saturating_sub(kx).div_ceil(sw).min(ow);
+                    let hi = if w + pl > kx {
+                        ((w + pl - kx - 1) / sw + 1).min(ow)
+                    } else {
+                        0
+                    }
+                    .max(lo);
+                    for oy in 0..oh {
+                        let Some(iy) = (oy * sh + ky).checked_sub(pt).filter(|&iy| iy < h) else {
+                            continue;
+                        };
+                        let src = &row[oy * ow + lo..oy * ow + hi];
+                        let first = iy * w + lo * sw + kx - pl;
+                        if sw == 1 {
+                            for (o, &v) in plane[first..first + src.len()].iter_mut().zip(src) {
+                                *o += v;
+                            }
+                        } else {
+                            for (o, &v) in plane[first..].iter_mut().step_by(sw).zip(src) {
+                                *o += v;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct DenseBackward;
+
+impl Backward<Flex, 2> for DenseBackward {
+    type State = (FlexTensor, FlexTensor, Dense);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w, d) = ops.state;
+        let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
+        let (kk, pix) = (d.taps(), d.pix());
+        let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
+        let [kh, kw] = d.k;
+        if let Some(node) = node_w {
+            // The whole batch unfolded side by side ([taps][n * pix]) and dY as [c_out][n * pix]:
+            // one product over every image and pixel, summed in a fixed order.
+            let all = d.n * pix;
+            let mut col = vec![0f32; kk * all];
+            col.par_chunks_mut(all).enumerate().for_each(|(r, row)| {
+                let (ci, tap) = (r / (kh * kw), r % (kh * kw));
+                for i in 0..d.n {
+                    let plane = &xs[i * img_in + ci * d.h * d.w..][..d.h * d.w];
+                    d.unfold_row(
+                        plane,
+                        &mut row[i * pix..(i + 1) * pix],
+                        [tap / kw, tap % kw],
+                    );
+                }
+            });
+            let mut dyt = vec![0f32; d.c_out * all];
+            dyt.par_chunks_mut(all).enumerate().for_each(|(o, row)| {
+                for i in 0..d.n {
+                    row[i * pix..(i + 1) * pix]
+                        .copy_from_slice(&dys[i * img_out + o * pix..][..pix]);
+                }
+            });
+            let mut dw = vec![0f32; d.c_out * kk];
+            gemm_strided(
+                [d.c_out, kk, all],
+                &mut dw,
+                Mat::rows(&dyt, all),
+                Mat::cols(&col, all),
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+            let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
+            grads.register::<Flex>(node.id, dw);
+        }
+        if let Some(node) = node_x {
+            let mut dx = vec![0f32; d.n * img_in];
+            dx.par_chunks_mut(img_in)
+                .enumerate()
+                .for_each_init(Vec::new, |col, (i, dx)| {
+                    col.clear();
+                    col.resize(kk * pix, 0.0);
+                    gemm_strided(
+                        [kk, pix, d.c_out],
+                        col,
+                        Mat::cols(ws, kk),
+                        Mat::rows(&dys[i * img_out..(i + 1) * img_out], pix),
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                    d.fold(col, dx);
+                });
+            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+            grads.register::<Flex>(node.id, dx);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pointwise {
+    pub(crate) n: usize,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+}
+
+impl Pointwise {
+    pub(crate) fn hw(&self) -> usize {
+        self.h * self.w
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct PointwiseBackward;
+
+impl Backward<Flex, 2> for PointwiseBackward {
+    type State = (FlexTensor, FlexTensor, Pointwise);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let (x, w, d) = ops.state;
+        let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
+        let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
+        if let Some(node) = node_w {
+            // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count).
+            let mut dw = vec![0f32; d.c_out * d.c_in];
+            for i in 0..d.n {
+                gemm_strided(
+                    [d.c_out, d.c_in, d.hw()],
+                    &mut dw,
+                    Mat::rows(&dys[i * img_out..(i + 1) * img_out], d.hw()),
+                    Mat::cols(&xs[i * img_in..(i + 1) * img_in], d.hw()),
+                    i > 0,
+                    gemm::Parallelism::Rayon(0),
+                );
+            }
+            let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
+            grads.register::<Flex>(node.id, dw);
+        }
+        if let Some(node) = node_x {
+            let mut dx = vec![0f32; d.n * img_in];
+            dx.par_chunks_mut(img_in).enumerate().for_each(|(i, dx)| {
+                gemm_strided(
+                    [d.c_in, d.hw(), d.c_out],
+                    dx,
+                    Mat::cols(ws, d.c_in),
+                    Mat::rows(&dys[i * img_out..(i + 1) * img_out], d.hw()),
+                    false,
+                    gemm::Parallelism::None,
+                );
+            });
+            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+            grads.register::<Flex>(node.id, dx);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Training ops for flex with their own backward passes: depthwise, 1x1 and other dense
+//! convolutions and BatchNorm (the layers of MobileNetV2, EfficientNet and ResNet).
+//!
+//! Why: Burn 0.22 differentiates these generically, and on small maps that is mostly overhead.
+//! A grouped convolution's weight gradient runs one convolution plus a slice and a slice-assign
+//! *per channel* (960 of each in one MobileNetV2 layer); convolution input gradients go through
+//! flex's transposed 3-D convolution; BatchNorm is a dozen ops with strided copies, each
+//! differentiated apart. `perf` of a MobileNetV2 training step (28 px, batch 64) put ~13 % in
+//! the transposed convolution and ~10 % in layout copies (docs/benchmarks.md). Here:
+//! depthwise runs channels-last (every inner loop a contiguous multiply-add over channels,
+//! whatever the map size), 1x1 convolutions are matrix products (`gemm`), other dense ones
+//! matrix products over the unfolded image, BatchNorm is two passes each way with the closed-form gradient. Reductions are summed in a fixed order, so
+//! the bits do not depend on the thread count (training stays reproducible).
+//!
+//! Each op is an autodiff node of Burn's own kind (`burn::backend::autodiff`'s `Backward`),
+//! reached through `Tensor::try_into_primitive::<Autodiff<Flex>>`, so the rest of the graph is
+//! untouched. They apply to f32 tensors on `Device::flex().autodiff()` without gradient
+//! checkpointing and to layers without bias (timm's: BatchNorm follows); everything else keeps
+//! Burn's ops. `--flex-kernels` without `train` turns them off, to compare.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, GradientCheckpointingStrategy};
+use burn::nn::BatchNorm;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use super::{
+    Geometry, Isa, Kernel, Mat, contiguous, gemm_strided, im2col_row, is_depthwise, on, window,
+};
+
+mod conv;
+mod depthwise;
+mod norm;
+#[cfg(test)]
+mod tests;
+
+pub use conv::{dense, pointwise};
+pub use depthwise::depthwise;
+pub use norm::batch_norm;
+
+type Ad = Autodiff<Flex, NoCheckpointing>;
+
+/// `conv(x)` through the op below that handles `conv` (depthwise, 1x1, other dense); `Err(x)`
+/// when none does.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let x = match depthwise(conv, x) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
+    let x = match pointwise(conv, x) {
+        Ok(y) => return Ok(y),
+        Err(x) => x,
+    };
+    dense(conv, x)
+}
+
+/// True when `x` is an f32 tensor on flex's autodiff device without checkpointing, the only
+/// one these ops take part in, and they are switched on.
+pub(crate) fn applies(x: &Tensor<4>) -> bool {
+    on(Kernel::Train)
+        && x.dtype() == DType::F32
+        && x.device() == Device::flex().autodiff()
+        && x.gradient_checkpointing_strategy() == Some(GradientCheckpointingStrategy::Disabled)
+}
+
+/// `x` (checked by [`applies`]) and `conv`'s weight as autodiff flex primitives; `Err(x)` when
+/// the weight is not an f32 tensor on `x`'s device.
+pub(crate) fn operands(
+    conv: &Conv2d,
+    x: Tensor<4>,
+) -> Result<(FloatTensor<Ad>, FloatTensor<Ad>), Tensor<4>> {
+    let weight = conv.weight.val();
+    if weight.device() != x.device() || weight.dtype() != DType::F32 {
+        return Err(x);
+    }
+    match (
+        x.try_into_primitive::<Ad>(),
+        weight.try_into_primitive::<Ad>(),
+    ) {
+        (Ok(x), Ok(w)) => Ok((x, w)),
+        _ => unreachable!("device and checkpointing strategy were checked"),
+    }
+}
+
+pub(crate) fn slice(t: &FlexTensor) -> &[f32] {
+    &t.storage::<f32>()[..t.layout().num_elements()]
+}

@@ -1,0 +1,194 @@
+//! Training-mode BatchNorm with its closed-form backward.
+
+use super::*;
+
+/// Training-mode BatchNorm on flex's autodiff device: the output, and the batch mean and
+/// (population) variance for the running statistics; `Err(x)` when it does not apply.
+/// Why: Burn composes it from a dozen tensor ops (means over swapped dimensions, strided copies,
+/// broadcasts), each differentiated apart; here it is two passes forward and two backward with
+/// the closed-form gradient `dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))`.
+pub fn batch_norm(
+    bn: &BatchNorm,
+    x: Tensor<4>,
+) -> Result<(Tensor<4>, Tensor<1>, Tensor<1>), Tensor<4>> {
+    let [n, c, h, w] = x.dims();
+    let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
+    let ok = applies(&x)
+        && n * h * w > 0
+        && [&gamma, &beta]
+            .iter()
+            .all(|p| p.device() == x.device() && p.dtype() == DType::F32 && p.dims() == [c]);
+    if !ok {
+        return Err(x);
+    }
+    let d = Norm {
+        n,
+        c,
+        h,
+        w,
+        eps: bn.epsilon,
+    };
+    let (Ok(x), Ok(gamma), Ok(beta)) = (
+        x.try_into_primitive::<Ad>(),
+        gamma.try_into_primitive::<Ad>(),
+        beta.try_into_primitive::<Ad>(),
+    ) else {
+        unreachable!("device and checkpointing strategy were checked")
+    };
+    let xc = contiguous(x.primitive().clone());
+    let g = slice(&contiguous(gamma.primitive().clone())).to_vec();
+    let b = slice(&contiguous(beta.primitive().clone())).to_vec();
+    let xs = slice(&xc);
+    // Per channel: mean and variance in f64 (two passes), then y = x * scale + shift.
+    let stats: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let planes = || (0..n).map(|i| &xs[(i * c + ch) * d.hw()..][..d.hw()]);
+            let count = (n * d.hw()) as f64;
+            let mean = planes().map(|p| sum8(p, p, |v, _| v) as f64).sum::<f64>() / count;
+            let m = mean as f32;
+            let var = planes()
+                .map(|p| sum8(p, p, |v, _| (v - m) * (v - m)) as f64)
+                .sum::<f64>()
+                / count;
+            (mean, var)
+        })
+        .collect();
+    let invstd: Vec<f32> = stats
+        .iter()
+        .map(|&(_, v)| (1.0 / (v + d.eps).sqrt()) as f32)
+        .collect();
+    let mean: Vec<f32> = stats.iter().map(|&(m, _)| m as f32).collect();
+    let var: Vec<f32> = stats.iter().map(|&(_, v)| v as f32).collect();
+    let mut y = vec![0f32; xs.len()];
+    y.par_chunks_mut(d.hw()).enumerate().for_each(|(p, y)| {
+        let ch = p % c;
+        let scale = g[ch] * invstd[ch];
+        let shift = b[ch] - mean[ch] * scale;
+        for (y, &v) in y.iter_mut().zip(&xs[p * d.hw()..(p + 1) * d.hw()]) {
+            *y = v * scale + shift;
+        }
+    });
+    let y = FlexTensor::from_data(TensorData::new(y, [n, c, h, w]));
+    let state = NormState {
+        x: xc.clone(),
+        mean: mean.clone(),
+        invstd,
+        gamma: g,
+        d,
+    };
+    let out = match NormBackward
+        .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    let device = Device::flex();
+    let stat = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [c]), &device).autodiff();
+    Ok((Tensor::from_primitive::<Ad>(out), stat(mean), stat(var)))
+}
+
+/// `sum f(a[i], b[i])` in eight f32 lanes (so it vectorises), over one plane.
+#[inline(always)]
+pub(crate) fn sum8(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, at) = a.as_chunks::<8>();
+    let (bc, bt) = b.as_chunks::<8>();
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..8 {
+            acc[l] += f(x[l], y[l]);
+        }
+    }
+    for (l, (&x, &y)) in at.iter().zip(bt).enumerate() {
+        acc[l] += f(x, y);
+    }
+    acc.iter().sum()
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Norm {
+    pub(crate) n: usize,
+    pub(crate) c: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) eps: f64,
+}
+
+impl Norm {
+    pub(crate) fn hw(&self) -> usize {
+        self.h * self.w
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct NormState {
+    pub(crate) x: FlexTensor,
+    pub(crate) mean: Vec<f32>,
+    pub(crate) invstd: Vec<f32>,
+    pub(crate) gamma: Vec<f32>,
+    pub(crate) d: Norm,
+}
+
+#[derive(Debug)]
+pub(crate) struct NormBackward;
+
+impl Backward<Flex, 3> for NormBackward {
+    type State = NormState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let st = ops.state;
+        let d = &st.d;
+        let (dys, xs) = (slice(&dy), slice(&st.x));
+        // Per channel: sum(dy) and sum(dy * xhat), in f64.
+        let sums: Vec<(f64, f64)> = (0..d.c)
+            .into_par_iter()
+            .map(|ch| {
+                let (m, s) = (st.mean[ch], st.invstd[ch]);
+                (0..d.n).fold((0.0, 0.0), |(a, b), i| {
+                    let at = (i * d.c + ch) * d.hw();
+                    let (dy, x) = (&dys[at..at + d.hw()], &xs[at..at + d.hw()]);
+                    let pa = sum8(dy, dy, |g, _| g) as f64;
+                    let pb = sum8(dy, x, |g, v| g * (v - m)) as f64 * s as f64;
+                    (a + pa, b + pb)
+                })
+            })
+            .collect();
+        if let Some(node) = node_x {
+            let count = (d.n * d.hw()) as f32;
+            let mut dx = vec![0f32; xs.len()];
+            dx.par_chunks_mut(d.hw()).enumerate().for_each(|(p, dx)| {
+                let ch = p % d.c;
+                let (m, s) = (st.mean[ch], st.invstd[ch]);
+                let k = st.gamma[ch] * s;
+                let mdy = sums[ch].0 as f32 / count;
+                let mdyx = sums[ch].1 as f32 / count;
+                let at = p * d.hw();
+                for ((o, &g), &v) in dx
+                    .iter_mut()
+                    .zip(&dys[at..at + d.hw()])
+                    .zip(&xs[at..at + d.hw()])
+                {
+                    *o = k * (g - mdy - (v - m) * s * mdyx);
+                }
+            });
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dx, [d.n, d.c, d.h, d.w])),
+            );
+        }
+        let per_channel = |f: fn(&(f64, f64)) -> f64| {
+            let v: Vec<f32> = sums.iter().map(|s| f(s) as f32).collect();
+            FlexTensor::from_data(TensorData::new(v, [d.c]))
+        };
+        if let Some(node) = node_g {
+            grads.register::<Flex>(node.id, per_channel(|s| s.1));
+        }
+        if let Some(node) = node_b {
+            grads.register::<Flex>(node.id, per_channel(|s| s.0));
+        }
+    }
+}

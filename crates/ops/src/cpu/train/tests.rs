@@ -1,0 +1,295 @@
+//! The training ops against Burn's autodiff.
+
+use super::*;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::Distribution;
+
+fn max_rel_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
+    (a - b).abs().max().into_scalar::<f32>() / scale
+}
+
+type ConvOp = fn(&Conv2d, Tensor<4>) -> Result<Tensor<4>, Tensor<4>>;
+
+/// `op`'s output, input gradient and weight gradient on a random input of `shape` equal
+/// Burn's conv's within 1e-5 of the largest value.
+fn assert_matches_burn(op: ConvOp, conv: &Conv2d, shape: [usize; 4], what: &str) {
+    let dev = conv.weight.val().device();
+    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev).require_grad();
+    let ours = op(conv, x.clone()).expect("kernel applies");
+    let burn = conv.forward(x.clone());
+    assert_eq!(ours.dims(), burn.dims(), "{what}");
+    let d = max_rel_diff(ours.clone().inner(), burn.clone().inner());
+    assert!(d < 1e-5, "output {what}: {d}");
+    // A weighted sum, so every output pixel's gradient differs.
+    let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
+    let g_ours = (ours * wts.clone()).sum().backward();
+    let g_burn = (burn * wts).sum().backward();
+    let dx = max_rel_diff(
+        x.grad(&g_ours).expect("dx").reshape(shape),
+        x.grad(&g_burn).expect("dx").reshape(shape),
+    );
+    assert!(dx < 1e-5, "input grad {what}: {dx}");
+    let dw = max_rel_diff(
+        conv.weight.val().grad(&g_ours).expect("dw"),
+        conv.weight.val().grad(&g_burn).expect("dw"),
+    );
+    assert!(dw < 1e-5, "weight grad {what}: {dw}");
+}
+
+/// Output, input gradient and weight gradient equal Burn's conv's (its generic grouped
+/// backward), for the strides, kernels and paddings timm's models use, including TF's
+/// asymmetric SAME and maps smaller than the kernel.
+#[test]
+fn depthwise_training_matches_burns_conv() {
+    let dev = Device::flex().autodiff();
+    let cases = [
+        // (channels, k, stride, padding, h, w)
+        (8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 7),
+        (8, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 8),
+        (6, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 7, 7),
+        (6, 5, 2, PaddingConfig2d::Explicit(2, 2, 2, 2), 11, 10),
+        (5, 3, 2, PaddingConfig2d::Same, 8, 9),
+        (5, 5, 2, PaddingConfig2d::Same, 7, 6),
+        (4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 1, 1),
+        (4, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 2, 2),
+        (4, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 2, 3),
+        (4, 3, 2, PaddingConfig2d::Valid, 8, 9),
+    ];
+    for (c, k, s, pad, h, w) in cases {
+        let conv = Conv2dConfig::new([c, c], [k, k])
+            .with_stride([s, s])
+            .with_groups(c)
+            .with_padding(pad.clone())
+            .with_bias(false)
+            .init(&dev);
+        let what = format!("c {c} k {k} s {s} {pad:?} {h}x{w}");
+        assert_matches_burn(depthwise, &conv, [3, c, h, w], &what);
+    }
+}
+
+/// The 1x1 op's output and gradients equal Burn's conv's, on maps down to 1x1.
+#[test]
+fn pointwise_training_matches_burns_conv() {
+    let dev = Device::flex().autodiff();
+    for (c_in, c_out, h, w, pad) in [
+        (8, 24, 5, 7, PaddingConfig2d::Valid),
+        (24, 8, 1, 1, PaddingConfig2d::Same),
+        (16, 16, 3, 2, PaddingConfig2d::Explicit(0, 0, 0, 0)),
+    ] {
+        let conv = Conv2dConfig::new([c_in, c_out], [1, 1])
+            .with_padding(pad)
+            .with_bias(false)
+            .init(&dev);
+        assert_matches_burn(
+            pointwise,
+            &conv,
+            [3, c_in, h, w],
+            &format!("{c_in}->{c_out} {h}x{w}"),
+        );
+    }
+}
+
+/// Training BatchNorm: output, batch statistics and the gradients of x, gamma and beta
+/// equal Burn's `batch_norm_train`'s (differentiated op by op), down to 1x1 maps.
+#[test]
+fn batch_norm_training_matches_burn() {
+    use burn::nn::BatchNormConfig;
+    let dev = Device::flex().autodiff();
+    for (n, c, h, w) in [(4, 6, 5, 3), (8, 5, 1, 1), (2, 3, 7, 7)] {
+        let bn = BatchNormConfig::new(c).with_epsilon(1e-3).init(&dev);
+        // Non-trivial gamma and beta, and an offset input (a mean far from zero).
+        let leaf = |d| burn::module::Param::from_tensor(Tensor::<1>::random([c], d, &dev));
+        let bn = BatchNorm {
+            gamma: leaf(Distribution::Uniform(0.5, 1.5)),
+            beta: leaf(Distribution::Normal(0.0, 1.0)),
+            ..bn
+        };
+        let x = (Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 2.0), &dev) + 3.0)
+            .require_grad();
+        let (ours, mean, var) = batch_norm(&bn, x.clone()).expect("kernel applies");
+        let r = burn::tensor::module::batch_norm_train(
+            x.clone(),
+            bn.gamma.val(),
+            bn.beta.val(),
+            bn.epsilon,
+        );
+        let what = format!("{n}x{c}x{h}x{w}");
+        let close = |a: Tensor<1>, b: Tensor<1>| {
+            max_rel_diff(
+                a.reshape([1, 1, 1, c]).inner(),
+                b.reshape([1, 1, 1, c]).inner(),
+            )
+        };
+        assert!(close(mean, r.mean.clone()) < 1e-5, "mean {what}");
+        assert!(close(var, r.variance.clone()) < 1e-5, "variance {what}");
+        let d = max_rel_diff(ours.clone().inner(), r.output.clone().inner());
+        assert!(d < 1e-5, "output {what}: {d}");
+        let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
+        let g_ours = (ours * wts.clone()).sum().backward();
+        let g_burn = (r.output * wts).sum().backward();
+        let dx = max_rel_diff(
+            x.grad(&g_ours).expect("dx").reshape([n, c, h, w]),
+            x.grad(&g_burn).expect("dx").reshape([n, c, h, w]),
+        );
+        assert!(dx < 1e-4, "input grad {what}: {dx}");
+        for (name, p) in [("gamma", bn.gamma.val()), ("beta", bn.beta.val())] {
+            let a = p.grad(&g_ours).expect("grad").reshape([1, 1, 1, c]);
+            let b = p.grad(&g_burn).expect("grad").reshape([1, 1, 1, c]);
+            let e = max_rel_diff(a, b);
+            assert!(e < 1e-5, "{name} grad {what}: {e}");
+        }
+    }
+}
+
+/// Dense convolutions (3x3, ResNet's 7x7 stem, strided 1x1 shortcut, TF's SAME stem, one
+/// input channel): output and gradients equal Burn's.
+#[test]
+fn dense_training_matches_burns_conv() {
+    let dev = Device::flex().autodiff();
+    for (c_in, c_out, k, s, pad, h, w) in [
+        (4, 6, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 7, 6),
+        (5, 8, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 8),
+        (3, 4, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 12, 11),
+        (6, 10, 1, 2, PaddingConfig2d::Valid, 7, 8),
+        (3, 5, 3, 2, PaddingConfig2d::Same, 10, 9),
+        (1, 8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 2, 2),
+        (64, 64, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 16, 16),
+    ] {
+        let conv = Conv2dConfig::new([c_in, c_out], [k, k])
+            .with_stride([s, s])
+            .with_padding(pad.clone())
+            .with_bias(false)
+            .init(&dev);
+        let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
+        assert_matches_burn(dense, &conv, [8, c_in, h, w], &what);
+    }
+}
+
+/// A ResNet basic block (conv, BN, ReLU, conv, BN, + shortcut, ReLU) built from these ops
+/// has the gradients of the same block built from Burn's.
+#[test]
+fn basic_block_matches_burn() {
+    use burn::nn::BatchNormConfig;
+    let dev = Device::flex().autodiff();
+    let c = 8;
+    let conv = || {
+        Conv2dConfig::new([c, c], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&dev)
+    };
+    let (c1, c2) = (conv(), conv());
+    let (b1, b2) = (
+        BatchNormConfig::new(c).init(&dev),
+        BatchNormConfig::new(c).init(&dev),
+    );
+    let x0 = Tensor::<4>::random([4, c, 6, 6], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+    let block = |ours: bool| {
+        let x = burn::tensor::activation::relu(x0.clone() * 2.0);
+        let cv = |conv: &Conv2d, x: Tensor<4>| {
+            if ours {
+                dense(conv, x).expect("applies")
+            } else {
+                conv.forward(x)
+            }
+        };
+        let bn = |b: &BatchNorm, x: Tensor<4>| {
+            if ours {
+                batch_norm(b, x).expect("applies").0
+            } else {
+                burn::tensor::module::batch_norm_train(x, b.gamma.val(), b.beta.val(), b.epsilon)
+                    .output
+            }
+        };
+        let y = burn::tensor::activation::relu(bn(&b1, cv(&c1, x.clone())));
+        let y = burn::tensor::activation::relu(bn(&b2, cv(&c2, y)) + x);
+        let wts = Tensor::<4>::ones([4, c, 6, 6], &dev);
+        let g = (y * wts).sum().backward();
+        (
+            x0.grad(&g).expect("dx").into_data(),
+            c1.weight.val().grad(&g).expect("w1").into_data(),
+            b1.beta.val().grad(&g).expect("b1").into_data(),
+        )
+    };
+    let (ours, burn) = (block(true), block(false));
+    let rel = |a: &burn::tensor::TensorData, b: &burn::tensor::TensorData| {
+        let (a, b) = (
+            a.try_to_vec::<f32>().expect("f32"),
+            b.try_to_vec::<f32>().expect("f32"),
+        );
+        let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(&b)
+            .fold(0f32, |d, (p, q)| d.max((p - q).abs()))
+            / m
+    };
+    let r = [
+        rel(&ours.0, &burn.0),
+        rel(&ours.1, &burn.1),
+        rel(&ours.2, &burn.2),
+    ];
+    assert!(
+        r.iter().all(|&r| r < 1e-5),
+        "dx, conv1 dw, bn1 dbeta: {r:?}"
+    );
+}
+
+/// The gradients are the same bits with 1 and 3 threads (the weight gradient is summed in
+/// image order), so training stays reproducible.
+#[test]
+fn gradients_do_not_depend_on_threads() {
+    let dev = Device::flex().autodiff();
+    let conv = Conv2dConfig::new([16, 16], [3, 3])
+        .with_stride([2, 2])
+        .with_groups(16)
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&dev);
+    let x = Tensor::<4>::random([9, 16, 13, 13], Distribution::Normal(0.0, 1.0), &dev);
+    let grads = |op: ConvOp, conv: &Conv2d, threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        pool.install(|| {
+            let x = x.clone().require_grad();
+            let y = op(conv, x.clone()).expect("kernel applies");
+            let g = (y.clone() * y).sum().backward();
+            let dx = x.grad(&g).expect("dx").into_data();
+            let dw = conv.weight.val().grad(&g).expect("dw").into_data();
+            (dx, dw)
+        })
+    };
+    let pw = Conv2dConfig::new([16, 40], [1, 1])
+        .with_bias(false)
+        .init(&dev);
+    let dn = Conv2dConfig::new([16, 24], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&dev);
+    for (op, conv) in [(depthwise as ConvOp, &conv), (pointwise, &pw), (dense, &dn)] {
+        let (dx1, dw1) = grads(op, conv, 1);
+        let (dx3, dw3) = grads(op, conv, 3);
+        assert_eq!(dx1, dx3);
+        assert_eq!(dw1, dw3);
+    }
+}
+
+/// Layers the op does not handle go back untouched: with bias, dense, outside autodiff.
+#[test]
+fn other_convolutions_are_handed_back() {
+    let ad = Device::flex().autodiff();
+    let x = Tensor::<4>::ones([1, 4, 5, 5], &ad);
+    let biased = Conv2dConfig::new([4, 4], [3, 3]).with_groups(4).init(&ad);
+    assert!(depthwise(&biased, x.clone()).is_err());
+    let dense = Conv2dConfig::new([4, 4], [3, 3]).with_bias(false).init(&ad);
+    assert!(depthwise(&dense, x).is_err());
+    let plain = Device::flex();
+    let conv = Conv2dConfig::new([4, 4], [3, 3])
+        .with_groups(4)
+        .with_bias(false)
+        .init(&plain);
+    assert!(depthwise(&conv, Tensor::<4>::ones([1, 4, 5, 5], &plain)).is_err());
+}

@@ -1,0 +1,71 @@
+//! Switches for committee's own kernels, each of which can be turned off to measure what it
+//! changes (`committee bench --flex-kernels`).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// The kernels, each of which can be switched off to measure what it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// In-place SiLU / ReLU / ReLU6 / GELU.
+    Activations,
+    /// Depthwise convolution with the activation fused.
+    Depthwise,
+    /// Dense convolution as one matrix product per image, activation fused.
+    ConvGemm,
+    /// Linear layer as one matrix product over all rows, bias and activation fused.
+    Linear,
+    /// ViT's multi-head attention read straight from the qkv projection.
+    Attention,
+    /// Max pooling (ResNet's stem).
+    MaxPool,
+    /// Training ops with their own backward (`cpu::train`): depthwise, 1x1 and other
+    /// dense convolutions, BatchNorm.
+    Train,
+    /// A CNN's batch split over the threads, each part through the whole network on one
+    /// thread ([`crate::cpu::split_batch`]).
+    Batch,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 8] = [
+        Kernel::Activations,
+        Kernel::Depthwise,
+        Kernel::ConvGemm,
+        Kernel::Linear,
+        Kernel::Attention,
+        Kernel::MaxPool,
+        Kernel::Train,
+        Kernel::Batch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Activations => "act",
+            Kernel::Depthwise => "depthwise",
+            Kernel::ConvGemm => "gemm",
+            Kernel::Linear => "linear",
+            Kernel::Attention => "attention",
+            Kernel::MaxPool => "maxpool",
+            Kernel::Train => "train",
+            Kernel::Batch => "batch",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+static ON: AtomicU8 = AtomicU8::new(0b1111_1111);
+
+/// Chooses which kernels run (all by default), process-wide.
+pub fn set_enabled(kernels: &[Kernel]) {
+    ON.store(
+        kernels.iter().map(|k| k.bit()).fold(0, |a, b| a | b),
+        Ordering::Relaxed,
+    );
+}
+
+pub fn on(kernel: Kernel) -> bool {
+    ON.load(Ordering::Relaxed) & kernel.bit() != 0
+}

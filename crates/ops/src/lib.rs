@@ -1,0 +1,53 @@
+//! committee's ops: every op whose implementation is ours, behind one dispatch API.
+//!
+//! Each public function takes a Burn layer and a tensor and picks what runs it: committee's
+//! CPU kernels on flex ([`cpu`]), its GPU paths ([`gpu`]), its training ops with their own
+//! backward ([`cpu::train`]), or Burn's op. Callers (the zoo's layers) never choose. Every op
+//! is a span of the [`profile`]r. The crate also holds what a process sets up around the ops:
+//! the device choice ([`backend`]) and the allocator tuning ([`heap`]).
+//!
+//! Every candidate implementation returns `Err(input)` untouched when it does not apply, so
+//! the next one gets the tensor without a copy; hence `clippy::result_large_err` is allowed
+//! crate-wide (a `Tensor` is large, but it is moved, not built).
+
+#![allow(clippy::result_large_err)]
+
+pub mod act;
+pub mod attention;
+pub mod backend;
+pub mod conv;
+pub mod cpu;
+pub mod gpu;
+pub mod heap;
+pub mod kernel;
+pub mod linear;
+pub mod norm;
+pub mod pool;
+pub mod profile;
+
+pub use act::Act;
+pub use attention::attention;
+pub use conv::{conv2d, conv2d_act};
+pub use kernel::{Kernel, set_enabled};
+pub use linear::linear;
+pub use norm::batch_norm;
+pub use pool::{global_avg_pool, max_pool};
+
+use burn::tensor::Tensor;
+
+/// `f` over `x`'s batch split over the threads on flex (see [`cpu::split_batch`]), except
+/// while profiling, whose spans time one thread; `Err(x)` when it does not apply.
+pub fn split_batch(
+    x: Tensor<4>,
+    f: impl Fn(Tensor<4>) -> Tensor<2> + Sync,
+) -> Result<Tensor<2>, Tensor<4>> {
+    if profile::enabled() {
+        return Err(x);
+    }
+    cpu::split_batch(x, f)
+}
+
+/// A residual sum, as its own profile span.
+pub fn residual_add<const D: usize>(branch: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {
+    profile::layer("add residual", branch, |b| b + shortcut)
+}

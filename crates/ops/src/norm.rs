@@ -1,0 +1,48 @@
+//! BatchNorm, with PyTorch's running-statistics update in training.
+
+use burn::nn::BatchNorm;
+use burn::tensor::{Device, Tensor};
+
+use crate::{cpu, profile};
+
+/// BatchNorm as PyTorch computes it, as one profile span. In training (an autodiff device,
+/// layer not frozen) it normalises with the batch statistics like Burn, but updates
+/// `running_var` with the *unbiased* batch variance (`n / (n - 1)` times the population one,
+/// `n` = values per channel), as `torch.nn.BatchNorm2d` does; Burn's own update uses the
+/// population variance, so its running statistics drift from what timm would learn (tested
+/// against PyTorch in crates/train/tests/step_parity.rs). On flex the training form is
+/// committee's op with its own backward (`cpu::train`). Otherwise Burn's inference forward.
+pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    profile::layer("batchnorm", x, |x| forward(bn, x))
+}
+
+fn forward(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    if !(device.is_autodiff() && bn.training.is_enabled()) {
+        return bn.forward(x);
+    }
+    let [b, _, h, w] = x.dims();
+    let n = (b * h * w) as f64;
+    let x = match cpu::train::batch_norm(bn, x) {
+        Ok((y, mean, var)) => {
+            update_running(bn, &device, n, mean, var);
+            return y;
+        }
+        Err(x) => x,
+    };
+    let r = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+    update_running(bn, &device, n, r.mean, r.variance);
+    r.output
+}
+
+/// The running statistics' update from a batch's mean and population variance, PyTorch's way.
+fn update_running(bn: &BatchNorm, device: &Device, n: f64, mean: Tensor<1>, var: Tensor<1>) {
+    let m = bn.momentum;
+    let unbiased = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+    let rm = bn.running_mean.value_sync().to_device(device);
+    let rv = bn.running_var.value_sync().to_device(device);
+    bn.running_mean
+        .update((rm * (1.0 - m) + mean.detach() * m).detach());
+    bn.running_var
+        .update((rv * (1.0 - m) + var.detach() * (m * unbiased)).detach());
+}

@@ -1,0 +1,22 @@
+//! Pooling.
+
+use burn::nn::pool::MaxPool2d;
+use burn::tensor::Tensor;
+
+use crate::{cpu, profile};
+
+/// Max pooling (ResNet's stem), committee's kernel on flex, else Burn's.
+pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    profile::layer("pool max", x, |x| match cpu::max_pool(pool, x) {
+        Ok(y) => y,
+        Err(x) => pool.forward(x),
+    })
+}
+
+/// Global average pooling of an NCHW map to `[N, C]`.
+pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
+    let [n, c, _, _] = x.dims();
+    profile::layer("pool global avg", x, |x| {
+        x.mean_dim(3).mean_dim(2).reshape([n, c])
+    })
+}
