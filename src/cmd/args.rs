@@ -7,22 +7,73 @@ use committee_data::transform::EvalTransform;
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct PreprocessArgs {
     /// Crop size (default: the model's eval size).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub img_size: Option<usize>,
-    /// Resize the shorter side to floor(img_size / crop_pct).
-    #[arg(long)]
+    /// Resize the shorter side to floor(img_size / crop_pct); in (0, 1].
+    #[arg(long, value_parser = crop_pct)]
     pub crop_pct: Option<f64>,
     /// bicubic or bilinear.
     #[arg(long)]
     pub interpolation: Option<Interpolation>,
-    /// Three comma-separated values.
-    #[arg(long, value_delimiter = ',', num_args = 3)]
-    pub mean: Option<Vec<f64>>,
-    #[arg(long, value_delimiter = ',', num_args = 3)]
-    pub std: Option<Vec<f64>>,
+    /// Three comma-separated values, e.g. 0.5,0.5,0.5.
+    #[arg(long, value_parser = mean)]
+    pub mean: Option<[f64; 3]>,
+    /// Three comma-separated values, each above 0.
+    #[arg(long, value_parser = std_dev)]
+    pub std: Option<[f64; 3]>,
     /// torchvision style: resize the shorter side to exactly this (then crop img_size).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub resize_size: Option<usize>,
+}
+
+// One parser per kind of flag, so every command checks a value the same way.
+
+/// A count that must be at least 1 (batch sizes, workers, image sizes, epochs).
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
+/// A finite number.
+fn finite(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a finite number")),
+    }
+}
+
+/// timm's crop fraction: in (0, 1].
+pub fn crop_pct(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in (0, 1]"))
+    }
+}
+
+/// Three comma-separated finite numbers.
+fn triple(s: &str) -> Result<[f64; 3], String> {
+    let v = s.split(',').map(finite).collect::<Result<Vec<_>, _>>()?;
+    <[f64; 3]>::try_from(v.as_slice())
+        .map_err(|_| format!("'{s}': give three comma-separated values"))
+}
+
+pub fn mean(s: &str) -> Result<[f64; 3], String> {
+    triple(s)
+}
+
+/// Three comma-separated standard deviations, each above 0 (the transform divides by them).
+pub fn std_dev(s: &str) -> Result<[f64; 3], String> {
+    let v = triple(s)?;
+    if v.iter().all(|&x| x > 0.0) {
+        Ok(v)
+    } else {
+        Err(format!("'{s}': every std must be above 0"))
+    }
 }
 
 impl PreprocessArgs {
@@ -36,15 +87,36 @@ impl PreprocessArgs {
         if let Some(i) = self.interpolation {
             t.interpolation = i;
         }
-        if let Some(m) = &self.mean {
-            t.mean = [m[0], m[1], m[2]];
+        if let Some(m) = self.mean {
+            t.mean = m;
         }
-        if let Some(s) = &self.std {
-            t.std = [s[0], s[1], s[2]];
+        if let Some(s) = self.std {
+            t.std = s;
         }
         if self.resize_size.is_some() {
             t.resize = self.resize_size;
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_are_checked_by_kind() {
+        assert_eq!(positive("8"), Ok(8));
+        assert!(positive("0").is_err() && positive("-1").is_err() && positive("x").is_err());
+        assert_eq!(crop_pct("1"), Ok(1.0));
+        for bad in ["0", "-0.5", "1.01", "nan", "inf"] {
+            assert!(crop_pct(bad).is_err(), "{bad}");
+        }
+        assert_eq!(mean("0.5,0.5,0.5"), Ok([0.5; 3]));
+        assert_eq!(std_dev("0.229, 0.224, 0.225"), Ok([0.229, 0.224, 0.225]));
+        for bad in ["0.5,0.5", "0.5,0.5,0.5,0.5", "a,b,c", "0.5,nan,0.5"] {
+            assert!(mean(bad).is_err(), "{bad}");
+        }
+        assert!(std_dev("0.2,0,0.2").is_err() && std_dev("0.2,-1,0.2").is_err());
     }
 }

@@ -155,7 +155,7 @@ pub struct EnsembleArgs {
     pub combine: Combine,
     #[arg(long, default_value = "auto")]
     pub backend: committee_ops::backend::BackendKind,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]
     pub batch: usize,
     #[arg(long)]
     json: bool,
@@ -261,7 +261,7 @@ pub struct CascadeArgs {
     combine: Combine,
     #[arg(long, default_value = "auto")]
     pub backend: committee_ops::backend::BackendKind,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]
     pub batch: usize,
     /// Live: skip timing the most expensive stage alone (no `speedup_vs_largest`).
     #[arg(long)]

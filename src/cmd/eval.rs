@@ -26,10 +26,10 @@ pub struct Args {
     /// Image folder: root/<class>/<image>.
     #[arg(long)]
     data: PathBuf,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]
     batch: usize,
     /// Decoding threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::args::positive)]
     workers: Option<usize>,
     /// Evaluate only the first N images.
     #[arg(long)]
@@ -87,11 +87,25 @@ pub fn run(a: Args) -> Result<()> {
         t.interpolation,
         folder.skipped.len()
     );
-    let r = evaluate(&a, &folder, &member, &sel.device)?;
-    if let Some(path) = &a.save_logits {
-        save_cache(&a, path, &folder, &member, r.cache)?;
+    let mut r = evaluate(&a, &folder, &member, &sel.device)?;
+    if r.accuracy.n == 0 {
+        bail!(
+            "no image of {} could be evaluated ({} of {} failed to decode)",
+            a.data.display(),
+            r.failed.len(),
+            folder.samples.len()
+        );
     }
-    report(&a, &folder, &member, &sel, &r.accuracy, &r.failed, r.wall_s)
+    if r.nonfinite > 0 {
+        eprintln!(
+            "warning: {} of {} images got NaN or infinite logits (counted as wrong): the weights or the input are broken",
+            r.nonfinite, r.accuracy.n
+        );
+    }
+    if let Some(path) = &a.save_logits {
+        save_cache(&a, path, &folder, &member, std::mem::take(&mut r.cache))?;
+    }
+    report(&a, &folder, &member, &sel, &r)
 }
 
 /// The folder, sharded and limited as asked.
@@ -113,6 +127,8 @@ struct Evaluated {
     failed: Vec<serde_json::Value>,
     /// Logits rows, labels and relative paths of the evaluated images (with `--save-logits`).
     cache: (Vec<f32>, Vec<i64>, Vec<String>),
+    /// Images whose logits hold a NaN or an infinity.
+    nonfinite: usize,
     wall_s: f64,
 }
 
@@ -135,6 +151,7 @@ fn evaluate(a: &Args, folder: &ImageFolder, member: &Member, dev: &Device) -> Re
     let start = Instant::now();
     let mut acc = Accuracy::default();
     let mut failed = Vec::new();
+    let mut nonfinite = 0;
     let (mut rows, mut labels, mut files) = (Vec::new(), Vec::new(), Vec::new());
     for batch in batches {
         let mut data = Vec::new();
@@ -162,6 +179,7 @@ fn evaluate(a: &Args, folder: &ImageFolder, member: &Member, dev: &Device) -> Re
                 let row = &logits[r * classes..(r + 1) * classes];
                 let label = folder.samples[i].label;
                 acc.add(row, label);
+                nonfinite += row.iter().any(|v| !v.is_finite()) as usize;
                 if a.save_logits.is_some() {
                     rows.extend_from_slice(row);
                     labels.push(label as i64);
@@ -179,6 +197,7 @@ fn evaluate(a: &Args, folder: &ImageFolder, member: &Member, dev: &Device) -> Re
         accuracy: acc,
         failed,
         cache: (rows, labels, files),
+        nonfinite,
         wall_s: start.elapsed().as_secs_f64(),
     })
 }
@@ -217,16 +236,16 @@ fn report(
     folder: &ImageFolder,
     member: &Member,
     sel: &Selected,
-    acc: &Accuracy,
-    failed: &[serde_json::Value],
-    wall: f64,
+    r: &Evaluated,
 ) -> Result<()> {
+    let (acc, failed, wall) = (&r.accuracy, &r.failed, r.wall_s);
     let img_per_s = acc.n as f64 / wall.max(1e-9);
     let gmacs = member.gmacs;
     let report = json!({
         "model": a.model, "top1": acc.top1_pct(), "top5": acc.top5_pct(), "images": acc.n,
         "failed": failed, "skipped": folder.skipped.len(), "img_per_s": img_per_s,
         "gmacs": gmacs, "wall_s": wall, "backend": sel.kind.to_string(),
+        "nonfinite_logits": r.nonfinite,
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

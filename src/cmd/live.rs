@@ -154,6 +154,13 @@ pub fn cascade(
             kept_labels.push(labels[*i]);
         }
     }
+    if predictions.is_empty() {
+        bail!(
+            "no image of {} could be evaluated ({} failed to decode)",
+            data.display(),
+            failed.len()
+        );
+    }
     // GPU work may still be in flight after the last read-back; the wall time includes it.
     let _ = sel.device.sync();
     let wall_s = start.elapsed().as_secs_f64();
@@ -227,6 +234,13 @@ pub fn ensemble_logits(
                     .collect(),
             );
         }
+    }
+    if labels.is_empty() {
+        bail!(
+            "no image of {} could be evaluated ({} failed to decode)",
+            data.display(),
+            failed.len()
+        );
     }
     Ok(LiveEnsemble {
         names: live.stages.iter().map(|s| s.name.clone()).collect(),

@@ -87,6 +87,12 @@ pub fn load_member(
     };
     let l = load_weights(&arg.model, &arg.weights, &opts, dev)?;
     let (chans, classes) = (l.options.in_chans, l.options.num_classes);
+    if chans != 1 && chans != 3 {
+        anyhow::bail!(
+            "{}: the checkpoint takes {chans} input channels, but images give 3 (RGB) or 1 (gray)",
+            arg.weights.display()
+        );
+    }
     Ok(Member {
         name: match arg.res {
             Some(r) => format!("{}@{r}", arg.model),

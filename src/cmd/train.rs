@@ -27,12 +27,12 @@ pub struct Args {
     /// Read the configuration from this TOML file; flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::args::positive)]
     epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::args::positive)]
     batch: Option<usize>,
     /// Training resolution (default: the image size for small images, else the model's).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::args::positive)]
     img_size: Option<usize>,
     /// Input channels (default: 1 for grayscale images, else 3).
     #[arg(long)]
@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long)]
     resume: bool,
     /// Decoding threads.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::args::positive)]
     workers: Option<usize>,
     #[arg(long, default_value = "flex")]
     backend: BackendKind,

@@ -1,17 +1,22 @@
 //! Top-k accuracy over rows of logits or probabilities.
 
-/// Whether `label` is among the `k` largest of `row` (ties broken by lower index first, as
-/// `torch.topk` on CPU does for equal values).
+/// Whether `label` is among the `k` largest of `row` by strict rank: fewer than `k` other
+/// values are at least as large (a tie is never a win), and a NaN is never correct and
+/// outranks everything. Why: with lower-index tie-breaking (`torch.topk`'s), a checkpoint
+/// whose logits are all NaN or all equal scored every label 0 as correct.
 pub fn in_top_k(row: &[f32], label: usize, k: usize) -> bool {
     let Some(&target) = row.get(label) else {
         return false;
     };
-    let better = row
+    if target.is_nan() {
+        return false;
+    }
+    let rivals = row
         .iter()
         .enumerate()
-        .filter(|&(i, &v)| v > target || (v == target && i < label))
+        .filter(|&(i, &v)| i != label && (v >= target || v.is_nan()))
         .count();
-    better < k
+    rivals < k
 }
 
 /// Index of the largest value (first on ties).
@@ -74,5 +79,23 @@ mod tests {
         a.add(&row, 3);
         a.add(&row, 1);
         assert_eq!((a.top1_pct(), a.top5_pct()), (50.0, 100.0));
+    }
+
+    /// Ties and NaN never count as correct (by hand: the cases a broken checkpoint gives).
+    #[test]
+    fn ties_and_nan_are_wrong() {
+        let nan = f32::NAN;
+        assert!(!in_top_k(&[nan; 4], 0, 1) && !in_top_k(&[nan; 4], 0, 5));
+        assert!(!in_top_k(&[0.0; 4], 0, 1)); // all equal: no winner
+        assert!(in_top_k(&[0.0; 4], 0, 5)); // three rivals < 5
+        assert!(!in_top_k(&[0.5, 0.5, 0.1], 1, 1) && in_top_k(&[0.5, 0.5, 0.1], 1, 2));
+        assert!(!in_top_k(&[0.9, nan, 0.1], 0, 1)); // a NaN elsewhere outranks
+        assert!(in_top_k(&[0.9, nan, 0.1], 0, 2));
+        assert!(!in_top_k(&[0.9, f32::INFINITY], 0, 1) && in_top_k(&[0.9, f32::INFINITY], 1, 1));
+        let mut a = Accuracy::default();
+        for label in 0..4 {
+            a.add(&[nan; 4], label);
+        }
+        assert_eq!((a.top1_pct(), a.top5_pct()), (0.0, 0.0));
     }
 }

@@ -14,6 +14,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, RmsPropConfig, SgdConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
+use committee_core::metrics::in_top_k;
 use committee_data::folder::ImageFolder;
 use committee_data::loader;
 use committee_data::transform::{EvalTransform, decode};
@@ -770,9 +771,10 @@ fn evaluate(
                     .sum::<f64>()
                     .ln();
             loss += lse - row[label] as f64;
-            let above = row.iter().filter(|&&v| v > row[label]).count();
-            top1 += (above == 0) as usize;
-            top5 += (above < 5) as usize;
+            // Strict rank, NaN wrong: a diverged model cannot look accurate (and be kept
+            // as best.safetensors).
+            top1 += in_top_k(row, label, 1) as usize;
+            top5 += in_top_k(row, label, 5) as usize;
         }
         n += m;
     }

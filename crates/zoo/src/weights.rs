@@ -53,6 +53,13 @@ pub enum LoadError {
     },
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
+    #[error("{path}: tensor '{tensor}' holds {value} at element {index}: the weights are broken")]
+    NonFinite {
+        path: String,
+        tensor: String,
+        index: usize,
+        value: f32,
+    },
 }
 
 /// Every difference between a checkpoint and a model, by tensor name.
@@ -287,9 +294,33 @@ pub fn load_checkpoint(
         Layout::Timm => ckpt,
         Layout::Torchvision => to_timm(ckpt, &spec.arch),
     };
+    check_finite(&ckpt, &paths)?;
     let (stem_key, head) = head_key(&spec.arch);
-    let in_chans = ckpt.tensors.get(stem_key).map(|t| t.shape[1]).unwrap_or(3);
-    let ckpt_classes = ckpt.tensors.get(head).map(|t| t.shape[0]).unwrap_or(0);
+    let invalid = |message: String| LoadError::Invalid {
+        path: paths.clone(),
+        message,
+    };
+    // Their ranks and sizes are read before any shape is compared: check them first.
+    let in_chans = match ckpt.tensors.get(stem_key) {
+        Some(t) if t.shape.len() == 4 && t.shape.iter().all(|&d| d > 0) => t.shape[1],
+        Some(t) => {
+            return Err(invalid(format!(
+                "'{stem_key}' has shape {:?}, not [out, in, kh, kw]",
+                t.shape
+            )));
+        }
+        None => 3,
+    };
+    let ckpt_classes = match ckpt.tensors.get(head) {
+        Some(t) if t.shape.len() == 2 && t.shape.iter().all(|&d| d > 0) => t.shape[0],
+        Some(t) => {
+            return Err(invalid(format!(
+                "'{head}' has shape {:?}, not [classes, features]",
+                t.shape
+            )));
+        }
+        None => 0,
+    };
     let mut options = CommonOptions {
         num_classes: opts.num_classes.unwrap_or(ckpt_classes),
         in_chans,
@@ -404,6 +435,22 @@ fn best_match(ckpt: &Checkpoint) -> Option<String> {
     })
 }
 
+/// The first NaN or infinity of any tensor (in name order), as an error naming it. Why: one
+/// NaN weight makes every logit NaN, which no metric may count as correct.
+fn check_finite(ckpt: &Checkpoint, path: &str) -> Result<(), LoadError> {
+    for (name, t) in &ckpt.tensors {
+        if let Some((index, &value)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(LoadError::NonFinite {
+                path: path.to_string(),
+                tensor: name.clone(),
+                index,
+                value,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A position-embedding grid resampled from (checkpoint) to (model).
 pub type GridChange = ([usize; 2], [usize; 2]);
 
@@ -419,7 +466,13 @@ fn resample_pos_embed(
     let Some(pe) = ckpt.tensors.get_mut("pos_embed") else {
         return Ok(None);
     };
-    if pe.shape == want.shape || pe.shape.len() != 3 || pe.shape[2] != want.shape[2] {
+    // Anything but a [1, N, d] grid of the model's width is not resampled: the shape
+    // comparison then reports it with both shapes.
+    if pe.shape == want.shape
+        || pe.shape.len() != 3
+        || pe.shape[0] != 1
+        || pe.shape[2] != want.shape[2]
+    {
         return Ok(None);
     }
     let (n, d) = (pe.shape[1], pe.shape[2]);

@@ -1,0 +1,163 @@
+//! Careless and hostile input at the command line: broken checkpoints, bad flags, folders of
+//! undecodable images. Each gets a clear error and a non-zero exit, never a panic (exit 101)
+//! and never a false accuracy.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use safetensors::tensor::TensorView;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("tests/fixtures")
+}
+
+fn weights() -> PathBuf {
+    fixtures().join("parity/mobilenetv2_035.safetensors")
+}
+
+fn eval(weights: &Path, data: &Path, extra: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_committee"))
+        .args(["eval", "--backend", "flex", "--model", "mobilenetv2_035"])
+        .arg("--weights")
+        .arg(weights)
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .output()
+        .expect("run committee")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The fixture checkpoint (f16) with `edit` applied to its float tensors (name -> (shape,
+/// values)), written to `dir` as f32.
+fn edited(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f32>)>)) -> PathBuf {
+    let bytes = std::fs::read(weights()).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(_, v)| v.dtype() == safetensors::Dtype::F16)
+        .map(|(n, v)| {
+            let data = v
+                .data()
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect();
+            (n, (v.shape().to_vec(), data))
+        })
+        .collect();
+    edit(&mut tensors);
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .into_iter()
+        .map(|(n, (s, d))| (n, s, d.iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(String, TensorView)> = raw
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let path = dir.join("edited.safetensors");
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    path
+}
+
+fn assert_clear_error(out: &Output, wants: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "succeeded: {err}");
+    assert_ne!(out.status.code(), Some(101), "panicked: {err}");
+    for w in wants {
+        assert!(err.contains(w), "'{w}' not in: {err}");
+    }
+}
+
+/// One NaN weight used to give top-1 100 % (a NaN logit never compares greater than the
+/// label's); it is refused at load, naming the tensor.
+#[test]
+fn a_nan_or_inf_weight_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in [f32::NAN, f32::INFINITY] {
+        let w = edited(dir.path(), |t| {
+            t.get_mut("classifier.weight").unwrap().1[7] = bad;
+        });
+        let out = eval(&w, &fixtures().join("images"), &[]);
+        assert_clear_error(&out, &["classifier.weight", "element 7"]);
+    }
+}
+
+/// Stems and heads of the wrong rank, and a 4-channel stem given RGB images, used to panic.
+#[test]
+fn malformed_stems_and_heads_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixtures().join("images");
+    let w = edited(dir.path(), |t| {
+        let (s, d) = t.get_mut("conv_stem.weight").unwrap();
+        *s = vec![d.len()];
+    });
+    assert_clear_error(
+        &eval(&w, &data, &[]),
+        &["conv_stem.weight", "not [out, in, kh, kw]"],
+    );
+    let w = edited(dir.path(), |t| {
+        let (s, _) = t.get_mut("classifier.weight").unwrap();
+        *s = vec![s[0] * s[1]];
+    });
+    assert_clear_error(&eval(&w, &data, &[]), &["classifier.weight"]);
+    let w = edited(dir.path(), |t| {
+        let (s, d) = t.get_mut("conv_stem.weight").unwrap();
+        s[1] = 4;
+        *d = vec![0.01; s.iter().product()];
+    });
+    assert_clear_error(&eval(&w, &data, &[]), &["4 input channels", "3 (RGB)"]);
+}
+
+/// Out-of-range flags are usage errors naming the flag; the documented comma form of
+/// --mean/--std works.
+#[test]
+fn numeric_flags_are_checked() {
+    let data = fixtures().join("images");
+    for (flag, value) in [
+        ("--batch", "0"),
+        ("--img-size", "0"),
+        ("--crop-pct", "0"),
+        ("--crop-pct", "1.5"),
+        ("--workers", "0"),
+        ("--std", "0.5,0,0.5"),
+        ("--mean", "0.5,0.5"),
+    ] {
+        let out = eval(&weights(), &data, &[flag, value]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flag} {value}: {}",
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains(flag), "{flag}: {}", stderr(&out));
+    }
+    let out = eval(
+        &weights(),
+        &data,
+        &["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5", "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// A folder in which no image decodes is an error, not an empty success.
+#[test]
+fn no_decodable_image_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("cat");
+    std::fs::create_dir(&class).unwrap();
+    std::fs::write(class.join("a.jpg"), b"\xff\xd8\xff not a jpeg").unwrap();
+    std::fs::write(class.join("b.png"), b"\x89PNG\r\n\x1a\n broken").unwrap();
+    let out = eval(&weights(), dir.path(), &[]);
+    assert_clear_error(&out, &["no image", "2 of 2 failed"]);
+}
