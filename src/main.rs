@@ -14,6 +14,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Refuse images whose header declares more pixels than this, before decoding (PIL's
+    /// decompression-bomb limit by default: 178956970).
+    #[arg(long, global = true, value_name = "N", value_parser = cmd::args::positive_u64)]
+    max_image_pixels: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -45,6 +49,9 @@ fn main() {
     // Before any thread allocates: tensors reuse freed memory (see the module's doc).
     committee_ops::heap::keep_freed_memory();
     let cli = Cli::parse();
+    if let Some(n) = cli.max_image_pixels {
+        committee_data::limits::set_max_pixels(n);
+    }
     let result = match cli.command {
         Command::Models(a) => cmd::models::run(a),
         Command::Predict(a) => cmd::predict::run(a),

@@ -17,6 +17,7 @@ fn cache(dir: &Path, name: &str, gmacs: f64, logits: &[f32], files: &[&str]) -> 
             num_classes: 2,
             data_root: "/data".into(),
             files: files.iter().map(|s| s.to_string()).collect(),
+            shard: None,
         },
         logits: logits.to_vec(),
         labels: vec![0, 1, 1, 0],

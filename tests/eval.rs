@@ -247,4 +247,18 @@ fn shards_merge_into_the_full_cache() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("more than one shard"));
+    // Two of three shards: refused, naming the missing one (the caches record K/N).
+    let out = bin()
+        .arg("merge-logits")
+        .arg(&shards[0])
+        .arg(&shards[2])
+        .arg("--out")
+        .arg(dir.path().join("x"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("shard 1/3 missing"),
+        "{err}"
+    );
 }

@@ -161,3 +161,68 @@ fn no_decodable_image_is_an_error() {
     let out = eval(&weights(), dir.path(), &[]);
     assert_clear_error(&out, &["no image", "2 of 2 failed"]);
 }
+
+/// The fixture JPEG and PNG with headers patched to declare 60000 x 60000 pixels (the JPEG's
+/// SOF, the PNG's IHDR with its CRC): a few KB that decoded would need ~10 GB.
+fn bombs(dir: &Path) {
+    let mut jpg = std::fs::read(fixtures().join("images/cat/chelsea.jpg")).unwrap();
+    let mut i = 2;
+    while !(0xC0..=0xC2).contains(&jpg[i + 1]) {
+        i += 2 + u16::from_be_bytes([jpg[i + 2], jpg[i + 3]]) as usize;
+    }
+    jpg[i + 5..i + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+    std::fs::write(dir.join("bomb.jpg"), &jpg).unwrap();
+    let mut png = std::fs::read(fixtures().join("images/cat/chelsea_small.png")).unwrap();
+    assert_eq!(&png[12..16], b"IHDR");
+    png[16..24].copy_from_slice(&[0, 0, 0xEA, 0x60, 0, 0, 0xEA, 0x60]);
+    let crc = crc32(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    std::fs::write(dir.join("bomb.png"), &png).unwrap();
+}
+
+/// The PNG chunk CRC (ISO 3309, as zlib's crc32).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+/// Images whose header declares more pixels than PIL allows are refused before decoding,
+/// counted as failed with the reason, and the run goes on; the limit is a flag.
+#[test]
+fn decompression_bombs_are_refused_from_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("cat");
+    std::fs::create_dir(&class).unwrap();
+    bombs(&class);
+    std::fs::copy(
+        fixtures().join("images/cat/chelsea.jpg"),
+        class.join("ok.jpg"),
+    )
+    .unwrap();
+    let out = eval(&weights(), dir.path(), &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["images"], 1);
+    let failed = r["failed"].as_array().unwrap();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    for f in failed {
+        let e = f["error"].as_str().unwrap();
+        assert!(
+            e.contains("3600000000 pixels") && e.contains("decompression bomb"),
+            "{e}"
+        );
+    }
+    // Below the good image's size, nothing is left to evaluate.
+    let out = eval(&weights(), dir.path(), &["--max-image-pixels", "1000"]);
+    assert_clear_error(&out, &["no image", "3 of 3 failed"]);
+}

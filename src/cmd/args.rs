@@ -37,6 +37,15 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// A large count that must be at least 1 (pixel limits).
+pub fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("'{s}' is not a whole number")),
+    }
+}
+
 /// A finite number.
 fn finite(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {

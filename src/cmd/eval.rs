@@ -222,6 +222,12 @@ fn save_cache(
             num_classes: member.classes,
             data_root: folder.root.display().to_string(),
             files,
+            shard: a
+                .shard
+                .as_deref()
+                .map(committee_data::folder::parse_shard)
+                .transpose()?
+                .map(|(k, n)| [k, n]),
         },
         logits,
         labels,

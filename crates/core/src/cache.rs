@@ -35,6 +35,9 @@ pub struct CacheMeta {
     pub num_classes: usize,
     pub data_root: String,
     pub files: Vec<String>,
+    /// `[K, N]` when the cache holds shard K of N (`eval --shard K/N`): `merge` checks that
+    /// every shard is there.
+    pub shard: Option<[usize; 2]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,9 +93,13 @@ impl LogitsCache {
             ("num_classes", c.to_string()),
             ("data_root", m.data_root.clone()),
             ("files", serde_json::to_string(&m.files).unwrap_or_default()),
+            (
+                "shard",
+                m.shard.map(|[k, n]| format!("{k}/{n}")).unwrap_or_default(),
+            ),
         ]
         .into_iter()
-        .filter(|(k, v)| *k != "name" || !v.is_empty())
+        .filter(|(k, v)| !matches!(*k, "name" | "shard") || !v.is_empty())
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         safetensors::serialize(views, Some(meta)).map_err(err)
@@ -193,6 +200,7 @@ impl LogitsCache {
             num_classes: c,
             data_root: md.get("data_root").cloned().unwrap_or_default(),
             files,
+            shard: md.get("shard").map(|s| parse_shard(s)).transpose()?,
         };
         if let Some(mc) = md.get("num_classes")
             && mc.parse::<usize>().ok() != Some(c)
@@ -245,12 +253,69 @@ pub fn check_aligned(caches: &[(&str, &LogitsCache)]) -> Result<(), CacheError> 
     Ok(())
 }
 
+/// `K/N` with `K < N`.
+fn parse_shard(s: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("metadata shard '{s}' is not K/N with K < N");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (k, n) = (k.parse::<usize>(), n.parse::<usize>());
+    match (k, n) {
+        (Ok(k), Ok(n)) if k < n => Ok([k, n]),
+        _ => Err(bad()),
+    }
+}
+
+/// Every shard of one `N` exactly once, when the caches say which shard they hold; caches
+/// from before shards were recorded (none says) are taken as they are.
+fn check_complete(shards: &[(&str, LogitsCache)]) -> Result<(), CacheError> {
+    let known: Vec<(&str, [usize; 2])> = shards
+        .iter()
+        .filter_map(|(name, c)| c.meta.shard.map(|s| (*name, s)))
+        .collect();
+    if known.is_empty() {
+        return Ok(());
+    }
+    if known.len() != shards.len() {
+        return Err(CacheError::Mismatch(
+            "some caches record which shard they hold and some do not: give shards of one eval --shard run"
+                .into(),
+        ));
+    }
+    let n = known[0].1[1];
+    let mut seen: Vec<Option<&str>> = vec![None; n];
+    for &(name, [k, nk]) in &known {
+        if nk != n {
+            return Err(CacheError::Mismatch(format!(
+                "{name} is shard {k}/{nk} but {} is shard {}/{n}",
+                known[0].0, known[0].1[0]
+            )));
+        }
+        if let Some(other) = seen[k].replace(name) {
+            return Err(CacheError::Mismatch(format!(
+                "shard {k}/{n} appears in more than one shard: {other} and {name}"
+            )));
+        }
+    }
+    let missing: Vec<String> = (0..n)
+        .filter(|&k| seen[k].is_none())
+        .map(|k| format!("{k}/{n}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CacheError::Mismatch(format!(
+            "incomplete: shard {} missing ({} of {n} given)",
+            missing.join(", "),
+            n - missing.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Joins shard caches into one, in folder order (paths compared component by component);
-/// refuses duplicates and mixed models.
+/// refuses duplicates, mixed models and, when the caches record it, a missing shard.
 pub fn merge(shards: &[(&str, LogitsCache)]) -> Result<LogitsCache, CacheError> {
     let Some((name0, first)) = shards.first() else {
         return Err(CacheError::Mismatch("no shards given".into()));
     };
+    check_complete(shards)?;
     let mut rows: Vec<(String, i64, &[f32])> = Vec::new();
     for (name, s) in shards {
         for (what, a, b) in [
@@ -287,6 +352,7 @@ pub fn merge(shards: &[(&str, LogitsCache)]) -> Result<LogitsCache, CacheError> 
     }
     let mut meta = first.meta.clone();
     meta.files = rows.iter().map(|r| r.0.clone()).collect();
+    meta.shard = None;
     Ok(LogitsCache {
         logits: rows.iter().flat_map(|r| r.2.iter().copied()).collect(),
         labels: rows.iter().map(|r| r.1).collect(),
@@ -310,6 +376,7 @@ mod tests {
                 num_classes: logits.len() / labels.len(),
                 data_root: "/data".into(),
                 files: files.iter().map(|s| s.to_string()).collect(),
+                shard: None,
             },
             logits: logits.to_vec(),
             labels: labels.to_vec(),
@@ -323,6 +390,46 @@ mod tests {
         let p = d.path().join("c.safetensors");
         c.save(&p).unwrap();
         assert_eq!(LogitsCache::load(&p).unwrap(), c);
+    }
+
+    /// A shard records which one it is; merging needs each of 0..N exactly once.
+    #[test]
+    fn merge_knows_when_a_shard_is_missing() {
+        let shard = |k: usize, n: usize, f: &str| {
+            let mut c = cache(&[f], &[0], &[0.5, -1.0]);
+            c.meta.shard = Some([k, n]);
+            c
+        };
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("s.safetensors");
+        shard(1, 3, "a").save(&p).unwrap();
+        assert_eq!(LogitsCache::load(&p).unwrap().meta.shard, Some([1, 3]));
+        let (s0, s1, s2) = (shard(0, 3, "a"), shard(1, 3, "b"), shard(2, 3, "c"));
+        let all = merge(&[("s2", s2.clone()), ("s0", s0.clone()), ("s1", s1.clone())]).unwrap();
+        assert_eq!((all.len(), all.meta.shard), (3, None));
+        let e = merge(&[("s0", s0.clone()), ("s2", s2.clone())])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shard 1/3 missing (2 of 3 given)"), "{e}");
+        let e = merge(&[("s0", s0.clone()), ("x", s0.clone())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shard 0/3 appears in more than one shard"),
+            "{e}"
+        );
+        let e = merge(&[("s0", s0.clone()), ("t", shard(1, 2, "b"))])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("shard 1/2"), "{e}");
+        let legacy = cache(&["b"], &[0], &[0.5, -1.0]);
+        assert!(merge(&[("s0", s0), ("old", legacy.clone())]).is_err());
+        // Caches that say nothing about shards merge as before.
+        assert!(merge(&[("a", cache(&["a"], &[0], &[0.5, -1.0])), ("b", legacy)]).is_ok());
+        // A damaged field is an error, not a silent default.
+        for bad in ["3/3", "x/3", "1", "1/0"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, String> {
 fn decode_inner(bytes: &[u8]) -> std::io::Result<RgbImage> {
     let d = Decompress::with_markers(&[Marker::APP(14)]).from_mem(bytes)?;
     let (w, h) = d.size();
+    // Before any pixel is decoded: the header alone can declare gigapixels.
+    crate::limits::check_pixels(w as u64, h as u64).map_err(std::io::Error::other)?;
     let cmyk = matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK);
     let rgb: Vec<u8> = if cmyk {
         // Photoshop (Adobe marker) stores CMYK inverted; PIL reads it as "CMYK;I".

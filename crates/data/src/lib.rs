@@ -7,6 +7,7 @@ pub mod folder;
 pub mod idx;
 mod jpeg;
 pub mod labels;
+pub mod limits;
 pub mod loader;
 pub mod resample;
 pub mod transform;

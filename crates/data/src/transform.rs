@@ -29,11 +29,19 @@ pub fn decode(path: &Path) -> Result<RgbImage, DecodeError> {
     if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
         return crate::jpeg::decode_jpeg(&bytes).map_err(err);
     }
-    let img = image::ImageReader::new(std::io::Cursor::new(&bytes))
-        .with_guessed_format()
-        .map_err(|e| err(e.to_string()))?
-        .decode()
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .map_err(|e| err(e.to_string()))
+    };
+    // The header first: a few hundred bytes can declare gigapixels.
+    let (w, h) = reader()?
+        .into_dimensions()
         .map_err(|e| err(e.to_string()))?;
+    crate::limits::check_pixels(w as u64, h as u64).map_err(err)?;
+    let mut r = reader()?;
+    r.limits(crate::limits::decoder_limits(w as u64 * h as u64));
+    let img = r.decode().map_err(|e| err(e.to_string()))?;
     Ok(img.to_rgb8())
 }
 
