@@ -363,3 +363,26 @@ fn trains_on_wgpu_and_the_export_agrees_across_backends() {
         "{j} vs {last}"
     );
 }
+
+/// A folder that already holds a trained model is not overwritten without --force; with it,
+/// the run starts over.
+#[test]
+fn a_folder_holding_a_model_needs_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, false);
+    let out = dir.path().join("run");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("model.safetensors"), b"somebody's model").unwrap();
+    let o = run(&train_args(&data, &out, 1, 0));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("already holds a trained model") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(bytes(&out.join("model.safetensors")), b"somebody's model");
+    let mut args = train_args(&data, &out, 1, 0);
+    args.push("--force".into());
+    ok(&run(&args));
+    assert_ne!(bytes(&out.join("model.safetensors")), b"somebody's model");
+}

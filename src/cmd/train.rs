@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use committee_ops::backend::BackendKind;
 use committee_train::augment::AugmentKind;
-use committee_train::{Event, OptKind, TrainConfig};
+use committee_train::{Event, OptKind, Start, TrainConfig};
 
 use crate::cmd::progress::Progress;
 use crate::util::device;
@@ -69,6 +69,9 @@ pub struct Args {
     /// Continue from RUN/checkpoint.safetensors (its saved configuration wins).
     #[arg(long)]
     resume: bool,
+    /// Start a new run in a folder that already holds a model or a checkpoint, overwriting it.
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Decoding threads.
     #[arg(long, value_parser = crate::cmd::args::positive)]
     workers: Option<usize>,
@@ -131,11 +134,16 @@ pub fn run(a: Args) -> Result<()> {
             })
             .collect()
     };
+    let start = match (a.resume, a.force) {
+        (true, _) => Start::Resume,
+        (false, true) => Start::Overwrite,
+        (false, false) => Start::New,
+    };
     let mut reports = Vec::new();
     for (cfg, out) in runs {
         let mut display = Display::new();
         let outcome =
-            committee_train::train(cfg, &out, &sel.device, a.resume, &mut |e| display.event(e))
+            committee_train::train(cfg, &out, &sel.device, start, &mut |e| display.event(e))
                 .with_context(|| format!("training into {}", out.display()))?;
         display.finish();
         let last = outcome.history.last();

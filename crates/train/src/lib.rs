@@ -31,8 +31,33 @@ pub enum TrainError {
         "{0} already holds a training checkpoint: pass --resume to continue it, or choose another --out"
     )]
     Exists(String),
-    #[error("training diverged in epoch {epoch} (loss is not finite at lr {lr:.3e}); lower --lr")]
-    Diverged { epoch: usize, lr: f64 },
+    #[error(
+        "{0} already holds a trained model (model.safetensors or best.safetensors): pass --force to overwrite it, or choose another --out"
+    )]
+    HoldsModel(String),
+    #[error(
+        "training diverged in epoch {epoch}, step {step} (loss is not finite at lr {lr:.3e}); lower --lr"
+    )]
+    Diverged { epoch: usize, step: usize, lr: f64 },
+    #[error(
+        "training diverged in epoch {epoch} (after step {step}): weight '{tensor}' is not finite; the last good checkpoint is kept; lower --lr"
+    )]
+    NonFiniteWeights {
+        epoch: usize,
+        step: usize,
+        tensor: String,
+    },
+}
+
+/// How `train` treats a run folder that already holds files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// A new run; refused where a checkpoint or a trained model would be overwritten.
+    New,
+    /// Continue from the folder's checkpoint.
+    Resume,
+    /// A new run over whatever the folder holds (`--force`).
+    Overwrite,
 }
 
 /// Writes a file atomically (see [`committee_core::write_atomic`]).

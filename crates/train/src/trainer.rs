@@ -29,7 +29,7 @@ use crate::config::{OptKind, TrainConfig};
 use crate::loss::cross_entropy;
 use crate::rng::Rng;
 use crate::schedule::Schedule;
-use crate::{TrainError, write_atomic};
+use crate::{Start, TrainError, write_atomic};
 
 /// File names inside a run directory.
 pub const CHECKPOINT: &str = "checkpoint.safetensors";
@@ -396,11 +396,11 @@ pub fn train(
     cfg: TrainConfig,
     out: &Path,
     device: &Device,
-    resume: bool,
+    start: Start,
     on: &mut dyn FnMut(Event),
 ) -> Result<Outcome, TrainError> {
     let ckpt_path = out.join(CHECKPOINT);
-    let (cfg, mut state, train, saved) = begin(cfg, out, resume, on)?;
+    let (cfg, mut state, train, saved) = begin(cfg, out, start, on)?;
     let spec = model_spec(&cfg.model)?;
     let data = open_data(&cfg, &spec, train)?;
     let ad = device.clone().autodiff();
@@ -465,6 +465,14 @@ pub fn train(
             wall_s: start.elapsed().as_secs_f64(),
         };
         on(Event::Epoch(&row));
+        // A NaN or infinite weight never reaches a file: the last good checkpoint stays.
+        if let Some(tensor) = first_nonfinite(&model) {
+            return Err(TrainError::NonFiniteWeights {
+                epoch: epoch + 1,
+                step: state.iteration,
+                tensor,
+            });
+        }
         save_epoch(out, &model, &optim, &mut state, row, &meta)?;
     }
     Ok(Outcome {
@@ -486,7 +494,7 @@ type Saved = (State, committee_zoo::weights::Checkpoint, Vec<u8>);
 fn begin(
     cfg: TrainConfig,
     out: &Path,
-    resume: bool,
+    start: Start,
     on: &mut dyn FnMut(Event),
 ) -> Result<(TrainConfig, State, ImageFolder, Option<Saved>), TrainError> {
     std::fs::create_dir_all(out).map_err(|e| TrainError::Io {
@@ -494,8 +502,16 @@ fn begin(
         reason: e.to_string(),
     })?;
     let ckpt_path = out.join(CHECKPOINT);
+    let holds_model = out.join(MODEL).exists() || out.join(BEST).exists();
+    if start == Start::Overwrite && ckpt_path.exists() {
+        // A stale checkpoint must not be resumed into the new run later.
+        std::fs::remove_file(&ckpt_path).map_err(|e| TrainError::Io {
+            path: ckpt_path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
     if ckpt_path.exists() {
-        if !resume {
+        if start != Start::Resume {
             return Err(TrainError::Exists(out.display().to_string()));
         }
         let saved = read_checkpoint(&ckpt_path)?;
@@ -508,6 +524,9 @@ fn begin(
         )));
         let train = scan(&s.config.data)?;
         return Ok((s.config.clone(), s.clone(), train, Some(saved)));
+    }
+    if holds_model && start == Start::New {
+        return Err(TrainError::HoldsModel(out.display().to_string()));
     }
     let train = scan(&cfg.data)?;
     let spec = model_spec(&cfg.model)?;
@@ -555,6 +574,28 @@ fn build(
             .map_err(|e| corrupt(format!("optimiser state: {e:?}")))?;
     }
     Ok((model, optim))
+}
+
+/// The state-dict name of the first parameter holding a NaN or an infinity, if any.
+fn first_nonfinite(model: &Model) -> Option<String> {
+    #[derive(Default)]
+    struct Find(Option<String>);
+    impl KeyVisitor for Find {
+        fn visit<const D: usize>(&mut self, key: Key, param: &Param<Tensor<D>>) {
+            if self.0.is_some() {
+                return;
+            }
+            let v = param.val().into_data().convert::<f32>();
+            if v.try_to_vec::<f32>()
+                .is_ok_and(|v| v.iter().any(|x| !x.is_finite()))
+            {
+                self.0 = Some(key.name);
+            }
+        }
+    }
+    let mut f = Find::default();
+    walk(model, &mut f);
+    f.0
 }
 
 /// What one run's epochs share.
@@ -645,6 +686,7 @@ impl Run<'_> {
             if !lv.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch: epoch + 1,
+                    step: state.iteration + 1,
                     lr,
                 });
             }
@@ -786,4 +828,58 @@ fn evaluate(
     }
     let pct = |k: usize| 100.0 * k as f64 / n as f64;
     Ok((loss / n as f64, pct(top1), pct(top5)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::ModuleMapper;
+
+    /// Replaces element 3 of the parameter numbered `target` (visit order) by `value`.
+    struct Poison {
+        seen: usize,
+        target: usize,
+        value: f32,
+    }
+
+    impl ModuleMapper for Poison {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            self.seen += 1;
+            if self.seen != self.target {
+                return param;
+            }
+            let (id, t, mapper) = param.consume();
+            let shape = t.shape();
+            let mut v = t.clone().into_data().try_to_vec::<f32>().unwrap();
+            v[3] = self.value;
+            let t = Tensor::<D>::from_data(TensorData::new(v, shape), &t.device());
+            Param::from_mapped_value(id, t, mapper)
+        }
+    }
+
+    /// The weight check names the first non-finite parameter by its state-dict key, and
+    /// passes a finite model.
+    #[test]
+    fn nonfinite_weights_are_found_by_name() {
+        let spec = registry::get("resnet18").unwrap();
+        let dev = committee_ops::backend::cpu_device();
+        let model =
+            committee_zoo::weights::random_model(&spec, &CommonOptions::default(), [32, 32], &dev);
+        assert_eq!(first_nonfinite(&model), None);
+        let names: Vec<String> = committee_zoo::manifest::entries(&model)
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        for (target, value) in [(1, f32::NAN), (5, f32::INFINITY)] {
+            let m = model.clone().map(&mut Poison {
+                seen: 0,
+                target,
+                value,
+            });
+            assert_eq!(
+                first_nonfinite(&m).as_deref(),
+                Some(names[target - 1].as_str())
+            );
+        }
+    }
 }
