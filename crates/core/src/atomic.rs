@@ -15,8 +15,11 @@ pub struct WriteError {
 /// existing file with this name (simulates `kill -9` during a checkpoint write).
 pub const ABORT_DURING_WRITE: &str = "COMMITTEE_ABORT_DURING_WRITE";
 
-/// Writes a file atomically: a temporary file beside it (synced), then a rename. A crash at
-/// any point leaves either the old file or the new one, never a torn one.
+/// Writes a file atomically: a temporary file of a unique name beside it, created
+/// exclusively (never someone else's file, nor another writer's), written and synced, renamed
+/// over the target, then the directory synced so the rename itself survives a power cut. A
+/// crash at any point leaves either the old file or the new one, never a torn one; on an error
+/// the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     use std::io::Write;
     let fail = |p: &Path, source| WriteError {
@@ -31,15 +34,92 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| fail(&tmp, e))?;
+    let (tmp, mut f) = create_unique(dir, &name).map_err(|e| fail(path, e))?;
     if path.exists() && std::env::var_os(ABORT_DURING_WRITE).is_some_and(|v| v == name.as_str()) {
         let _ = f.write_all(&bytes[..bytes.len() / 2]);
         let _ = f.sync_all();
         std::process::abort();
     }
-    f.write_all(bytes)
+    let written = f
+        .write_all(bytes)
         .and_then(|_| f.sync_all())
-        .map_err(|e| fail(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| fail(path, e))
+        .map_err(|e| fail(&tmp, e))
+        .and_then(|_| {
+            drop(f);
+            std::fs::rename(&tmp, path).map_err(|e| fail(path, e))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    sync_dir(dir).map_err(|e| fail(dir, e))
+}
+
+/// `.NAME.PID.N.tmp` in `dir`, created exclusively; the first free `N`.
+fn create_unique(dir: &Path, name: &str) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Makes a rename in `dir` durable (Unix: fsync of the directory; elsewhere nothing to do).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    let _ = dir;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_replace_and_leave_no_temporary_files() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("out.bin");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"second");
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("out.bin")]);
+        // A stale temporary file of the old fixed name is neither used nor touched.
+        std::fs::write(d.path().join(".out.bin.tmp"), b"stale").unwrap();
+        write_atomic(&p, b"third").unwrap();
+        assert_eq!(
+            std::fs::read(d.path().join(".out.bin.tmp")).unwrap(),
+            b"stale"
+        );
+    }
+
+    /// A failed write (the target is a directory, so the rename fails) removes its temporary
+    /// file and names the path.
+    #[test]
+    fn a_failed_write_cleans_up() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("taken");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("x"), b"keep").unwrap();
+        let e = write_atomic(&target, b"data").unwrap_err();
+        assert!(e.path.ends_with("taken"), "{e}");
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("taken")]);
+    }
 }
