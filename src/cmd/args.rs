@@ -54,6 +54,37 @@ fn finite(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A finite number above 0 (GMACs budgets). Training's own values (lr, weight decay, ...) are
+/// checked by `TrainConfig::validate`, which also checks config files.
+pub fn positive_f64(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} must be above 0"))
+    }
+}
+
+/// A fraction in [0, 1] (cascade thresholds).
+pub fn unit(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside [0, 1]"))
+    }
+}
+
+/// A top-1 target in percent: [0, 100].
+pub fn percent(s: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in [0, 100]"))
+    }
+}
+
 /// timm's crop fraction: in (0, 1].
 pub fn crop_pct(s: &str) -> Result<f64, String> {
     let v = finite(s)?;
@@ -127,5 +158,8 @@ mod tests {
             assert!(mean(bad).is_err(), "{bad}");
         }
         assert!(std_dev("0.2,0,0.2").is_err() && std_dev("0.2,-1,0.2").is_err());
+        assert!(positive_f64("0").is_err() && positive_f64("1e-3") == Ok(1e-3));
+        assert!(unit("1.5").is_err() && unit("-0.1").is_err() && unit("0.83") == Ok(0.83));
+        assert!(percent("100.5").is_err() && percent("76.1") == Ok(76.1));
     }
 }

@@ -247,7 +247,7 @@ pub struct CascadeArgs {
     #[arg(long, conflicts_with_all = ["stage", "thresholds"])]
     spec: Option<PathBuf>,
     /// One threshold per stage except the last, in [0, 1].
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::cmd::args::unit)]
     thresholds: Vec<f64>,
     /// Fit a temperature per stage (NLL) on these held-out caches, one per stage in order.
     #[arg(long, num_args = 1..)]

@@ -27,7 +27,7 @@ pub struct Args {
     #[arg(long, default_value = "auto")]
     backend: BackendKind,
     /// Number of classes to show per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::cmd::args::positive)]
     top: usize,
     /// Head size, when it should differ from the checkpoint's.
     #[arg(long)]

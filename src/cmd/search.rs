@@ -32,20 +32,20 @@ pub struct Args {
     #[arg(long, num_args = 1.., requires = "fit")]
     eval: Vec<PathBuf>,
     /// Largest committee (ensemble members or cascade stages).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::cmd::args::positive)]
     max_models: usize,
     /// Least average GMACs with at least this top-1 (percent) on the fit part.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::args::percent)]
     target_accuracy: Option<f64>,
     /// Least average GMACs with at least the top-1 of this pool model (as named in the
     /// caches, e.g. efficientnet_b4 or efficientnet_b0@256). Default: the most accurate model.
     #[arg(long = "match", value_name = "NAME")]
     match_model: Option<String>,
     /// Best top-1 with at most this many average GMACs per image.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::args::positive_f64)]
     budget_gmacs: Option<f64>,
     /// Only committees whose worst case (every stage runs) costs at most this.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::cmd::args::positive_f64)]
     worst_case_gmacs: Option<f64>,
     #[arg(long, default_value = "max-prob")]
     confidence: Confidence,

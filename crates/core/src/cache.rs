@@ -195,8 +195,14 @@ impl LogitsCache {
             name: md.get("name").filter(|n| !n.is_empty()).cloned(),
             weights: md.get("weights").cloned().unwrap_or_default(),
             weights_sha256: md.get("weights_sha256").cloned().unwrap_or_default(),
-            img_size: num("img_size")? as usize,
-            gmacs: num("gmacs")?,
+            img_size: match num("img_size")? {
+                s if s >= 1.0 && s.fract() == 0.0 && s <= u32::MAX as f64 => s as usize,
+                s => return Err(format!("metadata img_size {s} is not a size in pixels")),
+            },
+            gmacs: match num("gmacs")? {
+                g if g.is_finite() && g >= 0.0 => g,
+                g => return Err(format!("metadata gmacs {g} is not a cost (finite, >= 0)")),
+            },
             num_classes: c,
             data_root: md.get("data_root").cloned().unwrap_or_default(),
             files,
@@ -440,6 +446,14 @@ mod tests {
         let c = cache(&["a", "b"], &[0, 2], &[0.5, 1.0, 2.0, 3.0]);
         let e = LogitsCache::from_bytes(&c.to_bytes().unwrap()).unwrap_err();
         assert!(e.contains("label 2"), "{e}");
+        // Damaged metadata is an error, not a silent default.
+        for (gmacs, img) in [(f64::NAN, 224), (-1.0, 224), (0.5, 0)] {
+            let mut c = cache(&["a", "b"], &[0, 1], &[0.5, 1.0, 2.0, 3.0]);
+            c.meta.gmacs = gmacs;
+            c.meta.img_size = img;
+            let e = LogitsCache::from_bytes(&c.to_bytes().unwrap()).unwrap_err();
+            assert!(e.contains("metadata"), "{e}");
+        }
     }
 
     #[test]

@@ -107,6 +107,12 @@ impl CommitteeSpec {
                 s.thresholds.len()
             )));
         }
+        if let Some(m) = s.members.iter().find(|m| m.img_size == Some(0)) {
+            return Err(bad(format!(
+                "member {}: img_size must be at least 1",
+                m.model
+            )));
+        }
         if let Some(t) = s.thresholds.iter().find(|t| !(0.0..=1.0).contains(*t)) {
             return Err(bad(format!("threshold {t} is outside [0, 1]")));
         }
