@@ -36,6 +36,15 @@ fn stderr(out: &Output) -> String {
 /// The fixture checkpoint (f16) with `edit` applied to its float tensors (name -> (shape,
 /// values)), written to `dir` as f32.
 fn edited(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f32>)>)) -> PathBuf {
+    edited_with(dir, None, edit)
+}
+
+/// [`edited`] with safetensors metadata.
+fn edited_with(
+    dir: &Path,
+    metadata: Option<HashMap<String, String>>,
+    edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f32>)>),
+) -> PathBuf {
     let bytes = std::fs::read(weights()).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors: HashMap<String, (Vec<usize>, Vec<f32>)> = st
@@ -66,7 +75,7 @@ fn edited(dir: &Path, edit: impl FnOnce(&mut HashMap<String, (Vec<usize>, Vec<f3
         })
         .collect();
     let path = dir.join("edited.safetensors");
-    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    std::fs::write(&path, safetensors::serialize(views, metadata).unwrap()).unwrap();
     path
 }
 
@@ -225,4 +234,23 @@ fn decompression_bombs_are_refused_from_the_header() {
     // Below the good image's size, nothing is left to evaluate.
     let out = eval(&weights(), dir.path(), &["--max-image-pixels", "1000"]);
     assert_clear_error(&out, &["no image", "3 of 3 failed"]);
+}
+
+/// A checkpoint whose stored eval config is damaged is an error naming the field, not a
+/// silent fall-back to timm's defaults.
+#[test]
+fn a_damaged_stored_eval_config_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixtures().join("images");
+    for (stored, want) in [
+        (
+            r#"{"img_size":224,"crop_pct":0.0,"interpolation":"bicubic","mean":[0.5,0.5,0.5],"std":[0.5,0.5,0.5]}"#,
+            "crop_pct 0",
+        ),
+        (r#"{"img_size":"big"}"#, "not an eval config"),
+    ] {
+        let meta = HashMap::from([("committee.eval".to_string(), stored.to_string())]);
+        let w = edited_with(dir.path(), Some(meta), |_| {});
+        assert_clear_error(&eval(&w, &data, &[]), &["committee.eval", want]);
+    }
 }

@@ -75,7 +75,9 @@ pub fn load_member(
 ) -> Result<Member> {
     let spec = committee_zoo::registry::get(&arg.model)
         .with_context(|| format!("unknown model '{}'", arg.model))?;
-    let eval = committee_zoo::export::eval_config(&arg.weights).unwrap_or(spec.eval);
+    let eval = committee_zoo::export::eval_config(&arg.weights)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", arg.weights.display()))?
+        .unwrap_or(spec.eval);
     let mut t = adjust(EvalTransform::from(&eval));
     if let Some(r) = arg.res {
         t.img_size = r;

@@ -165,9 +165,23 @@ pub fn metadata(model_name: &str, eval: &EvalConfig) -> BTreeMap<String, String>
     m
 }
 
-/// The eval preprocessing stored in a safetensors file's metadata, if any (reads only the
-/// header). Registry checkpoints from timm have none; trained members do.
-pub fn eval_config(path: &Path) -> Option<EvalConfig> {
+/// The eval preprocessing stored in a safetensors file's metadata (reads only the header):
+/// `Ok(None)` where there is none (timm's checkpoints; files that are no safetensors, which
+/// the loader then reports), `Err` where the field is there but damaged or out of range: a
+/// damaged field must not fall back to defaults silently.
+pub fn eval_config(path: &Path) -> Result<Option<EvalConfig>, String> {
+    let Some(s) = stored_eval(path) else {
+        return Ok(None);
+    };
+    let eval: EvalConfig = serde_json::from_str(&s)
+        .map_err(|e| format!("metadata '{EVAL_KEY}' is not an eval config: {e}"))?;
+    eval.validate()
+        .map_err(|e| format!("metadata '{EVAL_KEY}': {e}"))?;
+    Ok(Some(eval))
+}
+
+/// The raw `committee.eval` metadata string, if the file has one.
+fn stored_eval(path: &Path) -> Option<String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).ok()?;
     let mut len = [0u8; 8];
@@ -179,6 +193,5 @@ pub fn eval_config(path: &Path) -> Option<EvalConfig> {
     let mut header = vec![0u8; n as usize];
     f.read_exact(&mut header).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    let s = v.get("__metadata__")?.get(EVAL_KEY)?.as_str()?;
-    serde_json::from_str(s).ok()
+    Some(v.get("__metadata__")?.get(EVAL_KEY)?.as_str()?.to_string())
 }

@@ -251,7 +251,11 @@ pub fn load_spec(
 ) -> Result<Loaded, LoadError> {
     let mut spec = spec;
     // Trained members carry their own preprocessing (resolution, normalisation).
-    if let Some(eval) = crate::export::eval_config(path) {
+    let stored = crate::export::eval_config(path).map_err(|message| LoadError::Invalid {
+        path: path.display().to_string(),
+        message,
+    })?;
+    if let Some(eval) = stored {
         spec.eval = eval;
     }
     let ckpt = read_checkpoint(path)?;
