@@ -30,11 +30,7 @@ pub struct PreprocessArgs {
 
 /// A count that must be at least 1 (batch sizes, workers, image sizes, epochs).
 pub fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!("'{s}' is not a whole number")),
-    }
+    positive_u64(s).and_then(|n| usize::try_from(n).map_err(|e| e.to_string()))
 }
 
 /// A large count that must be at least 1 (pixel limits).
@@ -54,45 +50,35 @@ fn finite(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A finite number for which `ok` holds; else "`v` `rule`".
+fn finite_where(s: &str, ok: impl Fn(f64) -> bool, rule: &str) -> Result<f64, String> {
+    let v = finite(s)?;
+    if ok(v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} {rule}"))
+    }
+}
+
 /// A finite number above 0 (GMACs budgets). Training's own values (lr, weight decay, ...) are
 /// checked by `TrainConfig::validate`, which also checks config files.
 pub fn positive_f64(s: &str) -> Result<f64, String> {
-    let v = finite(s)?;
-    if v > 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("{v} must be above 0"))
-    }
+    finite_where(s, |v| v > 0.0, "must be above 0")
 }
 
 /// A fraction in [0, 1] (cascade thresholds).
 pub fn unit(s: &str) -> Result<f64, String> {
-    let v = finite(s)?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} is outside [0, 1]"))
-    }
+    finite_where(s, |v| (0.0..=1.0).contains(&v), "is outside [0, 1]")
 }
 
 /// A top-1 target in percent: [0, 100].
 pub fn percent(s: &str) -> Result<f64, String> {
-    let v = finite(s)?;
-    if (0.0..=100.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not in [0, 100]"))
-    }
+    finite_where(s, |v| (0.0..=100.0).contains(&v), "is not in [0, 100]")
 }
 
 /// timm's crop fraction: in (0, 1].
 pub fn crop_pct(s: &str) -> Result<f64, String> {
-    let v = finite(s)?;
-    if v > 0.0 && v <= 1.0 {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not in (0, 1]"))
-    }
+    finite_where(s, |v| v > 0.0 && v <= 1.0, "is not in (0, 1]")
 }
 
 /// Three comma-separated finite numbers.
