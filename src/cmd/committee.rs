@@ -193,7 +193,12 @@ pub fn ensemble(mut a: EnsembleArgs) -> Result<()> {
         (names, gmacs, caches[0].1.labels.clone(), rows, Vec::new())
     } else {
         let data = a.data.as_deref().context("a live ensemble needs --data")?;
-        let e = live::ensemble_logits(&a.member, data, &live_options(a.backend, a.batch, false))?;
+        let opts = LiveOptions {
+            backend: a.backend,
+            batch: a.batch,
+            baseline: false,
+        };
+        let e = live::ensemble_logits(&a.member, data, &opts)?;
         (e.names, e.gmacs, e.labels, e.rows, e.failed)
     };
     let temps = match spec_temps {
@@ -315,7 +320,11 @@ pub fn cascade(mut a: CascadeArgs) -> Result<()> {
             None => vec![1.0; a.stage.len()],
         };
         let data = a.data.as_deref().context("a live cascade needs --data")?;
-        let opts = live_options(a.backend, a.batch, !a.no_baseline);
+        let opts = LiveOptions {
+            backend: a.backend,
+            batch: a.batch,
+            baseline: !a.no_baseline,
+        };
         let r = live::cascade(&a.stage, data, spec_of(&a, a.stage.len())?, temps, &opts)?;
         return report(&a, &r.names, &r.gmacs, &r.outcome, Some(r.timing));
     }
@@ -342,18 +351,6 @@ pub fn cascade(mut a: CascadeArgs) -> Result<()> {
     let o = simulate(&m, &spec, &rows, labels);
     let gmacs: Vec<f64> = m.iter().map(|x| x.gmacs).collect();
     report(&a, &names, &gmacs, &o, None)
-}
-
-fn live_options(
-    backend: committee_ops::backend::BackendKind,
-    batch: usize,
-    baseline: bool,
-) -> LiveOptions {
-    LiveOptions {
-        backend,
-        batch,
-        baseline,
-    }
 }
 
 fn report(
