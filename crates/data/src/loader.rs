@@ -72,17 +72,31 @@ where
     let (tx, rx) = sync_channel(prefetch.max(1));
     let batch = batch.max(1);
     let handle = std::thread::spawn(move || {
+        let indexed: Vec<(usize, I)> = items.into_iter().enumerate().collect();
         let pool = match rayon::ThreadPoolBuilder::new()
             .num_threads(workers.max(1))
             .build()
         {
             Ok(p) => p,
-            Err(_) => return,
+            Err(e) => {
+                // Never an empty run: every item fails with the reason.
+                let why = format!("the {workers} decoding threads could not start: {e}");
+                for chunk in indexed.chunks(batch) {
+                    let items = chunk.iter().map(|(i, _)| (*i, Err(why.clone()))).collect();
+                    if tx.send(Batch { items }).is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
         };
-        let indexed: Vec<(usize, I)> = items.into_iter().enumerate().collect();
         for chunk in indexed.chunks(batch) {
-            let items: Vec<(usize, Result<T, String>)> =
-                pool.install(|| chunk.par_iter().map(|(i, p)| (*i, prepare(p))).collect());
+            let items: Vec<(usize, Result<T, String>)> = pool.install(|| {
+                chunk
+                    .par_iter()
+                    .map(|(i, p)| (*i, guarded(&prepare, p)))
+                    .collect()
+            });
             if tx.send(Batch { items }).is_err() {
                 return;
             }
@@ -92,6 +106,19 @@ where
         rx,
         handle: Some(handle),
     }
+}
+
+/// `prepare(item)`, with a panic inside it (a decoder's bug on a hostile file) turned into that
+/// item's failure, so one file never ends the run.
+fn guarded<I, T>(prepare: &impl Fn(&I) -> Result<T, String>, item: &I) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(item))).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(format!("the decoder panicked: {msg}"))
+    })
 }
 
 #[cfg(test)]
@@ -119,6 +146,32 @@ mod tests {
             match r {
                 Ok(v) => assert_eq!(*v, k * 10),
                 Err(e) => assert_eq!(e, &format!("bad {k}")),
+            }
+        }
+    }
+
+    /// A panic while preparing one item is that item's failure; the others are unaffected.
+    #[test]
+    fn a_panicking_item_is_a_named_failure() {
+        let paths: Vec<PathBuf> = (0..6).map(|i| PathBuf::from(format!("{i}"))).collect();
+        let flat: Vec<(usize, Result<usize, String>)> = load(paths, 4, 2, 1, |p| {
+            let i: usize = p.to_str().unwrap().parse().unwrap();
+            if i == 4 {
+                panic!("bad header in {i}");
+            }
+            Ok(i)
+        })
+        .flat_map(|b| b.items)
+        .collect();
+        assert_eq!(flat.len(), 6);
+        for (i, r) in flat {
+            match (i, r) {
+                (4, Err(e)) => assert!(
+                    e.contains("panicked") && e.contains("bad header in 4"),
+                    "{e}"
+                ),
+                (i, Ok(v)) => assert_eq!(v, i),
+                (i, Err(e)) => panic!("item {i} failed: {e}"),
             }
         }
     }
