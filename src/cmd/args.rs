@@ -88,6 +88,7 @@ fn triple(s: &str) -> Result<[f64; 3], String> {
         .map_err(|_| format!("'{s}': give three comma-separated values"))
 }
 
+/// Three comma-separated means (any finite values).
 pub fn mean(s: &str) -> Result<[f64; 3], String> {
     triple(s)
 }
@@ -103,6 +104,7 @@ pub fn std_dev(s: &str) -> Result<[f64; 3], String> {
 }
 
 impl PreprocessArgs {
+    /// The model's transform with the flags given on top.
     pub fn apply(&self, mut t: EvalTransform) -> EvalTransform {
         if let Some(s) = self.img_size {
             t.img_size = s;

@@ -112,6 +112,7 @@ impl Live {
     }
 }
 
+/// Runs a cascade live: each image goes on only while no stage is confident enough.
 pub fn cascade(
     members: &[MemberArg],
     data: &Path,

@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+/// Progress of a long loop over `total` items.
 pub struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: Cell<u64>,
@@ -13,6 +14,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A bar only when stderr is a terminal (logs get periodic lines instead).
     pub fn new(total: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let b = indicatif::ProgressBar::new(total);
@@ -52,6 +54,7 @@ impl Progress {
         }
     }
 
+    /// For loops whose length is known only once they run (training epochs).
     pub fn set_total(&self, total: u64) {
         self.total.set(total);
         if let Some(b) = &self.bar {
@@ -67,10 +70,12 @@ impl Progress {
         }
     }
 
+    /// A warning that does not tear the bar.
     pub fn warn(&self, msg: &str) {
         self.println(&format!("warning: {msg}"));
     }
 
+    /// Clears the bar so the report that follows stands alone.
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -40,8 +40,11 @@ pub struct EvalConfig {
     pub std: [f64; 3],
 }
 
+/// ImageNet's channel means, timm's default normalisation.
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+/// ImageNet's channel standard deviations, with [`IMAGENET_MEAN`].
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+/// The (0.5, 0.5) normalisation of the `tf_` and ViT ports.
 pub const HALF: [f64; 3] = [0.5, 0.5, 0.5];
 
 impl EvalConfig {

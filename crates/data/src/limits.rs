@@ -16,6 +16,7 @@ pub fn set_max_pixels(n: u64) {
     MAX_PIXELS.store(n, Ordering::Relaxed);
 }
 
+/// The limit in force (PIL's unless set).
 pub fn max_pixels() -> u64 {
     MAX_PIXELS.load(Ordering::Relaxed)
 }

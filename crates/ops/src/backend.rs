@@ -55,6 +55,7 @@ pub struct Selected {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a backend could not be used, for the CLI to report.
 pub enum BackendError {
     #[error("backend '{0}' is not compiled into this build (enable the cargo feature '{0}')")]
     NotCompiled(BackendKind),

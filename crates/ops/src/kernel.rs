@@ -27,6 +27,7 @@ pub enum Kernel {
 }
 
 impl Kernel {
+    /// Every kernel, in the order `--flex-kernels` lists them.
     pub const ALL: [Kernel; 8] = [
         Kernel::Activations,
         Kernel::Depthwise,
@@ -38,6 +39,7 @@ impl Kernel {
         Kernel::Batch,
     ];
 
+    /// The name `--flex-kernels` takes.
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Activations => "act",
@@ -66,6 +68,7 @@ pub fn set_enabled(kernels: &[Kernel]) {
     );
 }
 
+/// Whether `kernel` may run (every kernel checks before it applies).
 pub fn on(kernel: Kernel) -> bool {
     ON.load(Ordering::Relaxed) & kernel.bit() != 0
 }

@@ -41,6 +41,7 @@ pub fn set_enabled(on: bool) {
     ON.store(on, Ordering::Relaxed);
 }
 
+/// Whether spans are being recorded (the batch split stays off while they are).
 pub fn enabled() -> bool {
     ON.load(Ordering::Relaxed)
 }

@@ -50,6 +50,7 @@ pub struct Conv {
 }
 
 impl Conv {
+    /// A `k` x `k` convolution from `cin` to `cout` channels, padded by the family's mode.
     pub fn new(cin: usize, cout: usize, k: usize, pad: PadMode) -> Self {
         Self {
             cin,
@@ -62,22 +63,27 @@ impl Conv {
         }
     }
 
+    /// Downsampling convolutions (stems, first blocks of a stage).
     pub fn stride(self, stride: usize) -> Self {
         Self { stride, ..self }
     }
 
+    /// Depthwise convolutions (`groups` = channels).
     pub fn groups(self, groups: usize) -> Self {
         Self { groups, ..self }
     }
 
+    /// A bias, where no BatchNorm follows (squeeze-excite, ViT's patch embedding).
     pub fn bias(self, bias: bool) -> Self {
         Self { bias, ..self }
     }
 
+    /// [`Conv::bias`]`(true)`.
     pub fn with_bias(self) -> Self {
         self.bias(true)
     }
 
+    /// Burn's layer, parameters lazy (nothing is allocated until loaded or used).
     pub fn init(self, device: &Device) -> Conv2d {
         let (k, stride) = (self.k, self.stride);
         let padding = match self.pad {
@@ -97,6 +103,7 @@ impl Conv {
     }
 }
 
+/// A BatchNorm of `c` channels with the family's eps (timm's differ per family and port).
 pub fn bn(c: usize, eps: f64, device: &Device) -> BatchNorm {
     BatchNormConfig::new(c).with_epsilon(eps).init(device)
 }
@@ -171,6 +178,7 @@ pub struct DropPath {
 }
 
 impl DropPath {
+    /// Drops a branch with probability `prob` (timm's per-block drop-path rate).
     pub fn new(prob: f64) -> Self {
         Self {
             prob,
@@ -178,6 +186,7 @@ impl DropPath {
         }
     }
 
+    /// `x` itself in inference; in training each sample's branch kept with `1 - prob`, scaled.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         if self.prob <= 0.0 || !self.training.is_enabled() || !x.device().is_autodiff() {
             return x;
