@@ -388,3 +388,33 @@ fn a_folder_holding_a_model_needs_force() {
     ok(&run(&args));
     assert_ne!(bytes(&out.join("model.safetensors")), b"somebody's model");
 }
+
+/// A resume refuses a training folder whose files changed since the run began (an added
+/// image, or one replaced by another of a different size).
+#[test]
+fn resume_refuses_a_changed_training_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path(), 2, false);
+    let out = dir.path().join("run");
+    ok(&run(&train_args(&data, &out, 1, 0)));
+    let mut resume = train_args(&data, &out, 1, 0);
+    resume.push("--resume".into());
+    ok(&run(&resume));
+    std::fs::copy(data.join("class0/0.png"), data.join("class0/extra.png")).unwrap();
+    let o = run(&resume);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("changed since the run began"),
+        "{err}"
+    );
+    std::fs::remove_file(data.join("class0/extra.png")).unwrap();
+    ok(&run(&resume));
+    std::fs::write(data.join("class1/0.png"), bytes(&data.join("class0/0.png"))).unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("class1/0.png"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"trailing"))
+        .unwrap();
+    let o = run(&resume);
+    assert!(!o.status.success(), "a replaced file was accepted");
+}

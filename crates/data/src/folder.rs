@@ -173,6 +173,27 @@ impl ImageFolder {
     }
 
     /// Path of a sample relative to the root, with `/` separators (the cache's `files`).
+    /// The file list as it stands: sample count and a hash of every relative path, label and
+    /// file size, in order. Why: a resumed run must see the images it began with (an added or
+    /// replaced file changes the epoch's permutation, so the resume would not be exact).
+    pub fn fingerprint(&self) -> String {
+        // FNV-1a, 64 bit: stable across builds and platforms (std's hasher is not).
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for s in &self.samples {
+            let size = std::fs::metadata(&s.path).map_or(u64::MAX, |m| m.len());
+            eat(self.relative(&s.path).as_bytes());
+            eat(&[0]);
+            eat(&(s.label as u64).to_le_bytes());
+            eat(&size.to_le_bytes());
+        }
+        format!("{} files, {h:016x}", self.samples.len())
+    }
+
     pub fn relative(&self, p: &Path) -> String {
         let r = p.strip_prefix(&self.root).unwrap_or(p);
         r.components()

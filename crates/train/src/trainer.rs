@@ -64,6 +64,10 @@ struct State {
     config: TrainConfig,
     history: Vec<EpochRow>,
     best: Option<(usize, f64)>,
+    /// The training folder when the run began ([`ImageFolder::fingerprint`]); absent in
+    /// checkpoints written before it was recorded.
+    #[serde(default)]
+    data_fingerprint: Option<String>,
 }
 
 /// Progress reports for the caller's display.
@@ -522,7 +526,22 @@ fn begin(
             s.epochs_done,
             s.config.epochs
         )));
+        s.config
+            .validate()
+            .map_err(|reason| TrainError::Checkpoint {
+                path: ckpt_path.display().to_string(),
+                reason: format!("its stored configuration is invalid: {reason}"),
+            })?;
         let train = scan(&s.config.data)?;
+        let now = train.fingerprint();
+        if let Some(then) = &s.data_fingerprint
+            && *then != now
+        {
+            return Err(TrainError::Data(format!(
+                "{}: the training folder changed since the run began ({then} then, {now} now); a resume needs the same files",
+                s.config.data.display()
+            )));
+        }
         return Ok((s.config.clone(), s.clone(), train, Some(saved)));
     }
     if holds_model && start == Start::New {
@@ -538,6 +557,7 @@ fn begin(
         config: cfg.clone(),
         history: Vec::new(),
         best: None,
+        data_fingerprint: Some(train.fingerprint()),
     };
     Ok((cfg, state, train, None))
 }
