@@ -19,15 +19,32 @@ pub fn in_top_k(row: &[f32], label: usize, k: usize) -> bool {
     rivals < k
 }
 
-/// Index of the largest value (first on ties).
+/// What [`argmax`] predicts when no class is strictly the largest; it equals no label.
+pub const NO_CLASS: usize = usize::MAX;
+
+/// Index of the strictly largest value; [`NO_CLASS`] when the largest is shared (a tie), a
+/// value is NaN, or the row is empty. Why: the committees count a prediction as correct when
+/// it equals the label, and a tie or a NaN must never count (as in [`in_top_k`]).
 pub fn argmax<T: PartialOrd + Copy>(row: &[T]) -> usize {
-    let mut best = 0;
+    if row.is_empty() {
+        return NO_CLASS;
+    }
+    let (mut best, mut tie) = (0, false);
     for (i, &v) in row.iter().enumerate() {
+        // NaN is the one value not comparable with itself.
+        if v.partial_cmp(&v).is_none() {
+            return NO_CLASS;
+        }
+        if i == 0 {
+            continue;
+        }
         if v > row[best] {
-            best = i;
+            (best, tie) = (i, false);
+        } else if v == row[best] {
+            tie = true;
         }
     }
-    best
+    if tie { NO_CLASS } else { best }
 }
 
 /// Running top-1/top-5 counts.
@@ -75,6 +92,10 @@ mod tests {
         assert!(in_top_k(&row, 4, 5)); // 0.9 0.8 0.5 0.3 -> 4th
         assert!(!in_top_k(&row, 5, 5));
         assert_eq!(argmax(&row), 3);
+        assert_eq!(argmax(&[0.2, 0.7, 0.7, 0.1]), NO_CLASS); // a tie at the top
+        assert_eq!(argmax(&[0.7, 0.7, 0.9]), 2); // a tie below the top is fine
+        assert_eq!(argmax(&[0.2, f32::NAN, 0.9]), NO_CLASS);
+        assert_eq!(argmax::<f32>(&[]), NO_CLASS);
         let mut a = Accuracy::default();
         a.add(&row, 3);
         a.add(&row, 1);

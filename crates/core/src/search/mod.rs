@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::cascade::{CascadeSpec, Member, Outcome, outcome, simulate};
 use crate::combine::{Combine, Confidence, combine};
-use crate::metrics::argmax;
+use crate::metrics::{NO_CLASS, argmax};
 pub use crate::spec::Kind;
 
 mod brute;

@@ -200,6 +200,8 @@ impl<'a> Pool<'a> {
                 bound += probs[m][tops[m][TOP - 1] as usize] / k;
             }
             let bound = bound * (1.0 + 1e-9) + 1e-300;
+            // As `argmax`: a shared maximum predicts no class.
+            let best_j = if second == best { NO_CLASS } else { best_j };
             match self.opts.confidence {
                 Confidence::MaxProb if best > bound => return (best, best_j),
                 Confidence::Margin if second > bound => return (best - second, best_j),
