@@ -440,3 +440,62 @@ fn members_of_one_architecture_are_named_by_their_label() {
     assert_eq!(r["top1"], 75.0);
     assert_eq!(r["avg_gmacs"], 3.0);
 }
+
+/// A spec records its members' weights by SHA-256; a live run refuses other weights under
+/// the same path.
+#[test]
+fn live_spec_refuses_other_weights() {
+    use sha2::{Digest, Sha256};
+    let d = tempfile::tempdir().unwrap();
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"),
+    )
+    .join("tests/fixtures");
+    let w = root.join("parity/mobilenetv2_035.safetensors");
+    let sha: String = Sha256::digest(std::fs::read(&w).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let spec = |sha: &str| {
+        let p = d.path().join("spec.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "kind = \"single\"\nthresholds = []\naccumulate = true\ncombine = \"mean-prob\"\nconfidence = \"max-prob\"\n\n[[member]]\nmodel = \"mobilenetv2_035\"\nweights = {:?}\nweights_sha256 = \"{sha}\"\nimg_size = 96\n",
+                w.display().to_string()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let args = |p: &std::path::Path| {
+        vec![
+            "ensemble".to_string(),
+            "--json".into(),
+            "--backend".into(),
+            "flex".into(),
+            "--spec".into(),
+            p.display().to_string(),
+            "--data".into(),
+            root.join("images").display().to_string(),
+        ]
+    };
+    let ok = Command::new(env!("CARGO_BIN_EXE_committee"))
+        .args(args(&spec(&sha)))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_committee"))
+        .args(args(&spec(&"0".repeat(64))))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("not the weights the spec was made with"),
+        "{err}"
+    );
+}

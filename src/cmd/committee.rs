@@ -97,6 +97,7 @@ fn live_members(spec: &CommitteeSpec, spec_path: &Path) -> Result<Vec<MemberArg>
                 model: m.model.clone(),
                 weights: PathBuf::from(w),
                 res: m.img_size,
+                sha256: m.weights_sha256.clone(),
             })
         })
         .collect()

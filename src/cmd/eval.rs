@@ -66,6 +66,7 @@ pub fn run(a: Args) -> Result<()> {
         model: a.model.clone(),
         weights: a.weights.clone(),
         res: None,
+        sha256: None,
     };
     let member = load_member(&arg, |t| a.pre.apply(t), &sel.device)?;
     if folder.classes.len() > member.classes {

@@ -15,6 +15,8 @@ pub struct MemberArg {
     pub model: String,
     pub weights: PathBuf,
     pub res: Option<usize>,
+    /// The weights' SHA-256 a spec recorded: loading other weights is refused.
+    pub sha256: Option<String>,
 }
 
 impl std::str::FromStr for MemberArg {
@@ -39,6 +41,7 @@ impl std::str::FromStr for MemberArg {
             model: model.to_string(),
             weights: PathBuf::from(weights),
             res,
+            sha256: None,
         })
     }
 }
@@ -75,6 +78,15 @@ pub fn load_member(
 ) -> Result<Member> {
     let spec = committee_zoo::registry::get(&arg.model)
         .with_context(|| format!("unknown model '{}'", arg.model))?;
+    if let Some(want) = &arg.sha256 {
+        let got = crate::util::sha256_file(&arg.weights)?;
+        if &got != want {
+            anyhow::bail!(
+                "{}: these are not the weights the spec was made with (SHA-256 {got}, the spec records {want})",
+                arg.weights.display()
+            );
+        }
+    }
     let eval = committee_zoo::export::eval_config(&arg.weights)
         .map_err(|e| anyhow::anyhow!("{}: {e}", arg.weights.display()))?
         .unwrap_or(spec.eval);

@@ -554,6 +554,8 @@ fn spec_of(
                     model: meta.model.clone(),
                     name: meta.name.clone(),
                     weights: (!meta.weights.is_empty()).then(|| meta.weights.clone()),
+                    weights_sha256: (!meta.weights_sha256.is_empty())
+                        .then(|| meta.weights_sha256.clone()),
                     img_size: Some(meta.img_size),
                     temperature: members[m].temperature,
                 }

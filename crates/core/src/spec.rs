@@ -12,6 +12,7 @@
 //! model = "efficientnet_b0"
 //! name = "b0-seed1"                                 # optional: the cache label (eval --name)
 //! weights = "weights/efficientnet_b0.safetensors"   # optional: needed to run live
+//! weights_sha256 = "7197f2ad..."                    # optional: live runs refuse other weights
 //! img_size = 224                                    # optional
 //! temperature = 1.0                                 # optional, default 1
 //! ```
@@ -39,6 +40,9 @@ pub struct MemberSpec {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
+    /// SHA-256 of `weights` when the spec was written: a live run refuses other weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub img_size: Option<usize>,
     #[serde(default = "one")]
@@ -154,6 +158,7 @@ mod tests {
                     model: "resnet18".into(),
                     name: Some("r18-seed1".into()),
                     weights: Some("r18.safetensors".into()),
+                    weights_sha256: Some("ab12".into()),
                     img_size: Some(160),
                     temperature: 1.5,
                 },
@@ -161,6 +166,7 @@ mod tests {
                     model: "resnet50".into(),
                     name: None,
                     weights: None,
+                    weights_sha256: None,
                     img_size: None,
                     temperature: 1.0,
                 },
