@@ -141,6 +141,7 @@ fn numeric_flags_are_checked() {
         ("--workers", "0"),
         ("--std", "0.5,0,0.5"),
         ("--mean", "0.5,0.5"),
+        ("--shard", "3/3"),
     ] {
         let out = eval(&weights(), &data, &[flag, value]);
         assert_eq!(

@@ -42,6 +42,13 @@ pub fn positive_u64(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `K/N` with `0 <= K < N` (`eval --shard`).
+pub fn shard(s: &str) -> Result<[usize; 2], String> {
+    committee_data::folder::parse_shard(s)
+        .map(|(k, n)| [k, n])
+        .map_err(|e| e.to_string())
+}
+
 /// A finite number.
 fn finite(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {

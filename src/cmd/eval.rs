@@ -45,9 +45,9 @@ pub struct Args {
     /// Exit with an error on the first image that cannot be decoded.
     #[arg(long)]
     strict: bool,
-    /// Evaluate a deterministic shard K/N of the files.
-    #[arg(long)]
-    shard: Option<String>,
+    /// Evaluate a deterministic shard K/N of the files (0 <= K < N).
+    #[arg(long, value_parser = crate::cmd::args::shard)]
+    shard: Option<[usize; 2]>,
     /// Label stored in the logits cache, telling apart members of one architecture
     /// (committees then name the member by it).
     #[arg(long)]
@@ -112,8 +112,8 @@ pub fn run(a: Args) -> Result<()> {
 /// The folder, sharded and limited as asked.
 fn open_folder(a: &Args) -> Result<ImageFolder> {
     let mut folder = ImageFolder::scan(&a.data, a.class_map.as_deref())?;
-    if let Some(s) = &a.shard {
-        folder.shard(s)?;
+    if let Some([k, n]) = a.shard {
+        folder.keep_shard(k, n);
     }
     if let Some(n) = a.limit {
         folder.samples.truncate(n);
@@ -223,12 +223,7 @@ fn save_cache(
             num_classes: member.classes,
             data_root: folder.root.display().to_string(),
             files,
-            shard: a
-                .shard
-                .as_deref()
-                .map(committee_data::folder::parse_shard)
-                .transpose()?
-                .map(|(k, n)| [k, n]),
+            shard: a.shard,
         },
         logits,
         labels,

@@ -127,11 +127,13 @@ pub fn cascade(
     let start = Instant::now();
     let (mut predictions, mut exits, mut kept_labels, mut failed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut nonfinite = 0;
     for (items, bad) in live.batches(o.batch) {
         failed.extend(bad);
         let mut rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); items.len()];
         let mut decided: Vec<Option<(usize, usize)>> = vec![None; items.len()];
         let mut active: Vec<usize> = (0..items.len()).collect();
+        let mut broken = vec![false; items.len()];
         for (k, stage) in stages.iter().enumerate() {
             if active.is_empty() {
                 break;
@@ -139,7 +141,9 @@ pub fn cascade(
             let inputs: Vec<&[f32]> = active.iter().map(|&j| items[j].1[k].as_slice()).collect();
             let out = stage.logits(&inputs, &sel.device)?;
             for (r, &j) in active.iter().enumerate() {
-                rows[j].push(out[r * classes..(r + 1) * classes].to_vec());
+                let row = &out[r * classes..(r + 1) * classes];
+                broken[j] |= row.iter().any(|v| !v.is_finite());
+                rows[j].push(row.to_vec());
                 let seen: Vec<&[f32]> = rows[j].iter().map(Vec::as_slice).collect();
                 let (probs, exit) = decide(&spec, &seen, &temps, k);
                 if exit {
@@ -148,6 +152,7 @@ pub fn cascade(
             }
             active.retain(|&j| decided[j].is_none());
         }
+        nonfinite += broken.iter().filter(|&&b| b).count();
         for (j, (i, _)) in items.iter().enumerate() {
             let (p, e) = decided[j].context("a sample left the cascade undecided")?;
             predictions.push(p);
@@ -155,6 +160,7 @@ pub fn cascade(
             kept_labels.push(labels[*i]);
         }
     }
+    warn_nonfinite(nonfinite, predictions.len());
     if predictions.is_empty() {
         bail!(
             "no image of {} could be evaluated ({} failed to decode)",
@@ -236,6 +242,11 @@ pub fn ensemble_logits(
             );
         }
     }
+    let nonfinite = rows
+        .iter()
+        .filter(|r: &&Vec<Vec<f32>>| r.iter().flatten().any(|v| !v.is_finite()))
+        .count();
+    warn_nonfinite(nonfinite, rows.len());
     if labels.is_empty() {
         bail!(
             "no image of {} could be evaluated ({} failed to decode)",
@@ -250,6 +261,15 @@ pub fn ensemble_logits(
         rows,
         failed,
     })
+}
+
+/// NaN or infinite logits never count as correct; say how many there were.
+fn warn_nonfinite(n: usize, of: usize) {
+    if n > 0 {
+        eprintln!(
+            "warning: {n} of {of} images got NaN or infinite logits from a member (counted as wrong): the weights or the input are broken"
+        );
+    }
 }
 
 fn num_workers() -> usize {

@@ -163,16 +163,20 @@ impl ImageFolder {
     /// Keeps a deterministic 1/N of the samples: every N-th, starting at K.
     pub fn shard(&mut self, spec: &str) -> Result<(), FolderError> {
         let (k, n) = parse_shard(spec)?;
+        self.keep_shard(k, n);
+        Ok(())
+    }
+
+    /// [`ImageFolder::shard`] for a `K/N` already checked (`k < n`).
+    pub fn keep_shard(&mut self, k: usize, n: usize) {
         self.samples = std::mem::take(&mut self.samples)
             .into_iter()
             .enumerate()
             .filter(|(i, _)| i % n == k)
             .map(|(_, s)| s)
             .collect();
-        Ok(())
     }
 
-    /// Path of a sample relative to the root, with `/` separators (the cache's `files`).
     /// The file list as it stands: sample count and a hash of every relative path, label and
     /// file size, in order. Why: a resumed run must see the images it began with (an added or
     /// replaced file changes the epoch's permutation, so the resume would not be exact).
@@ -194,6 +198,7 @@ impl ImageFolder {
         format!("{} files, {h:016x}", self.samples.len())
     }
 
+    /// Path of a sample relative to the root, with `/` separators (the cache's `files`).
     pub fn relative(&self, p: &Path) -> String {
         let r = p.strip_prefix(&self.root).unwrap_or(p);
         r.components()
