@@ -37,11 +37,14 @@ fn run(args: &[&str], files: &[&Path]) -> std::process::Output {
 }
 
 /// `committee eval --save-logits` of the fixture images with `weights` at `res` px.
+/// The test fixtures folder.
+fn fixtures() -> std::path::PathBuf {
+    std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("tests/fixtures")
+}
+
 fn eval_cache(dir: &Path, weights: &Path, res: &str, name: &str) -> std::path::PathBuf {
-    let data = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"),
-    )
-    .join("tests/fixtures/images");
+    let data = fixtures().join("images");
     let p = dir.join(format!("{name}.safetensors"));
     let args = [
         "eval",
@@ -188,10 +191,7 @@ fn misaligned_caches_and_bad_thresholds_are_errors() {
 #[test]
 fn live_cascade_equals_offline_simulation() {
     let d = tempfile::tempdir().unwrap();
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"),
-    )
-    .join("tests/fixtures");
+    let root = fixtures();
     let w = root.join("parity/mobilenetv2_035.safetensors");
     let data = root.join("images");
     let caches: Vec<_> = ["96", "160"]
@@ -249,10 +249,7 @@ fn live_cascade_equals_offline_simulation() {
 #[test]
 fn live_ensemble_equals_offline() {
     let d = tempfile::tempdir().unwrap();
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"),
-    )
-    .join("tests/fixtures");
+    let root = fixtures();
     let data = root.join("images");
     let m1 = root.join("parity/mobilenetv2_035.safetensors");
     let m2 = root.join("parity/tv_mobilenetv2_035.safetensors");
@@ -447,10 +444,7 @@ fn members_of_one_architecture_are_named_by_their_label() {
 fn live_spec_refuses_other_weights() {
     use sha2::{Digest, Sha256};
     let d = tempfile::tempdir().unwrap();
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"),
-    )
-    .join("tests/fixtures");
+    let root = fixtures();
     let w = root.join("parity/mobilenetv2_035.safetensors");
     let sha: String = Sha256::digest(std::fs::read(&w).unwrap())
         .iter()

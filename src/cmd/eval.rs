@@ -13,7 +13,7 @@ use committee_ops::backend::{BackendKind, Selected};
 use serde_json::json;
 
 use crate::cmd::args::PreprocessArgs;
-use crate::cmd::members::{Member, MemberArg, load_member};
+use crate::cmd::members::{Member, MemberArg, ensure_evaluated, load_member, warn_nonfinite};
 use crate::cmd::progress::Progress;
 use crate::util::{device, sha256_file};
 
@@ -89,20 +89,8 @@ pub fn run(a: Args) -> Result<()> {
         folder.skipped.len()
     );
     let mut r = evaluate(&a, &folder, &member, &sel.device)?;
-    if r.accuracy.n == 0 {
-        bail!(
-            "no image of {} could be evaluated ({} of {} failed to decode)",
-            a.data.display(),
-            r.failed.len(),
-            folder.samples.len()
-        );
-    }
-    if r.nonfinite > 0 {
-        eprintln!(
-            "warning: {} of {} images got NaN or infinite logits (counted as wrong): the weights or the input are broken",
-            r.nonfinite, r.accuracy.n
-        );
-    }
+    ensure_evaluated(r.accuracy.n, &a.data, r.failed.len(), folder.samples.len())?;
+    warn_nonfinite(r.nonfinite, r.accuracy.n);
     if let Some(path) = &a.save_logits {
         save_cache(&a, path, &folder, &member, std::mem::take(&mut r.cache))?;
     }

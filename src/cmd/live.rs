@@ -14,7 +14,7 @@ use committee_data::{decode, loader};
 use committee_ops::backend::{BackendKind, Selected};
 use serde_json::json;
 
-use crate::cmd::members::{Member, MemberArg, load_member};
+use crate::cmd::members::{Member, MemberArg, ensure_evaluated, load_member, warn_nonfinite};
 use crate::util::device;
 
 /// How a live run goes.
@@ -161,13 +161,7 @@ pub fn cascade(
         }
     }
     warn_nonfinite(nonfinite, predictions.len());
-    if predictions.is_empty() {
-        bail!(
-            "no image of {} could be evaluated ({} failed to decode)",
-            data.display(),
-            failed.len()
-        );
-    }
+    ensure_evaluated(predictions.len(), data, failed.len(), live.paths.len())?;
     // GPU work may still be in flight after the last read-back; the wall time includes it.
     let _ = sel.device.sync();
     let wall_s = start.elapsed().as_secs_f64();
@@ -247,13 +241,7 @@ pub fn ensemble_logits(
         .filter(|r: &&Vec<Vec<f32>>| r.iter().flatten().any(|v| !v.is_finite()))
         .count();
     warn_nonfinite(nonfinite, rows.len());
-    if labels.is_empty() {
-        bail!(
-            "no image of {} could be evaluated ({} failed to decode)",
-            data.display(),
-            failed.len()
-        );
-    }
+    ensure_evaluated(labels.len(), data, failed.len(), live.paths.len())?;
     Ok(LiveEnsemble {
         names: live.stages.iter().map(|s| s.name.clone()).collect(),
         gmacs: live.stages.iter().map(|s| s.gmacs).collect(),
@@ -261,15 +249,6 @@ pub fn ensemble_logits(
         rows,
         failed,
     })
-}
-
-/// NaN or infinite logits never count as correct; say how many there were.
-fn warn_nonfinite(n: usize, of: usize) {
-    if n > 0 {
-        eprintln!(
-            "warning: {n} of {of} images got NaN or infinite logits from a member (counted as wrong): the weights or the input are broken"
-        );
-    }
 }
 
 fn num_workers() -> usize {

@@ -142,6 +142,26 @@ impl Member {
     }
 }
 
+/// A run in which no image could be evaluated fails, never reports an empty success.
+pub fn ensure_evaluated(evaluated: usize, data: &Path, failed: usize, total: usize) -> Result<()> {
+    if evaluated == 0 {
+        anyhow::bail!(
+            "no image of {} could be evaluated ({failed} of {total} failed to decode)",
+            data.display()
+        );
+    }
+    Ok(())
+}
+
+/// NaN or infinite logits never count as correct; say how many images got them.
+pub fn warn_nonfinite(n: usize, of: usize) {
+    if n > 0 {
+        eprintln!(
+            "warning: {n} of {of} images got NaN or infinite logits (counted as wrong): the weights or the input are broken"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
