@@ -13,7 +13,9 @@ use committee_ops::backend::{BackendKind, Selected};
 use serde_json::json;
 
 use crate::cmd::args::PreprocessArgs;
-use crate::cmd::members::{Member, MemberArg, ensure_evaluated, load_member, warn_nonfinite};
+use crate::cmd::members::{
+    Member, MemberArg, ensure_evaluated, load_member, num_workers, warn_nonfinite,
+};
 use crate::cmd::progress::Progress;
 use crate::util::{device, sha256_file};
 
@@ -123,11 +125,7 @@ struct Evaluated {
 
 /// Every image through `member`, decoded in parallel, in batches.
 fn evaluate(a: &Args, folder: &ImageFolder, member: &Member, dev: &Device) -> Result<Evaluated> {
-    let workers = a.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
+    let workers = a.workers.unwrap_or_else(num_workers);
     let paths: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
     let (t, chans, classes) = (member.transform.clone(), member.chans, member.classes);
     let batches = loader::load(paths, a.batch, workers, 2, move |p| {

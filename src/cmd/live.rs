@@ -14,7 +14,9 @@ use committee_data::{decode, loader};
 use committee_ops::backend::{BackendKind, Selected};
 use serde_json::json;
 
-use crate::cmd::members::{Member, MemberArg, ensure_evaluated, load_member, warn_nonfinite};
+use crate::cmd::members::{
+    Member, MemberArg, ensure_evaluated, load_member, num_workers, warn_nonfinite,
+};
 use crate::util::device;
 
 /// How a live run goes.
@@ -249,10 +251,4 @@ pub fn ensemble_logits(
         rows,
         failed,
     })
-}
-
-fn num_workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
 }

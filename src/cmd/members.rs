@@ -142,6 +142,13 @@ impl Member {
     }
 }
 
+/// Decoding threads by default: one per core.
+pub fn num_workers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
 /// A run in which no image could be evaluated fails, never reports an empty success.
 pub fn ensure_evaluated(evaluated: usize, data: &Path, failed: usize, total: usize) -> Result<()> {
     if evaluated == 0 {
