@@ -438,6 +438,59 @@ fn members_of_one_architecture_are_named_by_their_label() {
     assert_eq!(r["avg_gmacs"], 3.0);
 }
 
+/// Without labels, two caches of one architecture at one resolution (two seeds) are told
+/// apart by their weights' SHA-256: each gets its own name, a spec picks each by its hash, and
+/// the same member given twice is refused.
+#[test]
+fn members_of_one_architecture_are_told_apart_by_their_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let (small, big) = hand_pool(d.path());
+    let rehash = |p: &Path, sha: &str| {
+        let mut c = LogitsCache::load(p).unwrap();
+        c.meta.model = "mobilenetv2_050".into();
+        c.meta.weights_sha256 = sha.into();
+        c.save(p).unwrap();
+    };
+    rehash(&small, &format!("5ma11{}", "0".repeat(59)));
+    rehash(&big, &format!("b19{}", "1".repeat(61)));
+    let spec = d.path().join("chosen.toml");
+    let sp = spec.to_str().unwrap();
+    let out = run(
+        &[
+            "search",
+            "--json",
+            "--no-accumulate",
+            "--holdout-fraction",
+            "0",
+            "--max-models",
+            "2",
+            "--budget-gmacs",
+            "3",
+            "--spec-out",
+            sp,
+            "--logits",
+        ],
+        &[&small, &big],
+    );
+    let r = json_of(out);
+    assert_eq!(
+        r["chosen"]["members"],
+        serde_json::json!(["mobilenetv2_050@32#5ma11000", "mobilenetv2_050@32#b1911111"])
+    );
+    // Given in the other order, the spec still picks each cache by its weights.
+    let r = json_of(run(
+        &["cascade", "--json", "--spec", sp, "--logits"],
+        &[&big, &small],
+    ));
+    assert_eq!(r["top1"], 75.0);
+    assert_eq!(r["avg_gmacs"], 3.0);
+    // The same cache twice is one member, not an ensemble of two.
+    let out = run(&["ensemble", "--json", "--logits"], &[&small, &small]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("are the same member"), "{err}");
+}
+
 /// A spec records its members' weights by SHA-256; a live run refuses other weights under
 /// the same path.
 #[test]

@@ -167,6 +167,48 @@ fn corrupt_images_are_reported_not_fatal_unless_strict() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("truncated.jpg"));
 }
 
+/// A JPEG is refused exactly when PIL refuses it: when libjpeg would have to complete it with
+/// filler data because the file ends first. PIL 13.0 on these files (`Image.open(f).load()`):
+/// trailing bytes after the end-of-image marker: OK; cut short, with an EOI marker inside an
+/// APP1 segment near the cut: "image file is truncated"; cut short and an EOI appended
+/// (libjpeg: "premature end of data segment", filled with gray): OK; cut short: truncated.
+#[test]
+fn jpegs_are_refused_where_pil_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    std::fs::create_dir_all(root.join("a")).unwrap();
+    let j = std::fs::read(fixtures().join("images/cat/chelsea.jpg")).unwrap();
+    let app1 = [&[0xFF, 0xE1, 0, 10][..], b"thum\xFF\xD9\0\0"].concat();
+    let with_app1 = [&j[..2], &app1, &j[2..]].concat();
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("trailing_junk.jpg", [&j[..], &[0u8; 8192]].concat()),
+        ("app_eoi_truncated.jpg", with_app1[..3000].to_vec()),
+        (
+            "truncated_then_eoi.jpg",
+            [&j[..j.len() / 3], &[0xFF, 0xD9]].concat(),
+        ),
+        ("truncated.jpg", j[..j.len() / 3].to_vec()),
+    ];
+    for (name, bytes) in &cases {
+        std::fs::write(root.join("a").join(name), bytes).unwrap();
+    }
+    let report = json_ok(&run(&["--json", "--data"], &[&root]));
+    let mut failed: Vec<String> = report["failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let err = f["error"].as_str().unwrap();
+            assert!(err.contains("truncated JPEG"), "{err}");
+            let path = f["path"].as_str().unwrap();
+            path.rsplit('/').next().unwrap().to_string()
+        })
+        .collect();
+    failed.sort();
+    assert_eq!(failed, ["app_eoi_truncated.jpg", "truncated.jpg"]);
+    assert_eq!(report["images"], 2);
+}
+
 #[test]
 fn bad_folders_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -260,5 +302,124 @@ fn shards_merge_into_the_full_cache() {
     assert!(
         !out.status.success() && err.contains("shard 1/3 missing"),
         "{err}"
+    );
+}
+
+/// `eval --save-logits` killed with SIGKILL half-way continues with `--resume` and ends with
+/// the cache an uninterrupted run writes; the progress is never silently overwritten or mixed
+/// with another run's.
+#[test]
+fn a_killed_eval_resumes_to_the_same_cache() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let images = [
+        "images/cat/chelsea.jpg",
+        "images/coffee/coffee_q80.jpg",
+        "images/rocket/rocket_cmyk.jpg",
+    ];
+    for class in 0..3 {
+        std::fs::create_dir_all(root.join(format!("c{class}"))).unwrap();
+        for k in 0..80 {
+            let src = fixtures().join(images[(class + k) % 3]);
+            let dst = root.join(format!("c{class}/{k:03}.jpg"));
+            std::fs::copy(src, dst).unwrap();
+        }
+    }
+    // One image of the run cannot be decoded: failures are progress too.
+    std::fs::write(root.join("c1/040.jpg"), b"not a jpeg").unwrap();
+    let args = |out: &Path, extra: &[&str]| {
+        let mut c = bin();
+        c.args([
+            "eval",
+            "--backend",
+            "flex",
+            "--model",
+            "mobilenetv2_035",
+            "--img-size",
+            "320",
+            "--weights",
+        ])
+        .arg(weights())
+        .arg("--data")
+        .arg(&root)
+        .arg("--save-logits")
+        .arg(out)
+        .args(["--save-every", "8", "--json"])
+        .args(extra);
+        c
+    };
+    fn with<'a>(batch: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["--batch", batch];
+        v.extend_from_slice(extra);
+        v
+    }
+
+    let killed = dir.path().join("killed.safetensors");
+    let partial = dir.path().join("killed.safetensors.partial");
+    let mut child = args(&killed, &with("4", &[]))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let chunks = |d: &Path| {
+        std::fs::read_dir(d).map_or(0, |r| {
+            r.filter(|e| {
+                let n = e.as_ref().unwrap().file_name();
+                n.to_string_lossy().starts_with("chunk-")
+            })
+            .count()
+        })
+    };
+    let start = Instant::now();
+    while chunks(&partial) < 3 {
+        assert!(start.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    assert!(!child.wait().unwrap().success(), "finished before the kill");
+    assert!(!killed.exists());
+    let done = chunks(&partial);
+    assert!(done < 240 / 8, "{done} chunks: the run was nearly complete");
+
+    // The same command without --resume refuses to overwrite the progress.
+    let out = args(&killed, &with("4", &[])).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--resume") && err.contains("interrupted"),
+        "{err}"
+    );
+    // Another batch size computes other batches: refused, naming the field.
+    let out = args(&killed, &with("8", &["--resume"])).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch was 4, now 8"), "{err}");
+
+    let out = args(&killed, &with("4", &["--resume"])).output().unwrap();
+    let resumed = json_ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resuming after"), "{err}");
+    assert!(
+        !partial.exists(),
+        "the progress is removed once the cache is written"
+    );
+
+    let whole = dir.path().join("whole.safetensors");
+    let reference = json_ok(&args(&whole, &with("4", &[])).output().unwrap());
+    for k in ["top1", "top5", "images", "failed"] {
+        assert_eq!(resumed[k], reference[k], "{k}");
+    }
+    assert_eq!(reference["images"], 239);
+    let load = |p: &Path| committee_core::LogitsCache::load(p).unwrap();
+    let (a, b) = (load(&killed), load(&whole));
+    assert_eq!(a.meta, b.meta);
+    assert_eq!(a.labels, b.labels);
+    assert!(
+        a.logits
+            .iter()
+            .zip(&b.logits)
+            .all(|(x, y)| x.to_bits() == y.to_bits()),
+        "the resumed logits differ from the uninterrupted run's"
     );
 }

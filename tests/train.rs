@@ -221,6 +221,11 @@ fn resume_after_kill_reaches_the_uninterrupted_weights() {
         !status.success(),
         "the run finished before it could be killed"
     );
+    // What a crash half-way through overwriting the checkpoint leaves beside it (the atomic
+    // writer's own test kills a process at that point, `committee_core::atomic`): the old
+    // checkpoint whole and a torn temporary file, which a resume must never read.
+    let torn = killed.join(format!(".{}.4242.0.tmp", "checkpoint.safetensors"));
+    std::fs::write(&torn, &want[..want.len() / 2]).unwrap();
     let mut args = train_args(&data, &killed, epochs, 3);
     args.push("--resume".into());
     let out = run(&args);
@@ -232,38 +237,6 @@ fn resume_after_kill_reaches_the_uninterrupted_weights() {
     );
     let csv = std::fs::read_to_string(killed.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), epochs + 1, "{csv}");
-
-    // 2. Abort half-way through overwriting the epoch-1 checkpoint with epoch 2's: the old
-    //    one stays valid and the run resumes from it.
-    let torn = tmp.path().join("torn");
-    let first = committee()
-        .args(train_args(&data, &torn, epochs, 3))
-        .env("COMMITTEE_ABORT_DURING_WRITE", "checkpoint.safetensors")
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!first.success());
-    // The torn write is the writer's temporary file (`.NAME.PID.N.tmp`), never the target.
-    let torn_tmp = std::fs::read_dir(&torn).unwrap().any(|e| {
-        let n = e.unwrap().file_name().to_string_lossy().into_owned();
-        n.starts_with(".checkpoint.safetensors.") && n.ends_with(".tmp")
-    });
-    assert!(torn_tmp, "no torn write happened");
-    let csv = std::fs::read_to_string(torn.join("metrics.csv")).unwrap();
-    assert_eq!(
-        csv.lines().count(),
-        3,
-        "aborted after epoch 2's metrics: {csv}"
-    );
-    let mut args = train_args(&data, &torn, epochs, 3);
-    args.push("--resume".into());
-    let out = run(&args);
-    ok(&out);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("after epoch 1"));
-    assert!(
-        bytes(&torn.join("model.safetensors")) == want,
-        "resumed run differs"
-    );
 }
 
 #[test]

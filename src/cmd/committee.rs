@@ -14,6 +14,8 @@ use serde_json::json;
 use crate::cmd::live::{self, LiveOptions, Timing};
 use crate::cmd::members::MemberArg;
 
+/// The caches, aligned (same images, order and labels) and each a member of its own name
+/// ([`member_names`]).
 pub fn load_caches(paths: &[PathBuf]) -> Result<Vec<(String, LogitsCache)>> {
     let mut v = Vec::new();
     for p in paths {
@@ -21,28 +23,65 @@ pub fn load_caches(paths: &[PathBuf]) -> Result<Vec<(String, LogitsCache)>> {
     }
     let named: Vec<(&str, &LogitsCache)> = v.iter().map(|(n, c)| (n.as_str(), c)).collect();
     check_aligned(&named)?;
+    member_names(&v)?;
     Ok(v)
 }
 
-pub fn members(caches: &[(String, LogitsCache)]) -> Vec<Member<'_>> {
-    // A self-cascade holds one model at several resolutions: name those by resolution too.
-    let repeated = |m: &str| caches.iter().filter(|(_, c)| c.meta.model == m).count() > 1;
-    caches
+/// One name per cache, unique: the cache's `--name`; else the model; else, where a model
+/// appears more than once, `model@img_size` (a self-cascade at several resolutions); else,
+/// where that still repeats, `model@img_size#` and the weights' SHA-256 prefix (two members of
+/// one architecture trained apart). Caches that still collide are the same member twice.
+pub fn member_names(caches: &[(String, LogitsCache)]) -> Result<Vec<String>> {
+    let base = |c: &LogitsCache| {
+        let repeated = caches
+            .iter()
+            .filter(|(_, o)| o.meta.model == c.meta.model)
+            .count()
+            > 1;
+        if repeated {
+            format!("{}@{}", c.meta.model, c.meta.img_size)
+        } else {
+            c.meta.model.clone()
+        }
+    };
+    let bases: Vec<String> = caches.iter().map(|(_, c)| base(c)).collect();
+    let names: Vec<String> = caches
         .iter()
-        .map(|(_, c)| Member {
-            name: if let Some(n) = &c.meta.name {
-                n.clone()
-            } else if repeated(&c.meta.model) {
-                format!("{}@{}", c.meta.model, c.meta.img_size)
-            } else {
-                c.meta.model.clone()
-            },
+        .zip(&bases)
+        .map(|((_, c), b)| match &c.meta.name {
+            Some(n) => n.clone(),
+            None if bases.iter().filter(|o| *o == b).count() > 1 => {
+                let sha = &c.meta.weights_sha256;
+                format!("{b}#{}", &sha[..sha.len().min(8)])
+            }
+            None => b.clone(),
+        })
+        .collect();
+    for (i, n) in names.iter().enumerate() {
+        if let Some(j) = (0..i).find(|&j| names[j] == *n) {
+            bail!(
+                "{} and {} are the same member ({n}: same model, resolution and weights): give each cache once, or tell them apart with `eval --name`",
+                caches[j].0,
+                caches[i].0
+            );
+        }
+    }
+    Ok(names)
+}
+
+pub fn members(caches: &[(String, LogitsCache)]) -> Result<Vec<Member<'_>>> {
+    let names = member_names(caches)?;
+    Ok(caches
+        .iter()
+        .zip(names)
+        .map(|((_, c), name)| Member {
+            name,
             logits: &c.logits,
             classes: c.meta.num_classes,
             gmacs: c.meta.gmacs,
             temperature: 1.0,
         })
-        .collect()
+        .collect())
 }
 
 /// Caches for a spec's members, in the spec's order, picked from `paths` by model name (and
@@ -61,6 +100,11 @@ fn caches_for_spec(
                     c.meta.model == m.model
                         && m.img_size.is_none_or(|s| s == c.meta.img_size)
                         && (m.name.is_none() || c.meta.name == m.name)
+                        // Two members of one architecture are told apart by their weights.
+                        && m
+                            .weights_sha256
+                            .as_ref()
+                            .is_none_or(|h| c.meta.weights_sha256.is_empty() || *h == c.meta.weights_sha256)
                 })
                 .cloned()
                 .with_context(|| {
@@ -184,7 +228,7 @@ pub fn ensemble(mut a: EnsembleArgs) -> Result<()> {
             (Some(s), Some(p)) => caches_for_spec(s, p, &a.logits)?,
             _ => load_caches(&a.logits)?,
         };
-        let m = members(&caches);
+        let m = members(&caches)?;
         let n = caches[0].1.len();
         let rows: Vec<Vec<Vec<f32>>> = (0..n)
             .map(|i| caches.iter().map(|(_, c)| c.row(i).to_vec()).collect())
@@ -333,7 +377,7 @@ pub fn cascade(mut a: CascadeArgs) -> Result<()> {
         (Some(s), Some(p)) => caches_for_spec(s, p, &a.logits)?,
         _ => load_caches(&a.logits)?,
     };
-    let mut m = members(&caches);
+    let mut m = members(&caches)?;
     let spec = spec_of(&a, m.len())?;
     let names: Vec<String> = m.iter().map(|x| x.name.clone()).collect();
     let temps = match spec_temps {

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 use committee_core::cache::{CacheMeta, LogitsCache};
 use committee_core::metrics::Accuracy;
+use committee_core::partial::{Chunk, Partial};
 use committee_data::folder::ImageFolder;
 use committee_data::{decode, loader};
 use committee_ops::backend::{BackendKind, Selected};
@@ -41,6 +42,14 @@ pub struct Args {
     /// Write logits, labels and metadata to this safetensors file.
     #[arg(long)]
     save_logits: Option<PathBuf>,
+    /// Continue an interrupted `--save-logits` run from its progress (`TARGET.partial/`);
+    /// the final cache is the one an uninterrupted run writes.
+    #[arg(long, requires = "save_logits")]
+    resume: bool,
+    /// With `--save-logits`: write progress every N images (rounded up to whole batches), so
+    /// a killed run loses at most that much.
+    #[arg(long, default_value_t = 1024, value_parser = crate::cmd::args::positive)]
+    save_every: usize,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -90,11 +99,23 @@ pub fn run(a: Args) -> Result<()> {
         t.interpolation,
         folder.skipped.len()
     );
-    let mut r = evaluate(&a, &folder, &member, &sel.device)?;
+    let saving = match &a.save_logits {
+        Some(target) => Some(Saving::begin(&a, target, &folder, &member, &sel)?),
+        None => None,
+    };
+    let (mut r, saving) = evaluate(&a, &folder, &member, &sel.device, saving)?;
     ensure_evaluated(r.accuracy.n, &a.data, r.failed.len(), folder.samples.len())?;
     warn_nonfinite(r.nonfinite, r.accuracy.n);
-    if let Some(path) = &a.save_logits {
-        save_cache(&a, path, &folder, &member, std::mem::take(&mut r.cache))?;
+    if let (Some(path), Some(saving)) = (&a.save_logits, saving) {
+        save_cache(
+            &a,
+            path,
+            &folder,
+            &member,
+            &saving.sha256,
+            std::mem::take(&mut r.cache),
+        )?;
+        saving.partial.finish()?;
     }
     report(&a, &folder, &member, &sel, &r)
 }
@@ -112,6 +133,7 @@ fn open_folder(a: &Args) -> Result<ImageFolder> {
 }
 
 /// What a pass over the folder gave.
+#[derive(Default)]
 struct Evaluated {
     accuracy: Accuracy,
     /// Images that could not be decoded: path and reason.
@@ -120,14 +142,142 @@ struct Evaluated {
     cache: (Vec<f32>, Vec<i64>, Vec<String>),
     /// Images whose logits hold a NaN or an infinity.
     nonfinite: usize,
+    /// Images evaluated by this process (not taken over from an interrupted run), in `wall_s`.
+    timed: usize,
     wall_s: f64,
 }
 
-/// Every image through `member`, decoded in parallel, in batches.
-fn evaluate(a: &Args, folder: &ImageFolder, member: &Member, dev: &Device) -> Result<Evaluated> {
+impl Evaluated {
+    /// Counts one evaluated image (and keeps its row when saving).
+    fn add(&mut self, folder: &ImageFolder, i: usize, row: &[f32], keep: bool) {
+        let label = folder.samples[i].label;
+        self.accuracy.add(row, label);
+        self.nonfinite += row.iter().any(|v| !v.is_finite()) as usize;
+        if keep {
+            self.cache.0.extend_from_slice(row);
+            self.cache.1.push(label as i64);
+            self.cache.2.push(folder.relative(&folder.samples[i].path));
+        }
+    }
+
+    fn fail(&mut self, folder: &ImageFolder, i: usize, reason: &str) {
+        let path = folder.samples[i].path.display().to_string();
+        self.failed.push(json!({"path": path, "error": reason}));
+    }
+
+    /// The images a chunk of an interrupted run covers, as if evaluated now.
+    fn absorb(&mut self, folder: &ImageFolder, c: &Chunk, classes: usize) {
+        let (mut r, mut f) = (0, 0);
+        for i in c.start..c.end {
+            if c.index.get(r) == Some(&i) {
+                self.add(folder, i, &c.logits[r * classes..(r + 1) * classes], true);
+                r += 1;
+            } else if let Some((_, reason)) = c.failed.get(f).filter(|(j, _)| *j == i) {
+                self.fail(folder, i, reason);
+                f += 1;
+            }
+        }
+    }
+}
+
+/// The progress of a `--save-logits` run, written in chunks (`committee_core::partial`).
+struct Saving {
+    partial: Partial,
+    /// Chunks of an interrupted run, to take over.
+    done: Vec<Chunk>,
+    pending: Chunk,
+    every: usize,
+    sha256: String,
+}
+
+impl Saving {
+    /// Opens (or, with `--resume`, reopens) the progress beside `target`. The run description
+    /// holds everything the logits depend on, so a resume continues this run only.
+    fn begin(
+        a: &Args,
+        target: &Path,
+        folder: &ImageFolder,
+        member: &Member,
+        sel: &Selected,
+    ) -> Result<Self> {
+        let sha256 = sha256_file(&a.weights)?;
+        let t = &member.transform;
+        let run = json!({
+            "model": a.model, "name": a.name, "weights": a.weights.display().to_string(),
+            "weights_sha256": sha256, "backend": sel.kind.to_string(), "batch": a.batch,
+            "data_root": folder.root.display().to_string(), "files": folder.fingerprint(),
+            "shard": a.shard, "limit": a.limit, "classes": member.classes,
+            "img_size": t.img_size, "crop_pct": t.crop_pct, "resize": t.resize,
+            "interpolation": t.interpolation.to_string(), "mean": t.mean, "std": t.std,
+        });
+        let (partial, done) = Partial::begin(target, &run, member.classes, a.resume)?;
+        let start = done.last().map_or(0, |c| c.end);
+        if a.resume {
+            eprintln!(
+                "{}",
+                if done.is_empty() {
+                    format!("nothing to resume in {}: starting", partial.dir().display())
+                } else {
+                    format!(
+                        "resuming after {start} of {} images ({})",
+                        folder.samples.len(),
+                        partial.dir().display()
+                    )
+                }
+            );
+        }
+        Ok(Self {
+            partial,
+            done,
+            pending: Chunk {
+                start,
+                end: start,
+                ..Chunk::default()
+            },
+            every: a.save_every,
+            sha256,
+        })
+    }
+
+    /// Ends the pending chunk at sample `end` and writes it once it holds enough images.
+    fn batch_done(&mut self, end: usize) -> Result<()> {
+        self.pending.end = end;
+        if end - self.pending.start >= self.every {
+            self.partial.append(&self.pending)?;
+            self.pending = Chunk {
+                start: end,
+                end,
+                ..Chunk::default()
+            };
+        }
+        Ok(())
+    }
+}
+
+/// Every image through `member`, decoded in parallel, in batches; with `saving`, from where
+/// an interrupted run stopped, writing progress as it goes.
+fn evaluate(
+    a: &Args,
+    folder: &ImageFolder,
+    member: &Member,
+    dev: &Device,
+    mut saving: Option<Saving>,
+) -> Result<(Evaluated, Option<Saving>)> {
+    let mut ev = Evaluated::default();
+    let classes = member.classes;
+    let mut start = 0;
+    if let Some(s) = &mut saving {
+        for c in std::mem::take(&mut s.done) {
+            ev.absorb(folder, &c, classes);
+            start = c.end;
+        }
+    }
     let workers = a.workers.unwrap_or_else(num_workers);
-    let paths: Vec<PathBuf> = folder.samples.iter().map(|s| s.path.clone()).collect();
-    let (t, chans, classes) = (member.transform.clone(), member.chans, member.classes);
+    let paths: Vec<PathBuf> = folder.samples[start..]
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    let (t, chans) = (member.transform.clone(), member.chans);
     let batches = loader::load(paths, a.batch, workers, 2, move |p| {
         decode(p)
             .map(|img| t.apply_channels(&img, chans))
@@ -135,15 +285,14 @@ fn evaluate(a: &Args, folder: &ImageFolder, member: &Member, dev: &Device) -> Re
     });
 
     let progress = Progress::new(folder.samples.len() as u64);
-    let start = Instant::now();
-    let mut acc = Accuracy::default();
-    let mut failed = Vec::new();
-    let mut nonfinite = 0;
-    let (mut rows, mut labels, mut files) = (Vec::new(), Vec::new(), Vec::new());
+    let begun = Instant::now();
     for batch in batches {
         let mut data = Vec::new();
         let mut idx = Vec::new();
+        let mut end = start;
         for (i, r) in batch.items {
+            let i = i + start;
+            end = i + 1;
             match r {
                 Ok(x) => {
                     data.push(x);
@@ -155,38 +304,38 @@ fn evaluate(a: &Args, folder: &ImageFolder, member: &Member, dev: &Device) -> Re
                         bail!("{path}: {e}");
                     }
                     progress.warn(&format!("skipping {path}: {e}"));
-                    failed.push(json!({"path": path, "error": e}));
+                    ev.fail(folder, i, &e);
+                    if let Some(s) = &mut saving {
+                        s.pending.failed.push((i, e));
+                    }
                 }
             }
         }
         if !idx.is_empty() {
             let inputs: Vec<&[f32]> = data.iter().map(Vec::as_slice).collect();
             let logits = member.logits(&inputs, dev)?;
+            ev.timed += idx.len();
             for (r, &i) in idx.iter().enumerate() {
                 let row = &logits[r * classes..(r + 1) * classes];
-                let label = folder.samples[i].label;
-                acc.add(row, label);
-                nonfinite += row.iter().any(|v| !v.is_finite()) as usize;
-                if a.save_logits.is_some() {
-                    rows.extend_from_slice(row);
-                    labels.push(label as i64);
-                    files.push(folder.relative(&folder.samples[i].path));
+                ev.add(folder, i, row, saving.is_some());
+                if let Some(s) = &mut saving {
+                    s.pending.index.push(i);
+                    s.pending.labels.push(folder.samples[i].label as i64);
+                    s.pending.logits.extend_from_slice(row);
                 }
             }
         }
-        let done = acc.n as u64 + failed.len() as u64;
-        progress.update(done, &format!("top-1 {:.2}%", acc.top1_pct()));
+        if let Some(s) = &mut saving {
+            s.batch_done(end)?;
+        }
+        let done = ev.accuracy.n as u64 + ev.failed.len() as u64;
+        progress.update(done, &format!("top-1 {:.2}%", ev.accuracy.top1_pct()));
     }
     progress.finish();
     // Include GPU work still in flight (see bench's `timed`).
     let _ = dev.sync();
-    Ok(Evaluated {
-        accuracy: acc,
-        failed,
-        cache: (rows, labels, files),
-        nonfinite,
-        wall_s: start.elapsed().as_secs_f64(),
-    })
+    ev.wall_s = begun.elapsed().as_secs_f64();
+    Ok((ev, saving))
 }
 
 /// The logits cache of the evaluated images, with what a committee needs to know of them.
@@ -195,6 +344,7 @@ fn save_cache(
     path: &Path,
     folder: &ImageFolder,
     member: &Member,
+    sha256: &str,
     (logits, labels, files): (Vec<f32>, Vec<i64>, Vec<String>),
 ) -> Result<()> {
     let cache = LogitsCache {
@@ -203,7 +353,7 @@ fn save_cache(
             name: a.name.clone(),
             // As given, so a spec written from this cache can run the member live.
             weights: a.weights.display().to_string(),
-            weights_sha256: sha256_file(&a.weights)?,
+            weights_sha256: sha256.to_string(),
             img_size: member.transform.img_size,
             gmacs: member.gmacs,
             num_classes: member.classes,
@@ -227,7 +377,7 @@ fn report(
     r: &Evaluated,
 ) -> Result<()> {
     let (acc, failed, wall) = (&r.accuracy, &r.failed, r.wall_s);
-    let img_per_s = acc.n as f64 / wall.max(1e-9);
+    let img_per_s = r.timed as f64 / wall.max(1e-9);
     let gmacs = member.gmacs;
     let report = json!({
         "model": a.model, "top1": acc.top1_pct(), "top5": acc.top5_pct(), "images": acc.n,

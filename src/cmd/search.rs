@@ -91,9 +91,9 @@ pub fn run(a: Args) -> Result<()> {
     let start = Instant::now();
     validate(&a)?;
     let split = Split::load(&a)?;
-    let mut fit_members = members(&split.fit);
+    let mut fit_members = members(&split.fit)?;
     let mut eval_members = match &split.eval {
-        Some(e) => members(e),
+        Some(e) => members(e)?,
         None => fit_members.clone(),
     };
     if a.calibrate {

@@ -11,16 +11,18 @@ pub struct WriteError {
     pub source: std::io::Error,
 }
 
-/// Environment variable for crash tests: abort the process half-way through overwriting an
-/// existing file with this name (simulates `kill -9` during a checkpoint write).
-pub const ABORT_DURING_WRITE: &str = "COMMITTEE_ABORT_DURING_WRITE";
-
 /// Writes a file atomically: a temporary file of a unique name beside it, created
 /// exclusively (never someone else's file, nor another writer's), written and synced, renamed
 /// over the target, then the directory synced so the rename itself survives a power cut. A
 /// crash at any point leaves either the old file or the new one, never a torn one; on an error
 /// the temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    write_with_hook(path, bytes, &|| {})
+}
+
+/// [`write_atomic`], calling `half_way` once half the bytes are written and synced: the crash
+/// test's hook (it aborts there), reachable from tests only.
+fn write_with_hook(path: &Path, bytes: &[u8], half_way: &dyn Fn()) -> Result<(), WriteError> {
     use std::io::Write;
     let fail = |p: &Path, source| WriteError {
         path: p.display().to_string(),
@@ -35,13 +37,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
     let (tmp, mut f) = create_unique(dir, &name).map_err(|e| fail(path, e))?;
-    if path.exists() && std::env::var_os(ABORT_DURING_WRITE).is_some_and(|v| v == name.as_str()) {
-        let _ = f.write_all(&bytes[..bytes.len() / 2]);
-        let _ = f.sync_all();
-        std::process::abort();
-    }
+    let (first, rest) = bytes.split_at(bytes.len() / 2);
     let written = f
-        .write_all(bytes)
+        .write_all(first)
+        .and_then(|_| f.sync_all())
+        .map(|_| half_way())
+        .and_then(|_| f.write_all(rest))
         .and_then(|_| f.sync_all())
         .map_err(|e| fail(&tmp, e))
         .and_then(|_| {
@@ -104,6 +105,45 @@ mod tests {
             std::fs::read(d.path().join(".out.bin.tmp")).unwrap(),
             b"stale"
         );
+    }
+
+    /// A process that dies half-way through overwriting a file (here it aborts from the
+    /// test-only hook) leaves the old file whole and its torn bytes in a hidden temporary
+    /// file. The test runs itself as the child process that dies.
+    #[test]
+    fn a_crash_half_way_leaves_the_old_file() {
+        const CHILD: &str = "COMMITTEE_TEST_CRASH_CHILD";
+        if let Some(p) = std::env::var_os(CHILD) {
+            let _ = write_with_hook(Path::new(&p), b"new contents", &|| std::process::abort());
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ckpt");
+        write_atomic(&p, b"old contents").unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "atomic::tests::a_crash_half_way_leaves_the_old_file",
+            ])
+            .env(CHILD, &p)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child did not die");
+        assert_eq!(std::fs::read(&p).unwrap(), b"old contents");
+        let torn: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(".ckpt.")
+            })
+            .collect();
+        assert_eq!(torn.len(), 1, "{torn:?}");
+        assert_eq!(std::fs::read(&torn[0]).unwrap(), b"new co");
     }
 
     /// A failed write (the target is a directory, so the rename fails) removes its temporary

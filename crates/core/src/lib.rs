@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cascade;
 pub mod combine;
 pub mod metrics;
+pub mod partial;
 pub mod search;
 pub mod spec;
 pub mod split;
