@@ -205,6 +205,20 @@ fn live_cascade_equals_offline_simulation() {
     let offline: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
     let s96 = format!("mobilenetv2_035:{}@96", w.display());
     let s160 = format!("mobilenetv2_035:{}@160", w.display());
+    // A cost table (as `bench --json` writes it) with made-up times: 96 px takes 2 ms at batch
+    // 1 and 4 ms at batch 4; 160 px, 5 and 8 ms.
+    let costs = d.path().join("costs.json");
+    let row = |size: usize, batch: usize, ms: f64| {
+        serde_json::json!({"model": "mobilenetv2_035", "img_size": size, "backend": "flex",
+            "device": "cpu", "batch": batch, "p50_ms": ms, "mode": "forward"})
+    };
+    let table = serde_json::json!([
+        row(96, 1, 2.0),
+        row(96, 4, 4.0),
+        row(160, 1, 5.0),
+        row(160, 4, 8.0)
+    ]);
+    std::fs::write(&costs, table.to_string()).unwrap();
     let live = run(
         &[
             "cascade",
@@ -219,6 +233,8 @@ fn live_cascade_equals_offline_simulation() {
             &s96,
             "--stage",
             &s160,
+            "--costs",
+            costs.to_str().unwrap(),
             "--data",
         ],
         &[&data],
@@ -243,6 +259,124 @@ fn live_cascade_equals_offline_simulation() {
     );
     assert!(live["speedup_vs_largest"].as_f64().unwrap() > 0.0);
     assert!(live["wall_s"].as_f64().unwrap() > 0.0);
+    // The table's prediction for the exits seen: every image pays stage 1 at batch 4 (1 ms
+    // each); the fraction f1 that goes on sees 4 * f1 images per batch, so stage 2 costs
+    // f1 * (5 + (4 f1 - 1) * 3 / 3) / (4 f1) per image (linear batch time, at least batch 1).
+    let n = live["images"].as_f64().unwrap();
+    let f1 = live["exit_fractions"][1].as_f64().unwrap();
+    let b = (4.0 * f1).max(1.0);
+    let stage2 = if b >= 4.0 { 2.0 } else { (5.0 + (b - 1.0)) / b };
+    let want = 1.0 + f1 * stage2;
+    let got = live["predicted_ms_per_img"].as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "{got} vs {want} ({n} images)");
+    let ratio = live["measured_over_predicted"].as_f64().unwrap();
+    let measured = live["model_ms_per_img"].as_f64().unwrap();
+    assert!((ratio - measured / want).abs() < 1e-9);
+    assert!(measured > 0.0 && live["ms_per_img"].as_f64().unwrap() >= measured);
+}
+
+/// `search --costs`: measured time per image as the cost, by hand. The hand pool at batch 4
+/// with small taking 1 ms at batch 1 and 2 ms at batch 4 (0.5 ms per image) and big 2 and 4 ms
+/// (1 ms per image): big alone reaches 100 % at 1 ms (every cascade that does pays both, at
+/// least 1.5 ms); a budget of 0.9 ms buys small alone (50 %, 0.5 ms); a worst case of 1.2 ms
+/// leaves out every committee of both.
+#[test]
+fn search_on_measured_time_by_hand() {
+    let d = tempfile::tempdir().unwrap();
+    let (small, big) = hand_pool(d.path());
+    let costs = d.path().join("costs.json");
+    let row = |model: &str, batch: usize, ms: f64| {
+        serde_json::json!({"model": model, "img_size": 32, "backend": "flex", "device": "cpu",
+            "threads": 2, "batch": batch, "p50_ms": ms, "mode": "forward"})
+    };
+    let rows = [
+        row("small", 1, 1.0),
+        row("small", 4, 2.0),
+        row("big", 1, 2.0),
+    ];
+    std::fs::write(&costs, serde_json::json!(rows).to_string()).unwrap();
+    let cp = costs.to_str().unwrap();
+    let spec = d.path().join("chosen.toml");
+    let sp = spec.to_str().unwrap();
+    fn search<'a>(cp: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec![
+            "search",
+            "--json",
+            "--no-accumulate",
+            "--holdout-fraction",
+            "0",
+            "--max-models",
+            "2",
+            "--costs",
+            cp,
+            "--batch",
+            "4",
+        ];
+        v.extend_from_slice(extra);
+        v.push("--logits");
+        v
+    }
+    let args = |extra: &[&'static str]| search(cp, extra);
+    let r = json_of(run(&search(cp, &["--spec-out", sp]), &[&small, &big]));
+    assert_eq!(r["cost"], "ms");
+    assert_eq!(r["chosen"]["members"], serde_json::json!(["big"]));
+    // big has only a batch-1 row: 2 ms per image at any batch.
+    assert_eq!(r["chosen"]["avg_ms"], 2.0);
+    assert_eq!(r["chosen"]["avg_gmacs"], 4.0);
+
+    let rows = [
+        row("small", 1, 1.0),
+        row("small", 4, 2.0),
+        row("big", 1, 2.0),
+        row("big", 4, 4.0),
+    ];
+    std::fs::write(&costs, serde_json::json!(rows).to_string()).unwrap();
+    let r = json_of(run(&search(cp, &["--spec-out", sp]), &[&small, &big]));
+    assert_eq!(r["chosen"]["members"], serde_json::json!(["big"]));
+    assert_eq!(r["chosen"]["avg_ms"], 1.0);
+    assert_eq!(r["chosen"]["worst_ms"], 1.0);
+    assert_eq!(r["cost_batch"], 4);
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(
+        text.contains("cost = \"ms\"") && text.contains("cost_batch = 4"),
+        "{text}"
+    );
+    assert!(
+        r["front"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["avg_ms"].is_number())
+    );
+
+    let r = json_of(run(&args(&["--budget-ms", "0.9"]), &[&small, &big]));
+    assert_eq!(r["chosen"]["members"], serde_json::json!(["small"]));
+    assert_eq!(r["chosen"]["avg_ms"], 0.5);
+    assert_eq!(r["chosen"]["top1"], 50.0);
+
+    let r = json_of(run(&args(&["--worst-case-ms", "1.2"]), &[&small, &big]));
+    assert!(
+        r["front"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["members"].as_array().unwrap().len() == 1),
+        "{r}"
+    );
+
+    // A cache whose model has no row is an error naming it.
+    std::fs::write(
+        &costs,
+        serde_json::json!([row("small", 1, 1.0)]).to_string(),
+    )
+    .unwrap();
+    let out = run(&args(&[]), &[&small, &big]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no row for big at 32 px"), "{err}");
+    // Time flags need a cost table.
+    let out = run(&["search", "--budget-ms", "1", "--logits"], &[&small, &big]);
+    assert!(!out.status.success());
 }
 
 /// A live ensemble equals the offline one built from eval caches of the same members.

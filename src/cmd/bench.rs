@@ -106,6 +106,8 @@ fn row(
         "device_mem_mb": device_mem_mb(&sel.device),
         // The first call: kernel compilation and autotuning on wgpu/cuda (cached between runs).
         "first_ms": first_ms,
+        // CPU threads (the run's rayon pool); a cost table matches rows to a run by it.
+        "threads": committee_ops::backend::is_cpu(&sel.device).then(rayon::current_num_threads),
     });
     if !a.json && !a.csv {
         eprintln!(

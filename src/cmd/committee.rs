@@ -316,8 +316,48 @@ pub struct CascadeArgs {
     /// Live: skip timing the most expensive stage alone (no `speedup_vs_largest`).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Live: cost tables from `committee bench --json`; the report then gives the time per
+    /// image the table predicts for the exits this run saw, next to the measured one.
+    #[arg(long, num_args = 1.., conflicts_with = "logits")]
+    costs: Vec<PathBuf>,
+    /// With --costs: the rows of this backend (default: the one the cascade runs on).
+    #[arg(long, requires = "costs")]
+    cost_backend: Option<String>,
+    /// With --costs: the rows of this many threads (default: the run's, on a CPU).
+    #[arg(long, value_parser = crate::cmd::args::positive, requires = "costs")]
+    cost_threads: Option<usize>,
     #[arg(long)]
     json: bool,
+}
+
+/// The time per image a cost table predicts for a live cascade's exits, as measured
+/// `model_ms_per_img` would be: the sum of the stages' forward passes.
+fn predicted_ms(a: &CascadeArgs, r: &live::LiveCascade) -> Result<Option<f64>> {
+    if a.costs.is_empty() {
+        return Ok(None);
+    }
+    let mut table = committee_core::costs::CostTable::default();
+    for p in &a.costs {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the cost table {}", p.display()))?;
+        table.add_json(&text, &p.display().to_string())?;
+    }
+    let on = committee_core::costs::RunOn {
+        backend: a.cost_backend.clone().or(r.on.backend.clone()),
+        threads: a.cost_threads.or(r.on.threads),
+    };
+    let curves = r
+        .keys
+        .iter()
+        .map(|(model, size)| table.curve(model, *size, &on))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut exits = vec![0usize; curves.len()];
+    for &e in &r.outcome.exit_stage {
+        exits[e] += 1;
+    }
+    Ok(Some(committee_core::costs::cascade_ms_per_img(
+        &curves, a.batch, &exits,
+    )))
 }
 
 fn spec_of(a: &CascadeArgs, stages: usize) -> Result<CascadeSpec> {
@@ -371,7 +411,14 @@ pub fn cascade(mut a: CascadeArgs) -> Result<()> {
             baseline: !a.no_baseline,
         };
         let r = live::cascade(&a.stage, data, spec_of(&a, a.stage.len())?, temps, &opts)?;
-        return report(&a, &r.names, &r.gmacs, &r.outcome, Some(r.timing));
+        let predicted = predicted_ms(&a, &r)?;
+        return report(
+            &a,
+            &r.names,
+            &r.gmacs,
+            &r.outcome,
+            Some((r.timing, predicted)),
+        );
     }
     let caches = match (&file, &a.spec) {
         (Some(s), Some(p)) => caches_for_spec(s, p, &a.logits)?,
@@ -403,7 +450,7 @@ fn report(
     names: &[String],
     gmacs: &[f64],
     o: &committee_core::cascade::Outcome,
-    timing: Option<Timing>,
+    timing: Option<(Timing, Option<f64>)>,
 ) -> Result<()> {
     let largest = gmacs.iter().cloned().fold(0.0, f64::max);
     let predicted = largest / o.avg_gmacs.max(1e-12);
@@ -411,9 +458,16 @@ fn report(
     let mut r = json!({"stages": names, "thresholds": a.thresholds, "top1": o.top1, "avg_gmacs": o.avg_gmacs,
                        "worst_gmacs": o.worst_gmacs, "exit_fractions": o.exit_fractions,
                        "predicted_speedup": predicted, "images": n});
-    if let Some(t) = &timing {
+    if let Some((t, predicted)) = &timing {
+        let model_ms = 1e3 * t.model_s / n.max(1) as f64;
         r["wall_s"] = json!(t.wall_s);
         r["img_per_s"] = json!(n as f64 / t.wall_s.max(1e-12));
+        r["ms_per_img"] = json!(1e3 * t.wall_s / n.max(1) as f64);
+        r["model_ms_per_img"] = json!(model_ms);
+        if let Some(p) = predicted {
+            r["predicted_ms_per_img"] = json!(p);
+            r["measured_over_predicted"] = json!(model_ms / p.max(1e-12));
+        }
         r["speedup_vs_largest"] = json!(t.baseline_wall_s.map(|b| b / t.wall_s.max(1e-12)));
         r["failed"] = json!(t.failed);
     }
@@ -432,7 +486,14 @@ fn report(
                 .collect::<Vec<_>>(),
             predicted
         );
-        if let Some(t) = timing {
+        if let Some((t, predicted)) = timing {
+            if let Some(p) = predicted {
+                let model_ms = 1e3 * t.model_s / n.max(1) as f64;
+                println!(
+                    "  models {model_ms:.3} ms/img measured, {p:.3} predicted by the cost table ({:.3}x)",
+                    model_ms / p.max(1e-12)
+                );
+            }
             print!(
                 "  wall {:.2} s, {:.1} img/s",
                 t.wall_s,

@@ -30,6 +30,9 @@ pub struct LiveOptions {
 /// Live runs add wall time, throughput and the measured speed-up.
 pub struct Timing {
     pub wall_s: f64,
+    /// Of `wall_s`, the time spent in the models' forward passes (with the read-back): what a
+    /// cost table from `bench` predicts.
+    pub model_s: f64,
     pub baseline_wall_s: Option<f64>,
     pub failed: Vec<serde_json::Value>,
 }
@@ -37,6 +40,10 @@ pub struct Timing {
 /// What a live cascade did.
 pub struct LiveCascade {
     pub names: Vec<String>,
+    /// Registry model and input size of each stage (to look them up in a cost table).
+    pub keys: Vec<(String, usize)>,
+    /// The backend it ran on and, on a CPU, the threads (cost-table rows are matched by them).
+    pub on: committee_core::costs::RunOn,
     pub gmacs: Vec<f64>,
     pub outcome: Outcome,
     pub timing: Timing,
@@ -130,6 +137,7 @@ pub fn cascade(
     let (mut predictions, mut exits, mut kept_labels, mut failed) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut nonfinite = 0;
+    let mut model_s = 0.0;
     for (items, bad) in live.batches(o.batch) {
         failed.extend(bad);
         let mut rows: Vec<Vec<Vec<f32>>> = vec![Vec::new(); items.len()];
@@ -141,7 +149,9 @@ pub fn cascade(
                 break;
             }
             let inputs: Vec<&[f32]> = active.iter().map(|&j| items[j].1[k].as_slice()).collect();
+            let forward = Instant::now();
             let out = stage.logits(&inputs, &sel.device)?;
+            model_s += forward.elapsed().as_secs_f64();
             for (r, &j) in active.iter().enumerate() {
                 let row = &out[r * classes..(r + 1) * classes];
                 broken[j] |= row.iter().any(|v| !v.is_finite());
@@ -199,10 +209,20 @@ pub fn cascade(
     };
     Ok(LiveCascade {
         names: stages.iter().map(|s| s.name.clone()).collect(),
+        keys: members
+            .iter()
+            .zip(stages.iter())
+            .map(|(m, s)| (m.model.clone(), s.transform.img_size))
+            .collect(),
+        on: committee_core::costs::RunOn {
+            backend: Some(sel.kind.to_string()),
+            threads: committee_ops::backend::is_cpu(&sel.device).then(rayon::current_num_threads),
+        },
         gmacs,
         outcome: result,
         timing: Timing {
             wall_s,
+            model_s,
             baseline_wall_s,
             failed,
         },

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use committee_core::LogitsCache;
 use committee_core::cascade::Member;
 use committee_core::combine::{Combine, Confidence, fit_temperature};
+use committee_core::costs::{CostTable, RunOn};
 use committee_core::search::{
     self, Found, Fronts, Kind, Objective, Options, Pool, Score, Strategy, evaluate, short_names,
 };
@@ -19,7 +20,7 @@ use crate::util::write_atomic;
 
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["logits", "fit"]))]
-#[command(group = clap::ArgGroup::new("objective").args(["target_accuracy", "match_model", "budget_gmacs"]))]
+#[command(group = clap::ArgGroup::new("objective").args(["target_accuracy", "match_model", "budget_gmacs", "budget_ms"]))]
 pub struct Args {
     /// The pool: one logits cache per model (from `eval --save-logits`), all on the same
     /// images. Split into a fit part and a report part by --holdout-fraction.
@@ -45,8 +46,29 @@ pub struct Args {
     #[arg(long, value_parser = crate::cmd::args::positive_f64)]
     budget_gmacs: Option<f64>,
     /// Only committees whose worst case (every stage runs) costs at most this.
-    #[arg(long, value_parser = crate::cmd::args::positive_f64)]
+    #[arg(long, value_parser = crate::cmd::args::positive_f64, conflicts_with = "costs")]
     worst_case_gmacs: Option<f64>,
+    /// Search on measured time instead of GMACs: cost tables from `committee bench --json`
+    /// (several merge), matched to each cache by model and img_size.
+    #[arg(long, num_args = 1.., conflicts_with = "budget_gmacs")]
+    costs: Vec<PathBuf>,
+    /// With --costs: the batch size the committee will run at (a cascade's later stages see
+    /// the part of it their earlier stages did not decide).
+    #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive, requires = "costs")]
+    batch: usize,
+    /// With --costs: use the rows of this backend (flex, wgpu, ...).
+    #[arg(long, requires = "costs")]
+    cost_backend: Option<String>,
+    /// With --costs: use the rows measured with this many threads.
+    #[arg(long, value_parser = crate::cmd::args::positive, requires = "costs")]
+    cost_threads: Option<usize>,
+    /// With --costs: best top-1 with at most this many milliseconds per image on average.
+    #[arg(long, value_parser = crate::cmd::args::positive_f64, requires = "costs")]
+    budget_ms: Option<f64>,
+    /// With --costs: only committees whose worst case (every stage runs) takes at most this
+    /// many milliseconds per image.
+    #[arg(long, value_parser = crate::cmd::args::positive_f64, requires = "costs")]
+    worst_case_ms: Option<f64>,
     #[arg(long, default_value = "max-prob")]
     confidence: Confidence,
     #[arg(long, default_value = "mean-prob")]
@@ -100,14 +122,17 @@ pub fn run(a: Args) -> Result<()> {
         calibrate(&mut fit_members, &mut eval_members, &split);
     }
     let names: Vec<String> = fit_members.iter().map(|m| m.name.clone()).collect();
+    let costs = time_costs(&a, &split.fit)?;
     let opts = Options {
         max_models: a.max_models,
         combine: a.combine,
         confidence: a.confidence,
         accumulate: !a.no_accumulate,
-        worst_case_gmacs: a.worst_case_gmacs,
+        worst_case: a.worst_case_gmacs.or(a.worst_case_ms),
         strategy: a.strategy,
+        time: costs.as_ref().map(|c| c.0.clone()),
     };
+    let unit = if costs.is_some() { "ms" } else { "GMACs" };
     let brute = match a.strategy {
         Strategy::Brute => true,
         Strategy::Greedy => false,
@@ -137,16 +162,16 @@ pub fn run(a: Args) -> Result<()> {
     if !brute && let Some(g) = search::greedy(&mut pool, objective) {
         candidates.push(g);
     }
-    let chosen = search::choose(&candidates, objective).context("search")?;
+    let chosen = search::choose_in(&candidates, objective, unit).context("search")?;
     let search_s = start.elapsed().as_secs_f64();
     let greedy_cmp = (a.compare_greedy && brute)
-        .then(|| greedy_comparison(&mut pool, objective, &chosen, &names))
+        .then(|| greedy_comparison(&mut pool, objective, &chosen, &names, unit))
         .flatten();
 
     eprintln!("search: {search_s:.2} s; scoring the front on the report rows");
     // The chosen committee is scored by simulation (the definition); front points from the
     // stage states of a pool over the report rows (the same decisions, tested, far faster).
-    let chosen_s = Scored {
+    let mut chosen_s = Scored {
         fit: (&evaluate(
             &fit_members,
             &chosen,
@@ -175,6 +200,16 @@ pub fn run(a: Args) -> Result<()> {
             opts.clone(),
         )?)
     };
+    if costs.is_some() {
+        // The simulation knows no times: the pools' scores (the same decisions) predict them.
+        let fit = pool.score(&chosen);
+        let eval = match eval_pool.as_mut() {
+            Some(p) => p.score(&chosen),
+            None => fit.clone(),
+        };
+        (chosen_s.fit.avg_ms, chosen_s.fit.worst_ms) = (fit.avg_ms, fit.worst_ms);
+        (chosen_s.eval.avg_ms, chosen_s.eval.worst_ms) = (eval.avg_ms, eval.worst_ms);
+    }
     let mut score_all = |fs: &[Found]| -> Vec<Scored> {
         let fit = pool.score_all(fs);
         let eval = match eval_pool.as_mut() {
@@ -200,17 +235,31 @@ pub fn run(a: Args) -> Result<()> {
 
     if let Some(p) = &a.spec_out {
         let caches = split.eval.as_ref().unwrap_or(&split.fit);
-        let spec = spec_of(&chosen, caches, &fit_members, &opts);
+        let mut spec = spec_of(&chosen, caches, &fit_members, &opts);
+        if let Some((t, device)) = &costs {
+            spec.cost = Some("ms".into());
+            spec.cost_device = Some(device.clone());
+            spec.cost_batch = Some(t.batch);
+        }
         write_atomic(p, spec.to_toml().as_bytes())
             .with_context(|| format!("writing {}", p.display()))?;
     }
     let short = short_names(&names);
     if let Some(p) = &a.plot {
-        plot(p, &split, &short, &front, &by_kind, &chosen_s)?;
+        plot(
+            p,
+            &split,
+            &short,
+            &front,
+            &by_kind,
+            &chosen_s,
+            costs.is_some(),
+        )?;
     }
 
     let obj = match objective {
         Objective::TargetAccuracy(t) => json!({"target_accuracy": t}),
+        Objective::Budget(g) if costs.is_some() => json!({"budget_ms": g}),
         Objective::Budget(g) => json!({"budget_gmacs": g}),
     };
     let r = json!({
@@ -228,6 +277,9 @@ pub fn run(a: Args) -> Result<()> {
         "search_s": search_s,
         "wall_s": wall_s,
         "greedy_comparison": greedy_cmp,
+        "cost": if costs.is_some() { "ms" } else { "gmacs" },
+        "cost_device": costs.as_ref().map(|c| c.1.clone()),
+        "cost_batch": costs.as_ref().map(|c| c.0.batch),
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
@@ -243,11 +295,12 @@ pub fn run(a: Args) -> Result<()> {
         &front,
         &obj,
         &chosen_s,
+        costs.is_some(),
     );
     if let Some(g) = &r["greedy_comparison"].as_object() {
         println!(
-            "greedy: {} at {:.4} GMACs ({:.3}x brute force's)",
-            g["greedy"]["label"], g["greedy"]["avg_gmacs"], g["greedy_over_brute_gmacs"]
+            "greedy: {} at {:.4} {unit} ({:.3}x brute force's)",
+            g["greedy"]["label"], g["greedy"]["avg_cost"], g["greedy_over_brute"]
         );
     }
     Ok(())
@@ -379,20 +432,28 @@ fn calibrate(fit: &mut [Member], eval: &mut [Member], split: &Split) {
 
 /// The flags' objective; by default, the most accurate single model's top-1.
 fn objective(a: &Args, names: &[String], fronts: &Fronts) -> Result<Objective> {
-    Ok(match (a.target_accuracy, &a.match_model, a.budget_gmacs) {
-        (Some(t), _, _) => Objective::TargetAccuracy(t),
-        (_, _, Some(g)) => Objective::Budget(g),
-        (_, Some(name), _) => {
-            let i = names.iter().position(|n| n == name).with_context(|| {
-                format!(
-                    "--match {name}: no such model in the pool ({})",
-                    names.join(", ")
-                )
-            })?;
-            Objective::TargetAccuracy(fronts.singles[i].top1())
-        }
-        _ => Objective::TargetAccuracy(fronts.singles.iter().map(Found::top1).fold(0.0, f64::max)),
-    })
+    Ok(
+        match (
+            a.target_accuracy,
+            &a.match_model,
+            a.budget_gmacs.or(a.budget_ms),
+        ) {
+            (Some(t), _, _) => Objective::TargetAccuracy(t),
+            (_, _, Some(g)) => Objective::Budget(g),
+            (_, Some(name), _) => {
+                let i = names.iter().position(|n| n == name).with_context(|| {
+                    format!(
+                        "--match {name}: no such model in the pool ({})",
+                        names.join(", ")
+                    )
+                })?;
+                Objective::TargetAccuracy(fronts.singles[i].top1())
+            }
+            _ => Objective::TargetAccuracy(
+                fronts.singles.iter().map(Found::top1).fold(0.0, f64::max),
+            ),
+        },
+    )
 }
 
 /// The greedy search's choice next to brute force's, for `--compare-greedy`.
@@ -401,15 +462,59 @@ fn greedy_comparison(
     objective: Objective,
     chosen: &Found,
     names: &[String],
+    unit: &str,
 ) -> Option<Value> {
     let t = Instant::now();
     let g = search::greedy(pool, objective)?;
     let greedy_s = t.elapsed().as_secs_f64();
-    Some(
-        json!({"greedy": describe(&g, names), "brute_force": describe(chosen, names),
-               "greedy_over_brute_gmacs": g.avg_gmacs() / chosen.avg_gmacs().max(1e-12),
-               "greedy_s": greedy_s}),
-    )
+    let ratio = g.avg_cost() / chosen.avg_cost().max(1e-12);
+    let mut v = json!({"greedy": describe(&g, names), "brute_force": describe(chosen, names),
+               "greedy_over_brute": ratio, "unit": unit, "greedy_s": greedy_s});
+    if unit == "GMACs" {
+        v["greedy_over_brute_gmacs"] = json!(ratio);
+    }
+    Some(v)
+}
+
+/// With `--costs`: one time curve per pool member (by model and img_size, on the backend and
+/// threads asked for), the batch, and the devices the table's rows were measured on.
+fn time_costs(
+    a: &Args,
+    caches: &[(String, LogitsCache)],
+) -> Result<Option<(search::TimeCosts, String)>> {
+    if a.costs.is_empty() {
+        return Ok(None);
+    }
+    let mut table = CostTable::default();
+    for p in &a.costs {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the cost table {}", p.display()))?;
+        table.add_json(&text, &p.display().to_string())?;
+    }
+    let on = RunOn {
+        backend: a.cost_backend.clone(),
+        threads: a.cost_threads,
+    };
+    let mut devices: Vec<String> = Vec::new();
+    let mut curves = Vec::new();
+    for (path, c) in caches {
+        let curve = table
+            .curve(&c.meta.model, c.meta.img_size, &on)
+            .with_context(|| format!("{path}: no time for its model"))?;
+        curves.push(curve);
+        for r in table.rows.iter().filter(|r| r.model == c.meta.model) {
+            if !devices.contains(&r.device) {
+                devices.push(r.device.clone());
+            }
+        }
+    }
+    Ok(Some((
+        search::TimeCosts {
+            curves,
+            batch: a.batch,
+        },
+        devices.join(", "),
+    )))
 }
 
 /// The Pareto plot on the report part: every kind, the front, the choice.
@@ -420,24 +525,30 @@ fn plot(
     front: &[Scored],
     by_kind: &[Vec<Scored>; 3],
     chosen: &Scored,
+    timed: bool,
 ) -> Result<()> {
     let pts = |v: &[Scored]| -> Vec<crate::cmd::plot::Point> {
         v.iter()
             .map(|s| crate::cmd::plot::Point {
-                x: s.eval.avg_gmacs,
+                x: if timed {
+                    s.eval.avg_ms.unwrap_or(f64::NAN)
+                } else {
+                    s.eval.avg_gmacs
+                },
                 y: s.eval.top1,
                 label: label(&s.found, short),
             })
             .collect()
     };
     let title = format!(
-        "top-1 on {} images{} vs average GMACs",
+        "top-1 on {} images{} vs average {}",
         split.eval_rows.len(),
         if split.in_sample {
             " (in-sample)"
         } else {
             " (held out)"
-        }
+        },
+        if timed { "ms per image" } else { "GMACs" }
     );
     crate::cmd::plot::pareto(
         path,
@@ -470,6 +581,7 @@ fn print_table(
     front: &[Scored],
     obj: &Value,
     chosen: &Scored,
+    timed: bool,
 ) {
     let where_ = if split.in_sample {
         "in-sample (fit = report)".to_string()
@@ -482,13 +594,28 @@ fn print_table(
     };
     println!("searched {candidates} candidates ({how}) in {search_s:.2} s; {where_}");
     println!(
-        "{:<9} {:<28} {:<18} {:>9} {:>9} {:>10} {:>10}",
-        "kind", "members", "thresholds", "top1", "top1 fit", "avg GMACs", "worst"
+        "{:<9} {:<28} {:<18} {:>9} {:>9} {:>10} {:>10}{}",
+        "kind",
+        "members",
+        "thresholds",
+        "top1",
+        "top1 fit",
+        "avg GMACs",
+        "worst",
+        if timed {
+            format!(" {:>10} {:>10}", "avg ms", "worst ms")
+        } else {
+            String::new()
+        }
     );
     let line = |s: &Scored| {
         let f = &s.found;
+        let ms = match (s.eval.avg_ms, s.eval.worst_ms) {
+            (Some(a), Some(w)) if timed => format!(" {a:>10.3} {w:>10.3}"),
+            _ => String::new(),
+        };
         println!(
-            "{:<9} {:<28} {:<18} {:>9.3} {:>9.3} {:>10.4} {:>10.4}",
+            "{:<9} {:<28} {:<18} {:>9.3} {:>9.3} {:>10.4} {:>10.4}{ms}",
             format!("{:?}", f.kind).to_lowercase(),
             label(f, short),
             f.thresholds
@@ -512,7 +639,7 @@ fn print_table(
 fn describe(f: &Found, names: &[String]) -> Value {
     json!({"kind": f.kind, "members": f.members.iter().map(|&m| names[m].clone()).collect::<Vec<_>>(),
            "label": f.members.iter().map(|&m| names[m].clone()).collect::<Vec<_>>().join("+"),
-           "thresholds": f.thresholds, "top1": f.top1(), "avg_gmacs": f.avg_gmacs()})
+           "thresholds": f.thresholds, "top1": f.top1(), "avg_cost": f.avg_cost()})
 }
 
 fn entry(s: &Scored, names: &[String]) -> Value {
@@ -524,8 +651,11 @@ fn entry(s: &Scored, names: &[String]) -> Value {
         "top1": s.eval.top1,
         "avg_gmacs": s.eval.avg_gmacs,
         "worst_gmacs": s.eval.worst_gmacs,
+        "avg_ms": s.eval.avg_ms,
+        "worst_ms": s.eval.worst_ms,
         "exit_fractions": s.eval.exit_fractions,
-        "in_sample": {"top1": s.fit.top1, "avg_gmacs": s.fit.avg_gmacs, "exit_fractions": s.fit.exit_fractions},
+        "in_sample": {"top1": s.fit.top1, "avg_gmacs": s.fit.avg_gmacs, "avg_ms": s.fit.avg_ms,
+                      "exit_fractions": s.fit.exit_fractions},
     })
 }
 
@@ -545,6 +675,9 @@ fn spec_of(
         accumulate: opts.accumulate,
         combine: opts.combine,
         confidence: opts.confidence,
+        cost: None,
+        cost_device: None,
+        cost_batch: None,
         members: f
             .members
             .iter()

@@ -4,6 +4,7 @@ pub mod atomic;
 pub mod cache;
 pub mod cascade;
 pub mod combine;
+pub mod costs;
 pub mod metrics;
 pub mod partial;
 pub mod search;

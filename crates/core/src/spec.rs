@@ -7,6 +7,9 @@
 //! accumulate = true
 //! combine = "mean-prob"
 //! confidence = "max-prob"
+//! cost = "ms"                 # optional: searched on measured time (search --costs) ...
+//! cost_device = "cpu"         # ... on this device's cost table
+//! cost_batch = 32             # ... for this batch size
 //!
 //! [[member]]
 //! model = "efficientnet_b0"
@@ -69,6 +72,14 @@ pub struct CommitteeSpec {
     pub combine: Combine,
     #[serde(default)]
     pub confidence: Confidence,
+    /// What the search minimised: `"ms"` when it ran on a cost table (`search --costs`), with
+    /// the table's device and the batch size the times assume; absent for GMACs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_device: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_batch: Option<usize>,
     #[serde(rename = "member")]
     pub members: Vec<MemberSpec>,
 }
@@ -153,6 +164,9 @@ mod tests {
             accumulate: true,
             combine: Combine::MeanProb,
             confidence: Confidence::Margin,
+            cost: Some("ms".into()),
+            cost_device: Some("cpu".into()),
+            cost_batch: Some(32),
             members: vec![
                 MemberSpec {
                     model: "resnet18".into(),

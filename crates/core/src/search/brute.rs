@@ -61,7 +61,8 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
     let st: Vec<&State> = (0..k)
         .map(|j| pool.state(pool.stage_mask(stages, j)))
         .collect();
-    let g: Vec<f64> = stages.iter().map(|&m| pool.gmacs(m)).collect();
+    let g: Vec<f64> = stages.iter().map(|&m| pool.unit(m)).collect();
+    let tab: Vec<&[f64]> = stages.iter().map(|&m| pool.stage[m].as_slice()).collect();
     let d = k - 1;
     s.exits.resize_with(d.saturating_sub(1), Vec::new);
     for j in 0..d - 1 {
@@ -102,7 +103,8 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
     best_cost.iter_mut().for_each(|c| *c = f64::INFINITY);
     struct Ctx<'a> {
         d: usize,
-        g: &'a [f64],
+        /// Per stage: total cost when `r` rows reach it.
+        tab: &'a [&'a [f64]],
         exits: &'a [Vec<[u32; 2]>],
         last: &'a [[u32; 3]],
     }
@@ -122,15 +124,15 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
             // Innermost: threshold of stage d-1 (the one before the last), swept downwards.
             let row = &c.last[idx * G..idx * G + G];
             let total_last: u32 = row.iter().map(|x| x[2]).sum();
-            let cost = cost + reach as f64 * c.g[j];
-            let (gl, mut ex_n, mut ex_c, mut ex_l) = (c.g[c.d], 0u32, 0u32, 0u32);
+            let cost = cost + c.tab[j][reach as usize];
+            let (tl, mut ex_n, mut ex_c, mut ex_l) = (c.tab[c.d], 0u32, 0u32, 0u32);
             for t in (0..G).rev() {
                 let x = row[t];
                 ex_n += x[0];
                 ex_c += x[1];
                 ex_l += x[2];
                 let right = (correct + ex_c + total_last - ex_l) as usize;
-                let total = cost + (reach - ex_n) as f64 * gl;
+                let total = cost + tl[(reach - ex_n) as usize];
                 if total < best_cost[right] {
                     best_cost[right] = total;
                     best_tau[right] = (idx * G + t) as u32;
@@ -138,7 +140,7 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
             }
             return;
         }
-        let cost = cost + reach as f64 * c.g[j];
+        let cost = cost + c.tab[j][reach as usize];
         for t in 0..G {
             let i = idx * G + t;
             let e = c.exits[j][i];
@@ -156,7 +158,7 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
     }
     let ctx = Ctx {
         d,
-        g: &g,
+        tab: &tab,
         exits,
         last,
     };
@@ -179,8 +181,8 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
                 thresholds: th,
                 correct: c,
                 n,
-                total_gmacs: best_cost[c],
-                worst_gmacs: worst,
+                total_cost: best_cost[c],
+                worst_cost: worst,
             });
         }
     }
@@ -271,9 +273,9 @@ pub fn brute_force(pool: &mut Pool) -> Result<Fronts, SearchError> {
     let cascades: Vec<Vec<usize>> = (2..=k.min(m))
         .flat_map(|len| permutations(m, len))
         .filter(|c| {
-            let worst: f64 = c.iter().map(|&i| pool.gmacs(i)).sum();
+            let worst: f64 = c.iter().map(|&i| pool.unit(i)).sum();
             pool.opts
-                .worst_case_gmacs
+                .worst_case
                 .is_none_or(|w| worst <= w * (1.0 + 1e-12))
         })
         .collect();

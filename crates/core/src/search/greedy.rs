@@ -45,10 +45,10 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
                 let here = pool.state(pool.stage_mask(&s, s.len() - 1));
                 s.push(f);
                 let fin = pool.state(pool.stage_mask(&s, s.len() - 1));
-                let worst: f64 = s.iter().map(|&i| pool.gmacs(i)).sum();
+                let worst: f64 = s.iter().map(|&i| pool.unit(i)).sum();
                 if pool
                     .opts
-                    .worst_case_gmacs
+                    .worst_case
                     .is_some_and(|w| worst > w * (1.0 + 1e-12))
                 {
                     continue;
@@ -71,8 +71,8 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
                     ex_f += hist[t][2];
                     let correct = base_correct + (ex_c + total_fin - ex_f) as usize;
                     let total = base_cost
-                        + reach as f64 * pool.gmacs(c)
-                        + (reach - ex) as f64 * pool.gmacs(f);
+                        + pool.stage_cost(c, reach as usize)
+                        + pool.stage_cost(f, (reach - ex) as usize);
                     let mut th = thresholds.clone();
                     th.push(threshold(t));
                     let cand = Found {
@@ -81,8 +81,8 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
                         thresholds: th,
                         correct,
                         n,
-                        total_gmacs: total,
-                        worst_gmacs: worst,
+                        total_cost: total,
+                        worst_cost: worst,
                     };
                     if step
                         .as_ref()
@@ -97,7 +97,7 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
                     let mut s = prefix.clone();
                     s.push(c);
                     let here = pool.state(pool.stage_mask(&s, s.len() - 1));
-                    base_cost += reach as f64 * pool.gmacs(c);
+                    base_cost += pool.stage_cost(c, reach as usize);
                     for (i, u) in undecided.iter_mut().enumerate().take(n) {
                         if *u && here.bins[i] >= t {
                             *u = false;

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use crate::cascade::{CascadeSpec, Member, Outcome, outcome, simulate};
 use crate::combine::{Combine, Confidence, combine};
+use crate::costs::TimeCurve;
 use crate::metrics::{NO_CLASS, argmax};
 pub use crate::spec::Kind;
 
@@ -71,26 +72,27 @@ pub struct Found {
     pub correct: usize,
     pub n: usize,
     /// Sum over the rows of the GMACs spent on each.
-    pub total_gmacs: f64,
+    pub total_cost: f64,
     /// Cost when every stage runs.
-    pub worst_gmacs: f64,
+    pub worst_cost: f64,
 }
 
 impl Found {
     pub fn top1(&self) -> f64 {
         100.0 * self.correct as f64 / self.n.max(1) as f64
     }
-    pub fn avg_gmacs(&self) -> f64 {
-        self.total_gmacs / self.n.max(1) as f64
+    /// Average cost per image, in the search's unit.
+    pub fn avg_cost(&self) -> f64 {
+        self.total_cost / self.n.max(1) as f64
     }
 }
 
 /// What to optimise.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Objective {
-    /// Least average GMACs with top-1 (percent) at least this.
+    /// Least average cost with top-1 (percent) at least this.
     TargetAccuracy(f64),
-    /// Best top-1 with average GMACs at most this.
+    /// Best top-1 with average cost (GMACs, or ms with time costs) at most this.
     Budget(f64),
 }
 
@@ -121,8 +123,21 @@ pub struct Options {
     pub combine: Combine,
     pub confidence: Confidence,
     pub accumulate: bool,
-    pub worst_case_gmacs: Option<f64>,
+    /// Bound on the cost per image when every stage runs (the search's unit).
+    pub worst_case: Option<f64>,
     pub strategy: Strategy,
+    /// Measured time instead of GMACs as the cost.
+    pub time: Option<TimeCosts>,
+}
+
+/// Measured time as the cost: one curve per pool member (in pool order) and the batch size the
+/// committee will run at. A cascade stage reached by `r` of `n` images costs
+/// [`TimeCurve::stage_ms`]`(batch, r, n)`; an ensemble member or a single model runs every
+/// image at the full batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeCosts {
+    pub curves: Vec<TimeCurve>,
+    pub batch: usize,
 }
 
 impl Default for Options {
@@ -132,8 +147,9 @@ impl Default for Options {
             combine: Combine::MeanProb,
             confidence: Confidence::MaxProb,
             accumulate: true,
-            worst_case_gmacs: None,
+            worst_case: None,
             strategy: Strategy::Auto,
+            time: None,
         }
     }
 }
@@ -157,17 +173,23 @@ pub enum SearchError {
     )]
     Unreachable { target: f64, best: f64 },
     #[error(
-        "no committee within the limits costs at most {budget} GMACs per image (cheapest: {cheapest:.4})"
+        "no committee within the limits costs at most {budget} {unit} per image (cheapest: {cheapest:.4})"
     )]
-    OverBudget { budget: f64, cheapest: f64 },
+    OverBudget {
+        budget: f64,
+        cheapest: f64,
+        unit: &'static str,
+    },
+    #[error("{0} time curves for {1} pool members: one per member")]
+    Curves(usize, usize),
 }
 
 /// The Pareto front (fewer GMACs, more correct) of `points`: ascending cost, strictly rising
 /// accuracy. On ties the earlier point (singles before ensembles before cascades) stays.
 pub fn front(mut points: Vec<Found>) -> Vec<Found> {
     points.sort_by(|a, b| {
-        a.total_gmacs
-            .total_cmp(&b.total_gmacs)
+        a.total_cost
+            .total_cmp(&b.total_cost)
             .then(b.correct.cmp(&a.correct))
             .then(a.kind.cmp(&b.kind))
             .then(a.members.len().cmp(&b.members.len()))
@@ -203,25 +225,24 @@ pub(crate) fn better(a: &Found, b: &Found, objective: Objective) -> bool {
                 (true, false) => true,
                 (false, true) => false,
                 (true, true) => {
-                    a.total_gmacs < b.total_gmacs
-                        || (a.total_gmacs == b.total_gmacs && a.correct > b.correct)
+                    a.total_cost < b.total_cost
+                        || (a.total_cost == b.total_cost && a.correct > b.correct)
                 }
                 (false, false) => a.correct > b.correct,
             }
         }
         Objective::Budget(g) => {
             let (fa, fb) = (
-                a.avg_gmacs() <= g * (1.0 + 1e-12),
-                b.avg_gmacs() <= g * (1.0 + 1e-12),
+                a.avg_cost() <= g * (1.0 + 1e-12),
+                b.avg_cost() <= g * (1.0 + 1e-12),
             );
             match (fa, fb) {
                 (true, false) => true,
                 (false, true) => false,
                 (true, true) => {
-                    a.correct > b.correct
-                        || (a.correct == b.correct && a.total_gmacs < b.total_gmacs)
+                    a.correct > b.correct || (a.correct == b.correct && a.total_cost < b.total_cost)
                 }
-                (false, false) => a.total_gmacs < b.total_gmacs,
+                (false, false) => a.total_cost < b.total_cost,
             }
         }
     }
@@ -229,6 +250,15 @@ pub(crate) fn better(a: &Found, b: &Found, objective: Objective) -> bool {
 
 /// The best point of a front for the objective, or why there is none.
 pub fn choose(front: &[Found], objective: Objective) -> Result<Found, SearchError> {
+    choose_in(front, objective, "GMACs")
+}
+
+/// [`choose`], naming the cost's unit in its error (`"ms"` with time costs).
+pub fn choose_in(
+    front: &[Found],
+    objective: Objective,
+    unit: &'static str,
+) -> Result<Found, SearchError> {
     let best = front
         .iter()
         .fold(None::<&Found>, |acc, f| match acc {
@@ -241,10 +271,11 @@ pub fn choose(front: &[Found], objective: Objective) -> Result<Found, SearchErro
             target: t,
             best: best.top1(),
         }),
-        Objective::Budget(g) if best.avg_gmacs() > g * (1.0 + 1e-12) => {
+        Objective::Budget(g) if best.avg_cost() > g * (1.0 + 1e-12) => {
             Err(SearchError::OverBudget {
                 budget: g,
-                cheapest: best.avg_gmacs(),
+                cheapest: best.avg_cost(),
+                unit,
             })
         }
         _ => Ok(best.clone()),

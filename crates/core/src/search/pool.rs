@@ -42,6 +42,11 @@ pub struct Pool<'a> {
     pub(crate) opts: Options,
     pub(crate) index: HashMap<u64, usize>,
     pub(crate) states: Vec<State>,
+    /// Per member: what running it costs per image on every image (GMACs, or ms at the full
+    /// batch), and what its stage costs in total when `r` of the rows reach it, for every
+    /// `r` in `0..=n` (`r * unit` for GMACs; with time costs the batch it sees shrinks).
+    pub(crate) unit: Vec<f64>,
+    pub(crate) stage: Vec<Vec<f64>>,
 }
 
 impl<'a> Pool<'a> {
@@ -57,6 +62,25 @@ impl<'a> Pool<'a> {
         if rows.is_empty() {
             return Err(SearchError::NoRows);
         }
+        let n = rows.len();
+        let (unit, stage): (Vec<f64>, Vec<Vec<f64>>) = match &opts.time {
+            None => members
+                .iter()
+                .map(|m| (m.gmacs, (0..=n).map(|r| r as f64 * m.gmacs).collect()))
+                .unzip(),
+            Some(t) => {
+                if t.curves.len() != members.len() {
+                    return Err(SearchError::Curves(t.curves.len(), members.len()));
+                }
+                t.curves
+                    .iter()
+                    .map(|c| {
+                        let all = c.ms_per_img(t.batch as f64);
+                        (all, (0..=n).map(|r| c.stage_ms(t.batch, r, n)).collect())
+                    })
+                    .unzip()
+            }
+        };
         Ok(Self {
             members,
             labels: rows.iter().map(|&r| labels[r]).collect(),
@@ -64,15 +88,32 @@ impl<'a> Pool<'a> {
             opts,
             index: HashMap::new(),
             states: Vec::new(),
+            unit,
+            stage,
         })
+    }
+
+    /// The unit the costs are in.
+    pub fn unit_name(&self) -> &'static str {
+        if self.opts.time.is_some() {
+            "ms"
+        } else {
+            "GMACs"
+        }
     }
 
     pub fn n(&self) -> usize {
         self.rows.len()
     }
 
-    pub(crate) fn gmacs(&self, m: usize) -> f64 {
-        self.members[m].gmacs
+    /// Cost per image of member `m` run on every image.
+    pub(crate) fn unit(&self, m: usize) -> f64 {
+        self.unit[m]
+    }
+
+    /// Total cost of member `m` as a cascade stage that `reach` of the rows reach.
+    pub(crate) fn stage_cost(&self, m: usize, reach: usize) -> f64 {
+        self.stage[m][reach]
     }
 
     /// Computes the states of all `masks` not computed yet. Sample-major and parallel over
@@ -240,29 +281,29 @@ impl<'a> Pool<'a> {
             thresholds: vec![],
             correct: self.state(1 << m).hits(),
             n,
-            total_gmacs: n as f64 * self.gmacs(m),
-            worst_gmacs: self.gmacs(m),
+            total_cost: n as f64 * self.unit(m),
+            worst_cost: self.unit(m),
         }
     }
 
     pub(crate) fn ensemble(&self, set: &[usize]) -> Found {
         let mask = set.iter().fold(0, |a, &m| a | 1 << m);
-        let g: f64 = set.iter().map(|&m| self.gmacs(m)).sum();
+        let g: f64 = set.iter().map(|&m| self.unit(m)).sum();
         Found {
             kind: Kind::Ensemble,
             members: set.to_vec(),
             thresholds: vec![],
             correct: self.state(mask).hits(),
             n: self.n(),
-            total_gmacs: self.n() as f64 * g,
-            worst_gmacs: g,
+            total_cost: self.n() as f64 * g,
+            worst_cost: g,
         }
     }
 
     pub(crate) fn within_worst(&self, f: &Found) -> bool {
         self.opts
-            .worst_case_gmacs
-            .is_none_or(|w| f.worst_gmacs <= w * (1.0 + 1e-12))
+            .worst_case
+            .is_none_or(|w| f.worst_cost <= w * (1.0 + 1e-12))
     }
 }
 
@@ -273,6 +314,12 @@ pub struct Score {
     pub avg_gmacs: f64,
     pub worst_gmacs: f64,
     pub exit_fractions: Vec<f64>,
+    /// With time costs: the predicted milliseconds per image, on average and with every
+    /// stage run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avg_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worst_ms: Option<f64>,
 }
 
 impl From<&Outcome> for Score {
@@ -282,6 +329,8 @@ impl From<&Outcome> for Score {
             avg_gmacs: o.avg_gmacs,
             worst_gmacs: o.worst_gmacs,
             exit_fractions: o.exit_fractions.clone(),
+            avg_ms: None,
+            worst_ms: None,
         }
     }
 }
@@ -307,8 +356,10 @@ impl Pool<'_> {
     /// grid, as the search's do).
     pub fn score(&mut self, f: &Found) -> Score {
         let n = self.n();
-        let g: Vec<f64> = f.members.iter().map(|&m| self.gmacs(m)).collect();
+        let g: Vec<f64> = f.members.iter().map(|&m| self.members[m].gmacs).collect();
         let worst: f64 = g.iter().sum();
+        let timed = self.opts.time.is_some();
+        let worst_ms = timed.then(|| f.members.iter().map(|&m| self.unit(m)).sum::<f64>());
         if f.kind != Kind::Cascade {
             let mask = mask(&f.members);
             self.ensure(&[mask]);
@@ -317,6 +368,8 @@ impl Pool<'_> {
                 avg_gmacs: worst,
                 worst_gmacs: worst,
                 exit_fractions: vec![1.0],
+                avg_ms: worst_ms,
+                worst_ms,
             };
         }
         let k = f.members.len();
@@ -338,11 +391,25 @@ impl Pool<'_> {
             correct += st[j].correct[i] as usize;
             total += g[..=j].iter().sum::<f64>();
         }
+        let avg_ms = timed.then(|| self.cascade_cost(&f.members, &exits) / n as f64);
         Score {
             top1: 100.0 * correct as f64 / n as f64,
             avg_gmacs: total / n as f64,
             worst_gmacs: worst,
             exit_fractions: exits.iter().map(|&e| e as f64 / n as f64).collect(),
+            avg_ms,
+            worst_ms,
         }
+    }
+
+    /// Total cost of a cascade whose stages saw `exits[j]` images leave at stage `j`.
+    pub(crate) fn cascade_cost(&self, stages: &[usize], exits: &[usize]) -> f64 {
+        let mut reach = exits.iter().sum::<usize>();
+        let mut total = 0.0;
+        for (&m, &e) in stages.iter().zip(exits) {
+            total += self.stage_cost(m, reach);
+            reach -= e;
+        }
+        total
     }
 }

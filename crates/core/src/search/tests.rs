@@ -111,7 +111,7 @@ fn brute_force_matches_exhaustive_simulation() {
                 fronts
                     .all
                     .iter()
-                    .any(|f| f.correct >= correct && f.avg_gmacs() <= cost + 1e-9),
+                    .any(|f| f.correct >= correct && f.avg_cost() <= cost + 1e-9),
                 "reference ({correct}, {cost}) not dominated (accumulate {accumulate})"
             );
         }
@@ -126,7 +126,7 @@ fn brute_force_matches_exhaustive_simulation() {
             };
             let o = simulate(&m, &spec, &rows, &labels);
             assert!((o.top1 - f.top1()).abs() < 1e-9, "{f:?} vs {}", o.top1);
-            assert!((o.avg_gmacs - f.avg_gmacs()).abs() < 1e-9);
+            assert!((o.avg_gmacs - f.avg_cost()).abs() < 1e-9);
         }
     }
 }
@@ -163,13 +163,13 @@ fn objectives_by_hand() {
     let c = choose(&fronts.all, Objective::TargetAccuracy(100.0)).unwrap();
     assert_eq!(c.kind, Kind::Cascade);
     assert_eq!(c.members, [0, 1]);
-    assert!((c.avg_gmacs() - 2.5).abs() < 1e-12);
+    assert!((c.avg_cost() - 2.5).abs() < 1e-12);
     assert!(c.thresholds[0] > 0.705 && c.thresholds[0] <= 0.805, "{c:?}");
     // Budget 2 GMACs: the cascade at t in (0.605, 0.705] reaches 75% at 1.75 (cheap alone: 75%
     // at 1.0, which wins the tie on accuracy by cost).
     let c = choose(&fronts.all, Objective::Budget(2.0)).unwrap();
     assert_eq!(c.correct, 3);
-    assert!((c.avg_gmacs() - 1.0).abs() < 1e-12, "{c:?}");
+    assert!((c.avg_cost() - 1.0).abs() < 1e-12, "{c:?}");
     assert_eq!(c.kind, Kind::Single);
     // Budget 2.5: 100%.
     let c = choose(&fronts.all, Objective::Budget(2.5)).unwrap();
@@ -178,7 +178,7 @@ fn objectives_by_hand() {
     let opts = Options {
         max_models: 2,
         accumulate: false,
-        worst_case_gmacs: Some(3.5),
+        worst_case: Some(3.5),
         ..Default::default()
     };
     let mut pool = Pool::new(&m, &labels, &[0, 1, 2, 3], opts).unwrap();
@@ -214,7 +214,7 @@ fn greedy_reaches_the_target_and_never_beats_brute_force() {
     let g = greedy(&mut pool, target).unwrap();
     assert!(g.top1() >= best_single - 1e-9);
     assert!(
-        g.total_gmacs >= b.total_gmacs - 1e-9,
+        g.total_cost >= b.total_cost - 1e-9,
         "greedy {g:?} brute {b:?}"
     );
     // And the greedy result is what simulate says.
@@ -227,7 +227,7 @@ fn greedy_reaches_the_target_and_never_beats_brute_force() {
     };
     let o = simulate(&m, &spec, &rows, &labels);
     assert!((o.top1 - g.top1()).abs() < 1e-9);
-    assert!((o.avg_gmacs - g.avg_gmacs()).abs() < 1e-9);
+    assert!((o.avg_gmacs - g.avg_cost()).abs() < 1e-9);
 }
 
 #[test]
@@ -274,4 +274,100 @@ fn fast_argmax_path_equals_full_combination() {
             assert_eq!(s.correct[i], argmax(&p) as i64 == labels[i]);
         }
     }
+}
+
+/// The pool of `objectives_by_hand` with measured times instead of GMACs, run at batch 4.
+/// cheap: 4 ms per batch of 1 and of 4 (1 ms per image at batch 4, 4 at batch 1). big: 7 ms at
+/// batch 1, 12 ms at 4 (3 ms per image at batch 4; at batch 2 the batch takes 7 + 5/3 ms, so
+/// 4.333 per image; at batch 3, 10.333 ms). The cascade cheap -> big at t in (0.705, 0.805]
+/// sends 2 of 4 images on, in batches of 2: 4 + 2 x 4.333 = 12.667 ms, 3.167 per image, more
+/// than big alone (3.0) although its GMACs are fewer (2.5 against 3): with time costs the
+/// search for 100 % picks big alone.
+#[test]
+fn time_costs_by_hand() {
+    use crate::costs::TimeCurve;
+    let logit = |p: f64| ((p / (1.0 - p)).ln()) as f32;
+    let cheap: Vec<f32> = [0.905, 0.805, 0.605]
+        .iter()
+        .flat_map(|&p| [logit(p), 0.0])
+        .chain([0.0, logit(0.705)])
+        .collect();
+    let big: Vec<f32> = [0.99; 4].iter().flat_map(|&p| [logit(p), 0.0]).collect();
+    let labels = vec![0i64; 4];
+    let logits = vec![cheap, big];
+    let m = members(&logits, 2, &[1.0, 3.0]);
+    let time = TimeCosts {
+        curves: vec![
+            TimeCurve {
+                points: vec![(1, 4.0), (4, 4.0)],
+            },
+            TimeCurve {
+                points: vec![(1, 7.0), (4, 12.0)],
+            },
+        ],
+        batch: 4,
+    };
+    let opts = |worst_case| Options {
+        max_models: 2,
+        accumulate: false,
+        worst_case,
+        time: Some(time.clone()),
+        ..Default::default()
+    };
+    let mut pool = Pool::new(&m, &labels, &[0, 1, 2, 3], opts(None)).unwrap();
+    assert_eq!(pool.unit_name(), "ms");
+    let fronts = brute_force(&mut pool).unwrap();
+    let c = choose(&fronts.all, Objective::TargetAccuracy(100.0)).unwrap();
+    assert_eq!((c.kind, c.members.as_slice()), (Kind::Single, &[1][..]));
+    assert!((c.avg_cost() - 3.0).abs() < 1e-12, "{c:?}");
+    // The cascade's own front: 100 % at 3.167 ms (t in (0.705, 0.805]).
+    let best = cascade_front(&pool, &[0, 1], &mut Scratch::new(4))
+        .iter()
+        .filter(|f| f.members == [0, 1] && f.correct == 4)
+        .map(Found::avg_cost)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        (best - (4.0 + 2.0 * (7.0 + 5.0 / 3.0) / 2.0) / 4.0).abs() < 1e-9,
+        "{best}"
+    );
+    // Budget 2 ms: cheap alone, 75 % at 1 ms.
+    let c = choose(&fronts.all, Objective::Budget(2.0)).unwrap();
+    assert_eq!((c.kind, c.correct), (Kind::Single, 3));
+    let e = choose_in(&fronts.all, Objective::Budget(0.5), pool.unit_name()).unwrap_err();
+    assert!(e.to_string().contains("0.5 ms per image"), "{e}");
+    // Scored: the predicted ms per image from the exits it makes, and with every stage run.
+    let cascade = Found {
+        kind: Kind::Cascade,
+        members: vec![0, 1],
+        thresholds: vec![0.75],
+        correct: 0,
+        n: 4,
+        total_cost: 0.0,
+        worst_cost: 0.0,
+    };
+    let s = pool.score(&cascade);
+    assert_eq!(s.exit_fractions, vec![0.5, 0.5]);
+    assert!(
+        (s.avg_ms.unwrap() - (4.0 + 7.0 + 5.0 / 3.0) / 4.0).abs() < 1e-9,
+        "{s:?}"
+    );
+    assert_eq!(s.worst_ms, Some(4.0));
+    assert_eq!(s.avg_gmacs, 2.5);
+    // A worst-case bound of 3.5 ms (cheap + big = 4 ms) leaves out every cascade and ensemble.
+    let mut pool = Pool::new(&m, &labels, &[0, 1, 2, 3], opts(Some(3.5))).unwrap();
+    let fronts = brute_force(&mut pool).unwrap();
+    assert!(fronts.cascades.is_empty() && fronts.ensembles.is_empty());
+    // Greedy reaches the exhaustive optimum (big alone, or big before a stage it never
+    // reaches, at the same 3 ms).
+    let mut pool = Pool::new(&m, &labels, &[0, 1, 2, 3], opts(None)).unwrap();
+    let g = greedy(&mut pool, Objective::TargetAccuracy(100.0)).unwrap();
+    assert_eq!(g.correct, 4);
+    assert!((g.avg_cost() - 3.0).abs() < 1e-12, "{g:?}");
+    // One curve per member.
+    let mut short = opts(None);
+    short.time.as_mut().unwrap().curves.pop();
+    assert!(matches!(
+        Pool::new(&m, &labels, &[0, 1, 2, 3], short),
+        Err(SearchError::Curves(1, 2))
+    ));
 }

@@ -1,0 +1,340 @@
+//! Measured time as the search's cost: tables from `committee bench --json`.
+//!
+//! A cost table is what `committee bench --model A,B --batch 1,2,4,8,16,32 --json` prints: one
+//! row per (model, img_size, backend, batch) with its median batch time `p50_ms` (and the
+//! `device` and `threads` it ran on). Several files merge into one table. The search matches a
+//! cache to rows by model and img_size, and to the run by backend and threads.
+//!
+//! Why time and not GMACs: on a CPU, depthwise layers run at a fraction of a dense
+//! convolution's GMAC/s, and a cascade's later stages see smaller batches (only the undecided
+//! images reach them), which cost more per image; GMACs see neither.
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CostError {
+    #[error("{file}: {reason}")]
+    Invalid { file: String, reason: String },
+    #[error(
+        "the cost table has no row for {model} at {img_size} px{on} (it has: {have}); run `committee bench --model {model} --img-size {img_size} --batch 1,2,4,8,16,32 --json` and add its output"
+    )]
+    Missing {
+        model: String,
+        img_size: usize,
+        on: String,
+        have: String,
+    },
+    #[error(
+        "the cost table has two rows for {model} at {img_size} px, batch {batch}{on}: give the tables of one device (or pick one with --cost-backend / --cost-threads)"
+    )]
+    Duplicate {
+        model: String,
+        img_size: usize,
+        batch: usize,
+        on: String,
+    },
+}
+
+/// One measured row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostRow {
+    pub model: String,
+    pub img_size: usize,
+    pub backend: String,
+    pub device: String,
+    pub threads: Option<usize>,
+    pub batch: usize,
+    /// Median time of one batch.
+    pub p50_ms: f64,
+}
+
+/// Every row of the cost files given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CostTable {
+    pub rows: Vec<CostRow>,
+}
+
+/// Which rows apply to this run: a backend and a thread count, when given.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOn {
+    pub backend: Option<String>,
+    pub threads: Option<usize>,
+}
+
+impl RunOn {
+    fn describe(&self) -> String {
+        let mut s = String::new();
+        if let Some(b) = &self.backend {
+            s += &format!(" on {b}");
+        }
+        if let Some(t) = self.threads {
+            s += &format!(" with {t} threads");
+        }
+        s
+    }
+}
+
+impl CostTable {
+    /// Adds the rows of one file: a JSON array of `bench --json` rows. Rows of other modes
+    /// (training steps) are left out; every used field is checked.
+    pub fn add_json(&mut self, text: &str, source: &str) -> Result<(), CostError> {
+        let bad = |reason: String| CostError::Invalid {
+            file: source.to_string(),
+            reason,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let rows = v
+            .as_array()
+            .ok_or_else(|| bad("not a JSON array of `committee bench --json` rows".into()))?;
+        for (i, r) in rows.iter().enumerate() {
+            if r.get("mode")
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| m != "forward")
+            {
+                continue;
+            }
+            let field = |k: &str| r.get(k).ok_or_else(|| bad(format!("row {i}: no '{k}'")));
+            let text = |k: &str| -> Result<String, CostError> {
+                field(k)?
+                    .as_str()
+                    .map(String::from)
+                    .ok_or_else(|| bad(format!("row {i}: '{k}' is not a string")))
+            };
+            let count = |k: &str| -> Result<usize, CostError> {
+                field(k)?
+                    .as_u64()
+                    .filter(|&n| n >= 1)
+                    .map(|n| n as usize)
+                    .ok_or_else(|| bad(format!("row {i}: '{k}' is not a whole number >= 1")))
+            };
+            let p50_ms = field("p50_ms")?
+                .as_f64()
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .ok_or_else(|| bad(format!("row {i}: 'p50_ms' is not a time above 0")))?;
+            self.rows.push(CostRow {
+                model: text("model")?,
+                img_size: count("img_size")?,
+                backend: text("backend")?,
+                device: r
+                    .get("device")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("")
+                    .into(),
+                threads: match r.get("threads") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(_) => Some(count("threads")?),
+                },
+                batch: count("batch")?,
+                p50_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// The time curve of `model` at `img_size` on the run `on` selects.
+    pub fn curve(&self, model: &str, img_size: usize, on: &RunOn) -> Result<TimeCurve, CostError> {
+        let rows: Vec<&CostRow> = self
+            .rows
+            .iter()
+            .filter(|r| r.model == model && r.img_size == img_size)
+            .filter(|r| on.backend.as_ref().is_none_or(|b| *b == r.backend))
+            // Rows that do not say (older tables, GPUs) match any thread count.
+            .filter(|r| {
+                on.threads
+                    .is_none_or(|t| r.threads.is_none_or(|rt| rt == t))
+            })
+            .collect();
+        if rows.is_empty() {
+            let mut have: Vec<String> = self
+                .rows
+                .iter()
+                .map(|r| format!("{}@{} {}", r.model, r.img_size, r.backend))
+                .collect();
+            have.sort();
+            have.dedup();
+            return Err(CostError::Missing {
+                model: model.into(),
+                img_size,
+                on: on.describe(),
+                have: if have.is_empty() {
+                    "nothing".into()
+                } else {
+                    have.join(", ")
+                },
+            });
+        }
+        let mut points: Vec<(usize, f64)> = rows.iter().map(|r| (r.batch, r.p50_ms)).collect();
+        points.sort_by_key(|p| p.0);
+        if let Some(w) = points.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(CostError::Duplicate {
+                model: model.into(),
+                img_size,
+                batch: w[0].0,
+                on: on.describe(),
+            });
+        }
+        Ok(TimeCurve { points })
+    }
+}
+
+/// Measured batch times of one model: `(batch, ms per batch)`, by batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeCurve {
+    pub points: Vec<(usize, f64)>,
+}
+
+impl TimeCurve {
+    /// Milliseconds per image at a (possibly fractional) batch size `b`: the batch time is
+    /// interpolated linearly between the measured batch sizes (exact when a batch costs a fixed
+    /// overhead plus a per-image time), then divided by `b`. Outside the measured range the
+    /// per-image time of the nearest end is used (measure from batch 1 to the largest batch).
+    pub fn ms_per_img(&self, b: f64) -> f64 {
+        let (first, last) = (self.points[0], self.points[self.points.len() - 1]);
+        if b <= first.0 as f64 {
+            return first.1 / first.0 as f64;
+        }
+        if b >= last.0 as f64 {
+            return last.1 / last.0 as f64;
+        }
+        let k = self.points.partition_point(|p| (p.0 as f64) <= b);
+        let ((b0, t0), (b1, t1)) = (self.points[k - 1], self.points[k]);
+        let t = t0 + (b - b0 as f64) * (t1 - t0) / (b1 - b0) as f64;
+        t / b
+    }
+
+    /// Total milliseconds of a stage that `reach` of `n` images reach, run in batches of
+    /// `batch`: after the earlier stages took their exits, each batch hands it
+    /// `batch * reach / n` images on average (at least one).
+    pub fn stage_ms(&self, batch: usize, reach: usize, n: usize) -> f64 {
+        if reach == 0 {
+            return 0.0;
+        }
+        let seen = (batch as f64 * reach as f64 / n.max(1) as f64).max(1.0);
+        reach as f64 * self.ms_per_img(seen)
+    }
+}
+
+/// Predicted milliseconds per image of a cascade run in batches of `batch` whose stage `j`
+/// (curve `curves[j]`) saw `exits[j]` images leave there: each stage costs
+/// [`TimeCurve::stage_ms`] for the images that reached it.
+pub fn cascade_ms_per_img(curves: &[TimeCurve], batch: usize, exits: &[usize]) -> f64 {
+    let n: usize = exits.iter().sum();
+    let mut reach = n;
+    let mut total = 0.0;
+    for (c, &e) in curves.iter().zip(exits) {
+        total += c.stage_ms(batch, reach, n);
+        reach -= e;
+    }
+    total / n.max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> CostTable {
+        let mut t = CostTable::default();
+        let rows = r#"[
+          {"model": "a", "img_size": 224, "backend": "flex", "device": "cpu", "threads": 2,
+           "batch": 1, "p50_ms": 10.0, "mode": "forward"},
+          {"model": "a", "img_size": 224, "backend": "flex", "device": "cpu", "threads": 2,
+           "batch": 4, "p50_ms": 16.0, "mode": "forward"},
+          {"model": "a", "img_size": 224, "backend": "flex", "device": "cpu", "threads": 2,
+           "batch": 4, "p50_ms": 99.0, "mode": "train"},
+          {"model": "a", "img_size": 224, "backend": "wgpu", "device": "H100",
+           "batch": 4, "p50_ms": 1.0}
+        ]"#;
+        t.add_json(rows, "costs.json").unwrap();
+        t
+    }
+
+    /// Batch time interpolated linearly: 10 ms at 1, 16 ms at 4, so 12 ms at 2 (6 per image),
+    /// 14 ms at 3; outside, the nearest end's per-image time.
+    #[test]
+    fn per_image_time_between_and_beyond_the_measured_batches() {
+        let on = RunOn {
+            backend: Some("flex".into()),
+            threads: Some(2),
+        };
+        let c = table().curve("a", 224, &on).unwrap();
+        assert_eq!(c.points, vec![(1, 10.0), (4, 16.0)]);
+        assert_eq!(c.ms_per_img(1.0), 10.0);
+        assert_eq!(c.ms_per_img(2.0), 6.0);
+        assert_eq!(c.ms_per_img(3.0), 14.0 / 3.0);
+        assert_eq!(c.ms_per_img(4.0), 4.0);
+        assert_eq!(c.ms_per_img(32.0), 4.0);
+        assert_eq!(c.ms_per_img(0.5), 10.0);
+        // A stage reached by 100 of 400 images in batches of 8 sees 2 per batch: 100 x 6 ms.
+        assert_eq!(c.stage_ms(8, 100, 400), 600.0);
+        // Reached by 10 of 400: 0.2 per batch, so batches of one: 10 x 10 ms.
+        assert_eq!(c.stage_ms(8, 10, 400), 100.0);
+        assert_eq!(c.stage_ms(8, 0, 400), 0.0);
+        assert_eq!(c.stage_ms(4, 400, 400), 1600.0);
+    }
+
+    /// Two stages at batch 8 over 400 images: 300 exit at the first (curve `a`, reached by
+    /// all: 400 x 4 ms at batch 8), 100 reach the second (2 per batch: 100 x 6 ms).
+    #[test]
+    fn a_cascade_from_its_exits() {
+        let on = RunOn {
+            backend: Some("flex".into()),
+            threads: None,
+        };
+        let a = table().curve("a", 224, &on).unwrap();
+        let ms = cascade_ms_per_img(&[a.clone(), a], 8, &[300, 100]);
+        assert_eq!(ms, (400.0 * 4.0 + 100.0 * 6.0) / 400.0);
+    }
+
+    #[test]
+    fn rows_are_picked_by_backend_and_threads_and_missing_ones_named() {
+        let t = table();
+        let gpu = RunOn {
+            backend: Some("wgpu".into()),
+            threads: None,
+        };
+        assert_eq!(t.curve("a", 224, &gpu).unwrap().points, vec![(4, 1.0)]);
+        // Without a backend, flex's batch 4 and wgpu's collide.
+        let e = t.curve("a", 224, &RunOn::default()).unwrap_err();
+        assert!(
+            e.to_string().contains("two rows for a at 224 px, batch 4"),
+            "{e}"
+        );
+        let e = t.curve("b", 224, &gpu).unwrap_err();
+        assert!(
+            e.to_string().contains("no row for b at 224 px on wgpu"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("a@224 flex"), "{e}");
+        let e = t
+            .curve(
+                "a",
+                224,
+                &RunOn {
+                    backend: Some("flex".into()),
+                    threads: Some(16),
+                },
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("with 16 threads"), "{e}");
+    }
+
+    #[test]
+    fn damaged_tables_are_errors_naming_the_row() {
+        let mut t = CostTable::default();
+        let e = t.add_json("{}", "c.json").unwrap_err();
+        assert!(e.to_string().starts_with("c.json: not a JSON array"), "{e}");
+        let e = t
+            .add_json(
+                r#"[{"model": "a", "img_size": 224, "backend": "flex", "batch": 0, "p50_ms": 1}]"#,
+                "c.json",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("row 0: 'batch'"), "{e}");
+        let e = t
+            .add_json(
+                r#"[{"model": "a", "img_size": 224, "backend": "flex", "batch": 1, "p50_ms": -1}]"#,
+                "c.json",
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("'p50_ms' is not a time"), "{e}");
+    }
+}
