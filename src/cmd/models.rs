@@ -11,9 +11,44 @@ pub struct Args {
     /// Print a JSON array instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write a randomly initialised checkpoint of this registry model (timm's names) to
+    /// --out: for timing live committees without trained weights (speed does not depend on
+    /// the values).
+    #[arg(long, value_name = "MODEL", requires = "out")]
+    init: Option<String>,
+    #[arg(long, requires = "init")]
+    out: Option<std::path::PathBuf>,
+    /// With --init: classes of the head.
+    #[arg(long, default_value_t = 1000, value_parser = crate::cmd::args::positive)]
+    num_classes: usize,
+    /// With --init: the initialiser's seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// `--init`: a random-weight checkpoint, written atomically.
+fn init(name: &str, out: &std::path::Path, num_classes: usize, seed: u64) -> Result<()> {
+    use anyhow::Context;
+    let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
+    let device = committee_ops::backend::cpu_device();
+    device.seed(seed);
+    let opts = committee_zoo::CommonOptions {
+        num_classes,
+        ..Default::default()
+    };
+    let model =
+        committee_zoo::weights::random_model(&spec, &opts, [spec.eval.img_size; 2], &device);
+    let meta = committee_zoo::export::metadata(name, &spec.eval);
+    let bytes = committee_zoo::export::to_safetensors(&model, meta).map_err(anyhow::Error::msg)?;
+    crate::util::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {} (random weights, seed {seed})", out.display());
+    Ok(())
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let (Some(name), Some(out)) = (&args.init, &args.out) {
+        return init(name, out, args.num_classes, args.seed);
+    }
     let rows: Vec<_> = registry::all()
         .into_iter()
         .map(|s| {
