@@ -519,22 +519,21 @@ fn search_by_hand_and_its_spec_runs() {
     );
 }
 
-/// Seeds of one architecture are told apart by the cache label (`eval --name`): search names
-/// them by it, its spec records it, and the spec finds the right caches again.
-#[test]
-fn members_of_one_architecture_are_named_by_their_label() {
-    let d = tempfile::tempdir().unwrap();
-    let (small, big) = hand_pool(d.path());
-    // Both caches now claim the same model, as two seeds of one architecture would.
-    let relabel = |p: &Path, name: &str| {
+/// The hand pool's caches rewritten by `edit` as two members of one architecture, searched
+/// (budget 3 GMACs, a spec written), then the spec run offline with the caches in the other
+/// order: the search's JSON, the spec's text and the rerun's JSON.
+fn one_architecture_pair(
+    d: &Path,
+    edit: impl Fn(&mut LogitsCache, usize),
+) -> (serde_json::Value, String, serde_json::Value) {
+    let (small, big) = hand_pool(d);
+    for (i, p) in [&small, &big].into_iter().enumerate() {
         let mut c = LogitsCache::load(p).unwrap();
         c.meta.model = "mobilenetv2_050".into();
-        c.meta.name = Some(name.into());
+        edit(&mut c, i);
         c.save(p).unwrap();
-    };
-    relabel(&small, "seed0");
-    relabel(&big, "seed1");
-    let spec = d.path().join("chosen.toml");
+    }
+    let spec = d.join("chosen.toml");
     let sp = spec.to_str().unwrap();
     let out = run(
         &[
@@ -554,22 +553,33 @@ fn members_of_one_architecture_are_named_by_their_label() {
         &[&small, &big],
     );
     let r = json_of(out);
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let rerun = json_of(run(
+        &["cascade", "--json", "--spec", sp, "--logits"],
+        &[&big, &small],
+    ));
+    (r, text, rerun)
+}
+
+/// Seeds of one architecture are told apart by the cache label (`eval --name`): search names
+/// them by it, its spec records it, and the spec finds the right caches again.
+#[test]
+fn members_of_one_architecture_are_named_by_their_label() {
+    let d = tempfile::tempdir().unwrap();
+    // Both caches claim the same model, as two seeds of one architecture would.
+    let (r, text, rerun) =
+        one_architecture_pair(d.path(), |c, i| c.meta.name = Some(format!("seed{i}")));
     assert_eq!(
         r["chosen"]["members"],
         serde_json::json!(["seed0", "seed1"])
     );
-    let text = std::fs::read_to_string(&spec).unwrap();
     assert!(
         text.contains("name = \"seed0\"") && text.contains("name = \"seed1\""),
         "{text}"
     );
     // Given in the other order, the spec still picks each cache by its label.
-    let r = json_of(run(
-        &["cascade", "--json", "--spec", sp, "--logits"],
-        &[&big, &small],
-    ));
-    assert_eq!(r["top1"], 75.0);
-    assert_eq!(r["avg_gmacs"], 3.0);
+    assert_eq!(rerun["top1"], 75.0);
+    assert_eq!(rerun["avg_gmacs"], 3.0);
 }
 
 /// Without labels, two caches of one architecture at one resolution (two seeds) are told
@@ -578,46 +588,20 @@ fn members_of_one_architecture_are_named_by_their_label() {
 #[test]
 fn members_of_one_architecture_are_told_apart_by_their_weights() {
     let d = tempfile::tempdir().unwrap();
-    let (small, big) = hand_pool(d.path());
-    let rehash = |p: &Path, sha: &str| {
-        let mut c = LogitsCache::load(p).unwrap();
-        c.meta.model = "mobilenetv2_050".into();
-        c.meta.weights_sha256 = sha.into();
-        c.save(p).unwrap();
-    };
-    rehash(&small, &format!("5ma11{}", "0".repeat(59)));
-    rehash(&big, &format!("b19{}", "1".repeat(61)));
-    let spec = d.path().join("chosen.toml");
-    let sp = spec.to_str().unwrap();
-    let out = run(
-        &[
-            "search",
-            "--json",
-            "--no-accumulate",
-            "--holdout-fraction",
-            "0",
-            "--max-models",
-            "2",
-            "--budget-gmacs",
-            "3",
-            "--spec-out",
-            sp,
-            "--logits",
-        ],
-        &[&small, &big],
-    );
-    let r = json_of(out);
+    let shas = [
+        format!("5ma11{}", "0".repeat(59)),
+        format!("b19{}", "1".repeat(61)),
+    ];
+    let (r, _, rerun) =
+        one_architecture_pair(d.path(), |c, i| c.meta.weights_sha256 = shas[i].clone());
     assert_eq!(
         r["chosen"]["members"],
         serde_json::json!(["mobilenetv2_050@32#5ma11000", "mobilenetv2_050@32#b1911111"])
     );
     // Given in the other order, the spec still picks each cache by its weights.
-    let r = json_of(run(
-        &["cascade", "--json", "--spec", sp, "--logits"],
-        &[&big, &small],
-    ));
-    assert_eq!(r["top1"], 75.0);
-    assert_eq!(r["avg_gmacs"], 3.0);
+    assert_eq!(rerun["top1"], 75.0);
+    assert_eq!(rerun["avg_gmacs"], 3.0);
+    let small = d.path().join("small.safetensors");
     // The same cache twice is one member, not an ensemble of two.
     let out = run(&["ensemble", "--json", "--logits"], &[&small, &small]);
     assert!(!out.status.success());

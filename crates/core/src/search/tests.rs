@@ -131,6 +131,20 @@ fn brute_force_matches_exhaustive_simulation() {
     }
 }
 
+/// The pool of [`objectives_by_hand`]: labels 0,0,0,0; cheap is right with confidence 0.905,
+/// 0.805, 0.605 and predicts class 1 on sample 3 with confidence 0.705; big is right on all
+/// with 0.99.
+fn cheap_and_big() -> (Vec<Vec<f32>>, Vec<i64>) {
+    let logit = |p: f64| ((p / (1.0 - p)).ln()) as f32; // softmax([l, 0]) = (p, 1 - p)
+    let cheap: Vec<f32> = [0.905, 0.805, 0.605]
+        .iter()
+        .flat_map(|&p| [logit(p), 0.0])
+        .chain([0.0, logit(0.705)])
+        .collect();
+    let big: Vec<f32> = [0.99; 4].iter().flat_map(|&p| [logit(p), 0.0]).collect();
+    (vec![cheap, big], vec![0i64; 4])
+}
+
 /// Hand-computed: two classes, four samples, two models.
 /// cheap (1 GMAC): right on 0, 1, 2 with confidences 0.905, 0.805, 0.605; wrong on 3
 /// (0.705); confidences off the grid so that no threshold sits on a rounding edge.
@@ -141,16 +155,7 @@ fn brute_force_matches_exhaustive_simulation() {
 /// - t in (0.605, 0.705]: 0, 1, 3 exit: 3/4 right (sample 3 wrong), cost 1 + 3/4 = 1.75.
 #[test]
 fn objectives_by_hand() {
-    let logit = |p: f64| ((p / (1.0 - p)).ln()) as f32; // softmax([l, 0]) = (p, 1 - p)
-    // Labels 0,0,0,0; cheap predicts class 1 on sample 3 with confidence 0.7.
-    let cheap: Vec<f32> = [0.905, 0.805, 0.605]
-        .iter()
-        .flat_map(|&p| [logit(p), 0.0])
-        .chain([0.0, logit(0.705)])
-        .collect();
-    let big: Vec<f32> = [0.99; 4].iter().flat_map(|&p| [logit(p), 0.0]).collect();
-    let labels = vec![0i64; 4];
-    let logits = vec![cheap, big];
+    let (logits, labels) = cheap_and_big();
     let m = members(&logits, 2, &[1.0, 3.0]);
     let opts = Options {
         max_models: 2,
@@ -286,15 +291,7 @@ fn fast_argmax_path_equals_full_combination() {
 #[test]
 fn time_costs_by_hand() {
     use crate::costs::TimeCurve;
-    let logit = |p: f64| ((p / (1.0 - p)).ln()) as f32;
-    let cheap: Vec<f32> = [0.905, 0.805, 0.605]
-        .iter()
-        .flat_map(|&p| [logit(p), 0.0])
-        .chain([0.0, logit(0.705)])
-        .collect();
-    let big: Vec<f32> = [0.99; 4].iter().flat_map(|&p| [logit(p), 0.0]).collect();
-    let labels = vec![0i64; 4];
-    let logits = vec![cheap, big];
+    let (logits, labels) = cheap_and_big();
     let m = members(&logits, 2, &[1.0, 3.0]);
     let time = TimeCosts {
         curves: vec![
