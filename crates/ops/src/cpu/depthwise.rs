@@ -136,11 +136,7 @@ pub(crate) fn depthwise_plane<const FMA: bool>(
                     };
                     let wv = taps[kh * k + kw];
                     for l in 0..V {
-                        acc[l] = if FMA {
-                            wv.mul_add(src[l], acc[l])
-                        } else {
-                            acc[l] + wv * src[l]
-                        };
+                        acc[l] = madd::<FMA>(wv, src[l], acc[l]);
                     }
                 }
             }

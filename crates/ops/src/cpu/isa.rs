@@ -97,7 +97,7 @@ impl Isa {
 #[inline(always)]
 pub(crate) fn fma<const FMA: bool>(o: &mut [f32], a: &[f32], b: &[f32]) {
     for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-        *o = if FMA { a.mul_add(b, *o) } else { *o + a * b };
+        *o = madd::<FMA>(a, b, *o);
     }
 }
 
