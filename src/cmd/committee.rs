@@ -336,12 +336,7 @@ fn predicted_ms(a: &CascadeArgs, r: &live::LiveCascade) -> Result<Option<f64>> {
     if a.costs.is_empty() {
         return Ok(None);
     }
-    let mut table = committee_core::costs::CostTable::default();
-    for p in &a.costs {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read the cost table {}", p.display()))?;
-        table.add_json(&text, &p.display().to_string())?;
-    }
+    let table = committee_core::costs::CostTable::read(&a.costs)?;
     let on = committee_core::costs::RunOn {
         backend: a.cost_backend.clone().or(r.on.backend.clone()),
         threads: a.cost_threads.or(r.on.threads),

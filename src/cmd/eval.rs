@@ -265,11 +265,11 @@ fn evaluate(
 ) -> Result<(Evaluated, Option<Saving>)> {
     let mut ev = Evaluated::default();
     let classes = member.classes;
-    let mut start = 0;
+    // Where the interrupted run's chunks end (its pending chunk starts there).
+    let start = saving.as_ref().map_or(0, |s| s.pending.start);
     if let Some(s) = &mut saving {
         for c in std::mem::take(&mut s.done) {
             ev.absorb(folder, &c, classes);
-            start = c.end;
         }
     }
     let workers = a.workers.unwrap_or_else(num_workers);

@@ -485,12 +485,7 @@ fn time_costs(
     if a.costs.is_empty() {
         return Ok(None);
     }
-    let mut table = CostTable::default();
-    for p in &a.costs {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read the cost table {}", p.display()))?;
-        table.add_json(&text, &p.display().to_string())?;
-    }
+    let table = CostTable::read(&a.costs)?;
     let on = RunOn {
         backend: a.cost_backend.clone(),
         threads: a.cost_threads,

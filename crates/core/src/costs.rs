@@ -13,6 +13,8 @@
 pub enum CostError {
     #[error("{file}: {reason}")]
     Invalid { file: String, reason: String },
+    #[error("cannot read the cost table {file}: {reason}")]
+    Io { file: String, reason: String },
     #[error(
         "the cost table has no row for {model} at {img_size} px{on} (it has: {have}); run `committee bench --model {model} --img-size {img_size} --batch 1,2,4,8,16,32 --json` and add its output"
     )]
@@ -73,6 +75,20 @@ impl RunOn {
 }
 
 impl CostTable {
+    /// The table of every file given (each `bench --json` output), merged.
+    pub fn read(paths: &[std::path::PathBuf]) -> Result<Self, CostError> {
+        let mut table = Self::default();
+        for p in paths {
+            let file = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|e| CostError::Io {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
+            table.add_json(&text, &file)?;
+        }
+        Ok(table)
+    }
+
     /// Adds the rows of one file: a JSON array of `bench --json` rows. Rows of other modes
     /// (training steps) are left out; every used field is checked.
     pub fn add_json(&mut self, text: &str, source: &str) -> Result<(), CostError> {
@@ -213,18 +229,24 @@ impl TimeCurve {
     }
 }
 
+/// Total cost of a cascade whose stage `j` saw `exits[j]` images leave there: the sum over
+/// stages of `stage(j, r_j)`, `r_j` the images that reached stage `j`.
+pub fn cascade_total(exits: &[usize], mut stage: impl FnMut(usize, usize) -> f64) -> f64 {
+    let mut reach: usize = exits.iter().sum();
+    let mut total = 0.0;
+    for (j, &e) in exits.iter().enumerate() {
+        total += stage(j, reach);
+        reach -= e;
+    }
+    total
+}
+
 /// Predicted milliseconds per image of a cascade run in batches of `batch` whose stage `j`
 /// (curve `curves[j]`) saw `exits[j]` images leave there: each stage costs
 /// [`TimeCurve::stage_ms`] for the images that reached it.
 pub fn cascade_ms_per_img(curves: &[TimeCurve], batch: usize, exits: &[usize]) -> f64 {
     let n: usize = exits.iter().sum();
-    let mut reach = n;
-    let mut total = 0.0;
-    for (c, &e) in curves.iter().zip(exits) {
-        total += c.stage_ms(batch, reach, n);
-        reach -= e;
-    }
-    total / n.max(1) as f64
+    cascade_total(exits, |j, reach| curves[j].stage_ms(batch, reach, n)) / n.max(1) as f64
 }
 
 #[cfg(test)]

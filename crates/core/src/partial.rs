@@ -94,17 +94,23 @@ impl Partial {
             })?;
             return Ok((p, Vec::new()));
         }
-        let chunks = p.chunks()?;
+        let paths = p.chunk_paths()?;
         if !resume {
+            // How far it got is in the last chunk alone.
+            let done = match paths.last() {
+                Some(last) => p.read_chunk(last)?.end,
+                None => 0,
+            };
             return Err(PartialError::Interrupted {
                 dir: p.dir.display().to_string(),
-                done: chunks.last().map_or(0, |c| c.end),
+                done,
             });
         }
         let text = std::fs::read_to_string(&run_path).map_err(|e| p.io(&run_path, e))?;
         let then: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| p.damaged(&run_path, format!("not JSON: {e}")))?;
         p.check_same(&then, run)?;
+        let chunks = p.chunks(&paths)?;
         Ok((p, chunks))
     }
 
@@ -158,8 +164,8 @@ impl Partial {
         Ok(())
     }
 
-    /// Every chunk in the folder, in order; they must tile `0..end` without a gap.
-    fn chunks(&self) -> Result<Vec<Chunk>, PartialError> {
+    /// The chunk files in the folder, in sample order (their names hold the start, zero-padded).
+    fn chunk_paths(&self) -> Result<Vec<PathBuf>, PartialError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| self.io(&self.dir, e))?;
         let mut paths = Vec::new();
         for e in entries {
@@ -171,14 +177,23 @@ impl Partial {
             }
         }
         paths.sort();
+        Ok(paths)
+    }
+
+    fn read_chunk(&self, path: &Path) -> Result<Chunk, PartialError> {
+        let bytes = std::fs::read(path).map_err(|e| self.io(path, e))?;
+        from_bytes(&bytes, self.classes).map_err(|r| self.damaged(path, r))
+    }
+
+    /// The chunks at `paths`, in order; they must tile `0..end` without a gap.
+    fn chunks(&self, paths: &[PathBuf]) -> Result<Vec<Chunk>, PartialError> {
         let mut chunks: Vec<Chunk> = Vec::with_capacity(paths.len());
         for path in paths {
-            let bytes = std::fs::read(&path).map_err(|e| self.io(&path, e))?;
-            let c = from_bytes(&bytes, self.classes).map_err(|r| self.damaged(&path, r))?;
+            let c = self.read_chunk(path)?;
             let expected = chunks.last().map_or(0, |p| p.end);
             if c.start != expected {
                 return Err(self.damaged(
-                    &path,
+                    path,
                     format!(
                         "covers samples from {} but the chunks before end at {expected}",
                         c.start

@@ -404,12 +404,6 @@ impl Pool<'_> {
 
     /// Total cost of a cascade whose stages saw `exits[j]` images leave at stage `j`.
     pub(crate) fn cascade_cost(&self, stages: &[usize], exits: &[usize]) -> f64 {
-        let mut reach = exits.iter().sum::<usize>();
-        let mut total = 0.0;
-        for (&m, &e) in stages.iter().zip(exits) {
-            total += self.stage_cost(m, reach);
-            reach -= e;
-        }
-        total
+        crate::costs::cascade_total(exits, |j, reach| self.stage_cost(stages[j], reach))
     }
 }
