@@ -487,6 +487,27 @@ fn search_by_hand_and_its_spec_runs() {
         "{svg:.200}"
     );
 
+    assert_eq!(r["strategy"], "brute");
+    assert_eq!(r["proven_optimal"], true);
+    // The exact search and the beam find the same cascade; only the exact one proves it.
+    for (strategy, proven) in [("exact", true), ("beam", false)] {
+        let r = json_of(with(
+            &["--budget-gmacs", "3", "--strategy", strategy],
+            &[&small, &big],
+        ));
+        assert_eq!(r["strategy"], strategy);
+        assert_eq!(r["proven_optimal"], proven, "{strategy}");
+        assert_eq!(r["chosen"]["members"], serde_json::json!(["small", "big"]));
+        assert_eq!(r["chosen"]["avg_gmacs"], 3.0);
+        assert_eq!(r["chosen"]["top1"], 75.0);
+    }
+    let out = run(
+        &["search", "--max-models", "7", "--logits"],
+        &[&small, &big],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("1..=6"), "{err}");
+
     // The spec runs offline and gives the same numbers.
     let out = run(
         &["cascade", "--json", "--spec", sp, "--logits"],

@@ -85,10 +85,18 @@ pub struct Args {
     holdout_fraction: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// brute (every ordered cascade up to --max-models, at most 4), greedy, or auto (brute
-    /// force up to 10 models).
+    /// brute (every ordered cascade: the exact front; at most 16 models, 4 stages), exact
+    /// (branch and bound for the objective, at most 4 stages), beam (any pool, up to 6
+    /// stages), greedy (the earlier insertion heuristic), or auto (brute force up to 10
+    /// models, exact up to 16, beam above).
     #[arg(long, default_value = "auto")]
     strategy: Strategy,
+    /// Cascades the beam keeps per level.
+    #[arg(long, default_value_t = 16, value_parser = crate::cmd::args::positive)]
+    beam_width: usize,
+    /// The exact search stops after this many seconds and reports the bound it proved.
+    #[arg(long, default_value_t = 600.0, value_parser = crate::cmd::args::positive_f64)]
+    time_limit: f64,
     /// Also run the greedy search and report how close it gets to brute force.
     #[arg(long)]
     compare_greedy: bool,
@@ -133,17 +141,14 @@ pub fn run(a: Args) -> Result<()> {
         time: costs.as_ref().map(|c| c.0.clone()),
     };
     let unit = if costs.is_some() { "ms" } else { "GMACs" };
-    let brute = match a.strategy {
-        Strategy::Brute => true,
-        Strategy::Greedy => false,
-        Strategy::Auto => fit_members.len() <= 10 && a.max_models <= 4,
-    };
+    let method = resolve(a.strategy, names.len(), a.max_models);
     eprintln!(
-        "search: {} models, {} images to fit on, {} to report on (loaded in {:.2} s)",
+        "search: {} models, {} images to fit on, {} to report on (loaded in {:.2} s); {} search",
         names.len(),
         split.fit_rows.len(),
         split.eval_rows.len(),
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        method.name()
     );
 
     let mut pool = Pool::new(
@@ -152,21 +157,51 @@ pub fn run(a: Args) -> Result<()> {
         &split.fit_rows,
         opts.clone(),
     )?;
-    let fronts: Fronts = if brute {
-        search::brute_force(&mut pool)?
-    } else {
-        search::greedy_fronts(&mut pool)
+    let singles = search::singles(&mut pool);
+    let objective = objective(&a, &names, &singles)?;
+    let fronts: Fronts = match method {
+        Strategy::Brute => search::brute_force(&mut pool)?,
+        Strategy::Greedy => search::greedy_fronts(&mut pool),
+        _ => {
+            let mut targets = front_targets(&singles);
+            if let Objective::TargetAccuracy(t) = objective
+                && !targets.contains(&t)
+            {
+                targets.push(t);
+            }
+            search::beam_fronts(&mut pool, &targets, a.beam_width)
+        }
     };
-    let objective = objective(&a, &names, &fronts)?;
     let mut candidates = fronts.all.clone();
-    if !brute && let Some(g) = search::greedy(&mut pool, objective) {
-        candidates.push(g);
+    let mut proof: Option<search::Exact> = None;
+    match method {
+        Strategy::Greedy => candidates.extend(search::greedy(&mut pool, objective)),
+        Strategy::Beam | Strategy::Exact => {
+            // A target's beam ran for the fronts; a budget's runs here.
+            if let Objective::Budget(_) = objective {
+                let start: Vec<Found> = candidates.clone();
+                candidates.extend(search::beam(&mut pool, objective, &start, a.beam_width));
+            }
+            if method == Strategy::Exact {
+                let deadline = Instant::now() + std::time::Duration::from_secs_f64(a.time_limit);
+                let e = search::exact(&mut pool, objective, &candidates, Some(deadline))?;
+                candidates.extend(e.best.clone());
+                proof = Some(e);
+            }
+        }
+        _ => {}
     }
     let chosen = search::choose_in(&candidates, objective, unit).context("search")?;
     let search_s = start.elapsed().as_secs_f64();
+    let brute = method == Strategy::Brute;
     let greedy_cmp = (a.compare_greedy && brute)
         .then(|| greedy_comparison(&mut pool, objective, &chosen, &names, unit))
         .flatten();
+    let optimal = match method {
+        Strategy::Brute => true,
+        Strategy::Exact => proof.as_ref().is_some_and(|e| e.complete),
+        _ => false,
+    };
 
     eprintln!("search: {search_s:.2} s; scoring the front on the report rows");
     // The chosen committee is scored by simulation (the definition); front points from the
@@ -266,7 +301,11 @@ pub fn run(a: Args) -> Result<()> {
         "chosen": entry(&chosen_s, &names),
         "front": front.iter().map(|s| entry(s, &names)).collect::<Vec<_>>(),
         "objective": obj,
-        "strategy": if brute { "brute" } else { "greedy" },
+        "strategy": method.name(),
+        "proven_optimal": optimal,
+        "bound": proof.as_ref().and_then(|e| e.bound),
+        "exact_searched": proof.as_ref().map(|e| e.searched),
+        "exact_pruned": proof.as_ref().map(|e| e.pruned),
         "candidates": fronts.candidates,
         "in_sample": split.in_sample,
         "fit_images": split.fit_rows.len(),
@@ -285,11 +324,27 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    let how = if brute { "brute force" } else { "greedy" };
+    let how = match (&proof, method) {
+        (_, Strategy::Brute) => "brute force: every ordered cascade".to_string(),
+        (Some(e), _) if e.complete => format!(
+            "exact: optimal, {} ordered cascades searched, {} cut by bounds",
+            e.searched, e.pruned
+        ),
+        (Some(e), _) => format!(
+            "exact, cut short after {} s: no committee left unexplored does better than {:.4} {}",
+            a.time_limit,
+            e.bound.unwrap_or(f64::NAN),
+            match objective {
+                Objective::TargetAccuracy(_) => unit,
+                Objective::Budget(_) => "% top-1",
+            }
+        ),
+        (None, m) => format!("{}: not proven optimal", m.name()),
+    };
     print_table(
         &split,
         &short,
-        how,
+        &how,
         fronts.candidates,
         search_s,
         &front,
@@ -314,8 +369,12 @@ fn validate(a: &Args) -> Result<()> {
             a.holdout_fraction
         );
     }
-    if a.max_models == 0 {
-        bail!("--max-models must be at least 1");
+    if a.max_models == 0 || a.max_models > search::MAX_MODELS {
+        bail!(
+            "--max-models must be in 1..={} (got {})",
+            search::MAX_MODELS,
+            a.max_models
+        );
     }
     Ok(())
 }
@@ -343,8 +402,8 @@ impl Split {
         } else {
             (load_caches(&a.logits)?, None)
         };
-        if fit.len() > 63 {
-            bail!("at most 63 models in a pool");
+        if fit.len() >= u16::MAX as usize {
+            bail!("at most {} models in a pool", u16::MAX - 1);
         }
         let labels_fit = fit[0].1.labels.clone();
         let labels_eval = eval
@@ -430,8 +489,33 @@ fn calibrate(fit: &mut [Member], eval: &mut [Member], split: &Split) {
     }
 }
 
+/// What `--strategy` runs for a pool of `m` models and committees of up to `k`.
+fn resolve(s: Strategy, m: usize, k: usize) -> Strategy {
+    match s {
+        Strategy::Auto if m <= 10 && k <= 4 => Strategy::Brute,
+        Strategy::Auto if m <= 16 && k <= 4 => Strategy::Exact,
+        Strategy::Auto => Strategy::Beam,
+        s => s,
+    }
+}
+
+/// Accuracies the fronts of large pools are searched at: those of the single models on the
+/// single-model front (the most accurate first; 4 of them, or 1 above 32 models), and the
+/// objective's.
+fn front_targets(singles: &[Found]) -> Vec<f64> {
+    let mut t: Vec<f64> = search::front(singles.to_vec())
+        .iter()
+        .map(Found::top1)
+        .collect();
+    t.reverse();
+    // A beam over a large pool takes seconds: its front is the objective's point and the most
+    // accurate model's.
+    t.truncate(if singles.len() <= 32 { 4 } else { 1 });
+    t
+}
+
 /// The flags' objective; by default, the most accurate single model's top-1.
-fn objective(a: &Args, names: &[String], fronts: &Fronts) -> Result<Objective> {
+fn objective(a: &Args, names: &[String], singles: &[Found]) -> Result<Objective> {
     Ok(
         match (
             a.target_accuracy,
@@ -447,11 +531,9 @@ fn objective(a: &Args, names: &[String], fronts: &Fronts) -> Result<Objective> {
                         names.join(", ")
                     )
                 })?;
-                Objective::TargetAccuracy(fronts.singles[i].top1())
+                Objective::TargetAccuracy(singles[i].top1())
             }
-            _ => Objective::TargetAccuracy(
-                fronts.singles.iter().map(Found::top1).fold(0.0, f64::max),
-            ),
+            _ => Objective::TargetAccuracy(singles.iter().map(Found::top1).fold(0.0, f64::max)),
         },
     )
 }

@@ -4,12 +4,23 @@ use serde::{Deserialize, Serialize};
 
 /// Softmax of `row / t`, in f64.
 pub fn softmax(row: &[f32], t: f64) -> Vec<f64> {
+    let (max, s) = softmax_parts(row, t);
+    row.iter().map(|&v| softmax_at(v, t, max, s)).collect()
+}
+
+/// The softmax's shift (max of `v / t`) and normaliser: with them [`softmax_at`] gives any
+/// one probability, bit for bit as [`softmax`] does, without the others.
+pub fn softmax_parts(row: &[f32], t: f64) -> (f64, f64) {
     let max = row
         .iter()
         .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 / t));
-    let e: Vec<f64> = row.iter().map(|&v| (v as f64 / t - max).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
+    let s: f64 = row.iter().map(|&v| (v as f64 / t - max).exp()).sum();
+    (max, s)
+}
+
+#[inline]
+pub fn softmax_at(v: f32, t: f64, max: f64, s: f64) -> f64 {
+    (v as f64 / t - max).exp() / s
 }
 
 /// How member outputs are combined.

@@ -6,6 +6,7 @@ use super::*;
 pub(crate) struct Scratch {
     pub(crate) exits: Vec<Vec<[u32; 2]>>,
     pub(crate) last: Vec<[u32; 3]>,
+    pub(crate) rem: Vec<Vec<[u32; 1]>>,
     pub(crate) best_cost: Vec<f64>,
     pub(crate) best_tau: Vec<u32>,
 }
@@ -15,6 +16,7 @@ impl Scratch {
         Self {
             exits: Vec::new(),
             last: Vec::new(),
+            rem: Vec::new(),
             best_cost: vec![f64::INFINITY; n + 1],
             best_tau: vec![0; n + 1],
         }
@@ -49,20 +51,19 @@ pub(crate) fn scan_axis<const F: usize>(a: &mut [[u32; F]], dims: usize, d: usiz
     }
 }
 
-/// The exact Pareto front of one ordered cascade of `k` stages over all threshold vectors on
-/// the grid. Stages before the last two use small arrays `exits[j]` over (b_0..b_j): samples
-/// with b_i < t_i for i < j and b_j >= t_j, and how many of those stage j gets right. The last
-/// two stages share one array over (b_0..b_{k-2}) holding, per cell, the samples, those stage
-/// k-2 gets right and those stage k-1 gets right; it is prefix-summed over all axes but the
-/// last, and the last threshold is swept in the innermost loop with running suffix sums.
-pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> Vec<Found> {
+/// Fills `s` for the ordered cascade `stages` (k >= 2): per stage before the last two,
+/// `exits[j]` over (b_0..b_j): samples with b_i < t_i for i < j and b_j >= t_j, and how many
+/// of those stage j gets right; for the last two stages one array `last` over
+/// (b_0..b_{k-2}) holding, per cell, the samples, those stage k-2 gets right and those stage
+/// k-1 gets right, prefix-summed over all axes but the last. With `rem`, also `rem[j-1]` over
+/// (b_0..b_{j-1}) for j in 1..k-1: samples with b_i < t_i for every i < j that some stage
+/// j.. gets right (the exact search's accuracy bound).
+pub(crate) fn fill(pool: &Pool, stages: &[usize], s: &mut Scratch, rem: bool) {
     let k = stages.len();
     let n = pool.n();
     let st: Vec<&State> = (0..k)
         .map(|j| pool.state(pool.stage_mask(stages, j)))
         .collect();
-    let g: Vec<f64> = stages.iter().map(|&m| pool.unit(m)).collect();
-    let tab: Vec<&[f64]> = stages.iter().map(|&m| pool.stage[m].as_slice()).collect();
     let d = k - 1;
     s.exits.resize_with(d.saturating_sub(1), Vec::new);
     for j in 0..d - 1 {
@@ -71,6 +72,11 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
     }
     s.last.clear();
     s.last.resize(G.pow(d as u32), [0, 0, 0]);
+    s.rem.resize_with(if rem { d - 1 } else { 0 }, Vec::new);
+    for (j, r) in s.rem.iter_mut().enumerate() {
+        r.clear();
+        r.resize(G.pow(j as u32 + 1), [0]);
+    }
     for i in 0..n {
         let mut cell = 0usize;
         for (stage, exits) in st[..d - 1].iter().zip(s.exits.iter_mut()) {
@@ -84,6 +90,13 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
         x[0] += 1;
         x[1] += st[d - 1].correct[i] as u32;
         x[2] += st[d].correct[i] as u32;
+        if rem {
+            let mut cell = 0usize;
+            for (j, r) in s.rem.iter_mut().enumerate() {
+                cell = cell * G + st[j].bins[i] as usize;
+                r[cell][0] += st[j + 1..].iter().any(|t| t.correct[i]) as u32;
+            }
+        }
     }
     for j in 0..d - 1 {
         for axis in 0..=j {
@@ -93,12 +106,30 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
     for axis in 0..d - 1 {
         scan_axis(&mut s.last, d, axis, false);
     }
+    for (j, r) in s.rem.iter_mut().enumerate() {
+        for axis in 0..=j {
+            scan_axis(r, j + 1, axis, false);
+        }
+    }
+}
+
+/// The exact Pareto front of one ordered cascade of `k` stages over all threshold vectors on
+/// the grid, from the arrays of [`fill`]: the last threshold is swept in the innermost loop
+/// with running suffix sums.
+pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> Vec<Found> {
+    let k = stages.len();
+    let n = pool.n();
+    let g: Vec<f64> = stages.iter().map(|&m| pool.unit(m)).collect();
+    let tab: Vec<&[f64]> = stages.iter().map(|&m| pool.stage[m].as_slice()).collect();
+    let d = k - 1;
+    fill(pool, stages, s, false);
 
     let Scratch {
         exits,
         last,
         best_cost,
         best_tau,
+        ..
     } = s;
     best_cost.iter_mut().for_each(|c| *c = f64::INFINITY);
     struct Ctx<'a> {
@@ -226,15 +257,18 @@ pub(crate) fn permutations(m: usize, len: usize) -> Vec<Vec<usize>> {
     out
 }
 
-pub(crate) fn mask(set: &[usize]) -> u64 {
-    set.iter().fold(0, |a, &m| a | 1 << m)
+/// Every member alone.
+pub fn singles(pool: &mut Pool) -> Vec<Found> {
+    let m = pool.members.len();
+    pool.ensure(&(0..m).map(|i| key(&[i])).collect::<Vec<_>>());
+    (0..m).map(|i| pool.single(i)).collect()
 }
 
 /// Singles and all ensembles of 2..=K members (shared by both strategies).
 pub(crate) fn singles_and_ensembles(pool: &mut Pool) -> (Vec<Found>, Vec<Found>) {
     let m = pool.members.len();
     let sets = subsets(m, pool.opts.max_models.max(1));
-    pool.ensure(&sets.iter().map(|s| mask(s)).collect::<Vec<_>>());
+    pool.ensure(&sets.iter().map(|s| key(s)).collect::<Vec<_>>());
     let singles: Vec<Found> = (0..m).map(|i| pool.single(i)).collect();
     let ensembles: Vec<Found> = sets
         .iter()
@@ -268,7 +302,7 @@ pub fn brute_force(pool: &mut Pool) -> Result<Fronts, SearchError> {
     }
     let (singles, ensembles) = singles_and_ensembles(pool);
     if !pool.opts.accumulate {
-        pool.ensure(&(0..m).map(|i| 1u64 << i).collect::<Vec<_>>());
+        pool.ensure(&(0..m).map(|i| key(&[i])).collect::<Vec<_>>());
     }
     let cascades: Vec<Vec<usize>> = (2..=k.min(m))
         .flat_map(|len| permutations(m, len))

@@ -12,7 +12,7 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
     let m = pool.members.len();
     let k = pool.opts.max_models.max(1);
     let n = pool.n();
-    pool.ensure(&(0..m).map(|i| 1u64 << i).collect::<Vec<_>>());
+    pool.ensure(&(0..m).map(|i| key(&[i])).collect::<Vec<_>>());
     let mut best: Option<Found> = None;
     for f in 0..m {
         // Prefix stages and what they have decided so far.
@@ -26,7 +26,7 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
         }
         while prefix.len() + 1 < k {
             let cands: Vec<usize> = (0..m).filter(|&c| c != f && !prefix.contains(&c)).collect();
-            let masks: Vec<u64> = cands
+            let masks: Vec<Key> = cands
                 .iter()
                 .flat_map(|&c| {
                     let mut s = prefix.clone();
@@ -128,7 +128,7 @@ pub fn greedy_fronts(pool: &mut Pool) -> Fronts {
     let (singles, ensembles) = if sets <= 20_000 {
         singles_and_ensembles(pool)
     } else {
-        pool.ensure(&(0..m).map(|i| 1u64 << i).collect::<Vec<_>>());
+        pool.ensure(&(0..m).map(|i| key(&[i])).collect::<Vec<_>>());
         ((0..m).map(|i| pool.single(i)).collect(), Vec::new())
     };
     let (lo, hi) = singles.iter().fold((f64::MAX, f64::MIN), |(lo, hi), s| {

@@ -29,15 +29,20 @@ use crate::costs::TimeCurve;
 use crate::metrics::{NO_CLASS, argmax};
 pub use crate::spec::Kind;
 
+mod beam;
 mod brute;
+mod exact;
 mod greedy;
 mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use brute::brute_force;
+pub use beam::{beam, beam_fronts, ensemble_beam};
 pub(crate) use brute::*;
+pub use brute::{brute_force, singles};
+pub use exact::{Exact, exact};
 pub use greedy::{greedy, greedy_fronts};
+pub(crate) use pool::{Key, key};
 pub use pool::{Pool, Score, State};
 
 /// Threshold grid: `b / GRID` for `b` in `0..=GRID`.
@@ -98,11 +103,30 @@ pub enum Objective {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
-    /// Brute force when the pool has at most 10 members, greedy above.
+    /// Brute force up to 10 members (fronts and choice), the exact search up to 16, the beam
+    /// above.
     #[default]
     Auto,
+    /// Every ordered cascade: the exact front (at most 16 members, 4 stages).
     Brute,
+    /// Branch and bound for the objective (at most 4 stages), seeded by the beam.
+    Exact,
+    /// Beam search over ordered cascades (any pool, up to 6 stages).
+    Beam,
+    /// The earlier greedy insertion (kept for comparison).
     Greedy,
+}
+
+impl Strategy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Brute => "brute",
+            Self::Exact => "exact",
+            Self::Beam => "beam",
+            Self::Greedy => "greedy",
+        }
+    }
 }
 
 impl std::str::FromStr for Strategy {
@@ -111,11 +135,18 @@ impl std::str::FromStr for Strategy {
         match s {
             "auto" => Ok(Self::Auto),
             "brute" | "brute-force" => Ok(Self::Brute),
+            "exact" => Ok(Self::Exact),
+            "beam" => Ok(Self::Beam),
             "greedy" => Ok(Self::Greedy),
-            _ => Err(format!("unknown strategy '{s}' (auto, brute, greedy)")),
+            _ => Err(format!(
+                "unknown strategy '{s}' (auto, brute, exact, beam, greedy)"
+            )),
         }
     }
 }
+
+/// The most stages or ensemble members any search takes.
+pub const MAX_MODELS: usize = 6;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -161,11 +192,11 @@ pub enum SearchError {
     #[error("no rows to fit on")]
     NoRows,
     #[error(
-        "brute force covers cascades of at most 4 models (asked for {0}); use the greedy strategy"
+        "brute force and the exact search cover cascades of at most 4 models (asked for {0}); use the beam strategy"
     )]
     TooDeep(usize),
     #[error(
-        "a pool of {0} models is too large for brute force (at most 16); use the greedy strategy"
+        "a pool of {0} models is too large for brute force (at most 16); use the exact or beam strategy"
     )]
     TooWide(usize),
     #[error(
@@ -180,6 +211,10 @@ pub enum SearchError {
         cheapest: f64,
         unit: &'static str,
     },
+    #[error(
+        "the exact search keeps one state per member set: {sets} sets for {models} models is too many (at most 100,000); use the beam strategy"
+    )]
+    TooManySets { sets: usize, models: usize },
     #[error("{0} time curves for {1} pool members: one per member")]
     Curves(usize, usize),
 }

@@ -2,6 +2,7 @@
 //! candidates.
 
 use super::*;
+use crate::combine::softmax_at;
 
 /// Indices of the `TOP` largest values, descending, earlier indices first on ties.
 pub(crate) fn top_of(p: &[f64]) -> [u32; TOP] {
@@ -21,17 +22,105 @@ pub(crate) fn top_of(p: &[f64]) -> [u32; TOP] {
     top
 }
 
+/// Per-row scratch of [`Pool::decide_row`]: candidate classes, and members' full softmaxes
+/// for the row being decided (computed on first use).
+pub(crate) struct RowCache {
+    cands: Vec<u32>,
+    probs: Probs,
+    full: bool,
+}
+
+pub(crate) struct Probs {
+    p: Vec<Vec<f64>>,
+    row: Vec<usize>,
+}
+
+impl Probs {
+    fn get(&mut self, members: &[Member], m: usize, i: usize, r: usize) -> &[f64] {
+        if self.row[m] != i {
+            let mb = &members[m];
+            self.p[m] = crate::combine::softmax(mb.row(r), mb.temperature);
+            self.row[m] = i;
+        }
+        &self.p[m]
+    }
+}
+
+impl RowCache {
+    pub(crate) fn new(members: usize, full: bool) -> Self {
+        Self {
+            cands: Vec::new(),
+            probs: Probs {
+                p: vec![Vec::new(); members],
+                row: vec![usize::MAX; members],
+            },
+            full,
+        }
+    }
+}
+
+/// A set of pool members (at most [`MAX_SET`]) as a map key: the sorted indices + 1, 16 bits
+/// each, so pools are not limited to 64 members.
+pub(crate) type Key = u128;
+pub(crate) const MAX_SET: usize = 8;
+
+pub(crate) fn key(set: &[usize]) -> Key {
+    let mut s: Vec<usize> = set.to_vec();
+    s.sort_unstable();
+    s.dedup();
+    debug_assert!(s.len() <= MAX_SET && s.iter().all(|&m| m < u16::MAX as usize));
+    s.iter().fold(0, |a, &m| a << 16 | (m as u128 + 1))
+}
+
+/// The members of a key, ascending.
+pub(crate) fn members_of(mut k: Key) -> Vec<usize> {
+    let mut out = Vec::new();
+    while k != 0 {
+        out.push((k & 0xffff) as usize - 1);
+        k >>= 16;
+    }
+    out.reverse();
+    out
+}
+
 /// One stage state (a set of members combined) over the fit rows: confidence bin and whether
-/// the combined prediction is right, per row.
+/// the combined prediction is right, per row; the right rows also as a bitset, for the
+/// bounds of the exact search.
 pub struct State {
     pub bins: Vec<u8>,
     pub correct: Vec<bool>,
+    pub(crate) bits: Vec<u64>,
+    pub(crate) hits: usize,
 }
 
 impl State {
-    pub(crate) fn hits(&self) -> usize {
-        self.correct.iter().filter(|&&c| c).count()
+    fn new(bins: Vec<u8>, correct: Vec<bool>) -> Self {
+        let mut bits = vec![0u64; correct.len().div_ceil(64)];
+        for (i, &c) in correct.iter().enumerate() {
+            bits[i / 64] |= (c as u64) << (i % 64);
+        }
+        let hits = correct.iter().filter(|&&c| c).count();
+        Self {
+            bins,
+            correct,
+            bits,
+            hits,
+        }
     }
+
+    pub(crate) fn hits(&self) -> usize {
+        self.hits
+    }
+}
+
+/// Per member and fit row: the softmax's `TOP` largest probabilities and their classes,
+/// computed once, so a state costs no softmax over all classes unless the top classes cannot
+/// decide it (see [`Pool::decide_row`]).
+pub(crate) struct Summary {
+    pub(crate) ids: Vec<[u32; TOP]>,
+    pub(crate) p: Vec<[f64; TOP]>,
+    /// The softmax's shift and normaliser per row ([`crate::combine::softmax_parts`]).
+    pub(crate) parts: Vec<(f64, f64)>,
 }
 
 /// The pool over the fit rows, with states computed on demand and kept.
@@ -40,13 +129,18 @@ pub struct Pool<'a> {
     pub(crate) labels: Vec<i64>,
     pub(crate) rows: Vec<usize>,
     pub(crate) opts: Options,
-    pub(crate) index: HashMap<u64, usize>,
+    pub(crate) index: HashMap<Key, usize>,
     pub(crate) states: Vec<State>,
     /// Per member: what running it costs per image on every image (GMACs, or ms at the full
     /// batch), and what its stage costs in total when `r` of the rows reach it, for every
     /// `r` in `0..=n` (`r * unit` for GMACs; with time costs the batch it sees shrinks).
     pub(crate) unit: Vec<f64>,
     pub(crate) stage: Vec<Vec<f64>>,
+    /// `stage` made non-decreasing from above (`min over r' >= r`): an admissible lower
+    /// bound on a stage's cost when at least `r` rows reach it.
+    pub(crate) stage_lb: Vec<Vec<f64>>,
+    /// `None` when the top classes cannot decide (mean-logits, other confidences, few classes).
+    pub(crate) summary: Option<Vec<Summary>>,
 }
 
 impl<'a> Pool<'a> {
@@ -81,6 +175,40 @@ impl<'a> Pool<'a> {
                     .unzip()
             }
         };
+        let stage_lb = stage
+            .iter()
+            .map(|s| {
+                let mut lb = s.clone();
+                for r in (0..n).rev() {
+                    lb[r] = lb[r].min(lb[r + 1]);
+                }
+                lb
+            })
+            .collect();
+        let summarise = members[0].classes > TOP
+            && opts.combine == Combine::MeanProb
+            && matches!(opts.confidence, Confidence::MaxProb | Confidence::Margin);
+        let summary = summarise.then(|| {
+            members
+                .par_iter()
+                .map(|mb| {
+                    let mut s = Summary {
+                        ids: Vec::with_capacity(n),
+                        p: Vec::with_capacity(n),
+                        parts: Vec::with_capacity(n),
+                    };
+                    for &r in rows {
+                        let probs = crate::combine::softmax(mb.row(r), mb.temperature);
+                        let ids = top_of(&probs);
+                        s.ids.push(ids);
+                        s.p.push(ids.map(|j| probs[j as usize]));
+                        s.parts
+                            .push(crate::combine::softmax_parts(mb.row(r), mb.temperature));
+                    }
+                    s
+                })
+                .collect()
+        });
         Ok(Self {
             members,
             labels: rows.iter().map(|&r| labels[r]).collect(),
@@ -90,6 +218,8 @@ impl<'a> Pool<'a> {
             states: Vec::new(),
             unit,
             stage,
+            stage_lb,
+            summary,
         })
     }
 
@@ -116,30 +246,26 @@ impl<'a> Pool<'a> {
         self.stage[m][reach]
     }
 
-    /// Computes the states of all `masks` not computed yet. Sample-major and parallel over
-    /// chunks of rows: each row's member softmaxes are computed once and shared by every state.
-    pub(crate) fn ensure(&mut self, masks: &[u64]) {
-        let mut todo: Vec<u64> = masks
+    /// Computes the states of all `keys` not computed yet, parallel over chunks of rows.
+    pub(crate) fn ensure(&mut self, keys: &[Key]) {
+        let mut todo: Vec<Key> = keys
             .iter()
             .copied()
-            .filter(|m| !self.index.contains_key(m))
+            .filter(|k| !self.index.contains_key(k))
             .collect();
         todo.sort_unstable();
         todo.dedup();
         if todo.is_empty() {
             return;
         }
-        let sets: Vec<Vec<usize>> = todo
-            .iter()
-            .map(|&mask| {
-                (0..self.members.len())
-                    .filter(|&m| mask >> m & 1 == 1)
-                    .collect()
-            })
-            .collect();
-        let used: Vec<usize> = (0..self.members.len())
-            .filter(|&m| todo.iter().any(|&mask| mask >> m & 1 == 1))
-            .collect();
+        let sets: Vec<Vec<usize>> = todo.iter().map(|&k| members_of(k)).collect();
+        // Many sets per row: one full softmax per member and row, shared by the sets, costs
+        // fewer exponentials than the few each set needs outside the members' top classes.
+        let mut used: Vec<usize> = sets.iter().flatten().copied().collect();
+        used.sort_unstable();
+        used.dedup();
+        let misses: usize = sets.iter().map(|s| s.len() * s.len() * TOP).sum();
+        let full = misses > used.len() * self.members[0].classes;
         const CHUNK: usize = 256;
         let this = &*self;
         let chunks: Vec<Vec<(Vec<u8>, Vec<bool>)>> = (0..self.n().div_ceil(CHUNK))
@@ -151,18 +277,10 @@ impl<'a> Pool<'a> {
                     .iter()
                     .map(|_| (Vec::with_capacity(hi - lo), Vec::with_capacity(hi - lo)))
                     .collect();
-                let mut probs: Vec<Vec<f64>> = vec![Vec::new(); this.members.len()];
-                let mut tops: Vec<[u32; TOP]> = vec![[0; TOP]; this.members.len()];
-                let mut cands: Vec<u32> = Vec::new();
+                let mut rc = RowCache::new(this.members.len(), full);
                 for i in lo..hi {
-                    let r = this.rows[i];
-                    for &m in &used {
-                        let mb = &this.members[m];
-                        probs[m] = crate::combine::softmax(mb.row(r), mb.temperature);
-                        tops[m] = top_of(&probs[m]);
-                    }
                     for (set, o) in sets.iter().zip(out.iter_mut()) {
-                        let (conf, pred) = this.decide_row(set, r, &probs, &tops, &mut cands);
+                        let (conf, pred) = this.decide_row(set, i, &mut rc);
                         o.0.push(bin(conf));
                         o.1.push(pred as i64 == this.labels[i]);
                     }
@@ -170,62 +288,64 @@ impl<'a> Pool<'a> {
                 out
             })
             .collect();
-        for (k, mask) in todo.into_iter().enumerate() {
-            let mut st = State {
-                bins: Vec::with_capacity(self.n()),
-                correct: Vec::with_capacity(self.n()),
-            };
+        for (k, key) in todo.into_iter().enumerate() {
+            let (mut bins, mut correct) =
+                (Vec::with_capacity(self.n()), Vec::with_capacity(self.n()));
             for c in &chunks {
-                st.bins.extend_from_slice(&c[k].0);
-                st.correct.extend_from_slice(&c[k].1);
+                bins.extend_from_slice(&c[k].0);
+                correct.extend_from_slice(&c[k].1);
             }
-            self.index.insert(mask, self.states.len());
-            self.states.push(st);
+            self.index.insert(key, self.states.len());
+            self.states.push(State::new(bins, correct));
         }
     }
 
-    pub(crate) fn state(&self, mask: u64) -> &State {
-        &self.states[self.index[&mask]]
+    pub(crate) fn state(&self, key: Key) -> &State {
+        &self.states[self.index[&key]]
     }
 
-    /// Confidence and prediction of the members `set` combined on row `r`, computed exactly as
-    /// [`combine`] + [`Confidence::of`] + [`argmax`] do, from each member's softmax `probs`.
-    /// For mean-prob with max-prob or margin, only the union of the members' top classes is
-    /// summed when a bound proves no other class can rank first (or second).
-    pub(crate) fn decide_row(
-        &self,
-        set: &[usize],
-        r: usize,
-        probs: &[Vec<f64>],
-        tops: &[[u32; TOP]],
-        cands: &mut Vec<u32>,
-    ) -> (f64, usize) {
+    /// Confidence and prediction of the members `set` combined on fit row `i`, computed
+    /// exactly as [`combine`] + [`Confidence::of`] + [`argmax`] do. For mean-prob with
+    /// max-prob or margin, only the union of the members' top classes is summed when a bound
+    /// proves no other class can rank first (or second).
+    pub(crate) fn decide_row(&self, set: &[usize], i: usize, rc: &mut RowCache) -> (f64, usize) {
+        let r = self.rows[i];
         let k = set.len() as f64;
-        let c = probs[set[0]].len();
         if self.opts.combine == Combine::MeanLogits {
             let rows: Vec<&[f32]> = set.iter().map(|&m| self.members[m].row(r)).collect();
             let temps: Vec<f64> = set.iter().map(|&m| self.members[m].temperature).collect();
             let p = combine(&rows, &temps, Combine::MeanLogits);
             return (self.opts.confidence.of(&p), argmax(&p));
         }
-        if c > TOP
-            && matches!(
-                self.opts.confidence,
-                Confidence::MaxProb | Confidence::Margin
-            )
-        {
+        if let Some(sum) = &self.summary {
+            let full = rc.full;
+            let RowCache { cands, probs, .. } = rc;
             cands.clear();
             for &m in set {
-                cands.extend_from_slice(&tops[m]);
+                cands.extend_from_slice(&sum[m].ids[i]);
             }
             cands.sort_unstable();
             cands.dedup();
-            // Same arithmetic, in the same member order, as `combine`.
+            // Same arithmetic, in the same member order, as `combine`. A candidate missing
+            // from a member's top classes takes its probability from the softmax's parts.
             let (mut best, mut best_j, mut second) = (f64::NEG_INFINITY, 0, f64::NEG_INFINITY);
             for &j in cands.iter() {
                 let mut v = 0.0;
                 for &m in set {
-                    v += probs[m][j as usize] / k;
+                    if full {
+                        v += probs.get(self.members, m, i, r)[j as usize] / k;
+                        continue;
+                    }
+                    let s = &sum[m];
+                    let pj = match s.ids[i].iter().position(|&x| x == j) {
+                        Some(q) => s.p[i][q],
+                        None => {
+                            let mb = &self.members[m];
+                            let (max, z) = s.parts[i];
+                            softmax_at(mb.row(r)[j as usize], mb.temperature, max, z)
+                        }
+                    };
+                    v += pj / k;
                 }
                 if v > best {
                     second = best;
@@ -238,7 +358,7 @@ impl<'a> Pool<'a> {
             // Any other class is below every member's TOP-th probability.
             let mut bound = 0.0;
             for &m in set {
-                bound += probs[m][tops[m][TOP - 1] as usize] / k;
+                bound += sum[m].p[i][TOP - 1] / k;
             }
             let bound = bound * (1.0 + 1e-9) + 1e-300;
             // As `argmax`: a shared maximum predicts no class.
@@ -249,9 +369,10 @@ impl<'a> Pool<'a> {
                 _ => {}
             }
         }
+        let c = self.members[set[0]].classes;
         let mut p = vec![0.0; c];
         for &m in set {
-            for (acc, &v) in p.iter_mut().zip(&probs[m]) {
+            for (acc, &v) in p.iter_mut().zip(rc.probs.get(self.members, m, i, r)) {
                 *acc += v / k;
             }
         }
@@ -259,17 +380,17 @@ impl<'a> Pool<'a> {
     }
 
     #[cfg(test)]
-    pub(crate) fn compute(&mut self, mask: u64) -> &State {
+    pub(crate) fn compute(&mut self, mask: Key) -> &State {
         self.ensure(&[mask]);
         self.state(mask)
     }
 
     /// The state a cascade is in after stage `j` of `stages`.
-    pub(crate) fn stage_mask(&self, stages: &[usize], j: usize) -> u64 {
+    pub(crate) fn stage_mask(&self, stages: &[usize], j: usize) -> Key {
         if self.opts.accumulate {
-            stages[..=j].iter().fold(0, |a, &m| a | 1 << m)
+            key(&stages[..=j])
         } else {
-            1 << stages[j]
+            key(&stages[j..=j])
         }
     }
 
@@ -279,7 +400,7 @@ impl<'a> Pool<'a> {
             kind: Kind::Single,
             members: vec![m],
             thresholds: vec![],
-            correct: self.state(1 << m).hits(),
+            correct: self.state(key(&[m])).hits(),
             n,
             total_cost: n as f64 * self.unit(m),
             worst_cost: self.unit(m),
@@ -287,7 +408,7 @@ impl<'a> Pool<'a> {
     }
 
     pub(crate) fn ensemble(&self, set: &[usize]) -> Found {
-        let mask = set.iter().fold(0, |a, &m| a | 1 << m);
+        let mask = key(set);
         let g: f64 = set.iter().map(|&m| self.unit(m)).sum();
         Found {
             kind: Kind::Ensemble,
@@ -338,13 +459,13 @@ impl From<&Outcome> for Score {
 impl Pool<'_> {
     /// Scores many committees, computing the states they need in one pass over the rows.
     pub fn score_all(&mut self, fs: &[Found]) -> Vec<Score> {
-        let masks: Vec<u64> = fs
+        let masks: Vec<Key> = fs
             .iter()
             .flat_map(|f| match f.kind {
                 Kind::Cascade => (0..f.members.len())
                     .map(|j| self.stage_mask(&f.members, j))
                     .collect::<Vec<_>>(),
-                _ => vec![mask(&f.members)],
+                _ => vec![key(&f.members)],
             })
             .collect();
         self.ensure(&masks);
@@ -361,7 +482,7 @@ impl Pool<'_> {
         let timed = self.opts.time.is_some();
         let worst_ms = timed.then(|| f.members.iter().map(|&m| self.unit(m)).sum::<f64>());
         if f.kind != Kind::Cascade {
-            let mask = mask(&f.members);
+            let mask = key(&f.members);
             self.ensure(&[mask]);
             return Score {
                 top1: 100.0 * self.state(mask).hits() as f64 / n as f64,
@@ -373,7 +494,7 @@ impl Pool<'_> {
             };
         }
         let k = f.members.len();
-        let masks: Vec<u64> = (0..k).map(|j| self.stage_mask(&f.members, j)).collect();
+        let masks: Vec<Key> = (0..k).map(|j| self.stage_mask(&f.members, j)).collect();
         self.ensure(&masks);
         let st: Vec<&State> = masks.iter().map(|&m| self.state(m)).collect();
         let taus: Vec<u8> = f

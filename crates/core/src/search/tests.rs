@@ -260,23 +260,29 @@ fn state_scores_equal_simulation() {
 
 #[test]
 fn fast_argmax_path_equals_full_combination() {
-    // 12 classes > TOP: the candidate shortcut is used; compare with the full path.
+    // 12 classes > TOP: the candidate shortcut is used; compare with the full path, on a
+    // subset of the rows in another order (fit row i is cache row rows[i]).
     let (c, n) = (12, 200);
     let (logits, labels) = synthetic(3, n, c, 5);
     let m = members(&logits, c, &[1.0, 2.0, 3.0]);
-    let rows: Vec<usize> = (0..n).collect();
+    let rows: Vec<usize> = (0..n).rev().step_by(3).collect();
     for conf in [Confidence::MaxProb, Confidence::Margin] {
         let opts = Options {
             confidence: conf,
             ..Default::default()
         };
         let mut pool = Pool::new(&m, &labels, &rows, opts).unwrap();
-        let s = pool.compute(0b111);
-        for i in 0..n {
-            let r: Vec<&[f32]> = logits.iter().map(|l| &l[i * c..(i + 1) * c]).collect();
-            let p = combine(&r, &[1.0; 3], Combine::MeanProb);
-            assert_eq!(s.bins[i], bin(conf.of(&p)), "row {i}");
-            assert_eq!(s.correct[i], argmax(&p) as i64 == labels[i]);
+        for set in [vec![0, 1, 2], vec![1], vec![0, 2]] {
+            let s = pool.compute(key(&set));
+            for (i, &r) in rows.iter().enumerate() {
+                let rs: Vec<&[f32]> = set
+                    .iter()
+                    .map(|&k| &logits[k][r * c..(r + 1) * c])
+                    .collect();
+                let p = combine(&rs, &vec![1.0; set.len()], Combine::MeanProb);
+                assert_eq!(s.bins[i], bin(conf.of(&p)), "row {r} set {set:?}");
+                assert_eq!(s.correct[i], argmax(&p) as i64 == labels[r]);
+            }
         }
     }
 }
@@ -367,4 +373,244 @@ fn time_costs_by_hand() {
         Pool::new(&m, &labels, &[0, 1, 2, 3], short),
         Err(SearchError::Curves(1, 2))
     ));
+}
+
+/// A pool with correlated difficulty and varied members: a shared per-image hardness and
+/// noise, member-specific strength, noise and cost drawn at random (cost and strength
+/// loosely tied, so cheap-and-good and expensive-and-weak members both occur), and
+/// near-duplicate pairs (a member plus a little noise).
+fn varied(models: usize, n: usize, c: usize, seed: u64) -> (Vec<Vec<f32>>, Vec<i64>, Vec<f64>) {
+    let mut rng = crate::split::SplitMix(seed);
+    let mut u = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    let labels: Vec<i64> = (0..n).map(|_| (u() * c as f64) as i64).collect();
+    let hard: Vec<f64> = (0..n).map(|_| 0.3 + 2.0 * u() * u()).collect();
+    let shared: Vec<f64> = (0..n * c).map(|_| u() - 0.5).collect();
+    let mut logits: Vec<Vec<f32>> = Vec::new();
+    let mut costs = Vec::new();
+    for m in 0..models {
+        let cost = 0.2 * 150f64.powf(u());
+        let twin = m > 0 && u() < 0.25;
+        let (strength, mix) = (1.0 + 3.0 * u() + cost.ln().max(0.0), u());
+        let v: Vec<f32> = if twin {
+            logits[m - 1]
+                .iter()
+                .map(|&x| x + (0.3 * (u() - 0.5)) as f32)
+                .collect()
+        } else {
+            (0..n * c)
+                .map(|q| {
+                    let (i, j) = (q / c, q % c);
+                    let base = if j as i64 == labels[i] {
+                        strength / hard[i]
+                    } else {
+                        0.0
+                    };
+                    (base + 3.0 * (mix * shared[q] + (1.0 - mix) * (u() - 0.5))) as f32
+                })
+                .collect()
+        };
+        costs.push(if twin {
+            costs[m - 1] * (0.8 + 0.4 * u())
+        } else {
+            cost
+        });
+        logits.push(v);
+    }
+    (logits, labels, costs)
+}
+
+/// The exact search finds what brute force finds, for every objective, on many random pools:
+/// the same cost (target) or the same right rows at no more cost (budget), with worst-case
+/// bounds and without accumulation too; and never a cascade brute force does not know.
+#[test]
+fn exact_search_equals_brute_force_on_random_pools() {
+    for seed in 0..12u64 {
+        let models = 4 + (seed % 3) as usize;
+        let (c, n) = (6, 240);
+        let (logits, labels, costs) = varied(models, n, c, seed);
+        let m = members(&logits, c, &costs);
+        let rows: Vec<usize> = (0..n).collect();
+        let max_models = 2 + (seed % 3) as usize;
+        let worst_case = (seed % 4 == 3).then(|| costs.iter().sum::<f64>() * 0.5);
+        let opts = Options {
+            max_models,
+            accumulate: seed % 5 != 4,
+            worst_case,
+            ..Default::default()
+        };
+        let mut pool = Pool::new(&m, &labels, &rows, opts).unwrap();
+        let fronts = brute_force(&mut pool).unwrap();
+        let best = fronts.singles.iter().map(Found::top1).fold(0.0, f64::max);
+        let cheapest = fronts.all[0].avg_cost();
+        let objectives = [
+            Objective::TargetAccuracy(best),
+            Objective::TargetAccuracy(best - 3.0),
+            Objective::TargetAccuracy(best + 1.0),
+            Objective::Budget(cheapest * 2.0),
+            Objective::Budget(costs.iter().sum::<f64>() / 3.0),
+        ];
+        for obj in objectives {
+            let b = choose(&fronts.all, obj);
+            let mut start = fronts.singles.clone();
+            start.extend(fronts.ensembles.iter().cloned());
+            let start: Vec<Found> = start.into_iter().filter(|f| pool.within_worst(f)).collect();
+            let e = exact(&mut pool, obj, &start, None).unwrap();
+            assert!(e.complete && e.bound.is_none());
+            let mut cands = start.clone();
+            cands.extend(e.best.clone());
+            let x = choose(&cands, obj);
+            match (b, x) {
+                (Ok(b), Ok(x)) => {
+                    assert_eq!(
+                        (b.total_cost, b.correct),
+                        (x.total_cost, x.correct),
+                        "seed {seed} {obj:?}\nbrute {b:?}\nexact {x:?}"
+                    );
+                    assert!(pool.within_worst(&x));
+                    if x.kind == Kind::Cascade {
+                        let s = pool.score(&x);
+                        assert!((s.top1 - x.top1()).abs() < 1e-9);
+                        assert!((s.avg_gmacs - x.avg_cost()).abs() < 1e-9);
+                    }
+                }
+                (Err(_), Err(_)) => {}
+                (b, x) => panic!("seed {seed} {obj:?}: brute {b:?} exact {x:?}"),
+            }
+        }
+    }
+}
+
+/// The beam never beats the optimum (it cannot: every point it returns is a real cascade,
+/// rescored here by the pool) and stays within 1.02x of it on random pools, for targets and
+/// budgets; the ensemble beam likewise against every ensemble.
+#[test]
+fn beam_is_within_two_percent_of_the_optimum_on_random_pools() {
+    let mut worst: f64 = 1.0;
+    for seed in 100..112u64 {
+        let models = 6 + (seed % 3) as usize;
+        let (c, n) = (8, 300);
+        let (logits, labels, costs) = varied(models, n, c, seed);
+        let m = members(&logits, c, &costs);
+        let rows: Vec<usize> = (0..n).collect();
+        let opts = Options {
+            max_models: 3 + (seed % 2) as usize,
+            ..Default::default()
+        };
+        let mut pool = Pool::new(&m, &labels, &rows, opts).unwrap();
+        let fronts = brute_force(&mut pool).unwrap();
+        let best = fronts.singles.iter().map(Found::top1).fold(0.0, f64::max);
+        let start: Vec<Found> = fronts.singles.clone();
+        for obj in [
+            Objective::TargetAccuracy(best),
+            Objective::TargetAccuracy(best - 2.0),
+            Objective::Budget(fronts.all[fronts.all.len() / 2].avg_cost()),
+        ] {
+            let Ok(opt) = choose(&fronts.all, obj) else {
+                continue;
+            };
+            let mut cands = start.clone();
+            cands.extend(fronts.ensembles.iter().cloned());
+            cands.extend(beam(&mut pool, obj, &cands.clone(), 16));
+            let b = choose(&cands, obj).unwrap();
+            let s = pool.score(&b);
+            assert!((s.top1 - b.top1()).abs() < 1e-9 && (s.avg_gmacs - b.avg_cost()).abs() < 1e-9);
+            match obj {
+                Objective::TargetAccuracy(_) => {
+                    assert!(
+                        b.total_cost >= opt.total_cost - 1e-9,
+                        "seed {seed}: {b:?} {opt:?}"
+                    );
+                    let r = b.total_cost / opt.total_cost;
+                    worst = worst.max(r);
+                    assert!(
+                        r <= 1.02,
+                        "seed {seed} {obj:?}: beam {b:?}\noptimum {opt:?}"
+                    );
+                }
+                Objective::Budget(_) => {
+                    assert!(b.correct <= opt.correct, "seed {seed}");
+                    assert!(
+                        b.correct + n / 100 >= opt.correct,
+                        "seed {seed}: {b:?} {opt:?}"
+                    );
+                }
+            }
+            let e = ensemble_beam(&mut pool, obj, 16);
+            let all_e = front(fronts.ensembles.clone());
+            if let (Ok(be), Ok(oe)) = (choose(&e, obj), choose(&all_e, obj)) {
+                assert!(be.total_cost >= oe.total_cost - 1e-9 || be.correct <= oe.correct);
+            }
+        }
+    }
+    eprintln!("worst beam / optimum: {worst:.4}");
+}
+
+/// Cut short by a deadline already past, the exact search says so and proves a bound no
+/// higher than the optimum; pools are not limited to 64 members (70 here, keyed by set).
+#[test]
+fn exact_search_cut_short_reports_a_bound_and_large_pools_work() {
+    let (c, n) = (6, 200);
+    let (logits, labels, costs) = varied(6, n, c, 7);
+    let m = members(&logits, c, &costs);
+    let rows: Vec<usize> = (0..n).collect();
+    let mut pool = Pool::new(&m, &labels, &rows, Options::default()).unwrap();
+    let fronts = brute_force(&mut pool).unwrap();
+    let best = fronts.singles.iter().map(Found::top1).fold(0.0, f64::max);
+    let obj = Objective::TargetAccuracy(best);
+    let opt = choose(&fronts.all, obj).unwrap();
+    let past = std::time::Instant::now() - std::time::Duration::from_secs(1);
+    let e = exact(&mut pool, obj, &fronts.singles, Some(past)).unwrap();
+    assert!(!e.complete);
+    let bound = e.bound.unwrap();
+    assert!(
+        bound <= opt.avg_cost() + 1e-12,
+        "{bound} {}",
+        opt.avg_cost()
+    );
+
+    let (logits, labels, costs) = varied(70, 120, 4, 9);
+    let m = members(&logits, 4, &costs);
+    let rows: Vec<usize> = (0..120).collect();
+    let opts = Options {
+        max_models: 3,
+        ..Default::default()
+    };
+    let mut pool = Pool::new(&m, &labels, &rows, opts).unwrap();
+    let singles = singles(&mut pool);
+    let best = singles.iter().max_by_key(|f| f.correct).unwrap().clone();
+    let obj = Objective::TargetAccuracy(best.top1());
+    let b = beam(&mut pool, obj, &singles, 8);
+    if let Some(b) = b {
+        assert!(b.top1() >= best.top1() - 1e-9 && b.total_cost < best.total_cost);
+        let o = simulate(
+            &m,
+            &CascadeSpec {
+                stages: b.members.clone(),
+                thresholds: b.thresholds.clone(),
+                accumulate: true,
+                combine: Combine::MeanProb,
+                confidence: Confidence::MaxProb,
+            },
+            &rows,
+            &labels,
+        );
+        assert!((o.top1 - b.top1()).abs() < 1e-9 && (o.avg_gmacs - b.avg_cost()).abs() < 1e-9);
+    }
+    // Members 64.. have states of their own: each one's right rows, counted from its logits.
+    for i in [0usize, 1, 64, 65, 69] {
+        let right = (0..120)
+            .filter(|&r| {
+                argmax(
+                    &logits[i][r * 4..(r + 1) * 4]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .collect::<Vec<_>>(),
+                ) as i64
+                    == labels[r]
+            })
+            .count();
+        assert_eq!(pool.state(key(&[i])).hits(), right, "member {i}");
+    }
+    assert_eq!(key(&[64, 1]), key(&[1, 64]));
+    assert_ne!(key(&[64]), key(&[0]));
 }
