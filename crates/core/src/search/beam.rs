@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use super::exact::{Goal, cascade_best};
-use super::greedy::binom;
+use super::greedy::{binom, exit_at, insertion_sweep};
 use super::*;
 
 /// The best cascade the beam finds for `objective` (`None` when no cascade reaches it).
@@ -121,7 +121,7 @@ fn offer(global: &mut Goal, best: &mut Option<Found>, f: &Found) {
 /// prove cannot beat `global` are not scored.
 fn score(pool: &mut Pool, tuples: Vec<Vec<usize>>, global: &Goal, width: usize) -> Vec<Found> {
     let n = pool.n();
-    let tuples: Vec<Vec<usize>> = tuples.into_iter().filter(|t| allowed(pool, t)).collect();
+    let tuples: Vec<Vec<usize>> = tuples.into_iter().filter(|t| pool.stages_ok(t)).collect();
     // The cost bound needs only the prefix states; the final stage's state is computed for
     // the tuples it does not cut.
     let keys: Vec<Key> = tuples
@@ -184,7 +184,7 @@ fn score(pool: &mut Pool, tuples: Vec<Vec<usize>>, global: &Goal, width: usize) 
 /// inserted later lifts it (measured: ranking by the objective alone lost 2.9x on such a pool).
 fn diverse(pool: &mut Pool, tuples: Vec<Vec<usize>>, global: &Goal, width: usize) -> Vec<Found> {
     let n = pool.n();
-    let tuples: Vec<Vec<usize>> = tuples.into_iter().filter(|t| allowed(pool, t)).collect();
+    let tuples: Vec<Vec<usize>> = tuples.into_iter().filter(|t| pool.stages_ok(t)).collect();
     let keys: Vec<Key> = tuples
         .iter()
         .flat_map(|t| {
@@ -237,27 +237,20 @@ fn diverse(pool: &mut Pool, tuples: Vec<Vec<usize>>, global: &Goal, width: usize
     out
 }
 
-/// Whether a cascade's worst case (every stage runs) is within `--worst-case`.
-fn allowed(pool: &Pool, t: &[usize]) -> bool {
-    let worst: f64 = t.iter().map(|&i| pool.unit(i)).sum();
-    pool.opts
-        .worst_case
-        .is_none_or(|w| worst <= w * (1.0 + 1e-12))
-}
-
 /// The exact search's cost bound of one ordered cascade.
 fn lower_bound(p: &Pool, t: &[usize], g: &Goal) -> f64 {
     let n = p.n();
     let mut union = vec![0u64; n.div_ceil(64)];
     let mut lb = 0.0;
     for j in 0..t.len() {
-        let covered: usize = union.iter().map(|w| w.count_ones() as usize).sum();
-        let reach = if j == 0 { n } else { g.must_reach(covered) };
+        let reach = if j == 0 {
+            n
+        } else {
+            g.must_reach(count(&union))
+        };
         lb += p.stage_lb[t[j]][reach];
         if j + 1 < t.len() {
-            for (a, b) in union.iter_mut().zip(&p.state(p.stage_mask(t, j)).bits) {
-                *a |= b;
-            }
+            or_into(&mut union, p.state(p.stage_mask(t, j)));
         }
     }
     lb
@@ -289,37 +282,25 @@ fn insert_before_last(
     let mut out = Vec::new();
     for f in level {
         let (pre, last) = f.members.split_at(f.members.len() - 1);
-        let taus: Vec<u8> = f
-            .thresholds
-            .iter()
-            .map(|t| (t * GRID as f64).round() as u8)
-            .collect();
-        let st: Vec<&State> = (0..pre.len())
-            .map(|j| pool.state(pool.stage_mask(pre, j)))
-            .collect();
         // What the kept stages decide: rows still undecided, right rows and cost so far.
         let mut undecided = vec![true; n];
         let (mut reach, mut right) = (n, 0usize);
         let mut cost = 0.0;
-        for (j, s) in st.iter().enumerate() {
+        for (j, t) in f.thresholds.iter().enumerate() {
             cost += pool.stage_cost(pre[j], reach);
-            for (i, u) in undecided.iter_mut().enumerate() {
-                if *u && s.bins[i] >= taus[j] {
-                    *u = false;
-                    reach -= 1;
-                    right += s.correct[i] as usize;
-                }
-            }
+            let (out, r) = exit_at(
+                pool.state(pool.stage_mask(pre, j)),
+                tau_of(*t),
+                &mut undecided,
+            );
+            reach -= out;
+            right += r;
         }
         let mut goal = Goal::new(objective, n);
         let mut best: Option<Found> = None;
         for x in (0..m).filter(|x| !f.members.contains(x)) {
             let worst = f.worst_cost + pool.unit(x);
-            if pool
-                .opts
-                .worst_case
-                .is_some_and(|w| worst > w * (1.0 + 1e-12))
-            {
+            if !pool.worst_ok(worst) {
                 continue;
             }
             let mut t = pre.to_vec();
@@ -327,35 +308,14 @@ fn insert_before_last(
             let here = pool.state(pool.stage_mask(&t, t.len() - 1));
             t.push(last[0]);
             let fin = pool.state(pool.stage_mask(&t, t.len() - 1));
-            let mut hist = [[0u32; 3]; G];
-            for i in (0..n).filter(|&i| undecided[i]) {
-                let h = &mut hist[here.bins[i] as usize];
-                h[0] += 1;
-                h[1] += here.correct[i] as u32;
-                h[2] += fin.correct[i] as u32;
-            }
-            let total_fin: u32 = hist.iter().map(|h| h[2]).sum();
-            let (mut ex, mut ex_c, mut ex_f) = (0u32, 0u32, 0u32);
             let c0 = cost + pool.stage_cost(x, reach);
-            for tau in (0..G).rev() {
-                ex += hist[tau][0];
-                ex_c += hist[tau][1];
-                ex_f += hist[tau][2];
-                let r = right + (ex_c + total_fin - ex_f) as usize;
+            for (tau, ex, r) in insertion_sweep(here, fin, &undecided) {
+                let r = right + r as usize;
                 let total = c0 + pool.stage_cost(last[0], reach - ex as usize);
                 if goal.accepts(total, r) {
-                    goal.offer(&Found {
-                        kind: Kind::Cascade,
-                        members: t.clone(),
-                        thresholds: vec![],
-                        correct: r,
-                        n,
-                        total_cost: total,
-                        worst_cost: 0.0,
-                    });
                     let mut th = f.thresholds.clone();
                     th.push(threshold(tau));
-                    best = Some(Found {
+                    let cand = Found {
                         kind: Kind::Cascade,
                         members: t.clone(),
                         thresholds: th,
@@ -363,7 +323,9 @@ fn insert_before_last(
                         n,
                         total_cost: total,
                         worst_cost: worst,
-                    });
+                    };
+                    goal.offer(&cand);
+                    best = Some(cand);
                 }
             }
         }

@@ -200,16 +200,10 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
     for c in (0..=n).rev() {
         if best_cost[c] < cheapest {
             cheapest = best_cost[c];
-            let mut idx = best_tau[c] as usize;
-            let mut th = vec![0.0; d];
-            for j in (0..d).rev() {
-                th[j] = threshold(idx % G);
-                idx /= G;
-            }
             out.push(Found {
                 kind: Kind::Cascade,
                 members: stages.to_vec(),
-                thresholds: th,
+                thresholds: thresholds_of(best_tau[c] as usize, d),
                 correct: c,
                 n,
                 total_cost: best_cost[c],
@@ -219,6 +213,27 @@ pub(crate) fn cascade_front(pool: &Pool, stages: &[usize], s: &mut Scratch) -> V
     }
     out.reverse();
     out
+}
+
+/// The thresholds of a cell index over (t_0..t_{d-1}) of the threshold walk.
+pub(crate) fn thresholds_of(mut idx: usize, d: usize) -> Vec<f64> {
+    let mut th = vec![0.0; d];
+    for j in (0..d).rev() {
+        th[j] = threshold(idx % G);
+        idx /= G;
+    }
+    th
+}
+
+/// Rows some state gets right: `union |= state's right rows`.
+pub(crate) fn or_into(union: &mut [u64], st: &State) {
+    for (a, b) in union.iter_mut().zip(&st.bits) {
+        *a |= b;
+    }
+}
+
+pub(crate) fn count(bits: &[u64]) -> usize {
+    bits.iter().map(|w| w.count_ones() as usize).sum()
 }
 
 pub(crate) fn subsets(m: usize, max: usize) -> Vec<Vec<usize>> {
@@ -306,12 +321,7 @@ pub fn brute_force(pool: &mut Pool) -> Result<Fronts, SearchError> {
     }
     let cascades: Vec<Vec<usize>> = (2..=k.min(m))
         .flat_map(|len| permutations(m, len))
-        .filter(|c| {
-            let worst: f64 = c.iter().map(|&i| pool.unit(i)).sum();
-            pool.opts
-                .worst_case
-                .is_none_or(|w| worst <= w * (1.0 + 1e-12))
-        })
+        .filter(|c| pool.stages_ok(c))
         .collect();
     let n = pool.n();
     let p = &*pool;

@@ -62,20 +62,23 @@ impl Goal {
         (self.cost, self.correct)
     }
 
-    /// Takes `f` as the incumbent when it is better (any kind: a cascade must beat it).
-    pub(crate) fn offer(&mut self, f: &Found) {
+    /// Takes `f` as the incumbent when it is better (any kind: a cascade must beat it);
+    /// whether it did.
+    pub(crate) fn offer(&mut self, f: &Found) -> bool {
         self.tie_ok = f.members < self.members || self.members.is_empty();
-        if self.accepts(f.total_cost, f.correct) {
+        let take = self.accepts(f.total_cost, f.correct);
+        if take {
             self.cost = f.total_cost;
             self.correct = f.correct;
             self.members = f.members.clone();
         }
+        take
     }
 
     fn feasible_cost(&self, total: f64) -> bool {
         match self.objective {
             Objective::TargetAccuracy(_) => true,
-            Objective::Budget(g) => total / self.n.max(1) as f64 <= g * (1.0 + 1e-12),
+            Objective::Budget(g) => within(total / self.n.max(1) as f64, g),
         }
     }
 
@@ -136,14 +139,9 @@ pub(crate) fn cascade_best(
     let covered = {
         let mut u = vec![0u64; n.div_ceil(64)];
         for j in 0..k {
-            for (a, b) in u
-                .iter_mut()
-                .zip(&pool.state(pool.stage_mask(stages, j)).bits)
-            {
-                *a |= b;
-            }
+            or_into(&mut u, pool.state(pool.stage_mask(stages, j)));
         }
-        u.iter().map(|w| w.count_ones() as usize).sum::<usize>()
+        count(&u)
     };
     if goal.prune(pool.stage[stages[0]][n], covered) {
         return None;
@@ -234,17 +232,12 @@ pub(crate) fn cascade_best(
         &mut found,
         covered as u32,
     );
-    let (mut idx, total, right) = found?;
+    let (idx, total, right) = found?;
     goal.members = stages.to_vec();
-    let mut th = vec![0.0; d];
-    for j in (0..d).rev() {
-        th[j] = threshold(idx % G);
-        idx /= G;
-    }
     Some(Found {
         kind: Kind::Cascade,
         members: stages.to_vec(),
-        thresholds: th,
+        thresholds: thresholds_of(idx, d),
         correct: right,
         n,
         total_cost: total,
@@ -299,7 +292,7 @@ pub fn exact(
     };
     pool.ensure(&sets);
     let shared = Mutex::new((goal, None::<Found>));
-    let tally = Mutex::new((0usize, 0usize, f64::INFINITY, 0usize, true));
+    let tally = Mutex::new(Tally::default());
     let p = &*pool;
     (0..m).into_par_iter().for_each(|first| {
         let mut s = Scratch::new(n);
@@ -323,26 +316,21 @@ pub fn exact(
             );
         }
         if let Ok(mut t) = tally.lock() {
-            t.0 += local.searched;
-            t.1 += local.pruned;
-            t.2 = t.2.min(local.cut_cost);
-            t.3 = t.3.max(local.cut_correct);
-            t.4 &= local.complete;
+            t.absorb(&local);
         }
     });
     let (goal, best) = shared.into_inner().unwrap_or_else(|e| e.into_inner());
-    let (searched, pruned, cut_cost, cut_correct, complete) =
-        tally.into_inner().unwrap_or_else(|e| e.into_inner());
-    let bound = (!complete).then(|| match objective {
-        Objective::TargetAccuracy(_) => cut_cost.min(goal.cost) / n as f64,
-        Objective::Budget(_) => 100.0 * cut_correct.max(goal.correct) as f64 / n as f64,
+    let t = tally.into_inner().unwrap_or_else(|e| e.into_inner());
+    let bound = (!t.complete).then(|| match objective {
+        Objective::TargetAccuracy(_) => t.cut_cost.min(goal.cost) / n as f64,
+        Objective::Budget(_) => 100.0 * t.cut_correct.max(goal.correct) as f64 / n as f64,
     });
     Ok(Exact {
         best,
-        complete,
+        complete: t.complete,
         bound,
-        searched,
-        pruned,
+        searched: t.searched,
+        pruned: t.pruned,
     })
 }
 
@@ -352,6 +340,16 @@ struct Tally {
     cut_cost: f64,
     cut_correct: usize,
     complete: bool,
+}
+
+impl Tally {
+    fn absorb(&mut self, o: &Tally) {
+        self.searched += o.searched;
+        self.pruned += o.pruned;
+        self.cut_cost = self.cut_cost.min(o.cut_cost);
+        self.cut_correct = self.cut_correct.max(o.cut_correct);
+        self.complete &= o.complete;
+    }
 }
 
 impl Default for Tally {
@@ -384,15 +382,10 @@ fn dfs(
 ) {
     let n = p.n();
     let m = p.members.len();
-    let covered: usize = union.iter().map(|w| w.count_ones() as usize).sum();
-    let reach = goal.must_reach(covered);
+    let reach = goal.must_reach(count(union));
     let worst: f64 = prefix.iter().map(|&i| p.unit(i)).sum();
     for f in 0..m {
-        if prefix.contains(&f) {
-            continue;
-        }
-        let w = worst + p.unit(f);
-        if p.opts.worst_case.is_some_and(|b| w > b * (1.0 + 1e-12)) {
+        if prefix.contains(&f) || !p.worst_ok(worst + p.unit(f)) {
             continue;
         }
         // The incumbent may have improved in another thread.
@@ -419,29 +412,17 @@ fn dfs(
             t.pruned += 1;
             prefix.pop();
             continue;
-        } else {
-            t.searched += 1;
-            if let Some(found) = cascade_best(p, prefix, goal, s)
-                && let Ok(mut sh) = shared.lock()
-            {
-                let mut g = sh.0.clone();
-                g.tie_ok = g.members.is_empty() || found.members < g.members;
-                if g.accepts(found.total_cost, found.correct) {
-                    g.cost = found.total_cost;
-                    g.correct = found.correct;
-                    g.members = found.members.clone();
-                    *sh = (g, Some(found));
-                }
-            }
+        }
+        t.searched += 1;
+        if let Some(found) = cascade_best(p, prefix, goal, s)
+            && let Ok(mut sh) = shared.lock()
+            && sh.0.offer(&found)
+        {
+            sh.1 = Some(found);
         }
         if prefix.len() < k {
             let mut u = union.to_vec();
-            for (a, b) in u
-                .iter_mut()
-                .zip(&p.state(p.stage_mask(prefix, prefix.len() - 1)).bits)
-            {
-                *a |= b;
-            }
+            or_into(&mut u, p.state(p.stage_mask(prefix, prefix.len() - 1)));
             dfs(p, prefix, &u, tlb, k, shared, goal, s, deadline, t);
         }
         prefix.pop();

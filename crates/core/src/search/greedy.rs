@@ -46,30 +46,11 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
                 s.push(f);
                 let fin = pool.state(pool.stage_mask(&s, s.len() - 1));
                 let worst: f64 = s.iter().map(|&i| pool.unit(i)).sum();
-                if pool
-                    .opts
-                    .worst_case
-                    .is_some_and(|w| worst > w * (1.0 + 1e-12))
-                {
+                if !pool.worst_ok(worst) {
                     continue;
                 }
-                let mut hist = [[0u32; 3]; G];
-                for i in 0..n {
-                    if undecided[i] {
-                        let h = &mut hist[here.bins[i] as usize];
-                        h[0] += 1;
-                        h[1] += here.correct[i] as u32;
-                        h[2] += fin.correct[i] as u32;
-                    }
-                }
-                // Exits at threshold t: bins >= t; the rest go on to F.
-                let total_fin: u32 = hist.iter().map(|h| h[2]).sum();
-                let (mut ex, mut ex_c, mut ex_f) = (0u32, 0u32, 0u32);
-                for t in (0..G).rev() {
-                    ex += hist[t][0];
-                    ex_c += hist[t][1];
-                    ex_f += hist[t][2];
-                    let correct = base_correct + (ex_c + total_fin - ex_f) as usize;
+                for (t, ex, right) in insertion_sweep(here, fin, &undecided) {
+                    let correct = base_correct + right as usize;
                     let total = base_cost
                         + pool.stage_cost(c, reach as usize)
                         + pool.stage_cost(f, (reach - ex) as usize);
@@ -98,13 +79,9 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
                     s.push(c);
                     let here = pool.state(pool.stage_mask(&s, s.len() - 1));
                     base_cost += pool.stage_cost(c, reach as usize);
-                    for (i, u) in undecided.iter_mut().enumerate().take(n) {
-                        if *u && here.bins[i] >= t {
-                            *u = false;
-                            reach -= 1;
-                            base_correct += here.correct[i] as usize;
-                        }
-                    }
+                    let (out, right) = exit_at(here, t, &mut undecided);
+                    reach -= out as u32;
+                    base_correct += right;
                     prefix.push(c);
                     thresholds.push(threshold(t as usize));
                     current = cand;
@@ -117,6 +94,45 @@ pub fn greedy(pool: &mut Pool, objective: Objective) -> Option<Found> {
         }
     }
     best
+}
+
+/// A stage with state `here`, inserted before the final stage (state `fin`) and reached by
+/// the `undecided` rows: per threshold t, descending, how many of those rows exit at it
+/// (bin >= t) and how many of all of them end right (by `here` if they exit, else by `fin`).
+pub(crate) fn insertion_sweep(
+    here: &State,
+    fin: &State,
+    undecided: &[bool],
+) -> impl Iterator<Item = (usize, u32, u32)> {
+    let mut hist = [[0u32; 3]; G];
+    for (i, _) in undecided.iter().enumerate().filter(|(_, u)| **u) {
+        let h = &mut hist[here.bins[i] as usize];
+        h[0] += 1;
+        h[1] += here.correct[i] as u32;
+        h[2] += fin.correct[i] as u32;
+    }
+    let total_fin: u32 = hist.iter().map(|h| h[2]).sum();
+    let (mut ex, mut ex_c, mut ex_f) = (0u32, 0u32, 0u32);
+    (0..G).rev().map(move |t| {
+        ex += hist[t][0];
+        ex_c += hist[t][1];
+        ex_f += hist[t][2];
+        (t, ex, ex_c + total_fin - ex_f)
+    })
+}
+
+/// The `undecided` rows whose bin in `st` reaches `tau` leave: how many, and how many of
+/// them `st` gets right.
+pub(crate) fn exit_at(st: &State, tau: u8, undecided: &mut [bool]) -> (usize, usize) {
+    let (mut out, mut right) = (0, 0);
+    for (i, u) in undecided.iter_mut().enumerate() {
+        if *u && st.bins[i] >= tau {
+            *u = false;
+            out += 1;
+            right += st.correct[i] as usize;
+        }
+    }
+    (out, right)
 }
 
 /// Greedy fronts: singles and ensembles as in brute force (ensembles only while there are at

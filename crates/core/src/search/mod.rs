@@ -55,6 +55,16 @@ pub fn threshold(b: usize) -> f64 {
     b as f64 / GRID as f64
 }
 
+/// Whether a cost is within a bound (a budget, a worst case), up to rounding.
+pub(crate) fn within(cost: f64, bound: f64) -> bool {
+    cost <= bound * (1.0 + 1e-12)
+}
+
+/// The grid index of a threshold on the grid.
+pub(crate) fn tau_of(t: f64) -> u8 {
+    (t * GRID as f64).round() as u8
+}
+
 /// The largest grid index `b` with `threshold(b) <= conf` (0 for confidences below 0.01).
 pub fn bin(conf: f64) -> u8 {
     let mut b = (conf * GRID as f64).floor().clamp(0.0, GRID as f64) as usize;
@@ -267,10 +277,7 @@ pub(crate) fn better(a: &Found, b: &Found, objective: Objective) -> bool {
             }
         }
         Objective::Budget(g) => {
-            let (fa, fb) = (
-                a.avg_cost() <= g * (1.0 + 1e-12),
-                b.avg_cost() <= g * (1.0 + 1e-12),
-            );
+            let (fa, fb) = (within(a.avg_cost(), g), within(b.avg_cost(), g));
             match (fa, fb) {
                 (true, false) => true,
                 (false, true) => false,
@@ -306,13 +313,11 @@ pub fn choose_in(
             target: t,
             best: best.top1(),
         }),
-        Objective::Budget(g) if best.avg_cost() > g * (1.0 + 1e-12) => {
-            Err(SearchError::OverBudget {
-                budget: g,
-                cheapest: best.avg_cost(),
-                unit,
-            })
-        }
+        Objective::Budget(g) if !within(best.avg_cost(), g) => Err(SearchError::OverBudget {
+            budget: g,
+            cheapest: best.avg_cost(),
+            unit,
+        }),
         _ => Ok(best.clone()),
     }
 }

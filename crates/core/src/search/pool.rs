@@ -198,12 +198,15 @@ impl<'a> Pool<'a> {
                         parts: Vec::with_capacity(n),
                     };
                     for &r in rows {
-                        let probs = crate::combine::softmax(mb.row(r), mb.temperature);
+                        // `softmax` from its parts, which are kept.
+                        let (row, t) = (mb.row(r), mb.temperature);
+                        let (max, z) = crate::combine::softmax_parts(row, t);
+                        let probs: Vec<f64> =
+                            row.iter().map(|&v| softmax_at(v, t, max, z)).collect();
                         let ids = top_of(&probs);
                         s.ids.push(ids);
                         s.p.push(ids.map(|j| probs[j as usize]));
-                        s.parts
-                            .push(crate::combine::softmax_parts(mb.row(r), mb.temperature));
+                        s.parts.push((max, z));
                     }
                     s
                 })
@@ -422,9 +425,17 @@ impl<'a> Pool<'a> {
     }
 
     pub(crate) fn within_worst(&self, f: &Found) -> bool {
-        self.opts
-            .worst_case
-            .is_none_or(|w| f.worst_cost <= w * (1.0 + 1e-12))
+        self.worst_ok(f.worst_cost)
+    }
+
+    /// Whether a committee costing `worst` with every stage run is within `--worst-case`.
+    pub(crate) fn worst_ok(&self, worst: f64) -> bool {
+        self.opts.worst_case.is_none_or(|w| within(worst, w))
+    }
+
+    /// [`Self::worst_ok`] for the ordered members `t`.
+    pub(crate) fn stages_ok(&self, t: &[usize]) -> bool {
+        self.worst_ok(t.iter().map(|&i| self.unit(i)).sum())
     }
 }
 
@@ -497,11 +508,7 @@ impl Pool<'_> {
         let masks: Vec<Key> = (0..k).map(|j| self.stage_mask(&f.members, j)).collect();
         self.ensure(&masks);
         let st: Vec<&State> = masks.iter().map(|&m| self.state(m)).collect();
-        let taus: Vec<u8> = f
-            .thresholds
-            .iter()
-            .map(|t| (t * GRID as f64).round() as u8)
-            .collect();
+        let taus: Vec<u8> = f.thresholds.iter().map(|&t| tau_of(t)).collect();
         let mut exits = vec![0usize; k];
         let (mut correct, mut total) = (0usize, 0.0f64);
         for i in 0..n {
