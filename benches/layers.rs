@@ -124,6 +124,64 @@ fn vit_layers(c: &mut Criterion) {
     g.finish();
 }
 
+/// Dense convolutions and a linear layer in f32 and with bf16 products on each bf16 kernel
+/// this CPU has (`--dtype bf16`), on the same inputs: what the bf16 path buys per layer.
+fn bf16_layers(c: &mut Criterion) {
+    use burn::nn::LinearConfig;
+    use committee_ops::cpu::bf16::Bf16Kernel;
+    use committee_ops::precision::use_kernel;
+    let device = Device::flex();
+    let mut choices = vec![None];
+    choices.extend(
+        [Bf16Kernel::Avx512, Bf16Kernel::Amx]
+            .into_iter()
+            .filter(|k| k.available())
+            .map(Some),
+    );
+    let label = |k: Option<Bf16Kernel>| k.map_or("f32", |k| k.name());
+    let mut g = c.benchmark_group("bf16");
+    for (name, cin, cout, k, hw) in [
+        ("conv 3x3 64->64 8x56x56", 64, 64, 3, 56),
+        ("conv 3x3 256->256 8x14x14", 256, 256, 3, 14),
+        ("conv 1x1 256->1024 8x14x14", 256, 1024, 1, 14),
+    ] {
+        let layer = conv(cin, cout, k, 1, 1, &device);
+        let x = Tensor::<4>::from_data(random([8, cin, hw, hw], &device), &device);
+        for &kern in &choices {
+            use_kernel(kern).expect("available");
+            g.bench_function(format!("{name}: {}", label(kern)), |b| {
+                b.iter(|| black_box(kernels::conv_gemm(&layer, x.clone(), Epilogue::None)))
+            });
+        }
+    }
+    let fc1 = LinearConfig::new(768, 3072).init(&device);
+    let x = Tensor::<3>::random([8, 197, 768], Distribution::Normal(0.0, 1.0), &device);
+    for &kern in &choices {
+        use_kernel(kern).expect("available");
+        g.bench_function(format!("vit fc1 8x197x768->3072: {}", label(kern)), |b| {
+            b.iter(|| black_box(kernels::linear(&fc1, x.clone(), Epilogue::None)))
+        });
+    }
+    use_kernel(None).expect("f32");
+    // The products alone, operands packed beforehand.
+    use committee_ops::cpu::bf16::{PackedA, PackedB, gemm};
+    for (m, n, k) in [(1576, 3072, 768), (1024, 196, 256), (64, 3136, 576)] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 - 3.0).collect();
+        let w: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 - 2.0).collect();
+        let (pa, pb) = (PackedA::pack(&a, m, k), PackedB::pack(&w, k, n));
+        let mut dst = vec![0f32; m * n];
+        for kern in choices.iter().flatten() {
+            g.bench_function(format!("gemm {m}x{n}x{k}: {}", kern.name()), |b| {
+                b.iter(|| gemm(*kern, &pa, &pb, &mut dst, false, Epilogue::None))
+            });
+        }
+        g.bench_function(format!("pack {m}x{n}x{k}"), |b| {
+            b.iter(|| black_box((PackedA::pack(&a, m, k), PackedB::pack(&w, k, n))))
+        });
+    }
+    g.finish();
+}
+
 fn models(c: &mut Criterion) {
     let device = Device::flex();
     let mut g = c.benchmark_group("forward b=1 224px, BN folded");
@@ -193,6 +251,6 @@ criterion_group! {
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(4))
     };
-    targets = silu, depthwise, dense_convs, vit_layers, models, train_layers
+    targets = silu, depthwise, dense_convs, vit_layers, bf16_layers, models, train_layers
 }
 criterion_main!(benches);

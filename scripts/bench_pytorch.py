@@ -12,6 +12,10 @@ With --device cuda the clock is read after torch.cuda.synchronize() (committee r
 logits back, which waits for the GPU too). --cuda-math default keeps PyTorch's defaults
 (cuDNN convolutions in TF32, matmuls in full f32); fp32 turns TF32 off everywhere, which is
 what committee's wgpu kernels compute.
+
+PyTorch at its best on a CPU: --channels-last (model and input in NHWC) and --bf16 (CPU
+autocast to bfloat16: oneDNN's AMX / AVX512-BF16 kernels where the CPU has them). --json
+prints one row per (model, batch) with the configuration, for scripts/bench_cpu_bf16.sh.
 """
 import argparse
 import json
@@ -35,6 +39,9 @@ def main():
     ap.add_argument("--num-classes", type=int, default=1000)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--cuda-math", choices=["default", "fp32"], default="default")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--bf16", action="store_true", help="torch.autocast(dtype=bfloat16)")
+    ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -46,15 +53,19 @@ def main():
     if a.ours:
         for r in json.load(open(a.ours)):
             ours[(r["model"], r["batch"])] = r
-    print(f"{'model':24} {'batch':>5} {'torch img/s':>12} {'ours img/s':>11} {'ratio':>6}")
+    rows = []
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16)
+    if not a.json:
+        print(f"{'model':24} {'batch':>5} {'torch img/s':>12} {'ours img/s':>11} {'ratio':>6}")
     for name in a.model.split(","):
         m = timm.create_model(
             name, pretrained=False, in_chans=a.in_chans, num_classes=a.num_classes
         )
-        m = (m.train() if a.train else m.eval()).to(dev)
+        m = (m.train() if a.train else m.eval()).to(dev, memory_format=fmt)
         img = a.img_size or m.pretrained_cfg["input_size"][1]
         for b in map(int, a.batch.split(",")):
-            x = torch.randn(b, a.in_chans, img, img, device=dev)
+            x = torch.randn(b, a.in_chans, img, img, device=dev).to(memory_format=fmt)
             times = []
             if a.train:
                 opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
@@ -63,14 +74,15 @@ def main():
                     sync()
                     t0 = time.perf_counter()
                     opt.zero_grad(set_to_none=True)
-                    loss = torch.nn.functional.cross_entropy(m(x), y)
+                    with autocast():
+                        loss = torch.nn.functional.cross_entropy(m(x), y)
                     loss.backward()
                     opt.step()
                     loss.item()
                     if i >= a.warmup:
                         times.append(time.perf_counter() - t0)
             else:
-                with torch.inference_mode():
+                with torch.inference_mode(), autocast():
                     for i in range(a.warmup + a.iters):
                         sync()
                         t0 = time.perf_counter()
@@ -83,7 +95,14 @@ def main():
             ips = b / p50
             o = ours.get((name, b))
             oi = o["img_per_s"] if o else float("nan")
-            print(f"{name:24} {b:5} {ips:12.2f} {oi:11.2f} {oi / ips:6.2f}")
+            rows.append({"model": name, "batch": b, "img_size": img, "img_per_s": ips,
+                         "p50_ms": p50 * 1e3, "threads": a.threads, "train": a.train,
+                         "channels_last": a.channels_last, "bf16": a.bf16,
+                         "torch": torch.__version__})
+            if not a.json:
+                print(f"{name:24} {b:5} {ips:12.2f} {oi:11.2f} {oi / ips:6.2f}")
+    if a.json:
+        print(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

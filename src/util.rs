@@ -4,6 +4,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use committee_ops::backend::{BackendKind, Selected, select};
+use committee_ops::precision::Dtype;
 
 /// Writes a file atomically ([`committee_core::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -21,6 +22,29 @@ pub fn device(kind: BackendKind) -> Result<Selected> {
         );
     }
     Ok(sel)
+}
+
+/// Sets the precision of the CPU products (`--dtype`) and tells the user what runs them.
+pub fn precision(dtype: Dtype, sel: &Selected) -> Result<()> {
+    let kernel = committee_ops::precision::set(dtype)?;
+    if dtype == Dtype::F32 {
+        return Ok(());
+    }
+    let flex = sel.device == burn::tensor::Device::flex();
+    match kernel {
+        Some(k) if flex => eprintln!(
+            "dtype: bf16 products on {} (f32 accumulation; depthwise, norms, attention f32)",
+            k.name()
+        ),
+        None if flex => eprintln!(
+            "warning: --dtype bf16: this CPU has neither AMX nor AVX512-BF16; running f32"
+        ),
+        _ => eprintln!(
+            "warning: --dtype bf16 runs on flex only so far; {} runs f32",
+            sel.kind
+        ),
+    }
+    Ok(())
 }
 
 /// Hex SHA-256 of a file, streamed.

@@ -230,3 +230,59 @@ fn random_init_checkpoints_load_and_are_reproducible() {
     assert_eq!(r["failed"].as_array().unwrap().len(), 0);
     assert!(r["images"].as_u64().unwrap() > 0);
 }
+
+/// `--dtype bf16` end to end: the run says which kernel multiplies (or that it stays f32),
+/// the logits are within PyTorch's own bf16 distance of timm's f32 logits (1.5x, as in
+/// crates/zoo/tests/parity_bf16.rs), and dtypes it does not have are refused by name.
+#[test]
+fn predict_dtype_bf16_is_as_close_as_pytorch_bf16_and_bad_dtypes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = "mobilenetv2_035";
+    let (io, out) = (
+        fixture(&format!("{case}.io.safetensors")),
+        dir.path().join("out.safetensors"),
+    );
+    let refs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("bf16_pytorch.json")).unwrap())
+            .unwrap();
+    let torch = refs[case]["bf16_rel_err"].as_f64().unwrap() as f32;
+    let args = |dtype: &str| {
+        let mut c = bin();
+        c.args(["predict", "--backend", "flex", "--dtype", dtype])
+            .args(["--model", case, "--weights"])
+            .arg(fixture(&format!("{case}.safetensors")))
+            .arg("--tensor-in")
+            .arg(&io)
+            .arg("--tensor-out")
+            .arg(&out);
+        c
+    };
+    let r = run(&mut args("bf16"));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{stderr}");
+    let bf16_ran = stderr.contains("dtype: bf16 products on");
+    assert!(bf16_ran || stderr.contains("running f32"), "{stderr}");
+    let (_, ours) = read_tensor(&out, "logits");
+    let (_, theirs) = read_tensor(&io, "logits");
+    let scale = theirs.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let err = ours
+        .iter()
+        .zip(&theirs)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err / scale <= 1.5 * torch,
+        "{err} / {scale} vs PyTorch {torch}"
+    );
+    if bf16_ran {
+        // bf16 rounding shows: farther than f32's 1e-4 (else the flag did nothing).
+        assert!(
+            err / scale > 1e-4,
+            "bf16 logits identical to f32: {err} / {scale}"
+        );
+    }
+    for (bad, says) in [("f16", "not implemented"), ("int8", "unknown dtype 'int8'")] {
+        let r = run(&mut args(bad));
+        assert!(!r.status.success());
+        assert!(String::from_utf8_lossy(&r.stderr).contains(says), "{bad}");
+    }
+}

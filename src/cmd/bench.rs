@@ -6,6 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor};
 use committee_ops::backend::BackendKind;
+use committee_ops::precision::Dtype;
 use committee_zoo::CommonOptions;
 use committee_zoo::registry;
 use committee_zoo::weights::{LoadOptions, load, random_model};
@@ -21,6 +22,10 @@ pub struct Args {
     /// Comma-separated backends.
     #[arg(long, value_delimiter = ',', default_value = "flex")]
     backend: Vec<BackendKind>,
+    /// Comma-separated precisions of the CPU products on flex (f32, bf16): each row is
+    /// timed in each, side by side (see `committee eval --help`).
+    #[arg(long, value_delimiter = ',', default_value = "f32")]
+    dtype: Vec<committee_ops::precision::Dtype>,
     /// Comma-separated batch sizes.
     #[arg(long, value_delimiter = ',', default_value = "1,8")]
     batch: Vec<usize>,
@@ -100,6 +105,7 @@ fn row(
     let backend = sel.kind;
     let row = json!({
         "model": name, "backend": backend.to_string(), "batch": b, "img_size": img,
+        "dtype": committee_ops::precision::describe(),
         "mode": mode, "p50_ms": p50, "p95_ms": p95, "img_per_s": b as f64 / (p50 / 1e3),
         "gmacs_per_s": gmacs * b as f64 / (p50 / 1e3), "device": sel.adapter,
         "software_adapter": sel.software, "peak_rss_mb": peak_rss_mb(),
@@ -111,7 +117,8 @@ fn row(
     });
     if !a.json && !a.csv {
         eprintln!(
-            "{name:24} {backend:8} {mode:7} b={b:<4} {img}px  p50 {p50:9.2} ms  p95 {p95:9.2} ms  {:8.2} img/s  {:8.2} GMAC/s",
+            "{name:24} {backend:8} {:14} {mode:7} b={b:<4} {img}px  p50 {p50:9.2} ms  p95 {p95:9.2} ms  {:8.2} img/s  {:8.2} GMAC/s",
+            committee_ops::precision::describe(),
             row["img_per_s"].as_f64().unwrap_or(0.0),
             row["gmacs_per_s"].as_f64().unwrap_or(0.0)
         );
@@ -271,9 +278,28 @@ pub fn run(a: Args) -> Result<()> {
         }
         set_enabled(&on);
     }
+    anyhow::ensure!(
+        !a.train || a.dtype.iter().all(|d| *d == Dtype::F32),
+        "--train runs f32 only (bf16 training is not implemented)"
+    );
     let mut rows = Vec::new();
     for backend in &a.backend {
         let sel = device(*backend)?;
+        for &dtype in &a.dtype {
+            crate::util::precision(dtype, &sel)?;
+            rows.extend(backend_rows(&a, &sel)?);
+        }
+    }
+    print_rows(&a, &rows)
+}
+
+/// The rows of every model and batch on one backend, at the precision set.
+fn backend_rows(
+    a: &Args,
+    sel: &committee_ops::backend::Selected,
+) -> Result<Vec<serde_json::Value>> {
+    let mut rows = Vec::new();
+    {
         for name in &a.model {
             let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
             let img = a.img_size.unwrap_or(spec.eval.img_size);
@@ -281,7 +307,7 @@ pub fn run(a: Args) -> Result<()> {
                 for &b in &a.batch {
                     // Free the pages earlier rows left, so device_mem_mb is this row's.
                     sel.device.memory_cleanup();
-                    rows.push(train_row(&a, name, &spec, img, b, &sel)?);
+                    rows.push(train_row(a, name, &spec, img, b, sel)?);
                 }
                 continue;
             }
@@ -313,26 +339,31 @@ pub fn run(a: Args) -> Result<()> {
                     &sel.device,
                 );
                 // `timed` syncs the device after each call: the whole forward is timed.
-                let (times, first_ms) = timed(&a, &sel.device, (), |()| {
+                let (times, first_ms) = timed(a, &sel.device, (), |()| {
                     let _ = model.forward(x.clone()).into_data();
                 });
-                let mut r = row(&a, name, b, img, gmacs, times, first_ms, &sel, "forward");
+                let mut r = row(a, name, b, img, gmacs, times, first_ms, sel, "forward");
                 if a.profile {
-                    r["profile"] = profile_forward(&a, &model, &x);
+                    r["profile"] = profile_forward(a, &model, &x);
                 }
                 rows.push(r);
             }
         }
     }
+    Ok(rows)
+}
+
+fn print_rows(a: &Args, rows: &[serde_json::Value]) -> Result<()> {
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", serde_json::to_string_pretty(rows)?);
     } else if a.csv {
-        println!("model,backend,batch,img_size,p50_ms,p95_ms,img_per_s,gmacs_per_s,device");
-        for r in &rows {
+        println!("model,backend,dtype,batch,img_size,p50_ms,p95_ms,img_per_s,gmacs_per_s,device");
+        for r in rows {
             println!(
-                "{},{},{},{},{:.3},{:.3},{:.3},{:.3},\"{}\"",
+                "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},\"{}\"",
                 r["model"].as_str().unwrap_or(""),
                 r["backend"].as_str().unwrap_or(""),
+                r["dtype"].as_str().unwrap_or(""),
                 r["batch"],
                 r["img_size"],
                 r["p50_ms"].as_f64().unwrap_or(0.0),

@@ -200,6 +200,10 @@ pub struct EnsembleArgs {
     pub combine: Combine,
     #[arg(long, default_value = "auto")]
     pub backend: committee_ops::backend::BackendKind,
+    /// Live: precision of the dense convolutions' and linear layers' products on flex (f32,
+    /// bf16: see `committee eval --help`).
+    #[arg(long, default_value = "f32")]
+    pub dtype: committee_ops::precision::Dtype,
     #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]
     pub batch: usize,
     #[arg(long)]
@@ -240,6 +244,7 @@ pub fn ensemble(mut a: EnsembleArgs) -> Result<()> {
         let data = a.data.as_deref().context("a live ensemble needs --data")?;
         let opts = LiveOptions {
             backend: a.backend,
+            dtype: a.dtype,
             batch: a.batch,
             baseline: false,
         };
@@ -311,6 +316,10 @@ pub struct CascadeArgs {
     combine: Combine,
     #[arg(long, default_value = "auto")]
     pub backend: committee_ops::backend::BackendKind,
+    /// Live: precision of the dense convolutions' and linear layers' products on flex (f32,
+    /// bf16: see `committee eval --help`).
+    #[arg(long, default_value = "f32")]
+    pub dtype: committee_ops::precision::Dtype,
     #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]
     pub batch: usize,
     /// Live: skip timing the most expensive stage alone (no `speedup_vs_largest`).
@@ -402,6 +411,7 @@ pub fn cascade(mut a: CascadeArgs) -> Result<()> {
         let data = a.data.as_deref().context("a live cascade needs --data")?;
         let opts = LiveOptions {
             backend: a.backend,
+            dtype: a.dtype,
             batch: a.batch,
             baseline: !a.no_baseline,
         };

@@ -39,6 +39,11 @@ pub struct Args {
     limit: Option<usize>,
     #[arg(long, default_value = "auto")]
     backend: BackendKind,
+    /// Precision of the dense convolutions' and linear layers' products on flex: f32 or
+    /// bf16 (bf16 operands, f32 accumulation, on AMX or AVX512-BF16; f32 where the CPU has
+    /// neither).
+    #[arg(long, default_value = "f32")]
+    dtype: committee_ops::precision::Dtype,
     /// Write logits, labels and metadata to this safetensors file.
     #[arg(long)]
     save_logits: Option<PathBuf>,
@@ -73,6 +78,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let folder = open_folder(&a)?;
     let sel = device(a.backend)?;
+    crate::util::precision(a.dtype, &sel)?;
     let arg = MemberArg {
         model: a.model.clone(),
         weights: a.weights.clone(),
@@ -205,6 +211,7 @@ impl Saving {
         let run = json!({
             "model": a.model, "name": a.name, "weights": a.weights.display().to_string(),
             "weights_sha256": sha256, "backend": sel.kind.to_string(), "batch": a.batch,
+            "dtype": committee_ops::precision::describe(),
             "data_root": folder.root.display().to_string(), "files": folder.fingerprint(),
             "shard": a.shard, "limit": a.limit, "classes": member.classes,
             "img_size": t.img_size, "crop_pct": t.crop_pct, "resize": t.resize,
@@ -383,6 +390,7 @@ fn report(
         "model": a.model, "top1": acc.top1_pct(), "top5": acc.top5_pct(), "images": acc.n,
         "failed": failed, "skipped": folder.skipped.len(), "img_per_s": img_per_s,
         "gmacs": gmacs, "wall_s": wall, "backend": sel.kind.to_string(),
+        "dtype": committee_ops::precision::describe(),
         "nonfinite_logits": r.nonfinite,
     });
     if a.json {

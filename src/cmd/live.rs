@@ -22,6 +22,7 @@ use crate::util::device;
 /// How a live run goes.
 pub struct LiveOptions {
     pub backend: BackendKind,
+    pub dtype: committee_ops::precision::Dtype,
     pub batch: usize,
     /// Also time the most expensive member alone on the same images.
     pub baseline: bool,
@@ -68,8 +69,9 @@ struct Live {
 }
 
 impl Live {
-    fn open(members: &[MemberArg], data: &Path, backend: BackendKind) -> Result<Self> {
-        let sel = device(backend)?;
+    fn open(members: &[MemberArg], data: &Path, o: &LiveOptions) -> Result<Self> {
+        let sel = device(o.backend)?;
+        crate::util::precision(o.dtype, &sel)?;
         let stages: Vec<Member> = members
             .iter()
             .map(|m| load_member(m, |t| t, &sel.device).with_context(|| format!("member {m}")))
@@ -129,7 +131,7 @@ pub fn cascade(
     temps: Vec<f64>,
     o: &LiveOptions,
 ) -> Result<LiveCascade> {
-    let live = Live::open(members, data, o.backend)?;
+    let live = Live::open(members, data, o)?;
     let (sel, stages, paths) = (&live.sel, &live.stages, live.paths.clone());
     let labels: Vec<i64> = live.folder.samples.iter().map(|s| s.label as i64).collect();
     let classes = stages[0].classes;
@@ -235,7 +237,7 @@ pub fn ensemble_logits(
     data: &Path,
     o: &LiveOptions,
 ) -> Result<LiveEnsemble> {
-    let live = Live::open(members, data, o.backend)?;
+    let live = Live::open(members, data, o)?;
     let classes = live.stages[0].classes;
     let (mut labels, mut rows, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     for (items, bad) in live.batches(o.batch) {

@@ -26,6 +26,11 @@ pub struct Args {
     /// auto, flex, ndarray, wgpu or cuda.
     #[arg(long, default_value = "auto")]
     backend: BackendKind,
+    /// Precision of the dense convolutions' and linear layers' products on flex: f32 or
+    /// bf16 (bf16 operands, f32 accumulation, on AMX or AVX512-BF16; f32 where the CPU has
+    /// neither).
+    #[arg(long, default_value = "f32")]
+    dtype: committee_ops::precision::Dtype,
     /// Number of classes to show per image.
     #[arg(long, default_value_t = 5, value_parser = crate::cmd::args::positive)]
     top: usize,
@@ -46,6 +51,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let sel = device(a.backend)?;
+    crate::util::precision(a.dtype, &sel)?;
     if let (Some(input), Some(output)) = (&a.tensor_in, &a.tensor_out) {
         return tensor_mode(&a, input, output, &sel.device);
     }

@@ -23,6 +23,7 @@ pub mod kernel;
 pub mod linear;
 pub mod norm;
 pub mod pool;
+pub mod precision;
 pub mod profile;
 
 pub use act::Act;

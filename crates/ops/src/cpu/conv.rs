@@ -41,7 +41,31 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         None => vec![0f32; n * c_out * pix],
     };
     let isa = Isa::get();
-    if direct && images_apart(n, rayon::current_num_threads()) {
+    // bf16 products (`--dtype bf16`): the weight packed once, each image's columns per call.
+    let half = crate::precision::bf16_kernel().map(|kern| {
+        (
+            kern,
+            bf16::cache::left(&conv.weight, &wts[..c_out * k], c_out, k),
+        )
+    });
+    let unfold = |src: &[f32], row: usize, r: &mut [f32]| {
+        let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+        let plane = &src[ci * h * w..][..h * w];
+        im2col_row(plane, r, [h, w], [ow, sh, sw], [ky, kx], [pt, pl]);
+    };
+    if let Some((kern, wts)) = &half {
+        // Each image's columns packed straight from the image (unfolded row pair by row pair
+        // when not 1x1), its product split over the threads.
+        for (img, dst) in out.chunks_exact_mut(c_out * pix).enumerate() {
+            let src = &inp[img * c * h * w..][..c * h * w];
+            let cols = if direct {
+                bf16::PackedB::pack(src, k, pix)
+            } else {
+                bf16::PackedB::pack_rows(k, pix, |row, r| unfold(src, row, r))
+            };
+            bf16::gemm(*kern, wts, &cols, dst, bias.is_some(), ep);
+        }
+    } else if direct && images_apart(n, rayon::current_num_threads()) {
         out.par_chunks_exact_mut(c_out * pix)
             .zip(inp[..n * c * h * w].par_chunks_exact(c * h * w))
             .for_each(|(dst, src)| {
@@ -63,11 +87,9 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
             let rhs: &[f32] = if direct {
                 src
             } else {
-                cols.par_chunks_mut(pix).enumerate().for_each(|(row, r)| {
-                    let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
-                    let plane = &src[ci * h * w..][..h * w];
-                    im2col_row(plane, r, [h, w], [ow, sh, sw], [ky, kx], [pt, pl]);
-                });
+                cols.par_chunks_mut(pix)
+                    .enumerate()
+                    .for_each(|(row, r)| unfold(src, row, r));
                 &cols
             };
             gemm_rows([c_out, pix, k], dst, wts, rhs, bias.is_some());

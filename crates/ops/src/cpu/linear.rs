@@ -26,10 +26,19 @@ pub fn linear<const D: usize>(
         None => vec![0f32; rows * d_out],
     };
     // `inp`: its first rows * d_in elements, contiguous from offset 0.
-    gemm_rows([rows, d_out, d_in], &mut out, inp, wts, bias.is_some());
-    if ep != Epilogue::None {
-        let isa = Isa::get();
-        out.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep));
+    match crate::precision::bf16_kernel() {
+        Some(kernel) => {
+            let w = bf16::cache::right(&lin.weight, &wts[..d_in * d_out], d_in, d_out);
+            let a = bf16::PackedA::pack(inp, rows, d_in);
+            bf16::gemm(kernel, &a, &w, &mut out, bias.is_some(), ep);
+        }
+        None => {
+            gemm_rows([rows, d_out, d_in], &mut out, inp, wts, bias.is_some());
+            if ep != Epilogue::None {
+                let isa = Isa::get();
+                out.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep));
+            }
+        }
     }
     let mut shape = dims;
     shape[D - 1] = d_out;

@@ -23,6 +23,7 @@
 pub mod activation;
 pub mod attention;
 pub mod batch;
+pub mod bf16;
 pub mod conv;
 pub mod depthwise;
 pub mod isa;

@@ -1,0 +1,140 @@
+//! AMX: `tdpbf16ps` multiplies a 16x32 bf16 tile by a 32x16 (pair-interleaved) one into a
+//! 16x16 f32 tile. Tile instructions are written as inline assembly (Rust's AMX intrinsics
+//! are unstable); the compiler never uses tile registers, so they are ours.
+
+use super::{BLOCK, b_offset};
+
+/// AMX-TILE and AMX-BF16 in CPUID, and Linux's permission for this process to use tile data
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, asked for once: without it the
+/// first tile instruction kills the process).
+pub(super) fn available() -> bool {
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| {
+        let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        let (bf16, tile) = (leaf7.edx >> 22 & 1 == 1, leaf7.edx >> 24 & 1 == 1);
+        bf16 && tile && request_permission()
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn request_permission() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a plain syscall; it only changes which register state this process may use.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn request_permission() -> bool {
+    false
+}
+
+/// Palette 1, all eight tiles 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+static CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64;
+        c[48 + t] = 16;
+        t += 1;
+    }
+    TileConfig(c)
+};
+
+/// Loads [`CONFIG`] into this thread's tile configuration, once per thread: nothing else in
+/// the process touches tiles, and the OS keeps the configuration across context switches.
+fn configure() {
+    thread_local! {
+        static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if !DONE.get() {
+        // SAFETY: `available` was checked by the caller; CONFIG is a valid palette-1 config.
+        unsafe {
+            std::arch::asm!("ldtilecfg [{cfg}]", cfg = in(reg) CONFIG.0.as_ptr(), options(nostack));
+        }
+        DONE.set(true);
+    }
+}
+
+/// `c [32, 32] = a [32, k_pad] x b` (see `super::block`): four accumulator tiles (2x2), two
+/// tiles of `a` and two of `b` per step of 32 along k.
+///
+/// # Safety
+/// [`available`] is true, and the slices hold what `super::block` asserts.
+pub(super) unsafe fn block(
+    a: &[u16],
+    b: &[u16],
+    jb: usize,
+    k_pad: usize,
+    c: &mut [f32; BLOCK * BLOCK],
+) {
+    assert!(k_pad.is_multiple_of(32));
+    if k_pad == 0 {
+        c.fill(0.0);
+        return;
+    }
+    configure();
+    let lda = k_pad * 2;
+    // SAFETY: tile loads read rows 0..32 of `a` (32 bf16 each step, k_pad/32 steps) and the
+    // tiles of column blocks jb, jb + 1 of `b` (1 KB each step), all inside the
+    // slices (the caller's contract); the stores write `c`'s
+    // 32 x 32 floats (rows of 128 bytes). The caller guarantees AMX is usable.
+    unsafe {
+        std::arch::asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "tileloadd tmm4, [{a0} + {lda}]",
+            "tileloadd tmm5, [{a1} + {lda}]",
+            "tileloadd tmm6, [{b0} + {ldb}]",
+            "tileloadd tmm7, [{b1} + {ldb}]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, 64",
+            "add {a1}, 64",
+            "add {b0}, {bstep}",
+            "add {b1}, {bstep}",
+            "dec {steps}",
+            "jnz 2b",
+            "tilestored [{c} + {ldc}], tmm0",
+            "add {c}, 64",
+            "tilestored [{c} + {ldc}], tmm1",
+            "add {c}, 1984",
+            "tilestored [{c} + {ldc}], tmm2",
+            "add {c}, 64",
+            "tilestored [{c} + {ldc}], tmm3",
+            a0 = inout(reg) a.as_ptr() => _,
+            a1 = inout(reg) a.as_ptr().add(16 * k_pad) => _,
+            b0 = inout(reg) b.as_ptr().add(b_offset(0, jb, k_pad)) => _,
+            b1 = inout(reg) b.as_ptr().add(b_offset(0, jb + 1, k_pad)) => _,
+            bstep = in(reg) 1024usize,
+            steps = inout(reg) k_pad / 32 => _,
+            lda = in(reg) lda,
+            ldb = in(reg) 64usize,
+            c = inout(reg) c.as_mut_ptr() => _,
+            ldc = in(reg) BLOCK * 4,
+            options(nostack),
+        );
+    }
+}

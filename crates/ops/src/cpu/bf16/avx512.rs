@@ -1,0 +1,111 @@
+//! AVX512-BF16: `vdpbf16ps` (16 f32 lanes += pair-wise products of 32 bf16), and the f32 to
+//! bf16 conversions every kernel packs with (`vcvtne2ps2bf16`: ties to even).
+
+use std::arch::x86_64::*;
+
+use super::{BLOCK, NB, b_offset};
+
+pub(super) fn available() -> bool {
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| {
+        is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512bf16")
+    })
+}
+
+fn bh(v: __m512i) -> __m512bh {
+    // SAFETY: both are 512 bits of plain data.
+    unsafe { std::mem::transmute(v) }
+}
+
+fn ih(v: __m512bh) -> __m512i {
+    // SAFETY: both are 512 bits of plain data.
+    unsafe { std::mem::transmute(v) }
+}
+
+/// `dst = bf16(src)`, 32 at a time, the tail masked (so every element takes the same
+/// instruction: it treats subnormal inputs as zero, unlike the scalar rounding).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn convert(src: &[f32], dst: &mut [u16]) {
+    let n = src.len().min(dst.len());
+    let mut i = 0;
+    while i < n {
+        let w = (n - i).min(32);
+        let (lo_w, hi_w) = (w.min(16), w.saturating_sub(16));
+        let mask = |w: usize| ((1u32 << w) - 1) as u16;
+        // SAFETY: the masks keep every access inside `src[i..i + w]` / `dst[i..i + w]`.
+        unsafe {
+            let lo = _mm512_maskz_loadu_ps(mask(lo_w), src.as_ptr().add(i));
+            let hi = _mm512_maskz_loadu_ps(mask(hi_w), src.as_ptr().add(i + 16));
+            let v = ih(_mm512_cvtne2ps_pbh(hi, lo));
+            let m = if w == 32 { u32::MAX } else { (1u32 << w) - 1 };
+            _mm512_mask_storeu_epi16(dst.as_mut_ptr().add(i) as *mut i16, m, v);
+        }
+        i += w;
+    }
+}
+
+/// One packed row pair (see `PackedB`): `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])`,
+/// zeros past `r0.len()` (at most 16) and where `r1` is absent. `out` is 32 long.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
+    assert!(r0.len() <= NB && out.len() >= 2 * NB);
+    let m = ((1u32 << r0.len()) - 1) as u16;
+    // SAFETY: masked loads stay inside `r0` / `r1` (`r1` as long as `r0`); `out` holds 32.
+    unsafe {
+        let lo = _mm512_maskz_loadu_ps(m, r0.as_ptr());
+        let hi = match r1 {
+            Some(r) => _mm512_maskz_loadu_ps(m, r.as_ptr()),
+            None => _mm512_setzero_ps(),
+        };
+        let v = ih(_mm512_cvtne2ps_pbh(hi, lo));
+        // Lane 2c takes element c (row 0), lane 2c + 1 element 16 + c (row 1).
+        let idx = _mm512_set_epi16(
+            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
+            4, 19, 3, 18, 2, 17, 1, 16, 0,
+        );
+        _mm512_storeu_si512(out.as_mut_ptr() as *mut _, _mm512_permutexvar_epi16(idx, v));
+    }
+}
+
+/// `c [32, 32] = a [32, k_pad] x b` (see `super::block`): 8 rows x 32 columns at a time,
+/// 16 accumulators, each pair of bf16 in a row broadcast against two packed column blocks.
+///
+/// # Safety
+/// The slices hold what `super::block` asserts.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn block(
+    a: &[u16],
+    b: &[u16],
+    jb: usize,
+    k_pad: usize,
+    c: &mut [f32; BLOCK * BLOCK],
+) {
+    const R: usize = 8;
+    for rb in 0..BLOCK / R {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        // SAFETY: reads rows rb*8..rb*8+8 of `a` (k_pad each) and the tiles of column blocks
+        // jb, jb + 1 of `b`, inside the slices (the caller's contract).
+        unsafe {
+            let ap = a.as_ptr().add(rb * R * k_pad);
+            let b0 = b.as_ptr().add(b_offset(0, jb, k_pad));
+            let b1 = b.as_ptr().add(b_offset(0, jb + 1, k_pad));
+            for p in 0..k_pad / 2 {
+                let vb0 = bh(_mm512_loadu_si512(b0.add(p * 2 * NB) as *const _));
+                let vb1 = bh(_mm512_loadu_si512(b1.add(p * 2 * NB) as *const _));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let pair = (ap.add(r * k_pad + 2 * p) as *const i32).read_unaligned();
+                    let va = bh(_mm512_set1_epi32(pair));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], va, vb0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], va, vb1);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let row = c.as_mut_ptr().add((rb * R + r) * BLOCK);
+                _mm512_storeu_ps(row, acc[0]);
+                _mm512_storeu_ps(row.add(NB), acc[1]);
+            }
+        }
+    }
+}

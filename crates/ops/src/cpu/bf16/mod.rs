@@ -1,0 +1,345 @@
+//! Matrix products with bf16 operands and f32 accumulation (`--dtype bf16` on flex).
+//!
+//! Why: PyTorch's best CPU configuration (bf16 autocast) ran 1.6-3x faster than our f32 on a
+//! Xeon with AMX (issue 20). One instruction does a 16x16x32 product on AMX tiles
+//! (`tdpbf16ps`) and a 16-lane pair-wise dot on AVX512-BF16 (`vdpbf16ps`); both accumulate in
+//! f32. The kernel is picked at run time ([`Bf16Kernel::detect`]); a CPU with neither keeps
+//! f32 (emulating bf16 there would be slower than f32 and no closer to anything).
+//!
+//! Operands are packed once into the layouts the instructions read: the left one as rows of
+//! bf16 padded to 32 rows and 32 columns ([`PackedA`]), the right one as blocks of 16 columns
+//! with pairs of rows interleaved ([`PackedB`], the "VNNI" layout). Weights are packed at
+//! their first use and kept ([`cache`]); activations are packed per call.
+
+#[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+pub(crate) mod cache;
+#[cfg(test)]
+mod tests;
+
+use rayon::prelude::*;
+
+use super::isa::{Epilogue, Isa};
+
+/// Rows and columns of one output block (2x2 AMX tiles of 16x16).
+const BLOCK: usize = 32;
+/// Columns of one packed right-operand block: one AMX tile's / one zmm register's width.
+const NB: usize = 16;
+/// Where row pair `p` of column block `jb` (of 16 columns) of a packed right operand starts:
+/// each column block's `k_pad / 2` row pairs contiguous.
+fn b_offset(p: usize, jb: usize, k_pad: usize) -> usize {
+    jb * k_pad * NB + p * 2 * NB
+}
+
+/// Which instructions run the bf16 products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// AMX tiles (`tdpbf16ps`): Intel Sapphire Rapids and later.
+    Amx,
+    /// AVX512-BF16 (`vdpbf16ps`): Intel Cooper Lake and later, AMD Zen 4 and later.
+    Avx512,
+    /// Plain f32 arithmetic on the bf16 values: the reference the tests compare the others
+    /// with, and a way to check the packing on any CPU. Never chosen by [`detect`](Self::detect).
+    Emulated,
+}
+
+impl Bf16Kernel {
+    /// The fastest kernel this CPU and OS allow, or `None` (then products stay in f32).
+    pub fn detect() -> Option<Bf16Kernel> {
+        static K: std::sync::OnceLock<Option<Bf16Kernel>> = std::sync::OnceLock::new();
+        *K.get_or_init(|| {
+            if Self::Amx.available() {
+                Some(Self::Amx)
+            } else if Self::Avx512.available() {
+                Some(Self::Avx512)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Whether this kernel can run here (AMX also needs the kernel's permission for the
+    /// process, asked for once).
+    pub fn available(self) -> bool {
+        match self {
+            Self::Emulated => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => avx512::available(),
+            #[cfg(target_arch = "x86_64")]
+            Self::Amx => avx512::available() && amx::available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The name `COMMITTEE_BF16_KERNEL` and the printouts use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Amx => "amx",
+            Self::Avx512 => "avx512-bf16",
+            Self::Emulated => "emulated",
+        }
+    }
+}
+
+/// `x` rounded to the nearest bf16 (ties to even), NaN kept quiet: PyTorch's `c10::BFloat16`.
+pub fn to_bf16(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+    }
+}
+
+pub fn from_bf16(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+/// `src` rounded to bf16 into `dst` (same length), vectorised where AVX512-BF16 exists.
+fn convert(src: &[f32], dst: &mut [u16]) {
+    debug_assert_eq!(src.len(), dst.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the features it enables were detected.
+        return unsafe { avx512::convert(src, dst) };
+    }
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = to_bf16(*s);
+    }
+}
+
+/// The left operand `[m, k]`: bf16 rows of `k_pad` (a multiple of 32, zeros past `k`), `m_pad`
+/// rows (a multiple of 32, zero rows past `m`).
+pub struct PackedA {
+    data: Vec<u16>,
+    m: usize,
+    k: usize,
+    k_pad: usize,
+}
+
+impl PackedA {
+    /// Packs the row-major `[m, k]` matrix in `src`'s first `m * k` elements.
+    pub fn pack(src: &[f32], m: usize, k: usize) -> PackedA {
+        assert!(src.len() >= m * k, "left operand too short");
+        let (m_pad, k_pad) = (m.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
+        let mut data = vec![0u16; m_pad * k_pad];
+        if k > 0 {
+            data.par_chunks_mut(k_pad)
+                .zip(src[..m * k].par_chunks(k))
+                .with_min_len(16)
+                .for_each(|(d, s)| convert(s, &mut d[..k]));
+        }
+        PackedA { data, m, k, k_pad }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 2
+    }
+}
+
+/// The right operand `[k, n]`: blocks of 16 columns, each `[k_pad / 2][16][2]` bf16 (rows
+/// `2p` and `2p + 1` of a column side by side), `k_pad` a multiple of 32, zeros past `k` and
+/// `n`, and an even number of blocks (an output block is 32 columns wide). A block's column
+/// panel is contiguous: the product streams it (with 16-row-pair tiles strided across the
+/// operand instead, ViT's fc1 product ran 1.9x slower).
+pub struct PackedB {
+    data: Vec<u16>,
+    k: usize,
+    n: usize,
+    k_pad: usize,
+}
+
+impl PackedB {
+    /// Packs the row-major `[k, n]` matrix in `src`'s first `k * n` elements.
+    pub fn pack(src: &[f32], k: usize, n: usize) -> PackedB {
+        assert!(src.len() >= k * n, "right operand too short");
+        Self::pack_rows(k, n, |r, row| row.copy_from_slice(&src[r * n..][..n]))
+    }
+
+    /// Packs the `[k, n]` matrix whose row `r` `fill(r, row)` writes (all `n` of it): a
+    /// convolution's unfolded image, one row pair at a time in two small buffers instead of
+    /// the whole f32 matrix first (which for a 3x3 convolution is 9x the image).
+    pub fn pack_rows(k: usize, n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> PackedB {
+        let (n_pad, k_pad) = (n.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
+        let mut data = vec![0u16; n_pad * k_pad];
+        let out = Out16(data.as_mut_ptr());
+        (0..k.div_ceil(2)).into_par_iter().for_each_init(
+            || (vec![0f32; n], vec![0f32; n]),
+            |(r0, r1), p| {
+                fill(2 * p, r0);
+                let has_r1 = 2 * p + 1 < k;
+                if has_r1 {
+                    fill(2 * p + 1, r1);
+                }
+                for j0 in (0..n).step_by(NB) {
+                    let w = (n - j0).min(NB);
+                    // SAFETY: row pair `p` of column block `j0 / NB`: 32 elements inside
+                    // `data` (n_pad * k_pad long), written by this task alone.
+                    let dst = unsafe {
+                        let at = b_offset(p, j0 / NB, k_pad);
+                        std::slice::from_raw_parts_mut(out.get().add(at), 2 * NB)
+                    };
+                    interleave(&r0[j0..j0 + w], has_r1.then(|| &r1[j0..j0 + w]), dst);
+                }
+            },
+        );
+        PackedB { data, k, n, k_pad }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 2
+    }
+}
+
+/// One packed row pair: `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])` (0 past the ends).
+fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the features it enables were detected.
+        return unsafe { avx512::interleave(r0, r1, out) };
+    }
+    for (c, v) in r0.iter().enumerate() {
+        out[2 * c] = to_bf16(*v);
+        out[2 * c + 1] = r1.map_or(0, |r| to_bf16(r[c]));
+    }
+}
+
+/// Raw pointer to a packed operand shared by the packing tasks, each of which writes
+/// disjoint row pairs.
+#[derive(Clone, Copy)]
+struct Out16(*mut u16);
+// SAFETY: tasks write disjoint parts (see `PackedB::pack_rows`).
+unsafe impl Send for Out16 {}
+unsafe impl Sync for Out16 {}
+
+impl Out16 {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not its field).
+    fn get(&self) -> *mut u16 {
+        self.0
+    }
+}
+
+/// Raw output pointer shared by the block tasks, each of which writes a disjoint block.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: tasks write disjoint blocks (see `gemm`).
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// The pointer (a method, so closures capture the `Sync` wrapper, not its field).
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Bytes of right-operand panels one task keeps in its core's L2 while one left panel meets
+/// them all (a quarter of the 2 MB of a Sapphire Rapids core, 1 MB of a Zen 4 one).
+const PANELS_BYTES: usize = 512 << 10;
+
+/// `dst [m, n] (row-major) = ep(a x b)`, plus what `dst` holds before `ep` when
+/// `accumulate` (a preloaded bias), on `kernel`.
+///
+/// Each rayon task takes one 32-row panel of `a` and a group of 32-column panels of `b` that
+/// fit [`PANELS_BYTES`], and computes their 32x32 blocks one after another: the left panel
+/// stays in L1, the group in L2, and the tasks of one group (neighbours, so mostly one
+/// thread's) reuse it. One task per block instead streamed all of `a` from memory once per
+/// column panel: ViT-B/16's fc1 at batch 8 ran 2.5x slower. The activation is applied to each
+/// finished block while it is in L1: a separate pass over ViT's fc1 output (GELU) took as
+/// long as the bf16 product itself.
+pub fn gemm(
+    kernel: Bf16Kernel,
+    a: &PackedA,
+    b: &PackedB,
+    dst: &mut [f32],
+    accumulate: bool,
+    ep: Epilogue,
+) {
+    let isa = Isa::get();
+    let (m, n) = (a.m, b.n);
+    assert_eq!(a.k, b.k, "inner dimensions differ");
+    assert_eq!(a.k_pad, b.k_pad);
+    assert!(dst.len() >= m * n, "output too short");
+    assert!(
+        kernel.available(),
+        "bf16 kernel {} unavailable",
+        kernel.name()
+    );
+    let (mb, nb) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    let k_pad = a.k_pad;
+    let group = (PANELS_BYTES / (BLOCK * 2 * k_pad.max(1))).clamp(1, nb.max(1));
+    let groups = nb.div_ceil(group);
+    let out = Out(dst.as_mut_ptr());
+    (0..groups * mb).into_par_iter().for_each(|t| {
+        let (g, ib) = (t / mb, t % mb);
+        let i0 = ib * BLOCK;
+        let pa = &a.data[i0 * k_pad..][..BLOCK * k_pad];
+        let mut c = Block([0f32; BLOCK * BLOCK]);
+        for jb in g * group..((g + 1) * group).min(nb) {
+            let j0 = jb * BLOCK;
+            block(kernel, pa, &b.data, 2 * jb, k_pad, &mut c.0);
+            let (rows, cols) = ((m - i0).min(BLOCK), (n - j0).min(BLOCK));
+            for r in 0..rows {
+                // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n,
+                // checked above) belong to this block, computed by this task alone.
+                let d = unsafe {
+                    std::slice::from_raw_parts_mut(out.get().add((i0 + r) * n + j0), cols)
+                };
+                let s = &c.0[r * BLOCK..][..cols];
+                if accumulate {
+                    d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
+                } else {
+                    d.copy_from_slice(s);
+                }
+                if ep != Epilogue::None {
+                    isa.epilogue(d, ep);
+                }
+            }
+        }
+    });
+}
+
+#[repr(C, align(64))]
+struct Block([f32; BLOCK * BLOCK]);
+
+/// `c [32, 32] (row-major) = a [32, k_pad] x b` for one packed row panel `a` and column
+/// blocks `jb` and `jb + 1` of the packed right operand `b`.
+fn block(
+    kernel: Bf16Kernel,
+    a: &[u16],
+    b: &[u16],
+    jb: usize,
+    k_pad: usize,
+    c: &mut [f32; BLOCK * BLOCK],
+) {
+    assert!(a.len() >= BLOCK * k_pad && b.len() >= b_offset(0, jb + 2, k_pad));
+    match kernel {
+        // SAFETY: `gemm` checked availability; the slices hold the extents the kernels read
+        // (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Bf16Kernel::Amx => unsafe { amx::block(a, b, jb, k_pad, c) },
+        #[cfg(target_arch = "x86_64")]
+        Bf16Kernel::Avx512 => unsafe { avx512::block(a, b, jb, k_pad, c) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Bf16Kernel::Amx | Bf16Kernel::Avx512 => unreachable!("not available"),
+        Bf16Kernel::Emulated => emulated_block(a, b, jb, k_pad, c),
+    }
+}
+
+fn emulated_block(a: &[u16], b: &[u16], jb: usize, k_pad: usize, c: &mut [f32; BLOCK * BLOCK]) {
+    for r in 0..BLOCK {
+        let row = &a[r * k_pad..][..k_pad];
+        for col in 0..BLOCK {
+            let mut acc = 0f32;
+            for p in 0..k_pad / 2 {
+                let at = b_offset(p, jb + col / NB, k_pad) + 2 * (col % NB);
+                acc += from_bf16(row[2 * p]) * from_bf16(b[at])
+                    + from_bf16(row[2 * p + 1]) * from_bf16(b[at + 1]);
+            }
+            c[r * BLOCK + col] = acc;
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The bf16 products against references computed here in f64 from the same bf16 values, on
+//! every kernel this CPU has (the emulated one everywhere).
+
+use super::*;
+
+fn kernels() -> Vec<Bf16Kernel> {
+    [Bf16Kernel::Emulated, Bf16Kernel::Avx512, Bf16Kernel::Amx]
+        .into_iter()
+        .filter(|k| k.available())
+        .collect()
+}
+
+/// Deterministic values in [-2, 2) with every mantissa bit in play.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+#[test]
+fn rounding_is_to_nearest_even_as_in_pytorch() {
+    // Hand-computed: bf16 keeps f32's top 16 bits; 1 + 2^-8 is halfway between 1 and
+    // 1 + 2^-7 and goes to the even mantissa (1.0); 1 + 3 * 2^-8 goes up to 1 + 2^-6.
+    assert_eq!(to_bf16(1.0), 0x3f80);
+    assert_eq!(to_bf16(1.0 + 1.0 / 256.0), 0x3f80);
+    assert_eq!(to_bf16(1.0 + 3.0 / 256.0), 0x3f82);
+    assert_eq!(to_bf16(1.0 + 1.5 / 256.0), 0x3f81);
+    assert_eq!(to_bf16(-2.0), 0xc000);
+    assert_eq!(to_bf16(f32::INFINITY), 0x7f80);
+    assert_eq!(to_bf16(f32::MAX), 0x7f80, "rounds past the largest bf16");
+    assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
+    assert_eq!(from_bf16(0x4049), 3.140625);
+}
+
+#[test]
+fn vector_conversion_matches_the_scalar_rounding() {
+    for n in [0, 1, 15, 16, 17, 31, 32, 33, 100] {
+        let mut src = values(n, n as u64 + 1);
+        // Exact ties, both ways.
+        for (i, v) in src.iter_mut().enumerate().step_by(3) {
+            *v = f32::from_bits(0x3f80_8000 + ((i as u32 & 1) << 16));
+        }
+        let mut dst = vec![0u16; n];
+        convert(&src, &mut dst);
+        let want: Vec<u16> = src.iter().map(|v| to_bf16(*v)).collect();
+        assert_eq!(dst, want, "n = {n}");
+    }
+}
+
+#[test]
+fn right_operand_interleaves_row_pairs_in_blocks_of_16() {
+    // [k = 3, n = 18]: B[r][c] = 32 r + c, all exact in bf16.
+    let (k, n) = (3, 18);
+    let src: Vec<f32> = (0..k * n).map(|i| ((i / n) * 32 + i % n) as f32).collect();
+    let b = PackedB::pack(&src, k, n);
+    assert_eq!((b.k_pad, b.data.len()), (32, 32 * 32));
+    let at = |blk: usize, p: usize, c: usize, t: usize| {
+        from_bf16(b.data[blk * 32 * 16 + p * 32 + 2 * c + t])
+    };
+    assert_eq!((at(0, 0, 0, 0), at(0, 0, 0, 1)), (0.0, 32.0));
+    assert_eq!((at(0, 0, 5, 0), at(0, 0, 5, 1)), (5.0, 37.0));
+    assert_eq!(
+        (at(0, 1, 5, 0), at(0, 1, 5, 1)),
+        (69.0, 0.0),
+        "row 3 is padding"
+    );
+    assert_eq!(
+        (at(1, 0, 1, 0), at(1, 0, 1, 1)),
+        (17.0, 49.0),
+        "column 17 in block 1"
+    );
+    assert_eq!(at(1, 0, 2, 0), 0.0, "column 18 is padding");
+    assert!(
+        b.data[2 * 32..16 * 32].iter().all(|v| *v == 0),
+        "k pairs past 1"
+    );
+}
+
+#[test]
+fn products_match_an_f64_reference_on_every_kernel() {
+    let shapes = [
+        (1, 1, 1),
+        (1, 1000, 768),
+        (33, 17, 45),
+        (64, 64, 64),
+        (5, 100, 300),
+        (70, 40, 32),
+        (96, 49, 1152),
+        (3, 5, 0),
+    ];
+    for kernel in kernels() {
+        for (s, &(m, n, k)) in shapes.iter().enumerate() {
+            let a = values(m * k, 2 * s as u64 + 1);
+            let b = values(k * n, 2 * s as u64 + 2);
+            let bias = values(n, 99);
+            let (pa, pb) = (PackedA::pack(&a, m, k), PackedB::pack(&b, k, n));
+            for accumulate in [false, true] {
+                let mut dst: Vec<f32> = (0..m * n)
+                    .map(|i| if accumulate { bias[i % n] } else { f32::NAN })
+                    .collect();
+                // With the bias, the ReLU fused into the block write-back too.
+                let ep = if accumulate {
+                    Epilogue::Relu
+                } else {
+                    Epilogue::None
+                };
+                gemm(kernel, &pa, &pb, &mut dst, accumulate, ep);
+                let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+                for i in 0..m {
+                    for j in 0..n {
+                        let (mut want, mut mag) = (0f64, 0f64);
+                        for p in 0..k {
+                            let t = r(a[i * k + p]) * r(b[p * n + j]);
+                            want += t;
+                            mag += t.abs();
+                        }
+                        if accumulate {
+                            want += bias[j] as f64;
+                            mag += (bias[j] as f64).abs();
+                        }
+                        if accumulate {
+                            want = want.max(0.0);
+                        }
+                        let got = dst[i * n + j] as f64;
+                        // f32 accumulation: k roundings of partial sums at most.
+                        let tol = (k as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-30;
+                        assert!(
+                            (got - want).abs() <= tol,
+                            "{} m{m} n{n} k{k} acc {accumulate} [{i},{j}]: {got} vs {want}",
+                            kernel.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bf16_products_are_as_close_to_f32_as_bf16_rounding_allows() {
+    // A 256-long dot of values in [-2, 2): each product carries a relative error of at most
+    // 2 * 2^-9 (two operands rounded), so the sum is off by at most 2^-8 * sum |a b|.
+    let (m, n, k) = (8, 32, 256);
+    let (a, b) = (values(m * k, 5), values(k * n, 6));
+    let mut dst = vec![0f32; m * n];
+    for kernel in kernels() {
+        gemm(
+            kernel,
+            &PackedA::pack(&a, m, k),
+            &PackedB::pack(&b, k, n),
+            &mut dst,
+            false,
+            Epilogue::None,
+        );
+        for i in 0..m {
+            for j in 0..n {
+                let exact: f64 = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum();
+                let mag: f64 = (0..k)
+                    .map(|p| (a[i * k + p] as f64 * b[p * n + j] as f64).abs())
+                    .sum();
+                assert!((dst[i * n + j] as f64 - exact).abs() <= mag / 256.0);
+            }
+        }
+    }
+}

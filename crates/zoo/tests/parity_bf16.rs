@@ -1,0 +1,118 @@
+//! `--dtype bf16` against PyTorch's own bf16: on the timm-format parity fixtures, committee's
+//! logits with bf16 products are no farther from timm's f32 logits than PyTorch's CPU
+//! autocast to bfloat16 is (geometric mean of the ratios <= 1; any one case <= 1.5x, since one
+//! fixture's largest error is one draw of the rounding: measured 0.50-1.39x on AMX) (tests/fixtures/parity/bf16_pytorch.json, written by
+//! scripts/bf16_reference.py with torch 2.11 + timm), and give the same top-1.
+//!
+//! Its own test binary: the precision is process-wide. Runs on the bf16 kernel this CPU has
+//! (AMX, AVX512-BF16), or else on the emulated one (plain f32 arithmetic on bf16 values, the
+//! same rounding), so every host checks the packing and the precision.
+//! `COMMITTEE_BF16_KERNEL=amx|avx512-bf16|emulated` forces one.
+
+mod common;
+
+use burn::tensor::Device;
+use committee_ops::cpu::bf16::Bf16Kernel;
+use committee_ops::precision;
+use committee_zoo::weights::{LoadOptions, load_spec, parse_safetensors};
+use common::*;
+
+#[test]
+fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
+    let refs: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir().join("bf16_pytorch.json")).expect("bf16_pytorch.json"),
+    )
+    .expect("JSON");
+    // COMMITTEE_BF16_KERNEL forces one (amx, avx512-bf16, emulated), to check each in turn.
+    let forced = std::env::var("COMMITTEE_BF16_KERNEL").ok().and_then(|n| {
+        [Bf16Kernel::Amx, Bf16Kernel::Avx512, Bf16Kernel::Emulated]
+            .into_iter()
+            .find(|k| k.name() == n)
+    });
+    let kernel = forced
+        .or(Bf16Kernel::detect())
+        .unwrap_or(Bf16Kernel::Emulated);
+    precision::use_kernel(Some(kernel)).expect("kernel available");
+    let device = Device::flex();
+    let mut failures = Vec::new();
+    let mut ratios = Vec::new();
+    for case in cases() {
+        let name = case["case"].as_str().unwrap().to_string();
+        let Some(r) = refs.get(&name) else { continue };
+        let torch = r["bf16_rel_err"].as_f64().unwrap();
+        let (_, ours) = run_case(&case, spec_of(&case), &device);
+        let agree = top1_agreement(&case, &device);
+        eprintln!(
+            "{name:26} {}: bf16 rel err {ours:.2e}, PyTorch bf16 {torch:.2e} ({:.2}x), top-1 agreement {agree}",
+            kernel.name(),
+            ours as f64 / torch
+        );
+        ratios.push(ours as f64 / torch);
+        if ours as f64 > 1.5 * torch || agree < 1.0 {
+            failures.push(format!(
+                "{name}: {ours:.2e} vs PyTorch {torch:.2e}, top-1 {agree}"
+            ));
+        }
+    }
+    precision::use_kernel(None).expect("f32");
+    assert!(
+        ratios.len() >= 6,
+        "only {} cases have a PyTorch bf16 reference",
+        ratios.len()
+    );
+    let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+    eprintln!("geometric mean of the ratios: {geomean:.2}");
+    assert!(
+        geomean <= 1.0,
+        "bf16 farther than PyTorch's on average: {geomean:.2}x"
+    );
+    assert!(
+        failures.is_empty(),
+        "bf16 farther than PyTorch's: {failures:#?}"
+    );
+}
+
+/// The fraction of the case's images whose top-1 class is timm's f32 one.
+fn top1_agreement(case: &serde_json::Value, device: &Device) -> f64 {
+    let name = case["case"].as_str().unwrap();
+    let io =
+        parse_safetensors(&std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap())
+            .unwrap();
+    let img: Vec<usize> = case["img"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    let opts = LoadOptions {
+        img_size: Some([img[0], img[1]]),
+        ..Default::default()
+    };
+    let ckpt = dir().join(case["checkpoint"].as_str().unwrap());
+    let model = load_spec(spec_of(case), &ckpt, &opts, device)
+        .unwrap()
+        .model;
+    let logits = model.forward(tensor::<4>(&io.tensors["input"], device));
+    let ours = logits
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap();
+    let reference = &io.tensors["logits"];
+    let classes = reference.shape[1];
+    let same = ours
+        .iter()
+        .zip(reference.data.chunks(classes))
+        .filter(|(o, row)| {
+            let best = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0;
+            **o as usize == best
+        })
+        .count();
+    same as f64 / ours.len() as f64
+}
