@@ -61,6 +61,16 @@ fn read_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     (t.shape().to_vec(), data)
 }
 
+/// Largest absolute difference, and the scale PyTorch's parity bar uses: max(1, max |ref|).
+fn max_err(ours: &[f32], theirs: &[f32]) -> (f32, f32) {
+    let scale = theirs.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let err = ours
+        .iter()
+        .zip(theirs)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    (err, scale)
+}
+
 #[test]
 fn tensor_mode_matches_pytorch() {
     let dir = tempfile::tempdir().unwrap();
@@ -88,11 +98,7 @@ fn tensor_mode_matches_pytorch() {
             let (s1, ours) = read_tensor(&out, name);
             let (s2, theirs) = read_tensor(&io, name);
             assert_eq!(s1, s2);
-            let scale = theirs.iter().fold(1f32, |m, v| m.max(v.abs()));
-            let err = ours
-                .iter()
-                .zip(&theirs)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let (err, scale) = max_err(&ours, &theirs);
             assert!(
                 err <= 1e-4 * scale,
                 "{case} {name}: err {err} scale {scale}"
@@ -264,11 +270,7 @@ fn predict_dtype_bf16_is_as_close_as_pytorch_bf16_and_bad_dtypes_are_refused() {
     assert!(bf16_ran || stderr.contains("running f32"), "{stderr}");
     let (_, ours) = read_tensor(&out, "logits");
     let (_, theirs) = read_tensor(&io, "logits");
-    let scale = theirs.iter().fold(1f32, |m, v| m.max(v.abs()));
-    let err = ours
-        .iter()
-        .zip(&theirs)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let (err, scale) = max_err(&ours, &theirs);
     assert!(
         err / scale <= 1.5 * torch,
         "{err} / {scale} vs PyTorch {torch}"

@@ -299,55 +299,53 @@ fn backend_rows(
     sel: &committee_ops::backend::Selected,
 ) -> Result<Vec<serde_json::Value>> {
     let mut rows = Vec::new();
-    {
-        for name in &a.model {
-            let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
-            let img = a.img_size.unwrap_or(spec.eval.img_size);
-            if a.train {
-                for &b in &a.batch {
-                    // Free the pages earlier rows left, so device_mem_mb is this row's.
-                    sel.device.memory_cleanup();
-                    rows.push(train_row(a, name, &spec, img, b, sel)?);
-                }
-                continue;
-            }
-            let opts = CommonOptions {
-                num_classes: a.num_classes,
-                in_chans: a.in_chans,
-                ..Default::default()
-            };
-            let model = match &a.weights {
-                Some(w) => {
-                    let opts = LoadOptions {
-                        img_size: Some([img; 2]),
-                        fold_bn: !a.no_fold_bn,
-                        ..Default::default()
-                    };
-                    load(name, w, &opts, &sel.device)?.model
-                }
-                None => {
-                    let m = random_model(&spec, &opts, [img; 2], &sel.device);
-                    if a.no_fold_bn { m } else { m.fold_batchnorm() }
-                }
-            };
-            let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
+    for name in &a.model {
+        let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
+        let img = a.img_size.unwrap_or(spec.eval.img_size);
+        if a.train {
             for &b in &a.batch {
+                // Free the pages earlier rows left, so device_mem_mb is this row's.
                 sel.device.memory_cleanup();
-                let x = Tensor::<4>::random(
-                    [b, a.in_chans, img, img],
-                    Distribution::Normal(0.0, 1.0),
-                    &sel.device,
-                );
-                // `timed` syncs the device after each call: the whole forward is timed.
-                let (times, first_ms) = timed(a, &sel.device, (), |()| {
-                    let _ = model.forward(x.clone()).into_data();
-                });
-                let mut r = row(a, name, b, img, gmacs, times, first_ms, sel, "forward");
-                if a.profile {
-                    r["profile"] = profile_forward(a, &model, &x);
-                }
-                rows.push(r);
+                rows.push(train_row(a, name, &spec, img, b, sel)?);
             }
+            continue;
+        }
+        let opts = CommonOptions {
+            num_classes: a.num_classes,
+            in_chans: a.in_chans,
+            ..Default::default()
+        };
+        let model = match &a.weights {
+            Some(w) => {
+                let opts = LoadOptions {
+                    img_size: Some([img; 2]),
+                    fold_bn: !a.no_fold_bn,
+                    ..Default::default()
+                };
+                load(name, w, &opts, &sel.device)?.model
+            }
+            None => {
+                let m = random_model(&spec, &opts, [img; 2], &sel.device);
+                if a.no_fold_bn { m } else { m.fold_batchnorm() }
+            }
+        };
+        let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
+        for &b in &a.batch {
+            sel.device.memory_cleanup();
+            let x = Tensor::<4>::random(
+                [b, a.in_chans, img, img],
+                Distribution::Normal(0.0, 1.0),
+                &sel.device,
+            );
+            // `timed` syncs the device after each call: the whole forward is timed.
+            let (times, first_ms) = timed(a, &sel.device, (), |()| {
+                let _ = model.forward(x.clone()).into_data();
+            });
+            let mut r = row(a, name, b, img, gmacs, times, first_ms, sel, "forward");
+            if a.profile {
+                r["profile"] = profile_forward(a, &model, &x);
+            }
+            rows.push(r);
         }
     }
     Ok(rows)

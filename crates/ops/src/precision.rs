@@ -48,9 +48,8 @@ pub enum PrecisionError {
     Unavailable(String),
 }
 
-/// 0: f32; otherwise 1 + the index of the bf16 kernel in [`KERNELS`].
+/// 0: f32; otherwise 1 + the index of the bf16 kernel in [`Bf16Kernel::ALL`].
 static STATE: AtomicU8 = AtomicU8::new(0);
-const KERNELS: [Bf16Kernel; 3] = [Bf16Kernel::Amx, Bf16Kernel::Avx512, Bf16Kernel::Emulated];
 
 /// Sets the products' precision for the rest of the process and returns the bf16 kernel that
 /// runs them (`None`: f32, asked for or the only one this CPU has). `COMMITTEE_BF16_KERNEL`
@@ -60,9 +59,7 @@ pub fn set(dtype: Dtype) -> Result<Option<Bf16Kernel>, PrecisionError> {
         Dtype::F32 => None,
         Dtype::Bf16 => match std::env::var("COMMITTEE_BF16_KERNEL") {
             Ok(name) if !name.is_empty() => {
-                let k = KERNELS
-                    .into_iter()
-                    .find(|k| k.name() == name)
+                let k = Bf16Kernel::from_name(&name)
                     .ok_or_else(|| PrecisionError::UnknownKernel(name.clone()))?;
                 if !k.available() {
                     return Err(PrecisionError::Unavailable(name));
@@ -82,7 +79,9 @@ pub fn use_kernel(kernel: Option<Bf16Kernel>) -> Result<(), PrecisionError> {
     if let Some(k) = kernel.filter(|k| !k.available()) {
         return Err(PrecisionError::Unavailable(k.name().into()));
     }
-    let code = kernel.map_or(0, |k| 1 + KERNELS.iter().position(|x| *x == k).unwrap_or(0));
+    let code = kernel.map_or(0, |k| {
+        1 + Bf16Kernel::ALL.iter().position(|x| *x == k).unwrap_or(0)
+    });
     STATE.store(code as u8, Ordering::Relaxed);
     Ok(())
 }
@@ -91,7 +90,7 @@ pub fn use_kernel(kernel: Option<Bf16Kernel>) -> Result<(), PrecisionError> {
 pub fn bf16_kernel() -> Option<Bf16Kernel> {
     match STATE.load(Ordering::Relaxed) {
         0 => None,
-        c => KERNELS.get(c as usize - 1).copied(),
+        c => Bf16Kernel::ALL.get(c as usize - 1).copied(),
     }
 }
 

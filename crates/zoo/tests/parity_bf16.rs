@@ -11,10 +11,10 @@
 
 mod common;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use committee_ops::cpu::bf16::Bf16Kernel;
 use committee_ops::precision;
-use committee_zoo::weights::{LoadOptions, load_spec, parse_safetensors};
+use committee_zoo::weights::RawTensor;
 use common::*;
 
 #[test]
@@ -24,11 +24,9 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
     )
     .expect("JSON");
     // COMMITTEE_BF16_KERNEL forces one (amx, avx512-bf16, emulated), to check each in turn.
-    let forced = std::env::var("COMMITTEE_BF16_KERNEL").ok().and_then(|n| {
-        [Bf16Kernel::Amx, Bf16Kernel::Avx512, Bf16Kernel::Emulated]
-            .into_iter()
-            .find(|k| k.name() == n)
-    });
+    let forced = std::env::var("COMMITTEE_BF16_KERNEL")
+        .ok()
+        .and_then(|n| Bf16Kernel::from_name(&n));
     let kernel = forced
         .or(Bf16Kernel::detect())
         .unwrap_or(Bf16Kernel::Emulated);
@@ -40,8 +38,12 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
         let name = case["case"].as_str().unwrap().to_string();
         let Some(r) = refs.get(&name) else { continue };
         let torch = r["bf16_rel_err"].as_f64().unwrap();
-        let (_, ours) = run_case(&case, spec_of(&case), &device);
-        let agree = top1_agreement(&case, &device);
+        let out = case_outputs(&case, spec_of(&case), &device, false);
+        let reference = &out.io.tensors["logits"];
+        let agree = top1_agreement(out.whole.clone(), reference);
+        let (le, ls) = max_err(out.logits, reference);
+        let (we, _) = max_err(out.whole, reference);
+        let ours = le.max(we) / ls;
         eprintln!(
             "{name:26} {}: bf16 rel err {ours:.2e}, PyTorch bf16 {torch:.2e} ({:.2}x), top-1 agreement {agree}",
             kernel.name(),
@@ -72,34 +74,14 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
     );
 }
 
-/// The fraction of the case's images whose top-1 class is timm's f32 one.
-fn top1_agreement(case: &serde_json::Value, device: &Device) -> f64 {
-    let name = case["case"].as_str().unwrap();
-    let io =
-        parse_safetensors(&std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap())
-            .unwrap();
-    let img: Vec<usize> = case["img"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let opts = LoadOptions {
-        img_size: Some([img[0], img[1]]),
-        ..Default::default()
-    };
-    let ckpt = dir().join(case["checkpoint"].as_str().unwrap());
-    let model = load_spec(spec_of(case), &ckpt, &opts, device)
-        .unwrap()
-        .model;
-    let logits = model.forward(tensor::<4>(&io.tensors["input"], device));
+/// The fraction of the images whose top-1 class in `logits` is the reference's.
+fn top1_agreement(logits: Tensor<2>, reference: &RawTensor) -> f64 {
     let ours = logits
         .argmax(1)
         .into_data()
         .convert::<i64>()
         .try_to_vec::<i64>()
         .unwrap();
-    let reference = &io.tensors["logits"];
     let classes = reference.shape[1];
     let same = ours
         .iter()

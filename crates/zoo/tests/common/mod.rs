@@ -10,7 +10,7 @@ use committee_zoo::efficientnet::EfficientNetArch;
 use committee_zoo::registry::{self, Arch, ModelSpec};
 use committee_zoo::resnet::{ResBlockKind, ResNetArch};
 use committee_zoo::vit::VitArch;
-use committee_zoo::weights::{LoadOptions, load_spec, parse_safetensors};
+use committee_zoo::weights::{Checkpoint, LoadOptions, load_spec, parse_safetensors};
 use serde_json::Value;
 
 pub fn dir() -> PathBuf {
@@ -108,6 +108,27 @@ pub fn run_case(case: &Value, spec: ModelSpec, device: &Device) -> (f32, f32) {
 }
 
 pub fn run_case_with(case: &Value, spec: ModelSpec, device: &Device, fold: bool) -> (f32, f32) {
+    let out = case_outputs(case, spec, device, fold);
+    let (fe, fs) = max_err(out.features, &out.io.tensors["features"]);
+    let (le, ls) = max_err(out.logits, &out.io.tensors["logits"]);
+    let (we, _) = max_err(out.whole, &out.io.tensors["logits"]);
+    (fe / fs, le.max(we) / ls)
+}
+
+/// A case's model run on its input: the fixture's tensors and ours.
+pub struct CaseOutputs {
+    /// The fixture: `input`, and PyTorch's `features` and `logits`.
+    pub io: Checkpoint,
+    pub features: Tensor<2>,
+    /// `forward_head` of `features`.
+    pub logits: Tensor<2>,
+    /// `Model::forward` as well: on flex it splits a CNN's batch over the threads
+    /// (`kernels::split_batch`); both ways must give PyTorch's logits.
+    pub whole: Tensor<2>,
+}
+
+/// Loads a case's checkpoint (BatchNorm folded when `fold`) and runs its input.
+pub fn case_outputs(case: &Value, spec: ModelSpec, device: &Device, fold: bool) -> CaseOutputs {
     let name = case["case"].as_str().unwrap();
     let io =
         parse_safetensors(&std::fs::read(dir().join(format!("{name}.io.safetensors"))).unwrap())
@@ -131,13 +152,13 @@ pub fn run_case_with(case: &Value, spec: ModelSpec, device: &Device, fold: bool)
         loaded.model
     };
     let x = tensor::<4>(&io.tensors["input"], device);
-    // `Model::forward` as well: on flex it splits a CNN's batch over the threads
-    // (`kernels::split_batch`); both ways must give PyTorch's logits.
     let whole = model.forward(x.clone());
-    let feats = model.forward_features(x);
-    let logits = model.forward_head(feats.clone());
-    let (fe, fs) = max_err(feats, &io.tensors["features"]);
-    let (le, ls) = max_err(logits, &io.tensors["logits"]);
-    let (we, _) = max_err(whole, &io.tensors["logits"]);
-    (fe / fs, le.max(we) / ls)
+    let features = model.forward_features(x);
+    let logits = model.forward_head(features.clone());
+    CaseOutputs {
+        io,
+        features,
+        logits,
+        whole,
+    }
 }

@@ -38,12 +38,25 @@ fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
     f(guard.get_or_insert_with(Cache::default))
 }
 
-/// Makes room for `bytes` more.
-fn reserve(cache: &mut Cache, bytes: usize) {
-    if cache.bytes + bytes > MAX_BYTES {
-        *cache = Cache::default();
+/// The packed copy `map` (one side of the cache) holds under `key`, or `pack()`'s, kept.
+fn cached<T>(
+    key: Key,
+    map: fn(&mut Cache) -> &mut HashMap<Key, Arc<T>>,
+    pack: impl FnOnce() -> T,
+    bytes: fn(&T) -> usize,
+) -> Arc<T> {
+    if let Some(p) = with_cache(|c| map(c).get(&key).cloned()) {
+        return p;
     }
-    cache.bytes += bytes;
+    // Packed outside the lock (it is parallel); two threads may both pack, one copy is kept.
+    let p = Arc::new(pack());
+    with_cache(|c| {
+        if c.bytes + bytes(&p) > MAX_BYTES {
+            *c = Cache::default();
+        }
+        c.bytes += bytes(&p);
+        map(c).entry(key).or_insert(p).clone()
+    })
 }
 
 /// `param`'s value, the row-major `[m, k]` matrix in `data`, as a left operand.
@@ -53,16 +66,8 @@ pub(crate) fn left<const D: usize>(
     m: usize,
     k: usize,
 ) -> Arc<PackedA> {
-    let key = key(param, data);
-    if let Some(p) = with_cache(|c| c.left.get(&key).cloned()) {
-        return p;
-    }
-    // Packed outside the lock (it is parallel); two threads may both pack, one copy is kept.
-    let p = Arc::new(PackedA::pack(data, m, k));
-    with_cache(|c| {
-        reserve(c, p.bytes());
-        c.left.entry(key).or_insert(p).clone()
-    })
+    let pack = || PackedA::pack(data, m, k);
+    cached(key(param, data), |c| &mut c.left, pack, PackedA::bytes)
 }
 
 /// `param`'s value, the row-major `[k, n]` matrix in `data`, as a right operand.
@@ -72,13 +77,6 @@ pub(crate) fn right<const D: usize>(
     k: usize,
     n: usize,
 ) -> Arc<PackedB> {
-    let key = key(param, data);
-    if let Some(p) = with_cache(|c| c.right.get(&key).cloned()) {
-        return p;
-    }
-    let p = Arc::new(PackedB::pack(data, k, n));
-    with_cache(|c| {
-        reserve(c, p.bytes());
-        c.right.entry(key).or_insert(p).clone()
-    })
+    let pack = || PackedB::pack(data, k, n);
+    cached(key(param, data), |c| &mut c.right, pack, PackedB::bytes)
 }

@@ -46,6 +46,14 @@ pub enum Bf16Kernel {
 }
 
 impl Bf16Kernel {
+    /// Every kernel, fastest first.
+    pub const ALL: [Bf16Kernel; 3] = [Self::Amx, Self::Avx512, Self::Emulated];
+
+    /// The kernel [`name`](Self::name) calls `name`.
+    pub fn from_name(name: &str) -> Option<Bf16Kernel> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// The fastest kernel this CPU and OS allow, or `None` (then products stay in f32).
     pub fn detect() -> Option<Bf16Kernel> {
         static K: std::sync::OnceLock<Option<Bf16Kernel>> = std::sync::OnceLock::new();

@@ -4,7 +4,7 @@
 use super::*;
 
 fn kernels() -> Vec<Bf16Kernel> {
-    [Bf16Kernel::Emulated, Bf16Kernel::Avx512, Bf16Kernel::Amx]
+    Bf16Kernel::ALL
         .into_iter()
         .filter(|k| k.available())
         .collect()
