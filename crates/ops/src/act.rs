@@ -29,6 +29,10 @@ impl Act {
             Ok(y) => return y,
             Err(x) => x,
         };
+        let x = match cpu::train::activation(x, self) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
         match self {
             Act::Relu => activation::relu(x),
             Act::Relu6 if x.device().is_autodiff() && relu6_masked() => relu6_train(x),

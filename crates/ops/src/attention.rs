@@ -7,10 +7,15 @@ use burn::tensor::ops::AttentionModuleOptions;
 use crate::{cpu, profile};
 
 /// `softmax(Q K^T / sqrt(d_head)) V` for every head, from timm's qkv layout `[b, n, 3 * d]`
-/// to `[b, n, d]`: committee's kernel on flex, else Burn's attention after the head reshapes.
+/// to `[b, n, d]`: committee's kernel on flex (with its own backward in training), else Burn's
+/// attention after the head reshapes.
 pub fn attention(qkv: Tensor<3>, heads: usize) -> Tensor<3> {
     profile::layer("attention (sdpa, head reshapes)", qkv, |qkv| {
         let qkv = match cpu::attention(qkv, heads) {
+            Ok(o) => return o,
+            Err(qkv) => qkv,
+        };
+        let qkv = match cpu::train::attention(qkv, heads) {
             Ok(o) => return o,
             Err(qkv) => qkv,
         };

@@ -19,7 +19,8 @@ pub enum Kernel {
     /// Max pooling (ResNet's stem).
     MaxPool,
     /// Training ops with their own backward (`cpu::train`): depthwise, 1x1 and other
-    /// dense convolutions, BatchNorm.
+    /// dense convolutions, BatchNorm with the activation after it fused in, activations,
+    /// LayerNorm, attention.
     Train,
     /// A CNN's batch split over the threads, each part through the whole network on one
     /// thread ([`crate::cpu::split_batch`]).

@@ -31,7 +31,7 @@ pub use attention::attention;
 pub use conv::{conv2d, conv2d_act};
 pub use kernel::{Kernel, set_enabled};
 pub use linear::linear;
-pub use norm::batch_norm;
+pub use norm::{batch_norm, batch_norm_act, layer_norm};
 pub use pool::{global_avg_pool, max_pool};
 
 use burn::tensor::Tensor;

@@ -1,9 +1,9 @@
 //! BatchNorm, with PyTorch's running-statistics update in training.
 
-use burn::nn::BatchNorm;
+use burn::nn::{BatchNorm, LayerNorm};
 use burn::tensor::{Device, Tensor};
 
-use crate::{cpu, profile};
+use crate::{Act, cpu, profile};
 
 /// BatchNorm as PyTorch computes it, as one profile span. In training (an autodiff device,
 /// layer not frozen) it normalises with the batch statistics like Burn, but updates
@@ -13,26 +13,38 @@ use crate::{cpu, profile};
 /// against PyTorch in crates/train/tests/step_parity.rs). On flex the training form is
 /// committee's op with its own backward (`cpu::train`). Otherwise Burn's inference forward.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    profile::layer("batchnorm", x, |x| forward(bn, x))
+    profile::layer("batchnorm", x, |x| match forward(bn, x, None) {
+        Ok(y) | Err(y) => y,
+    })
 }
 
-fn forward(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+/// [`batch_norm`] then `act`: in training on flex one op with its own backward (the
+/// activation fused into BatchNorm's passes), else the two apart.
+pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Act) -> Tensor<4> {
+    profile::layer("batchnorm", x, |x| match forward(bn, x, Some(act)) {
+        Ok(y) => y,
+        Err(y) => act.apply(y),
+    })
+}
+
+/// `Ok` when `act` was applied too, `Err` with BatchNorm's output alone otherwise.
+fn forward(bn: &BatchNorm, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<4>, Tensor<4>> {
     let device = x.device();
     if !(device.is_autodiff() && bn.training.is_enabled()) {
-        return bn.forward(x);
+        return Err(bn.forward(x));
     }
     let [b, _, h, w] = x.dims();
     let n = (b * h * w) as f64;
-    let x = match cpu::train::batch_norm(bn, x) {
+    let x = match cpu::train::batch_norm(bn, x, act) {
         Ok((y, mean, var)) => {
             update_running(bn, &device, n, mean, var);
-            return y;
+            return Ok(y);
         }
         Err(x) => x,
     };
     let r = burn::tensor::module::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
     update_running(bn, &device, n, r.mean, r.variance);
-    r.output
+    Err(r.output)
 }
 
 /// The running statistics' update from a batch's mean and population variance, PyTorch's way.
@@ -45,4 +57,15 @@ fn update_running(bn: &BatchNorm, device: &Device, n: f64, mean: Tensor<1>, var:
         .update((rm * (1.0 - m) + mean.detach() * m).detach());
     bn.running_var
         .update((rv * (1.0 - m) + var.detach() * (m * unbiased)).detach());
+}
+
+/// `ln(x)` over the last dimension, as one profile span: committee's op with its own backward
+/// in training on flex, else Burn's. `eps` must be `ln`'s own (Burn keeps it private).
+pub fn layer_norm<const D: usize>(ln: &LayerNorm, eps: f64, x: Tensor<D>) -> Tensor<D> {
+    profile::layer("layernorm", x, |x| {
+        match cpu::train::layer_norm(ln, eps, x) {
+            Ok(y) => y,
+            Err(x) => ln.forward(x),
+        }
+    })
 }

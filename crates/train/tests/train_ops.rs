@@ -1,6 +1,6 @@
 //! Whole models, a whole step: committee's flex training ops (`zoo::train_kernels`, the
 //! activation parts) against Burn's own ops, on MobileNetV2 (depthwise, 1x1, BatchNorm, ReLU6)
-//! and EfficientNet-B0 (adds SiLU and squeeze-excite). Not ResNet-18: with ReLU after every
+//! EfficientNet-B0 (adds SiLU and squeeze-excite) and ViT-Ti/16 (LayerNorm, GELU, attention). Not ResNet-18: with ReLU after every
 //! layer and a max pool, a forward value within rounding of a kink or a tie flips where a
 //! gradient goes, and Burn's own step on the reversed batch already moved some of its layer-1
 //! weights by 1 % of the step; its dense convolutions are covered op by op, in a basic block
@@ -35,7 +35,7 @@ fn one_step(model: Model, x: &Tensor<4>, labels: &[i64]) -> (f64, BTreeMap<Strin
 #[test]
 fn training_ops_match_burns_on_whole_models() {
     let dev = Device::flex().autodiff();
-    for name in ["mobilenetv2_035", "efficientnet_b0"] {
+    for name in ["mobilenetv2_035", "efficientnet_b0", "vit_tiny_patch16_224"] {
         let spec = registry::get(name).expect("registry model");
         let opts = CommonOptions {
             num_classes: 10,

@@ -146,7 +146,7 @@ pub fn conv_bn_act(
         // Unfused, the activation is a span of its own nested in the conv's (profiled apart).
         return ops::conv2d_act(conv, x, Some(act));
     }
-    act.apply(conv_bn(conv, bn, folded, x))
+    ops::batch_norm_act(bn, ops::conv2d_act(conv, x, None), act)
 }
 
 /// The classifier on pooled features (dropout, then the linear head), or the features

@@ -79,7 +79,7 @@ pub struct VitBlock {
 
 impl VitBlock {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let norm = |ln: &LayerNorm, x: Tensor<3>| profile::layer("layernorm", x, |x| ln.forward(x));
+        let norm = |ln: &LayerNorm, x: Tensor<3>| ops::layer_norm(ln, VIT_LN_EPS, x);
         let a = self.attn.forward(norm(&self.norm1, x.clone()));
         let x = residual_add(self.drop_path.forward(a), x);
         let h = linear(
@@ -176,7 +176,7 @@ impl Vit {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = profile::layer("layernorm", x, |x| self.norm.forward(x));
+        let x = ops::layer_norm(&self.norm, VIT_LN_EPS, x);
         x.narrow(1, 0, 1).reshape([b, d])
     }
 

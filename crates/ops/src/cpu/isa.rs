@@ -2,6 +2,7 @@
 //! (exp, SiLU, GELU) the kernels apply as epilogues, compiled once per instruction set.
 
 use super::*;
+use crate::act::Act;
 
 /// An activation applied in place by a kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,26 @@ impl Isa {
         }
     }
 
+    /// `y = act(z)` and `slope = act'(z)` for `z = x * scale + shift`, element-wise (the
+    /// training form of BatchNorm + activation, or of an activation alone).
+    pub(crate) fn affine_act(
+        self,
+        x: &[f32],
+        [scale, shift]: [f32; 2],
+        act: Act,
+        y: &mut [MaybeUninit<f32>],
+        slope: &mut [MaybeUninit<f32>],
+    ) {
+        match self {
+            Isa::Base => affine_act::<false>(x, [scale, shift], act, y, slope),
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { affine_act_avx2(x, [scale, shift], act, y, slope) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { affine_act_avx512(x, [scale, shift], act, y, slope) },
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn depthwise_plane(
         self,
@@ -111,6 +132,80 @@ pub(crate) fn fma_avx2(o: &mut [f32], a: &[f32], b: &[f32]) {
 #[target_feature(enable = "avx512f,avx2,fma")]
 pub(crate) fn fma_avx512(o: &mut [f32], a: &[f32], b: &[f32]) {
     fma::<true>(o, a, b)
+}
+
+/// [`Isa::affine_act`] for one instruction set: one plain loop per activation, so that each
+/// vectorises (the activation is chosen outside the loop).
+#[inline(always)]
+pub(crate) fn affine_act<const FMA: bool>(
+    x: &[f32],
+    [scale, shift]: [f32; 2],
+    act: Act,
+    y: &mut [MaybeUninit<f32>],
+    slope: &mut [MaybeUninit<f32>],
+) {
+    let it = x.iter().zip(y.iter_mut()).zip(slope.iter_mut());
+    match act {
+        // PyTorch's slopes at the kinks: 0 at 0 (ReLU) and at 0 and 6 (ReLU6); NaN stays NaN.
+        Act::Relu => {
+            for ((&v, y), s) in it {
+                let z = v * scale + shift;
+                y.write(if z < 0.0 { 0.0 } else { z });
+                s.write(if z > 0.0 { 1.0 } else { 0.0 });
+            }
+        }
+        Act::Relu6 => {
+            for ((&v, y), s) in it {
+                let z = v * scale + shift;
+                y.write(z.clamp(0.0, 6.0));
+                s.write(if z > 0.0 && z < 6.0 { 1.0 } else { 0.0 });
+            }
+        }
+        // silu' = sigmoid (1 + z (1 - sigmoid)).
+        Act::Silu => {
+            for ((&v, y), s) in it {
+                let z = v * scale + shift;
+                let sg = 1.0 / (1.0 + exp::<FMA>(-z));
+                y.write(z * sg);
+                s.write(sg * (1.0 + z * (1.0 - sg)));
+            }
+        }
+        // gelu' = Phi(z) + z phi(z).
+        Act::Gelu => {
+            for ((&v, y), s) in it {
+                let z = v * scale + shift;
+                let e = erfc_pos::<FMA>(z.abs() * std::f32::consts::FRAC_1_SQRT_2);
+                let cdf = 0.5 * if z > 0.0 { 2.0 - e } else { e };
+                let density = exp::<FMA>(-0.5 * z * z) * 0.398_942_3;
+                y.write(z * cdf);
+                s.write(madd::<FMA>(z, density, cdf));
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn affine_act_avx2(
+    x: &[f32],
+    ss: [f32; 2],
+    act: Act,
+    y: &mut [MaybeUninit<f32>],
+    slope: &mut [MaybeUninit<f32>],
+) {
+    affine_act::<true>(x, ss, act, y, slope)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+pub(crate) fn affine_act_avx512(
+    x: &[f32],
+    ss: [f32; 2],
+    act: Act,
+    y: &mut [MaybeUninit<f32>],
+    slope: &mut [MaybeUninit<f32>],
+) {
+    affine_act::<true>(x, ss, act, y, slope)
 }
 
 #[cfg(target_arch = "x86_64")]

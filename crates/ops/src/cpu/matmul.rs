@@ -23,6 +23,30 @@ pub(crate) fn preloaded(
     v
 }
 
+/// Two vectors of `len` floats written in one parallel pass, rows `i` of both by
+/// `fill(i, a_row, b_row)` (as [`preloaded`]: no zero-fill first). `fill` must write every
+/// element of both rows.
+pub(crate) fn preloaded_pair(
+    len: usize,
+    row_len: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(row_len > 0 && len.is_multiple_of(row_len));
+    let mut a = Vec::with_capacity(len);
+    let mut b = Vec::with_capacity(len);
+    a.spare_capacity_mut()[..len]
+        .par_chunks_mut(row_len)
+        .zip(b.spare_capacity_mut()[..len].par_chunks_mut(row_len))
+        .enumerate()
+        .for_each(|(i, (ra, rb))| fill(i, ra, rb));
+    // SAFETY: every row of both was written by `fill` (its contract), covering `len`.
+    unsafe {
+        a.set_len(len);
+        b.set_len(len);
+    }
+    (a, b)
+}
+
 /// `dst [m, n] = lhs [m, k] x rhs [k, n]` (plus what `dst` holds when `accumulate`, a
 /// preloaded bias), all row-major and contiguous, split over rayon's threads by `gemm`.
 pub(crate) fn gemm_rows(
@@ -77,11 +101,24 @@ impl<'a> Mat<'a> {
 /// `dst [m, n] (row-major) = lhs [m, k] x rhs [k, n]` (plus what `dst` holds when
 /// `accumulate`), operands in any layout [`Mat`] describes.
 pub(crate) fn gemm_strided(
+    mnk: [usize; 3],
+    dst: &mut [f32],
+    lhs: Mat,
+    rhs: Mat,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    gemm_scaled(mnk, dst, lhs, rhs, accumulate, 1.0, parallelism);
+}
+
+/// [`gemm_strided`] with the product scaled by `scale`.
+pub(crate) fn gemm_scaled(
     [m, n, k]: [usize; 3],
     dst: &mut [f32],
     lhs: Mat,
     rhs: Mat,
     accumulate: bool,
+    scale: f32,
     parallelism: gemm::Parallelism,
 ) {
     assert!(dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n));
@@ -102,7 +139,7 @@ pub(crate) fn gemm_strided(
             rhs.cs as isize,
             rhs.rs as isize,
             1.0f32,
-            1.0f32,
+            scale,
             false,
             false,
             false,

@@ -102,7 +102,7 @@ pub fn dense(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
         y.par_chunks_mut(c_out * pix)
             .enumerate()
             .for_each_init(Vec::new, |col, (i, y)| {
-                col.clear();
+                // The unfold writes every element (padding included): no zeroing per image.
                 col.resize(kk * pix, 0.0);
                 d.unfold(&xs[i * c * h * w..(i + 1) * c * h * w], col, pix, 0);
                 gemm_strided(
@@ -235,37 +235,28 @@ impl Backward<Flex, 2> for DenseBackward {
         let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
         let [kh, kw] = d.k;
         if let Some(node) = node_w {
-            // The whole batch unfolded side by side ([taps][n * pix]) and dY as [c_out][n * pix]:
-            // one product over every image and pixel, summed in a fixed order.
-            let all = d.n * pix;
-            let mut col = vec![0f32; kk * all];
-            col.par_chunks_mut(all).enumerate().for_each(|(r, row)| {
-                let (ci, tap) = (r / (kh * kw), r % (kh * kw));
-                for i in 0..d.n {
-                    let plane = &xs[i * img_in + ci * d.h * d.w..][..d.h * d.w];
-                    d.unfold_row(
-                        plane,
-                        &mut row[i * pix..(i + 1) * pix],
-                        [tap / kw, tap % kw],
-                    );
-                }
-            });
-            let mut dyt = vec![0f32; d.c_out * all];
-            dyt.par_chunks_mut(all).enumerate().for_each(|(o, row)| {
-                for i in 0..d.n {
-                    row[i * pix..(i + 1) * pix]
-                        .copy_from_slice(&dys[i * img_out + o * pix..][..pix]);
-                }
-            });
+            // dW = sum_i dY[i] col(X[i])^T, image after image into one accumulator (a fixed
+            // order: the same bits for any thread count), each product split over the
+            // threads. One image's columns at a time: the whole batch's (a 3x3 layer of 64
+            // channels at 56x56, batch 8: 58 MB) came from a fresh mapping every step.
+            let mut col = vec![0f32; kk * pix];
             let mut dw = vec![0f32; d.c_out * kk];
-            gemm_strided(
-                [d.c_out, kk, all],
-                &mut dw,
-                Mat::rows(&dyt, all),
-                Mat::cols(&col, all),
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
+            for i in 0..d.n {
+                let img = &xs[i * img_in..(i + 1) * img_in];
+                col.par_chunks_mut(pix).enumerate().for_each(|(r, row)| {
+                    let (ci, tap) = (r / (kh * kw), r % (kh * kw));
+                    let plane = &img[ci * d.h * d.w..][..d.h * d.w];
+                    d.unfold_row(plane, row, [tap / kw, tap % kw]);
+                });
+                gemm_strided(
+                    [d.c_out, kk, pix],
+                    &mut dw,
+                    Mat::rows(&dys[i * img_out..(i + 1) * img_out], pix),
+                    Mat::cols(&col, pix),
+                    i > 0,
+                    gemm::Parallelism::Rayon(0),
+                );
+            }
             let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
             grads.register::<Flex>(node.id, dw);
         }
@@ -274,7 +265,7 @@ impl Backward<Flex, 2> for DenseBackward {
             dx.par_chunks_mut(img_in)
                 .enumerate()
                 .for_each_init(Vec::new, |col, (i, dx)| {
-                    col.clear();
+                    // Overwritten whole by the product: zeroed once per thread, not per image.
                     col.resize(kk * pix, 0.0);
                     gemm_strided(
                         [kk, pix, d.c_out],

@@ -1,5 +1,6 @@
 //! Training ops for flex with their own backward passes: depthwise, 1x1 and other dense
-//! convolutions and BatchNorm (the layers of MobileNetV2, EfficientNet and ResNet).
+//! convolutions and BatchNorm (the layers of MobileNetV2, EfficientNet and ResNet), and
+//! LayerNorm, GELU and multi-head attention (ViT's).
 //!
 //! Why: Burn 0.22 differentiates these generically, and on small maps that is mostly overhead.
 //! A grouped convolution's weight gradient runs one convolution plus a slice and a slice-assign
@@ -32,18 +33,25 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::{
-    Geometry, Isa, Kernel, Mat, contiguous, gemm_strided, im2col_row, is_depthwise, on, window,
+    CHUNK, Epilogue, Geometry, Isa, Kernel, Mat, contiguous, gemm_scaled, gemm_strided, im2col_row,
+    is_depthwise, on, preloaded, preloaded_pair, window,
 };
 
+mod attention;
 mod conv;
 mod depthwise;
+mod layer_norm;
 mod norm;
 #[cfg(test)]
 mod tests;
+mod unary;
 
+pub use attention::attention;
 pub use conv::{dense, pointwise};
 pub use depthwise::depthwise;
+pub use layer_norm::layer_norm;
 pub use norm::batch_norm;
+pub use unary::activation;
 
 type Ad = Autodiff<Flex, NoCheckpointing>;
 
@@ -63,7 +71,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
 
 /// True when `x` is an f32 tensor on flex's autodiff device without checkpointing, the only
 /// one these ops take part in, and they are switched on.
-pub(crate) fn applies(x: &Tensor<4>) -> bool {
+pub(crate) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
     on(Kernel::Train)
         && x.dtype() == DType::F32
         && x.device() == Device::flex().autodiff()

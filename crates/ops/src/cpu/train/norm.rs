@@ -1,15 +1,24 @@
-//! Training-mode BatchNorm with its closed-form backward.
+//! Training-mode BatchNorm, with the activation after it fused in, and its closed-form
+//! backward.
 
 use super::*;
+use crate::act::Act;
+use std::mem::MaybeUninit;
 
-/// Training-mode BatchNorm on flex's autodiff device: the output, and the batch mean and
-/// (population) variance for the running statistics; `Err(x)` when it does not apply.
+/// Training-mode BatchNorm, then `act` when given, on flex's autodiff device: the output, and
+/// the batch mean and (population) variance for the running statistics; `Err(x)` when it does
+/// not apply.
 /// Why: Burn composes it from a dozen tensor ops (means over swapped dimensions, strided copies,
 /// broadcasts), each differentiated apart; here it is two passes forward and two backward with
-/// the closed-form gradient `dx = gamma / sigma * (dy - mean(dy) - xhat * mean(dy * xhat))`.
+/// the closed-form gradient `dx = gamma / sigma * (dz - mean(dz) - xhat * mean(dz * xhat))`.
+/// The activation's value and slope are written in the output pass and `dz = dy act'(z)` is
+/// formed inside the backward's passes, so the activation costs no pass of its own either way
+/// (unfused, ReLU6 after BN was four more passes forward and two back, on MobileNetV2's
+/// largest maps).
 pub fn batch_norm(
     bn: &BatchNorm,
     x: Tensor<4>,
+    act: Option<Act>,
 ) -> Result<(Tensor<4>, Tensor<1>, Tensor<1>), Tensor<4>> {
     let [n, c, h, w] = x.dims();
     let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
@@ -60,21 +69,42 @@ pub fn batch_norm(
         .collect();
     let mean: Vec<f32> = stats.iter().map(|&(m, _)| m as f32).collect();
     let var: Vec<f32> = stats.iter().map(|&(_, v)| v as f32).collect();
-    let mut y = vec![0f32; xs.len()];
-    y.par_chunks_mut(d.hw()).enumerate().for_each(|(p, y)| {
+    let affine = |p: usize| {
         let ch = p % c;
         let scale = g[ch] * invstd[ch];
-        let shift = b[ch] - mean[ch] * scale;
-        for (y, &v) in y.iter_mut().zip(&xs[p * d.hw()..(p + 1) * d.hw()]) {
-            *y = v * scale + shift;
+        (
+            scale,
+            b[ch] - mean[ch] * scale,
+            &xs[p * d.hw()..(p + 1) * d.hw()],
+        )
+    };
+    let (y, slope) = match act {
+        None => {
+            let y = preloaded(xs.len(), d.hw(), |p, y| {
+                let (scale, shift, x) = affine(p);
+                for (y, &v) in y.iter_mut().zip(x) {
+                    y.write(v * scale + shift);
+                }
+            });
+            (y, None)
         }
-    });
+        Some(act) => {
+            let isa = Isa::get();
+            let fill = |p: usize, y: &mut [MaybeUninit<f32>], s: &mut [MaybeUninit<f32>]| {
+                let (scale, shift, x) = affine(p);
+                isa.affine_act(x, [scale, shift], act, y, s);
+            };
+            let (y, s) = preloaded_pair(xs.len(), d.hw(), fill);
+            (y, Some(s))
+        }
+    };
     let y = FlexTensor::from_data(TensorData::new(y, [n, c, h, w]));
     let state = NormState {
         x: xc.clone(),
         mean: mean.clone(),
         invstd,
         gamma: g,
+        slope,
         d,
     };
     let out = match NormBackward
@@ -128,6 +158,8 @@ pub(crate) struct NormState {
     pub(crate) mean: Vec<f32>,
     pub(crate) invstd: Vec<f32>,
     pub(crate) gamma: Vec<f32>,
+    /// The activation's slope at each output, when one is fused in.
+    pub(crate) slope: Option<Vec<f32>>,
     pub(crate) d: Norm,
 }
 
@@ -143,36 +175,58 @@ impl Backward<Flex, 3> for NormBackward {
         let st = ops.state;
         let d = &st.d;
         let (dys, xs) = (slice(&dy), slice(&st.x));
-        // Per channel: sum(dy) and sum(dy * xhat), in f64.
+        // The gradient before the activation, `dz = dy act'(z)`, formed where it is read.
+        let slope = st.slope.as_deref();
+        let dz_of = |at: usize, buf: &mut Vec<f32>| {
+            let dy = &dys[at..at + d.hw()];
+            if let Some(s) = slope {
+                buf.clear();
+                buf.extend(dy.iter().zip(&s[at..at + d.hw()]).map(|(g, s)| g * s));
+            }
+        };
+        // Per channel: sum(dz) and sum(dz * xhat), in f64.
         let sums: Vec<(f64, f64)> = (0..d.c)
             .into_par_iter()
-            .map(|ch| {
+            .map_init(Vec::new, |buf, ch| {
                 let (m, s) = (st.mean[ch], st.invstd[ch]);
                 (0..d.n).fold((0.0, 0.0), |(a, b), i| {
                     let at = (i * d.c + ch) * d.hw();
-                    let (dy, x) = (&dys[at..at + d.hw()], &xs[at..at + d.hw()]);
-                    let pa = sum8(dy, dy, |g, _| g) as f64;
-                    let pb = sum8(dy, x, |g, v| g * (v - m)) as f64 * s as f64;
+                    dz_of(at, buf);
+                    let dz = if slope.is_some() {
+                        &buf[..]
+                    } else {
+                        &dys[at..at + d.hw()]
+                    };
+                    let x = &xs[at..at + d.hw()];
+                    let pa = sum8(dz, dz, |g, _| g) as f64;
+                    let pb = sum8(dz, x, |g, v| g * (v - m)) as f64 * s as f64;
                     (a + pa, b + pb)
                 })
             })
             .collect();
         if let Some(node) = node_x {
             let count = (d.n * d.hw()) as f32;
-            let mut dx = vec![0f32; xs.len()];
-            dx.par_chunks_mut(d.hw()).enumerate().for_each(|(p, dx)| {
+            let dx = preloaded(xs.len(), d.hw(), |p, dx| {
                 let ch = p % d.c;
                 let (m, s) = (st.mean[ch], st.invstd[ch]);
                 let k = st.gamma[ch] * s;
                 let mdy = sums[ch].0 as f32 / count;
                 let mdyx = sums[ch].1 as f32 / count;
                 let at = p * d.hw();
-                for ((o, &g), &v) in dx
-                    .iter_mut()
-                    .zip(&dys[at..at + d.hw()])
-                    .zip(&xs[at..at + d.hw()])
-                {
-                    *o = k * (g - mdy - (v - m) * s * mdyx);
+                let x = &xs[at..at + d.hw()];
+                let dy = &dys[at..at + d.hw()];
+                match slope {
+                    Some(sl) => {
+                        let sl = &sl[at..at + d.hw()];
+                        for (((o, &g), &a), &v) in dx.iter_mut().zip(dy).zip(sl).zip(x) {
+                            o.write(k * (g * a - mdy - (v - m) * s * mdyx));
+                        }
+                    }
+                    None => {
+                        for ((o, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
+                            o.write(k * (g - mdy - (v - m) * s * mdyx));
+                        }
+                    }
                 }
             });
             grads.register::<Flex>(

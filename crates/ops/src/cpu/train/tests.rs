@@ -1,11 +1,12 @@
 //! The training ops against Burn's autodiff.
 
 use super::*;
+use crate::act::Act;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::Distribution;
 
-fn max_rel_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+fn max_rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
     let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
     (a - b).abs().max().into_scalar::<f32>() / scale
 }
@@ -92,12 +93,24 @@ fn pointwise_training_matches_burns_conv() {
 }
 
 /// Training BatchNorm: output, batch statistics and the gradients of x, gamma and beta
-/// equal Burn's `batch_norm_train`'s (differentiated op by op), down to 1x1 maps.
+/// equal Burn's `batch_norm_train`'s (differentiated op by op), down to 1x1 maps; with an
+/// activation fused in, equal Burn's BatchNorm followed by Burn's activation.
 #[test]
 fn batch_norm_training_matches_burn() {
     use burn::nn::BatchNormConfig;
     let dev = Device::flex().autodiff();
-    for (n, c, h, w) in [(4, 6, 5, 3), (8, 5, 1, 1), (2, 3, 7, 7)] {
+    use burn::tensor::activation::{relu, relu6, silu};
+    type BurnAct = fn(Tensor<4>) -> Tensor<4>;
+    let acts: [(Option<Act>, BurnAct); 4] = [
+        (None, |x| x),
+        (Some(Act::Relu), relu),
+        (Some(Act::Relu6), relu6),
+        (Some(Act::Silu), silu),
+    ];
+    for ((n, c, h, w), (act, burn_act)) in [(4, 6, 5, 3), (8, 5, 1, 1), (2, 3, 7, 7)]
+        .into_iter()
+        .flat_map(|s| acts.map(|a| (s, a)))
+    {
         let bn = BatchNormConfig::new(c).with_epsilon(1e-3).init(&dev);
         // Non-trivial gamma and beta, and an offset input (a mean far from zero).
         let leaf = |d| burn::module::Param::from_tensor(Tensor::<1>::random([c], d, &dev));
@@ -108,14 +121,15 @@ fn batch_norm_training_matches_burn() {
         };
         let x = (Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 2.0), &dev) + 3.0)
             .require_grad();
-        let (ours, mean, var) = batch_norm(&bn, x.clone()).expect("kernel applies");
-        let r = burn::tensor::module::batch_norm_train(
+        let (ours, mean, var) = batch_norm(&bn, x.clone(), act).expect("kernel applies");
+        let mut r = burn::tensor::module::batch_norm_train(
             x.clone(),
             bn.gamma.val(),
             bn.beta.val(),
             bn.epsilon,
         );
-        let what = format!("{n}x{c}x{h}x{w}");
+        r.output = burn_act(r.output);
+        let what = format!("{n}x{c}x{h}x{w} {act:?}");
         let close = |a: Tensor<1>, b: Tensor<1>| {
             max_rel_diff(
                 a.reshape([1, 1, 1, c]).inner(),
@@ -197,7 +211,7 @@ fn basic_block_matches_burn() {
         };
         let bn = |b: &BatchNorm, x: Tensor<4>| {
             if ours {
-                batch_norm(b, x).expect("applies").0
+                batch_norm(b, x, None).expect("applies").0
             } else {
                 burn::tensor::module::batch_norm_train(x, b.gamma.val(), b.beta.val(), b.epsilon)
                     .output
@@ -292,4 +306,126 @@ fn other_convolutions_are_handed_back() {
         .with_bias(false)
         .init(&plain);
     assert!(depthwise(&conv, Tensor::<4>::ones([1, 4, 5, 5], &plain)).is_err());
+}
+
+/// `ours` and `burn`, each a function of the same leaf `x`, agree in value and in the gradients
+/// of a random weighted sum with respect to `x` and to each of `params` (within `tol` of the
+/// largest value).
+fn assert_grads_match<const D: usize>(
+    what: &str,
+    x: &Tensor<D>,
+    params: &[(&str, Tensor<1>)],
+    ours: Tensor<D>,
+    burn: Tensor<D>,
+    tol: f32,
+) {
+    let d = max_rel_diff(ours.clone().inner(), burn.clone().inner());
+    assert!(d < tol, "output {what}: {d}");
+    let wts = Tensor::<D>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &ours.device());
+    let g_ours = (ours * wts.clone()).sum().backward();
+    let g_burn = (burn * wts).sum().backward();
+    let dx = max_rel_diff(x.grad(&g_ours).expect("dx"), x.grad(&g_burn).expect("dx"));
+    assert!(dx < tol, "input grad {what}: {dx}");
+    for (name, p) in params {
+        let dp = max_rel_diff(p.grad(&g_ours).expect("dp"), p.grad(&g_burn).expect("dp"));
+        assert!(dp < tol, "{name} grad {what}: {dp}");
+    }
+}
+
+/// LayerNorm: output and the gradients of x, gamma and beta equal Burn's LayerNorm's
+/// (composed of tensor ops, differentiated op by op), with and without beta, on rows shorter
+/// than a vector and longer than a task's row block; parameter gradients do not depend on
+/// the thread count.
+#[test]
+fn layer_norm_training_matches_burn() {
+    use burn::nn::{LayerNorm, LayerNormConfig};
+    let dev = Device::flex().autodiff();
+    for (shape, bias, eps) in [
+        ([2, 5, 7], true, 1e-6),
+        ([3, 40, 24], true, 1e-5),
+        ([1, 3, 768], false, 1e-6),
+    ] {
+        let d = shape[2];
+        let mut ln: LayerNorm = LayerNormConfig::new(d)
+            .with_epsilon(eps)
+            .with_bias(bias)
+            .init(&dev);
+        let leaf = |dist| burn::module::Param::from_tensor(Tensor::<1>::random([d], dist, &dev));
+        ln.gamma = leaf(Distribution::Uniform(0.5, 1.5));
+        ln.beta = bias.then(|| leaf(Distribution::Normal(0.0, 1.0)));
+        let x =
+            (Tensor::<3>::random(shape, Distribution::Normal(0.0, 2.0), &dev) + 3.0).require_grad();
+        let ours = layer_norm(&ln, eps, x.clone()).expect("op applies");
+        let burn = ln.forward(x.clone());
+        let mut params = vec![("gamma", ln.gamma.val())];
+        params.extend(ln.beta.as_ref().map(|b| ("beta", b.val())));
+        assert_grads_match(&format!("{shape:?}"), &x, &params, ours, burn, 1e-5);
+        let dgamma = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let y = layer_norm(&ln, eps, x.clone()).expect("op applies");
+                let g = (y.clone() * y).sum().backward();
+                ln.gamma.val().grad(&g).expect("dgamma").into_data()
+            })
+        };
+        assert_eq!(dgamma(1), dgamma(3));
+    }
+}
+
+/// GELU: values and gradient equal Burn's erf GELU (differentiated op by op), across the
+/// range where its derivative changes (and past it).
+#[test]
+fn gelu_training_matches_burn() {
+    let dev = Device::flex().autodiff();
+    let x = Tensor::<2>::random([37, 101], Distribution::Normal(0.0, 3.0), &dev).require_grad();
+    let ours = activation(x.clone(), Act::Gelu).expect("op applies");
+    let burn = burn::tensor::activation::gelu(x.clone());
+    assert_grads_match("gelu", &x, &[], ours, burn, 1e-5);
+    // Hand-computed: gelu(1) = Phi(1) = 0.841345, gelu'(1) = Phi(1) + phi(1) = 0.841345 + 0.241971 = 1.083316.
+    let one = Tensor::<1>::from_floats([1.0], &dev).require_grad();
+    let y = activation(one.clone(), Act::Gelu).expect("op applies");
+    let v = y.clone().into_scalar::<f32>();
+    let g = one
+        .grad(&y.sum().backward())
+        .expect("grad")
+        .into_scalar::<f32>();
+    assert!(
+        (v - 0.841_345).abs() < 1e-6 && (g - 1.083_316).abs() < 1e-6,
+        "{v} {g}"
+    );
+}
+
+/// Attention from the qkv projection: output and the qkv gradient equal the same attention
+/// written with Burn's differentiable ops (head split, scaled product, softmax, product),
+/// for one and several heads, one token and many.
+#[test]
+fn attention_training_matches_burn() {
+    use burn::tensor::activation::softmax;
+    let dev = Device::flex().autodiff();
+    for (b, n, heads, dh) in [(2, 7, 2, 8), (1, 1, 3, 4), (3, 17, 3, 16)] {
+        let d = heads * dh;
+        let qkv =
+            Tensor::<3>::random([b, n, 3 * d], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let ours = attention(qkv.clone(), heads).expect("op applies");
+        let split = |i: usize| {
+            qkv.clone()
+                .narrow(2, i * d, d)
+                .reshape([b, n, heads, dh])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (split(0), split(1), split(2));
+        let p = softmax(q.matmul(k.swap_dims(2, 3)) / (dh as f32).sqrt(), 3);
+        let burn = p.matmul(v).swap_dims(1, 2).reshape([b, n, d]);
+        assert_grads_match(
+            &format!("{b}x{n} {heads}x{dh}"),
+            &qkv,
+            &[],
+            ours,
+            burn,
+            1e-5,
+        );
+    }
 }

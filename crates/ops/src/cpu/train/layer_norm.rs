@@ -1,0 +1,208 @@
+//! LayerNorm over the last dimension with its closed-form backward.
+
+use super::norm::sum8;
+use super::*;
+use burn::backend::autodiff::NodeId;
+use burn::nn::LayerNorm;
+
+/// Rows per task: the unit of the parameter gradients' partial sums, fixed so that their
+/// order (and the bits) do not depend on the thread count.
+const ROWS: usize = 32;
+
+/// `ln(x)` (normalised over the last dimension, `eps` being `ln`'s, which Burn keeps private)
+/// on flex's autodiff device; `Err(x)` when it does not apply.
+/// Why: Burn composes it from means, a subtraction, a square root, a division, a scale and a
+/// shift, each differentiated apart; here it is one pass each way per row, with
+/// `dx = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / sigma`, `dxhat = dy gamma`.
+pub fn layer_norm<const D: usize>(
+    ln: &LayerNorm,
+    eps: f64,
+    x: Tensor<D>,
+) -> Result<Tensor<D>, Tensor<D>> {
+    let d = x.dims()[D - 1];
+    let gamma = ln.gamma.val();
+    let beta = ln.beta.as_ref().map(|b| b.val());
+    let ok = applies(&x)
+        && d > 0
+        && std::iter::once(&gamma)
+            .chain(beta.as_ref())
+            .all(|p| p.device() == x.device() && p.dtype() == DType::F32 && p.dims() == [d]);
+    if !ok {
+        return Err(x);
+    }
+    let (Ok(x), Ok(gamma)) = (
+        x.try_into_primitive::<Ad>(),
+        gamma.try_into_primitive::<Ad>(),
+    ) else {
+        unreachable!("device and checkpointing strategy were checked")
+    };
+    let beta = beta.map(|b| match b.try_into_primitive::<Ad>() {
+        Ok(b) => b,
+        Err(_) => unreachable!("device and checkpointing strategy were checked"),
+    });
+    let xc = contiguous(x.primitive().clone());
+    let shape = xc.layout().shape().clone();
+    let g = slice(&contiguous(gamma.primitive().clone())).to_vec();
+    let b = match &beta {
+        Some(b) => slice(&contiguous(b.primitive().clone())).to_vec(),
+        None => vec![0.0; d],
+    };
+    let xs = slice(&xc);
+    let rows = xs.len() / d;
+    let mut y = vec![0f32; xs.len()];
+    let mut xhat = vec![0f32; xs.len()];
+    let mut invstd = vec![0f32; rows];
+    y.par_chunks_mut(d * ROWS)
+        .zip(xhat.par_chunks_mut(d * ROWS))
+        .zip(invstd.par_chunks_mut(ROWS))
+        .zip(xs.par_chunks(d * ROWS))
+        .for_each(|(((y, xh), inv), x)| {
+            for (((y, xh), inv), x) in y
+                .chunks_exact_mut(d)
+                .zip(xh.chunks_exact_mut(d))
+                .zip(inv.iter_mut())
+                .zip(x.chunks_exact(d))
+            {
+                let mean = sum8(x, x, |v, _| v) / d as f32;
+                let var = sum8(x, x, |v, _| (v - mean) * (v - mean)) / d as f32;
+                *inv = 1.0 / (var + eps as f32).sqrt();
+                for ((((y, xh), &v), &g), &b) in
+                    y.iter_mut().zip(xh.iter_mut()).zip(x).zip(&g).zip(&b)
+                {
+                    *xh = (v - mean) * *inv;
+                    *y = *xh * g + b;
+                }
+            }
+        });
+    let y = FlexTensor::from_data(TensorData::new(y, shape));
+    let state = LnState {
+        xhat,
+        invstd,
+        gamma: g,
+        d,
+    };
+    let out = match beta {
+        Some(beta) => match LnBackward
+            .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+        None => match LnBackward
+            .prepare::<NoCheckpointing>([x.node(), gamma.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        },
+    };
+    Ok(Tensor::from_primitive::<Ad>(out))
+}
+
+#[derive(Debug, Clone)]
+struct LnState {
+    /// The normalised input, `(x - mean) / sigma` per row.
+    xhat: Vec<f32>,
+    invstd: Vec<f32>,
+    gamma: Vec<f32>,
+    d: usize,
+}
+
+/// One task's rows: `dy`, `xhat`, `1 / sigma` and where `dx` goes (when wanted).
+type RowBlock<'a> = (&'a [f32], &'a [f32], &'a [f32], Option<&'a mut [f32]>);
+
+#[derive(Debug)]
+struct LnBackward;
+
+impl LnBackward {
+    /// The input gradient (when `want_dx`) and the sums over rows of `dy xhat` and `dy`.
+    fn grads(st: &LnState, dy: &[f32], want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
+        let d = st.d;
+        let mut dx = vec![0f32; if want_dx { dy.len() } else { 0 }];
+        let run = |(dy, xh, inv, dx): RowBlock| {
+            let mut dg = vec![0f32; d];
+            let mut db = vec![0f32; d];
+            let mut dx = dx;
+            for (r, (dy, xh)) in dy.chunks_exact(d).zip(xh.chunks_exact(d)).enumerate() {
+                for (((dg, db), &dy), &xh) in dg.iter_mut().zip(db.iter_mut()).zip(dy).zip(xh) {
+                    *dg += dy * xh;
+                    *db += dy;
+                }
+                if let Some(dx) = dx.as_deref_mut() {
+                    let dx = &mut dx[r * d..(r + 1) * d];
+                    let g = &st.gamma;
+                    let a = sum8(dy, g, |dy, g| dy * g) / d as f32;
+                    let mut acc = [0f32; 8];
+                    for (j, ((&dy, &g), &xh)) in dy.iter().zip(g).zip(xh).enumerate() {
+                        acc[j % 8] += dy * g * xh;
+                    }
+                    let b = acc.iter().sum::<f32>() / d as f32;
+                    for (((o, &dy), &g), &xh) in dx.iter_mut().zip(dy).zip(g).zip(xh) {
+                        *o = (dy * g - a - xh * b) * inv[r];
+                    }
+                }
+            }
+            (dg, db)
+        };
+        let chunks = dy
+            .par_chunks(d * ROWS)
+            .zip(st.xhat.par_chunks(d * ROWS))
+            .zip(st.invstd.par_chunks(ROWS));
+        let partial: Vec<(Vec<f32>, Vec<f32>)> = if want_dx {
+            chunks
+                .zip(dx.par_chunks_mut(d * ROWS))
+                .map(|(((dy, xh), inv), dx)| run((dy, xh, inv, Some(dx))))
+                .collect()
+        } else {
+            chunks
+                .map(|((dy, xh), inv)| run((dy, xh, inv, None)))
+                .collect()
+        };
+        // Partial sums added in row order: the same bits for any thread count.
+        let mut dg = vec![0f32; d];
+        let mut db = vec![0f32; d];
+        for (pg, pb) in &partial {
+            dg.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
+            db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+        }
+        (want_dx.then_some(dx), dg, db)
+    }
+}
+
+fn register(grads: &mut Gradients, id: Option<NodeId>, v: Vec<f32>, shape: Vec<usize>) {
+    if let Some(id) = id {
+        grads.register::<Flex>(id, FlexTensor::from_data(TensorData::new(v, shape)));
+    }
+}
+
+impl Backward<Flex, 3> for LnBackward {
+    type State = LnState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_g, node_b] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let shape: Vec<usize> = dy.layout().shape().to_vec();
+        let (dx, dg, db) = Self::grads(&ops.state, slice(&dy), node_x.is_some());
+        let d = ops.state.d;
+        register(grads, node_x.map(|n| n.id), dx.unwrap_or_default(), shape);
+        register(grads, node_g.map(|n| n.id), dg, vec![d]);
+        register(grads, node_b.map(|n| n.id), db, vec![d]);
+    }
+}
+
+impl Backward<Flex, 2> for LnBackward {
+    type State = LnState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_g] = ops.parents;
+        let dy = contiguous(grads.consume::<Flex>(&ops.node));
+        let shape: Vec<usize> = dy.layout().shape().to_vec();
+        let (dx, dg, _) = Self::grads(&ops.state, slice(&dy), node_x.is_some());
+        let d = ops.state.d;
+        register(grads, node_x.map(|n| n.id), dx.unwrap_or_default(), shape);
+        register(grads, node_g.map(|n| n.id), dg, vec![d]);
+    }
+}
