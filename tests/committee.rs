@@ -364,6 +364,33 @@ fn search_on_measured_time_by_hand() {
         "{r}"
     );
 
+    // f32 and bf16 rows in one table (`bench --dtype f32,bf16`): --cost-dtype picks.
+    let bf16 = |model: &str, batch: usize, ms: f64| {
+        let mut r = row(model, batch, ms);
+        r["dtype"] = "bf16 (amx)".into();
+        r
+    };
+    let rows = [
+        row("small", 1, 1.0),
+        row("small", 4, 2.0),
+        row("big", 1, 2.0),
+        row("big", 4, 4.0),
+        bf16("small", 1, 0.5),
+        bf16("small", 4, 1.0),
+        bf16("big", 1, 1.0),
+        bf16("big", 4, 0.8),
+    ];
+    std::fs::write(&costs, serde_json::json!(rows).to_string()).unwrap();
+    let out = run(&args(&[]), &[&small, &big]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--cost-dtype"), "{err}");
+    let r = json_of(run(&args(&["--cost-dtype", "bf16"]), &[&small, &big]));
+    assert_eq!(r["chosen"]["members"], serde_json::json!(["big"]));
+    assert_eq!(r["chosen"]["avg_ms"], 0.2);
+    let r = json_of(run(&args(&["--cost-dtype", "f32"]), &[&small, &big]));
+    assert_eq!(r["chosen"]["avg_ms"], 1.0);
+
     // A cache whose model has no row is an error naming it.
     std::fs::write(
         &costs,

@@ -349,6 +349,7 @@ fn predicted_ms(a: &CascadeArgs, r: &live::LiveCascade) -> Result<Option<f64>> {
     let on = committee_core::costs::RunOn {
         backend: a.cost_backend.clone().or(r.on.backend.clone()),
         threads: a.cost_threads.or(r.on.threads),
+        dtype: r.on.dtype.clone(),
     };
     let curves = r
         .keys

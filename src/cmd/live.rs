@@ -219,6 +219,7 @@ pub fn cascade(
         on: committee_core::costs::RunOn {
             backend: Some(sel.kind.to_string()),
             threads: committee_ops::backend::is_cpu(&sel.device).then(rayon::current_num_threads),
+            dtype: Some(o.dtype.to_string()),
         },
         gmacs,
         outcome: result,

@@ -62,6 +62,10 @@ pub struct Args {
     /// With --costs: use the rows measured with this many threads.
     #[arg(long, value_parser = crate::cmd::args::positive, requires = "costs")]
     cost_threads: Option<usize>,
+    /// With --costs: use the rows measured in this precision (f32, bf16; a row without one is
+    /// f32).
+    #[arg(long, requires = "costs")]
+    cost_dtype: Option<committee_ops::precision::Dtype>,
     /// With --costs: best top-1 with at most this many milliseconds per image on average.
     #[arg(long, value_parser = crate::cmd::args::positive_f64, requires = "costs")]
     budget_ms: Option<f64>,
@@ -571,6 +575,7 @@ fn time_costs(
     let on = RunOn {
         backend: a.cost_backend.clone(),
         threads: a.cost_threads,
+        dtype: a.cost_dtype.map(|d| d.to_string()),
     };
     let mut devices: Vec<String> = Vec::new();
     let mut curves = Vec::new();

@@ -2,8 +2,9 @@
 //!
 //! A cost table is what `committee bench --model A,B --batch 1,2,4,8,16,32 --json` prints: one
 //! row per (model, img_size, backend, batch) with its median batch time `p50_ms` (and the
-//! `device` and `threads` it ran on). Several files merge into one table. The search matches a
-//! cache to rows by model and img_size, and to the run by backend and threads.
+//! `device`, `threads` and `dtype` it ran with). Several files merge into one table. The
+//! search matches a cache to rows by model and img_size, and to the run by backend, threads and
+//! dtype (a row without one is f32, as every table before `--dtype` was).
 //!
 //! Why time and not GMACs: on a CPU, depthwise layers run at a fraction of a dense
 //! convolution's GMAC/s, and a cascade's later stages see smaller batches (only the undecided
@@ -25,7 +26,7 @@ pub enum CostError {
         have: String,
     },
     #[error(
-        "the cost table has two rows for {model} at {img_size} px, batch {batch}{on}: give the tables of one device (or pick one with --cost-backend / --cost-threads)"
+        "the cost table has two rows for {model} at {img_size} px, batch {batch}{on}: give the tables of one device (or pick one with --cost-backend / --cost-threads / --cost-dtype)"
     )]
     Duplicate {
         model: String,
@@ -43,6 +44,9 @@ pub struct CostRow {
     pub backend: String,
     pub device: String,
     pub threads: Option<usize>,
+    /// The precision the row ran in (`f32`, `bf16`): the first word of bench's `dtype`
+    /// (`bf16 (amx)`), `f32` when the row has none.
+    pub dtype: String,
     pub batch: usize,
     /// Median time of one batch.
     pub p50_ms: f64,
@@ -54,11 +58,12 @@ pub struct CostTable {
     pub rows: Vec<CostRow>,
 }
 
-/// Which rows apply to this run: a backend and a thread count, when given.
+/// Which rows apply to this run: a backend, a thread count and a precision, when given.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunOn {
     pub backend: Option<String>,
     pub threads: Option<usize>,
+    pub dtype: Option<String>,
 }
 
 impl RunOn {
@@ -69,6 +74,9 @@ impl RunOn {
         }
         if let Some(t) = self.threads {
             s += &format!(" with {t} threads");
+        }
+        if let Some(d) = &self.dtype {
+            s += &format!(" in {d}");
         }
         s
     }
@@ -139,6 +147,14 @@ impl CostTable {
                     None | Some(serde_json::Value::Null) => None,
                     Some(_) => Some(count("threads")?),
                 },
+                dtype: match r.get("dtype") {
+                    None | Some(serde_json::Value::Null) => "f32".into(),
+                    Some(_) => text("dtype")?
+                        .split_whitespace()
+                        .next()
+                        .ok_or_else(|| bad(format!("row {i}: 'dtype' is empty")))?
+                        .to_string(),
+                },
                 batch: count("batch")?,
                 p50_ms,
             });
@@ -158,12 +174,13 @@ impl CostTable {
                 on.threads
                     .is_none_or(|t| r.threads.is_none_or(|rt| rt == t))
             })
+            .filter(|r| on.dtype.as_ref().is_none_or(|d| *d == r.dtype))
             .collect();
         if rows.is_empty() {
             let mut have: Vec<String> = self
                 .rows
                 .iter()
-                .map(|r| format!("{}@{} {}", r.model, r.img_size, r.backend))
+                .map(|r| format!("{}@{} {} {}", r.model, r.img_size, r.backend, r.dtype))
                 .collect();
             have.sort();
             have.dedup();
@@ -263,7 +280,9 @@ mod tests {
           {"model": "a", "img_size": 224, "backend": "flex", "device": "cpu", "threads": 2,
            "batch": 4, "p50_ms": 99.0, "mode": "train"},
           {"model": "a", "img_size": 224, "backend": "wgpu", "device": "H100",
-           "batch": 4, "p50_ms": 1.0}
+           "batch": 4, "p50_ms": 1.0},
+          {"model": "a", "img_size": 224, "backend": "flex", "device": "cpu", "threads": 2,
+           "dtype": "bf16 (amx)", "batch": 4, "p50_ms": 8.0, "mode": "forward"}
         ]"#;
         t.add_json(rows, "costs.json").unwrap();
         t
@@ -276,6 +295,7 @@ mod tests {
         let on = RunOn {
             backend: Some("flex".into()),
             threads: Some(2),
+            dtype: Some("f32".into()),
         };
         let c = table().curve("a", 224, &on).unwrap();
         assert_eq!(c.points, vec![(1, 10.0), (4, 16.0)]);
@@ -300,6 +320,7 @@ mod tests {
         let on = RunOn {
             backend: Some("flex".into()),
             threads: None,
+            dtype: Some("f32".into()),
         };
         let a = table().curve("a", 224, &on).unwrap();
         let ms = cascade_ms_per_img(&[a.clone(), a], 8, &[300, 100]);
@@ -307,11 +328,12 @@ mod tests {
     }
 
     #[test]
-    fn rows_are_picked_by_backend_and_threads_and_missing_ones_named() {
+    fn rows_are_picked_by_backend_threads_and_dtype_and_missing_ones_named() {
         let t = table();
         let gpu = RunOn {
             backend: Some("wgpu".into()),
             threads: None,
+            dtype: None,
         };
         assert_eq!(t.curve("a", 224, &gpu).unwrap().points, vec![(4, 1.0)]);
         // Without a backend, flex's batch 4 and wgpu's collide.
@@ -333,10 +355,25 @@ mod tests {
                 &RunOn {
                     backend: Some("flex".into()),
                     threads: Some(16),
+                    dtype: None,
                 },
             )
             .unwrap_err();
         assert!(e.to_string().contains("with 16 threads"), "{e}");
+        // f32 and bf16 rows of one model and batch: apart by dtype, together a collision.
+        let flex = |dtype: Option<&str>| RunOn {
+            backend: Some("flex".into()),
+            threads: Some(2),
+            dtype: dtype.map(String::from),
+        };
+        let bf16 = t.curve("a", 224, &flex(Some("bf16"))).unwrap();
+        assert_eq!(bf16.points, vec![(4, 8.0)]);
+        let f32 = t.curve("a", 224, &flex(Some("f32"))).unwrap();
+        assert_eq!(f32.points, vec![(1, 10.0), (4, 16.0)]);
+        let e = t.curve("a", 224, &flex(None)).unwrap_err();
+        assert!(e.to_string().contains("--cost-dtype"), "{e}");
+        let e = t.curve("a", 224, &flex(Some("f16"))).unwrap_err();
+        assert!(e.to_string().contains("in f16"), "{e}");
     }
 
     #[test]
