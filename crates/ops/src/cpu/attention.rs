@@ -12,95 +12,120 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
     if !eligible(Kernel::Attention, &qkv) || heads == 0 || d3 % (3 * heads) != 0 {
         return Err(qkv);
     }
-    let (d, dh) = (d3 / 3, d3 / 3 / heads);
+    let dims = Heads {
+        b,
+        n,
+        heads,
+        dh: d3 / 3 / heads,
+    };
     let t = eligible_input(qkv);
     let src = t.storage::<f32>();
-    let scale = 1.0 / (dh as f32).sqrt();
-    let isa = Isa::get();
     let per_head: Vec<Vec<f32>> = (0..b * heads)
         .into_par_iter()
-        .map(|task| {
-            let (img, h) = (task / heads, task % heads);
-            let base = &src[img * n * d3..][..n * d3];
-            let (q, k, v) = (
-                &base[h * dh..],
-                &base[d + h * dh..],
-                &base[2 * d + h * dh..],
-            );
-            let mut scores = vec![0f32; n * n];
-            let mut o = vec![0f32; n * dh];
-            // SAFETY: `scores` is row-major [n, n]; Q (i, c) is q[i * d3 + c] and K^T (c, j)
-            // is k[j * d3 + c], c < dh, j < n: inside `base` (the three column blocks end
-            // at 3d = d3 on every row).
-            unsafe {
-                gemm::gemm(
-                    n,
-                    n,
-                    dh,
-                    scores.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    d3 as isize,
-                    k.as_ptr(),
-                    d3 as isize,
-                    1,
-                    0.0f32,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            for row in scores.chunks_exact_mut(n) {
-                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-                row.iter_mut().for_each(|x| *x -= max);
-                isa.epilogue(row, Epilogue::Exp);
-                let inv = 1.0 / row.iter().sum::<f32>();
-                row.iter_mut().for_each(|x| *x *= inv);
-            }
-            // SAFETY: `o` is row-major [n, dh], P = scores [n, n], V (j, c) is v[j * d3 + c].
-            unsafe {
-                gemm::gemm(
-                    n,
-                    dh,
-                    n,
-                    o.as_mut_ptr(),
-                    1,
-                    dh as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    n as isize,
-                    v.as_ptr(),
-                    1,
-                    d3 as isize,
-                    0.0f32,
-                    1.0f32,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-            o
-        })
+        .map(|task| dims.head(src, task).1)
         .collect();
-    let mut out = vec![0f32; b * n * d];
-    out.par_chunks_mut(n * d)
-        .enumerate()
-        .for_each(|(img, dst)| {
-            for (h, o) in per_head[img * heads..][..heads].iter().enumerate() {
-                for (row, src) in dst.chunks_exact_mut(d).zip(o.chunks_exact(dh)) {
-                    row[h * dh..][..dh].copy_from_slice(src);
-                }
-            }
-        });
+    let out = dims.join(&per_head, 1);
     Ok(from_flex(FlexTensor::from_data(TensorData::new(
         out,
-        [b, n, d],
+        [b, n, dims.d()],
     ))))
+}
+
+/// The sizes of one multi-head attention over timm's qkv layout `[b, n, 3 d]`, and the
+/// per-(image, head) steps the inference kernel and the training op share.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Heads {
+    pub(crate) b: usize,
+    pub(crate) n: usize,
+    pub(crate) heads: usize,
+    pub(crate) dh: usize,
+}
+
+impl Heads {
+    pub(crate) fn d(&self) -> usize {
+        self.heads * self.dh
+    }
+
+    pub(crate) fn d3(&self) -> usize {
+        3 * self.d()
+    }
+
+    pub(crate) fn scale(&self) -> f32 {
+        1.0 / (self.dh as f32).sqrt()
+    }
+
+    /// Task `task`'s (image, head) Q, K and V: slices starting at the head's first column
+    /// of the image's rows (row stride `d3`).
+    pub(crate) fn qkv<'a>(&self, src: &'a [f32], task: usize) -> (&'a [f32], &'a [f32], &'a [f32]) {
+        let (img, h) = (task / self.heads, task % self.heads);
+        let base = &src[img * self.n * self.d3()..][..self.n * self.d3()];
+        let d = self.d();
+        (
+            &base[h * self.dh..],
+            &base[d + h * self.dh..],
+            &base[2 * d + h * self.dh..],
+        )
+    }
+
+    /// One (image, head): the probabilities `P = softmax(s Q K^T)` `[n, n]` and the output
+    /// `P V` `[n, dh]`, with the `n x n` scores in cache.
+    pub(crate) fn head(&self, src: &[f32], task: usize) -> (Vec<f32>, Vec<f32>) {
+        let (n, dh, d3) = (self.n, self.dh, self.d3());
+        let (q, k, v) = self.qkv(src, task);
+        let mut p = vec![0f32; n * n];
+        product(&mut p, [n, n, dh], (q, d3, 1), (k, 1, d3), self.scale());
+        let isa = Isa::get();
+        for row in p.chunks_exact_mut(n) {
+            let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            row.iter_mut().for_each(|x| *x -= max);
+            isa.epilogue(row, Epilogue::Exp);
+            let inv = 1.0 / row.iter().sum::<f32>();
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
+        let mut o = vec![0f32; n * dh];
+        product(&mut o, [n, dh, n], (&p, n, 1), (v, d3, 1), 1.0);
+        (p, o)
+    }
+
+    /// Per-task blocks of `parts` matrices `[n, dh]` each (one per task, tasks in (image,
+    /// head) order) joined into `[b, n, parts d]`: block `part` of head `h` at columns
+    /// `part d + h dh` (the output for one part, the qkv gradient for three).
+    pub(crate) fn join<T: AsRef<[f32]> + Sync>(&self, per_task: &[T], parts: usize) -> Vec<f32> {
+        let (n, dh, d) = (self.n, self.dh, self.d());
+        let row = parts * d;
+        let mut out = vec![0f32; self.b * n * row];
+        out.par_chunks_mut(n * row)
+            .enumerate()
+            .for_each(|(img, dst)| {
+                for (h, g) in per_task[img * self.heads..][..self.heads]
+                    .iter()
+                    .enumerate()
+                {
+                    for (part, g) in g.as_ref().chunks_exact(n * dh).enumerate() {
+                        for (r, src) in dst.chunks_exact_mut(row).zip(g.chunks_exact(dh)) {
+                            r[part * d + h * dh..][..dh].copy_from_slice(src);
+                        }
+                    }
+                }
+            });
+        out
+    }
+}
+
+/// `dst [m, n] (row-major, overwritten) = scale * lhs [m, k] x rhs [k, n]`, each operand given
+/// as (slice, row stride, column stride), on the calling thread (one task per head).
+pub(crate) fn product(
+    dst: &mut [f32],
+    mnk: [usize; 3],
+    (data, rs, cs): (&[f32], usize, usize),
+    (rdata, rrs, rcs): (&[f32], usize, usize),
+    scale: f32,
+) {
+    let lhs = Mat { data, rs, cs };
+    let rhs = Mat {
+        data: rdata,
+        rs: rrs,
+        cs: rcs,
+    };
+    gemm_scaled(mnk, dst, lhs, rhs, false, scale, gemm::Parallelism::None);
 }

@@ -1,6 +1,7 @@
 //! Multi-head self-attention from the qkv projection, with its own backward.
 
 use super::*;
+use crate::cpu::attention::{Heads, product};
 
 /// `softmax(Q K^T / sqrt(d_head)) V` per image and head from timm's qkv layout `[b, n, 3 d]`
 /// to `[b, n, d]` on flex's autodiff device, the gradient written straight into the qkv
@@ -15,7 +16,7 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
     if !applies(&qkv) || heads == 0 || d3 % (3 * heads) != 0 || n == 0 {
         return Err(qkv);
     }
-    let dims = Dims {
+    let dims = Heads {
         b,
         n,
         heads,
@@ -26,44 +27,11 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
     };
     let xc = contiguous(qkv.primitive().clone());
     let src = slice(&xc);
-    let isa = Isa::get();
-    let (n, dh, d) = (dims.n, dims.dh, dims.d());
-    let per_task: Vec<(Vec<f32>, Vec<f32>)> = (0..b * heads)
+    let (probs, outs): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (0..b * heads)
         .into_par_iter()
-        .map(|task| {
-            let (q, k, v) = dims.qkv(src, task);
-            let mut p = vec![0f32; n * n];
-            product(
-                &mut p,
-                [n, n, dh],
-                (q, dims.d3(), 1),
-                (k, 1, dims.d3()),
-                dims.scale(),
-            );
-            for row in p.chunks_exact_mut(n) {
-                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-                row.iter_mut().for_each(|x| *x -= max);
-                isa.epilogue(row, Epilogue::Exp);
-                let inv = 1.0 / row.iter().sum::<f32>();
-                row.iter_mut().for_each(|x| *x *= inv);
-            }
-            let mut o = vec![0f32; n * dh];
-            product(&mut o, [n, dh, n], (&p, n, 1), (v, dims.d3(), 1), 1.0);
-            (p, o)
-        })
-        .collect();
-    let mut out = vec![0f32; b * n * d];
-    out.par_chunks_mut(n * d)
-        .enumerate()
-        .for_each(|(img, dst)| {
-            for (h, (_, o)) in per_task[img * heads..][..heads].iter().enumerate() {
-                for (row, src) in dst.chunks_exact_mut(d).zip(o.chunks_exact(dh)) {
-                    row[h * dh..][..dh].copy_from_slice(src);
-                }
-            }
-        });
-    let y = FlexTensor::from_data(TensorData::new(out, [b, n, d]));
-    let probs = per_task.into_iter().map(|(p, _)| p).collect();
+        .map(|task| dims.head(src, task))
+        .unzip();
+    let y = FlexTensor::from_data(TensorData::new(dims.join(&outs, 1), [b, n, dims.d()]));
     let out = match AttentionBackward
         .prepare::<NoCheckpointing>([qkv.node()])
         .compute_bound()
@@ -75,65 +43,12 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
     Ok(Tensor::from_primitive::<Ad>(out))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Dims {
-    b: usize,
-    n: usize,
-    heads: usize,
-    dh: usize,
-}
-
-impl Dims {
-    fn d(&self) -> usize {
-        self.heads * self.dh
-    }
-
-    fn d3(&self) -> usize {
-        3 * self.d()
-    }
-
-    fn scale(&self) -> f32 {
-        1.0 / (self.dh as f32).sqrt()
-    }
-
-    /// Task `task`'s (image, head) Q, K and V: slices starting at the head's first column
-    /// of image's rows (row stride `d3`).
-    fn qkv<'a>(&self, src: &'a [f32], task: usize) -> (&'a [f32], &'a [f32], &'a [f32]) {
-        let (img, h) = (task / self.heads, task % self.heads);
-        let base = &src[img * self.n * self.d3()..][..self.n * self.d3()];
-        let d = self.d();
-        (
-            &base[h * self.dh..],
-            &base[d + h * self.dh..],
-            &base[2 * d + h * self.dh..],
-        )
-    }
-}
-
-/// `dst [m, n] (row-major, overwritten) = scale * lhs [m, k] x rhs [k, n]`, each operand given
-/// as (slice, row stride, column stride), on the calling thread (one task per head).
-fn product(
-    dst: &mut [f32],
-    mnk: [usize; 3],
-    (data, rs, cs): (&[f32], usize, usize),
-    (rdata, rrs, rcs): (&[f32], usize, usize),
-    scale: f32,
-) {
-    let lhs = Mat { data, rs, cs };
-    let rhs = Mat {
-        data: rdata,
-        rs: rrs,
-        cs: rcs,
-    };
-    gemm_scaled(mnk, dst, lhs, rhs, false, scale, gemm::Parallelism::None);
-}
-
 #[derive(Debug)]
 struct AttentionBackward;
 
 impl Backward<Flex, 1> for AttentionBackward {
     /// The qkv input, each task's probabilities `[n, n]`, the sizes.
-    type State = (FlexTensor, Vec<Vec<f32>>, Dims);
+    type State = (FlexTensor, Vec<Vec<f32>>, Heads);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node] = ops.parents;
@@ -168,21 +83,7 @@ impl Backward<Flex, 1> for AttentionBackward {
                 g
             })
             .collect();
-        let mut dx = vec![0f32; dims.b * n * d3];
-        dx.par_chunks_mut(n * d3)
-            .enumerate()
-            .for_each(|(img, dst)| {
-                for (h, g) in per_task[img * dims.heads..][..dims.heads]
-                    .iter()
-                    .enumerate()
-                {
-                    for (part, g) in g.chunks_exact(n * dh).enumerate() {
-                        for (row, src) in dst.chunks_exact_mut(d3).zip(g.chunks_exact(dh)) {
-                            row[part * d + h * dh..][..dh].copy_from_slice(src);
-                        }
-                    }
-                }
-            });
+        let dx = dims.join(&per_task, 3);
         grads.register::<Flex>(
             node.id,
             FlexTensor::from_data(TensorData::new(dx, [dims.b, n, d3])),

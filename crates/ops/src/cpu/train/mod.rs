@@ -33,8 +33,8 @@ use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
 use super::{
-    CHUNK, Epilogue, Geometry, Isa, Kernel, Mat, contiguous, gemm_scaled, gemm_strided, im2col_row,
-    is_depthwise, on, preloaded, preloaded_pair, window,
+    CHUNK, Geometry, Isa, Kernel, Mat, contiguous, gemm_strided, im2col_row, is_depthwise, on,
+    preloaded, preloaded_pair, window,
 };
 
 mod attention;
