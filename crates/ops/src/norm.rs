@@ -1,4 +1,4 @@
-//! BatchNorm, with PyTorch's running-statistics update in training.
+//! BatchNorm, with PyTorch's running-statistics update in training, and LayerNorm.
 
 use burn::nn::{BatchNorm, LayerNorm};
 use burn::tensor::{Device, Tensor};

@@ -24,14 +24,15 @@ pub(crate) fn preloaded(
 }
 
 /// Two vectors of `len` floats written in one parallel pass, rows `i` of both by
-/// `fill(i, a_row, b_row)` (as [`preloaded`]: no zero-fill first). `fill` must write every
-/// element of both rows.
+/// `fill(i, a_row, b_row)` (as [`preloaded`]: no zero-fill first); rows of `row_len`, the last
+/// one shorter when `row_len` does not divide `len`. `fill` must write every element of both
+/// rows.
 pub(crate) fn preloaded_pair(
     len: usize,
     row_len: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<f32>], &mut [MaybeUninit<f32>]) + Sync,
 ) -> (Vec<f32>, Vec<f32>) {
-    assert!(row_len > 0 && len.is_multiple_of(row_len));
+    assert!(row_len > 0);
     let mut a = Vec::with_capacity(len);
     let mut b = Vec::with_capacity(len);
     a.spare_capacity_mut()[..len]

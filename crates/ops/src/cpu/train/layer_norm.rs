@@ -178,18 +178,24 @@ fn register(grads: &mut Gradients, id: Option<NodeId>, v: Vec<f32>, shape: Vec<u
     }
 }
 
+/// The backward of either form (with beta: 3 parents, without: 2): gradients of x, gamma
+/// and, when there, beta.
+fn backward<const N: usize>(ops: Ops<LnState, N>, grads: &mut Gradients) {
+    let dy = contiguous(grads.consume::<Flex>(&ops.node));
+    let shape: Vec<usize> = dy.layout().shape().to_vec();
+    let id = |i: usize| ops.parents.get(i).and_then(|p| p.as_ref().map(|n| n.id));
+    let (dx, dg, db) = LnBackward::grads(&ops.state, slice(&dy), id(0).is_some());
+    let d = ops.state.d;
+    register(grads, id(0), dx.unwrap_or_default(), shape);
+    register(grads, id(1), dg, vec![d]);
+    register(grads, id(2), db, vec![d]);
+}
+
 impl Backward<Flex, 3> for LnBackward {
     type State = LnState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_g, node_b] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let shape: Vec<usize> = dy.layout().shape().to_vec();
-        let (dx, dg, db) = Self::grads(&ops.state, slice(&dy), node_x.is_some());
-        let d = ops.state.d;
-        register(grads, node_x.map(|n| n.id), dx.unwrap_or_default(), shape);
-        register(grads, node_g.map(|n| n.id), dg, vec![d]);
-        register(grads, node_b.map(|n| n.id), db, vec![d]);
+        backward(ops, grads);
     }
 }
 
@@ -197,12 +203,6 @@ impl Backward<Flex, 2> for LnBackward {
     type State = LnState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_g] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let shape: Vec<usize> = dy.layout().shape().to_vec();
-        let (dx, dg, _) = Self::grads(&ops.state, slice(&dy), node_x.is_some());
-        let d = ops.state.d;
-        register(grads, node_x.map(|n| n.id), dx.unwrap_or_default(), shape);
-        register(grads, node_g.map(|n| n.id), dg, vec![d]);
+        backward(ops, grads);
     }
 }

@@ -175,27 +175,23 @@ impl Backward<Flex, 3> for NormBackward {
         let st = ops.state;
         let d = &st.d;
         let (dys, xs) = (slice(&dy), slice(&st.x));
-        // The gradient before the activation, `dz = dy act'(z)`, formed where it is read.
         let slope = st.slope.as_deref();
-        let dz_of = |at: usize, buf: &mut Vec<f32>| {
-            let dy = &dys[at..at + d.hw()];
-            if let Some(s) = slope {
-                buf.clear();
-                buf.extend(dy.iter().zip(&s[at..at + d.hw()]).map(|(g, s)| g * s));
-            }
-        };
-        // Per channel: sum(dz) and sum(dz * xhat), in f64.
+        // Per channel: sum(dz) and sum(dz * xhat), in f64, with the gradient before the
+        // activation, `dz = dy act'(z)`, formed plane by plane where it is read.
         let sums: Vec<(f64, f64)> = (0..d.c)
             .into_par_iter()
             .map_init(Vec::new, |buf, ch| {
                 let (m, s) = (st.mean[ch], st.invstd[ch]);
                 (0..d.n).fold((0.0, 0.0), |(a, b), i| {
                     let at = (i * d.c + ch) * d.hw();
-                    dz_of(at, buf);
-                    let dz = if slope.is_some() {
-                        &buf[..]
-                    } else {
-                        &dys[at..at + d.hw()]
+                    let dy = &dys[at..at + d.hw()];
+                    let dz = match slope {
+                        Some(sl) => {
+                            buf.clear();
+                            buf.extend(dy.iter().zip(&sl[at..at + d.hw()]).map(|(g, s)| g * s));
+                            &buf[..]
+                        }
+                        None => dy,
                     };
                     let x = &xs[at..at + d.hw()];
                     let pa = sum8(dz, dz, |g, _| g) as f64;

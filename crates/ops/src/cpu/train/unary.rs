@@ -19,23 +19,9 @@ pub fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Result<Tensor<D>, T
     let shape = xc.layout().shape().clone();
     let src = slice(&xc);
     let isa = Isa::get();
-    let (y, slope) = if src.is_empty() {
-        (Vec::new(), Vec::new())
-    } else {
-        let mut y = Vec::with_capacity(src.len());
-        let mut s = Vec::with_capacity(src.len());
-        y.spare_capacity_mut()[..src.len()]
-            .par_chunks_mut(CHUNK)
-            .zip(s.spare_capacity_mut()[..src.len()].par_chunks_mut(CHUNK))
-            .zip(src.par_chunks(CHUNK))
-            .for_each(|((y, s), x)| isa.affine_act(x, [1.0, 0.0], act, y, s));
-        // SAFETY: the chunks cover `src.len()` elements of both, each written by `affine_act`.
-        unsafe {
-            y.set_len(src.len());
-            s.set_len(src.len());
-        }
-        (y, s)
-    };
+    let (y, slope) = preloaded_pair(src.len(), CHUNK, |i, y, s| {
+        isa.affine_act(&src[i * CHUNK..][..y.len()], [1.0, 0.0], act, y, s)
+    });
     let y = FlexTensor::from_data(TensorData::new(y, shape));
     let out = match UnaryBackward
         .prepare::<NoCheckpointing>([x.node()])
