@@ -11,7 +11,19 @@ PER_CLASS="${PER_CLASS:-2000}"   # training images per class (of 5,500)
 EPOCHS="${EPOCHS:-3}"
 LR="${LR:-0.02}"                 # peak lr at batch 64 (0.05 was unstable: see docs/fashion-mnist.md)
 WARMUP="${WARMUP:-0.3}"          # warmup epochs
+# RE: random-erasing probability (0 = off, as the 2026-11-24 study); IMG: training/eval size
+# (default: the images' 28 px; 56 keeps MobileNetV2's last stage at 2x2).
 mkdir -p "$W"
+# Provenance, appended per session (the study spans sessions): commit, host, and per command
+# its start, wall seconds and exit status (RUN/record.tsv).
+{ echo "# session $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)";
+  lscpu | grep -E "Model name|^CPU\(s\)|Flags" | sed 's/^/# /' | cut -c1-300; } >> "$W/record.tsv"
+record() {  # record CMD...: run it, then append start, wall s, status and the command
+  local t0 s=0; t0=$(date +%s)
+  "$@" || s=$?
+  printf '%s\t%s\t%s\t%s\n' "$(date -u -d @"$t0" +%FT%TZ)" "$(( $(date +%s) - t0 ))" "$s" "$*" >> "$W/record.tsv"
+  return $s
+}
 [ -d "$W/fm/test" ] || "$BIN" data fashion-mnist --out "$W/fm"
 # A class-balanced training subset: the first $PER_CLASS files of each class, by name.
 if [ "$PER_CLASS" -ge 5500 ]; then
@@ -34,12 +46,13 @@ train_member() {
   if [ -f "$out/metrics.csv" ] && [ "$(wc -l < "$out/metrics.csv")" -gt "$EPOCHS" ]; then return; fi
   [ -f "$out/checkpoint.safetensors" ] && resume=(--resume)
   local cmd=("$BIN" train --backend flex --model "$m" --data "$W/train-$PER_CLASS" --val "$W/fm/holdout"
-    --out "$out" --epochs "$EPOCHS" --batch 64 --lr "$LR" --seed "$s" --warmup-epochs "$WARMUP" "${resume[@]}")
+    --out "$out" --epochs "$EPOCHS" --batch 64 --lr "$LR" --seed "$s" --warmup-epochs "$WARMUP"
+    --random-erasing "${RE:-0}" ${IMG:+--img-size "$IMG"} "${resume[@]}")
   if [ "$JOBS" -gt 1 ]; then
     mkdir -p "$out"
-    RAYON_NUM_THREADS="${THREADS:-1}" "${cmd[@]}" > "$out/train.log" 2>&1
+    RAYON_NUM_THREADS="${THREADS:-1}" record "${cmd[@]}" > "$out/train.log" 2>&1
   else
-    "${cmd[@]}"
+    record "${cmd[@]}"
   fi
 }
 # Largest members first, so that the last to finish are small ones.

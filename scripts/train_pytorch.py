@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The `committee train` recipe for small images, in timm/PyTorch: a reference for accuracy.
 
-Same model (timm, random init), data folders, augmentation (zero-pad 4 + random crop + flip),
-normalisation, SGD momentum (no dampening) with weight decay off for norms and biases, label
+Same model (timm, random init), data folders, input size (PIL bilinear resize, as committee's
+eval/training transform), augmentation (zero-pad 4 + random crop + flip, then timm's
+RandomErasing in pixel mode with --reprob), normalisation, SGD momentum (no dampening) with weight decay off for norms and biases, label
 smoothing, per-iteration linear warmup then cosine, batch-mode BatchNorm. Prints one CSV row
 per epoch like committee's metrics.csv, so the two runs can be compared line by line:
 
@@ -12,6 +13,7 @@ per epoch like committee's metrics.csv, so the two runs can be compared line by 
 import argparse
 import math
 import os
+import random
 import time
 
 import torch
@@ -28,12 +30,21 @@ def folder(root):
     return classes, items
 
 
-def load(items, chans):
-    """All images as one uint8 tensor (N, C, H, W): Fashion-MNIST fits in memory."""
+def load(items, chans, size=None):
+    """All images as one uint8 tensor (N, C, H, W): Fashion-MNIST fits in memory. With `size`,
+    each is resized with PIL's bilinear filter first (committee resizes the RGB image, then
+    converts to L; for grey images the two orders agree)."""
     mode = "L" if chans == 1 else "RGB"
-    xs = [torch.frombuffer(bytearray(Image.open(p).convert(mode).tobytes()), dtype=torch.uint8)
-          for p, _ in items]
-    w, h = Image.open(items[0][0]).size
+
+    def one(p):
+        im = Image.open(p).convert("RGB")
+        if size and im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        return im.convert(mode)
+
+    ims = [one(p) for p, _ in items]
+    w, h = ims[0].size
+    xs = [torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8) for im in ims]
     x = torch.stack(xs).view(len(items), h, w, chans).permute(0, 3, 1, 2).contiguous()
     return x, torch.tensor([y for _, y in items])
 
@@ -51,6 +62,8 @@ def main():
     ap.add_argument("--label-smoothing", type=float, default=0.1)
     ap.add_argument("--warmup-epochs", type=float, default=0.5)
     ap.add_argument("--in-chans", type=int, default=1)
+    ap.add_argument("--img-size", type=int, help="resize to this (default: the images' size)")
+    ap.add_argument("--reprob", type=float, default=0.0, help="random erasing probability")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (augmentation stays on the CPU)")
@@ -58,9 +71,14 @@ def main():
     dev = torch.device(a.device)
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
+    random.seed(a.seed)  # timm's RandomErasing draws from Python's random
     classes, items = folder(a.data)
-    x, y = load(items, a.in_chans)
-    val = load(folder(a.val)[1], a.in_chans) if a.val else None
+    x, y = load(items, a.in_chans, a.img_size)
+    val = load(folder(a.val)[1], a.in_chans, a.img_size) if a.val else None
+    erase = None
+    if a.reprob > 0:
+        from timm.data.random_erasing import RandomErasing
+        erase = RandomErasing(probability=a.reprob, mode="pixel", device="cpu")
     m = timm.create_model(a.model, pretrained=False, in_chans=a.in_chans, num_classes=len(classes))
     m = m.to(dev)
     cfg = m.pretrained_cfg
@@ -104,7 +122,10 @@ def main():
             for g in opt.param_groups:
                 g["lr"] = lr
             yb = y[idx].to(dev)
-            out = m(norm(xb).to(dev))
+            xn = norm(xb)
+            if erase is not None:
+                xn = erase(xn)
+            out = m(xn.to(dev))
             loss = loss_fn(out, yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -61,6 +61,9 @@ pub struct Args {
     /// imagenet (random-resized-crop + flip), small (pad-and-crop + flip) or none.
     #[arg(long)]
     augment: Option<AugmentKind>,
+    /// Probability of random erasing per image (timm's RandomErasing, mode pixel; 0 = off).
+    #[arg(long)]
+    random_erasing: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
     /// Train one member per seed into RUN/seed-N, one after the other.
@@ -109,6 +112,7 @@ fn config(a: &Args) -> Result<TrainConfig> {
         label_smoothing,
         drop_rate,
         drop_path,
+        random_erasing,
         seed
     );
     set_opt!(val, img_size, in_chans, lr, weight_decay, augment, workers);

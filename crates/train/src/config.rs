@@ -69,6 +69,9 @@ pub struct TrainConfig {
     pub drop_rate: f64,
     pub drop_path: f64,
     pub augment: Option<AugmentKind>,
+    /// Probability of timm's random erasing per training image (0 = off; older runs lack it).
+    #[serde(default)]
+    pub random_erasing: f64,
     pub seed: u64,
     /// Decoding threads (not part of the result).
     pub workers: Option<usize>,
@@ -94,6 +97,7 @@ impl TrainConfig {
             drop_rate: 0.0,
             drop_path: 0.0,
             augment: None,
+            random_erasing: 0.0,
             seed: 0,
             workers: None,
         }
@@ -141,6 +145,9 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&self.drop_path) {
             return Err(bad("drop_path", self.drop_path));
         }
+        if !(0.0..=1.0).contains(&self.random_erasing) {
+            return Err(bad("random_erasing", self.random_erasing));
+        }
         if !(0.0..1.0).contains(&self.momentum) {
             return Err(bad("momentum", self.momentum));
         }
@@ -173,6 +180,24 @@ mod tests {
         assert_eq!(back, c);
         let bad = c.to_toml() + "\nlearning_rate = 3\n";
         assert!(toml::from_str::<TrainConfig>(&bad).is_err());
+        // Runs saved before random erasing existed resume with it off.
+        c.random_erasing = 0.25;
+        let old: String = c
+            .to_toml()
+            .lines()
+            .filter(|l| !l.starts_with("random_erasing"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let back: TrainConfig = toml::from_str(&old).unwrap();
+        assert_eq!(back.random_erasing, 0.0);
+    }
+
+    #[test]
+    fn the_shipped_fashion_mnist_recipe_parses_and_validates() {
+        let text = include_str!("../../../configs/fashion-mnist.toml");
+        let c: TrainConfig = toml::from_str(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!((c.img_size, c.random_erasing), (Some(56), 0.25));
     }
 
     #[test]

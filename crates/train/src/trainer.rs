@@ -305,6 +305,7 @@ fn open_data(cfg: &TrainConfig, spec: &ModelSpec, train: ImageFolder) -> Result<
             channels: cfg.in_chans.unwrap_or(3),
             mean: spec.eval.mean,
             std: spec.eval.std,
+            erase: cfg.random_erasing,
         },
         eval: EvalTransform::from(&ev),
         eval_config: ev,
