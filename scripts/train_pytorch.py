@@ -3,9 +3,10 @@
 
 Same model (timm, random init), data folders, input size (PIL bilinear resize, as committee's
 eval/training transform), augmentation (zero-pad 4 + random crop + flip, then timm's
-RandomErasing in pixel mode with --reprob), normalisation, SGD momentum (no dampening) with weight decay off for norms and biases, label
-smoothing, per-iteration linear warmup then cosine, batch-mode BatchNorm. Prints one CSV row
-per epoch like committee's metrics.csv, so the two runs can be compared line by line:
+RandomErasing in pixel mode with --reprob), normalisation, SGD momentum (no dampening) with
+weight decay off for norms and biases, label smoothing, per-iteration linear warmup then
+cosine, batch-mode BatchNorm. Prints one CSV row per epoch like committee's metrics.csv, so
+the two runs can be compared line by line:
 
     python scripts/train_pytorch.py --model mobilenetv2_050 --data DIR/train --val DIR/holdout \
         --epochs 3 --batch 64 --lr 0.05 --seed 0 --threads 2

@@ -60,10 +60,7 @@ pub fn random_erase(x: &mut [f32], chans: usize, h: usize, w: usize, p: f64, rng
     let area = (h * w) as f64;
     let (lr0, lr1) = (0.3f64.ln(), (1.0f64 / 0.3).ln());
     for _ in 0..10 {
-        let target = rng.range(0.02, 1.0 / 3.0) * area;
-        let aspect = rng.range(lr0, lr1).exp();
-        let bh = (target * aspect).sqrt().round() as usize;
-        let bw = (target / aspect).sqrt().round() as usize;
+        let (bh, bw) = box_sides(area, (0.02, 1.0 / 3.0), (lr0, lr1), rng);
         if bw < w && bh < h {
             let top = rng.int_inclusive(h - bh);
             let left = rng.int_inclusive(w - bw);
@@ -80,15 +77,24 @@ pub fn random_erase(x: &mut [f32], chans: usize, h: usize, w: usize, p: f64, rng
     }
 }
 
+/// One try at a random box, drawn as torchvision's `RandomResizedCrop` and timm's
+/// `RandomErasing` both draw it: area uniform in `scale` of `area`, then the aspect ratio
+/// log-uniform in `log_ratio`; the sides sqrt(target * aspect), sqrt(target / aspect), rounded.
+fn box_sides(area: f64, scale: (f64, f64), log_ratio: (f64, f64), rng: &mut Rng) -> (usize, usize) {
+    let target = area * rng.range(scale.0, scale.1);
+    let aspect = rng.range(log_ratio.0, log_ratio.1).exp();
+    (
+        (target * aspect).sqrt().round() as usize,
+        (target / aspect).sqrt().round() as usize,
+    )
+}
+
 /// torchvision's `RandomResizedCrop.get_params`: (top, left, height, width).
 pub fn rrc_params(w: usize, h: usize, rng: &mut Rng) -> (usize, usize, usize, usize) {
     let area = (w * h) as f64;
     let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
     for _ in 0..10 {
-        let target = area * rng.range(0.08, 1.0);
-        let aspect = rng.range(lr0, lr1).exp();
-        let cw = (target * aspect).sqrt().round() as usize;
-        let ch = (target / aspect).sqrt().round() as usize;
+        let (cw, ch) = box_sides(area, (0.08, 1.0), (lr0, lr1), rng);
         if cw > 0 && cw <= w && ch > 0 && ch <= h {
             let top = rng.int_inclusive(h - ch);
             let left = rng.int_inclusive(w - cw);
