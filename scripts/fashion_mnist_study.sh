@@ -1,22 +1,34 @@
 #!/usr/bin/env bash
-# The Fashion-MNIST study (docs/fashion-mnist.md): train 3 members of two sizes from scratch on
-# this CPU, cache their logits on holdout/ and test/, then compare singles, ensembles and
-# searched cascades. Usage: scripts/fashion_mnist_study.sh [WORK_DIR]   (resumable: rerun it)
+# The Fashion-MNIST study (docs/fashion-mnist.md, issue 21): MobileNetV2 at several widths,
+# several seeds each, trained from scratch on this CPU with the recipe configs/fashion-mnist.toml;
+# then logits caches on holdout/ and test/, the search, and live runs.
+#
+#   scripts/fashion_mnist_study.sh train   # train (or resume) every member in $MEMBERS
+#   scripts/fashion_mnist_study.sh eval    # caches + search + live runs of the finished members
+#
+# The runs span sessions, and a session's machine keeps nothing outside the repository: the run
+# folder defaults to runs/fashion-mnist/ in the repository (config, metrics, checkpoint and best
+# weights are committed at each stop; rerunning `train` resumes each member from its last
+# finished epoch). The data folder has a fixed absolute path, because a checkpoint stores the
+# paths it was trained on and a resume checks that the files are the same.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/committee-target}"
 BIN="${BIN:-$CARGO_TARGET_DIR/release/committee}"
-W="${1:-/tmp/fashion-study}"
-PER_CLASS="${PER_CLASS:-2000}"   # training images per class (of 5,500)
-EPOCHS="${EPOCHS:-3}"
-LR="${LR:-0.02}"                 # peak lr at batch 64 (0.05 was unstable: see docs/fashion-mnist.md)
-WARMUP="${WARMUP:-0.3}"          # warmup epochs
-# RE: random-erasing probability (0 = off, as the 2026-11-24 study); IMG: training/eval size
-# (default: the images' 28 px; 56 keeps MobileNetV2's last stage at 2x2).
+MODE="${1:-train}"
+W="${2:-runs/fashion-mnist}"
+DATA="${DATA:-$HOME/.cache/committee-data/fashion-mnist}"
+CONFIG="${CONFIG:-configs/fashion-mnist.toml}"
+# model:seed, in training order. Two at a time (JOBS) with one thread each: a flex training
+# step keeps little more than one core busy, so side by side doubles the images per second.
+MEMBERS="${MEMBERS:-mobilenetv2_050:0 mobilenetv2_050:1 mobilenetv2_035:0 mobilenetv2_035:1
+  mobilenetv2_050:2 mobilenetv2_035:2 mobilenetv2_100:0 mobilenetv2_100:1 mobilenetv2_075:0}"
+JOBS="${JOBS:-2}"
 mkdir -p "$W"
-# Provenance, appended per session (the study spans sessions): commit, host, and per command
-# its start, wall seconds and exit status (RUN/record.tsv).
-{ echo "# session $(date -u +%FT%TZ) commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)";
+[ -d "$DATA/test" ] || "$BIN" data fashion-mnist --out "$DATA"
+# Provenance, appended per session: commit, host, and per command its start, wall seconds and
+# exit status ($W/record.tsv).
+{ echo "# session $(date -u +%FT%TZ) $MODE commit $(git rev-parse --short HEAD 2>/dev/null || echo ?)";
   lscpu | grep -E "Model name|^CPU\(s\)|Flags" | sed 's/^/# /' | cut -c1-300; } >> "$W/record.tsv"
 record() {  # record CMD...: run it, then append start, wall s, status and the command
   local t0 s=0; t0=$(date +%s)
@@ -24,88 +36,51 @@ record() {  # record CMD...: run it, then append start, wall s, status and the c
   printf '%s\t%s\t%s\t%s\n' "$(date -u -d @"$t0" +%FT%TZ)" "$(( $(date +%s) - t0 ))" "$s" "$*" >> "$W/record.tsv"
   return $s
 }
-[ -d "$W/fm/test" ] || "$BIN" data fashion-mnist --out "$W/fm"
-# A class-balanced training subset: the first $PER_CLASS files of each class, by name.
-if [ "$PER_CLASS" -ge 5500 ]; then
-  [ -e "$W/train-$PER_CLASS" ] || ln -s "$W/fm/train" "$W/train-$PER_CLASS"
-elif [ ! -d "$W/train-$PER_CLASS" ]; then
-  for c in "$W"/fm/train/*/; do
-    c=$(basename "$c"); mkdir -p "$W/train-$PER_CLASS.tmp/$c"
-    ls "$W/fm/train/$c" | sort | head -n "$PER_CLASS" | while read -r f; do
-      ln -s "$W/fm/train/$c/$f" "$W/train-$PER_CLASS.tmp/$c/$f"; done
-  done
-  mv "$W/train-$PER_CLASS.tmp" "$W/train-$PER_CLASS"
-fi
-# JOBS members train side by side (default 1). A flex training step at 28 px keeps little more
-# than one core busy (docs/training.md), so on a 2-core machine JOBS=2 with one rayon thread
-# each trains 1.6-2x the images per second of one member alone. Each member then logs to
-# RUN/train.log.
-JOBS="${JOBS:-1}"
-train_member() {
-  local m=$1 s=$2 out="$W/runs/$1/seed-$2" resume=()
-  if [ -f "$out/metrics.csv" ] && [ "$(wc -l < "$out/metrics.csv")" -gt "$EPOCHS" ]; then return; fi
-  [ -f "$out/checkpoint.safetensors" ] && resume=(--resume)
-  local cmd=("$BIN" train --backend flex --model "$m" --data "$W/train-$PER_CLASS" --val "$W/fm/holdout"
-    --out "$out" --epochs "$EPOCHS" --batch 64 --lr "$LR" --seed "$s" --warmup-epochs "$WARMUP"
-    --random-erasing "${RE:-0}" ${IMG:+--img-size "$IMG"} "${resume[@]}")
-  if [ "$JOBS" -gt 1 ]; then
-    mkdir -p "$out"
-    RAYON_NUM_THREADS="${THREADS:-1}" record "${cmd[@]}" > "$out/train.log" 2>&1
-  else
-    record "${cmd[@]}"
-  fi
-}
-# Largest members first, so that the last to finish are small ones.
-for m in mobilenetv2_100 mobilenetv2_050; do
-  for s in 0 1 2; do
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
-    train_member $m $s &
-  done
-done
-for p in $(jobs -p); do wait "$p"; done
+epochs_of() { grep -E '^epochs *=' "$1" | head -1 | tr -dc '0-9'; }
+# Finished: metrics.csv holds one row per epoch of the run's own config.
+finished() { [ -f "$1/metrics.csv" ] && [ -f "$1/config.toml" ] &&
+  [ "$(( $(wc -l < "$1/metrics.csv") - 1 ))" -ge "$(epochs_of "$1/config.toml")" ]; }
 
-# Logits caches of every member's best (holdout-selected) epoch on holdout/ and test/.
+train_member() {
+  local m=${1%%:*} s=${1##*:} out="$W/${1%%:*}/seed-${1##*:}" resume=()
+  finished "$out" && return
+  [ -f "$out/checkpoint.safetensors" ] && resume=(--resume)
+  mkdir -p "$out"
+  RAYON_NUM_THREADS="${THREADS:-1}" record "$BIN" train --backend flex --config "$CONFIG" \
+    --model "$m" --seed "$s" --data "$DATA/train" --val "$DATA/holdout" --workers 1 \
+    --out "$out" "${resume[@]}" >> "$out/train.log" 2>&1
+  # A finished run needs no optimiser state: drop it, so the repository keeps only best weights.
+  finished "$out" && rm -f "$out/checkpoint.safetensors" "$out/model.safetensors"
+}
+
+if [ "$MODE" = train ]; then
+  for ms in $MEMBERS; do
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+    train_member "$ms" &
+  done
+  wait
+  exit 0
+fi
+[ "$MODE" = eval ] || { echo "usage: $0 train|eval [WORK_DIR]" >&2; exit 2; }
+
+# Logits caches of every finished member's best (holdout-selected) epoch, on holdout/ and test/.
 mkdir -p "$W/caches/holdout" "$W/caches/test" "$W/live"
-for m in mobilenetv2_050 mobilenetv2_100; do
-  for s in 0 1 2; do
-    name="${m#mobilenetv2_}-s$s"
-    for split in holdout test; do
-      c="$W/caches/$split/$name.safetensors"
-      [ -f "$c" ] || "$BIN" eval --backend flex --model $m --weights "$W/runs/$m/seed-$s/best.safetensors" \
-        --data "$W/fm/$split" --name "$name" --save-logits "$c" --json > "$W/caches/$split/$name.json"
-    done
+for ms in $MEMBERS; do
+  m=${ms%%:*}; s=${ms##*:}; run="$W/$m/seed-$s"; name="${m#mobilenetv2_}-s$s"
+  finished "$run" || { echo "skipping $run (not finished)" >&2; continue; }
+  for split in holdout test; do
+    c="$W/caches/$split/$name.safetensors"
+    [ -f "$c" ] || record "$BIN" eval --backend flex --model "$m" --weights "$run/best.safetensors" \
+      --data "$DATA/$split" --name "$name" --save-logits "$c" --json > "$W/caches/$split/$name.json"
   done
 done
 # Search: thresholds fitted on holdout/, everything reported on test/.
-"$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
-  --max-models 3 --plot docs/plots/fashion_mnist.svg --spec-out "$W/cascade.toml" --json > "$W/search.json"
+record "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
+  --max-models 3 --plot "$W/search.svg" --spec-out "$W/cascade.toml" --json > "$W/search.json"
 "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
   --max-models 3 > "$W/search.txt"
-# Live runs on test/ (measured wall time): ensembles of 2 and 3, and the searched cascade.
-R="$W/runs"
-"$BIN" ensemble --backend flex --data "$W/fm/test" --json \
-  --member mobilenetv2_050:$R/mobilenetv2_050/seed-0/best.safetensors \
-  --member mobilenetv2_050:$R/mobilenetv2_050/seed-1/best.safetensors > "$W/live/ens_050x2.json"
-"$BIN" ensemble --backend flex --data "$W/fm/test" --json \
-  --member mobilenetv2_050:$R/mobilenetv2_050/seed-0/best.safetensors \
-  --member mobilenetv2_050:$R/mobilenetv2_050/seed-1/best.safetensors \
-  --member mobilenetv2_050:$R/mobilenetv2_050/seed-2/best.safetensors > "$W/live/ens_050x3.json"
-"$BIN" ensemble --backend flex --data "$W/fm/test" --json \
-  --member mobilenetv2_100:$R/mobilenetv2_100/seed-0/best.safetensors \
-  --member mobilenetv2_100:$R/mobilenetv2_100/seed-1/best.safetensors > "$W/live/ens_100x2.json"
-"$BIN" cascade --backend flex --data "$W/fm/test" --json --spec "$W/cascade.toml" > "$W/live/cascade.json"
-python3 - "$W" <<'PY'
-import json, sys, glob, os
-w = sys.argv[1]
-print("| committee | top-1 (test) | GMACs/img | measured ms/img (flex, live) |")
-print("|---|---|---|---|")
-for f in sorted(glob.glob(f"{w}/caches/test/*.json")):
-    r = json.load(open(f))
-    name = os.path.basename(f)[:-5]
-    print(f"| {r['model']} {name} | {r['top1']:.2f} | {r['gmacs']:.5f} | {1000 / r['img_per_s']:.3f} |")
-for f in ["ens_050x2", "ens_050x3", "ens_100x2", "cascade"]:
-    r = json.load(open(f"{w}/live/{f}.json"))
-    g = r.get("avg_gmacs", r.get("gmacs"))
-    n = r.get("images") or 10000
-    print(f"| {f} | {r['top1']:.2f} | {g:.5f} | {1000 * r['wall_s'] / n:.3f} |")
-PY
+# The searched committee, run live on test/ (measured wall time).
+RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" cascade --backend flex --data "$DATA/test" --json \
+  --spec "$W/cascade.toml" > "$W/live/cascade.json" ||
+  RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" ensemble --backend flex --data "$DATA/test" --json \
+    --spec "$W/cascade.toml" > "$W/live/cascade.json"

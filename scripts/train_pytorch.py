@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The `committee train` recipe for small images, in timm/PyTorch: a reference for accuracy.
 
-Same model (timm, random init), data folders, input size (PIL bilinear resize, as committee's
+Same model (timm; random init: timm's own, or with --init layer-default PyTorch's per-layer
+defaults, which are the distributions Burn's layers draw from), data folders, input size (PIL bilinear resize, as committee's
 eval/training transform), augmentation (zero-pad 4 + random crop + flip, then timm's
 RandomErasing in pixel mode with --reprob), normalisation, SGD momentum (no dampening) with
 weight decay off for norms and biases, label smoothing, per-iteration linear warmup then
@@ -56,6 +57,9 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--val")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--stop-after", type=int,
+                    help="run only the first N epochs of the --epochs schedule (a short check "
+                    "against the first rows of a long committee run)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--momentum", type=float, default=0.9)
@@ -65,6 +69,10 @@ def main():
     ap.add_argument("--in-chans", type=int, default=1)
     ap.add_argument("--img-size", type=int, help="resize to this (default: the images' size)")
     ap.add_argument("--reprob", type=float, default=0.0, help="random erasing probability")
+    ap.add_argument("--init", choices=["timm", "layer-default"], default="timm",
+                    help="timm: timm's initialisation (He-normal fan-out convolutions); "
+                    "layer-default: each layer's reset_parameters(), i.e. uniform +-1/sqrt(fan_in) "
+                    "for convolutions and linears, BatchNorm 1/0 -- what committee's Burn layers draw")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (augmentation stays on the CPU)")
@@ -81,6 +89,10 @@ def main():
         from timm.data.random_erasing import RandomErasing
         erase = RandomErasing(probability=a.reprob, mode="pixel", device="cpu")
     m = timm.create_model(a.model, pretrained=False, in_chans=a.in_chans, num_classes=len(classes))
+    if a.init == "layer-default":
+        for mod in m.modules():
+            if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.BatchNorm2d)):
+                mod.reset_parameters()
     m = m.to(dev)
     cfg = m.pretrained_cfg
     mean = torch.tensor(cfg["mean"][: a.in_chans]).view(1, -1, 1, 1)
@@ -106,7 +118,7 @@ def main():
     s = x.shape[-1]
     print("epoch,train_loss,train_top1,val_loss,val_top1,lr,img_per_s,wall_s", flush=True)
     it = 0
-    for epoch in range(a.epochs):
+    for epoch in range(min(a.epochs, a.stop_after or a.epochs)):
         t0 = time.time()
         m.train()
         order = torch.randperm(n)
