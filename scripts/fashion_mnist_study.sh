@@ -74,6 +74,10 @@ for ms in $MEMBERS; do
       --data "$DATA/$split" --name "$name" --save-logits "$c" --json > "$W/caches/$split/$name.json"
   done
 done
+# Kondratyuk et al.'s comparison: each width alone against ensembles of narrower members at no
+# more GMACs (nothing is fitted: test/ only).
+record "$BIN" scaling --logits "$W"/caches/test/*.safetensors --plot "$W/scaling.svg" --json > "$W/scaling.json"
+"$BIN" scaling --logits "$W"/caches/test/*.safetensors > "$W/scaling.txt"
 # Search: thresholds fitted on holdout/, everything reported on test/.
 record "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
   --max-models 3 --plot "$W/search.svg" --spec-out "$W/cascade.toml" --json > "$W/search.json"

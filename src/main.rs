@@ -36,6 +36,8 @@ enum Command {
     Cascade(cmd::committee::CascadeArgs),
     /// Search the best single model, ensemble or cascade of a pool of logits caches.
     Search(cmd::search::Args),
+    /// Single models against ensembles of smaller ones at equal cost, over logits caches.
+    Scaling(cmd::scaling::Args),
     /// Train a model (or one member per seed) from scratch on an image folder.
     Train(cmd::train::Args),
     /// Import datasets as image folders.
@@ -62,6 +64,7 @@ fn main() {
         Command::Ensemble(a) => cmd::committee::ensemble(a),
         Command::Cascade(a) => cmd::committee::cascade(a),
         Command::Search(a) => cmd::search::run(a),
+        Command::Scaling(a) => cmd::scaling::run(a),
         Command::Train(a) => cmd::train::run(a),
     };
     if let Err(e) = result {

@@ -712,3 +712,70 @@ fn live_spec_refuses_other_weights() {
         "{err}"
     );
 }
+
+/// `committee scaling` on a hand-made pool: two seeds of a small model (75 % each, wrong on
+/// different images) and one large model (75 %) at 2.5x a small one's GMACs. Labels 0,1,1,0.
+#[test]
+fn scaling_compares_each_size_with_cheaper_ensembles() {
+    let d = tempfile::tempdir().unwrap();
+    let mk = |file: &str, model: &str, sha: &str, gmacs: f64, logits: &[f32]| {
+        let c = LogitsCache {
+            meta: CacheMeta {
+                model: model.into(),
+                name: Some(file.into()),
+                weights: format!("{file}.safetensors"),
+                weights_sha256: sha.into(),
+                img_size: 56,
+                gmacs,
+                num_classes: 2,
+                data_root: "/data".into(),
+                files: FILES.iter().map(|s| s.to_string()).collect(),
+                shard: None,
+            },
+            logits: logits.to_vec(),
+            labels: vec![0, 1, 1, 0],
+        };
+        let p = d.path().join(format!("{file}.safetensors"));
+        c.save(&p).unwrap();
+        p
+    };
+    // s0 wrong on image 3 (p0 = 0.119), s1 wrong on image 2 (p1 = 0.475); averaged: image 2
+    // p1 = (0.881 + 0.475) / 2, image 3 p0 = (0.119 + 0.953) / 2: both right, 100 %.
+    let s0 = mk("s0", "small", "01", 1.0, &[3., 0., 0., 3., 0., 2., 0., 2.]);
+    let s1 = mk("s1", "small", "02", 1.0, &[3., 0., 0., 3., 0.1, 0., 3., 0.]);
+    let big = mk("big", "large", "03", 2.5, &[1., 0., 0., 1., 1., 0., 1., 0.]);
+    let plot = d.path().join("scaling.svg");
+    let args = [
+        "scaling",
+        "--json",
+        "--plot",
+        plot.to_str().unwrap(),
+        "--logits",
+    ];
+    let v = json_of(run(&args, &[&s0, &s1, &big]));
+    let pts = v["points"].as_array().unwrap();
+    let at = |g: &str, k: u64| {
+        pts.iter()
+            .find(|p| p["group"] == g && p["k"] == k)
+            .unwrap_or_else(|| panic!("no {g} k={k} in {v}"))
+    };
+    assert_eq!(at("small@56", 1)["top1_mean"], 75.0);
+    assert_eq!(at("small@56", 2)["top1_mean"], 100.0);
+    assert_eq!(at("small@56", 2)["gmacs"], 2.0);
+    assert_eq!(at("large@56", 1)["top1_mean"], 75.0);
+    let c = &v["comparisons"][1];
+    assert_eq!(c["single"]["group"], "large@56");
+    assert_eq!(c["ensemble"]["k"], 2);
+    assert_eq!(c["gain"], 25.0);
+    assert!(v["comparisons"][0]["ensemble"].is_null());
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("ensembles of 2") && svg.contains("single models"));
+
+    // One cache per size: nothing to compare, and the user is told why.
+    let out = run(&["scaling", "--logits"], &[&s0, &big]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("at least two seeds"),
+        "{err}"
+    );
+}

@@ -10,5 +10,6 @@ pub mod models;
 pub mod plot;
 pub mod predict;
 pub mod progress;
+pub mod scaling;
 pub mod search;
 pub mod train;

@@ -182,3 +182,89 @@ fn draw(
         .draw()?;
     Ok(())
 }
+
+/// Writes a line plot to `path` (SVG), atomically: one line with markers per series (x: GMACs
+/// per image, y: top-1), each point labelled where its label is not empty. Kondratyuk et
+/// al.'s figures: single models as one line through the sizes, ensembles of k as others.
+pub fn lines(path: &Path, title: &str, series: &[(String, Vec<Point>)]) -> Result<()> {
+    let all = || series.iter().flat_map(|(_, v)| v.iter());
+    let (x0, x1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
+    let (y0, y1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.y), b.max(p.y)));
+    let (x0, x1, y0, y1) = if x0 > x1 {
+        (0.0, 1.0, 0.0, 100.0)
+    } else {
+        (x0, x1, y0, y1)
+    };
+    let (dx, dy) = ((x1 - x0).max(1e-6) * 0.08, (y1 - y0).max(0.1) * 0.08);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (960, 640)).into_drawing_area();
+        draw_lines(
+            &root,
+            title,
+            (x0 - dx).max(0.0)..x1 + dx,
+            y0 - dy..y1 + dy,
+            series,
+        )
+        .map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
+        root.present()
+            .map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
+    }
+    crate::util::write_atomic(path, svg.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn draw_lines(
+    root: &DrawingArea<SVGBackend, Shift>,
+    title: &str,
+    xr: std::ops::Range<f64>,
+    yr: std::ops::Range<f64>,
+    series: &[(String, Vec<Point>)],
+) -> Result<(), Box<dyn std::error::Error>> {
+    const COLORS: [RGBColor; 6] = [
+        SINGLE,
+        ENSEMBLE,
+        CASCADE,
+        RGBColor(148, 103, 189),
+        RGBColor(255, 127, 14),
+        RGBColor(140, 86, 75),
+    ];
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(xr, yr)?;
+    chart
+        .configure_mesh()
+        .x_desc("GMACs per image")
+        .y_desc("top-1 (%)")
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    let label_style = ("sans-serif", 12).into_font().color(&BLACK.mix(0.8));
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let c = COLORS[i % COLORS.len()];
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().map(|p| (p.x, p.y)),
+                c.stroke_width(2),
+            ))?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x - 8, y), (x + 8, y)], c.stroke_width(2))
+            });
+        chart.draw_series(pts.iter().map(|p| {
+            EmptyElement::at((p.x, p.y))
+                + Circle::new((0, 0), 4, c.filled())
+                + Text::new(p.label.clone(), (7, -14), label_style.clone())
+        }))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.5))
+        .draw()?;
+    Ok(())
+}

@@ -7,6 +7,7 @@ pub mod combine;
 pub mod costs;
 pub mod metrics;
 pub mod partial;
+pub mod scaling;
 pub mod search;
 pub mod spec;
 pub mod split;
