@@ -20,18 +20,23 @@ mkdir -p "$OUT"
 DATA="${DATA:-$HOME/.cache/committee-data/fashion-mnist}"
 [ -d "$DATA/test" ] || "$BIN" data fashion-mnist --out "$DATA"
 WT=weights/fashion-mnist
-members=(050-s0:mobilenetv2_050 050-s1:mobilenetv2_050 100-s1:mobilenetv2_100)
+# Members trained here with configs/fashion-mnist.toml (docs/fashion-mnist.md): NAME:MODEL.
+members=(050-56-s0:mobilenetv2_050 050-56-s1:mobilenetv2_050)
 echo "== single members on holdout/ and test/ (logits cached in $OUT) =="
 for m in "${members[@]}"; do
   name=${m%%:*}; model=${m##*:}
   for split in holdout test; do
     "$BIN" eval --backend flex --model "$model" --weights "$WT/$name.safetensors" --name "$name" \
-      --data "$DATA/$split" --save-logits "$OUT/$split-$name.safetensors" 2>/dev/null | sed "s/^/$split: /"
+      --data "$DATA/$split" --save-logits "$OUT/$split-$name.safetensors" --json 2>/dev/null \
+      > "$OUT/$split-$name.json"
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("%s: %s top-1 %.2f %% on %d images (%.5f GMACs/img)" % (sys.argv[2], sys.argv[3], r["top1"], r["images"], r["gmacs"]))' \
+      "$OUT/$split-$name.json" "$split" "$name"
   done
 done
 echo
-echo "== ensemble of the two small members (test) =="
-"$BIN" ensemble --logits "$OUT/test-050-s0.safetensors" "$OUT/test-050-s1.safetensors"
+echo "== ensemble of the members (test) =="
+"$BIN" ensemble --logits "$OUT"/test-*.safetensors --json > "$OUT/ensemble.json"
+"$BIN" ensemble --logits "$OUT"/test-*.safetensors
 echo
 echo "== search: singles, ensembles and cascades; thresholds fitted on holdout, reported on test =="
 "$BIN" search --max-models 3 \
@@ -39,7 +44,31 @@ echo "== search: singles, ensembles and cascades; thresholds fitted on holdout, 
   --plot "$OUT/fashion_mnist_demo.svg" --spec-out "$OUT/cascade.toml"
 echo
 echo "== the chosen committee, run live on the test images =="
-"$BIN" cascade --backend flex --spec "$OUT/cascade.toml" --data "$DATA/test" 2>/dev/null || \
-  "$BIN" ensemble --backend flex --spec "$OUT/cascade.toml" --data "$DATA/test"
+"$BIN" cascade --backend flex --spec "$OUT/cascade.toml" --data "$DATA/test" --json 2>/dev/null \
+  > "$OUT/live.json" || "$BIN" ensemble --backend flex --spec "$OUT/cascade.toml" \
+  --data "$DATA/test" --json > "$OUT/live.json"
+echo
+echo "== what the members reach, and what the committee buys (test, 10,000 images) =="
+python3 - "$OUT" <<'PY'
+import glob, json, os, sys
+out = sys.argv[1]
+singles = {os.path.basename(f)[5:-5]: json.load(open(f)) for f in sorted(glob.glob(f"{out}/test-*.json"))}
+best_name, best = max(singles.items(), key=lambda kv: kv[1]["top1"])
+g1 = best["gmacs"]
+print("members alone: " + ", ".join(f"{n} {r['top1']:.2f} %" for n, r in singles.items())
+      + f" ({g1:.5f} GMACs each)" * (len({r['gmacs'] for r in singles.values()}) == 1))
+e = json.load(open(f"{out}/ensemble.json"))
+print(f"ensemble of all {len(singles)}: {e['top1']:.2f} % ({e['top1'] - best['top1']:+.2f} points over the best member, "
+      f"{best_name}) at {e['gmacs'] / g1:.2f}x its GMACs")
+c = json.load(open(f"{out}/live.json"))
+if "stages" in c:
+    line = (f"searched cascade {' -> '.join(c['stages'])} (thresholds {c['thresholds']} fitted on holdout): "
+            f"{c['top1']:.2f} % ({c['top1'] - best['top1']:+.2f} points) at {c['avg_gmacs'] / g1:.2f}x the GMACs of one member")
+    if c.get("speedup_vs_largest"):
+        line += f"; live, {c['speedup_vs_largest']:.2f}x the speed of its largest stage alone"
+    print(line)
+else:
+    print(f"searched committee ({c.get('kind', 'ensemble')}): {c['top1']:.2f} % at {c['gmacs'] / g1:.2f}x the GMACs of one member")
+PY
 echo
 echo "plot: $OUT/fashion_mnist_demo.svg"

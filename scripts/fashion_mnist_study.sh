@@ -22,7 +22,8 @@ CONFIG="${CONFIG:-configs/fashion-mnist.toml}"
 # model:seed, in training order. Two at a time (JOBS) with one thread each: a flex training
 # step keeps little more than one core busy, so side by side doubles the images per second.
 MEMBERS="${MEMBERS:-mobilenetv2_050:0 mobilenetv2_050:1 mobilenetv2_035:0 mobilenetv2_035:1
-  mobilenetv2_050:2 mobilenetv2_035:2 mobilenetv2_100:0 mobilenetv2_100:1 mobilenetv2_075:0}"
+  mobilenetv2_050:2 mobilenetv2_035:2 mobilenetv2_100:0 mobilenetv2_100:1 mobilenetv2_075:0
+  mobilenetv2_075:1}"
 JOBS="${JOBS:-2}"
 mkdir -p "$W"
 [ -d "$DATA/test" ] || "$BIN" data fashion-mnist --out "$DATA"
@@ -83,6 +84,11 @@ record "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/
   --max-models 3 --plot "$W/search.svg" --spec-out "$W/cascade.toml" --json > "$W/search.json"
 "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
   --max-models 3 > "$W/search.txt"
+# The worst-case bound, used once: no committee may cost more than the largest single member
+# when every stage runs (WORST= overrides), so the cascade is never slower than that model.
+WORST="${WORST:-$(python3 -c 'import json,sys; print(max(json.load(open(f))["gmacs"] for f in sys.argv[1:]))' "$W"/caches/test/*.json)}"
+record "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
+  --max-models 3 --worst-case-gmacs "$WORST" > "$W/search-worst-case.txt"
 # The searched committee, run live on test/ (measured wall time).
 RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" cascade --backend flex --data "$DATA/test" --json \
   --spec "$W/cascade.toml" > "$W/live/cascade.json" ||
