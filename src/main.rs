@@ -47,14 +47,8 @@ enum Command {
     Bench(cmd::bench::Args),
 }
 
-fn main() {
-    // Before any thread allocates: tensors reuse freed memory (see the module's doc).
-    committee_ops::heap::keep_freed_memory();
-    let cli = Cli::parse();
-    if let Some(n) = cli.max_image_pixels {
-        committee_data::limits::set_max_pixels(n);
-    }
-    let result = match cli.command {
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Models(a) => cmd::models::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Eval(a) => cmd::eval::run(a),
@@ -66,6 +60,26 @@ fn main() {
         Command::Search(a) => cmd::search::run(a),
         Command::Scaling(a) => cmd::scaling::run(a),
         Command::Train(a) => cmd::train::run(a),
+    }
+}
+
+fn main() {
+    // Before any thread allocates: tensors reuse freed memory (see the module's doc).
+    committee_ops::heap::keep_freed_memory();
+    let cli = Cli::parse();
+    if let Some(n) = cli.max_image_pixels {
+        committee_data::limits::set_max_pixels(n);
+    }
+    let result = match cli.command {
+        // bench may drive the kernels from the main thread instead, to time the difference.
+        Command::Bench(a) => {
+            util::init_pool(a.threads);
+            cmd::bench::run(a)
+        }
+        other => {
+            util::init_pool(None);
+            util::on_pool(move || run(other))
+        }
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -38,7 +38,7 @@ pub struct Args {
     iters: usize,
     /// CPU threads for flex/ndarray (default: all cores).
     #[arg(long)]
-    threads: Option<usize>,
+    pub threads: Option<usize>,
     /// Optional checkpoint (else random weights).
     #[arg(long)]
     weights: Option<std::path::PathBuf>,
@@ -64,6 +64,10 @@ pub struct Args {
     /// Also break the forward time down by kind of layer (extra passes, after the timed ones).
     #[arg(long, conflicts_with = "train")]
     profile: bool,
+    /// Drive the kernels from the main thread, as before every command ran on a pool worker
+    /// (to time what that change buys; see `util::on_pool`).
+    #[arg(long)]
+    from_main_thread: bool,
     #[arg(long, conflicts_with = "csv")]
     json: bool,
     #[arg(long)]
@@ -249,12 +253,13 @@ fn profile_forward(a: &Args, model: &committee_zoo::Model, x: &Tensor<4>) -> ser
 pub fn run(a: Args) -> Result<()> {
     anyhow::ensure!(a.iters >= 1, "--iters must be at least 1");
     anyhow::ensure!(!a.batch.contains(&0), "--batch sizes must be at least 1");
-    if let Some(t) = a.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .ok();
+    if a.from_main_thread {
+        return measure(a);
     }
+    crate::util::on_pool(move || measure(a))
+}
+
+fn measure(a: Args) -> Result<()> {
     {
         use committee_ops::{Kernel, set_enabled};
         let mut on = Vec::new();
