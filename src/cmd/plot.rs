@@ -183,13 +183,25 @@ fn draw(
     Ok(())
 }
 
+/// One line of [`lines`]: its points and, per point, the range drawn as an error bar (e.g.
+/// the lowest and highest seed; empty for none).
+pub struct Series {
+    pub name: String,
+    pub points: Vec<Point>,
+    pub ranges: Vec<(f64, f64)>,
+}
+
 /// Writes a line plot to `path` (SVG), atomically: one line with markers per series (x: GMACs
-/// per image, y: top-1), each point labelled where its label is not empty. Kondratyuk et
-/// al.'s figures: single models as one line through the sizes, ensembles of k as others.
-pub fn lines(path: &Path, title: &str, series: &[(String, Vec<Point>)]) -> Result<()> {
-    let all = || series.iter().flat_map(|(_, v)| v.iter());
+/// per image, y: top-1), each point labelled where its label is not empty, with its range as
+/// a vertical bar. Kondratyuk et al.'s figures: single models as one line through the sizes,
+/// ensembles of k as others.
+pub fn lines(path: &Path, title: &str, series: &[Series]) -> Result<()> {
+    let all = || series.iter().flat_map(|s| s.points.iter());
     let (x0, x1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
+    let lows = series.iter().flat_map(|s| s.ranges.iter().map(|r| r.0));
+    let highs = series.iter().flat_map(|s| s.ranges.iter().map(|r| r.1));
     let (y0, y1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.y), b.max(p.y)));
+    let (y0, y1) = (lows.fold(y0, f64::min), highs.fold(y1, f64::max));
     let (x0, x1, y0, y1) = if x0 > x1 {
         (0.0, 1.0, 0.0, 100.0)
     } else {
@@ -219,7 +231,7 @@ fn draw_lines(
     title: &str,
     xr: std::ops::Range<f64>,
     yr: std::ops::Range<f64>,
-    series: &[(String, Vec<Point>)],
+    series: &[Series],
 ) -> Result<(), Box<dyn std::error::Error>> {
     const COLORS: [RGBColor; 6] = [
         SINGLE,
@@ -243,8 +255,19 @@ fn draw_lines(
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     let label_style = ("sans-serif", 12).into_font().color(&BLACK.mix(0.8));
-    for (i, (name, pts)) in series.iter().enumerate() {
+    for (
+        i,
+        Series {
+            name,
+            points: pts,
+            ranges,
+        },
+    ) in series.iter().enumerate()
+    {
         let c = COLORS[i % COLORS.len()];
+        chart.draw_series(pts.iter().zip(ranges).map(|(p, &(lo, hi))| {
+            PathElement::new(vec![(p.x, lo), (p.x, hi)], c.mix(0.6).stroke_width(1))
+        }))?;
         chart
             .draw_series(LineSeries::new(
                 pts.iter().map(|p| (p.x, p.y)),

@@ -88,35 +88,39 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// One line per ensemble size k through the sizes (k = 1: the single models).
+/// One line per ensemble size k through the sizes (k = 1: the single models), each point's
+/// range over seeds or member subsets as a bar.
 fn draw(path: &std::path::Path, points: &[Point]) -> Result<()> {
     let kmax = points.iter().map(|p| p.k).max().unwrap_or(1);
-    let series: Vec<(String, Vec<plot::Point>)> = (1..=kmax)
+    let series: Vec<plot::Series> = (1..=kmax)
         .map(|k| {
             let name = if k == 1 {
                 "single models".to_string()
             } else {
                 format!("ensembles of {k}")
             };
-            let pts = points
-                .iter()
-                .filter(|p| p.k == k)
-                .map(|p| plot::Point {
-                    x: p.gmacs,
-                    y: p.top1_mean,
-                    label: if k == 1 {
-                        p.group.clone()
-                    } else {
-                        String::new()
-                    },
-                })
-                .collect();
-            (name, pts)
+            let at_k: Vec<&Point> = points.iter().filter(|p| p.k == k).collect();
+            plot::Series {
+                name,
+                points: at_k
+                    .iter()
+                    .map(|p| plot::Point {
+                        x: p.gmacs,
+                        y: p.top1_mean,
+                        label: if k == 1 {
+                            p.group.clone()
+                        } else {
+                            String::new()
+                        },
+                    })
+                    .collect(),
+                ranges: at_k.iter().map(|p| (p.top1_min, p.top1_max)).collect(),
+            }
         })
         .collect();
     plot::lines(
         path,
-        "single models vs ensembles of the same family (mean over seeds)",
+        "single models vs ensembles of the same family (mean over seeds, bars: range)",
         &series,
     )
 }
