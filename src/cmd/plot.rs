@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 #[derive(Clone)]
@@ -65,37 +66,53 @@ pub fn pareto(
     chosen: &[Point],
 ) -> Result<()> {
     let all = singles.iter().chain(ensembles).chain(cascades);
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for p in all {
-        x0 = x0.min(p.x);
-        x1 = x1.max(p.x);
-        y0 = y0.min(p.y);
-        y1 = y1.max(p.y);
-    }
-    if x0 > x1 {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 100.0);
-    }
-    let (dx, dy) = ((x1 - x0).max(1e-6) * 0.08, (y1 - y0).max(0.1) * 0.08);
+    let (x0, x1, y0, y1) = bounds(all.map(|p| (p.x, p.y)));
     let span = (x1 - x0, y1 - y0);
     let (ensembles, cascades) = (
         &tidy(ensembles, 40, span)[..],
         &tidy(cascades, 60, span)[..],
     );
+    let (xr, yr) = with_margins(x0, x1, y0, y1);
+    write_svg(path, |root| {
+        draw(
+            root, title, xr, yr, singles, ensembles, cascades, front, chosen,
+        )
+    })
+}
+
+/// The data's bounds (x0, x1, y0, y1), or a default frame when there are no points.
+fn bounds(points: impl Iterator<Item = (f64, f64)>) -> (f64, f64, f64, f64) {
+    let (x0, x1, y0, y1) = points.fold((f64::MAX, f64::MIN, f64::MAX, f64::MIN), |b, (x, y)| {
+        (b.0.min(x), b.1.max(x), b.2.min(y), b.3.max(y))
+    });
+    if x0 > x1 {
+        (0.0, 1.0, 0.0, 100.0)
+    } else {
+        (x0, x1, y0, y1)
+    }
+}
+
+/// Axis ranges: the bounds plus 8 % on each side (x never below 0).
+fn with_margins(
+    x0: f64,
+    x1: f64,
+    y0: f64,
+    y1: f64,
+) -> (std::ops::Range<f64>, std::ops::Range<f64>) {
+    let (dx, dy) = ((x1 - x0).max(1e-6) * 0.08, (y1 - y0).max(0.1) * 0.08);
+    ((x0 - dx).max(0.0)..x1 + dx, y0 - dy..y1 + dy)
+}
+
+type Root<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+type Drawn = Result<(), Box<dyn std::error::Error>>;
+
+/// Renders `draw` on a 960x640 SVG and writes it to `path`, atomically.
+fn write_svg(path: &Path, draw: impl FnOnce(&Root) -> Drawn) -> Result<()> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 640)).into_drawing_area();
-        draw(
-            &root,
-            title,
-            (x0 - dx).max(0.0)..x1 + dx,
-            y0 - dy..y1 + dy,
-            singles,
-            ensembles,
-            cascades,
-            front,
-            chosen,
-        )
-        .map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
+        draw(&root).map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
         root.present()
             .map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
     }
@@ -103,18 +120,14 @@ pub fn pareto(
         .with_context(|| format!("writing {}", path.display()))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn draw(
-    root: &DrawingArea<SVGBackend, Shift>,
+/// A white chart with the title, top-1 on y and `x_desc` on x.
+fn axes<'a, 'b>(
+    root: &'a Root<'b>,
     title: &str,
+    x_desc: &str,
     xr: std::ops::Range<f64>,
     yr: std::ops::Range<f64>,
-    singles: &[Point],
-    ensembles: &[Point],
-    cascades: &[Point],
-    front: &[Point],
-    chosen: &[Point],
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
@@ -124,10 +137,37 @@ fn draw(
         .build_cartesian_2d(xr, yr)?;
     chart
         .configure_mesh()
-        .x_desc("average GMACs per image")
+        .x_desc(x_desc)
         .y_desc("top-1 (%)")
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
+    Ok(chart)
+}
+
+/// The legend, lower right.
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Drawn {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.5))
+        .draw()?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw(
+    root: &Root,
+    title: &str,
+    xr: std::ops::Range<f64>,
+    yr: std::ops::Range<f64>,
+    singles: &[Point],
+    ensembles: &[Point],
+    cascades: &[Point],
+    front: &[Point],
+    chosen: &[Point],
+) -> Drawn {
+    let mut chart = axes(root, title, "average GMACs per image", xr, yr)?;
     let label_style = ("sans-serif", 12).into_font().color(&BLACK.mix(0.8));
     chart
         .draw_series(LineSeries::new(
@@ -174,13 +214,7 @@ fn draw(
         }))?
         .label("chosen")
         .legend(|(x, y)| Circle::new((x, y), 6, BLACK.stroke_width(2)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.5))
-        .draw()?;
-    Ok(())
+    legend(&mut chart)
 }
 
 /// One line of [`lines`]: its points and, per point, the range drawn as an error bar (e.g.
@@ -196,43 +230,28 @@ pub struct Series {
 /// a vertical bar. Kondratyuk et al.'s figures: single models as one line through the sizes,
 /// ensembles of k as others.
 pub fn lines(path: &Path, title: &str, series: &[Series]) -> Result<()> {
-    let all = || series.iter().flat_map(|s| s.points.iter());
-    let (x0, x1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.x), b.max(p.x)));
-    let lows = series.iter().flat_map(|s| s.ranges.iter().map(|r| r.0));
-    let highs = series.iter().flat_map(|s| s.ranges.iter().map(|r| r.1));
-    let (y0, y1) = all().fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.y), b.max(p.y)));
-    let (y0, y1) = (lows.fold(y0, f64::min), highs.fold(y1, f64::max));
-    let (x0, x1, y0, y1) = if x0 > x1 {
-        (0.0, 1.0, 0.0, 100.0)
-    } else {
-        (x0, x1, y0, y1)
-    };
-    let (dx, dy) = ((x1 - x0).max(1e-6) * 0.08, (y1 - y0).max(0.1) * 0.08);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (960, 640)).into_drawing_area();
-        draw_lines(
-            &root,
-            title,
-            (x0 - dx).max(0.0)..x1 + dx,
-            y0 - dy..y1 + dy,
-            series,
-        )
-        .map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
-        root.present()
-            .map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
-    }
-    crate::util::write_atomic(path, svg.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))
+    let points = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| (p.x, p.y)));
+    // The bars' ends are drawn too: y spans them (at the same x as their points).
+    let bars = series.iter().flat_map(|s| {
+        s.points
+            .iter()
+            .zip(&s.ranges)
+            .flat_map(|(p, r)| [(p.x, r.0), (p.x, r.1)])
+    });
+    let (x0, x1, y0, y1) = bounds(points.chain(bars));
+    let (xr, yr) = with_margins(x0, x1, y0, y1);
+    write_svg(path, |root| draw_lines(root, title, xr, yr, series))
 }
 
 fn draw_lines(
-    root: &DrawingArea<SVGBackend, Shift>,
+    root: &Root,
     title: &str,
     xr: std::ops::Range<f64>,
     yr: std::ops::Range<f64>,
     series: &[Series],
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Drawn {
     const COLORS: [RGBColor; 6] = [
         SINGLE,
         ENSEMBLE,
@@ -241,19 +260,7 @@ fn draw_lines(
         RGBColor(255, 127, 14),
         RGBColor(140, 86, 75),
     ];
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, ("sans-serif", 20))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(60)
-        .build_cartesian_2d(xr, yr)?;
-    chart
-        .configure_mesh()
-        .x_desc("GMACs per image")
-        .y_desc("top-1 (%)")
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
+    let mut chart = axes(root, title, "GMACs per image", xr, yr)?;
     let label_style = ("sans-serif", 12).into_font().color(&BLACK.mix(0.8));
     for (
         i,
@@ -283,11 +290,5 @@ fn draw_lines(
                 + Text::new(p.label.clone(), (7, -14), label_style.clone())
         }))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.5))
-        .draw()?;
-    Ok(())
+    legend(&mut chart)
 }
