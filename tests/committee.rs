@@ -19,7 +19,7 @@ fn cache(dir: &Path, name: &str, gmacs: f64, logits: &[f32], files: &[&str]) -> 
             files: files.iter().map(|s| s.to_string()).collect(),
             shard: None,
         },
-        logits: logits.to_vec(),
+        logits: logits.to_vec().into(),
         labels: vec![0, 1, 1, 0],
     };
     let p = dir.join(format!("{name}.safetensors"));
@@ -732,7 +732,7 @@ fn scaling_compares_each_size_with_cheaper_ensembles() {
                 files: FILES.iter().map(|s| s.to_string()).collect(),
                 shard: None,
             },
-            logits: logits.to_vec(),
+            logits: logits.to_vec().into(),
             labels: vec![0, 1, 1, 0],
         };
         let p = d.path().join(format!("{file}.safetensors"));

@@ -368,7 +368,7 @@ fn save_cache(
             files,
             shard: a.shard,
         },
-        logits,
+        logits: logits.into(),
         labels,
     };
     cache.save(path)?;

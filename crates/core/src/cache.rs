@@ -44,9 +44,88 @@ pub struct CacheMeta {
 pub struct LogitsCache {
     pub meta: CacheMeta,
     /// Row-major `[N, num_classes]`.
-    pub logits: Vec<f32>,
+    pub logits: Logits,
     pub labels: Vec<i64>,
 }
+
+/// A cache's logits: in memory, or read in place from the file (large caches: a pool of 100
+/// ImageNet caches is 20 GB of f32, more than the memory of most hosts, and the search reads
+/// each row of most members once). Derefs to the `[N, classes]` row-major values.
+#[derive(Clone)]
+pub enum Logits {
+    Owned(Vec<f32>),
+    /// `len` f32 values at byte `start` of a read-only map of the cache file.
+    Mapped {
+        map: std::sync::Arc<memmap2::Mmap>,
+        start: usize,
+        len: usize,
+    },
+}
+
+impl std::ops::Deref for Logits {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            Self::Owned(v) => v,
+            // SAFETY: `Logits::mapped` checked that the range lies in the map, is 4-byte
+            // aligned and that the host is little-endian (the file's byte order), so the bytes
+            // are `len` valid f32 values; the map lives as long as `self`.
+            Self::Mapped { map, start, len } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(*start).cast::<f32>(), *len)
+            },
+        }
+    }
+}
+
+impl Logits {
+    /// `bytes` (a range of `map`) as f32 values read in place, or `None` where they cannot be
+    /// (misaligned, or a big-endian host).
+    fn mapped(map: &std::sync::Arc<memmap2::Mmap>, bytes: &[u8]) -> Option<Self> {
+        let start = (bytes.as_ptr() as usize).checked_sub(map.as_ptr() as usize)?;
+        let fits = start + bytes.len() <= map.len();
+        let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
+        (cfg!(target_endian = "little") && fits && aligned && bytes.len() % 4 == 0).then(|| {
+            Self::Mapped {
+                map: map.clone(),
+                start,
+                len: bytes.len() / 4,
+            }
+        })
+    }
+
+    /// The values as an owned vector (a copy when mapped).
+    pub fn into_vec(self) -> Vec<f32> {
+        match self {
+            Self::Owned(v) => v,
+            m => m.to_vec(),
+        }
+    }
+}
+
+impl From<Vec<f32>> for Logits {
+    fn from(v: Vec<f32>) -> Self {
+        Self::Owned(v)
+    }
+}
+
+impl PartialEq for Logits {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Logits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Self::Owned(_) => "Owned",
+            Self::Mapped { .. } => "Mapped",
+        };
+        write!(f, "Logits::{kind}({:?})", &**self)
+    }
+}
+
+/// Files from this size on are read in place ([`Logits::Mapped`]) rather than into memory.
+pub const MAP_FROM_BYTES: u64 = 64 << 20;
 
 impl LogitsCache {
     pub fn len(&self) -> usize {
@@ -114,18 +193,49 @@ impl LogitsCache {
         })
     }
 
+    /// Reads a cache: into memory, or in place ([`Logits::Mapped`]) from
+    /// [`MAP_FROM_BYTES`] on. A mapped file must not change while it is read (`committee`
+    /// itself only ever replaces caches atomically, which leaves a mapped file intact).
     pub fn load(path: &Path) -> Result<Self, CacheError> {
-        let bytes = std::fs::read(path).map_err(|e| CacheError::Io {
+        let io = |e: std::io::Error| CacheError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let size = std::fs::metadata(path).map_err(io)?.len();
+        if size < MAP_FROM_BYTES {
+            let bytes = std::fs::read(path).map_err(io)?;
+            return Self::from_bytes(&bytes).map_err(|reason| CacheError::Invalid {
+                path: path.display().to_string(),
+                reason,
+            });
+        }
+        Self::load_mapped(path)
+    }
+
+    /// [`Self::load`] reading the logits in place whatever the file's size.
+    pub fn load_mapped(path: &Path) -> Result<Self, CacheError> {
+        let file = std::fs::File::open(path).map_err(|e| CacheError::Io {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        Self::from_bytes(&bytes).map_err(|reason| CacheError::Invalid {
+        // SAFETY: a read-only private map; see `load` on files changed while mapped.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| CacheError::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let map = std::sync::Arc::new(map);
+        Self::parse(&map, |b| Logits::mapped(&map, b)).map_err(|reason| CacheError::Invalid {
             path: path.display().to_string(),
             reason,
         })
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        Self::parse(bytes, |_| None)
+    }
+
+    /// Parses and checks a cache; `in_place` may keep the logits' bytes where they are.
+    fn parse(bytes: &[u8], in_place: impl Fn(&[u8]) -> Option<Logits>) -> Result<Self, String> {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| format!("not a safetensors file: {e}"))?;
         let st =
@@ -165,11 +275,14 @@ impl LogitsCache {
         if yt.shape()[0] != n {
             return Err(format!("{n} rows of logits but {} labels", yt.shape()[0]));
         }
-        let logits: Vec<f32> = lt
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let logits = in_place(lt.data()).unwrap_or_else(|| {
+            Logits::Owned(
+                lt.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            )
+        });
         if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
             return Err(format!(
                 "logits row {} holds a non-finite value ({})",
@@ -360,7 +473,7 @@ pub fn merge(shards: &[(&str, LogitsCache)]) -> Result<LogitsCache, CacheError> 
     meta.files = rows.iter().map(|r| r.0.clone()).collect();
     meta.shard = None;
     Ok(LogitsCache {
-        logits: rows.iter().flat_map(|r| r.2.iter().copied()).collect(),
+        logits: Logits::Owned(rows.iter().flat_map(|r| r.2.iter().copied()).collect()),
         labels: rows.iter().map(|r| r.1).collect(),
         meta,
     })
@@ -384,7 +497,7 @@ mod tests {
                 files: files.iter().map(|s| s.to_string()).collect(),
                 shard: None,
             },
-            logits: logits.to_vec(),
+            logits: logits.to_vec().into(),
             labels: labels.to_vec(),
         }
     }
@@ -396,6 +509,30 @@ mod tests {
         let p = d.path().join("c.safetensors");
         c.save(&p).unwrap();
         assert_eq!(LogitsCache::load(&p).unwrap(), c);
+    }
+
+    /// Read in place, a cache has the same values as read into memory, and the same checks.
+    #[test]
+    fn mapped_reads_the_same_and_is_checked() {
+        let c = cache(&["a/1.jpg", "b/2.jpg"], &[0, 1], &[0.5, -1.0, 2.0, 3.0]);
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.safetensors");
+        c.save(&p).unwrap();
+        let m = LogitsCache::load_mapped(&p).unwrap();
+        assert!(matches!(m.logits, Logits::Mapped { .. }), "{:?}", m.logits);
+        assert_eq!(m, c);
+        assert_eq!(m.row(1), &[2.0, 3.0]);
+        let bad = cache(
+            &["a/1.jpg", "b/2.jpg"],
+            &[0, 1],
+            &[0.5, -1.0, f32::NAN, 3.0],
+        );
+        bad.save(&p).unwrap();
+        let e = LogitsCache::load_mapped(&p).unwrap_err().to_string();
+        assert!(e.contains("c.safetensors") && e.contains("row 1"), "{e}");
+        std::fs::write(&p, b"").unwrap();
+        let e = LogitsCache::load_mapped(&p).unwrap_err().to_string();
+        assert!(e.contains("c.safetensors"), "{e}");
     }
 
     /// A shard records which one it is; merging needs each of 0..N exactly once.

@@ -13,4 +13,4 @@ pub mod spec;
 pub mod split;
 
 pub use atomic::write_atomic;
-pub use cache::{CacheError, CacheMeta, LogitsCache};
+pub use cache::{CacheError, CacheMeta, Logits, LogitsCache};

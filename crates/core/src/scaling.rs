@@ -199,7 +199,7 @@ mod tests {
                 files: ["a", "b", "c", "d"].map(String::from).to_vec(),
                 shard: None,
             },
-            logits: logits.to_vec(),
+            logits: logits.to_vec().into(),
             labels: vec![0, 1, 0, 1],
         }
     }

@@ -26,6 +26,7 @@ pub(crate) fn top_of(p: &[f64]) -> [u32; TOP] {
 /// for the row being decided (computed on first use).
 pub(crate) struct RowCache {
     cands: Vec<u32>,
+    bounds: Vec<Bounded>,
     probs: Probs,
     full: bool,
 }
@@ -50,6 +51,7 @@ impl RowCache {
     pub(crate) fn new(members: usize, full: bool) -> Self {
         Self {
             cands: Vec::new(),
+            bounds: Vec::new(),
             probs: Probs {
                 p: vec![Vec::new(); members],
                 row: vec![usize::MAX; members],
@@ -57,6 +59,78 @@ impl RowCache {
             full,
         }
     }
+}
+
+/// A class among a set's members' top classes: the sum of the probabilities (each divided by
+/// the set's size) of the members that rank it in their top, and which members do (bits).
+pub(crate) struct Bounded {
+    class: u32,
+    lo: f64,
+    members: u32,
+}
+
+/// The combined decision (bin, class) of `set` on fit row `i` from the members' top classes
+/// alone, with no exponential, when that decides it; `None` otherwise. A class missing from
+/// member m's top has a probability between 0 and m's `TOP`-th, so every class's combined
+/// probability lies in an interval: when the best lower end clears every other upper end (and
+/// that of any class outside the union), the argmax is known, and when the confidence's whole
+/// interval lies in one grid bin, so is the bin. The margins (1e-12) cover the rounding of the
+/// exact sums, so the result equals the full combination's.
+pub(crate) fn bounded(
+    sum: &[Summary],
+    set: &[usize],
+    i: usize,
+    confidence: Confidence,
+    c: &mut Vec<Bounded>,
+) -> Option<(u8, usize)> {
+    const EPS: f64 = 1e-12;
+    let k = set.len() as f64;
+    let mut tails = [0.0f64; MAX_SET];
+    c.clear();
+    for (b, &m) in set.iter().enumerate() {
+        let s = &sum[m];
+        tails[b] = s.p[i][TOP - 1] / k;
+        for (&j, &p) in s.ids[i].iter().zip(&s.p[i]) {
+            match c.iter_mut().find(|e| e.class == j) {
+                Some(e) => {
+                    e.lo += p / k;
+                    e.members |= 1 << b;
+                }
+                None => c.push(Bounded {
+                    class: j,
+                    lo: p / k,
+                    members: 1 << b,
+                }),
+            }
+        }
+    }
+    let gap = |mask: u32| -> f64 {
+        (0..set.len())
+            .filter(|b| mask & (1 << b) == 0)
+            .map(|b| tails[b])
+            .sum()
+    };
+    let best = (0..c.len()).max_by(|&a, &b| c[a].lo.total_cmp(&c[b].lo).then(b.cmp(&a)))?;
+    let (lo, hi) = (c[best].lo, c[best].lo + gap(c[best].members));
+    // The runner-up's interval: at least the best other lower end, at most the largest other
+    // upper end or what a class outside the union can reach.
+    let (mut s_lo, mut s_hi) = (0.0f64, gap(0));
+    for (q, e) in c.iter().enumerate() {
+        if q != best {
+            s_lo = s_lo.max(e.lo);
+            s_hi = s_hi.max(e.lo + gap(e.members));
+        }
+    }
+    if lo - EPS <= s_hi + EPS {
+        return None;
+    }
+    let (a, b) = match confidence {
+        Confidence::MaxProb => (lo, hi),
+        Confidence::Margin => (lo - s_hi, hi - s_lo),
+        _ => return None,
+    };
+    let (ba, bb) = (bin(a - 4.0 * EPS), bin(b + 4.0 * EPS));
+    (ba == bb).then_some((ba, c[best].class as usize))
 }
 
 /// A set of pool members (at most [`MAX_SET`]) as a map key: the sorted indices + 1, 16 bits
@@ -283,8 +357,8 @@ impl<'a> Pool<'a> {
                 let mut rc = RowCache::new(this.members.len(), full);
                 for i in lo..hi {
                     for (set, o) in sets.iter().zip(out.iter_mut()) {
-                        let (conf, pred) = this.decide_row(set, i, &mut rc);
-                        o.0.push(bin(conf));
+                        let (b, pred) = this.decide_row(set, i, &mut rc);
+                        o.0.push(b);
                         o.1.push(pred as i64 == this.labels[i]);
                     }
                 }
@@ -307,18 +381,24 @@ impl<'a> Pool<'a> {
         &self.states[self.index[&key]]
     }
 
-    /// Confidence and prediction of the members `set` combined on fit row `i`, computed
-    /// exactly as [`combine`] + [`Confidence::of`] + [`argmax`] do. For mean-prob with
-    /// max-prob or margin, only the union of the members' top classes is summed when a bound
-    /// proves no other class can rank first (or second).
-    pub(crate) fn decide_row(&self, set: &[usize], i: usize, rc: &mut RowCache) -> (f64, usize) {
+    /// Confidence bin and prediction of the members `set` combined on fit row `i`, the same as
+    /// [`combine`] + [`Confidence::of`] + [`bin`] + [`argmax`] give. For mean-prob with
+    /// max-prob or margin the members' top classes decide when bounds prove the outcome
+    /// ([`bounded`]); else only the union of the top classes is summed when a bound proves no
+    /// other class can rank first (or second); else the full combination.
+    pub(crate) fn decide_row(&self, set: &[usize], i: usize, rc: &mut RowCache) -> (u8, usize) {
         let r = self.rows[i];
         let k = set.len() as f64;
         if self.opts.combine == Combine::MeanLogits {
             let rows: Vec<&[f32]> = set.iter().map(|&m| self.members[m].row(r)).collect();
             let temps: Vec<f64> = set.iter().map(|&m| self.members[m].temperature).collect();
             let p = combine(&rows, &temps, Combine::MeanLogits);
-            return (self.opts.confidence.of(&p), argmax(&p));
+            return (bin(self.opts.confidence.of(&p)), argmax(&p));
+        }
+        if let Some(sum) = &self.summary
+            && let Some(d) = bounded(sum, set, i, self.opts.confidence, &mut rc.bounds)
+        {
+            return d;
         }
         if let Some(sum) = &self.summary {
             let full = rc.full;
@@ -367,8 +447,8 @@ impl<'a> Pool<'a> {
             // As `argmax`: a shared maximum predicts no class.
             let best_j = if second == best { NO_CLASS } else { best_j };
             match self.opts.confidence {
-                Confidence::MaxProb if best > bound => return (best, best_j),
-                Confidence::Margin if second > bound => return (best - second, best_j),
+                Confidence::MaxProb if best > bound => return (bin(best), best_j),
+                Confidence::Margin if second > bound => return (bin(best - second), best_j),
                 _ => {}
             }
         }
@@ -379,7 +459,7 @@ impl<'a> Pool<'a> {
                 *acc += v / k;
             }
         }
-        (self.opts.confidence.of(&p), argmax(&p))
+        (bin(self.opts.confidence.of(&p)), argmax(&p))
     }
 
     #[cfg(test)]
