@@ -418,7 +418,7 @@ fn a_killed_eval_resumes_to_the_same_cache() {
     assert!(
         a.logits
             .iter()
-            .zip(&b.logits)
+            .zip(b.logits.iter())
             .all(|(x, y)| x.to_bits() == y.to_bits()),
         "the resumed logits differ from the uninterrupted run's"
     );

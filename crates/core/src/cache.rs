@@ -84,13 +84,13 @@ impl Logits {
         let start = (bytes.as_ptr() as usize).checked_sub(map.as_ptr() as usize)?;
         let fits = start + bytes.len() <= map.len();
         let aligned = (bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<f32>());
-        (cfg!(target_endian = "little") && fits && aligned && bytes.len() % 4 == 0).then(|| {
-            Self::Mapped {
+        (cfg!(target_endian = "little") && fits && aligned && bytes.len().is_multiple_of(4)).then(
+            || Self::Mapped {
                 map: map.clone(),
                 start,
                 len: bytes.len() / 4,
-            }
-        })
+            },
+        )
     }
 
     /// The values as an owned vector (a copy when mapped).
