@@ -2,7 +2,8 @@
 //!
 //! In order: committee's CPU kernels for inference on flex (depthwise, or dense as matrix
 //! products, with the activation fused); on GPU devices the matrix-product form of 1x1 and
-//! patch convolutions (`gpu`); in training on flex the ops with their own backward
+//! patch convolutions and the other dense ones as products over the unfolded image (`gpu`,
+//! inference and training); in training on flex the ops with their own backward
 //! (`cpu::train`); else Burn's convolution.
 
 use burn::nn::conv::Conv2d;
@@ -14,6 +15,10 @@ use crate::{cpu, gpu, profile};
 /// `conv(x)`, unprofiled: for convolutions inside a span of their own (squeeze-excite).
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let x = match gpu::conv_as_matmul(conv, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    let x = match gpu::conv_im2col(conv, x) {
         Ok(y) => return y,
         Err(x) => x,
     };

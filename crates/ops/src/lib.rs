@@ -25,6 +25,8 @@ pub mod norm;
 pub mod pool;
 pub mod precision;
 pub mod profile;
+#[cfg(test)]
+mod testing;
 
 pub use act::Act;
 pub use attention::attention;

@@ -11,7 +11,8 @@ use crate::{Act, cpu, profile};
 /// `n` = values per channel), as `torch.nn.BatchNorm2d` does; Burn's own update uses the
 /// population variance, so its running statistics drift from what timm would learn (tested
 /// against PyTorch in crates/train/tests/step_parity.rs). On flex the training form is
-/// committee's op with its own backward (`cpu::train`). Otherwise Burn's inference forward.
+/// committee's op with its own backward (`cpu::train`), on GPU devices one with reductions
+/// shaped for the GPU (`gpu::norm`). Otherwise Burn's inference forward.
 pub fn batch_norm(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
     profile::layer("batchnorm", x, |x| match forward(bn, x, None) {
         Ok(y) | Err(y) => y,
@@ -39,6 +40,14 @@ fn forward(bn: &BatchNorm, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<4>, 
         Ok((y, mean, var)) => {
             update_running(bn, &device, n, mean, var);
             return Ok(y);
+        }
+        Err(x) => x,
+    };
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    let x = match crate::gpu::batch_norm(bn, x) {
+        Ok((y, mean, var)) => {
+            update_running(bn, &device, n, mean, var);
+            return Err(y);
         }
         Err(x) => x,
     };

@@ -1,5 +1,17 @@
-//! GPU paths composed of Burn's ops where Burn's own kernel for the op is slow. CubeCL
-//! kernels of our own go here too (the GPU issue).
+//! GPU paths composed of Burn's ops where Burn's own kernel for the op is slow: 1x1 and patch
+//! convolutions as plain matrix products (here), other dense convolutions as products over the
+//! unfolded image ([`im2col`]), training-mode BatchNorm with GPU-shaped reductions ([`norm`]).
+
+pub mod im2col;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod norm;
+
+pub use im2col::{Im2col, conv_im2col};
+
+#[cfg(test)]
+mod paths_tests;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub use norm::batch_norm;
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;

@@ -6,37 +6,16 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::Distribution;
 
-fn max_rel_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    let scale = b.clone().abs().max().into_scalar::<f32>().max(1.0);
-    (a - b).abs().max().into_scalar::<f32>() / scale
-}
+use crate::testing::{
+    assert_batch_norm_matches_burn, assert_conv_matches_burn, batch_norm_case, max_rel_diff,
+};
 
 type ConvOp = fn(&Conv2d, Tensor<4>) -> Result<Tensor<4>, Tensor<4>>;
 
 /// `op`'s output, input gradient and weight gradient on a random input of `shape` equal
 /// Burn's conv's within 1e-5 of the largest value.
 fn assert_matches_burn(op: ConvOp, conv: &Conv2d, shape: [usize; 4], what: &str) {
-    let dev = conv.weight.val().device();
-    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev).require_grad();
-    let ours = op(conv, x.clone()).expect("kernel applies");
-    let burn = conv.forward(x.clone());
-    assert_eq!(ours.dims(), burn.dims(), "{what}");
-    let d = max_rel_diff(ours.clone().inner(), burn.clone().inner());
-    assert!(d < 1e-5, "output {what}: {d}");
-    // A weighted sum, so every output pixel's gradient differs.
-    let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
-    let g_ours = (ours * wts.clone()).sum().backward();
-    let g_burn = (burn * wts).sum().backward();
-    let dx = max_rel_diff(
-        x.grad(&g_ours).expect("dx").reshape(shape),
-        x.grad(&g_burn).expect("dx").reshape(shape),
-    );
-    assert!(dx < 1e-5, "input grad {what}: {dx}");
-    let dw = max_rel_diff(
-        conv.weight.val().grad(&g_ours).expect("dw"),
-        conv.weight.val().grad(&g_burn).expect("dw"),
-    );
-    assert!(dw < 1e-5, "weight grad {what}: {dw}");
+    assert_conv_matches_burn(&op, conv, shape, 1e-5, what);
 }
 
 /// Output, input gradient and weight gradient equal Burn's conv's (its generic grouped
@@ -97,7 +76,6 @@ fn pointwise_training_matches_burns_conv() {
 /// activation fused in, equal Burn's BatchNorm followed by Burn's activation.
 #[test]
 fn batch_norm_training_matches_burn() {
-    use burn::nn::BatchNormConfig;
     let dev = Device::flex().autodiff();
     use burn::tensor::activation::{relu, relu6, silu};
     type BurnAct = fn(Tensor<4>) -> Tensor<4>;
@@ -111,49 +89,10 @@ fn batch_norm_training_matches_burn() {
         .into_iter()
         .flat_map(|s| acts.map(|a| (s, a)))
     {
-        let bn = BatchNormConfig::new(c).with_epsilon(1e-3).init(&dev);
-        // Non-trivial gamma and beta, and an offset input (a mean far from zero).
-        let leaf = |d| burn::module::Param::from_tensor(Tensor::<1>::random([c], d, &dev));
-        let bn = BatchNorm {
-            gamma: leaf(Distribution::Uniform(0.5, 1.5)),
-            beta: leaf(Distribution::Normal(0.0, 1.0)),
-            ..bn
-        };
-        let x = (Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.0, 2.0), &dev) + 3.0)
-            .require_grad();
-        let (ours, mean, var) = batch_norm(&bn, x.clone(), act).expect("kernel applies");
-        let mut r = burn::tensor::module::batch_norm_train(
-            x.clone(),
-            bn.gamma.val(),
-            bn.beta.val(),
-            bn.epsilon,
-        );
-        r.output = burn_act(r.output);
+        let (bn, x) = batch_norm_case([n, c, h, w], &dev);
+        let ours = batch_norm(&bn, x.clone(), act).expect("kernel applies");
         let what = format!("{n}x{c}x{h}x{w} {act:?}");
-        let close = |a: Tensor<1>, b: Tensor<1>| {
-            max_rel_diff(
-                a.reshape([1, 1, 1, c]).inner(),
-                b.reshape([1, 1, 1, c]).inner(),
-            )
-        };
-        assert!(close(mean, r.mean.clone()) < 1e-5, "mean {what}");
-        assert!(close(var, r.variance.clone()) < 1e-5, "variance {what}");
-        let d = max_rel_diff(ours.clone().inner(), r.output.clone().inner());
-        assert!(d < 1e-5, "output {what}: {d}");
-        let wts = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &dev);
-        let g_ours = (ours * wts.clone()).sum().backward();
-        let g_burn = (r.output * wts).sum().backward();
-        let dx = max_rel_diff(
-            x.grad(&g_ours).expect("dx").reshape([n, c, h, w]),
-            x.grad(&g_burn).expect("dx").reshape([n, c, h, w]),
-        );
-        assert!(dx < 1e-4, "input grad {what}: {dx}");
-        for (name, p) in [("gamma", bn.gamma.val()), ("beta", bn.beta.val())] {
-            let a = p.grad(&g_ours).expect("grad").reshape([1, 1, 1, c]);
-            let b = p.grad(&g_burn).expect("grad").reshape([1, 1, 1, c]);
-            let e = max_rel_diff(a, b);
-            assert!(e < 1e-5, "{name} grad {what}: {e}");
-        }
+        assert_batch_norm_matches_burn(&bn, x, ours, burn_act, 1e-5, &what);
     }
 }
 
