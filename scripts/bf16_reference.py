@@ -37,20 +37,25 @@ def build(case):
     return None
 
 
-def main():
-    torch.manual_seed(0)
-    cases = json.load(open(os.path.join(D, "cases.json")))
-    out = {}
-    for case in cases:
+def fixtures():
+    """Each timm-format case as (case, timm model with its checkpoint, eval mode, input, f32
+    logits)."""
+    for case in json.load(open(os.path.join(D, "cases.json"))):
         m = build(case)
         if m is None:
             continue
         ck = os.path.join(D, case["checkpoint"])
         sd = load_file(ck) if ck.endswith(".safetensors") else torch.load(ck, map_location="cpu")
         m.load_state_dict({k: v.float() for k, v in sd.items()})
-        m = m.eval().to(memory_format=torch.channels_last)
         io = load_file(os.path.join(D, case["case"] + ".io.safetensors"))
-        x, ref = io["input"], io["logits"]
+        yield case, m.eval(), io["input"], io["logits"]
+
+
+def main():
+    torch.manual_seed(0)
+    out = {}
+    for case, m, x, ref in fixtures():
+        m = m.to(memory_format=torch.channels_last)
         with torch.inference_mode():
             f32 = m(x.to(memory_format=torch.channels_last)).float()
             with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -36,7 +36,10 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 /// Picks the backend and tells the user which device runs the work.
 pub fn device(kind: BackendKind) -> Result<Selected> {
     let sel = select(kind)?;
-    eprintln!("backend: {} ({})", sel.kind, sel.adapter);
+    match sel.compiler() {
+        Some(c) => eprintln!("backend: {} ({}; shaders: {c})", sel.kind, sel.adapter),
+        None => eprintln!("backend: {} ({})", sel.kind, sel.adapter),
+    }
     if sel.software {
         eprintln!(
             "warning: '{}' is a software GPU adapter; expect it to be slow",
@@ -46,11 +49,32 @@ pub fn device(kind: BackendKind) -> Result<Selected> {
     Ok(sel)
 }
 
-/// Sets the precision of the CPU products (`--dtype`) and tells the user what runs them.
+/// Sets the precision (`--dtype`: bf16 products on the CPU, f16 models on GPUs) and tells the
+/// user what runs them.
 pub fn precision(dtype: Dtype, sel: &Selected) -> Result<()> {
+    let cpu = committee_ops::backend::is_cpu(&sel.device);
+    anyhow::ensure!(
+        !(dtype == Dtype::F16 && cpu),
+        "--dtype f16 runs on GPU backends (wgpu) only; {} is a CPU backend (use --dtype bf16 there)",
+        sel.kind
+    );
     let kernel = committee_ops::precision::set(dtype)?;
-    if dtype == Dtype::F32 {
-        return Ok(());
+    match dtype {
+        Dtype::F32 => return Ok(()),
+        Dtype::F16 => {
+            anyhow::ensure!(
+                sel.device.supports_dtype(burn::tensor::DType::F16),
+                "--dtype f16: {} ({}) does not support f16 shaders",
+                sel.adapter,
+                sel.kind
+            );
+            eprintln!(
+                "dtype: f16 on {} (weights and activations; logits returned as f32)",
+                sel.adapter
+            );
+            return Ok(());
+        }
+        Dtype::Bf16 => {}
     }
     let flex = sel.device == burn::tensor::Device::flex();
     match kernel {

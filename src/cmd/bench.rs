@@ -22,7 +22,7 @@ pub struct Args {
     /// Comma-separated backends.
     #[arg(long, value_delimiter = ',', default_value = "flex")]
     backend: Vec<BackendKind>,
-    /// Comma-separated precisions of the CPU products on flex (f32, bf16): each row is
+    /// Comma-separated precisions (f32; bf16 on flex; f16 on GPU backends): each row is
     /// timed in each, side by side (see `committee eval --help`).
     #[arg(long, value_delimiter = ',', default_value = "f32")]
     dtype: Vec<committee_ops::precision::Dtype>,
@@ -285,7 +285,7 @@ fn measure(a: Args) -> Result<()> {
     }
     anyhow::ensure!(
         !a.train || a.dtype.iter().all(|d| *d == Dtype::F32),
-        "--train runs f32 only (bf16 training is not implemented)"
+        "--train runs f32 only (bf16 and f16 training are not implemented)"
     );
     let mut rows = Vec::new();
     for backend in &a.backend {
@@ -331,7 +331,8 @@ fn backend_rows(
             }
             None => {
                 let m = random_model(&spec, &opts, [img; 2], &sel.device);
-                if a.no_fold_bn { m } else { m.fold_batchnorm() }
+                let m = if a.no_fold_bn { m } else { m.fold_batchnorm() };
+                m.in_precision(&sel.device)
             }
         };
         let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;

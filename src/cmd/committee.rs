@@ -200,8 +200,7 @@ pub struct EnsembleArgs {
     pub combine: Combine,
     #[arg(long, default_value = "auto")]
     pub backend: committee_ops::backend::BackendKind,
-    /// Live: precision of the dense convolutions' and linear layers' products on flex (f32,
-    /// bf16: see `committee eval --help`).
+    /// Live: precision (f32; bf16 on flex; f16 on GPU backends: see `committee eval --help`).
     #[arg(long, default_value = "f32")]
     pub dtype: committee_ops::precision::Dtype,
     #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]
@@ -316,8 +315,7 @@ pub struct CascadeArgs {
     combine: Combine,
     #[arg(long, default_value = "auto")]
     pub backend: committee_ops::backend::BackendKind,
-    /// Live: precision of the dense convolutions' and linear layers' products on flex (f32,
-    /// bf16: see `committee eval --help`).
+    /// Live: precision (f32; bf16 on flex; f16 on GPU backends: see `committee eval --help`).
     #[arg(long, default_value = "f32")]
     pub dtype: committee_ops::precision::Dtype,
     #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]

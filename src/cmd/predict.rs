@@ -26,9 +26,9 @@ pub struct Args {
     /// auto, flex, ndarray, wgpu or cuda.
     #[arg(long, default_value = "auto")]
     backend: BackendKind,
-    /// Precision of the dense convolutions' and linear layers' products on flex: f32 or
-    /// bf16 (bf16 operands, f32 accumulation, on AMX or AVX512-BF16; f32 where the CPU has
-    /// neither).
+    /// Precision: f32; bf16 on flex (the dense convolutions' and linear layers' products with
+    /// bf16 operands and f32 accumulation, on AMX or AVX512-BF16; f32 where the CPU has
+    /// neither); f16 on GPU backends (the whole model in half precision, logits f32).
     #[arg(long, default_value = "f32")]
     dtype: committee_ops::precision::Dtype,
     /// Number of classes to show per image.

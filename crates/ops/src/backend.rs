@@ -90,6 +90,59 @@ pub fn select(kind: BackendKind) -> Result<Selected, BackendError> {
     }
 }
 
+/// The `index`-th device of a GPU backend (`--devices`): for wgpu the `index`-th hardware GPU
+/// in the order `Device::enumerate_physical` lists them, for cuda CUDA's ordinal.
+pub fn select_index(kind: BackendKind, index: usize) -> Result<Selected, BackendError> {
+    match kind {
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu | BackendKind::Auto => {
+            let gpus = std::panic::catch_unwind(Device::enumerate_physical)
+                .map_err(|e| BackendError::Unavailable(BackendKind::Wgpu, panic_text(&e)))?;
+            let n = gpus.len();
+            let missing = || {
+                BackendError::Unavailable(
+                    BackendKind::Wgpu,
+                    format!("no GPU {index}: {n} hardware GPU(s) found"),
+                )
+            };
+            let gpu = gpus.into_iter().nth(index).ok_or_else(missing)?;
+            let device = gpu.devices.into_vec().into_iter().next().ok_or_else(missing)?;
+            Ok(Selected {
+                device,
+                kind: BackendKind::Wgpu,
+                adapter: gpu.name,
+                software: false,
+            })
+        }
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => describe_gpu(Device::cuda(index), kind),
+        other => Err(BackendError::Unavailable(
+            other,
+            "has no numbered devices (use --devices with wgpu or cuda, or with a CPU backend for thread slots)"
+                .into(),
+        )),
+    }
+}
+
+impl Selected {
+    /// Which shader compiler a GPU device's kernels go through, and what that means for
+    /// tensor cores: the `vulkan` build compiles to SPIR-V on Vulkan adapters (cooperative
+    /// matrices, so f16/bf16 products can use tensor cores where the driver offers them),
+    /// the default build to WGSL (no tensor cores). `None` for CPU backends.
+    pub fn compiler(&self) -> Option<&'static str> {
+        match self.kind {
+            BackendKind::Wgpu if cfg!(feature = "vulkan") => Some(
+                "SPIR-V on Vulkan adapters (cooperative matrices: tensor cores for f16 where the driver has them)",
+            ),
+            BackendKind::Wgpu => {
+                Some("WGSL (no tensor cores; the `vulkan` build compiles to SPIR-V)")
+            }
+            BackendKind::Cuda => Some("CUDA"),
+            _ => None,
+        }
+    }
+}
+
 fn cpu(device: Device, kind: BackendKind) -> Selected {
     Selected {
         device,

@@ -3,10 +3,13 @@
 //! `bf16` runs the dense convolutions and linear layers on flex with bf16 operands and f32
 //! accumulation (PyTorch's CPU autocast does the same to the same ops); everything else stays
 //! f32 (depthwise convolutions, normalisation, activations, attention's softmax products).
-//! Where the CPU has neither AMX nor AVX512-BF16 it stays f32 and says so. GPU backends do
-//! not take it yet (issue 18).
+//! Where the CPU has neither AMX nor AVX512-BF16 it stays f32 and says so.
+//!
+//! `f16` is for GPU devices: the whole model (weights and activations) runs in half precision
+//! there, inputs cast on the way in and logits back to f32 on the way out
+//! ([`gpu_float`]). CPU backends refuse it (their half-precision path is bf16).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use crate::cpu::bf16::Bf16Kernel;
 
@@ -16,6 +19,7 @@ pub enum Dtype {
     #[default]
     F32,
     Bf16,
+    F16,
 }
 
 impl std::str::FromStr for Dtype {
@@ -24,8 +28,8 @@ impl std::str::FromStr for Dtype {
         match s {
             "f32" => Ok(Self::F32),
             "bf16" => Ok(Self::Bf16),
-            "f16" => Err("dtype 'f16' is not implemented (f32, bf16)".into()),
-            _ => Err(format!("unknown dtype '{s}' (f32, bf16)")),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("unknown dtype '{s}' (f32, bf16, f16)")),
         }
     }
 }
@@ -35,6 +39,7 @@ impl std::fmt::Display for Dtype {
         f.write_str(match self {
             Self::F32 => "f32",
             Self::Bf16 => "bf16",
+            Self::F16 => "f16",
         })
     }
 }
@@ -48,6 +53,16 @@ pub enum PrecisionError {
     Unavailable(String),
 }
 
+/// Whether GPU devices run in f16 (`--dtype f16`).
+static HALF: AtomicBool = AtomicBool::new(false);
+
+/// The float type models on `device` run in: `Some(F16)` on GPU devices under `--dtype f16`,
+/// `None` (f32) otherwise.
+pub fn gpu_float(device: &burn::tensor::Device) -> Option<burn::tensor::FloatDType> {
+    (HALF.load(Ordering::Relaxed) && !crate::backend::is_cpu(device))
+        .then_some(burn::tensor::FloatDType::F16)
+}
+
 /// 0: f32; otherwise 1 + the index of the bf16 kernel in [`Bf16Kernel::ALL`].
 static STATE: AtomicU8 = AtomicU8::new(0);
 
@@ -55,8 +70,9 @@ static STATE: AtomicU8 = AtomicU8::new(0);
 /// runs them (`None`: f32, asked for or the only one this CPU has). `COMMITTEE_BF16_KERNEL`
 /// forces a kernel (`amx`, `avx512-bf16`, or `emulated`, which is slow: for checks only).
 pub fn set(dtype: Dtype) -> Result<Option<Bf16Kernel>, PrecisionError> {
+    HALF.store(dtype == Dtype::F16, Ordering::Relaxed);
     let kernel = match dtype {
-        Dtype::F32 => None,
+        Dtype::F32 | Dtype::F16 => None,
         Dtype::Bf16 => match std::env::var("COMMITTEE_BF16_KERNEL") {
             Ok(name) if !name.is_empty() => {
                 let k = Bf16Kernel::from_name(&name)
@@ -97,6 +113,7 @@ pub fn bf16_kernel() -> Option<Bf16Kernel> {
 /// What runs the products, for the printouts: `f32`, `bf16 (amx)`, ...
 pub fn describe() -> String {
     match bf16_kernel() {
+        None if HALF.load(Ordering::Relaxed) => "f16".into(),
         None => "f32".into(),
         Some(k) => format!("bf16 ({})", k.name()),
     }

@@ -1,7 +1,7 @@
 //! One type for every family, so callers hold a `Model` whatever they loaded.
 
-use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 
 use crate::efficientnet::EfficientNet;
 use crate::options::CommonOptions;
@@ -39,9 +39,20 @@ impl Model {
         }
     }
 
+    /// The model in the precision `--dtype` asks of `device`: its float parameters cast to
+    /// f16 on GPU devices under `--dtype f16` (after any BatchNorm folding, which stays in
+    /// f32), unchanged otherwise (`committee_ops::precision::gpu_float`).
+    pub fn in_precision(self, device: &Device) -> Self {
+        match committee_ops::precision::gpu_float(device) {
+            Some(dtype) => self.map(&mut Cast(dtype)),
+            None => self,
+        }
+    }
+
     /// Logits `[N, classes]` (or pooled features if built without a head). On flex, a CNN's
     /// batch is split over the threads (`committee_ops::split_batch`); ViT's large products
-    /// use the threads well as they are.
+    /// use the threads well as they are. Inputs and outputs are f32 whatever the model's
+    /// precision (see [`Model::in_precision`]).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         if matches!(self, Model::Vit(_)) {
             return self.forward_whole(x);
@@ -58,18 +69,48 @@ impl Model {
 
     /// Pooled features, the classifier's input `[N, D]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        match self {
+        let x = in_model_precision(x);
+        f32_out(match self {
             Model::EfficientNet(m) => m.forward_features(x),
             Model::ResNet(m) => m.forward_features(x),
             Model::Vit(m) => m.forward_features(x),
-        }
+        })
     }
 
+    /// Logits of pooled features.
     pub fn forward_head(&self, features: Tensor<2>) -> Tensor<2> {
-        match self {
+        let features = in_model_precision(features);
+        f32_out(match self {
             Model::EfficientNet(m) => m.forward_head(features),
             Model::ResNet(m) => m.forward_head(features),
             Model::Vit(m) => m.forward_head(features),
-        }
+        })
+    }
+}
+
+/// `x` in the precision models on its device run in (f16 under `--dtype f16` on GPUs).
+fn in_model_precision<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match committee_ops::precision::gpu_float(&x.device()) {
+        Some(dtype) if x.dtype() != DType::from(dtype) => x.cast(dtype),
+        _ => x,
+    }
+}
+
+/// `t` as f32: what callers read, whatever the model's precision.
+fn f32_out<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    if t.dtype() == DType::F32 {
+        t
+    } else {
+        t.cast(FloatDType::F32)
+    }
+}
+
+/// Casts every float parameter to one dtype.
+struct Cast(FloatDType);
+
+impl ModuleMapper for Cast {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let dtype = self.0;
+        param.map(|t| t.cast(dtype))
     }
 }

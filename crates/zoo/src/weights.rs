@@ -371,6 +371,7 @@ pub fn load_checkpoint(
     } else {
         model
     };
+    let model = model.in_precision(device);
     Ok(Loaded {
         model,
         spec,
