@@ -45,6 +45,12 @@ fn json_ok(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The image list a logits cache records.
+fn cache_files(bytes: &[u8]) -> Vec<String> {
+    let h = safetensors::SafeTensors::read_metadata(bytes).unwrap().1;
+    serde_json::from_str(&h.metadata().clone().unwrap()["files"]).unwrap()
+}
+
 fn f32s(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
     let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let t = st.tensor(name).unwrap();
@@ -273,11 +279,7 @@ fn shards_merge_into_the_full_cache() {
         .zip(&lb)
         .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     assert!(err < 1e-3, "merged logits differ by {err}");
-    let files = |bytes: &[u8]| -> Vec<String> {
-        let h = safetensors::SafeTensors::read_metadata(bytes).unwrap().1;
-        serde_json::from_str(&h.metadata().clone().unwrap()["files"]).unwrap()
-    };
-    assert_eq!(files(&a), files(&b));
+    assert_eq!(cache_files(&a), cache_files(&b));
     // A shard twice is refused.
     let out = bin()
         .arg("merge-logits")
@@ -422,4 +424,64 @@ fn a_killed_eval_resumes_to_the_same_cache() {
             .all(|(x, y)| x.to_bits() == y.to_bits()),
         "the resumed logits differ from the uninterrupted run's"
     );
+}
+
+/// `eval --devices 0,1,2` on flex: three children, one shard each, merged into one cache that
+/// holds the full run's images in its order and its logits (up to batch-composition rounding),
+/// with the full run's accuracy; the shards' folder is gone afterwards; without
+/// `--save-logits` it is refused.
+#[test]
+fn devices_split_the_images_into_one_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixtures().join("images");
+    let full = dir.path().join("full.safetensors");
+    let one = json_ok(&run(
+        &["--json", "--data"],
+        &[&data, Path::new("--save-logits"), &full],
+    ));
+    let split = dir.path().join("split.safetensors");
+    let three = json_ok(&run(
+        &["--json", "--devices", "0,1,2", "--data"],
+        &[&data, Path::new("--save-logits"), &split],
+    ));
+    assert_eq!(three["images"], one["images"]);
+    assert_eq!(three["top1"], one["top1"]);
+    assert_eq!(three["top5"], one["top5"]);
+    assert_eq!(three["devices"], serde_json::json!([0, 1, 2]));
+    let a = std::fs::read(&full).unwrap();
+    let b = std::fs::read(&split).unwrap();
+    let ((sa, la), (sb, lb)) = (f32s(&a, "logits"), f32s(&b, "logits"));
+    assert_eq!(sa, sb);
+    let err = la
+        .iter()
+        .zip(&lb)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err < 1e-3, "split logits differ by {err}");
+    assert_eq!(cache_files(&a), cache_files(&b));
+    assert!(!dir.path().join("split.safetensors.devices").exists());
+    let save = [&data, Path::new("--save-logits"), &split];
+    for (args, extra, says) in [
+        (
+            &["--devices", "0,1", "--data"][..],
+            &save[..1],
+            "give --save-logits",
+        ),
+        (
+            &["--devices", "0,1", "--shard", "0/2", "--data"],
+            &save,
+            "drop --shard",
+        ),
+        (
+            &["--devices", "1,1", "--data"],
+            &save,
+            "--devices lists 1 twice",
+        ),
+    ] {
+        let out = run(args, extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
 }

@@ -391,3 +391,44 @@ fn resume_refuses_a_changed_training_folder() {
     let o = run(&resume);
     assert!(!o.status.success(), "a replaced file was accepted");
 }
+
+/// `--devices 0,1` on flex: two members side by side, each on half the threads, come out the
+/// same as the same members trained one after the other (the CPU training ops sum in a fixed
+/// order, so the thread count does not change the bits); each member's lines carry its tag; a
+/// device listed twice is refused.
+#[test]
+fn members_side_by_side_equal_members_one_after_the_other() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 8, false);
+    let args = |out: &Path| -> Vec<String> {
+        let mut a = train_args(&data, out, 1, 0);
+        let at = a.iter().position(|x| x == "--seed").unwrap();
+        a.drain(at..at + 2);
+        a.extend(["--seeds".into(), "0,1".into()]);
+        a
+    };
+    let (seq, par) = (tmp.path().join("seq"), tmp.path().join("par"));
+    ok(&run(&args(&seq)));
+    let mut side = args(&par);
+    side.extend(["--devices".into(), "0,1".into()]);
+    let out = run(&side);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[seed 1 on cpu slot"), "{err}");
+    for s in [0, 1] {
+        let m = format!("seed-{s}/model.safetensors");
+        assert!(
+            bytes(&seq.join(&m)) == bytes(&par.join(&m)),
+            "seed {s}: side by side differs from one after the other"
+        );
+    }
+    let mut twice = args(&tmp.path().join("twice"));
+    twice.extend(["--devices".into(), "1,1".into()]);
+    let out = run(&twice);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--devices lists 1 twice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

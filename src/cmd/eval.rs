@@ -3,17 +3,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use committee_core::cache::{CacheMeta, LogitsCache};
 use committee_core::metrics::Accuracy;
 use committee_core::partial::{Chunk, Partial};
 use committee_data::folder::ImageFolder;
 use committee_data::{decode, loader};
-use committee_ops::backend::{BackendKind, Selected};
+use committee_ops::backend::{BackendKind, Selected, is_cpu, select_index};
 use serde_json::json;
 
 use crate::cmd::args::PreprocessArgs;
+use crate::cmd::devices;
 use crate::cmd::members::{
     Member, MemberArg, ensure_evaluated, load_member, num_workers, warn_nonfinite,
 };
@@ -39,9 +40,9 @@ pub struct Args {
     limit: Option<usize>,
     #[arg(long, default_value = "auto")]
     backend: BackendKind,
-    /// Precision of the dense convolutions' and linear layers' products on flex: f32 or
-    /// bf16 (bf16 operands, f32 accumulation, on AMX or AVX512-BF16; f32 where the CPU has
-    /// neither).
+    /// Precision: f32; bf16 on flex (the dense convolutions' and linear layers' products with
+    /// bf16 operands and f32 accumulation, on AMX or AVX512-BF16; f32 where the CPU has
+    /// neither); f16 on GPU backends (the whole model in half precision, logits f32).
     #[arg(long, default_value = "f32")]
     dtype: committee_ops::precision::Dtype,
     /// Write logits, labels and metadata to this safetensors file.
@@ -71,13 +72,26 @@ pub struct Args {
     /// Class order: one class folder name per line.
     #[arg(long)]
     class_map: Option<PathBuf>,
+    /// Split the images over these devices, one shard each, in one command: GPU indices for
+    /// wgpu (`0,1`), or on flex/ndarray slots with an equal share of the threads. Needs
+    /// --save-logits: the shards are merged into that one cache, as `--shard` and
+    /// `merge-logits` would.
+    #[arg(long, value_delimiter = ',', conflicts_with = "limit")]
+    devices: Vec<usize>,
     #[command(flatten)]
     pre: PreprocessArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if a.devices.len() > 1 {
+        return on_devices(&a);
+    }
     let folder = open_folder(&a)?;
     let sel = device(a.backend)?;
+    let sel = match a.devices.first() {
+        Some(&d) if !is_cpu(&sel.device) => select_index(sel.kind, d)?,
+        _ => sel,
+    };
     crate::util::precision(a.dtype, &sel)?;
     let arg = MemberArg {
         model: a.model.clone(),
@@ -124,6 +138,120 @@ pub fn run(a: Args) -> Result<()> {
         saving.partial.finish()?;
     }
     report(&a, &folder, &member, &sel, &r)
+}
+
+/// `--devices`: one shard per device, each a child `eval --shard K/N --devices D
+/// --save-logits TARGET.devices/shard-K-of-N.safetensors` (`cmd::devices`), merged into
+/// TARGET as `merge-logits` would; the accuracy is the merged cache's. A failed shard leaves
+/// the others' caches and its own progress: `--resume` keeps the shards already written and
+/// resumes the rest.
+fn on_devices(a: &Args) -> Result<()> {
+    devices::distinct(&a.devices)?;
+    // A child gets `--shard K/N --devices D`; several devices make the shards themselves.
+    anyhow::ensure!(
+        a.shard.is_none(),
+        "--devices with several devices makes its own shards: drop --shard"
+    );
+    let Some(target) = &a.save_logits else {
+        bail!("--devices writes one logits cache: give --save-logits");
+    };
+    let sel = device(a.backend)?;
+    let n = a.devices.len();
+    let dir = PathBuf::from(format!("{}.devices", target.display()));
+    if !a.resume && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let shards: Vec<(usize, PathBuf)> = (0..n)
+        .map(|k| (k, dir.join(format!("shard-{k}-of-{n}.safetensors"))))
+        .collect();
+    let todo: Vec<&(usize, PathBuf)> = shards
+        .iter()
+        .filter(|(_, p)| !(a.resume && p.exists()))
+        .collect();
+    let common = devices::args_without(&["--devices", "--save-logits"], &["--json"]);
+    let outputs = devices::run(&a.devices, is_cpu(&sel.device), &todo, |(k, path), slot| {
+        let mut args = common.clone();
+        for x in [
+            "--shard".to_string(),
+            format!("{k}/{n}"),
+            "--devices".into(),
+            slot.device.to_string(),
+            "--json".into(),
+            "--save-logits".into(),
+        ] {
+            args.push(x.into());
+        }
+        args.push(path.into());
+        args
+    })?;
+    let (mut failed, mut errors, mut wall, mut timed) = (Vec::new(), Vec::new(), 0f64, 0f64);
+    for (&(k, _), out) in todo.iter().zip(outputs) {
+        match devices::report(out, &format!("shard {k}/{n}")) {
+            Ok(r) => {
+                failed.extend(r["failed"].as_array().cloned().unwrap_or_default());
+                let w = r["wall_s"].as_f64().unwrap_or(0.0);
+                wall = wall.max(w);
+                timed += r["img_per_s"].as_f64().unwrap_or(0.0) * w;
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "{} of {n} shards failed; the others' caches are kept in {} (rerun with --resume):\n  {}",
+            errors.len(),
+            dir.display(),
+            errors.join("\n  ")
+        );
+    }
+    let mut caches = Vec::new();
+    for (_, p) in &shards {
+        caches.push((p.display().to_string(), LogitsCache::load(p)?));
+    }
+    let named: Vec<(&str, LogitsCache)> = caches
+        .iter()
+        .map(|(n, c)| (n.as_str(), c.clone()))
+        .collect();
+    let merged = committee_core::cache::merge(&named)?;
+    merged.save(target)?;
+    std::fs::remove_dir_all(&dir).ok();
+    eprintln!(
+        "wrote {} ({} rows, {n} shards)",
+        target.display(),
+        merged.len()
+    );
+    let mut acc = Accuracy::default();
+    for i in 0..merged.len() {
+        acc.add(merged.row(i), merged.labels[i] as usize);
+    }
+    let img_per_s = timed / wall.max(1e-9);
+    if a.json {
+        let report = json!({
+            "model": a.model, "top1": acc.top1_pct(), "top5": acc.top5_pct(), "images": acc.n,
+            "failed": failed, "img_per_s": img_per_s, "gmacs": merged.meta.gmacs,
+            "wall_s": wall, "backend": sel.kind.to_string(), "devices": a.devices,
+            "dtype": a.dtype.to_string(),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: top-1 {:.3}%  top-5 {:.3}%  on {} images  ({:.1} img/s on {n} devices, {:.3} GMACs/img)",
+            a.model,
+            acc.top1_pct(),
+            acc.top5_pct(),
+            acc.n,
+            img_per_s,
+            merged.meta.gmacs
+        );
+        if !failed.is_empty() {
+            println!(
+                "{} images could not be decoded and are excluded from the accuracy",
+                failed.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The folder, sharded and limited as asked.

@@ -2,6 +2,7 @@ pub mod args;
 pub mod bench;
 pub mod committee;
 pub mod data;
+pub mod devices;
 pub mod eval;
 pub mod live;
 pub mod members;

@@ -1,12 +1,13 @@
 //! `committee train`: train members from scratch on an image folder.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use committee_ops::backend::BackendKind;
 use committee_train::augment::AugmentKind;
 use committee_train::{Event, OptKind, Start, TrainConfig};
 
+use crate::cmd::devices;
 use crate::cmd::progress::Progress;
 use crate::util::device;
 
@@ -66,9 +67,19 @@ pub struct Args {
     random_erasing: Option<f64>,
     #[arg(long)]
     seed: Option<u64>,
-    /// Train one member per seed into RUN/seed-N, one after the other.
+    /// Train one member per seed into RUN/seed-N, one after the other (or side by side, see
+    /// --devices).
     #[arg(long, value_delimiter = ',', conflicts_with = "seed")]
     seeds: Vec<u64>,
+    /// Train the members side by side, one per device: GPU indices for wgpu (`0,1,2,3`; the
+    /// members are independent, so no gradients are exchanged), or on flex/ndarray one slot
+    /// per entry, the threads split evenly between them. A member whose slot is busy waits
+    /// for the next free one. One member failing does not stop the others.
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<usize>,
+    /// Set by `--devices` on each member's child: its lines carry this tag, no progress bar.
+    #[arg(long, hide = true)]
+    tag: Option<String>,
     /// Continue from RUN/checkpoint.safetensors (its saved configuration wins).
     #[arg(long)]
     resume: bool,
@@ -143,50 +154,144 @@ pub fn run(a: Args) -> Result<()> {
         (false, true) => Start::Overwrite,
         (false, false) => Start::New,
     };
-    let mut reports = Vec::new();
-    for (cfg, out) in runs {
-        let mut display = Display::new();
-        let outcome =
-            committee_train::train(cfg, &out, &sel.device, start, &mut |e| display.event(e))
-                .with_context(|| format!("training into {}", out.display()))?;
-        display.finish();
-        let last = outcome.history.last();
-        eprintln!(
-            "done: {} ({} epochs){}",
-            out.join(committee_train::trainer::MODEL).display(),
-            outcome.history.len(),
-            outcome
-                .best
-                .map(|(e, t)| format!(", best val top-1 {t:.2}% at epoch {e}"))
-                .unwrap_or_default()
-        );
-        reports.push(serde_json::json!({
-            "out": out.display().to_string(),
-            "model": outcome.config.model,
-            "seed": outcome.config.seed,
-            "epochs": outcome.history.len(),
-            "last": last,
-            "best_epoch": outcome.best.map(|b| b.0),
-            "best_val_top1": outcome.best.map(|b| b.1),
-        }));
-    }
+    let cpu = committee_ops::backend::is_cpu(&sel.device);
+    let reports = if a.devices.len() > 1 || (!a.devices.is_empty() && runs.len() > 1) {
+        side_by_side(&a, runs, cpu)?
+    } else {
+        // One device named: this process is a member's child (or was asked for that device).
+        let device = match a.devices.first() {
+            Some(&d) if !cpu => committee_ops::backend::select_index(sel.kind, d)?.device,
+            _ => sel.device.clone(),
+        };
+        let mut reports = Vec::new();
+        for (cfg, out) in runs {
+            let mut display = Display::new(a.tag.clone());
+            let outcome =
+                committee_train::train(cfg, &out, &device, start, &mut |e| display.event(e))
+                    .with_context(|| format!("training into {}", out.display()))?;
+            display.finish();
+            reports.push(report(&out, &outcome));
+        }
+        reports
+    };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }
     Ok(())
 }
 
+/// Says a member is done and returns its line of the `--json` report.
+fn report(out: &Path, outcome: &committee_train::Outcome) -> serde_json::Value {
+    eprintln!(
+        "done: {} ({} epochs){}",
+        out.join(committee_train::trainer::MODEL).display(),
+        outcome.history.len(),
+        outcome
+            .best
+            .map(|(e, t)| format!(", best val top-1 {t:.2}% at epoch {e}"))
+            .unwrap_or_default()
+    );
+    serde_json::json!({
+        "out": out.display().to_string(),
+        "model": outcome.config.model,
+        "seed": outcome.config.seed,
+        "epochs": outcome.history.len(),
+        "last": outcome.history.last(),
+        "best_epoch": outcome.best.map(|b| b.0),
+        "best_val_top1": outcome.best.map(|b| b.1),
+    })
+}
+
+/// Trains `runs` side by side, one member per `--devices` entry at a time, each in a child
+/// process of its own (see `cmd::devices` for why): this command again for one seed and one
+/// device (`--devices D --seed S --out RUN/seed-S`). Every member runs to its end even when
+/// another fails; the failures are reported together.
+fn side_by_side(
+    a: &Args,
+    runs: Vec<(TrainConfig, PathBuf)>,
+    cpu: bool,
+) -> Result<Vec<serde_json::Value>> {
+    devices::distinct(&a.devices)?;
+    let common = devices::args_without(
+        &["--seeds", "--seed", "--devices", "--out", "--tag"],
+        &["--json"],
+    );
+    let tag = |cfg: &TrainConfig, slot: devices::Slot| format!("[seed {} on {slot}]", cfg.seed);
+    let outputs = devices::run(&a.devices, cpu, &runs, |(cfg, out), slot| {
+        let mut args = common.clone();
+        for x in [
+            "--seed".to_string(),
+            cfg.seed.to_string(),
+            "--devices".into(),
+            slot.device.to_string(),
+            "--json".into(),
+            "--tag".into(),
+            tag(cfg, slot),
+            "--out".into(),
+        ] {
+            args.push(x.into());
+        }
+        args.push(out.into());
+        args
+    })?;
+    let total = runs.len();
+    let mut reports = Vec::new();
+    let mut failed = Vec::new();
+    for ((cfg, out), output) in runs.iter().zip(outputs) {
+        let what = format!("seed {} (training into {})", cfg.seed, out.display());
+        match devices::report(output, &what) {
+            Ok(serde_json::Value::Array(mut rows)) if rows.len() == 1 => reports.extend(rows.pop()),
+            Ok(_) => failed.push(format!("{what} printed an unexpected report")),
+            Err(e) => failed.push(format!("{e:#}")),
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {total} members failed (the others finished):\n  {}",
+            failed.len(),
+            failed.join("\n  ")
+        );
+    }
+    Ok(reports)
+}
+
+/// A side-by-side member's events as whole lines with its tag (progress bars of several
+/// members would overwrite each other).
+fn member_event(tag: &str, e: Event) {
+    match e {
+        Event::Info(s) => eprintln!("{tag} {s}"),
+        Event::Warning(s) => eprintln!("{tag} warning: {s}"),
+        Event::Batch { .. } => {}
+        Event::Epoch(r) => eprintln!(
+            "{tag} epoch {}: train loss {:.4} top-1 {:.2}%{}, {:.0} img/s, {:.1} s",
+            r.epoch,
+            r.train_loss,
+            r.train_top1,
+            r.val_top1
+                .map(|t| format!(", val top-1 {t:.2}%"))
+                .unwrap_or_default(),
+            r.img_per_s,
+            r.wall_s
+        ),
+    }
+}
+
 /// Training events as they come: the epoch's progress, then its summary line.
 struct Display {
     bar: Option<Progress>,
+    /// A side-by-side member's tag: whole lines with it, no progress bar.
+    tag: Option<String>,
 }
 
 impl Display {
-    fn new() -> Self {
-        Self { bar: None }
+    fn new(tag: Option<String>) -> Self {
+        Self { bar: None, tag }
     }
 
     fn event(&mut self, e: Event) {
+        if let Some(tag) = &self.tag {
+            return member_event(tag, e);
+        }
         match e {
             Event::Info(s) => self.println(&s),
             Event::Warning(s) => self.println(&format!("warning: {s}")),
