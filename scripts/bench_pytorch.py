@@ -41,6 +41,8 @@ def main():
     ap.add_argument("--cuda-math", choices=["default", "fp32"], default="default")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--bf16", action="store_true", help="torch.autocast(dtype=bfloat16)")
+    ap.add_argument("--half", action="store_true",
+                    help="model and input in float16 (.half()), inference only")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -63,9 +65,13 @@ def main():
             name, pretrained=False, in_chans=a.in_chans, num_classes=a.num_classes
         )
         m = (m.train() if a.train else m.eval()).to(dev, memory_format=fmt)
+        if a.half:
+            m = m.half()
         img = a.img_size or m.pretrained_cfg["input_size"][1]
         for b in map(int, a.batch.split(",")):
             x = torch.randn(b, a.in_chans, img, img, device=dev).to(memory_format=fmt)
+            if a.half:
+                x = x.half()
             times = []
             if a.train:
                 opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
@@ -97,7 +103,7 @@ def main():
             oi = o["img_per_s"] if o else float("nan")
             rows.append({"model": name, "batch": b, "img_size": img, "img_per_s": ips,
                          "p50_ms": p50 * 1e3, "threads": a.threads, "train": a.train,
-                         "channels_last": a.channels_last, "bf16": a.bf16,
+                         "channels_last": a.channels_last, "bf16": a.bf16, "half": a.half,
                          "torch": torch.__version__})
             if not a.json:
                 print(f"{name:24} {b:5} {ips:12.2f} {oi:11.2f} {oi / ips:6.2f}")

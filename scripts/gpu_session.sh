@@ -20,7 +20,100 @@ now() { date +%s.%N; }
 secs() { awk "BEGIN { printf \"%.2f\", $(now) - $1 }"; }
 say() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 
+# all:   one call of at most ~8 minutes for the GPU issue: the new paths' tests and parity on
+#        the GPU, f16 accuracy against PyTorch's own f16, inference in f32 (ours with and
+#        without the matrix-product convolutions, the Vulkan/SPIR-V build) and f16, training
+#        steps with and without the GPU BatchNorm and im2col, each beside PyTorch CUDA.
+#        BIN=dir holding committee, committee-vulkan, ops-tests, parity-tests.
+# switches: batch 1 and 8 under each combination of the GPU convolution switches (~2 min).
 case "${1:-}" in
+all)
+    START=$(now)
+    BUDGET=${BUDGET:-500} # seconds: later, optional steps are skipped past it
+    B=${BIN:-.gpu/bin}
+    C=$B/committee
+    R=$OUT/r
+    mkdir -p "$R"
+    export PYTHONUNBUFFERED=1
+    { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+      lscpu | grep -E 'Model name|^CPU\(s\)'; date -u; } 2>&1 | tee -a "$OUT/summary.txt"
+    # name timeout command...: output to $R/name.log and appended to $OUT/all.log (one file
+    # comes back even if the call is cut short), exit status and wall to the summary.
+    run() {
+        local name=$1 limit=$2 t0; shift 2; t0=$(now)
+        timeout "$limit" "$@" >"$R/$name.log" 2>&1
+        say "$name: exit $? in $(secs "$t0") s"
+        { echo "=== $name: $*"; cat "$R/$name.log"; } >>"$OUT/all.log"
+    }
+    left() { awk "BEGIN { exit !($(now) - $START < $BUDGET - ${1:-0}) }"; }
+    run ops_tests 100 "$B/ops-tests" gpu:: --test-threads 1
+    tail -4 "$R/ops_tests.log" | tee -a "$OUT/summary.txt"
+    CARGO_MANIFEST_DIR=$PWD/crates/zoo run parity 120 "$B/parity-tests" parity_wgpu --test-threads 1 --nocapture
+    tail -4 "$R/parity.log" | tee -a "$OUT/summary.txt"
+    F=tests/fixtures/parity
+    run predict_f16 60 "$C" predict --backend wgpu --dtype f16 --model mobilenetv2_035 \
+        --weights $F/mobilenetv2_035.safetensors --tensor-in $F/mobilenetv2_035.io.safetensors \
+        --tensor-out "$R/f16.safetensors"
+    (cd scripts && run f16_check 60 python3 f16_check.py --device cuda \
+        --ours mobilenetv2_035="$R/f16.safetensors")
+    grep -A8 '"mobilenetv2_035"' "$R/f16_check.log" | tee -a "$OUT/summary.txt"
+    # Inference: PyTorch, then ours, f32 and f16.
+    run torch_f32 90 python3 scripts/bench_pytorch.py --device cuda --cuda-math fp32 --json \
+        --model "$MODELS" --batch 1,32,128 --warmup 5 --iters 20
+    run ours_f32 120 "$C" bench --backend wgpu --model "$MODELS" --batch 1,32,128 --warmup 3 --iters 10 --json
+    run torch_f16 90 python3 scripts/bench_pytorch.py --device cuda --half --channels-last --json \
+        --model "$MODELS" --batch 1,32,128 --warmup 5 --iters 20
+    run ours_f16 120 "$C" bench --backend wgpu --dtype f16 --model "$MODELS" --batch 1,32,128 --warmup 3 --iters 10 --json
+    # Training steps at 224 px, batch 32.
+    TM=${TRAIN_MODELS:-resnet50,efficientnet_b0,mobilenetv2_100,vit_base_patch16_224}
+    run torch_train 90 python3 scripts/bench_pytorch.py --train --device cuda --cuda-math fp32 --json \
+        --model "$TM" --batch 32 --warmup 3 --iters 10
+    run ours_train 150 "$C" bench --train --backend wgpu --model "$TM" --batch 32 --warmup 2 --iters 5 --json
+    # Each switch off, side by side with the runs above.
+    left 60 && COMMITTEE_GPU_IM2COL=0 COMMITTEE_CONV_MATMUL=0 run ours_f32_burnconv 60 "$C" bench \
+        --backend wgpu --model "$MODELS" --batch 32 --warmup 2 --iters 3 --json
+    left 60 && [ -x "$B/committee-vulkan" ] && run vulkan_f16 60 "$B/committee-vulkan" bench --backend wgpu \
+        --dtype f16 --model "$MODELS" --batch 32,128 --warmup 3 --iters 10 --json
+    left 60 && [ -x "$B/committee-vulkan" ] && run vulkan_f32 60 "$B/committee-vulkan" bench --backend wgpu \
+        --model "$MODELS" --batch 32,128 --warmup 3 --iters 10 --json
+    left 40 && COMMITTEE_GPU_BN=0 run ours_train_burnbn 40 "$C" bench --train --backend wgpu \
+        --model resnet50,mobilenetv2_100 --batch 32 --warmup 2 --iters 3 --json
+    left 40 && COMMITTEE_GPU_IM2COL=0 run ours_train_burnconv 40 "$C" bench --train --backend wgpu \
+        --model resnet50 --batch 32 --warmup 2 --iters 3 --json
+    left 30 && COMMITTEE_GPU_IM2COL=channel run ours_train_channel 30 "$C" bench --train --backend wgpu \
+        --model resnet50 --batch 32 --warmup 2 --iters 3 --json
+    left 30 && COMMITTEE_GPU_IM2COL=channel run ours_f32_channel 30 "$C" bench --backend wgpu \
+        --model resnet50,efficientnet_b0 --batch 32,128 --warmup 2 --iters 5 --json
+    # Where the time goes now.
+    left 40 && run profile_infer 40 "$C" bench --profile --backend wgpu --model resnet50,efficientnet_b0 \
+        --batch 32 --warmup 2 --iters 3
+    if left 40; then
+        CUBECL_DEBUG_OPTION=profile CUBECL_DEBUG_LOG=$R/kernels.log run kernels_train 40 "$C" bench \
+            --train --backend wgpu --model resnet50 --batch 32 --warmup 1 --iters 2
+        run kernels_train_top 20 python3 scripts/cubecl_profile.py "$R/kernels.log" --top 25
+        rm -f "$R/kernels.log"
+    fi
+    python3 scripts/gpu_table.py "$R" 2>&1 | tee -a "$OUT/summary.txt"
+    say "total $(secs "$START") s"
+    rm -rf "$R"
+    ;;
+switches)
+    # Small batches under each combination of the GPU convolution switches, to choose per
+    # shape: whole-model timings (batch 1 and 8), then per-layer profiles at batch 1.
+    C=${BIN:-.gpu/bin}/committee
+    M=${MODELS:-efficientnet_b0,resnet50,mobilenetv2_100,vit_base_patch16_224}
+    for sw in "" "COMMITTEE_GPU_IM2COL=0" "COMMITTEE_CONV_MATMUL=0" \
+        "COMMITTEE_GPU_IM2COL=0 COMMITTEE_CONV_MATMUL=0"; do
+        say "switches off: ${sw:-none}"
+        env $sw timeout 60 "$C" bench --backend wgpu --model "$M" --batch 1,8 --warmup 5 --iters 20 \
+            2>&1 | grep -v '^backend' | tee -a "$OUT/summary.txt"
+    done
+    for sw in "" "COMMITTEE_GPU_IM2COL=0 COMMITTEE_CONV_MATMUL=0"; do
+        say "profile, switches off: ${sw:-none}"
+        env $sw timeout 60 "$C" bench --profile --backend wgpu --model efficientnet_b0,resnet50 \
+            --batch 1 --warmup 3 --iters 5 2>&1 | grep -v '^backend' | tee -a "$OUT/summary.txt"
+    done
+    ;;
 tests)
     for t in parity:parity_wgpu bench: train:trains_on_wgpu; do
         bin=${t%%:*} filter=${t#*:}
