@@ -61,6 +61,14 @@ fn read_tensor(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     (t.shape().to_vec(), data)
 }
 
+/// PyTorch's own half-precision distance from timm's f32 logits on fixture `case`, as the
+/// reference script wrote it to `json` under `key`.
+fn pytorch_distance(json: &str, case: &str, key: &str) -> f32 {
+    let refs: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(json)).unwrap()).unwrap();
+    refs[case][key].as_f64().unwrap() as f32
+}
+
 /// `predict` of the parity fixture `case` (its checkpoint, its input tensor) on `backend` in
 /// `dtype`, writing the logits to `out`.
 fn predict_fixture(case: &str, backend: &str, dtype: &str, out: &Path) -> Command {
@@ -262,10 +270,7 @@ fn predict_dtype_bf16_is_as_close_as_pytorch_bf16_and_bad_dtypes_are_refused() {
         fixture(&format!("{case}.io.safetensors")),
         dir.path().join("out.safetensors"),
     );
-    let refs: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("bf16_pytorch.json")).unwrap())
-            .unwrap();
-    let torch = refs[case]["bf16_rel_err"].as_f64().unwrap() as f32;
+    let torch = pytorch_distance("bf16_pytorch.json", case, "bf16_rel_err");
     let args = |dtype: &str| predict_fixture(case, "flex", dtype, &out);
     let r = run(&mut args("bf16"));
     let stderr = String::from_utf8_lossy(&r.stderr);
@@ -311,10 +316,7 @@ fn predict_dtype_f16_on_wgpu_is_within_2x_pytorch_f16_distance() {
         fixture(&format!("{case}.io.safetensors")),
         dir.path().join("out.safetensors"),
     );
-    let refs: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("f16_pytorch_cpu.json")).unwrap())
-            .unwrap();
-    let torch = refs[case]["torch_f16_rel_err"].as_f64().unwrap() as f32;
+    let torch = pytorch_distance("f16_pytorch_cpu.json", case, "torch_f16_rel_err");
     let r = run(&mut predict_fixture(case, "wgpu", "f16", &out));
     let stderr = String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{stderr}");

@@ -51,6 +51,21 @@ fn cache_files(bytes: &[u8]) -> Vec<String> {
     serde_json::from_str(&h.metadata().clone().unwrap()["files"]).unwrap()
 }
 
+/// `other` holds `full`'s images in its order and its logits, up to batch-composition rounding
+/// (shards batch different images together).
+fn assert_same_cache(full: &Path, other: &Path) {
+    let a = std::fs::read(full).unwrap();
+    let b = std::fs::read(other).unwrap();
+    let ((sa, la), (sb, lb)) = (f32s(&a, "logits"), f32s(&b, "logits"));
+    assert_eq!(sa, sb);
+    let err = la
+        .iter()
+        .zip(&lb)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err < 1e-3, "{} logits differ by {err}", other.display());
+    assert_eq!(cache_files(&a), cache_files(&b));
+}
+
 fn f32s(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
     let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
     let t = st.tensor(name).unwrap();
@@ -269,17 +284,7 @@ fn shards_merge_into_the_full_cache() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let a = std::fs::read(&full).unwrap();
-    let b = std::fs::read(&merged).unwrap();
-    let ((sa, la), (sb, lb)) = (f32s(&a, "logits"), f32s(&b, "logits"));
-    assert_eq!(sa, sb);
-    // Rows match up to batch-composition rounding (the shards batch different images together).
-    let err = la
-        .iter()
-        .zip(&lb)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(err < 1e-3, "merged logits differ by {err}");
-    assert_eq!(cache_files(&a), cache_files(&b));
+    assert_same_cache(&full, &merged);
     // A shard twice is refused.
     let out = bin()
         .arg("merge-logits")
@@ -448,16 +453,7 @@ fn devices_split_the_images_into_one_cache() {
     assert_eq!(three["top1"], one["top1"]);
     assert_eq!(three["top5"], one["top5"]);
     assert_eq!(three["devices"], serde_json::json!([0, 1, 2]));
-    let a = std::fs::read(&full).unwrap();
-    let b = std::fs::read(&split).unwrap();
-    let ((sa, la), (sb, lb)) = (f32s(&a, "logits"), f32s(&b, "logits"));
-    assert_eq!(sa, sb);
-    let err = la
-        .iter()
-        .zip(&lb)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(err < 1e-3, "split logits differ by {err}");
-    assert_eq!(cache_files(&a), cache_files(&b));
+    assert_same_cache(&full, &split);
     assert!(!dir.path().join("split.safetensors.devices").exists());
     let save = [&data, Path::new("--save-logits"), &split];
     for (args, extra, says) in [
