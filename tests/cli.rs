@@ -211,11 +211,12 @@ fn bad_input_is_a_clear_error() {
 }
 
 /// `models --init` writes a random-weight checkpoint with timm's names that eval loads; the
-/// same seed gives the same file, another seed other weights.
+/// same seed gives the same file, another seed or `--scheme burn` other weights, and an
+/// unknown scheme is refused by name. (The timm scheme's distributions: crates/zoo/tests/init.rs.)
 #[test]
 fn random_init_checkpoints_load_and_are_reproducible() {
     let d = tempfile::tempdir().unwrap();
-    let write = |seed: &str, name: &str| {
+    let write = |seed: &str, name: &str, scheme: &str| {
         let p = d.path().join(name);
         ok(bin()
             .args([
@@ -226,18 +227,31 @@ fn random_init_checkpoints_load_and_are_reproducible() {
                 "10",
                 "--seed",
                 seed,
+                "--scheme",
+                scheme,
                 "--out",
             ])
             .arg(&p));
         std::fs::read(&p).unwrap()
     };
-    let (a, b, c) = (
-        write("1", "a.safetensors"),
-        write("1", "b.safetensors"),
-        write("2", "c.safetensors"),
+    let (a, b, c, burn) = (
+        write("1", "a.safetensors", "timm"),
+        write("1", "b.safetensors", "timm"),
+        write("2", "c.safetensors", "timm"),
+        write("1", "burn.safetensors", "burn"),
     );
     assert!(a == b, "the same seed gave different files");
     assert!(a != c, "another seed gave the same weights");
+    assert!(a != burn, "--scheme burn gave timm's weights");
+    let bad = bin()
+        .args([
+            "models", "--init", "resnet18", "--scheme", "xavier", "--out",
+        ])
+        .arg(d.path().join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("xavier"));
     let st = safetensors::SafeTensors::deserialize(&a).unwrap();
     assert_eq!(st.tensor("classifier.weight").unwrap().shape(), [10, 1280]);
     let images = fixture("").parent().unwrap().join("images");

@@ -24,10 +24,16 @@ pub struct Args {
     /// With --init: the initialiser's seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --init: `timm` draws the parameters as `timm.create_model` does (random CNNs whose
+    /// confidence varies from image to image, so cascade thresholds split them); `burn` keeps
+    /// Burn's layer defaults (PyTorch's per-layer ones).
+    #[arg(long, default_value = "timm", requires = "init")]
+    scheme: committee_zoo::init::Scheme,
 }
 
 /// `--init`: a random-weight checkpoint, written atomically.
-fn init(name: &str, out: &std::path::Path, num_classes: usize, seed: u64) -> Result<()> {
+fn init(args: &Args, name: &str, out: &std::path::Path) -> Result<()> {
+    let (num_classes, seed) = (args.num_classes, args.seed);
     use anyhow::Context;
     let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
     let device = committee_ops::backend::cpu_device();
@@ -38,16 +44,21 @@ fn init(name: &str, out: &std::path::Path, num_classes: usize, seed: u64) -> Res
     };
     let model =
         committee_zoo::weights::random_model(&spec, &opts, [spec.eval.img_size; 2], &device);
+    let model = committee_zoo::init::apply(model, args.scheme);
     let meta = committee_zoo::export::metadata(name, &spec.eval);
     let bytes = committee_zoo::export::to_safetensors(&model, meta).map_err(anyhow::Error::msg)?;
     crate::util::write_atomic(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("wrote {} (random weights, seed {seed})", out.display());
+    eprintln!(
+        "wrote {} (random weights, {:?} initialisation, seed {seed})",
+        out.display(),
+        args.scheme
+    );
     Ok(())
 }
 
 pub fn run(args: Args) -> Result<()> {
     if let (Some(name), Some(out)) = (&args.init, &args.out) {
-        return init(name, out, args.num_classes, args.seed);
+        return init(&args, name, out);
     }
     let rows: Vec<_> = registry::all()
         .into_iter()

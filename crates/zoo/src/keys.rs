@@ -1,7 +1,7 @@
 //! The one walk over a model's parameters under their timm/PyTorch state-dict names, shared
-//! by the manifest, the exporter and the trainer's weight-decay groups.
+//! by the manifest, the exporter, the trainer's weight-decay groups and timm's initialisation.
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
 /// Called once per float parameter, with its state-dict key.
@@ -16,6 +16,41 @@ pub fn walk<M: Module, V: KeyVisitor>(module: &M, visitor: &mut V) {
         inner: visitor,
     };
     module.visit(&mut w);
+}
+
+/// Rewrites float parameters by their state-dict key.
+pub trait KeyMapper {
+    fn map<const D: usize>(&mut self, key: Key, tensor: Tensor<D>) -> Tensor<D>;
+}
+
+/// Maps every float parameter of `module` in module order (ids kept).
+pub fn map<M: Module, F: KeyMapper>(module: M, mapper: &mut F) -> M {
+    let mut w = Walker {
+        stack: Vec::new(),
+        inner: mapper,
+    };
+    module.map(&mut w)
+}
+
+impl<F: KeyMapper> ModuleMapper for Walker<'_, F> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.stack.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match Key::of(&self.stack) {
+            Some(key) => {
+                let inner = &mut *self.inner;
+                param.map(|t| inner.map(key, t))
+            }
+            None => param,
+        }
+    }
 }
 
 struct Walker<'a, V> {
@@ -51,6 +86,10 @@ pub struct Key {
     pub leaf: String,
     /// A Linear weight: Burn stores `[in, out]`, PyTorch `[out, in]`.
     pub linear_weight: bool,
+    /// A parameter of a Linear layer (weight or bias).
+    pub linear: bool,
+    /// A parameter of a Conv2d layer (weight or bias).
+    pub conv: bool,
     pub batch_norm: bool,
     /// A BatchNorm or LayerNorm parameter.
     pub norm: bool,
@@ -84,6 +123,8 @@ impl Key {
             module,
             leaf: leaf.to_string(),
             linear_weight: container == "Struct:Linear" && leaf == "weight",
+            linear: container == "Struct:Linear",
+            conv: container == "Struct:Conv2d",
             batch_norm,
             norm,
         })

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod efficientnet;
 pub mod export;
+pub mod init;
 pub mod keys;
 pub mod layers;
 pub mod manifest;
