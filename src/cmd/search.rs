@@ -162,6 +162,10 @@ pub fn run(a: Args) -> Result<()> {
         opts.clone(),
     )?;
     let singles = search::singles(&mut pool);
+    eprintln!(
+        "search: members' top classes and single-model states in {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
     let objective = objective(&a, &names, &singles)?;
     let fronts: Fronts = match method {
         Strategy::Brute => search::brute_force(&mut pool)?,

@@ -18,6 +18,18 @@ pub fn softmax_parts(row: &[f32], t: f64) -> (f64, f64) {
     (max, s)
 }
 
+/// [`softmax_parts`], leaving each `exp(v / t - max)` in `exp` (as long as `row`): divided
+/// by the normaliser they are [`softmax_at`]'s values, bit for bit.
+pub fn softmax_parts_into(row: &[f32], t: f64, exp: &mut [f64]) -> (f64, f64) {
+    let max = row
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 / t));
+    for (e, &v) in exp.iter_mut().zip(row) {
+        *e = (v as f64 / t - max).exp();
+    }
+    (max, exp[..row.len()].iter().sum())
+}
+
 #[inline]
 pub fn softmax_at(v: f32, t: f64, max: f64, s: f64) -> f64 {
     (v as f64 / t - max).exp() / s

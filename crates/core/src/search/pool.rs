@@ -28,7 +28,6 @@ pub(crate) struct RowCache {
     cands: Vec<u32>,
     bounds: Vec<Bounded>,
     probs: Probs,
-    full: bool,
 }
 
 pub(crate) struct Probs {
@@ -48,7 +47,7 @@ impl Probs {
 }
 
 impl RowCache {
-    pub(crate) fn new(members: usize, full: bool) -> Self {
+    pub(crate) fn new(members: usize) -> Self {
         Self {
             cands: Vec::new(),
             bounds: Vec::new(),
@@ -56,7 +55,6 @@ impl RowCache {
                 p: vec![Vec::new(); members],
                 row: vec![usize::MAX; members],
             },
-            full,
         }
     }
 }
@@ -131,6 +129,40 @@ pub(crate) fn bounded(
     };
     let (ba, bb) = (bin(a - 4.0 * EPS), bin(b + 4.0 * EPS));
     (ba == bb).then_some((ba, c[best].class as usize))
+}
+
+/// The two largest combined probabilities seen and the class of the first.
+struct Top {
+    best: f64,
+    best_j: usize,
+    second: f64,
+    /// A NaN was offered (the full combination's rules then decide: no class).
+    nan: bool,
+}
+
+impl Default for Top {
+    fn default() -> Self {
+        Self {
+            best: f64::NEG_INFINITY,
+            best_j: 0,
+            second: f64::NEG_INFINITY,
+            nan: false,
+        }
+    }
+}
+
+impl Top {
+    /// A class with the same value as the best becomes the runner-up, so a tie is seen.
+    fn offer(&mut self, v: f64, j: u32) {
+        self.nan |= v.is_nan();
+        if v > self.best {
+            self.second = self.best;
+            self.best = v;
+            self.best_j = j as usize;
+        } else if v > self.second {
+            self.second = v;
+        }
+    }
 }
 
 /// A set of pool members (at most [`MAX_SET`]) as a map key: the sorted indices + 1, 16 bits
@@ -271,12 +303,15 @@ impl<'a> Pool<'a> {
                         p: Vec::with_capacity(n),
                         parts: Vec::with_capacity(n),
                     };
+                    let mut probs = vec![0.0f64; mb.classes];
                     for &r in rows {
-                        // `softmax` from its parts, which are kept.
+                        // `softmax` from its parts, which are kept: each exponential once,
+                        // the same values and sum as `softmax_parts` and `softmax_at`.
                         let (row, t) = (mb.row(r), mb.temperature);
-                        let (max, z) = crate::combine::softmax_parts(row, t);
-                        let probs: Vec<f64> =
-                            row.iter().map(|&v| softmax_at(v, t, max, z)).collect();
+                        let (max, z) = crate::combine::softmax_parts_into(row, t, &mut probs);
+                        for p in probs.iter_mut() {
+                            *p /= z;
+                        }
                         let ids = top_of(&probs);
                         s.ids.push(ids);
                         s.p.push(ids.map(|j| probs[j as usize]));
@@ -336,13 +371,6 @@ impl<'a> Pool<'a> {
             return;
         }
         let sets: Vec<Vec<usize>> = todo.iter().map(|&k| members_of(k)).collect();
-        // Many sets per row: one full softmax per member and row, shared by the sets, costs
-        // fewer exponentials than the few each set needs outside the members' top classes.
-        let mut used: Vec<usize> = sets.iter().flatten().copied().collect();
-        used.sort_unstable();
-        used.dedup();
-        let misses: usize = sets.iter().map(|s| s.len() * s.len() * TOP).sum();
-        let full = misses > used.len() * self.members[0].classes;
         const CHUNK: usize = 256;
         let this = &*self;
         let chunks: Vec<Vec<(Vec<u8>, Vec<bool>)>> = (0..self.n().div_ceil(CHUNK))
@@ -354,7 +382,7 @@ impl<'a> Pool<'a> {
                     .iter()
                     .map(|_| (Vec::with_capacity(hi - lo), Vec::with_capacity(hi - lo)))
                     .collect();
-                let mut rc = RowCache::new(this.members.len(), full);
+                let mut rc = RowCache::new(this.members.len());
                 for i in lo..hi {
                     for (set, o) in sets.iter().zip(out.iter_mut()) {
                         let (b, pred) = this.decide_row(set, i, &mut rc);
@@ -401,8 +429,7 @@ impl<'a> Pool<'a> {
             return d;
         }
         if let Some(sum) = &self.summary {
-            let full = rc.full;
-            let RowCache { cands, probs, .. } = rc;
+            let RowCache { cands, .. } = rc;
             cands.clear();
             for &m in set {
                 cands.extend_from_slice(&sum[m].ids[i]);
@@ -411,14 +438,9 @@ impl<'a> Pool<'a> {
             cands.dedup();
             // Same arithmetic, in the same member order, as `combine`. A candidate missing
             // from a member's top classes takes its probability from the softmax's parts.
-            let (mut best, mut best_j, mut second) = (f64::NEG_INFINITY, 0, f64::NEG_INFINITY);
-            for &j in cands.iter() {
+            let value = |j: u32| -> f64 {
                 let mut v = 0.0;
                 for &m in set {
-                    if full {
-                        v += probs.get(self.members, m, i, r)[j as usize] / k;
-                        continue;
-                    }
                     let s = &sum[m];
                     let pj = match s.ids[i].iter().position(|&x| x == j) {
                         Some(q) => s.p[i][q],
@@ -430,13 +452,11 @@ impl<'a> Pool<'a> {
                     };
                     v += pj / k;
                 }
-                if v > best {
-                    second = best;
-                    best = v;
-                    best_j = j as usize;
-                } else if v > second {
-                    second = v;
-                }
+                v
+            };
+            let mut top = Top::default();
+            for &j in cands.iter() {
+                top.offer(value(j), j);
             }
             // Any other class is below every member's TOP-th probability.
             let mut bound = 0.0;
@@ -444,12 +464,55 @@ impl<'a> Pool<'a> {
                 bound += sum[m].p[i][TOP - 1] / k;
             }
             let bound = bound * (1.0 + 1e-9) + 1e-300;
-            // As `argmax`: a shared maximum predicts no class.
-            let best_j = if second == best { NO_CLASS } else { best_j };
-            match self.opts.confidence {
-                Confidence::MaxProb if best > bound => return (bin(best), best_j),
-                Confidence::Margin if second > bound => return (bin(best - second), best_j),
-                _ => {}
+            let need = match self.opts.confidence {
+                Confidence::MaxProb => top.best,
+                _ => top.second,
+            };
+            if top.nan {
+                // NaN logits: the full combination's rules (no class) apply.
+            } else if need <= bound {
+                // A class outside the tops may still rank first (or second): it must reach
+                // `need` in at least one member (a mean is at most its largest term), so
+                // only classes whose logit clears that member's cutoff are summed.
+                let mut more = Vec::new();
+                for &m in set {
+                    let mb = &self.members[m];
+                    let (max, z) = sum[m].parts[i];
+                    let t = mb.temperature;
+                    let c = need.max(0.0) * (1.0 - 1e-9);
+                    // p >= c  <=>  v / t >= max + ln(c z); the margin covers the rounding.
+                    let cut = if c > 0.0 {
+                        let u = (max + (c * z).ln()) * t;
+                        u - 1e-9 * (1.0 + u.abs())
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                    for (j, &v) in mb.row(r).iter().enumerate() {
+                        if v as f64 >= cut {
+                            more.push(j as u32);
+                        }
+                    }
+                }
+                more.sort_unstable();
+                more.dedup();
+                for j in more {
+                    if cands.binary_search(&j).is_err() {
+                        top.offer(value(j), j);
+                    }
+                }
+            }
+            if !top.nan {
+                // As `argmax`: a shared maximum predicts no class.
+                let best_j = if top.second == top.best {
+                    NO_CLASS
+                } else {
+                    top.best_j
+                };
+                let conf = match self.opts.confidence {
+                    Confidence::MaxProb => top.best,
+                    _ => top.best - top.second,
+                };
+                return (bin(conf), best_j);
             }
         }
         let c = self.members[set[0]].classes;

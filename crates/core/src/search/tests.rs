@@ -627,3 +627,51 @@ fn exact_search_cut_short_reports_a_bound_and_large_pools_work() {
     assert_eq!(key(&[64, 1]), key(&[1, 64]));
     assert_ne!(key(&[64]), key(&[0]));
 }
+
+/// Flat rows with many tied logits, temperatures other than 1 and a NaN row: where the
+/// members' top classes cannot decide, the classes scanned past the cutoff (and the full path
+/// for NaN) give what the full combination gives, ties (no class) included.
+#[test]
+fn cutoff_scan_equals_full_combination_on_flat_tied_rows() {
+    let (c, n) = (60, 300);
+    let mut rng = crate::split::SplitMix(23);
+    let labels: Vec<i64> = (0..n).map(|i| (i % c) as i64).collect();
+    let mut logits: Vec<Vec<f32>> = (0..3)
+        .map(|_| {
+            (0..n * c)
+                // Four levels: most rows have several classes tied at the top.
+                .map(|_| (rng.next_u64() % 4) as f32 * 0.25)
+                .collect()
+        })
+        .collect();
+    logits[1][7 * c + 3] = f32::NAN;
+    let mut m = members(&logits, c, &[1.0, 2.0, 3.0]);
+    for (mb, t) in m.iter_mut().zip([0.7, 1.0, 1.5]) {
+        mb.temperature = t;
+    }
+    let rows: Vec<usize> = (0..n).collect();
+    for conf in [Confidence::MaxProb, Confidence::Margin] {
+        let opts = Options {
+            confidence: conf,
+            ..Default::default()
+        };
+        let mut pool = Pool::new(&m, &labels, &rows, opts).unwrap();
+        for set in [vec![0, 1, 2], vec![0, 2], vec![1, 2]] {
+            let s = pool.compute(key(&set));
+            for r in 0..n {
+                let rs: Vec<&[f32]> = set
+                    .iter()
+                    .map(|&k| &logits[k][r * c..(r + 1) * c])
+                    .collect();
+                let temps: Vec<f64> = set.iter().map(|&k| m[k].temperature).collect();
+                let p = combine(&rs, &temps, Combine::MeanProb);
+                assert_eq!(s.bins[r], bin(conf.of(&p)), "row {r} set {set:?}");
+                assert_eq!(
+                    s.correct[r],
+                    argmax(&p) as i64 == labels[r],
+                    "row {r} set {set:?}"
+                );
+            }
+        }
+    }
+}
