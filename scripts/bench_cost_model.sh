@@ -24,7 +24,7 @@ for i in $(seq 0 255); do
   d="$OUT/images/c$((i % 8))"; mkdir -p "$d"
   cp "$src" "$d/$i.${src##*.}"
 done
-for m in resnet18 resnet50; do
+for m in resnet18 resnet50 mobilenetv2_100; do
   [ -f "$OUT/$m.safetensors" ] || "$BIN" models --init "$m" --out "$OUT/$m.safetensors" 2>/dev/null
 done
 
@@ -46,20 +46,32 @@ cache() { # model size -> cache path
     --img-size "$2" --data "$OUT/images" --batch $BATCH --save-logits "$p" >/dev/null 2>&1
   echo "$p"
 }
-# The threshold at which about `want` of the images exit at stage 1 (bisection offline).
-fit() { # want caches...
+# Thresholds at which about `want` of the images exit at stage 1 (one threshold for every
+# stage), or, given `want1,want2` for 3 stages, `want1` at stage 1 and then `want2` of the
+# images at stage 2 (bisection offline, stage by stage).
+fit() { # want[,want2] caches...
   local want=$1; shift
   python3 - "$want" "$BIN" "$@" <<'EOF'
 import json, subprocess, sys
-want, binary, caches = float(sys.argv[1]), sys.argv[2], sys.argv[3:]
-lo, hi = 0.0, 1.0
-for _ in range(40):
-    t = (lo + hi) / 2
-    out = subprocess.run([binary, "cascade", "--json", "--thresholds", ",".join([str(t)] * (len(caches) - 1)),
+wants, binary, caches = [float(w) for w in sys.argv[1].split(",")], sys.argv[2], sys.argv[3:]
+def exits(ts):
+    out = subprocess.run([binary, "cascade", "--json", "--thresholds", ",".join(map(str, ts)),
                           "--logits", *caches], capture_output=True, text=True, check=True).stdout
-    f = json.loads(out)["exit_fractions"][0]
-    lo, hi = (t, hi) if f > want else (lo, t)
-print(f"{(lo + hi) / 2:.9f}")
+    return json.loads(out)["exit_fractions"]
+def bisect(make, stage, want):
+    lo, hi = 0.0, 1.0
+    for _ in range(40):
+        t = (lo + hi) / 2
+        lo, hi = (t, hi) if exits(make(t))[stage] > want else (lo, t)
+    return (lo + hi) / 2
+stages = len(caches) - 1
+if len(wants) == 1:
+    t = bisect(lambda t: [t] * stages, 0, wants[0])
+    print(",".join([f"{t:.9f}"] * stages))
+else:
+    t1 = bisect(lambda t: [t, 1.0], 0, wants[0])
+    t2 = bisect(lambda t: [t1, t], 1, wants[1])
+    print(f"{t1:.9f},{t2:.9f}")
 EOF
 }
 
@@ -76,15 +88,19 @@ live() { # label thresholds table-entries stage...
     "$OUT/live-$label.json" | tee -a "$OUT/table.md"
 }
 W="$OUT"
-# Random-init MobileNetV2 and EfficientNet give every image the same confidence (their
-# features collapse with PyTorch's default initialisation), so no threshold splits them: the
-# cascades here are ResNets of two depths and resolutions.
+# Members drawn as timm draws them (`models --init`'s default): a random MobileNetV2's
+# confidence varies from image to image, so thresholds split mixed-family cascades too.
+t=$(fit 0.5 "$(cache mobilenetv2_100 224)" "$(cache resnet50 224)")
+live "mobilenetv2_100 -> resnet50" "$t" "mobilenetv2_100:224 resnet50:224" "mobilenetv2_100:$W/mobilenetv2_100.safetensors" "resnet50:$W/resnet50.safetensors"
+t=$(fit 0.35,0.3 "$(cache mobilenetv2_100 224)" "$(cache resnet18 224)" "$(cache resnet50 224)")
+live "mobilenetv2_100 -> resnet18 -> resnet50" "$t" "mobilenetv2_100:224 resnet18:224 resnet50:224" \
+  "mobilenetv2_100:$W/mobilenetv2_100.safetensors" "resnet18:$W/resnet18.safetensors" "resnet50:$W/resnet50.safetensors"
 t=$(fit 0.5 "$(cache resnet18 224)" "$(cache resnet50 224)")
 live "resnet18 -> resnet50" "$t" "resnet18:224 resnet50:224" "resnet18:$W/resnet18.safetensors" "resnet50:$W/resnet50.safetensors"
 t=$(fit 0.5 "$(cache resnet50 160)" "$(cache resnet50 224)")
 live "resnet50@160 -> resnet50@224" "$t" "resnet50:160 resnet50:224" "resnet50:$W/resnet50.safetensors@160" "resnet50:$W/resnet50.safetensors@224"
-t=$(fit 0.3 "$(cache resnet18 224)" "$(cache resnet50 160)" "$(cache resnet50 224)")
-live "resnet18 -> resnet50@160 -> resnet50@224" "$t,$t" "resnet18:224 resnet50:160 resnet50:224" \
+t=$(fit 0.35,0.3 "$(cache resnet18 224)" "$(cache resnet50 160)" "$(cache resnet50 224)")
+live "resnet18 -> resnet50@160 -> resnet50@224" "$t" "resnet18:224 resnet50:160 resnet50:224" \
   "resnet18:$W/resnet18.safetensors" "resnet50:$W/resnet50.safetensors@160" "resnet50:$W/resnet50.safetensors@224"
 t=$(fit 0.8 "$(cache resnet18 224)" "$(cache resnet50 224)")
 live "resnet18 -> resnet50 (80 % exit)" "$t" "resnet18:224 resnet50:224" "resnet18:$W/resnet18.safetensors" "resnet50:$W/resnet50.safetensors"

@@ -170,6 +170,7 @@ pub fn run(a: Args) -> Result<()> {
     let fronts: Fronts = match method {
         Strategy::Brute => search::brute_force(&mut pool)?,
         Strategy::Greedy => search::greedy_fronts(&mut pool),
+        Strategy::Streeter => search::streeter_fronts(&mut pool),
         _ => {
             let mut targets = front_targets(&singles);
             if let Objective::TargetAccuracy(t) = objective

@@ -138,15 +138,7 @@ pub(crate) fn exit_at(st: &State, tau: u8, undecided: &mut [bool]) -> (usize, us
 /// Greedy fronts: singles and ensembles as in brute force (ensembles only while there are at
 /// most 20,000 sets), cascades from greedy runs at a sweep of target accuracies.
 pub fn greedy_fronts(pool: &mut Pool) -> Fronts {
-    let m = pool.members.len();
-    let k = pool.opts.max_models.max(1);
-    let sets: usize = (1..=k.min(m)).map(|j| binom(m, j)).sum();
-    let (singles, ensembles) = if sets <= 20_000 {
-        singles_and_ensembles(pool)
-    } else {
-        pool.ensure(&(0..m).map(|i| key(&[i])).collect::<Vec<_>>());
-        ((0..m).map(|i| pool.single(i)).collect(), Vec::new())
-    };
+    let (singles, ensembles) = singles_and_some_ensembles(pool);
     let (lo, hi) = singles.iter().fold((f64::MAX, f64::MIN), |(lo, hi), s| {
         (lo.min(s.top1()), hi.max(s.top1()))
     });
@@ -166,6 +158,19 @@ pub fn greedy_fronts(pool: &mut Pool) -> Fronts {
         cascades: front(cascades),
         singles,
         all,
+    }
+}
+
+/// Singles, and every ensemble while there are at most 20,000 sets (none above).
+pub(crate) fn singles_and_some_ensembles(pool: &mut Pool) -> (Vec<Found>, Vec<Found>) {
+    let m = pool.members.len();
+    let k = pool.opts.max_models.max(1);
+    let sets: usize = (1..=k.min(m)).map(|j| binom(m, j)).sum();
+    if sets <= 20_000 {
+        singles_and_ensembles(pool)
+    } else {
+        pool.ensure(&(0..m).map(|i| key(&[i])).collect::<Vec<_>>());
+        ((0..m).map(|i| pool.single(i)).collect(), Vec::new())
     }
 }
 

@@ -34,6 +34,7 @@ mod brute;
 mod exact;
 mod greedy;
 mod pool;
+mod streeter;
 #[cfg(test)]
 mod tests;
 
@@ -44,12 +45,15 @@ pub use exact::{Exact, exact};
 pub use greedy::{greedy, greedy_fronts};
 pub(crate) use pool::{Key, key};
 pub use pool::{Pool, Score, State};
+pub use streeter::{streeter_cascades, streeter_fronts};
 
 /// Threshold grid: `b / GRID` for `b` in `0..=GRID`.
 pub const GRID: usize = 100;
 pub(crate) const G: usize = GRID + 1;
 /// Classes kept per member to find the argmax of a mean of probabilities without a full scan.
 pub(crate) const TOP: usize = 5;
+/// Logits kept per member and row for the classes a combination can still rank first.
+pub(crate) const EXT: usize = 8;
 
 pub fn threshold(b: usize) -> f64 {
     b as f64 / GRID as f64
@@ -125,6 +129,9 @@ pub enum Strategy {
     Beam,
     /// The earlier greedy insertion (kept for comparison).
     Greedy,
+    /// Streeter's (2018) greedy as published: per round the stage deciding the most images
+    /// per unit of cost at a given exit accuracy, swept over that accuracy (for comparison).
+    Streeter,
 }
 
 impl Strategy {
@@ -135,6 +142,7 @@ impl Strategy {
             Self::Exact => "exact",
             Self::Beam => "beam",
             Self::Greedy => "greedy",
+            Self::Streeter => "streeter",
         }
     }
 }
@@ -148,8 +156,9 @@ impl std::str::FromStr for Strategy {
             "exact" => Ok(Self::Exact),
             "beam" => Ok(Self::Beam),
             "greedy" => Ok(Self::Greedy),
+            "streeter" => Ok(Self::Streeter),
             _ => Err(format!(
-                "unknown strategy '{s}' (auto, brute, exact, beam, greedy)"
+                "unknown strategy '{s}' (auto, brute, exact, beam, greedy, streeter)"
             )),
         }
     }

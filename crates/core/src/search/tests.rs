@@ -633,18 +633,34 @@ fn exact_search_cut_short_reports_a_bound_and_large_pools_work() {
 /// for NaN) give what the full combination gives, ties (no class) included.
 #[test]
 fn cutoff_scan_equals_full_combination_on_flat_tied_rows() {
-    let (c, n) = (60, 300);
+    let (c, n) = (60, 2000);
     let mut rng = crate::split::SplitMix(23);
     let labels: Vec<i64> = (0..n).map(|i| (i % c) as i64).collect();
+    // Member 0: four levels, so most rows have several classes tied at the top; members 1
+    // and 2: flat continuous rows, where the top 5 cannot decide but the kept top logits can.
     let mut logits: Vec<Vec<f32>> = (0..3)
-        .map(|_| {
+        .map(|k| {
             (0..n * c)
-                // Four levels: most rows have several classes tied at the top.
-                .map(|_| (rng.next_u64() % 4) as f32 * 0.25)
+                .map(|_| match k {
+                    0 => (rng.next_u64() % 4) as f32 * 0.25,
+                    _ => (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 0.5,
+                })
                 .collect()
         })
         .collect();
     logits[1][7 * c + 3] = f32::NAN;
+    // Row 10 (label 10), by hand: class 10 ranks 6th in both flat members, yet their mean
+    // ranks it first (0.104 against 0.100 for class 5 and 0.095 for class 0), and the cut
+    // (p >= 0.095) lies above each member's 8th logit, so the kept top logits must find it.
+    for (k, top) in [(1, 0), (2, 5)] {
+        let row = &mut logits[k][10 * c..11 * c];
+        row.fill(0.0);
+        row[top] = if k == 1 { 2.3 } else { 3.0 };
+        for j in top + 1..top + 5 {
+            row[j] = 2.0;
+        }
+        row[10] = 1.95;
+    }
     let mut m = members(&logits, c, &[1.0, 2.0, 3.0]);
     for (mb, t) in m.iter_mut().zip([0.7, 1.0, 1.5]) {
         mb.temperature = t;
@@ -656,7 +672,7 @@ fn cutoff_scan_equals_full_combination_on_flat_tied_rows() {
             ..Default::default()
         };
         let mut pool = Pool::new(&m, &labels, &rows, opts).unwrap();
-        for set in [vec![0, 1, 2], vec![0, 2], vec![1, 2]] {
+        for set in [vec![0, 1, 2], vec![0, 2], vec![1, 2], vec![1]] {
             let s = pool.compute(key(&set));
             for r in 0..n {
                 let rs: Vec<&[f32]> = set
@@ -673,5 +689,40 @@ fn cutoff_scan_equals_full_combination_on_flat_tied_rows() {
                 );
             }
         }
+    }
+}
+
+/// Streeter's greedy: every cascade it reports is what `evaluate` (simulation, no shared
+/// code) says, each stage before the last exits rows at least as accurately as the sweep
+/// requires of some level, none beats the brute-force front, and on this pool it finds a
+/// cascade that reaches the best single model's top-1.
+#[test]
+fn streeter_cascades_are_scored_right_and_never_beat_brute_force() {
+    for seed in [3, 8, 13] {
+        let (c, n) = (10, 400);
+        let (logits, labels) = synthetic(5, n, c, seed);
+        let m = members(&logits, c, &[0.3, 0.8, 1.5, 3.0, 6.0]);
+        let rows: Vec<usize> = (0..n).collect();
+        let opts = Options::default();
+        let mut pool = Pool::new(&m, &labels, &rows, opts.clone()).unwrap();
+        let fronts = brute_force(&mut pool).unwrap();
+        let cascades = streeter_cascades(&mut pool);
+        assert!(cascades.len() > 10, "seed {seed}: {}", cascades.len());
+        for f in &cascades {
+            let o = evaluate(&m, f, &rows, &labels, &opts);
+            assert!((o.top1 - f.top1()).abs() < 1e-9, "{f:?}");
+            assert!((o.avg_gmacs - f.avg_cost()).abs() < 1e-9, "{f:?}");
+            // Nothing on the optimal front is beaten: same accuracy for less, or more for the same.
+            for b in &fronts.all {
+                assert!(
+                    !(f.correct >= b.correct && f.total_cost < b.total_cost - 1e-9),
+                    "seed {seed}: {f:?} beats the optimum {b:?}"
+                );
+            }
+        }
+        let best_single = fronts.singles.iter().map(Found::top1).fold(0.0, f64::max);
+        let target = Objective::TargetAccuracy(best_single);
+        let s = choose(&front(cascades), target);
+        assert!(s.is_ok(), "seed {seed}: no cascade reaches {best_single}");
     }
 }
