@@ -14,14 +14,73 @@ use super::exact::{Goal, cascade_best};
 use super::greedy::{binom, exit_at, insertion_sweep};
 use super::*;
 
+/// Pools with more members than this and more than twice [`Options::screen_rows`] rows are
+/// screened: the beam runs on about `screen_rows` of the rows (every n/screen_rows-th), and
+/// its finalists get their optimal thresholds on all of them.
+pub const SCREEN_MEMBERS: usize = 16;
+
+/// The rows a beam over `pool` runs on: all of them, or `Some(step)` when it screens on
+/// every `step`-th.
+pub fn screen_step(pool: &Pool) -> Option<usize> {
+    let rows = pool.opts.screen_rows;
+    (rows > 0 && pool.members.len() > SCREEN_MEMBERS && pool.n() > 2 * rows)
+        .then(|| pool.n() / rows)
+}
+
 /// The best cascade the beam finds for `objective` (`None` when no cascade reaches it).
-/// `start`: the best singles/ensembles, which cut candidates that cannot beat them.
+/// `start`: the best singles/ensembles, which cut candidates that cannot beat them. On a
+/// large pool ([`screen_step`]) the beam ranks cascades on a subsample of the rows; the best
+/// of each level and the last level's cascades are then fitted exactly on all rows, and the
+/// best of those is the answer (measured against the full beam in docs/committees.md).
 pub fn beam(pool: &mut Pool, objective: Objective, start: &[Found], width: usize) -> Option<Found> {
+    let Some(step) = screen_step(pool) else {
+        return beam_on(pool, objective, start, width).0;
+    };
+    let mut screen = pool.subsample(step);
+    let m = pool.members.len();
+    // The start points re-scored on the subsample (cascades among them only cut candidates:
+    // the subsample's singles and ensembles do that well enough).
+    screen.ensure(&(0..m).map(|i| key(&[i])).collect::<Vec<_>>());
+    let sets: Vec<Vec<usize>> = start
+        .iter()
+        .filter(|f| f.kind == Kind::Ensemble)
+        .map(|f| f.members.clone())
+        .collect();
+    screen.ensure(&sets.iter().map(|s| key(s)).collect::<Vec<_>>());
+    let mut start_s: Vec<Found> = (0..m).map(|i| screen.single(i)).collect();
+    start_s.extend(sets.iter().map(|s| screen.ensemble(s)));
+    let start_s: Vec<Found> = start_s
+        .into_iter()
+        .filter(|f| screen.within_worst(f))
+        .collect();
+    let (_, finalists) = beam_on(&mut screen, objective, &start_s, width);
+    drop(screen);
+    let n = pool.n();
+    let mut global = Goal::new(objective, n);
+    for f in start {
+        global.offer(f);
+    }
+    let mut best = None;
+    for f in score(pool, finalists, &global, width) {
+        offer(&mut global, &mut best, &f);
+    }
+    best
+}
+
+/// [`beam`] on all of `pool`'s rows, and its finalists: the best cascade of each level and
+/// the last level's.
+fn beam_on(
+    pool: &mut Pool,
+    objective: Objective,
+    start: &[Found],
+    width: usize,
+) -> (Option<Found>, Vec<Vec<usize>>) {
     let m = pool.members.len();
     let k = pool.opts.max_models.max(1);
     if k < 2 || m < 2 {
-        return None;
+        return (None, Vec::new());
     }
+    let mut finalists: Vec<Vec<usize>> = Vec::new();
     let n = pool.n();
     let mut global = Goal::new(objective, n);
     for f in start {
@@ -71,6 +130,10 @@ pub fn beam(pool: &mut Pool, objective: Objective, start: &[Found], width: usize
         if level.is_empty() {
             break;
         }
+        finalists.extend(level.first().map(|f| f.members.clone()));
+        if len == k.min(m) {
+            finalists.extend(level.iter().map(|f| f.members.clone()));
+        }
     }
     // Local search: swap one stage for another member, or drop one, while it pays.
     for _ in 0..4 {
@@ -105,7 +168,10 @@ pub fn beam(pool: &mut Pool, objective: Objective, start: &[Found], width: usize
             break;
         }
     }
-    best
+    finalists.extend(best.as_ref().map(|f| f.members.clone()));
+    let mut seen = HashSet::new();
+    finalists.retain(|t| seen.insert(t.clone()));
+    (best, finalists)
 }
 
 fn offer(global: &mut Goal, best: &mut Option<Found>, f: &Found) {
@@ -404,7 +470,23 @@ pub fn beam_fronts(pool: &mut Pool, targets: &[f64], width: usize) -> Fronts {
     for &t in targets {
         let obj = Objective::TargetAccuracy(t);
         if !exhaustive {
-            let e = ensemble_beam(pool, obj, width);
+            let e = match screen_step(pool) {
+                // Screened as the cascades are: the beam's sets scored again on all rows.
+                Some(step) => {
+                    let mut screen = pool.subsample(step);
+                    let sets: Vec<Vec<usize>> = ensemble_beam(&mut screen, obj, width)
+                        .into_iter()
+                        .map(|f| f.members)
+                        .collect();
+                    drop(screen);
+                    pool.ensure(&sets.iter().map(|s| key(s)).collect::<Vec<_>>());
+                    sets.iter()
+                        .map(|s| pool.ensemble(s))
+                        .filter(|f| pool.within_worst(f))
+                        .collect()
+                }
+                None => ensemble_beam(pool, obj, width),
+            };
             candidates += e.len();
             ensembles.extend(e);
         }

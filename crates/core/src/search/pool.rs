@@ -22,6 +22,45 @@ pub(crate) fn top_of(p: &[f64]) -> [u32; TOP] {
     top
 }
 
+/// Per member: its cost per image on every image, its stage's cost for each number of rows
+/// (0..=n) reaching it, and that made non-decreasing from above (see [`Pool`]'s fields).
+#[allow(clippy::type_complexity)]
+fn costs(
+    members: &[Member],
+    opts: &Options,
+    n: usize,
+) -> Result<(Vec<f64>, Vec<Vec<f64>>, Vec<Vec<f64>>), SearchError> {
+    let (unit, stage): (Vec<f64>, Vec<Vec<f64>>) = match &opts.time {
+        None => members
+            .iter()
+            .map(|m| (m.gmacs, (0..=n).map(|r| r as f64 * m.gmacs).collect()))
+            .unzip(),
+        Some(t) => {
+            if t.curves.len() != members.len() {
+                return Err(SearchError::Curves(t.curves.len(), members.len()));
+            }
+            t.curves
+                .iter()
+                .map(|c| {
+                    let all = c.ms_per_img(t.batch as f64);
+                    (all, (0..=n).map(|r| c.stage_ms(t.batch, r, n)).collect())
+                })
+                .unzip()
+        }
+    };
+    let stage_lb = stage
+        .iter()
+        .map(|s| {
+            let mut lb = s.clone();
+            for r in (0..n).rev() {
+                lb[r] = lb[r].min(lb[r + 1]);
+            }
+            lb
+        })
+        .collect();
+    Ok((unit, stage, stage_lb))
+}
+
 /// The `EXT` largest values of `row` and their indices, descending (NaNs never enter).
 pub(crate) fn ext_of(row: &[f32]) -> [(f32, u32); EXT] {
     let mut top = [(f32::NEG_INFINITY, u32::MAX); EXT];
@@ -81,6 +120,8 @@ pub(crate) struct Bounded {
     class: u32,
     lo: f64,
     members: u32,
+    /// Per member of the set (by position) that ranks it in its top: its probability.
+    p: [f64; MAX_SET],
 }
 
 /// The combined decision (bin, class) of `set` on fit row `i` from the members' top classes
@@ -109,12 +150,18 @@ pub(crate) fn bounded(
                 Some(e) => {
                     e.lo += p / k;
                     e.members |= 1 << b;
+                    e.p[b] = p;
                 }
-                None => c.push(Bounded {
-                    class: j,
-                    lo: p / k,
-                    members: 1 << b,
-                }),
+                None => {
+                    let mut e = Bounded {
+                        class: j,
+                        lo: p / k,
+                        members: 1 << b,
+                        p: [0.0; MAX_SET],
+                    };
+                    e.p[b] = p;
+                    c.push(e);
+                }
             }
         }
     }
@@ -283,34 +330,7 @@ impl<'a> Pool<'a> {
             return Err(SearchError::NoRows);
         }
         let n = rows.len();
-        let (unit, stage): (Vec<f64>, Vec<Vec<f64>>) = match &opts.time {
-            None => members
-                .iter()
-                .map(|m| (m.gmacs, (0..=n).map(|r| r as f64 * m.gmacs).collect()))
-                .unzip(),
-            Some(t) => {
-                if t.curves.len() != members.len() {
-                    return Err(SearchError::Curves(t.curves.len(), members.len()));
-                }
-                t.curves
-                    .iter()
-                    .map(|c| {
-                        let all = c.ms_per_img(t.batch as f64);
-                        (all, (0..=n).map(|r| c.stage_ms(t.batch, r, n)).collect())
-                    })
-                    .unzip()
-            }
-        };
-        let stage_lb = stage
-            .iter()
-            .map(|s| {
-                let mut lb = s.clone();
-                for r in (0..n).rev() {
-                    lb[r] = lb[r].min(lb[r + 1]);
-                }
-                lb
-            })
-            .collect();
+        let (unit, stage, stage_lb) = costs(members, &opts, n)?;
         let summarise = members[0].classes > TOP
             && opts.combine == Combine::MeanProb
             && matches!(opts.confidence, Confidence::MaxProb | Confidence::Margin);
@@ -330,13 +350,20 @@ impl<'a> Pool<'a> {
                         // the same values and sum as `softmax_parts` and `softmax_at`.
                         let (row, t) = (mb.row(r), mb.temperature);
                         let (max, z) = crate::combine::softmax_parts_into(row, t, &mut probs);
-                        // The largest exponentials are the largest probabilities (dividing by
-                        // z keeps the order, ties aside, and any class outside stays at most
-                        // the TOP-th): divide only those.
-                        let ids = top_of(&probs);
+                        // The largest logits have the largest exponentials, and dividing by z
+                        // keeps the order (ties aside, and any class outside stays at most the
+                        // TOP-th): the top classes are the first of `ext`, only those divided.
+                        let ext = ext_of(row);
+                        let ids: [u32; TOP] =
+                            if t > 0.0 && ext[..TOP].iter().all(|e| e.1 != u32::MAX) {
+                                std::array::from_fn(|q| ext[q].1)
+                            } else {
+                                // NaN or -inf logits (or a temperature that is not positive).
+                                top_of(&probs)
+                            };
                         s.ids.push(ids);
                         s.p.push(ids.map(|j| probs[j as usize] / z));
-                        s.ext.push(ext_of(row));
+                        s.ext.push(ext);
                         s.parts.push((max, z));
                     }
                     s
@@ -355,6 +382,38 @@ impl<'a> Pool<'a> {
             stage_lb,
             summary,
         })
+    }
+
+    /// The pool over every `step`-th of these rows, with the same members, options and (not
+    /// recomputed) summaries; no states. What the beam screens large pools on.
+    pub(crate) fn subsample(&self, step: usize) -> Pool<'a> {
+        let idx: Vec<usize> = (0..self.n()).step_by(step.max(1)).collect();
+        fn pick<T: Copy>(v: &[T], idx: &[usize]) -> Vec<T> {
+            idx.iter().map(|&i| v[i]).collect()
+        }
+        let (unit, stage, stage_lb) =
+            costs(self.members, &self.opts, idx.len()).expect("checked when this pool was made");
+        Pool {
+            members: self.members,
+            labels: pick(&self.labels, &idx),
+            rows: pick(&self.rows, &idx),
+            opts: self.opts.clone(),
+            index: HashMap::new(),
+            states: Vec::new(),
+            unit,
+            stage,
+            stage_lb,
+            summary: self.summary.as_ref().map(|sum| {
+                sum.iter()
+                    .map(|s| Summary {
+                        ids: pick(&s.ids, &idx),
+                        p: pick(&s.p, &idx),
+                        ext: pick(&s.ext, &idx),
+                        parts: pick(&s.parts, &idx),
+                    })
+                    .collect()
+            }),
+        }
     }
 
     /// The unit the costs are in.
@@ -451,24 +510,19 @@ impl<'a> Pool<'a> {
             return d;
         }
         if let Some(sum) = &self.summary {
-            let RowCache { cands, .. } = rc;
-            cands.clear();
-            for &m in set {
-                cands.extend_from_slice(&sum[m].ids[i]);
-            }
-            cands.sort_unstable();
-            cands.dedup();
+            // `bounded` left the union of the members' top classes in `rc.bounds`, each with
+            // the probabilities it has where it is in a top.
+            let RowCache { cands, bounds, .. } = rc;
             // Same arithmetic, in the same member order, as `combine`. A candidate missing
             // from a member's top classes takes its probability from the softmax's parts.
-            let value = |j: u32| -> f64 {
+            let exact = |j: u32, known: Option<&Bounded>| -> f64 {
                 let mut v = 0.0;
-                for &m in set {
-                    let s = &sum[m];
-                    let pj = match s.ids[i].iter().position(|&x| x == j) {
-                        Some(q) => s.p[i][q],
+                for (b, &m) in set.iter().enumerate() {
+                    let pj = match known.filter(|e| e.members & (1 << b) != 0) {
+                        Some(e) => e.p[b],
                         None => {
                             let mb = &self.members[m];
-                            let (max, z) = s.parts[i];
+                            let (max, z) = sum[m].parts[i];
                             softmax_at(mb.row(r)[j as usize], mb.temperature, max, z)
                         }
                     };
@@ -476,9 +530,36 @@ impl<'a> Pool<'a> {
                 }
                 v
             };
+            // Each candidate's upper end (its top probabilities plus the other members'
+            // TOP-th); evaluated from the highest down, until no upper end can reach the best
+            // (max-prob: a tie with it included) or the runner-up (margin).
+            let mut tails = [0.0f64; MAX_SET];
+            for (b, &m) in set.iter().enumerate() {
+                tails[b] = sum[m].p[i][TOP - 1] / k;
+            }
+            let mut order: Vec<(f64, usize)> = bounds
+                .iter()
+                .enumerate()
+                .map(|(q, e)| {
+                    let gap: f64 = (0..set.len())
+                        .filter(|b| e.members & (1 << b) == 0)
+                        .map(|b| tails[b])
+                        .sum();
+                    ((e.lo + gap) * (1.0 + 1e-9) + 1e-300, q)
+                })
+                .collect();
+            order.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
             let mut top = Top::default();
-            for &j in cands.iter() {
-                top.offer(value(j), j);
+            for &(hi, q) in &order {
+                let floor = match self.opts.confidence {
+                    Confidence::MaxProb => top.best,
+                    _ => top.second,
+                };
+                if hi < floor {
+                    break;
+                }
+                let e = &bounds[q];
+                top.offer(exact(e.class, Some(e)), e.class);
             }
             // Any other class is below every member's TOP-th probability.
             let mut bound = 0.0;
@@ -528,9 +609,12 @@ impl<'a> Pool<'a> {
                 }
                 more.sort_unstable();
                 more.dedup();
+                cands.clear();
+                cands.extend(bounds.iter().map(|e| e.class));
+                cands.sort_unstable();
                 for j in more {
                     if cands.binary_search(&j).is_err() {
-                        top.offer(value(j), j);
+                        top.offer(exact(j, None), j);
                     }
                 }
             }

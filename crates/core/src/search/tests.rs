@@ -726,3 +726,43 @@ fn streeter_cascades_are_scored_right_and_never_beat_brute_force() {
         assert!(s.is_ok(), "seed {seed}: no cascade reaches {best_single}");
     }
 }
+
+/// On a pool large enough to be screened, the beam ranks cascades on a subsample and fits
+/// its finalists on every row: what it reports is the cascade's true score on all rows (the
+/// target met there), and it costs little more than the beam over every row.
+#[test]
+fn screened_beam_reports_all_row_scores_and_stays_near_the_full_beam() {
+    let mut worst: f64 = 1.0;
+    for seed in 200..203u64 {
+        let (models, c, n) = (SCREEN_MEMBERS + 4, 20, 3000);
+        let (logits, labels, costs) = varied(models, n, c, seed);
+        let m = members(&logits, c, &costs);
+        let rows: Vec<usize> = (0..n).collect();
+        let run = |screen_rows: usize| {
+            let opts = Options {
+                max_models: 3,
+                screen_rows,
+                ..Default::default()
+            };
+            let mut pool = Pool::new(&m, &labels, &rows, opts).unwrap();
+            let step = screen_step(&pool);
+            let start = singles(&mut pool);
+            let best = start.iter().map(Found::top1).fold(0.0, f64::max);
+            let obj = Objective::TargetAccuracy(best);
+            let found = beam(&mut pool, obj, &start, 16).expect("the best single qualifies");
+            let s = pool.score(&found);
+            assert!((s.top1 - found.top1()).abs() < 1e-9, "seed {seed}");
+            assert!((s.avg_gmacs - found.avg_cost()).abs() < 1e-9, "seed {seed}");
+            assert!(found.top1() >= best - 1e-9, "seed {seed}: target missed");
+            (step, found)
+        };
+        let (step, screened) = run(300);
+        assert_eq!(step, Some(10), "a pool of {models} x {n} rows is screened");
+        let (step, full) = run(0);
+        assert_eq!(step, None);
+        let r = screened.total_cost / full.total_cost;
+        worst = worst.max(r);
+        assert!(r <= 1.05, "seed {seed}: screened {screened:?}\nfull {full:?}");
+    }
+    eprintln!("worst screened / full beam: {worst:.4}");
+}
