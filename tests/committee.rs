@@ -525,7 +525,7 @@ fn search_by_hand_and_its_spec_runs() {
         assert_eq!(r["strategy"], strategy);
         assert_eq!(r["proven_optimal"], proven, "{strategy}");
         // Two members: no screening (that starts above 16 members).
-        assert!(r["screened_rows"].is_null(), "{strategy}");
+        assert!(r["screen"].is_null(), "{strategy}");
         assert_eq!(r["chosen"]["members"], serde_json::json!(["small", "big"]));
         assert_eq!(r["chosen"]["avg_gmacs"], 3.0);
         assert_eq!(r["chosen"]["top1"], 75.0);

@@ -11,28 +11,19 @@ pub fn softmax(row: &[f32], t: f64) -> Vec<f64> {
 /// The softmax's shift (max of `v / t`) and normaliser: with them [`softmax_at`] gives any
 /// one probability, bit for bit as [`softmax`] does, without the others.
 pub fn softmax_parts(row: &[f32], t: f64) -> (f64, f64) {
-    let max = row
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 / t));
-    let s: f64 = row.iter().map(|&v| (v as f64 / t - max).exp()).sum();
-    (max, s)
+    softmax_parts_into(row, t, &mut vec![0.0; row.len()])
 }
 
 /// [`softmax_parts`], leaving each `exp(v / t - max)` in `exp` (as long as `row`): divided
-/// by the normaliser they are [`softmax_at`]'s values, bit for bit.
+/// by the normaliser they are [`softmax_at`]'s values, bit for bit (vectorised:
+/// [`crate::exp`]).
 pub fn softmax_parts_into(row: &[f32], t: f64, exp: &mut [f64]) -> (f64, f64) {
-    let max = row
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64 / t));
-    for (e, &v) in exp.iter_mut().zip(row) {
-        *e = (v as f64 / t - max).exp();
-    }
-    (max, exp[..row.len()].iter().sum())
+    crate::exp::exp_row(row, t, exp)
 }
 
 #[inline]
 pub fn softmax_at(v: f32, t: f64, max: f64, s: f64) -> f64 {
-    (v as f64 / t - max).exp() / s
+    crate::exp::exp(v as f64 / t - max) / s
 }
 
 /// How member outputs are combined.

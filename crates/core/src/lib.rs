@@ -5,6 +5,7 @@ pub mod cache;
 pub mod cascade;
 pub mod combine;
 pub mod costs;
+pub mod exp;
 pub mod metrics;
 pub mod partial;
 pub mod scaling;

@@ -19,21 +19,39 @@ use super::*;
 /// its finalists get their optimal thresholds on all of them.
 pub const SCREEN_MEMBERS: usize = 16;
 
-/// The rows a beam over `pool` runs on: all of them, or `Some(step)` when it screens on
-/// every `step`-th.
-pub fn screen_step(pool: &Pool) -> Option<usize> {
-    let rows = pool.opts.screen_rows;
-    (rows > 0 && pool.members.len() > SCREEN_MEMBERS && pool.n() > 2 * rows)
-        .then(|| pool.n() / rows)
+/// The fewest errors a screen must be allowed at a target accuracy: with fewer, a handful of
+/// sampled rows decides which cascades meet the target (at 100 %, any cascade that happens to
+/// be right on the sample does), and the ranking misleads.
+pub const SCREEN_MIN_ERRORS: f64 = 50.0;
+
+/// The rows a beam over `pool` for `objective` runs on: all of them, or `Some(step)` when it
+/// screens on every `step`-th. A target near 100 % needs more rows (at least
+/// [`SCREEN_MIN_ERRORS`] errors allowed on them); past half the pool it is not screened.
+pub fn screen_step(pool: &Pool, objective: Objective) -> Option<usize> {
+    if pool.opts.screen_rows == 0 {
+        return None;
+    }
+    let mut rows = pool.opts.screen_rows as f64;
+    if let Objective::TargetAccuracy(t) = objective {
+        let allowed = (100.0 - t) / 100.0;
+        rows = if allowed > 0.0 {
+            rows.max((SCREEN_MIN_ERRORS / allowed).ceil())
+        } else {
+            f64::INFINITY
+        };
+    }
+    (pool.members.len() > SCREEN_MEMBERS && (pool.n() as f64) > 2.0 * rows)
+        .then(|| (pool.n() as f64 / rows) as usize)
 }
 
 /// The best cascade the beam finds for `objective` (`None` when no cascade reaches it).
 /// `start`: the best singles/ensembles, which cut candidates that cannot beat them. On a
-/// large pool ([`screen_step`]) the beam ranks cascades on a subsample of the rows; the best
-/// of each level and the last level's cascades are then fitted exactly on all rows, and the
+/// large pool ([`screen_step`]) the beam ranks cascades on a subsample of the rows; the cascades
+/// of every level and of the local search are then fitted exactly on all rows, and the
 /// best of those is the answer (measured against the full beam in docs/committees.md).
 pub fn beam(pool: &mut Pool, objective: Objective, start: &[Found], width: usize) -> Option<Found> {
-    let Some(step) = screen_step(pool) else {
+    pool.screened = None;
+    let Some(step) = screen_step(pool, objective) else {
         return beam_on(pool, objective, start, width).0;
     };
     let mut screen = pool.subsample(step);
@@ -53,7 +71,8 @@ pub fn beam(pool: &mut Pool, objective: Objective, start: &[Found], width: usize
         .into_iter()
         .filter(|f| screen.within_worst(f))
         .collect();
-    let (_, finalists) = beam_on(&mut screen, objective, &start_s, width);
+    let (ranked, finalists) = beam_on(&mut screen, objective, &start_s, width);
+    let rows = screen.n();
     drop(screen);
     let n = pool.n();
     let mut global = Goal::new(objective, n);
@@ -61,14 +80,25 @@ pub fn beam(pool: &mut Pool, objective: Objective, start: &[Found], width: usize
         global.offer(f);
     }
     let mut best = None;
-    for f in score(pool, finalists, &global, width) {
+    for f in score(pool, finalists.clone(), &global, width) {
         offer(&mut global, &mut best, &f);
     }
-    best
+    // Where the sample's answer was a cascade but no finalist meets the objective on all rows
+    // at any thresholds, the sample misled: the beam runs again on every row. (No finalist
+    // beating the start points is not that: then they are the answer.)
+    let trusted = ranked.is_none()
+        || best.is_some()
+        || !score(pool, finalists, &Goal::new(objective, n), 1).is_empty();
+    pool.screened = Some(Screened { rows, trusted });
+    if trusted {
+        best
+    } else {
+        beam_on(pool, objective, start, width).0
+    }
 }
 
-/// [`beam`] on all of `pool`'s rows, and its finalists: the best cascade of each level and
-/// the last level's.
+/// [`beam`] on all of `pool`'s rows, and its finalists: every level's cascades and the local
+/// search's steps.
 fn beam_on(
     pool: &mut Pool,
     objective: Objective,
@@ -99,6 +129,7 @@ fn beam_on(
     for f in &level {
         offer(&mut global, &mut best, f);
     }
+    finalists.extend(level.iter().map(|f| f.members.clone()));
     for len in 3..=k.min(m) {
         let mut seen = HashSet::new();
         let mut cands: Vec<Vec<usize>> = Vec::new();
@@ -130,10 +161,7 @@ fn beam_on(
         if level.is_empty() {
             break;
         }
-        finalists.extend(level.first().map(|f| f.members.clone()));
-        if len == k.min(m) {
-            finalists.extend(level.iter().map(|f| f.members.clone()));
-        }
+        finalists.extend(level.iter().map(|f| f.members.clone()));
     }
     // Local search: swap one stage for another member, or drop one, while it pays.
     for _ in 0..4 {
@@ -158,6 +186,7 @@ fn beam_on(
         }
         let before = (global.cost_and_correct(), b.members.clone());
         for f in score(pool, cands, &global, 1) {
+            finalists.push(f.members.clone());
             offer(&mut global, &mut best, &f);
         }
         if (
@@ -470,7 +499,7 @@ pub fn beam_fronts(pool: &mut Pool, targets: &[f64], width: usize) -> Fronts {
     for &t in targets {
         let obj = Objective::TargetAccuracy(t);
         if !exhaustive {
-            let e = match screen_step(pool) {
+            let e = match screen_step(pool, obj) {
                 // Screened as the cascades are: the beam's sets scored again on all rows.
                 Some(step) => {
                     let mut screen = pool.subsample(step);

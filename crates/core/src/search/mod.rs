@@ -44,7 +44,7 @@ pub use brute::{brute_force, singles};
 pub use exact::{Exact, exact};
 pub use greedy::{greedy, greedy_fronts};
 pub(crate) use pool::{Key, key};
-pub use pool::{Pool, Score, State};
+pub use pool::{Pool, Score, Screened, State};
 pub use streeter::{streeter_cascades, streeter_fronts};
 
 /// Threshold grid: `b / GRID` for `b` in `0..=GRID`.
@@ -179,7 +179,8 @@ pub struct Options {
     /// Measured time instead of GMACs as the cost.
     pub time: Option<TimeCosts>,
     /// The beam over a pool of more than 16 members ranks cascades on about this many of the
-    /// rows (when there are more than twice as many) and fits its finalists on all; 0: all.
+    /// rows (when there are more than twice as many; see [`screen_step`]) and fits its
+    /// finalists on all; 0: all.
     pub screen_rows: usize,
 }
 

@@ -314,6 +314,16 @@ pub struct Pool<'a> {
     pub(crate) stage_lb: Vec<Vec<f64>>,
     /// `None` when the top classes cannot decide (mean-logits, other confidences, few classes).
     pub(crate) summary: Option<Vec<Summary>>,
+    /// What the last beam over this pool did with screening (`None`: it ran on every row).
+    pub(crate) screened: Option<Screened>,
+}
+
+/// A screened beam: the rows it ranked cascades on, and whether its answer was kept (it meets
+/// the objective on all rows) or the beam ran again on every row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Screened {
+    pub rows: usize,
+    pub trusted: bool,
 }
 
 impl<'a> Pool<'a> {
@@ -381,6 +391,7 @@ impl<'a> Pool<'a> {
             stage,
             stage_lb,
             summary,
+            screened: None,
         })
     }
 
@@ -413,7 +424,13 @@ impl<'a> Pool<'a> {
                     })
                     .collect()
             }),
+            screened: None,
         }
+    }
+
+    /// What the last beam over this pool did with screening.
+    pub fn screened(&self) -> Option<Screened> {
+        self.screened
     }
 
     /// The unit the costs are in.
