@@ -4,7 +4,11 @@
 # then logits caches on holdout/ and test/, the search, and live runs.
 #
 #   scripts/fashion_mnist_study.sh train   # train (or resume) every member in $MEMBERS
-#   scripts/fashion_mnist_study.sh eval    # caches + search + live runs of the finished members
+#   scripts/fashion_mnist_study.sh eval    # caches, scaling and search of the finished members
+#   scripts/fashion_mnist_study.sh live    # the searched committee and the best member, timed live
+#
+# `eval` measures accuracy only and may run beside training; `live` measures wall time, so run it
+# with nothing else on the machine (no training).
 #
 # The runs span sessions, and a session's machine keeps nothing outside the repository: the run
 # folder defaults to runs/fashion-mnist/ in the repository (config, metrics, checkpoint and best
@@ -62,35 +66,49 @@ if [ "$MODE" = train ]; then
   wait
   exit 0
 fi
-[ "$MODE" = eval ] || { echo "usage: $0 train|eval [WORK_DIR]" >&2; exit 2; }
+case "$MODE" in eval|live) ;; *) echo "usage: $0 train|eval|live [WORK_DIR]" >&2; exit 2 ;; esac
 
-# Logits caches of every finished member's best (holdout-selected) epoch, on holdout/ and test/.
-mkdir -p "$W/caches/holdout" "$W/caches/test" "$W/live"
-for ms in $MEMBERS; do
-  m=${ms%%:*}; s=${ms##*:}; run="$W/$m/seed-$s"; name="${m#mobilenetv2_}-s$s"
-  finished "$run" || { echo "skipping $run (not finished)" >&2; continue; }
-  for split in holdout test; do
-    c="$W/caches/$split/$name.safetensors"
-    [ -f "$c" ] || record "$BIN" eval --backend flex --model "$m" --weights "$run/best.safetensors" \
-      --data "$DATA/$split" --name "$name" --save-logits "$c" --json > "$W/caches/$split/$name.json"
+if [ "$MODE" = eval ]; then
+  # Logits caches of every finished member's best (holdout-selected) epoch, on holdout/ and test/.
+  mkdir -p "$W/caches/holdout" "$W/caches/test" "$W/live"
+  for ms in $MEMBERS; do
+    m=${ms%%:*}; s=${ms##*:}; run="$W/$m/seed-$s"; name="${m#mobilenetv2_}-s$s"
+    finished "$run" || { echo "skipping $run (not finished)" >&2; continue; }
+    for split in holdout test; do
+      c="$W/caches/$split/$name.safetensors"
+      [ -f "$c" ] || record "$BIN" eval --backend flex --model "$m" --weights "$run/best.safetensors" \
+        --data "$DATA/$split" --name "$name" --save-logits "$c" --json > "$W/caches/$split/$name.json"
+    done
   done
+  # Kondratyuk et al.'s comparison: each width alone against ensembles of narrower members at no
+  # more GMACs (nothing is fitted: test/ only).
+  record "$BIN" scaling --logits "$W"/caches/test/*.safetensors --plot "$W/scaling.svg" --json > "$W/scaling.json"
+  "$BIN" scaling --logits "$W"/caches/test/*.safetensors > "$W/scaling.txt"
+  # Search: thresholds fitted on holdout/, everything reported on test/.
+  record "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
+    --max-models 3 --plot "$W/search.svg" --spec-out "$W/cascade.toml" --json > "$W/search.json"
+  "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
+    --max-models 3 > "$W/search.txt"
+  # The worst-case bound, used once: no committee may cost more than the largest single member
+  # when every stage runs (WORST= overrides), so the cascade is never slower than that model.
+  WORST="${WORST:-$(python3 -c 'import json,sys; print(max(json.load(open(f))["gmacs"] for f in sys.argv[1:]))' "$W"/caches/test/*.json)}"
+  record "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
+    --max-models 3 --worst-case-gmacs "$WORST" > "$W/search-worst-case.txt"
+  exit 0
+fi
+
+# Live: the searched committee and the most accurate single member (on holdout) run on test/,
+# alternated RUNS times, so the wall-time speed-up is measured side by side.
+best="$(python3 -c 'import json,sys
+rows=[json.load(open(f)) for f in sys.argv[1:]]
+print(max(rows,key=lambda r:r["top1"])["name"])' "$W"/caches/holdout/*.json)"
+m="mobilenetv2_${best%-s*}"; s="${best##*-s}"
+for i in $(seq "${RUNS:-3}"); do
+  RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" cascade --backend flex --data "$DATA/test" \
+    --json --spec "$W/cascade.toml" > "$W/live/cascade-$i.json" ||
+    RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" ensemble --backend flex --data "$DATA/test" \
+      --json --spec "$W/cascade.toml" > "$W/live/cascade-$i.json"
+  RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" eval --backend flex --model "$m" \
+    --weights "$W/$m/seed-$s/best.safetensors" --data "$DATA/test" --name "$best" --json \
+    > "$W/live/best-$i.json"
 done
-# Kondratyuk et al.'s comparison: each width alone against ensembles of narrower members at no
-# more GMACs (nothing is fitted: test/ only).
-record "$BIN" scaling --logits "$W"/caches/test/*.safetensors --plot "$W/scaling.svg" --json > "$W/scaling.json"
-"$BIN" scaling --logits "$W"/caches/test/*.safetensors > "$W/scaling.txt"
-# Search: thresholds fitted on holdout/, everything reported on test/.
-record "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
-  --max-models 3 --plot "$W/search.svg" --spec-out "$W/cascade.toml" --json > "$W/search.json"
-"$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
-  --max-models 3 > "$W/search.txt"
-# The worst-case bound, used once: no committee may cost more than the largest single member
-# when every stage runs (WORST= overrides), so the cascade is never slower than that model.
-WORST="${WORST:-$(python3 -c 'import json,sys; print(max(json.load(open(f))["gmacs"] for f in sys.argv[1:]))' "$W"/caches/test/*.json)}"
-record "$BIN" search --fit "$W"/caches/holdout/*.safetensors --eval "$W"/caches/test/*.safetensors \
-  --max-models 3 --worst-case-gmacs "$WORST" > "$W/search-worst-case.txt"
-# The searched committee, run live on test/ (measured wall time).
-RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" cascade --backend flex --data "$DATA/test" --json \
-  --spec "$W/cascade.toml" > "$W/live/cascade.json" ||
-  RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" ensemble --backend flex --data "$DATA/test" --json \
-    --spec "$W/cascade.toml" > "$W/live/cascade.json"
