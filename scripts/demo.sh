@@ -21,7 +21,8 @@ DATA="${DATA:-$HOME/.cache/committee-data/fashion-mnist}"
 [ -d "$DATA/test" ] || "$BIN" data fashion-mnist --out "$DATA"
 WT=weights/fashion-mnist
 # Members trained here with configs/fashion-mnist.toml (docs/fashion-mnist.md): NAME:MODEL.
-members=(050-56-s0:mobilenetv2_050 050-56-s1:mobilenetv2_050)
+# Widths 0.35 and 0.5 of one family, so that a cascade can start small and end large.
+members=(${DEMO_MEMBERS:-035-56-s0:mobilenetv2_035 035-56-s1:mobilenetv2_035 050-56-s2:mobilenetv2_050})
 echo "== single members on holdout/ and test/ (logits cached in $OUT) =="
 for m in "${members[@]}"; do
   name=${m%%:*}; model=${m##*:}
@@ -38,11 +39,11 @@ echo "== ensemble of the members (test) =="
 "$BIN" ensemble --logits "$OUT"/test-*.safetensors --json > "$OUT/ensemble.json"
 "$BIN" ensemble --logits "$OUT"/test-*.safetensors
 echo
-# The objective: the best holdout top-1 at no more than 1.25x one member's GMACs.
-BUDGET=$(python3 -c 'import json, sys; print(1.25 * max(json.load(open(f))["gmacs"] for f in sys.argv[1:]))' "$OUT"/test-*.json)
+# The objective (the search's default, Wang et al.'s question): the most accurate member's
+# holdout top-1 at the fewest GMACs.
 echo "== search: singles, ensembles and cascades; thresholds fitted on holdout, reported on test =="
-echo "   (objective: best holdout top-1 at <= $BUDGET GMACs, 1.25x one member)"
-"$BIN" search --max-models 3 --budget-gmacs "$BUDGET" \
+echo "   (objective: the most accurate member's holdout top-1 at the fewest GMACs)"
+"$BIN" search --max-models 3 \
   --fit "$OUT"/holdout-*.safetensors --eval "$OUT"/test-*.safetensors \
   --plot "$OUT/fashion_mnist_demo.svg" --spec-out "$OUT/cascade.toml"
 echo
@@ -55,27 +56,30 @@ echo "== what the members reach, and what the committee buys (test, 10,000 image
 python3 - "$OUT" <<'PY'
 import glob, json, os, sys
 out = sys.argv[1]
-singles = {os.path.basename(f)[5:-5]: json.load(open(f)) for f in sorted(glob.glob(f"{out}/test-*.json"))}
-best_name, best = max(singles.items(), key=lambda kv: kv[1]["top1"])
+load = lambda split: {os.path.basename(f)[len(split) + 1:-5]: json.load(open(f))
+                      for f in sorted(glob.glob(f"{out}/{split}-*.json"))}
+singles, fit = load("test"), load("holdout")
+# The member the search's objective names: the most accurate on holdout (nothing chosen on test).
+best_name = max(fit, key=lambda n: fit[n]["top1"])
+best = singles[best_name]
 g1 = best["gmacs"]
-print("members alone: " + ", ".join(f"{n} {r['top1']:.2f} %" for n, r in singles.items())
-      + f" ({g1:.5f} GMACs each)" * (len({r['gmacs'] for r in singles.values()}) == 1))
+print("members alone: " + ", ".join(f"{n} {r['top1']:.2f} % ({r['gmacs']:.4f} GMACs)" for n, r in singles.items()))
 e = json.load(open(f"{out}/ensemble.json"))
-print(f"ensemble of all {len(singles)}: {e['top1']:.2f} % ({e['top1'] - best['top1']:+.2f} points over the best member, "
-      f"{best_name}) at {e['gmacs'] / g1:.2f}x its GMACs")
+print(f"ensemble of all {len(singles)}: {e['top1']:.2f} % ({e['top1'] - best['top1']:+.2f} points against {best_name}, "
+      f"the most accurate member on holdout) at {e['gmacs'] / g1:.2f}x its GMACs")
 c = json.load(open(f"{out}/live.json"))
 if "stages" in c:
     import tomllib
     names = [m["name"] for m in tomllib.load(open(f"{out}/cascade.toml", "rb"))["member"]]
     line = (f"searched cascade {' -> '.join(names)} (thresholds {c['thresholds']}, fitted on holdout): "
-            f"{c['top1']:.2f} % ({c['top1'] - best['top1']:+.2f} points against the best member) at "
-            f"{c['avg_gmacs'] / g1:.2f}x the GMACs of one member ({100 * c['exit_fractions'][0]:.1f} % of "
-            f"the images stop after the first)")
+            f"{c['top1']:.2f} % ({c['top1'] - best['top1']:+.2f} points against {best_name}) at "
+            f"{c['avg_gmacs'] / g1:.2f}x its GMACs ({100 * c['exit_fractions'][0]:.1f} % of "
+            f"the images stop after the first stage)")
     if c.get("speedup_vs_largest"):
         line += f"; measured live, {c['speedup_vs_largest']:.2f}x the speed of its largest stage alone"
     print(line)
 else:
-    print(f"searched committee ({c.get('kind', 'ensemble')}): {c['top1']:.2f} % at {c['gmacs'] / g1:.2f}x the GMACs of one member")
+    print(f"searched committee ({c.get('kind', 'ensemble')}): {c['top1']:.2f} % at {c['gmacs'] / g1:.2f}x the GMACs of {best_name}")
 PY
 echo
 echo "plot: $OUT/fashion_mnist_demo.svg"
