@@ -98,17 +98,24 @@ if [ "$MODE" = eval ]; then
 fi
 
 # Live: the searched committee and the most accurate single member (on holdout) run on test/,
-# alternated RUNS times, so the wall-time speed-up is measured side by side.
+# alternated RUNS times, so the wall-time speed-up is measured side by side. First a cost table
+# of the members' architectures (random weights, 1 channel, 10 classes, batch 1-32) so that
+# each live cascade also reports its forward time against the one the table predicts.
+T="${THREADS:-2}"
+models="$(for ms in $MEMBERS; do finished "$W/${ms%%:*}/seed-${ms##*:}" && echo "${ms%%:*}"; done |
+  sort -u | paste -sd,)"
+RAYON_NUM_THREADS="$T" record "$BIN" bench --backend flex --model "$models" --img-size 56 \
+  --in-chans 1 --num-classes 10 --batch 1,2,4,8,16,32 --json > "$W/live/costs.json"
 best="$(python3 -c 'import json,sys
 rows=[json.load(open(f)) for f in sys.argv[1:]]
 print(max(rows,key=lambda r:r["top1"])["name"])' "$W"/caches/holdout/*.json)"
 m="mobilenetv2_${best%-s*}"; s="${best##*-s}"
 for i in $(seq "${RUNS:-3}"); do
-  RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" cascade --backend flex --data "$DATA/test" \
-    --json --spec "$W/cascade.toml" > "$W/live/cascade-$i.json" ||
-    RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" ensemble --backend flex --data "$DATA/test" \
-      --json --spec "$W/cascade.toml" > "$W/live/cascade-$i.json"
-  RAYON_NUM_THREADS="${THREADS:-2}" record "$BIN" eval --backend flex --model "$m" \
+  RAYON_NUM_THREADS="$T" record "$BIN" cascade --backend flex --data "$DATA/test" --json \
+    --spec "$W/cascade.toml" --costs "$W/live/costs.json" > "$W/live/cascade-$i.json" ||
+    RAYON_NUM_THREADS="$T" record "$BIN" ensemble --backend flex --data "$DATA/test" --json \
+      --spec "$W/cascade.toml" > "$W/live/cascade-$i.json"
+  RAYON_NUM_THREADS="$T" record "$BIN" eval --backend flex --model "$m" \
     --weights "$W/$m/seed-$s/best.safetensors" --data "$DATA/test" --name "$best" --json \
     > "$W/live/best-$i.json"
 done

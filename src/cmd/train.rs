@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use committee_ops::backend::BackendKind;
+use committee_ops::precision::Dtype;
 use committee_train::augment::AugmentKind;
-use committee_train::{Event, OptKind, Start, TrainConfig};
+use committee_train::{Event, OptKind, Start, TrainConfig, TrainDtype};
 
 use crate::cmd::devices;
 use crate::cmd::progress::Progress;
@@ -91,6 +92,11 @@ pub struct Args {
     workers: Option<usize>,
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
+    /// Precision of the convolutions' products: f32, or bf16 (operands rounded to bf16, f32
+    /// accumulation; weights, gradients and optimiser state stay f32) on flex where the CPU
+    /// has AMX or AVX512-BF16 (f32 elsewhere, with a warning).
+    #[arg(long)]
+    dtype: Option<committee_ops::precision::Dtype>,
     /// Print the final metrics as JSON.
     #[arg(long)]
     json: bool,
@@ -127,6 +133,12 @@ fn config(a: &Args) -> Result<TrainConfig> {
         seed
     );
     set_opt!(val, img_size, in_chans, lr, weight_decay, augment, workers);
+    match a.dtype {
+        None => {}
+        Some(Dtype::F32) => c.dtype = TrainDtype::F32,
+        Some(Dtype::Bf16) => c.dtype = TrainDtype::Bf16,
+        Some(Dtype::F16) => bail!("--dtype f16: training runs f32 or bf16 (products) only"),
+    }
     if committee_zoo::registry::get(&c.model).is_none() {
         bail!("unknown model '{}' (see `committee models`)", c.model);
     }
@@ -137,6 +149,11 @@ fn config(a: &Args) -> Result<TrainConfig> {
 pub fn run(a: Args) -> Result<()> {
     let base = config(&a)?;
     let sel = device(a.backend)?;
+    let dtype = match base.dtype {
+        TrainDtype::F32 => Dtype::F32,
+        TrainDtype::Bf16 => Dtype::Bf16,
+    };
+    crate::util::precision(dtype, &sel)?;
     let runs: Vec<(TrainConfig, PathBuf)> = if a.seeds.is_empty() {
         vec![(base, a.out.clone())]
     } else {

@@ -110,6 +110,12 @@ pub fn bf16_kernel() -> Option<Bf16Kernel> {
     }
 }
 
+/// Drops the packed bf16 copies of weights, which are kept on the assumption that a weight
+/// never changes in place: a trainer calls it after optimiser steps, before an evaluation.
+pub fn forget_packed_weights() {
+    crate::cpu::bf16::cache::clear();
+}
+
 /// What runs the products, for the printouts: `f32`, `bf16 (amx)`, ...
 pub fn describe() -> String {
     match bf16_kernel() {

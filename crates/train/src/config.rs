@@ -27,6 +27,26 @@ impl std::str::FromStr for OptKind {
     }
 }
 
+/// The precision of a training step's convolution products (`--dtype`): `bf16` rounds their
+/// operands to bf16 and accumulates in f32 (on CPUs with AMX or AVX512-BF16; f32 elsewhere);
+/// weights, activations, gradients and the optimiser stay f32 (PyTorch's CPU autocast).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainDtype {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl std::fmt::Display for TrainDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        })
+    }
+}
+
 impl OptKind {
     /// Defaults for a from-scratch run at batch 128 (timm's recipes, scaled linearly).
     pub fn default_lr(self, batch: usize) -> f64 {
@@ -75,6 +95,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Decoding threads (not part of the result).
     pub workers: Option<usize>,
+    /// The products' precision (older runs lack it: f32).
+    #[serde(default)]
+    pub dtype: TrainDtype,
 }
 
 impl TrainConfig {
@@ -100,6 +123,7 @@ impl TrainConfig {
             random_erasing: 0.0,
             seed: 0,
             workers: None,
+            dtype: TrainDtype::F32,
         }
     }
 
@@ -176,8 +200,10 @@ mod tests {
         let mut c = TrainConfig::new("resnet18", Path::new("/d"));
         c.lr = Some(0.05);
         c.augment = Some(AugmentKind::Small);
+        c.dtype = TrainDtype::Bf16;
         let back: TrainConfig = toml::from_str(&c.to_toml()).unwrap();
         assert_eq!(back, c);
+        assert!(c.to_toml().contains("dtype = \"bf16\""));
         let bad = c.to_toml() + "\nlearning_rate = 3\n";
         assert!(toml::from_str::<TrainConfig>(&bad).is_err());
         // Runs saved before random erasing existed resume with it off.
@@ -185,11 +211,13 @@ mod tests {
         let old: String = c
             .to_toml()
             .lines()
-            .filter(|l| !l.starts_with("random_erasing"))
+            .filter(|l| !l.starts_with("random_erasing") && !l.starts_with("dtype"))
             .map(|l| format!("{l}\n"))
             .collect();
         let back: TrainConfig = toml::from_str(&old).unwrap();
         assert_eq!(back.random_erasing, 0.0);
+        // ... and runs saved before bf16 products existed, in f32.
+        assert_eq!(back.dtype, TrainDtype::F32);
     }
 
     #[test]

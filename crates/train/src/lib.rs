@@ -10,7 +10,7 @@ pub mod trainer;
 
 use std::path::Path;
 
-pub use config::{OptKind, TrainConfig};
+pub use config::{OptKind, TrainConfig, TrainDtype};
 pub use trainer::{EpochRow, Event, Outcome, train};
 
 #[derive(Debug, thiserror::Error)]

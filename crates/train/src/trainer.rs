@@ -785,6 +785,9 @@ fn evaluate(
     bad: &mut BTreeSet<PathBuf>,
     on: &mut dyn FnMut(Event),
 ) -> Result<(f64, f64, f64), TrainError> {
+    // The weights changed since the last pass, possibly in place (same storage address):
+    // packed bf16 copies of them must not be found.
+    committee_ops::precision::forget_packed_weights();
     let ev = data.eval.clone();
     let chans = data.tf.channels;
     let s = ev.img_size;

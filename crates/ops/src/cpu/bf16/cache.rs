@@ -59,6 +59,11 @@ fn cached<T>(
     })
 }
 
+/// Empties the cache (see [`crate::precision::forget_packed_weights`]).
+pub(crate) fn clear() {
+    with_cache(|c| *c = Cache::default());
+}
+
 /// `param`'s value, the row-major `[m, k]` matrix in `data`, as a left operand.
 pub(crate) fn left<const D: usize>(
     param: &Param<Tensor<D>>,

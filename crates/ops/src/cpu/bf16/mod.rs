@@ -131,14 +131,26 @@ pub struct PackedA {
 impl PackedA {
     /// Packs the row-major `[m, k]` matrix in `src`'s first `m * k` elements.
     pub fn pack(src: &[f32], m: usize, k: usize) -> PackedA {
-        assert!(src.len() >= m * k, "left operand too short");
+        Self::pack_strided(src, m, k, k)
+    }
+
+    /// Packs the `[m, k]` matrix whose row `r` is `src[r * ld..][..k]`: columns `k0..k0 + k` of
+    /// a wider row-major matrix (`&src[k0..]`, `ld` its width), so a long product can be
+    /// split along `k` into blocks whose panels stay in cache.
+    pub fn pack_strided(src: &[f32], m: usize, k: usize, ld: usize) -> PackedA {
+        assert!(ld >= k, "row stride shorter than a row");
+        assert!(
+            m == 0 || src.len() >= (m - 1) * ld + k,
+            "left operand too short"
+        );
         let (m_pad, k_pad) = (m.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
         let mut data = vec![0u16; m_pad * k_pad];
         if k > 0 {
             data.par_chunks_mut(k_pad)
-                .zip(src[..m * k].par_chunks(k))
+                .take(m)
+                .enumerate()
                 .with_min_len(16)
-                .for_each(|(d, s)| convert(s, &mut d[..k]));
+                .for_each(|(r, d)| convert(&src[r * ld..][..k], &mut d[..k]));
         }
         PackedA { data, m, k, k_pad }
     }

@@ -1,13 +1,26 @@
-//! 1x1 and other dense convolutions with their own backward, as matrix products.
+//! 1x1 and other dense convolutions with their own backward, as matrix products (in f32, or
+//! with bf16 operands under `--dtype bf16`: [`half`]).
 
 use super::*;
+use crate::cpu::bf16::{self, Bf16Kernel, PackedA, PackedB};
+use crate::cpu::isa::Epilogue;
 
 /// `conv(x)` for a 1x1, stride-1, unpadded, bias-free `conv` (MobileNetV2's and
 /// EfficientNet's expansions and projections, ResNet's bottleneck ends) on flex's autodiff
 /// device, as matrix products: `Y[i] = W X[i]`, `dX[i] = W^T dY[i]`, `dW = sum_i dY[i] X[i]^T`.
 /// Why: Burn's backward of a convolution goes through flex's transposed 3-D convolution and a
 /// batch/channel swap of both operands (strided copies); `Err(x)` when it does not apply.
+/// The products run in the process's precision (`--dtype`).
 pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    pointwise_in(conv, x, crate::precision::bf16_kernel())
+}
+
+/// [`pointwise`] with its products in f32 (`None`) or with bf16 operands on `half`.
+pub(crate) fn pointwise_in(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    half: Option<Bf16Kernel>,
+) -> Result<Tensor<4>, Tensor<4>> {
     let [c_out, c_in, kh, kw] = conv.weight.lazy_shape().dims::<4>();
     let [n, c, h, w] = x.dims();
     let unpadded = match conv.padding {
@@ -31,13 +44,23 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
         c_out,
         h,
         w,
+        half,
     };
     let (x, weight) = operands(conv, x)?;
     let xc = contiguous(x.primitive().clone());
     let wc = contiguous(weight.primitive().clone());
     let mut y = vec![0f32; n * c_out * h * w];
-    {
-        let (xs, ws) = (slice(&xc), slice(&wc));
+    let (xs, ws) = (slice(&xc), slice(&wc));
+    if let Some(kern) = half {
+        // The weight packed once per step, each image's input per product.
+        let wa = PackedA::pack(ws, c_out, c_in);
+        y.par_chunks_mut(c_out * dims.hw())
+            .enumerate()
+            .for_each(|(i, y)| {
+                let xi = &xs[i * c_in * dims.hw()..(i + 1) * c_in * dims.hw()];
+                half::product(kern, &wa, xi, [c_in, dims.hw()], y);
+            });
+    } else {
         y.par_chunks_mut(c_out * dims.hw())
             .enumerate()
             .for_each(|(i, y)| {
@@ -69,8 +92,17 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
 /// shortcuts, the stems of MobileNetV2 and EfficientNet), as matrix products over the
 /// unfolded image (`im2col`): `Y[i] = W col(X[i])`, `dW = dY col(X)^T` as one product over the
 /// whole batch, `dX[i] = col^-1(W^T dY[i])` (the adjoint of the unfold, a scatter-add).
-/// `Err(x)` when it does not apply.
+/// `Err(x)` when it does not apply. The products run in the process's precision (`--dtype`).
 pub fn dense(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    dense_in(conv, x, crate::precision::bf16_kernel())
+}
+
+/// [`dense`] with its products in f32 (`None`) or with bf16 operands on `half`.
+pub(crate) fn dense_in(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    half: Option<Bf16Kernel>,
+) -> Result<Tensor<4>, Tensor<4>> {
     let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
     let [n, c, h, w] = x.dims();
     let ok = applies(&x)
@@ -91,14 +123,25 @@ pub fn dense(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
         s: conv.stride,
         pad: [win.pt, win.pl],
         out: [win.oh, win.ow],
+        half,
     };
     let (x, weight) = operands(conv, x)?;
     let xc = contiguous(x.primitive().clone());
     let wc = contiguous(weight.primitive().clone());
     let (kk, pix) = (d.taps(), d.pix());
     let mut y = vec![0f32; n * c_out * pix];
-    {
-        let (xs, ws) = (slice(&xc), slice(&wc));
+    let (xs, ws) = (slice(&xc), slice(&wc));
+    if let Some(kern) = half {
+        // The weight packed once per step; each image unfolded straight into its packed form.
+        let wa = PackedA::pack(ws, c_out, kk);
+        y.par_chunks_mut(c_out * pix)
+            .enumerate()
+            .for_each(|(i, y)| {
+                let img = &xs[i * c * h * w..(i + 1) * c * h * w];
+                let b = PackedB::pack_rows(kk, pix, |r, row| d.unfold_tap(img, r, row));
+                bf16::gemm(kern, &wa, &b, y, false, Epilogue::None);
+            });
+    } else {
         y.par_chunks_mut(c_out * pix)
             .enumerate()
             .for_each_init(Vec::new, |col, (i, y)| {
@@ -140,6 +183,8 @@ pub(crate) struct Dense {
     /// Top and left padding.
     pub(crate) pad: [usize; 2],
     pub(crate) out: [usize; 2],
+    /// The products' bf16 kernel (`None`: f32).
+    pub(crate) half: Option<Bf16Kernel>,
 }
 
 impl Dense {
@@ -166,6 +211,14 @@ impl Dense {
                 }
             }
         }
+    }
+
+    /// Row `r` (input channel `r / taps`, tap `r % taps`) of one image's unfold.
+    pub(crate) fn unfold_tap(&self, img: &[f32], r: usize, row: &mut [f32]) {
+        let [kh, kw] = self.k;
+        let (ci, tap) = (r / (kh * kw), r % (kh * kw));
+        let plane = &img[ci * self.h * self.w..][..self.h * self.w];
+        self.unfold_row(plane, row, [tap / kw, tap % kw]);
     }
 
     pub(crate) fn unfold_row(&self, plane: &[f32], row: &mut [f32], tap: [usize; 2]) {
@@ -243,11 +296,15 @@ impl Backward<Flex, 2> for DenseBackward {
             let mut dw = vec![0f32; d.c_out * kk];
             for i in 0..d.n {
                 let img = &xs[i * img_in..(i + 1) * img_in];
-                col.par_chunks_mut(pix).enumerate().for_each(|(r, row)| {
-                    let (ci, tap) = (r / (kh * kw), r % (kh * kw));
-                    let plane = &img[ci * d.h * d.w..][..d.h * d.w];
-                    d.unfold_row(plane, row, [tap / kw, tap % kw]);
-                });
+                col.par_chunks_mut(pix)
+                    .enumerate()
+                    .for_each(|(r, row)| d.unfold_tap(img, r, row));
+                let dy = &dys[i * img_out..(i + 1) * img_out];
+                if let Some(kern) = d.half {
+                    // Transposed (dW^T += col dY^T), turned back after the last image.
+                    half::weight_grad_t(kern, &col, dy, [kk, d.c_out, pix], &mut dw, i > 0);
+                    continue;
+                }
                 gemm_strided(
                     [d.c_out, kk, pix],
                     &mut dw,
@@ -257,16 +314,26 @@ impl Backward<Flex, 2> for DenseBackward {
                     gemm::Parallelism::Rayon(0),
                 );
             }
+            if d.half.is_some() {
+                dw = half::transpose(&dw, kk, d.c_out);
+            }
             let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
             grads.register::<Flex>(node.id, dw);
         }
         if let Some(node) = node_x {
             let mut dx = vec![0f32; d.n * img_in];
+            let wt = d.half.map(|_| half::left_transposed(ws, d.c_out, kk));
             dx.par_chunks_mut(img_in)
                 .enumerate()
                 .for_each_init(Vec::new, |col, (i, dx)| {
                     // Overwritten whole by the product: zeroed once per thread, not per image.
                     col.resize(kk * pix, 0.0);
+                    let dy = &dys[i * img_out..(i + 1) * img_out];
+                    if let (Some(kern), Some(wt)) = (d.half, &wt) {
+                        half::product(kern, wt, dy, [d.c_out, pix], col);
+                        d.fold(col, dx);
+                        return;
+                    }
                     gemm_strided(
                         [kk, pix, d.c_out],
                         col,
@@ -290,6 +357,8 @@ pub(crate) struct Pointwise {
     pub(crate) c_out: usize,
     pub(crate) h: usize,
     pub(crate) w: usize,
+    /// The products' bf16 kernel (`None`: f32).
+    pub(crate) half: Option<Bf16Kernel>,
 }
 
 impl Pointwise {
@@ -314,6 +383,15 @@ impl Backward<Flex, 2> for PointwiseBackward {
             // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count).
             let mut dw = vec![0f32; d.c_out * d.c_in];
             for i in 0..d.n {
+                if let Some(kern) = d.half {
+                    // Transposed (dW^T += X dY^T), turned back after the last image.
+                    let (x, dy) = (
+                        &xs[i * img_in..(i + 1) * img_in],
+                        &dys[i * img_out..(i + 1) * img_out],
+                    );
+                    half::weight_grad_t(kern, x, dy, [d.c_in, d.c_out, d.hw()], &mut dw, i > 0);
+                    continue;
+                }
                 gemm_strided(
                     [d.c_out, d.c_in, d.hw()],
                     &mut dw,
@@ -323,12 +401,21 @@ impl Backward<Flex, 2> for PointwiseBackward {
                     gemm::Parallelism::Rayon(0),
                 );
             }
+            if d.half.is_some() {
+                dw = half::transpose(&dw, d.c_in, d.c_out);
+            }
             let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
             grads.register::<Flex>(node.id, dw);
         }
         if let Some(node) = node_x {
             let mut dx = vec![0f32; d.n * img_in];
+            let wt = d.half.map(|_| half::left_transposed(ws, d.c_out, d.c_in));
             dx.par_chunks_mut(img_in).enumerate().for_each(|(i, dx)| {
+                if let (Some(kern), Some(wt)) = (d.half, &wt) {
+                    let dy = &dys[i * img_out..(i + 1) * img_out];
+                    half::product(kern, wt, dy, [d.c_out, d.hw()], dx);
+                    return;
+                }
                 gemm_strided(
                     [d.c_in, d.hw(), d.c_out],
                     dx,

@@ -40,6 +40,7 @@ use super::{
 mod attention;
 mod conv;
 mod depthwise;
+mod half;
 mod layer_norm;
 mod norm;
 #[cfg(test)]
@@ -48,6 +49,8 @@ mod unary;
 
 pub use attention::attention;
 pub use conv::{dense, pointwise};
+#[cfg(test)]
+use conv::{dense_in, pointwise_in};
 pub use depthwise::depthwise;
 pub use layer_norm::layer_norm;
 pub use norm::batch_norm;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::act::Act;
+use crate::cpu::bf16::{Bf16Kernel, from_bf16, to_bf16};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::Distribution;
@@ -366,5 +367,141 @@ fn attention_training_matches_burn() {
             burn,
             1e-5,
         );
+    }
+}
+
+type HalfOp = fn(&Conv2d, Tensor<4>, Option<Bf16Kernel>) -> Result<Tensor<4>, Tensor<4>>;
+
+/// `t` rounded to the nearest bf16 values (kept as f32).
+fn round_bf16<const D: usize>(t: Tensor<D>) -> Tensor<D> {
+    let (dims, dev) = (t.dims(), t.device());
+    let v: Vec<f32> = t.into_data().try_to_vec::<f32>().expect("f32");
+    let v = v.into_iter().map(|x| from_bf16(to_bf16(x))).collect();
+    Tensor::from_data(TensorData::new(v, dims), &dev)
+}
+
+/// Output, input gradient and weight gradient of `op` at `kernel`, for the weighted sum of
+/// the output with weights `wts`.
+fn half_run(
+    op: HalfOp,
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    wts: &Tensor<4>,
+    kernel: Option<Bf16Kernel>,
+) -> [Tensor<4>; 3] {
+    let x = x.clone().require_grad();
+    let y = op(conv, x.clone(), kernel).expect("applies");
+    let g = (y.clone() * wts.clone()).sum().backward();
+    let dx = x.grad(&g).expect("dx");
+    let dw = conv.weight.val().grad(&g).expect("dw");
+    [y.inner(), dx, dw]
+}
+
+/// The bf16 products against the f32 ones, on every bf16 kernel this CPU has (the emulated
+/// one everywhere, AVX512-BF16 and AMX where present): with input, weight and output
+/// gradient already bf16 values, every product of two operands is exact in f32, so the
+/// results equal the f32 op's within f32 summation order (1e-5 of the largest value), which
+/// checks every packing, transpose and block; on arbitrary f32 data they stay within
+/// bf16's rounding (3e-2 of the largest value: 8 significant bits per operand).
+fn assert_half_matches_f32(op: HalfOp, conv: &Conv2d, shape: [usize; 4], what: &str) {
+    let dev = conv.weight.val().device();
+    let rounded = Conv2d {
+        weight: burn::module::Param::from_tensor(round_bf16(conv.weight.val())),
+        ..conv.clone()
+    };
+    let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+    let y_dims = op(conv, x.clone(), None).expect("applies").dims();
+    let wts = Tensor::<4>::random(y_dims, Distribution::Normal(0.0, 1.0), &dev);
+    for (conv, x, wts, tol, data) in [
+        (
+            &rounded,
+            round_bf16(x.clone()),
+            round_bf16(wts.clone()),
+            1e-5,
+            "bf16 values",
+        ),
+        (conv, x, wts, 3e-2, "f32 values"),
+    ] {
+        let reference = half_run(op, conv, &x, &wts, None);
+        for kernel in Bf16Kernel::ALL.into_iter().filter(|k| k.available()) {
+            let ours = half_run(op, conv, &x, &wts, Some(kernel));
+            for ((name, a), b) in ["output", "input grad", "weight grad"]
+                .iter()
+                .zip(ours)
+                .zip(reference.clone())
+            {
+                let d = max_rel_diff(a, b);
+                assert!(d < tol, "{name} {what}, {data}, {}: {d}", kernel.name());
+                // On f32 data the operands were rounded: the bf16 path ran, not the f32 one.
+                assert!(
+                    tol < 1e-3 || d > 1e-6,
+                    "{name} {what}, {}: equal to f32 ({d})",
+                    kernel.name()
+                );
+            }
+        }
+    }
+}
+
+/// 1x1 and dense convolutions with bf16 products (`--dtype bf16` training): maps wider than
+/// one block of the weight gradient's pixels (512), 1x1 maps, strides, TF's SAME padding.
+#[test]
+fn half_products_match_f32_products() {
+    let dev = Device::flex().autodiff();
+    let conv = |c_in, c_out, k, s, pad: PaddingConfig2d| {
+        Conv2dConfig::new([c_in, c_out], [k, k])
+            .with_stride([s, s])
+            .with_padding(pad)
+            .with_bias(false)
+            .init(&dev)
+    };
+    for (c_in, c_out, h, w) in [(8, 24, 5, 7), (24, 8, 1, 1), (16, 40, 30, 25)] {
+        let what = format!("1x1 {c_in}->{c_out} {h}x{w}");
+        let c = conv(c_in, c_out, 1, 1, PaddingConfig2d::Valid);
+        assert_half_matches_f32(pointwise_in, &c, [3, c_in, h, w], &what);
+    }
+    for (c_in, c_out, k, s, pad, h, w) in [
+        (4, 6, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 7, 6),
+        (3, 4, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 12, 11),
+        (6, 10, 1, 2, PaddingConfig2d::Valid, 7, 8),
+        (3, 5, 3, 2, PaddingConfig2d::Same, 10, 9),
+        (1, 8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 2, 2),
+        (5, 33, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 30, 25),
+    ] {
+        let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
+        let c = conv(c_in, c_out, k, s, pad.clone());
+        assert_half_matches_f32(dense_in, &c, [3, c_in, h, w], &what);
+    }
+}
+
+/// With bf16 products too, the gradients are the same bits on 1 and 3 threads.
+#[test]
+fn half_gradients_do_not_depend_on_threads() {
+    let dev = Device::flex().autodiff();
+    let kernel = Bf16Kernel::detect().unwrap_or(Bf16Kernel::Emulated);
+    let x = Tensor::<4>::random([5, 16, 27, 23], Distribution::Normal(0.0, 1.0), &dev);
+    let pw = Conv2dConfig::new([16, 40], [1, 1])
+        .with_bias(false)
+        .init(&dev);
+    let dn = Conv2dConfig::new([16, 24], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&dev);
+    for (op, conv) in [(pointwise_in as HalfOp, &pw), (dense_in, &dn)] {
+        let run = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            pool.install(|| {
+                let x = x.clone().require_grad();
+                let y = op(conv, x.clone(), Some(kernel)).expect("applies");
+                let g = (y.clone() * y).sum().backward();
+                let dx = x.grad(&g).expect("dx").into_data();
+                let dw = conv.weight.val().grad(&g).expect("dw").into_data();
+                (dx, dw)
+            })
+        };
+        assert_eq!(run(1), run(3), "{}", kernel.name());
     }
 }
