@@ -106,9 +106,9 @@ models="$(for ms in $MEMBERS; do finished "$W/${ms%%:*}/seed-${ms##*:}" && echo 
   sort -u | paste -sd,)"
 RAYON_NUM_THREADS="$T" record "$BIN" bench --backend flex --model "$models" --img-size 56 \
   --in-chans 1 --num-classes 10 --batch 1,2,4,8,16,32 --json > "$W/live/costs.json"
-best="$(python3 -c 'import json,sys
-rows=[json.load(open(f)) for f in sys.argv[1:]]
-print(max(rows,key=lambda r:r["top1"])["name"])' "$W"/caches/holdout/*.json)"
+best="$(python3 -c 'import json,os,sys
+print(os.path.basename(max(sys.argv[1:],key=lambda f:json.load(open(f))["top1"]))[:-5])' \
+  "$W"/caches/holdout/*.json)"
 m="mobilenetv2_${best%-s*}"; s="${best##*-s}"
 for i in $(seq "${RUNS:-3}"); do
   RAYON_NUM_THREADS="$T" record "$BIN" cascade --backend flex --data "$DATA/test" --json \
