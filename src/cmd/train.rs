@@ -96,7 +96,7 @@ pub struct Args {
     /// accumulation; weights, gradients and optimiser state stay f32) on flex where the CPU
     /// has AMX or AVX512-BF16 (f32 elsewhere, with a warning).
     #[arg(long)]
-    dtype: Option<committee_ops::precision::Dtype>,
+    dtype: Option<Dtype>,
     /// Print the final metrics as JSON.
     #[arg(long)]
     json: bool,
@@ -149,11 +149,7 @@ fn config(a: &Args) -> Result<TrainConfig> {
 pub fn run(a: Args) -> Result<()> {
     let base = config(&a)?;
     let sel = device(a.backend)?;
-    let dtype = match base.dtype {
-        TrainDtype::F32 => Dtype::F32,
-        TrainDtype::Bf16 => Dtype::Bf16,
-    };
-    crate::util::precision(dtype, &sel)?;
+    crate::util::precision(base.dtype.into(), &sel)?;
     let runs: Vec<(TrainConfig, PathBuf)> = if a.seeds.is_empty() {
         vec![(base, a.out.clone())]
     } else {

@@ -38,12 +38,12 @@ pub enum TrainDtype {
     Bf16,
 }
 
-impl std::fmt::Display for TrainDtype {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::F32 => "f32",
-            Self::Bf16 => "bf16",
-        })
+impl From<TrainDtype> for committee_ops::precision::Dtype {
+    fn from(d: TrainDtype) -> Self {
+        match d {
+            TrainDtype::F32 => Self::F32,
+            TrainDtype::Bf16 => Self::Bf16,
+        }
     }
 }
 

@@ -202,20 +202,7 @@ fn gradients_do_not_depend_on_threads() {
         .with_bias(false)
         .init(&dev);
     let x = Tensor::<4>::random([9, 16, 13, 13], Distribution::Normal(0.0, 1.0), &dev);
-    let grads = |op: ConvOp, conv: &Conv2d, threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool");
-        pool.install(|| {
-            let x = x.clone().require_grad();
-            let y = op(conv, x.clone()).expect("kernel applies");
-            let g = (y.clone() * y).sum().backward();
-            let dx = x.grad(&g).expect("dx").into_data();
-            let dw = conv.weight.val().grad(&g).expect("dw").into_data();
-            (dx, dw)
-        })
-    };
+    let grads = |op: ConvOp, conv: &Conv2d, threads| grads_on_threads(&op, conv, &x, threads);
     let pw = Conv2dConfig::new([16, 40], [1, 1])
         .with_bias(false)
         .init(&dev);
@@ -229,6 +216,27 @@ fn gradients_do_not_depend_on_threads() {
         assert_eq!(dx1, dx3);
         assert_eq!(dw1, dw3);
     }
+}
+
+/// The input and weight gradients of `sum(op(x)^2)`, computed on a pool of `threads`.
+fn grads_on_threads(
+    op: &(dyn Fn(&Conv2d, Tensor<4>) -> Result<Tensor<4>, Tensor<4>> + Sync),
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    threads: usize,
+) -> (TensorData, TensorData) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    pool.install(|| {
+        let x = x.clone().require_grad();
+        let y = op(conv, x.clone()).expect("kernel applies");
+        let g = (y.clone() * y).sum().backward();
+        let dx = x.grad(&g).expect("dx").into_data();
+        let dw = conv.weight.val().grad(&g).expect("dw").into_data();
+        (dx, dw)
+    })
 }
 
 /// Layers the op does not handle go back untouched: with bias, dense, outside autodiff.
@@ -488,20 +496,8 @@ fn half_gradients_do_not_depend_on_threads() {
         .with_bias(false)
         .init(&dev);
     for (op, conv) in [(pointwise_in as HalfOp, &pw), (dense_in, &dn)] {
-        let run = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
-            pool.install(|| {
-                let x = x.clone().require_grad();
-                let y = op(conv, x.clone(), Some(kernel)).expect("applies");
-                let g = (y.clone() * y).sum().backward();
-                let dx = x.grad(&g).expect("dx").into_data();
-                let dw = conv.weight.val().grad(&g).expect("dw").into_data();
-                (dx, dw)
-            })
-        };
+        let half = |c: &Conv2d, x| op(c, x, Some(kernel));
+        let run = |threads| grads_on_threads(&half, conv, &x, threads);
         assert_eq!(run(1), run(3), "{}", kernel.name());
     }
 }
