@@ -205,6 +205,10 @@ pub struct EnsembleArgs {
     pub dtype: committee_ops::precision::Dtype,
     #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]
     pub batch: usize,
+    /// Live: decoding threads (default: all cores). They run beside the models' threads; on a
+    /// host with few cores fewer of them leave the models more of the CPU.
+    #[arg(long, value_parser = crate::cmd::args::positive)]
+    pub workers: Option<usize>,
     #[arg(long)]
     json: bool,
 }
@@ -245,6 +249,7 @@ pub fn ensemble(mut a: EnsembleArgs) -> Result<()> {
             backend: a.backend,
             dtype: a.dtype,
             batch: a.batch,
+            workers: a.workers,
             baseline: false,
         };
         let e = live::ensemble_logits(&a.member, data, &opts)?;
@@ -320,6 +325,10 @@ pub struct CascadeArgs {
     pub dtype: committee_ops::precision::Dtype,
     #[arg(long, default_value_t = 32, value_parser = crate::cmd::args::positive)]
     pub batch: usize,
+    /// Live: decoding threads (default: all cores). They run beside the models' threads; on a
+    /// host with few cores fewer of them leave the models more of the CPU.
+    #[arg(long, value_parser = crate::cmd::args::positive)]
+    pub workers: Option<usize>,
     /// Live: skip timing the most expensive stage alone (no `speedup_vs_largest`).
     #[arg(long)]
     pub no_baseline: bool,
@@ -412,6 +421,7 @@ pub fn cascade(mut a: CascadeArgs) -> Result<()> {
             backend: a.backend,
             dtype: a.dtype,
             batch: a.batch,
+            workers: a.workers,
             baseline: !a.no_baseline,
         };
         let r = live::cascade(&a.stage, data, spec_of(&a, a.stage.len())?, temps, &opts)?;

@@ -24,6 +24,8 @@ pub struct LiveOptions {
     pub backend: BackendKind,
     pub dtype: committee_ops::precision::Dtype,
     pub batch: usize,
+    /// Decoding threads (`None`: all cores).
+    pub workers: Option<usize>,
     /// Also time the most expensive member alone on the same images.
     pub baseline: bool,
 }
@@ -66,6 +68,7 @@ struct Live {
     stages: Vec<Member>,
     folder: ImageFolder,
     paths: Vec<PathBuf>,
+    workers: usize,
 }
 
 impl Live {
@@ -86,6 +89,7 @@ impl Live {
             stages,
             folder,
             paths,
+            workers: o.workers.unwrap_or_else(num_workers),
         })
     }
 
@@ -101,7 +105,7 @@ impl Live {
             .map(|s| (s.transform.clone(), s.chans))
             .collect();
         let paths = self.paths.clone();
-        loader::load(self.paths.clone(), batch, num_workers(), 2, move |p| {
+        loader::load(self.paths.clone(), batch, self.workers, 2, move |p| {
             let img = decode(p).map_err(|e| e.reason)?;
             Ok(prep
                 .iter()
@@ -191,7 +195,7 @@ pub fn cascade(
             .unwrap_or(0);
         let (t, c) = (stages[big].transform.clone(), stages[big].chans);
         let start = Instant::now();
-        for batch in loader::load(paths, o.batch, num_workers(), 2, move |p| {
+        for batch in loader::load(paths, o.batch, live.workers, 2, move |p| {
             decode(p)
                 .map(|img| t.apply_channels(&img, c))
                 .map_err(|e| e.reason)

@@ -9,6 +9,7 @@
 
 use crate::cpu::bf16::{self, Bf16Kernel, PackedA, PackedB};
 use crate::cpu::isa::Epilogue;
+use rayon::prelude::*;
 
 /// Pixels per block of a weight gradient's inner dimension: a 32-row panel of a block is
 /// 32 KB of bf16, so a block's panels stay in cache while the kernel reads them (a whole
@@ -58,13 +59,26 @@ pub(crate) fn weight_grad_t(
     }
 }
 
-/// The row-major `[rows, cols]` matrix `src` as `[cols, rows]`.
+/// The row-major `[rows, cols]` matrix `src` as `[cols, rows]`, in 32x32 tiles split over
+/// the threads. Why tiles: written element by element, every store of a weight-sized
+/// transpose missed the cache (11 % of a bf16 ResNet-50 step in `perf`).
 pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
     let mut t = vec![0f32; rows * cols];
-    for (r, row) in src[..rows * cols].chunks_exact(cols.max(1)).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            t[c * rows + r] = v;
-        }
+    if rows == 0 || cols == 0 {
+        return t;
     }
+    // Task `b` writes output rows (source columns) `b * T..`, tile by tile along the source rows.
+    t.par_chunks_mut(T * rows).enumerate().for_each(|(b, dst)| {
+        let (c0, width) = (b * T, dst.len() / rows);
+        for r0 in (0..rows).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                let row = &src[r * cols + c0..][..width];
+                for (c, &v) in row.iter().enumerate() {
+                    dst[c * rows + r] = v;
+                }
+            }
+        }
+    });
     t
 }

@@ -1,6 +1,6 @@
 //! Training ops for flex with their own backward passes: depthwise, 1x1 and other dense
 //! convolutions and BatchNorm (the layers of MobileNetV2, EfficientNet and ResNet), and
-//! LayerNorm, GELU and multi-head attention (ViT's).
+//! linear layers, LayerNorm, GELU and multi-head attention (ViT's).
 //!
 //! Why: Burn 0.22 differentiates these generically, and on small maps that is mostly overhead.
 //! A grouped convolution's weight gradient runs one convolution plus a slice and a slice-assign
@@ -42,6 +42,7 @@ mod conv;
 mod depthwise;
 mod half;
 mod layer_norm;
+mod linear;
 mod norm;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,9 @@ pub use conv::{dense, pointwise};
 use conv::{dense_in, pointwise_in};
 pub use depthwise::depthwise;
 pub use layer_norm::layer_norm;
+pub use linear::linear;
+#[cfg(test)]
+use linear::linear_in;
 pub use norm::batch_norm;
 pub use unary::activation;
 
