@@ -114,6 +114,40 @@ impl Isa {
     }
 }
 
+/// `$vis fn $name(args) -> ret` running `$body` (an `#[inline(always)]` function of the same
+/// arguments) compiled for the widest instruction set this CPU has. Why: the crate is built
+/// for baseline x86-64, where plain loops vectorise only 4 lanes wide (SSE); BatchNorm's
+/// training passes ran so. A closure handed to a `target_feature` function is not compiled
+/// with its features (it is not inlined there), so the body must be a named function.
+macro_rules! widest {
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) = $body:path) => {
+        $crate::cpu::isa::widest!($vis fn $name($($arg: $ty),*) -> () = $body);
+    };
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty = $body:path) => {
+        $vis fn $name($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) -> $ret {
+                $body($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            fn avx512($($arg: $ty),*) -> $ret {
+                $body($($arg),*)
+            }
+            match $crate::cpu::isa::Isa::get() {
+                $crate::cpu::isa::Isa::Base => $body($($arg),*),
+                // SAFETY: `Isa::get` chose these only after detecting the features.
+                #[cfg(target_arch = "x86_64")]
+                $crate::cpu::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::cpu::isa::Isa::Avx512 => unsafe { avx512($($arg),*) },
+            }
+        }
+    };
+}
+pub(crate) use widest;
+
 /// `o += a * b`; fused (`mul_add`) only where the CPU has FMA, else libm's slow `fmaf`.
 #[inline(always)]
 pub(crate) fn fma<const FMA: bool>(o: &mut [f32], a: &[f32], b: &[f32]) {

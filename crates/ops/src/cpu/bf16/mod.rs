@@ -155,6 +155,39 @@ impl PackedA {
         PackedA { data, m, k, k_pad }
     }
 
+    /// Packs the transpose of the row-major `[k, m]` matrix in `src` (a weight gradient's
+    /// `X^T`, a backward product's `W^T`) in 32x32 tiles converted straight into place: an
+    /// f32 transpose first cost as much as the packing again and missed the cache on every
+    /// store.
+    pub fn pack_transposed(src: &[f32], m: usize, k: usize) -> PackedA {
+        assert!(src.len() >= m * k, "left operand too short");
+        let (m_pad, k_pad) = (m.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
+        let mut data = vec![0u16; m_pad * k_pad];
+        if m == 0 || k == 0 {
+            return PackedA { data, m, k, k_pad };
+        }
+        // Task `b` owns rows `32 b..` (source columns); a tile holds 32 source rows of them.
+        data.par_chunks_mut(BLOCK * k_pad)
+            .take(m.div_ceil(BLOCK))
+            .enumerate()
+            .for_each(|(b, rows)| {
+                let (i0, w) = (b * BLOCK, (m - b * BLOCK).min(BLOCK));
+                let mut tile = [0u16; BLOCK * BLOCK];
+                for p0 in (0..k).step_by(BLOCK) {
+                    let h = (k - p0).min(BLOCK);
+                    for (pp, t) in tile.chunks_exact_mut(BLOCK).take(h).enumerate() {
+                        convert(&src[(p0 + pp) * m + i0..][..w], &mut t[..w]);
+                    }
+                    for (ii, row) in rows.chunks_exact_mut(k_pad).take(w).enumerate() {
+                        for (pp, v) in row[p0..p0 + h].iter_mut().enumerate() {
+                            *v = tile[pp * BLOCK + ii];
+                        }
+                    }
+                }
+            });
+        PackedA { data, m, k, k_pad }
+    }
+
     pub fn bytes(&self) -> usize {
         self.data.len() * 2
     }
@@ -206,6 +239,47 @@ impl PackedB {
                 }
             },
         );
+        PackedB { data, k, n, k_pad }
+    }
+
+    /// Packs the `[k, n]` matrix whose column `j` is `src[j * ld..][..k]`: the transpose of a
+    /// row-major `[n, k]` matrix (`ld = k`; a backward product's `W^T`), or of columns
+    /// `p0..p0 + k` of a wider one (`&src[p0..]`, `ld` its width; a weight gradient's
+    /// `dY^T`). Each column converts as one contiguous run; gathered element by element
+    /// across rows instead, it was the costliest part of a bf16 weight gradient.
+    pub fn pack_transposed(src: &[f32], k: usize, n: usize, ld: usize) -> PackedB {
+        assert!(ld >= k, "column stride shorter than a column");
+        assert!(
+            n == 0 || src.len() >= (n - 1) * ld + k,
+            "right operand too short"
+        );
+        let (n_pad, k_pad) = (n.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
+        let mut data = vec![0u16; n_pad * k_pad];
+        if n == 0 || k == 0 {
+            return PackedB { data, k, n, k_pad };
+        }
+        // Column block `jb` (16 columns) is one contiguous run of `data` (see `b_offset`):
+        // its columns converted into `cols` (zeros past `k`), then woven pair by pair.
+        data.par_chunks_mut(k_pad * NB)
+            .take(n.div_ceil(NB))
+            .enumerate()
+            .for_each_init(
+                || vec![0u16; NB * k_pad],
+                |cols, (jb, block)| {
+                    let w = (n - jb * NB).min(NB);
+                    for (jj, col) in cols.chunks_exact_mut(k_pad).enumerate() {
+                        match jj < w {
+                            true => convert(&src[(jb * NB + jj) * ld..][..k], &mut col[..k]),
+                            false => col.fill(0),
+                        }
+                    }
+                    for (p, pair) in block.chunks_exact_mut(2 * NB).enumerate() {
+                        for (jj, v) in pair.chunks_exact_mut(2).enumerate() {
+                            v.copy_from_slice(&cols[jj * k_pad + 2 * p..][..2]);
+                        }
+                    }
+                },
+            );
         PackedB { data, k, n, k_pad }
     }
 

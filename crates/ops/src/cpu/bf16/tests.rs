@@ -82,6 +82,39 @@ fn right_operand_interleaves_row_pairs_in_blocks_of_16() {
     );
 }
 
+/// Packing a transpose in place equals packing the f32 transpose, bit for bit, across tile
+/// and block edges; a right operand's columns may also be a window of wider rows.
+#[test]
+fn transposed_packing_matches_packing_the_transpose() {
+    let transpose = |src: &[f32], rows: usize, cols: usize, ld: usize| {
+        let mut t = vec![0f32; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                t[c * rows + r] = src[r * ld + c];
+            }
+        }
+        t
+    };
+    for (rows, cols) in [(1, 1), (3, 5), (31, 33), (40, 70), (64, 17)] {
+        let src = values(rows * cols, (rows * 100 + cols) as u64);
+        // A = src^T: [cols, rows].
+        let a = PackedA::pack_transposed(&src, cols, rows);
+        let want = PackedA::pack(&transpose(&src, rows, cols, cols), cols, rows);
+        assert_eq!((a.m, a.k, a.k_pad), (want.m, want.k, want.k_pad));
+        assert!(a.data == want.data, "A {rows}x{cols}");
+        // B = src^T: [cols, rows], src's rows the columns.
+        let b = PackedB::pack_transposed(&src, cols, rows, cols);
+        let want = PackedB::pack(&transpose(&src, rows, cols, cols), cols, rows);
+        assert!(b.data == want.data, "B {rows}x{cols}");
+        // Columns 2..cols of src only (ld wider than k).
+        if cols > 2 {
+            let b = PackedB::pack_transposed(&src[2..], cols - 2, rows, cols);
+            let want = PackedB::pack(&transpose(&src[2..], rows, cols - 2, cols), cols - 2, rows);
+            assert!(b.data == want.data, "B window {rows}x{cols}");
+        }
+    }
+}
+
 #[test]
 fn products_match_an_f64_reference_on_every_kernel() {
     let shapes = [

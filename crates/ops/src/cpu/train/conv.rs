@@ -301,8 +301,7 @@ impl Backward<Flex, 2> for DenseBackward {
                     .for_each(|(r, row)| d.unfold_tap(img, r, row));
                 let dy = &dys[i * img_out..(i + 1) * img_out];
                 if let Some(kern) = d.half {
-                    // Transposed (dW^T += col dY^T), turned back after the last image.
-                    half::weight_grad_t(kern, &col, dy, [kk, d.c_out, pix], &mut dw, i > 0);
+                    half::weight_grad(kern, &col, dy, [kk, d.c_out, pix], &mut dw, i > 0);
                     continue;
                 }
                 gemm_strided(
@@ -313,9 +312,6 @@ impl Backward<Flex, 2> for DenseBackward {
                     i > 0,
                     gemm::Parallelism::Rayon(0),
                 );
-            }
-            if d.half.is_some() {
-                dw = half::transpose(&dw, kk, d.c_out);
             }
             let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
             grads.register::<Flex>(node.id, dw);
@@ -384,12 +380,11 @@ impl Backward<Flex, 2> for PointwiseBackward {
             let mut dw = vec![0f32; d.c_out * d.c_in];
             for i in 0..d.n {
                 if let Some(kern) = d.half {
-                    // Transposed (dW^T += X dY^T), turned back after the last image.
                     let (x, dy) = (
                         &xs[i * img_in..(i + 1) * img_in],
                         &dys[i * img_out..(i + 1) * img_out],
                     );
-                    half::weight_grad_t(kern, x, dy, [d.c_in, d.c_out, d.hw()], &mut dw, i > 0);
+                    half::weight_grad(kern, x, dy, [d.c_in, d.c_out, d.hw()], &mut dw, i > 0);
                     continue;
                 }
                 gemm_strided(
@@ -400,9 +395,6 @@ impl Backward<Flex, 2> for PointwiseBackward {
                     i > 0,
                     gemm::Parallelism::Rayon(0),
                 );
-            }
-            if d.half.is_some() {
-                dw = half::transpose(&dw, d.c_in, d.c_out);
             }
             let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
             grads.register::<Flex>(node.id, dw);

@@ -132,7 +132,7 @@ impl Lin {
         match half {
             Some(kern) => {
                 let a = PackedA::pack(dy, rows, n);
-                let wt = PackedB::pack(&half::transpose(ws, k, n), n, k);
+                let wt = PackedB::pack_transposed(ws, n, k, n);
                 bf16::gemm(kern, &a, &wt, &mut dx, false, Epilogue::None);
             }
             None => gemm_strided(
@@ -153,7 +153,7 @@ impl Lin {
         let mut dw = vec![0f32; k * n];
         match half {
             Some(kern) => {
-                let xt = PackedA::pack(&half::transpose(xs, rows, k), k, rows);
+                let xt = PackedA::pack_transposed(xs, k, rows);
                 let b = PackedB::pack(dy, rows, n);
                 bf16::gemm(kern, &xt, &b, &mut dw, false, Epilogue::None);
             }

@@ -54,12 +54,9 @@ pub fn batch_norm(
         .map(|ch| {
             let planes = || (0..n).map(|i| &xs[(i * c + ch) * d.hw()..][..d.hw()]);
             let count = (n * d.hw()) as f64;
-            let mean = planes().map(|p| sum8(p, p, |v, _| v) as f64).sum::<f64>() / count;
+            let mean = planes().map(|p| plane_sum(p) as f64).sum::<f64>() / count;
             let m = mean as f32;
-            let var = planes()
-                .map(|p| sum8(p, p, |v, _| (v - m) * (v - m)) as f64)
-                .sum::<f64>()
-                / count;
+            let var = planes().map(|p| plane_sq_dev(p, m) as f64).sum::<f64>() / count;
             (mean, var)
         })
         .collect();
@@ -82,9 +79,7 @@ pub fn batch_norm(
         None => {
             let y = preloaded(xs.len(), d.hw(), |p, y| {
                 let (scale, shift, x) = affine(p);
-                for (y, &v) in y.iter_mut().zip(x) {
-                    y.write(v * scale + shift);
-                }
+                affine_plane(x, y, scale, shift);
             });
             (y, None)
         }
@@ -137,6 +132,94 @@ pub(crate) fn sum8(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().sum()
 }
 
+crate::cpu::isa::widest!(fn plane_sum(p: &[f32]) -> f32 = plane_sum_body);
+crate::cpu::isa::widest!(fn plane_sq_dev(p: &[f32], m: f32) -> f32 = plane_sq_dev_body);
+crate::cpu::isa::widest!(
+    fn affine_plane(x: &[f32], y: &mut [MaybeUninit<f32>], scale: f32, shift: f32) =
+        affine_plane_body
+);
+crate::cpu::isa::widest!(
+    fn grad_sums(dy: &[f32], slope: Option<&[f32]>, x: &[f32], m: f32, buf: &mut Vec<f32>)
+        -> (f32, f32) = grad_sums_body
+);
+crate::cpu::isa::widest!(
+    fn input_grad_plane(
+        dx: &mut [MaybeUninit<f32>],
+        dy: &[f32],
+        slope: Option<&[f32]>,
+        x: &[f32],
+        c: [f32; 5],
+    ) = input_grad_plane_body
+);
+
+/// A plane's sum.
+#[inline(always)]
+fn plane_sum_body(p: &[f32]) -> f32 {
+    sum8(p, p, |v, _| v)
+}
+
+/// A plane's sum of squared deviations from `m`.
+#[inline(always)]
+fn plane_sq_dev_body(p: &[f32], m: f32) -> f32 {
+    sum8(p, p, |v, _| (v - m) * (v - m))
+}
+
+/// `y = x * scale + shift`.
+#[inline(always)]
+fn affine_plane_body(x: &[f32], y: &mut [MaybeUninit<f32>], scale: f32, shift: f32) {
+    for (y, &v) in y.iter_mut().zip(x) {
+        y.write(v * scale + shift);
+    }
+}
+
+/// A plane's `sum(dz)` and `sum(dz * (x - m))` for `dz = dy * slope` (or `dy`), `dz` formed
+/// in `buf`.
+#[inline(always)]
+fn grad_sums_body(
+    dy: &[f32],
+    slope: Option<&[f32]>,
+    x: &[f32],
+    m: f32,
+    buf: &mut Vec<f32>,
+) -> (f32, f32) {
+    let dz = match slope {
+        Some(sl) => {
+            buf.clear();
+            buf.resize(dy.len(), 0.0);
+            for ((o, &g), &s) in buf.iter_mut().zip(dy).zip(sl) {
+                *o = g * s;
+            }
+            &buf[..]
+        }
+        None => dy,
+    };
+    (sum8(dz, dz, |g, _| g), sum8(dz, x, |g, v| g * (v - m)))
+}
+
+/// A plane of `dx = k (dz - mean(dz) - (x - m) s mean(dz xhat))`, `c = [k, mean(dz),
+/// mean(dz xhat), m, s]`.
+#[inline(always)]
+fn input_grad_plane_body(
+    dx: &mut [MaybeUninit<f32>],
+    dy: &[f32],
+    slope: Option<&[f32]>,
+    x: &[f32],
+    [k, mdy, mdyx, m, s]: [f32; 5],
+) {
+    match slope {
+        Some(sl) => {
+            for (((o, &g), &a), &v) in dx.iter_mut().zip(dy).zip(sl).zip(x) {
+                o.write(k * (g * a - mdy - (v - m) * s * mdyx));
+            }
+        }
+        None => {
+            for ((o, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
+                o.write(k * (g - mdy - (v - m) * s * mdyx));
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(crate) struct Norm {
     pub(crate) n: usize,
@@ -184,19 +267,10 @@ impl Backward<Flex, 3> for NormBackward {
                 let (m, s) = (st.mean[ch], st.invstd[ch]);
                 (0..d.n).fold((0.0, 0.0), |(a, b), i| {
                     let at = (i * d.c + ch) * d.hw();
-                    let dy = &dys[at..at + d.hw()];
-                    let dz = match slope {
-                        Some(sl) => {
-                            buf.clear();
-                            buf.extend(dy.iter().zip(&sl[at..at + d.hw()]).map(|(g, s)| g * s));
-                            &buf[..]
-                        }
-                        None => dy,
-                    };
-                    let x = &xs[at..at + d.hw()];
-                    let pa = sum8(dz, dz, |g, _| g) as f64;
-                    let pb = sum8(dz, x, |g, v| g * (v - m)) as f64 * s as f64;
-                    (a + pa, b + pb)
+                    let sl = slope.map(|sl| &sl[at..at + d.hw()]);
+                    let (x, dy) = (&xs[at..at + d.hw()], &dys[at..at + d.hw()]);
+                    let (pa, pb) = grad_sums(dy, sl, x, m, buf);
+                    (a + pa as f64, b + pb as f64 * s as f64)
                 })
             })
             .collect();
@@ -209,21 +283,9 @@ impl Backward<Flex, 3> for NormBackward {
                 let mdy = sums[ch].0 as f32 / count;
                 let mdyx = sums[ch].1 as f32 / count;
                 let at = p * d.hw();
-                let x = &xs[at..at + d.hw()];
-                let dy = &dys[at..at + d.hw()];
-                match slope {
-                    Some(sl) => {
-                        let sl = &sl[at..at + d.hw()];
-                        for (((o, &g), &a), &v) in dx.iter_mut().zip(dy).zip(sl).zip(x) {
-                            o.write(k * (g * a - mdy - (v - m) * s * mdyx));
-                        }
-                    }
-                    None => {
-                        for ((o, &g), &v) in dx.iter_mut().zip(dy).zip(x) {
-                            o.write(k * (g - mdy - (v - m) * s * mdyx));
-                        }
-                    }
-                }
+                let (x, dy) = (&xs[at..at + d.hw()], &dys[at..at + d.hw()]);
+                let sl = slope.map(|sl| &sl[at..at + d.hw()]);
+                input_grad_plane(dx, dy, sl, x, [k, mdy, mdyx, m, s]);
             });
             grads.register::<Flex>(
                 node.id,
