@@ -99,13 +99,14 @@ fi
 
 # Live: the searched committee and the most accurate single member (on holdout) run on test/,
 # alternated RUNS times, so the wall-time speed-up is measured side by side. First a cost table
-# of the members' architectures (random weights, 1 channel, 10 classes, batch 1-32) so that
+# of the members' architectures (random weights, 1 channel, 10 classes, every batch 1-32) so that
 # each live cascade also reports its forward time against the one the table predicts.
 T="${THREADS:-2}"
 models="$(for ms in $MEMBERS; do finished "$W/${ms%%:*}/seed-${ms##*:}" && echo "${ms%%:*}"; done |
   sort -u | paste -sd,)"
 RAYON_NUM_THREADS="$T" record "$BIN" bench --backend flex --model "$models" --img-size 56 \
-  --in-chans 1 --num-classes 10 --batch 1,2,4,8,16,32 --json > "$W/live/costs.json"
+  --in-chans 1 --num-classes 10 --batch "$(seq -s, 1 32)" --warmup 5 --iters 40 --json \
+  > "$W/live/costs.json"
 best="$(python3 -c 'import json,os,sys
 print(os.path.basename(max(sys.argv[1:],key=lambda f:json.load(open(f))["top1"]))[:-5])' \
   "$W"/caches/holdout/*.json)"

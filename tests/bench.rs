@@ -206,3 +206,60 @@ fn flex_kernels_can_be_turned_off_and_bad_arguments_fail() {
         assert!(err.contains(msg), "{err}");
     }
 }
+
+/// `--interleave`: one row per model and batch, models in the order given within each batch,
+/// each marked; GMAC/s per model as in the plain rows (ResNet-18 by hand); `--train` refused.
+#[test]
+fn interleaved_rows_time_each_model_in_turn() {
+    let rows = bench(&[
+        "--model",
+        "resnet18,mobilenetv2_050",
+        "--batch",
+        "1,3",
+        "--img-size",
+        "32",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--interleave",
+    ]);
+    let rows = rows.as_array().expect("an array of rows");
+    let order: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["model"].as_str().unwrap().to_string(),
+                r["batch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, u64)> = [
+        ("resnet18", 1),
+        ("mobilenetv2_050", 1),
+        ("resnet18", 3),
+        ("mobilenetv2_050", 3),
+    ]
+    .iter()
+    .map(|(m, b)| (m.to_string(), *b))
+    .collect();
+    assert_eq!(order, want);
+    for r in rows {
+        assert_eq!(r["interleaved"], true, "{r}");
+        assert!(
+            f(r, "p50_ms") > 0.0 && f(r, "p95_ms") >= f(r, "p50_ms"),
+            "{r}"
+        );
+        if r["model"] == "resnet18" {
+            let got = f(r, "gmacs_per_s") / f(r, "img_per_s");
+            let want = RESNET18_32PX_MACS as f64 / 1e9;
+            assert!((got - want).abs() < 1e-9 * want, "{got} vs {want}");
+        }
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_committee"))
+        .args(["bench", "--model", "resnet18", "--interleave", "--train"])
+        .output()
+        .expect("run committee");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
+}

@@ -64,6 +64,12 @@ pub struct Args {
     /// Also break the forward time down by kind of layer (extra passes, after the timed ones).
     #[arg(long, conflicts_with = "train")]
     profile: bool,
+    /// Time the models in turn, one call each per round (A, B, C, A, B, ...), as the stages
+    /// of a live cascade run: each call finds the caches holding the other models' weights and
+    /// activations, not its own. For cost tables of cascades of small models, where that
+    /// difference shows (docs/committees.md, "Small models").
+    #[arg(long, conflicts_with_all = ["train", "profile"])]
+    interleave: bool,
     /// Drive the kernels from the main thread, as before every command ran on a pool worker
     /// (to time what that change buys; see `util::on_pool`).
     #[arg(long)]
@@ -303,6 +309,9 @@ fn backend_rows(
     a: &Args,
     sel: &committee_ops::backend::Selected,
 ) -> Result<Vec<serde_json::Value>> {
+    if a.interleave {
+        return interleaved_rows(a, sel);
+    }
     let mut rows = Vec::new();
     for name in &a.model {
         let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
@@ -315,26 +324,7 @@ fn backend_rows(
             }
             continue;
         }
-        let opts = CommonOptions {
-            num_classes: a.num_classes,
-            in_chans: a.in_chans,
-            ..Default::default()
-        };
-        let model = match &a.weights {
-            Some(w) => {
-                let opts = LoadOptions {
-                    img_size: Some([img; 2]),
-                    fold_bn: !a.no_fold_bn,
-                    ..Default::default()
-                };
-                load(name, w, &opts, &sel.device)?.model
-            }
-            None => {
-                let m = random_model(&spec, &opts, [img; 2], &sel.device);
-                let m = if a.no_fold_bn { m } else { m.fold_batchnorm() };
-                m.in_precision(&sel.device)
-            }
-        };
+        let model = bench_model(a, name, &spec, img, sel)?;
         let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
         for &b in &a.batch {
             sel.device.memory_cleanup();
@@ -351,6 +341,86 @@ fn backend_rows(
             if a.profile {
                 r["profile"] = profile_forward(a, &model, &x);
             }
+            rows.push(r);
+        }
+    }
+    Ok(rows)
+}
+
+/// `name` at `img` px as the rows time it: `--weights`, or random weights drawn as timm
+/// draws them; BatchNorm folded unless `--no-fold-bn`.
+fn bench_model(
+    a: &Args,
+    name: &str,
+    spec: &registry::ModelSpec,
+    img: usize,
+    sel: &committee_ops::backend::Selected,
+) -> Result<committee_zoo::Model> {
+    Ok(match &a.weights {
+        Some(w) => {
+            let opts = LoadOptions {
+                img_size: Some([img; 2]),
+                fold_bn: !a.no_fold_bn,
+                ..Default::default()
+            };
+            load(name, w, &opts, &sel.device)?.model
+        }
+        None => {
+            let opts = CommonOptions {
+                num_classes: a.num_classes,
+                in_chans: a.in_chans,
+                ..Default::default()
+            };
+            let m = random_model(spec, &opts, [img; 2], &sel.device);
+            let m = if a.no_fold_bn { m } else { m.fold_batchnorm() };
+            m.in_precision(&sel.device)
+        }
+    })
+}
+
+/// `--interleave`: per batch size, every model called once per round in the order given,
+/// each call timed apart; one row per model and batch (marked `"interleaved": true`).
+fn interleaved_rows(
+    a: &Args,
+    sel: &committee_ops::backend::Selected,
+) -> Result<Vec<serde_json::Value>> {
+    let mut models = Vec::new();
+    for name in &a.model {
+        let spec = registry::get(name).with_context(|| format!("unknown model '{name}'"))?;
+        let img = a.img_size.unwrap_or(spec.eval.img_size);
+        let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
+        models.push((name, img, gmacs, bench_model(a, name, &spec, img, sel)?));
+    }
+    let mut rows = Vec::new();
+    for &b in &a.batch {
+        sel.device.memory_cleanup();
+        let inputs: Vec<Tensor<4>> = models
+            .iter()
+            .map(|(_, img, _, _)| {
+                let shape = [b, a.in_chans, *img, *img];
+                Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &sel.device)
+            })
+            .collect();
+        let mut times = vec![Vec::with_capacity(a.iters); models.len()];
+        let mut first = vec![0.0; models.len()];
+        for i in 0..a.warmup + a.iters {
+            for (k, ((_, _, _, model), x)) in models.iter().zip(&inputs).enumerate() {
+                let t0 = Instant::now();
+                let _ = model.forward(x.clone()).into_data();
+                let _ = sel.device.sync();
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                if i == 0 {
+                    first[k] = ms;
+                }
+                if i >= a.warmup {
+                    times[k].push(ms);
+                }
+            }
+        }
+        for (k, (name, img, gmacs, _)) in models.iter().enumerate() {
+            let t = std::mem::take(&mut times[k]);
+            let mut r = row(a, name, b, *img, *gmacs, t, first[k], sel, "forward");
+            r["interleaved"] = json!(true);
             rows.push(r);
         }
     }
