@@ -139,8 +139,8 @@ crate::cpu::isa::widest!(
         affine_plane_body
 );
 crate::cpu::isa::widest!(
-    fn grad_sums(dy: &[f32], slope: Option<&[f32]>, x: &[f32], m: f32, buf: &mut Vec<f32>)
-        -> (f32, f32) = grad_sums_body
+    fn grad_sums(dy: &[f32], slope: Option<&[f32]>, x: &[f32], m: f32) -> (f32, f32) =
+        grad_sums_body
 );
 crate::cpu::isa::widest!(
     fn input_grad_plane(
@@ -172,28 +172,47 @@ fn affine_plane_body(x: &[f32], y: &mut [MaybeUninit<f32>], scale: f32, shift: f
     }
 }
 
-/// A plane's `sum(dz)` and `sum(dz * (x - m))` for `dz = dy * slope` (or `dy`), `dz` formed
-/// in `buf`.
+/// A plane's `sum(dz)` and `sum(dz * (x - m))` for `dz = dy * slope` (or `dy`), in one pass
+/// over 64 lanes (four vectors per sum, so the additions do not wait on each other): each
+/// input read once, where forming `dz` in a buffer and summing twice read the plane three
+/// times. This pass was 8 % of a MobileNetV2 training step at 224 px; the step's speed did not
+/// change measurably (2 cores, Intel Xeon, 2026-12-05), so it is a memory change.
 #[inline(always)]
-fn grad_sums_body(
-    dy: &[f32],
-    slope: Option<&[f32]>,
-    x: &[f32],
-    m: f32,
-    buf: &mut Vec<f32>,
-) -> (f32, f32) {
-    let dz = match slope {
+fn grad_sums_body(dy: &[f32], slope: Option<&[f32]>, x: &[f32], m: f32) -> (f32, f32) {
+    const L: usize = 64;
+    let (mut a, mut b) = ([0f32; L], [0f32; L]);
+    let (dyc, dyt) = dy.as_chunks::<L>();
+    let (xc, xt) = x[..dy.len()].as_chunks::<L>();
+    match slope {
         Some(sl) => {
-            buf.clear();
-            buf.resize(dy.len(), 0.0);
-            for ((o, &g), &s) in buf.iter_mut().zip(dy).zip(sl) {
-                *o = g * s;
+            let (sc, st) = sl[..dy.len()].as_chunks::<L>();
+            for ((g, s), v) in dyc.iter().zip(sc).zip(xc) {
+                for l in 0..L {
+                    let dz = g[l] * s[l];
+                    a[l] += dz;
+                    b[l] += dz * (v[l] - m);
+                }
             }
-            &buf[..]
+            for (l, ((g, s), v)) in dyt.iter().zip(st).zip(xt).enumerate() {
+                let dz = g * s;
+                a[l] += dz;
+                b[l] += dz * (v - m);
+            }
         }
-        None => dy,
-    };
-    (sum8(dz, dz, |g, _| g), sum8(dz, x, |g, v| g * (v - m)))
+        None => {
+            for (g, v) in dyc.iter().zip(xc) {
+                for l in 0..L {
+                    a[l] += g[l];
+                    b[l] += g[l] * (v[l] - m);
+                }
+            }
+            for (l, (g, v)) in dyt.iter().zip(xt).enumerate() {
+                a[l] += g;
+                b[l] += g * (v - m);
+            }
+        }
+    }
+    (a.iter().sum(), b.iter().sum())
 }
 
 /// A plane of `dx = k (dz - mean(dz) - (x - m) s mean(dz xhat))`, `c = [k, mean(dz),
@@ -263,13 +282,13 @@ impl Backward<Flex, 3> for NormBackward {
         // activation, `dz = dy act'(z)`, formed plane by plane where it is read.
         let sums: Vec<(f64, f64)> = (0..d.c)
             .into_par_iter()
-            .map_init(Vec::new, |buf, ch| {
+            .map(|ch| {
                 let (m, s) = (st.mean[ch], st.invstd[ch]);
                 (0..d.n).fold((0.0, 0.0), |(a, b), i| {
                     let at = (i * d.c + ch) * d.hw();
                     let sl = slope.map(|sl| &sl[at..at + d.hw()]);
                     let (x, dy) = (&xs[at..at + d.hw()], &dys[at..at + d.hw()]);
-                    let (pa, pb) = grad_sums(dy, sl, x, m, buf);
+                    let (pa, pb) = grad_sums(dy, sl, x, m);
                     (a + pa as f64, b + pb as f64 * s as f64)
                 })
             })
