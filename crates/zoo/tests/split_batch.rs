@@ -22,8 +22,9 @@ fn split_batch_gives_each_images_own_logits() {
             let spec = registry::get(name).expect("in the registry");
             let model =
                 random_model(&spec, &CommonOptions::default(), [64, 64], &device).fold_batchnorm();
-            // 4 images: 2 per thread; 12: 6 per thread, each run as two pieces of 3.
-            for n in [4, 12] {
+            // 4 images: 2 per thread; 12: 6 per thread, each run as two pieces of 3; 3 and
+            // 5: 1 and 2 per thread, then the last image whole.
+            for n in [4, 12, 3, 5] {
                 let x =
                     Tensor::<4>::random([n, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
                 let one_by_one = Tensor::cat(
@@ -54,9 +55,9 @@ fn split_batch_gives_each_images_own_logits() {
                 let diff: f32 = (model.forward(x) - one_by_one).abs().max().into_scalar();
                 assert!(diff <= 1e-5 * scale.max(1.0), "{name} x{n} forward: {diff}");
             }
-            // 5 images on 2 threads (uneven, and fewer than 4 per thread) stay whole.
-            let odd = Tensor::<4>::zeros([5, 3, 64, 64], &device);
-            assert!(split_batch(odd, |part| model.forward(part)).is_err());
+            // One image on 2 threads stays whole.
+            let one = Tensor::<4>::zeros([1, 3, 64, 64], &device);
+            assert!(split_batch(one, |part| model.forward(part)).is_err());
         }
     });
 }

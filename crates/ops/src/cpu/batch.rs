@@ -4,7 +4,9 @@ use super::*;
 
 /// `f` over `x`'s batch split into one part per thread, each part through `f` on a thread of
 /// its own (a one-thread rayon pool, so every kernel inside runs single-threaded), the
-/// results concatenated; `Err(x)` when it does not apply (see [`images_apart`]).
+/// results concatenated; `Err(x)` when it does not apply (fewer images than threads). When
+/// the images do not divide evenly (see [`images_apart`]), the remainder runs after the
+/// split, whole.
 ///
 /// Why: at batch 8 a MobileNet-style network moves each activation through DRAM between
 /// layers (MobileNetV2's first expansion alone is 38 MB, more than the L3), and its short
@@ -17,7 +19,7 @@ pub fn split_batch(
 ) -> Result<Tensor<2>, Tensor<4>> {
     let threads = rayon::current_num_threads();
     let n = x.dims()[0];
-    if !eligible(Kernel::Batch, &x) || threads < 2 || !images_apart(n, threads) {
+    if !eligible(Kernel::Batch, &x) || threads < 2 || n < threads {
         return Err(x);
     }
     // One one-thread pool per part, made once. Each part is handed to its pool from a
@@ -32,9 +34,17 @@ pub fn split_batch(
     if pools.len() < threads {
         return Err(x);
     }
+    // An uneven batch (3 images on 2 threads): the images that divide evenly split, the rest
+    // after them whole, on all threads. Whole, one thread waited on the other's second image
+    // in every layer: ResNet-50 at batch 3 ran at 18.3 img/s against 28.1 at batch 2.
+    let head = if images_apart(n, threads) { n } else { n - n % threads };
+    let (x, rest) = match head < n {
+        true => (x.clone().narrow(0, 0, head), Some(x.narrow(0, head, n - head))),
+        false => (x, None),
+    };
     let parts: Vec<Tensor<4>> = x.chunk(threads, 0);
     let f = &f;
-    let outs: Vec<Tensor<2>> = std::thread::scope(|scope| {
+    let mut outs: Vec<Tensor<2>> = std::thread::scope(|scope| {
         let running: Vec<_> = parts
             .into_iter()
             .zip(pools)
@@ -48,6 +58,7 @@ pub fn split_batch(
             })
             .collect()
     });
+    outs.extend(rest.map(f));
     Ok(Tensor::cat(outs, 0))
 }
 
