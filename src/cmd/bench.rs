@@ -152,11 +152,8 @@ fn timed<S>(
     let mut times = Vec::with_capacity(a.iters);
     let mut first_ms = 0.0;
     for i in 0..a.warmup + a.iters {
-        let t0 = Instant::now();
-        state = step(state);
-        // A failed sync means the device is gone; the next step reports it.
-        let _ = device.sync();
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let (next, ms) = time_once(device, || step(state));
+        state = next;
         if i == 0 {
             first_ms = ms;
         }
@@ -165,6 +162,15 @@ fn timed<S>(
         }
     }
     (times, first_ms)
+}
+
+/// `f()` and its milliseconds up to the device's `sync` (see [`timed`] for why the sync).
+fn time_once<R>(device: &burn::tensor::Device, f: impl FnOnce() -> R) -> (R, f64) {
+    let t0 = Instant::now();
+    let r = f();
+    // A failed sync means the device is gone; the next call reports it.
+    let _ = device.sync();
+    (r, t0.elapsed().as_secs_f64() * 1e3)
 }
 
 /// Times training steps: forward (BN in train mode), cross-entropy, backward, and an SGD
@@ -405,10 +411,7 @@ fn interleaved_rows(
         let mut first = vec![0.0; models.len()];
         for i in 0..a.warmup + a.iters {
             for (k, ((_, _, _, model), x)) in models.iter().zip(&inputs).enumerate() {
-                let t0 = Instant::now();
-                let _ = model.forward(x.clone()).into_data();
-                let _ = sel.device.sync();
-                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                let (_, ms) = time_once(&sel.device, || model.forward(x.clone()).into_data());
                 if i == 0 {
                     first[k] = ms;
                 }

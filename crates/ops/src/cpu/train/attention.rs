@@ -22,9 +22,7 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
         heads,
         dh: d3 / 3 / heads,
     };
-    let Ok(qkv) = qkv.try_into_primitive::<Ad>() else {
-        unreachable!("device and checkpointing strategy were checked")
-    };
+    let qkv = primitive(qkv);
     let xc = contiguous(qkv.primitive().clone());
     let src = slice(&xc);
     let (probs, outs): (Vec<Vec<f32>>, Vec<Vec<f32>>) = (0..b * heads)

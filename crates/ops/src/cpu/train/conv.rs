@@ -318,7 +318,7 @@ impl Backward<Flex, 2> for DenseBackward {
         }
         if let Some(node) = node_x {
             let mut dx = vec![0f32; d.n * img_in];
-            let wt = d.half.map(|_| half::left_transposed(ws, d.c_out, kk));
+            let wt = d.half.map(|_| PackedA::pack_transposed(ws, kk, d.c_out));
             dx.par_chunks_mut(img_in)
                 .enumerate()
                 .for_each_init(Vec::new, |col, (i, dx)| {
@@ -401,7 +401,9 @@ impl Backward<Flex, 2> for PointwiseBackward {
         }
         if let Some(node) = node_x {
             let mut dx = vec![0f32; d.n * img_in];
-            let wt = d.half.map(|_| half::left_transposed(ws, d.c_out, d.c_in));
+            let wt = d
+                .half
+                .map(|_| PackedA::pack_transposed(ws, d.c_in, d.c_out));
             dx.par_chunks_mut(img_in).enumerate().for_each(|(i, dx)| {
                 if let (Some(kern), Some(wt)) = (d.half, &wt) {
                     let dy = &dys[i * img_out..(i + 1) * img_out];

@@ -15,11 +15,6 @@ use crate::cpu::isa::Epilogue;
 /// 112x112 map would be a 0.8 MB panel).
 const K_BLOCK: usize = 512;
 
-/// The transpose of the row-major `[rows, cols]` matrix `w`, as a left operand `[cols, rows]`.
-pub(crate) fn left_transposed(w: &[f32], rows: usize, cols: usize) -> PackedA {
-    PackedA::pack_transposed(w, cols, rows)
-}
-
 /// `dst [m, n] = a x b` for `a` `[m, k]` and the row-major `[k, n]` matrix `b`.
 pub(crate) fn product(
     kernel: Bf16Kernel,

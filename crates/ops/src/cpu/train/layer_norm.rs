@@ -30,16 +30,7 @@ pub fn layer_norm<const D: usize>(
     if !ok {
         return Err(x);
     }
-    let (Ok(x), Ok(gamma)) = (
-        x.try_into_primitive::<Ad>(),
-        gamma.try_into_primitive::<Ad>(),
-    ) else {
-        unreachable!("device and checkpointing strategy were checked")
-    };
-    let beta = beta.map(|b| match b.try_into_primitive::<Ad>() {
-        Ok(b) => b,
-        Err(_) => unreachable!("device and checkpointing strategy were checked"),
-    });
+    let (x, gamma, beta) = (primitive(x), primitive(gamma), beta.map(primitive));
     let xc = contiguous(x.primitive().clone());
     let shape = xc.layout().shape().clone();
     let g = slice(&contiguous(gamma.primitive().clone())).to_vec();

@@ -44,16 +44,7 @@ pub(crate) fn linear_in<const D: usize>(
         n,
         half,
     };
-    let (Ok(x), Ok(w)) = (
-        x.try_into_primitive::<Ad>(),
-        weight.try_into_primitive::<Ad>(),
-    ) else {
-        unreachable!("device and checkpointing strategy were checked")
-    };
-    let b = bias.map(|b| match b.try_into_primitive::<Ad>() {
-        Ok(b) => b,
-        Err(_) => unreachable!("device and checkpointing strategy were checked"),
-    });
+    let (x, w, b) = (primitive(x), primitive(weight), bias.map(primitive));
     let xc = contiguous(x.primitive().clone());
     let wc = contiguous(w.primitive().clone());
     let bias_vals = b

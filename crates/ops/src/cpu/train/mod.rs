@@ -95,12 +95,16 @@ pub(crate) fn operands(
     if weight.device() != x.device() || weight.dtype() != DType::F32 {
         return Err(x);
     }
-    match (
-        x.try_into_primitive::<Ad>(),
-        weight.try_into_primitive::<Ad>(),
-    ) {
-        (Ok(x), Ok(w)) => Ok((x, w)),
-        _ => unreachable!("device and checkpointing strategy were checked"),
+    Ok((primitive(x), primitive(weight)))
+}
+
+/// `t`, already checked to be an f32 tensor on flex's autodiff device without checkpointing
+/// (by [`applies`], and for parameters by their device matching the input's), as an autodiff
+/// flex primitive.
+pub(crate) fn primitive<const D: usize>(t: Tensor<D>) -> FloatTensor<Ad> {
+    match t.try_into_primitive::<Ad>() {
+        Ok(t) => t,
+        Err(_) => unreachable!("device and checkpointing strategy were checked"),
     }
 }
 

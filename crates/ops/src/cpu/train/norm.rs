@@ -37,13 +37,7 @@ pub fn batch_norm(
         w,
         eps: bn.epsilon,
     };
-    let (Ok(x), Ok(gamma), Ok(beta)) = (
-        x.try_into_primitive::<Ad>(),
-        gamma.try_into_primitive::<Ad>(),
-        beta.try_into_primitive::<Ad>(),
-    ) else {
-        unreachable!("device and checkpointing strategy were checked")
-    };
+    let (x, gamma, beta) = (primitive(x), primitive(gamma), primitive(beta));
     let xc = contiguous(x.primitive().clone());
     let g = slice(&contiguous(gamma.primitive().clone())).to_vec();
     let b = slice(&contiguous(beta.primitive().clone())).to_vec();

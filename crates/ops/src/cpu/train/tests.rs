@@ -203,19 +203,35 @@ fn gradients_do_not_depend_on_threads() {
         .init(&dev);
     let x = Tensor::<4>::random([9, 16, 13, 13], Distribution::Normal(0.0, 1.0), &dev);
     let grads = |op: ConvOp, conv: &Conv2d, threads| grads_on_threads(&op, conv, &x, threads);
-    let pw = Conv2dConfig::new([16, 40], [1, 1])
-        .with_bias(false)
-        .init(&dev);
-    let dn = Conv2dConfig::new([16, 24], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_bias(false)
-        .init(&dev);
+    let (pw, dn) = pointwise_and_dense(&dev);
     for (op, conv) in [(depthwise as ConvOp, &conv), (pointwise, &pw), (dense, &dn)] {
         let (dx1, dw1) = grads(op, conv, 1);
         let (dx3, dw3) = grads(op, conv, 3);
         assert_eq!(dx1, dx3);
         assert_eq!(dw1, dw3);
     }
+}
+
+/// A 1x1 convolution 16 -> 40 and a 3x3 one 16 -> 24 (padded), bias-free: the thread-count
+/// tests' layers.
+fn pointwise_and_dense(dev: &Device) -> (Conv2d, Conv2d) {
+    let pw = Conv2dConfig::new([16, 40], [1, 1])
+        .with_bias(false)
+        .init(dev);
+    let dn = Conv2dConfig::new([16, 24], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(dev);
+    (pw, dn)
+}
+
+/// `f()` on a rayon pool of `threads` threads (the ops split their work over the pool).
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("pool");
+    pool.install(f)
 }
 
 /// The input and weight gradients of `sum(op(x)^2)`, computed on a pool of `threads`.
@@ -225,11 +241,7 @@ fn grads_on_threads(
     x: &Tensor<4>,
     threads: usize,
 ) -> (TensorData, TensorData) {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .expect("pool");
-    pool.install(|| {
+    on_threads(threads, || {
         let x = x.clone().require_grad();
         let y = op(conv, x.clone()).expect("kernel applies");
         let g = (y.clone() * y).sum().backward();
@@ -309,11 +321,7 @@ fn layer_norm_training_matches_burn() {
         params.extend(ln.beta.as_ref().map(|b| ("beta", b.val())));
         assert_grads_match(&format!("{shape:?}"), &x, &params, ours, burn, 1e-5);
         let dgamma = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("pool");
-            pool.install(|| {
+            on_threads(threads, || {
                 let y = layer_norm(&ln, eps, x.clone()).expect("op applies");
                 let g = (y.clone() * y).sum().backward();
                 ln.gamma.val().grad(&g).expect("dgamma").into_data()
@@ -488,13 +496,7 @@ fn half_gradients_do_not_depend_on_threads() {
     let dev = Device::flex().autodiff();
     let kernel = Bf16Kernel::detect().unwrap_or(Bf16Kernel::Emulated);
     let x = Tensor::<4>::random([5, 16, 27, 23], Distribution::Normal(0.0, 1.0), &dev);
-    let pw = Conv2dConfig::new([16, 40], [1, 1])
-        .with_bias(false)
-        .init(&dev);
-    let dn = Conv2dConfig::new([16, 24], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .with_bias(false)
-        .init(&dev);
+    let (pw, dn) = pointwise_and_dense(&dev);
     for (op, conv) in [(pointwise_in as HalfOp, &pw), (dense_in, &dn)] {
         let half = |c: &Conv2d, x| op(c, x, Some(kernel));
         let run = |threads| grads_on_threads(&half, conv, &x, threads);
@@ -579,11 +581,7 @@ fn linear_training_matches_burn() {
         let kernel = Bf16Kernel::detect().unwrap_or(Bf16Kernel::Emulated);
         for half in [None, Some(kernel)] {
             let on = |threads| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .expect("pool");
-                let g = pool.install(|| grads(&ours(half), &lin, &x, &wts));
+                let g = on_threads(threads, || grads(&ours(half), &lin, &x, &wts));
                 g.into_iter().map(|t| t.into_data()).collect::<Vec<_>>()
             };
             assert_eq!(on(1), on(3), "{what} {half:?}");

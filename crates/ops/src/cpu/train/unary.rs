@@ -12,9 +12,7 @@ pub fn activation<const D: usize>(x: Tensor<D>, act: Act) -> Result<Tensor<D>, T
     if !applies(&x) {
         return Err(x);
     }
-    let Ok(x) = x.try_into_primitive::<Ad>() else {
-        unreachable!("device and checkpointing strategy were checked")
-    };
+    let x = primitive(x);
     let xc = contiguous(x.primitive().clone());
     let shape = xc.layout().shape().clone();
     let src = slice(&xc);
