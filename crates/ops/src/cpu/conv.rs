@@ -34,14 +34,9 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
     let (wts, bias, inp) = ops.slices();
     let (k, pix) = (c * kh * kw, oh * ow);
     let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0;
-    let mut out = match bias {
-        Some(b) => preloaded(n * c_out * pix, pix, |i, row| {
-            row.fill(MaybeUninit::new(b[i % c_out]))
-        }),
-        None => vec![0f32; n * c_out * pix],
-    };
     let isa = Isa::get();
-    // bf16 products (`--dtype bf16`): the weight packed once, each image's columns per call.
+    // bf16 products (`--dtype bf16`): the weight packed once, each image's columns per call,
+    // bias and activation applied as each output block is written.
     let half = crate::precision::bf16_kernel().map(|kern| {
         (
             kern,
@@ -53,18 +48,36 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         let plane = &src[ci * h * w..][..h * w];
         im2col_row(plane, r, [h, w], [ow, sh, sw], [ky, kx], [pt, pl]);
     };
+    let len = n * c_out * pix;
     if let Some((kern, wts)) = &half {
         // Each image's columns packed straight from the image (unfolded row pair by row pair
         // when not 1x1), its product split over the threads.
-        for (img, dst) in out.chunks_exact_mut(c_out * pix).enumerate() {
+        let mut out = Vec::with_capacity(len);
+        let bias = bias.map_or(bf16::Bias::None, |b| bf16::Bias::Rows(&b[..c_out]));
+        for (img, dst) in out.spare_capacity_mut()[..len]
+            .chunks_exact_mut(c_out * pix)
+            .enumerate()
+        {
             let src = &inp[img * c * h * w..][..c * h * w];
             let cols = if direct {
                 bf16::PackedB::pack(src, k, pix)
             } else {
                 bf16::PackedB::pack_rows(k, pix, |row, r| unfold(src, row, r))
             };
-            bf16::gemm(*kern, wts, &cols, dst, bias.is_some(), ep);
+            bf16::gemm_into(*kern, wts, &cols, dst, bias, ep);
         }
+        // SAFETY: every image's `c_out * pix` outputs were written by `gemm_into`.
+        unsafe { out.set_len(len) };
+        return Ok(from_flex(FlexTensor::from_data(TensorData::new(
+            out,
+            [n, c_out, oh, ow],
+        ))));
+    }
+    let mut out = match bias {
+        Some(b) => preloaded(len, pix, |i, row| row.fill(MaybeUninit::new(b[i % c_out]))),
+        None => vec![0f32; len],
+    };
+    if direct && images_apart(n, rayon::current_num_threads()) {
     } else if direct && images_apart(n, rayon::current_num_threads()) {
         out.par_chunks_exact_mut(c_out * pix)
             .zip(inp[..n * c * h * w].par_chunks_exact(c * h * w))

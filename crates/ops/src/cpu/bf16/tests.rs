@@ -131,19 +131,45 @@ fn products_match_an_f64_reference_on_every_kernel() {
         for (s, &(m, n, k)) in shapes.iter().enumerate() {
             let a = values(m * k, 2 * s as u64 + 1);
             let b = values(k * n, 2 * s as u64 + 2);
-            let bias = values(n, 99);
+            let (col_bias, row_bias) = (values(n, 99), values(m, 98));
             let (pa, pb) = (PackedA::pack(&a, m, k), PackedB::pack(&b, k, n));
-            for accumulate in [false, true] {
-                let mut dst: Vec<f32> = (0..m * n)
-                    .map(|i| if accumulate { bias[i % n] } else { f32::NAN })
-                    .collect();
-                // With the bias, the ReLU fused into the block write-back too.
-                let ep = if accumulate {
-                    Epilogue::Relu
-                } else {
-                    Epilogue::None
+            // The output starts from: nothing, a running sum (`gemm`'s `accumulate`), a bias
+            // per column (a linear layer) or per row (a convolution), written once.
+            for start in ["none", "sum", "columns", "rows"] {
+                let bias_at = |i: usize, j: usize| match start {
+                    "sum" | "columns" => col_bias[j],
+                    "rows" => row_bias[i],
+                    _ => 0.0,
                 };
-                gemm(kernel, &pa, &pb, &mut dst, accumulate, ep);
+                // With a bias, the ReLU fused into the block write-back too.
+                let ep = if start == "none" {
+                    Epilogue::None
+                } else {
+                    Epilogue::Relu
+                };
+                let dst = match start {
+                    "none" | "sum" => {
+                        let mut dst: Vec<f32> = (0..m * n)
+                            .map(|i| {
+                                if start == "sum" {
+                                    col_bias[i % n]
+                                } else {
+                                    f32::NAN
+                                }
+                            })
+                            .collect();
+                        gemm(kernel, &pa, &pb, &mut dst, start == "sum", ep);
+                        dst
+                    }
+                    _ => {
+                        let bias = match start {
+                            "columns" => Bias::Columns(&col_bias),
+                            _ => Bias::Rows(&row_bias),
+                        };
+                        gemm_new(kernel, &pa, &pb, bias, ep)
+                    }
+                };
+                assert_eq!(dst.len(), m * n);
                 let r = |v: f32| from_bf16(to_bf16(v)) as f64;
                 for i in 0..m {
                     for j in 0..n {
@@ -153,11 +179,9 @@ fn products_match_an_f64_reference_on_every_kernel() {
                             want += t;
                             mag += t.abs();
                         }
-                        if accumulate {
-                            want += bias[j] as f64;
-                            mag += (bias[j] as f64).abs();
-                        }
-                        if accumulate {
+                        want += bias_at(i, j) as f64;
+                        mag += (bias_at(i, j) as f64).abs();
+                        if ep == Epilogue::Relu {
                             want = want.max(0.0);
                         }
                         let got = dst[i * n + j] as f64;
@@ -165,7 +189,7 @@ fn products_match_an_f64_reference_on_every_kernel() {
                         let tol = (k as f64 + 2.0) * f32::EPSILON as f64 * mag + 1e-30;
                         assert!(
                             (got - want).abs() <= tol,
-                            "{} m{m} n{n} k{k} acc {accumulate} [{i},{j}]: {got} vs {want}",
+                            "{} m{m} n{n} k{k} {start} [{i},{j}]: {got} vs {want}",
                             kernel.name()
                         );
                     }

@@ -93,26 +93,25 @@ impl Lin {
     /// `X W (+ b)`.
     fn forward(&self, xs: &[f32], ws: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
         let Lin { rows, k, n, half } = *self;
+        if let Some(kern) = half {
+            let (a, w) = (PackedA::pack(xs, rows, k), PackedB::pack(ws, k, n));
+            let bias = bias.map_or(bf16::Bias::None, |b| bf16::Bias::Columns(&b[..n]));
+            return bf16::gemm_new(kern, &a, &w, bias, Epilogue::None);
+        }
         let mut y = match bias {
             Some(b) => preloaded(rows * n, n, |_, row| {
                 row.write_copy_of_slice(&b[..n]);
             }),
             None => vec![0f32; rows * n],
         };
-        match half {
-            Some(kern) => {
-                let (a, w) = (PackedA::pack(xs, rows, k), PackedB::pack(ws, k, n));
-                bf16::gemm(kern, &a, &w, &mut y, bias.is_some(), Epilogue::None);
-            }
-            None => gemm_strided(
-                [rows, n, k],
-                &mut y,
-                Mat::rows(xs, k),
-                Mat::rows(ws, n),
-                bias.is_some(),
-                gemm::Parallelism::Rayon(0),
-            ),
-        }
+        gemm_strided(
+            [rows, n, k],
+            &mut y,
+            Mat::rows(xs, k),
+            Mat::rows(ws, n),
+            bias.is_some(),
+            gemm::Parallelism::Rayon(0),
+        );
         y
     }
 
