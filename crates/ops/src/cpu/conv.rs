@@ -78,7 +78,6 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         None => vec![0f32; len],
     };
     if direct && images_apart(n, rayon::current_num_threads()) {
-    } else if direct && images_apart(n, rayon::current_num_threads()) {
         out.par_chunks_exact_mut(c_out * pix)
             .zip(inp[..n * c * h * w].par_chunks_exact(c * h * w))
             .for_each(|(dst, src)| {
