@@ -500,17 +500,17 @@ fn finish_row_body(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f
         // SAFETY: `Add::Dst` only for an initialised output (see `run`).
         Add::Dst => {
             for (s, d) in s.iter_mut().zip(d.iter()) {
-                *s = unsafe { d.assume_init() } + *s;
+                *s += unsafe { d.assume_init() };
             }
         }
         Add::Columns(b) => {
             for (s, b) in s.iter_mut().zip(b) {
-                *s = b + *s;
+                *s += b;
             }
         }
         Add::Row(b) => {
             for s in s.iter_mut() {
-                *s = b + *s;
+                *s += b;
             }
         }
     }
