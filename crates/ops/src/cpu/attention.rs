@@ -128,16 +128,15 @@ pub(crate) fn softmax(row: &mut [f32]) {
     let max = row_max(row);
     shift(row, -max);
     Isa::get().epilogue(row, Epilogue::Exp);
-    scale(row, 1.0 / row_sum(row));
+    scale(row, 1.0 / super::train::norm::plane_sum(row));
 }
 
-/// Lanes of the reductions below: with one running value, each step waited on the last
-/// (four cycles per element), and a ViT-B/16 forward spent about half its attention time
-/// in the max and the sum of the score rows.
+/// Lanes of the row max (the sum is BatchNorm's `plane_sum`): with one running value, each
+/// step waited on the last (four cycles per element), and a ViT-B/16 forward spent about
+/// half its attention time in the max and the sum of the score rows.
 const LANES: usize = 16;
 
 crate::cpu::isa::widest!(fn row_max(x: &[f32]) -> f32 = row_max_body);
-crate::cpu::isa::widest!(fn row_sum(x: &[f32]) -> f32 = row_sum_body);
 crate::cpu::isa::widest!(fn shift(x: &mut [f32], by: f32) = shift_body);
 crate::cpu::isa::widest!(fn scale(x: &mut [f32], by: f32) = scale_body);
 
@@ -154,21 +153,6 @@ fn row_max_body(x: &[f32]) -> f32 {
     tail.iter()
         .chain(&acc)
         .fold(f32::NEG_INFINITY, |a, &v| a.max(v))
-}
-
-#[inline(always)]
-fn row_sum_body(x: &[f32]) -> f32 {
-    let mut acc = [0f32; LANES];
-    let (chunks, tail) = x.as_chunks::<LANES>();
-    for c in chunks {
-        for l in 0..LANES {
-            acc[l] += c[l];
-        }
-    }
-    for (a, v) in acc.iter_mut().zip(tail) {
-        *a += v;
-    }
-    acc.iter().sum()
 }
 
 #[inline(always)]

@@ -43,7 +43,7 @@ mod depthwise;
 mod half;
 mod layer_norm;
 mod linear;
-mod norm;
+pub(crate) mod norm;
 #[cfg(test)]
 mod tests;
 mod unary;

@@ -126,7 +126,7 @@ pub(crate) fn sum8(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     acc.iter().sum()
 }
 
-crate::cpu::isa::widest!(fn plane_sum(p: &[f32]) -> f32 = plane_sum_body);
+crate::cpu::isa::widest!(pub(crate) fn plane_sum(p: &[f32]) -> f32 = plane_sum_body);
 crate::cpu::isa::widest!(fn plane_sq_dev(p: &[f32], m: f32) -> f32 = plane_sq_dev_body);
 crate::cpu::isa::widest!(
     fn affine_plane(x: &[f32], y: &mut [MaybeUninit<f32>], scale: f32, shift: f32) =
