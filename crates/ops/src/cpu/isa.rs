@@ -104,7 +104,7 @@ impl Isa {
         scratch: &mut Vec<f32>,
     ) {
         match self {
-            Isa::Base => depthwise_plane::<false>(inp, out, taps, bias, g, ep, scratch),
+            Isa::Base => depthwise_plane::<false, 1>(inp, out, taps, bias, g, ep, scratch),
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { depthwise_plane_avx2(inp, out, taps, bias, g, ep, scratch) },
@@ -266,7 +266,7 @@ pub(crate) fn depthwise_plane_avx2(
     ep: Epilogue,
     scratch: &mut Vec<f32>,
 ) {
-    depthwise_plane::<true>(inp, out, taps, bias, g, ep, scratch)
+    depthwise_plane::<true, 8>(inp, out, taps, bias, g, ep, scratch)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -281,7 +281,7 @@ pub(crate) fn depthwise_plane_avx512(
     ep: Epilogue,
     scratch: &mut Vec<f32>,
 ) {
-    depthwise_plane::<true>(inp, out, taps, bias, g, ep, scratch)
+    depthwise_plane::<true, 16>(inp, out, taps, bias, g, ep, scratch)
 }
 
 /// `a * b + c`, fused where the CPU has FMA (one instruction, one rounding); without it

@@ -264,14 +264,28 @@ fn depthwise_matches_burn_conv() {
         );
         check_conv(depthwise, [6, 6, 6], (k, s, pad), [2, h, w], silu, 1e-5);
     }
-    // Wide maps are left to Burn's kernel (see WIDE).
-    let wide = Conv2dConfig::new([2, 2], [3, 3])
+    // Wide maps (several blocks of `V` columns and a partial one), both stride-2 phase
+    // alignments, a 7x7 kernel.
+    for (k, s, pad, h, w) in [
+        (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 12, 41),
+        (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 11, 70),
+        (3, 2, PaddingConfig2d::Same, 9, 67),
+        (7, 1, PaddingConfig2d::Explicit(3, 3, 3, 3), 10, 35),
+    ] {
+        let relu6 = (
+            Epilogue::Relu6,
+            burn::tensor::activation::relu6::<4> as fn(_) -> _,
+        );
+        check_conv(depthwise, [3, 3, 3], (k, s, pad), [1, h, w], relu6, 1e-5);
+    }
+    // Kernels wider than MAX_K are left to Burn's.
+    let wide = Conv2dConfig::new([2, 2], [MAX_K + 2, MAX_K + 2])
         .with_groups(2)
         .init(&device);
     assert!(
         depthwise(
             &wide,
-            Tensor::<4>::zeros([1, 2, 40, 40], &device),
+            Tensor::<4>::zeros([1, 2, 20, 20], &device),
             Epilogue::None
         )
         .is_err()
@@ -280,4 +294,74 @@ fn depthwise_matches_burn_conv() {
     let dense = Conv2dConfig::new([4, 4], [3, 3]).init(&device);
     let x = Tensor::<4>::zeros([1, 4, 5, 5], &device);
     assert!(depthwise(&dense, x, Epilogue::None).is_err());
+}
+
+/// Every instruction set this CPU has runs the depthwise plane kernel (the model tests reach
+/// only the widest) against an f64 sum written out tap by tap.
+#[test]
+fn depthwise_plane_matches_f64_on_every_isa() {
+    let mut isas = vec![Isa::Base];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            isas.push(Isa::Avx2);
+        }
+        if matches!(Isa::get(), Isa::Avx512) {
+            isas.push(Isa::Avx512);
+        }
+    }
+    // (k, stride, pad top/left, h, w, oh, ow): wide and narrow, both stride-2 alignments.
+    for (k, s, pt, pl, h, w, oh, ow) in [
+        (3, 1, 1, 1, 5, 37, 5, 37),
+        (3, 2, 1, 1, 9, 40, 5, 20),
+        (3, 2, 0, 0, 8, 9, 4, 4),
+        (5, 1, 2, 2, 7, 7, 7, 7),
+        (5, 2, 1, 2, 13, 14, 6, 7),
+        (7, 3, 3, 3, 11, 19, 4, 7),
+    ] {
+        let val = |i: usize| ((i * 7919 % 101) as f32 - 50.0) / 17.0;
+        let inp: Vec<f32> = (0..h * w).map(val).collect();
+        let taps: Vec<f32> = (0..k * k).map(|i| val(i * 13 + 5) / 3.0).collect();
+        let bias = 0.25;
+        let mut want = vec![0f64; oh * ow];
+        for (i, y) in want.iter_mut().enumerate() {
+            let (oy, ox) = (i / ow, i % ow);
+            *y = bias as f64;
+            for (t, &tap) in taps.iter().enumerate() {
+                let iy = (oy * s + t / k) as isize - pt as isize;
+                let ix = (ox * s + t % k) as isize - pl as isize;
+                if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                    *y += tap as f64 * inp[iy as usize * w + ix as usize] as f64;
+                }
+            }
+        }
+        let g = Geometry {
+            h,
+            w,
+            ow,
+            k,
+            s,
+            pt,
+            pl,
+        };
+        for isa in &isas {
+            let mut out = vec![f32::NAN; oh * ow];
+            isa.depthwise_plane(
+                &inp,
+                &mut out,
+                &taps,
+                bias,
+                &g,
+                Epilogue::None,
+                &mut Vec::new(),
+            );
+            let worst = out
+                .iter()
+                .zip(&want)
+                .map(|(&a, &b)| (a as f64 - b).abs())
+                .fold(0f64, f64::max);
+            assert!(worst < 1e-4, "k{k} s{s} {h}x{w}: off by {worst}");
+        }
+    }
 }
