@@ -69,11 +69,13 @@ pub fn split_batch(
     Ok(Tensor::cat(outs, 0))
 }
 
-/// Images a thread takes through the network at once in [`split_batch`]: the batch size
-/// whose activations stayed in cache (batch 8 on 2 threads). A larger part runs as pieces of
-/// at most this many, one after the other; whole, MobileNetV2 at batch 32 ran at half its
-/// batch-8 speed.
-pub(crate) const PIECE: usize = 4;
+/// Images a thread takes through the network at once in [`split_batch`]; a larger part runs
+/// as pieces of at most this many, one after the other. Why one: the fewer images a layer
+/// holds, the more of its activations the next layer finds in cache. Whole, MobileNetV2 at
+/// batch 32 ran at half its batch-8 speed; at batch 8 on 2 threads, pieces of one image
+/// against four ran MobileNetV2 bf16 at 176-203 against 158-163 img/s and EfficientNet-B0 at
+/// 128 against 115-118 (ResNet-50 unchanged within noise; Intel Xeon, 2026-12-06).
+pub(crate) const PIECE: usize = 1;
 
 /// `f` over `part` in pieces of at most [`PIECE`] images, the results concatenated.
 pub(crate) fn in_pieces(
