@@ -46,10 +46,26 @@ pub(super) unsafe fn convert(src: &[f32], dst: &mut [u16]) {
     }
 }
 
+/// `super::weave`: row pair `p` of every column block, 16 columns at a time.
+///
+/// # Safety
+/// As `super::weave`.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn weave(r0: &[f32], r1: Option<&[f32]>, out: *mut u16, p: usize, k_pad: usize) {
+    for (jb, j0) in (0..r0.len()).step_by(NB).enumerate() {
+        let w = (r0.len() - j0).min(NB);
+        // SAFETY: the caller's contract: block `jb`'s row pair `p` is 32 writable elements.
+        unsafe {
+            let dst = std::slice::from_raw_parts_mut(out.add(b_offset(p, jb, k_pad)), 2 * NB);
+            interleave(&r0[j0..j0 + w], r1.map(|r| &r[j0..j0 + w]), dst);
+        }
+    }
+}
+
 /// One packed row pair (see `PackedB`): `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])`,
 /// zeros past `r0.len()` (at most 16) and where `r1` is absent. `out` is 32 long.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(super) unsafe fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
+unsafe fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
     assert!(r0.len() <= NB && out.len() >= 2 * NB);
     let m = ((1u32 << r0.len()) - 1) as u16;
     // SAFETY: masked loads stay inside `r0` / `r1` (`r1` as long as `r0`); `out` holds 32.
