@@ -35,38 +35,51 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
     let (k, pix) = (c * kh * kw, oh * ow);
     let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0;
     let isa = Isa::get();
-    // bf16 products (`--dtype bf16`): the weight packed once, each image's columns per call,
-    // bias and activation applied as each output block is written.
-    let half = crate::precision::bf16_kernel().map(|kern| {
-        (
-            kern,
-            bf16::cache::left(&conv.weight, &wts[..c_out * k], c_out, k),
-        )
-    });
     let unfold = |src: &[f32], row: usize, r: &mut [f32]| {
         let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
         let plane = &src[ci * h * w..][..h * w];
         im2col_row(plane, r, [h, w], [ow, sh, sw], [ky, kx], [pt, pl]);
     };
     let len = n * c_out * pix;
-    if let Some((kern, wts)) = &half {
-        // Each image's columns packed straight from the image (unfolded row pair by row pair
-        // when not 1x1), its product split over the threads.
-        let mut out = Vec::with_capacity(len);
+    // bf16 products (`--dtype bf16`): the weight packed once, each image packed per call,
+    // bias and activation applied as each output block is written.
+    if let Some(kern) = crate::precision::bf16_kernel() {
         let bias = bias.map_or(bf16::Bias::None, |b| bf16::Bias::Rows(&b[..c_out]));
-        for (img, dst) in out.spare_capacity_mut()[..len]
-            .chunks_exact_mut(c_out * pix)
-            .enumerate()
-        {
-            let src = &inp[img * c * h * w..][..c * h * w];
-            let cols = if direct {
-                bf16::PackedB::pack(src, k, pix)
-            } else {
-                bf16::PackedB::pack_rows(k, pix, |row, r| unfold(src, row, r))
-            };
-            bf16::gemm_into(*kern, wts, &cols, dst, bias, ep);
+        let mut out = Vec::with_capacity(len);
+        let images = out.spare_capacity_mut()[..len].chunks_exact_mut(c_out * pix);
+        let image = |img: usize| &inp[img * c * h * w..][..c * h * w];
+        #[cfg(target_arch = "x86_64")]
+        let taps = (kern == bf16::Bf16Kernel::Amx && sh == 1 && sw == 1 && !direct && taps_on())
+            .then(|| bf16::taps::Taps::new(c, [h, w], [kh, kw], [pt, pb, pl, pr]));
+        #[cfg(not(target_arch = "x86_64"))]
+        let taps: Option<()> = None;
+        match taps {
+            // Stride 1 on AMX: each image packed once, padded, the taps read at offsets.
+            #[cfg(target_arch = "x86_64")]
+            Some(t) => {
+                let wts =
+                    bf16::cache::left_taps(&conv.weight, &wts[..c_out * k], c_out, c, kh * kw);
+                for (img, dst) in images.enumerate() {
+                    let padded = bf16::taps::PaddedImage::pack(image(img), &t);
+                    bf16::taps::conv_into(&wts, &padded, &t, dst, bias, ep);
+                }
+            }
+            // Else each image's columns packed straight from the image (unfolded row pair
+            // by row pair when not 1x1), its product split over the threads.
+            _ => {
+                let wts = bf16::cache::left(&conv.weight, &wts[..c_out * k], c_out, k);
+                for (img, dst) in images.enumerate() {
+                    let src = image(img);
+                    let cols = if direct {
+                        bf16::PackedB::pack(src, k, pix)
+                    } else {
+                        bf16::PackedB::pack_rows(k, pix, |row, r| unfold(src, row, r))
+                    };
+                    bf16::gemm_into(kern, &wts, &cols, dst, bias, ep);
+                }
+            }
         }
-        // SAFETY: every image's `c_out * pix` outputs were written by `gemm_into`.
+        // SAFETY: every image's `c_out * pix` outputs were written by the product.
         unsafe { out.set_len(len) };
         return Ok(from_flex(FlexTensor::from_data(TensorData::new(
             out,
@@ -114,6 +127,15 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         out,
         [n, c_out, oh, ow],
     ))))
+}
+
+/// Whether stride-1 bf16 convolutions on AMX read the padded image at each tap's offset
+/// (`bf16::taps`) rather than unfold it; `COMMITTEE_BF16_TAPS=0` unfolds, to time one against
+/// the other.
+#[cfg(target_arch = "x86_64")]
+fn taps_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("COMMITTEE_BF16_TAPS").map_or(true, |v| v != "0"))
 }
 
 /// Whether a batch of `n` 1x1 convolutions runs one image per thread (each a single-threaded

@@ -138,3 +138,89 @@ pub(super) unsafe fn block(
         );
     }
 }
+
+/// `c [32, 32] = sum over taps t of a_t [32, kc_pad] x image[.., j0 + offs[t] ..][.. 32]`: one
+/// output block of a stride-1 convolution (see `super::taps`), the taps accumulated in the
+/// same four tiles. `a` is a 32-row panel of rows `ka` long (tap `t`'s channels at
+/// `t * kc_pad`); `image` holds `kc_pad / 2` channel pairs of `len` interleaved columns.
+///
+/// # Safety
+/// [`available`] is true; `a` holds `32 * ka` elements with `ka >= offs.len() * kc_pad`;
+/// `image` holds `kc_pad / 2 * len * 2` elements and `j0 + 32 + max(offs) <= len`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn block_taps(
+    a: &[u16],
+    ka: usize,
+    kc_pad: usize,
+    image: &[u16],
+    len: usize,
+    j0: usize,
+    offs: &[usize],
+    c: &mut [f32; BLOCK * BLOCK],
+) {
+    assert!(kc_pad.is_multiple_of(32) && a.len() >= BLOCK * ka && ka >= offs.len() * kc_pad);
+    assert!(image.len() >= kc_pad * len && offs.iter().all(|o| j0 + BLOCK + o <= len));
+    configure();
+    // SAFETY: no other code uses tile registers: the accumulators stay put between blocks.
+    unsafe {
+        std::arch::asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+    }
+    if kc_pad > 0 {
+        for (t, &off) in offs.iter().enumerate() {
+            // SAFETY: per step, tiles of rows 0..32 of `a` at columns t * kc_pad + 32 s (32
+            // bf16 each, inside the rows) and of 16 channel pairs of `image` at columns
+            // j0 + off .. + 32 (64 bytes per pair, inside `len`): all asserted above.
+            unsafe {
+                let a0 = a.as_ptr().add(t * kc_pad);
+                let b0 = image.as_ptr().add((j0 + off) * 2);
+                std::arch::asm!(
+                    "2:",
+                    "tileloadd tmm4, [{a0} + {lda}]",
+                    "tileloadd tmm5, [{a1} + {lda}]",
+                    "tileloadd tmm6, [{b0} + {ldb}]",
+                    "tileloadd tmm7, [{b1} + {ldb}]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    "add {a0}, 64",
+                    "add {a1}, 64",
+                    "add {b0}, {bstep}",
+                    "add {b1}, {bstep}",
+                    "dec {steps}",
+                    "jnz 2b",
+                    a0 = inout(reg) a0 => _,
+                    a1 = inout(reg) a0.add(16 * ka) => _,
+                    b0 = inout(reg) b0 => _,
+                    b1 = inout(reg) b0.add(32) => _,
+                    bstep = in(reg) 64 * len,
+                    steps = inout(reg) kc_pad / 32 => _,
+                    lda = in(reg) ka * 2,
+                    ldb = in(reg) len * 4,
+                    options(nostack, readonly),
+                );
+            }
+        }
+    }
+    // SAFETY: the stores write `c`'s 32 x 32 floats (rows of 128 bytes).
+    unsafe {
+        std::arch::asm!(
+            "tilestored [{c} + {ldc}], tmm0",
+            "add {c}, 64",
+            "tilestored [{c} + {ldc}], tmm1",
+            "add {c}, 1984",
+            "tilestored [{c} + {ldc}], tmm2",
+            "add {c}, 64",
+            "tilestored [{c} + {ldc}], tmm3",
+            c = inout(reg) c.as_mut_ptr() => _,
+            ldc = in(reg) BLOCK * 4,
+            options(nostack),
+        );
+    }
+}

@@ -65,7 +65,7 @@ pub(super) unsafe fn weave(r0: &[f32], r1: Option<&[f32]>, out: *mut u16, p: usi
 /// One packed row pair (see `PackedB`): `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])`,
 /// zeros past `r0.len()` (at most 16) and where `r1` is absent. `out` is 32 long.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-unsafe fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
+pub(super) unsafe fn interleave(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
     assert!(r0.len() <= NB && out.len() >= 2 * NB);
     let m = ((1u32 << r0.len()) - 1) as u16;
     // SAFETY: masked loads stay inside `r0` / `r1` (`r1` as long as `r0`); `out` holds 32.

@@ -22,6 +22,7 @@ type Key = (u64, usize, usize);
 #[derive(Default)]
 struct Cache {
     left: HashMap<Key, Arc<PackedA>>,
+    taps: HashMap<Key, Arc<PackedA>>,
     right: HashMap<Key, Arc<PackedB>>,
     bytes: usize,
 }
@@ -84,4 +85,29 @@ pub(crate) fn right<const D: usize>(
 ) -> Arc<PackedB> {
     let pack = || PackedB::pack(data, k, n);
     cached(key(param, data), |c| &mut c.right, pack, PackedB::bytes)
+}
+
+/// `param`'s value, a convolution weight `[m, c, taps]` (row-major, in `data`), as the left
+/// operand of [`super::taps::conv_into`]: row `o` holds tap 0's `c` channels padded to a
+/// multiple of 32, then tap 1's, and so on.
+pub(crate) fn left_taps<const D: usize>(
+    param: &Param<Tensor<D>>,
+    data: &[f32],
+    m: usize,
+    c: usize,
+    taps: usize,
+) -> Arc<PackedA> {
+    let pack = || {
+        let kc_pad = c.div_ceil(32) * 32;
+        let mut rows = vec![0f32; m * taps * kc_pad];
+        for (o, row) in rows.chunks_exact_mut(taps * kc_pad).enumerate() {
+            for (t, tap) in row.chunks_exact_mut(kc_pad).enumerate() {
+                for (ch, v) in tap[..c].iter_mut().enumerate() {
+                    *v = data[(o * c + ch) * taps + t];
+                }
+            }
+        }
+        PackedA::pack(&rows, m, taps * kc_pad)
+    };
+    cached(key(param, data), |c| &mut c.taps, pack, PackedA::bytes)
 }

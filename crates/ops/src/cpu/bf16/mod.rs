@@ -16,6 +16,8 @@ mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub(crate) mod cache;
+#[cfg(target_arch = "x86_64")]
+pub mod taps;
 #[cfg(test)]
 mod tests;
 
@@ -333,6 +335,29 @@ unsafe fn weave(r0: &[f32], r1: Option<&[f32]>, out: *mut u16, p: usize, k_pad: 
             dst[2 * c] = v0;
             dst[2 * c + 1] = v1;
         }
+    }
+}
+
+/// `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])` (0 where `r1` is absent) along a
+/// whole row; past `2 * r0.len()`, up to 30 more elements of `out` may be overwritten with
+/// zeros (so `out` must be that long).
+fn interleave_row(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
+    assert!(
+        out.len() >= r0.len().div_ceil(NB) * 2 * NB,
+        "row too long for its place"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        for (j0, out) in (0..r0.len()).step_by(NB).zip(out.chunks_exact_mut(2 * NB)) {
+            let w = (r0.len() - j0).min(NB);
+            // SAFETY: the features it enables were detected; `out` is 32 long.
+            unsafe { avx512::interleave(&r0[j0..j0 + w], r1.map(|r| &r[j0..j0 + w]), out) };
+        }
+        return;
+    }
+    for (c, v) in r0.iter().enumerate() {
+        out[2 * c] = to_bf16(*v);
+        out[2 * c + 1] = r1.map_or(0, |r| to_bf16(r[c]));
     }
 }
 

@@ -228,3 +228,73 @@ fn bf16_products_are_as_close_to_f32_as_bf16_rounding_allows() {
         }
     }
 }
+
+/// Stride-1 convolutions read at tap offsets from the padded image (`taps`, AMX only) against
+/// an f64 convolution of the same bf16-rounded values, with bias and ReLU: odd channel
+/// counts, asymmetric and no padding, a non-square kernel, maps narrower than a block.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn tap_convolutions_match_an_f64_reference() {
+    use super::taps::{PaddedImage, Taps, conv_into};
+    if !Bf16Kernel::Amx.available() {
+        eprintln!("no AMX on this CPU: the tap kernel is not run");
+        return;
+    }
+    let round = |v: &[f32]| v.iter().map(|x| from_bf16(to_bf16(*x))).collect::<Vec<_>>();
+    // (c, c_out, [kh, kw], [top, bottom, left, right], [h, w])
+    for (c, m, [kh, kw], pads, [h, w]) in [
+        (5, 7, [3, 3], [1, 1, 1, 1], [6, 9]),
+        (40, 33, [3, 3], [0, 2, 1, 0], [10, 7]),
+        (3, 8, [5, 5], [2, 2, 2, 2], [12, 11]),
+        (64, 64, [3, 3], [1, 1, 1, 1], [14, 14]),
+        (33, 16, [1, 3], [0, 0, 1, 1], [4, 40]),
+        (16, 5, [3, 3], [0, 0, 0, 0], [5, 5]),
+    ] {
+        let taps = kh * kw;
+        let x = values(c * h * w, (c * m) as u64);
+        let wt = values(m * c * taps, (c + m) as u64);
+        let bias = values(m, 7);
+        let t = Taps::new(c, [h, w], [kh, kw], pads);
+        let (oh, ow) = (t.oh, t.ow);
+        // The weight packed by tap, as the cache does it.
+        let kc_pad = c.div_ceil(32) * 32;
+        let mut rows = vec![0f32; m * taps * kc_pad];
+        for o in 0..m {
+            for tap in 0..taps {
+                for ch in 0..c {
+                    rows[(o * taps + tap) * kc_pad + ch] = wt[(o * c + ch) * taps + tap];
+                }
+            }
+        }
+        let a = PackedA::pack(&rows, m, taps * kc_pad);
+        let img = PaddedImage::pack(&x, &t);
+        let mut out = vec![MaybeUninit::new(f32::NAN); m * oh * ow];
+        conv_into(&a, &img, &t, &mut out, Bias::Rows(&bias), Epilogue::Relu);
+        let (xr, wr) = (round(&x), round(&wt));
+        let [pt, _, pl, _] = pads;
+        for o in 0..m {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut want = bias[o] as f64;
+                    for ch in 0..c {
+                        for tap in 0..taps {
+                            let iy = (oy + tap / kw) as isize - pt as isize;
+                            let ix = (ox + tap % kw) as isize - pl as isize;
+                            if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                                want += wr[(o * c + ch) * taps + tap] as f64
+                                    * xr[(ch * h + iy as usize) * w + ix as usize] as f64;
+                            }
+                        }
+                    }
+                    // SAFETY: initialised (to NaN, which fails below, where not written).
+                    let got = unsafe { out[(o * oh + oy) * ow + ox].assume_init() } as f64;
+                    let off = (got - want.max(0.0)).abs();
+                    assert!(
+                        off < 1e-4,
+                        "c{c} m{m} {kh}x{kw} {pads:?} {h}x{w} at ({o}, {oy}, {ox}): off by {off}"
+                    );
+                }
+            }
+        }
+    }
+}
