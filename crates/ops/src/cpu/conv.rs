@@ -178,6 +178,14 @@ pub(crate) fn im2col_row(
         let first = lo * sw + kx - pl;
         if sw == 1 {
             out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+        } else if sw == 2 && hi > lo {
+            // Pairwise, so the loop vectorises (a stem's 7x7 taps: one element at a time
+            // through `step_by`); the last element apart, its pair may end past the row.
+            let (body, last) = out[lo..hi].split_at_mut(hi - lo - 1);
+            for (o, p) in body.iter_mut().zip(src[first..].chunks_exact(2)) {
+                *o = p[0];
+            }
+            last[0] = src[first + 2 * (hi - lo - 1)];
         } else {
             for (o, v) in out[lo..hi].iter_mut().zip(src[first..].iter().step_by(sw)) {
                 *o = *v;
