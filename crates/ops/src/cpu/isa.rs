@@ -49,18 +49,6 @@ impl Isa {
         })
     }
 
-    /// `o += a * b`, element-wise.
-    pub(crate) fn fma(self, o: &mut [f32], a: &[f32], b: &[f32]) {
-        match self {
-            Isa::Base => fma::<false>(o, a, b),
-            // SAFETY: `get` chose these only after detecting the features they enable.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { fma_avx2(o, a, b) },
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { fma_avx512(o, a, b) },
-        }
-    }
-
     pub(crate) fn epilogue(self, x: &mut [f32], ep: Epilogue) {
         match self {
             Isa::Base => epilogue::<false>(x, ep),
@@ -154,18 +142,6 @@ pub(crate) fn fma<const FMA: bool>(o: &mut [f32], a: &[f32], b: &[f32]) {
     for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
         *o = madd::<FMA>(a, b, *o);
     }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(crate) fn fma_avx2(o: &mut [f32], a: &[f32], b: &[f32]) {
-    fma::<true>(o, a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-pub(crate) fn fma_avx512(o: &mut [f32], a: &[f32], b: &[f32]) {
-    fma::<true>(o, a, b)
 }
 
 /// [`Isa::affine_act`] for one instruction set: one plain loop per activation, so that each

@@ -33,6 +33,9 @@ fn depthwise_training_matches_burns_conv() {
         (6, 5, 2, PaddingConfig2d::Explicit(2, 2, 2, 2), 11, 10),
         (5, 3, 2, PaddingConfig2d::Same, 8, 9),
         (5, 5, 2, PaddingConfig2d::Same, 7, 6),
+        // More channels and columns than a 16x16 transpose tile, partial tiles both ways.
+        (20, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 18, 19),
+        (18, 3, 2, PaddingConfig2d::Same, 17, 34),
         (4, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 1, 1),
         (4, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 2, 2),
         (4, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 2, 3),
@@ -585,6 +588,37 @@ fn linear_training_matches_burn() {
                 g.into_iter().map(|t| t.into_data()).collect::<Vec<_>>()
             };
             assert_eq!(on(1), on(3), "{what} {half:?}");
+        }
+    }
+}
+
+/// The tiled transpose behind the channels-last layout changes, on strided rows: full 8x8
+/// tiles (in registers where the CPU has AVX2) and partial ones both ways, against the
+/// definition.
+#[test]
+fn transpose_matches_the_definition() {
+    use super::depthwise::transpose;
+    for [rows, cols] in [[1, 1], [8, 8], [3, 17], [19, 8], [21, 34], [64, 5]] {
+        let (src_rs, dst_rs) = (cols + 3, rows + 5);
+        let src: Vec<f32> = (0..rows * src_rs).map(|i| i as f32).collect();
+        let mut dst = vec![f32::NAN; cols * dst_rs];
+        transpose(&src, src_rs, &mut dst, dst_rs, [rows, cols]);
+        for i in 0..rows {
+            for j in 0..cols {
+                assert_eq!(
+                    dst[j * dst_rs + i],
+                    src[i * src_rs + j],
+                    "{rows}x{cols} at {i},{j}"
+                );
+            }
+        }
+        // Nothing written past the rows' ends.
+        for j in 0..cols {
+            assert!(
+                dst[j * dst_rs + rows..][..dst_rs - rows]
+                    .iter()
+                    .all(|v| v.is_nan())
+            );
         }
     }
 }
