@@ -49,7 +49,9 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         let images = out.spare_capacity_mut()[..len].chunks_exact_mut(c_out * pix);
         let image = |img: usize| &inp[img * c * h * w..][..c * h * w];
         #[cfg(target_arch = "x86_64")]
-        let taps = (kern == bf16::Bf16Kernel::Amx && sh == 1 && sw == 1 && !direct && taps_on())
+        let stride_1 = sh == 1 && sw == 1 && h * w > 0;
+        #[cfg(target_arch = "x86_64")]
+        let taps = (kern == bf16::Bf16Kernel::Amx && stride_1 && !direct && taps_on())
             .then(|| bf16::taps::Taps::new(c, [h, w], [kh, kw], [pt, pb, pl, pr]));
         #[cfg(not(target_arch = "x86_64"))]
         let taps: Option<()> = None;
