@@ -22,7 +22,7 @@ pub enum Kernel {
     /// dense convolutions, BatchNorm with the activation after it fused in, activations,
     /// LayerNorm, attention.
     Train,
-    /// A CNN's batch split over the threads, each part through the whole network on one
+    /// A model's batch split over the threads, each part through the whole network on one
     /// thread ([`crate::cpu::split_batch`]).
     Batch,
 }

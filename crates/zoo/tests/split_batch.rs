@@ -1,5 +1,5 @@
-//! A CNN's batch split over the threads (`kernels::split_batch`, on by default on flex) gives
-//! the logits of the images run one by one. ResNet-18 with random weights: random
+//! A batch split over the threads (`kernels::split_batch`, on by default on flex) gives the
+//! logits of the images run one by one. ResNets and a ViT with random weights: random
 //! MobileNetV2 / EfficientNet weights make every image's logits equal (their activations
 //! vanish), so those are checked on timm checkpoints against PyTorch instead
 //! (tests/parity.rs, `parity_flex_batchnorm_folded`).
@@ -18,7 +18,7 @@ fn split_batch_gives_each_images_own_logits() {
         .build()
         .expect("a 2-thread pool");
     pool.install(|| {
-        for name in ["resnet18", "resnet50"] {
+        for name in ["resnet18", "resnet50", "vit_tiny_patch16_224"] {
             let spec = registry::get(name).expect("in the registry");
             let model =
                 random_model(&spec, &CommonOptions::default(), [64, 64], &device).fold_batchnorm();

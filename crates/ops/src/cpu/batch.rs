@@ -1,4 +1,4 @@
-//! A CNN's batch split over the threads.
+//! A model's batch split over the threads.
 
 use super::*;
 
