@@ -86,56 +86,28 @@ pub(super) unsafe fn block(
     c: &mut [f32; BLOCK * BLOCK],
 ) {
     assert!(k_pad.is_multiple_of(32));
-    if k_pad == 0 {
-        c.fill(0.0);
-        return;
-    }
     configure();
-    let lda = k_pad * 2;
-    // SAFETY: tile loads read rows 0..32 of `a` (32 bf16 each step, k_pad/32 steps) and the
-    // tiles of column blocks jb, jb + 1 of `b` (1 KB each step), all inside the
-    // slices (the caller's contract); the stores write `c`'s
-    // 32 x 32 floats (rows of 128 bytes). The caller guarantees AMX is usable.
+    // SAFETY: rows 0..32 of `a` (32 bf16 each step, k_pad/32 steps, rows k_pad apart) and the
+    // tiles of column blocks jb, jb + 1 of `b` (1 KB each step), all inside the slices (the
+    // caller's contract). The caller guarantees AMX is usable.
     unsafe {
-        std::arch::asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "2:",
-            "tileloadd tmm4, [{a0} + {lda}]",
-            "tileloadd tmm5, [{a1} + {lda}]",
-            "tileloadd tmm6, [{b0} + {ldb}]",
-            "tileloadd tmm7, [{b1} + {ldb}]",
-            "tdpbf16ps tmm0, tmm4, tmm6",
-            "tdpbf16ps tmm1, tmm4, tmm7",
-            "tdpbf16ps tmm2, tmm5, tmm6",
-            "tdpbf16ps tmm3, tmm5, tmm7",
-            "add {a0}, 64",
-            "add {a1}, 64",
-            "add {b0}, {bstep}",
-            "add {b1}, {bstep}",
-            "dec {steps}",
-            "jnz 2b",
-            "tilestored [{c} + {ldc}], tmm0",
-            "add {c}, 64",
-            "tilestored [{c} + {ldc}], tmm1",
-            "add {c}, 1984",
-            "tilestored [{c} + {ldc}], tmm2",
-            "add {c}, 64",
-            "tilestored [{c} + {ldc}], tmm3",
-            a0 = inout(reg) a.as_ptr() => _,
-            a1 = inout(reg) a.as_ptr().add(16 * k_pad) => _,
-            b0 = inout(reg) b.as_ptr().add(b_offset(0, jb, k_pad)) => _,
-            b1 = inout(reg) b.as_ptr().add(b_offset(0, jb + 1, k_pad)) => _,
-            bstep = in(reg) 1024usize,
-            steps = inout(reg) k_pad / 32 => _,
-            lda = in(reg) lda,
-            ldb = in(reg) 64usize,
-            c = inout(reg) c.as_mut_ptr() => _,
-            ldc = in(reg) BLOCK * 4,
-            options(nostack),
-        );
+        zero_accumulators();
+        let (a0, b0) = (a.as_ptr(), b.as_ptr().add(b_offset(0, jb, k_pad)));
+        let b1 = b.as_ptr().add(b_offset(0, jb + 1, k_pad));
+        let a = Side {
+            first: a0,
+            second: a0.add(16 * k_pad),
+            stride: k_pad * 2,
+            step: 64,
+        };
+        let b = Side {
+            first: b0,
+            second: b1,
+            stride: 64,
+            step: 1024,
+        };
+        accumulate(a, b, k_pad / 32);
+        store_accumulators(c);
     }
 }
 
@@ -161,7 +133,51 @@ pub(super) unsafe fn block_taps(
     assert!(kc_pad.is_multiple_of(32) && a.len() >= BLOCK * ka && ka >= offs.len() * kc_pad);
     assert!(image.len() >= kc_pad * len && offs.iter().all(|o| j0 + BLOCK + o <= len));
     configure();
-    // SAFETY: no other code uses tile registers: the accumulators stay put between blocks.
+    // SAFETY: per tap and step, tiles of rows 0..32 of `a` at columns t * kc_pad + 32 s (32
+    // bf16 each, inside the rows) and of 16 channel pairs of `image` at columns j0 + off ..
+    // + 32 (64 bytes per pair, inside `len`): all asserted above. AMX is usable (the caller).
+    unsafe {
+        zero_accumulators();
+        for (t, &off) in offs.iter().enumerate() {
+            let (a0, b0) = (
+                a.as_ptr().add(t * kc_pad),
+                image.as_ptr().add((j0 + off) * 2),
+            );
+            let a = Side {
+                first: a0,
+                second: a0.add(16 * ka),
+                stride: ka * 2,
+                step: 64,
+            };
+            let b = Side {
+                first: b0,
+                second: b0.add(32),
+                stride: len * 4,
+                step: 64 * len,
+            };
+            accumulate(a, b, kc_pad / 32);
+        }
+        store_accumulators(c);
+    }
+}
+
+/// Where one operand's two tiles of each step are read: the first and second tile's start,
+/// the bytes between a tile's rows, and the bytes from one step to the next.
+#[derive(Clone, Copy)]
+struct Side {
+    first: *const u16,
+    second: *const u16,
+    stride: usize,
+    step: usize,
+}
+
+/// Zeroes the four accumulator tiles (tmm0-3). No other code uses tile registers, so they
+/// keep their values from one asm block to the next.
+///
+/// # Safety
+/// AMX is usable and this thread's tiles are configured.
+unsafe fn zero_accumulators() {
+    // SAFETY: the caller's contract.
     unsafe {
         std::arch::asm!(
             "tilezero tmm0",
@@ -171,44 +187,55 @@ pub(super) unsafe fn block_taps(
             options(nostack, nomem)
         );
     }
-    if kc_pad > 0 {
-        for (t, &off) in offs.iter().enumerate() {
-            // SAFETY: per step, tiles of rows 0..32 of `a` at columns t * kc_pad + 32 s (32
-            // bf16 each, inside the rows) and of 16 channel pairs of `image` at columns
-            // j0 + off .. + 32 (64 bytes per pair, inside `len`): all asserted above.
-            unsafe {
-                let a0 = a.as_ptr().add(t * kc_pad);
-                let b0 = image.as_ptr().add((j0 + off) * 2);
-                std::arch::asm!(
-                    "2:",
-                    "tileloadd tmm4, [{a0} + {lda}]",
-                    "tileloadd tmm5, [{a1} + {lda}]",
-                    "tileloadd tmm6, [{b0} + {ldb}]",
-                    "tileloadd tmm7, [{b1} + {ldb}]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    "add {a0}, 64",
-                    "add {a1}, 64",
-                    "add {b0}, {bstep}",
-                    "add {b1}, {bstep}",
-                    "dec {steps}",
-                    "jnz 2b",
-                    a0 = inout(reg) a0 => _,
-                    a1 = inout(reg) a0.add(16 * ka) => _,
-                    b0 = inout(reg) b0 => _,
-                    b1 = inout(reg) b0.add(32) => _,
-                    bstep = in(reg) 64 * len,
-                    steps = inout(reg) kc_pad / 32 => _,
-                    lda = in(reg) ka * 2,
-                    ldb = in(reg) len * 4,
-                    options(nostack, readonly),
-                );
-            }
-        }
+}
+
+/// `steps` steps of 32 along k into the accumulators: per step, the tiles of `a` (rows 0-15
+/// and 16-31) times those of `b` (columns 0-15 and 16-31), 2x2.
+///
+/// # Safety
+/// As [`zero_accumulators`]; every tile `a` and `b` describe over `steps` steps is readable.
+unsafe fn accumulate(a: Side, b: Side, steps: usize) {
+    if steps == 0 {
+        return;
     }
-    // SAFETY: the stores write `c`'s 32 x 32 floats (rows of 128 bytes).
+    // SAFETY: the caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "2:",
+            "tileloadd tmm4, [{a0} + {lda}]",
+            "tileloadd tmm5, [{a1} + {lda}]",
+            "tileloadd tmm6, [{b0} + {ldb}]",
+            "tileloadd tmm7, [{b1} + {ldb}]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a0}, {astep}",
+            "add {a1}, {astep}",
+            "add {b0}, {bstep}",
+            "add {b1}, {bstep}",
+            "dec {steps}",
+            "jnz 2b",
+            a0 = inout(reg) a.first => _,
+            a1 = inout(reg) a.second => _,
+            b0 = inout(reg) b.first => _,
+            b1 = inout(reg) b.second => _,
+            astep = in(reg) a.step,
+            bstep = in(reg) b.step,
+            steps = inout(reg) steps => _,
+            lda = in(reg) a.stride,
+            ldb = in(reg) b.stride,
+            options(nostack, readonly),
+        );
+    }
+}
+
+/// Stores the accumulators into `c`'s 32 x 32 floats (rows of 128 bytes).
+///
+/// # Safety
+/// As [`zero_accumulators`].
+unsafe fn store_accumulators(c: &mut [f32; BLOCK * BLOCK]) {
+    // SAFETY: the caller's contract; the stores stay inside `c`.
     unsafe {
         std::arch::asm!(
             "tilestored [{c} + {ldc}], tmm0",
