@@ -499,37 +499,45 @@ unsafe fn run(
         "bf16 kernel {} unavailable",
         kernel.name()
     );
-    let (mb, nb) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
+    let k_pad = a.k_pad;
+    let out = Out(dst);
+    for_each_block(a, n, |i0, pa, j0, c| {
+        block(kernel, pa, &b.data, 2 * (j0 / BLOCK), k_pad, &mut c.0);
+        let (rows, cols) = ((m - i0).min(BLOCK), (n - j0).min(BLOCK));
+        for r in 0..rows {
+            // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n, the
+            // caller's contract) belong to this block, computed by this task alone.
+            let d = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out.get().add((i0 + r) * n + j0).cast::<MaybeUninit<f32>>(),
+                    cols,
+                )
+            };
+            let add = match start {
+                Start::Dst => Add::Dst,
+                Start::Bias(Bias::None) => Add::None,
+                Start::Bias(Bias::Columns(v)) => Add::Columns(&v[j0..j0 + cols]),
+                Start::Bias(Bias::Rows(v)) => Add::Row(v[i0 + r]),
+            };
+            finish_row(&mut c.0[r * BLOCK..][..cols], add, ep, d);
+        }
+    });
+}
+
+/// The 32x32 output blocks of an `[a.m, n]` product, in the tasks [`run`] describes:
+/// `f(i0, panel, j0, c)` computes and writes the block at row `i0`, column `j0`, `panel` being
+/// rows `i0..i0 + 32` of `a` and `c` its task's block buffer.
+fn for_each_block(a: &PackedA, n: usize, f: impl Fn(usize, &[u16], usize, &mut Block) + Sync) {
+    let (mb, nb) = (a.m.div_ceil(BLOCK), n.div_ceil(BLOCK));
     let k_pad = a.k_pad;
     let group = (PANELS_BYTES / (BLOCK * 2 * k_pad.max(1))).clamp(1, nb.max(1));
-    let groups = nb.div_ceil(group);
-    let out = Out(dst);
-    (0..groups * mb).into_par_iter().for_each(|t| {
+    (0..nb.div_ceil(group) * mb).into_par_iter().for_each(|t| {
         let (g, ib) = (t / mb, t % mb);
         let i0 = ib * BLOCK;
-        let pa = &a.data[i0 * k_pad..][..BLOCK * k_pad];
+        let panel = &a.data[i0 * k_pad..][..BLOCK * k_pad];
         let mut c = Block([0f32; BLOCK * BLOCK]);
         for jb in g * group..((g + 1) * group).min(nb) {
-            let j0 = jb * BLOCK;
-            block(kernel, pa, &b.data, 2 * jb, k_pad, &mut c.0);
-            let (rows, cols) = ((m - i0).min(BLOCK), (n - j0).min(BLOCK));
-            for r in 0..rows {
-                // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n, the
-                // caller's contract) belong to this block, computed by this task alone.
-                let d = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        out.get().add((i0 + r) * n + j0).cast::<MaybeUninit<f32>>(),
-                        cols,
-                    )
-                };
-                let add = match start {
-                    Start::Dst => Add::Dst,
-                    Start::Bias(Bias::None) => Add::None,
-                    Start::Bias(Bias::Columns(v)) => Add::Columns(&v[j0..j0 + cols]),
-                    Start::Bias(Bias::Rows(v)) => Add::Row(v[i0 + r]),
-                };
-                finish_row(&mut c.0[r * BLOCK..][..cols], add, ep, d);
-            }
+            f(i0, panel, jb * BLOCK, &mut c);
         }
     });
 }

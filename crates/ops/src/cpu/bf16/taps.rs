@@ -114,48 +114,37 @@ pub fn conv_into(
     assert!(Bf16Kernel::Amx.available(), "AMX unavailable");
     let plane = t.oh * t.ow;
     let n = t.cols();
-    let (mb, nb) = (m.div_ceil(BLOCK), n.div_ceil(BLOCK));
-    let group = (PANELS_BYTES / (BLOCK * 2 * ka.max(1))).clamp(1, nb.max(1));
     let out = Out(dst.as_mut_ptr().cast());
-    (0..nb.div_ceil(group) * mb)
-        .into_par_iter()
-        .for_each(|task| {
-            let (g, ib) = (task / mb, task % mb);
-            let i0 = ib * BLOCK;
-            let pa = &a.data[i0 * ka..][..BLOCK * ka];
-            let mut c = Block([0f32; BLOCK * BLOCK]);
-            for jb in g * group..((g + 1) * group).min(nb) {
-                let j0 = jb * BLOCK;
-                // SAFETY: AMX is available (asserted); the panel holds 32 rows of `ka`, and the
-                // image `len` columns per pair, enough for column `j0 + 31` at every offset.
-                unsafe {
-                    amx::block_taps(pa, ka, t.kc_pad, &img.data, img.len, j0, &t.offs, &mut c.0)
-                };
-                for r in 0..(m - i0).min(BLOCK) {
-                    let add = match bias {
-                        Bias::Rows(v) => Add::Row(v[i0 + r]),
-                        Bias::Columns(_) | Bias::None => Add::None,
+    for_each_block(a, n, |i0, pa, j0, c| {
+        // SAFETY: AMX is available (asserted); the panel holds 32 rows of `ka`, and the image
+        // `len` columns per pair, enough for column `j0 + 31` at every offset.
+        unsafe { amx::block_taps(pa, ka, t.kc_pad, &img.data, img.len, j0, &t.offs, &mut c.0) };
+        let stop = (j0 + BLOCK).min(n);
+        for r in 0..(m - i0).min(BLOCK) {
+            let add = match bias {
+                Bias::Rows(v) => Add::Row(v[i0 + r]),
+                Bias::Columns(_) | Bias::None => Add::None,
+            };
+            // The block's columns, one grid row at a time, the dropped columns skipped.
+            let mut j = j0;
+            while j < stop {
+                let (oy, ox) = (j / t.wp, j % t.wp);
+                let end = stop.min(oy * t.wp + t.ow);
+                if ox < t.ow {
+                    let at = (i0 + r) * plane + oy * t.ow + ox;
+                    // SAFETY: output row i0 + r, pixels of grid row oy from ox: inside `dst`
+                    // (asserted), and only this block writes them.
+                    let d = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.get().add(at).cast::<MaybeUninit<f32>>(),
+                            end - j,
+                        )
                     };
-                    // The block's columns, one grid row at a time, the dropped columns skipped.
-                    let mut j = j0;
-                    while j < (j0 + BLOCK).min(n) {
-                        let (oy, ox) = (j / t.wp, j % t.wp);
-                        let end = (j0 + BLOCK).min(n).min(oy * t.wp + t.ow);
-                        if ox < t.ow {
-                            let at = (i0 + r) * plane + oy * t.ow + ox;
-                            // SAFETY: output row i0 + r, pixels of grid row oy from ox: inside
-                            // `dst` (asserted), and only this block writes them.
-                            let d = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    out.get().add(at).cast::<MaybeUninit<f32>>(),
-                                    end - j,
-                                )
-                            };
-                            finish_row(&mut c.0[r * BLOCK + j - j0..][..end - j], add, ep, d);
-                        }
-                        j = end.max((oy + 1) * t.wp).max(j + 1);
-                    }
+                    finish_row(&mut c.0[r * BLOCK + j - j0..][..end - j], add, ep, d);
                 }
+                // Past the row's outputs: the next grid row.
+                j = (oy + 1) * t.wp;
             }
-        });
+        }
+    });
 }
