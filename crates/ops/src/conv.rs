@@ -44,6 +44,30 @@ pub fn conv2d_act(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Tensor<4> {
     })
 }
 
+/// `act(conv(x) + residual)` as one profile span (a residual block's last convolution, its
+/// shortcut and activation); on flex the dense kernel adds `residual` and applies `act` as it
+/// writes the output, where apart they would be two more passes over it.
+pub fn conv2d_add_act(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    residual: Tensor<4>,
+    act: Option<Act>,
+) -> Tensor<4> {
+    profile::conv_with(conv, x, |x| {
+        let ep = act.map_or(cpu::Epilogue::None, Act::epilogue);
+        match cpu::conv_gemm_add(conv, x, Some(&residual), ep) {
+            Ok(y) => y,
+            Err(x) => {
+                let y = conv2d(conv, x) + residual;
+                match act {
+                    Some(a) => a.apply(y),
+                    None => y,
+                }
+            }
+        }
+    })
+}
+
 /// The CPU inference kernels (depthwise, else dense as a matrix product) with `act` fused;
 /// `Err(x)` hands the input back when neither applies.
 fn fused(conv: &Conv2d, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<4>, Tensor<4>> {

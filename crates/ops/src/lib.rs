@@ -30,7 +30,7 @@ mod testing;
 
 pub use act::Act;
 pub use attention::attention;
-pub use conv::{conv2d, conv2d_act};
+pub use conv::{conv2d, conv2d_act, conv2d_add_act};
 pub use kernel::{Kernel, set_enabled};
 pub use linear::linear;
 pub use norm::{batch_norm, batch_norm_act, layer_norm};

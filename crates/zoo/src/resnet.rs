@@ -13,6 +13,7 @@ use crate::layers::{
     residual_add,
 };
 use crate::options::CommonOptions;
+use committee_ops as ops;
 
 fn relu(x: Tensor<4>) -> Tensor<4> {
     Act::Relu.apply(x)
@@ -111,6 +112,15 @@ impl ResBlock {
             None => x.clone(),
         };
         let y = conv_bn_act(&self.conv1, &self.bn1, f, Act::Relu, x);
+        if f {
+            // Folded (inference): the last convolution adds the shortcut and applies the ReLU
+            // as it writes its output (drop path is the identity at inference).
+            let (last, y) = match &self.conv3 {
+                Some(c3) => (c3, conv_bn_act(&self.conv2, &self.bn2, f, Act::Relu, y)),
+                None => (&self.conv2, y),
+            };
+            return ops::conv2d_add_act(last, y, shortcut, Some(Act::Relu));
+        }
         let y = match (&self.conv3, &self.bn3) {
             (Some(c3), Some(b3)) => conv_bn(
                 c3,

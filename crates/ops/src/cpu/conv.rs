@@ -12,6 +12,20 @@ use super::*;
 /// first unfold the image (`im2col`: one row per (input channel, tap), one column per output
 /// pixel, zeros where the window leaves the padded image).
 pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>, Tensor<4>> {
+    conv_gemm_add(conv, x, None, ep)
+}
+
+/// [`conv_gemm`] with `residual` (the output's shape) added before the activation:
+/// `ep(conv(x) + residual)`, a ResNet block's last convolution, its shortcut and ReLU in one
+/// pass; `Err(x)` also when `residual` is not an eligible tensor of the output's shape. Why:
+/// apart, the addition and the ReLU were two more passes over the block's output (3 % of
+/// ResNet-50's f32 forward).
+pub fn conv_gemm_add(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    residual: Option<&Tensor<4>>,
+    ep: Epilogue,
+) -> Result<Tensor<4>, Tensor<4>> {
     let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
     let [n, c, h, w] = x.dims();
     if !eligible(Kernel::ConvGemm, &x) || conv.groups != 1 || cin_g != c || conv.dilation != [1, 1]
@@ -30,8 +44,19 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
     else {
         return Err(x);
     };
+    let residual = match residual {
+        Some(r) if r.dims() == [n, c_out, oh, ow] && eligible(Kernel::ConvGemm, r) => {
+            Some(eligible_input(r.clone()))
+        }
+        Some(_) => return Err(x),
+        None => None,
+    };
+    let res = residual.as_ref().map(|r| r.storage::<f32>());
     let ops = operands(&conv.weight, conv.bias.as_ref(), x)?;
     let (wts, bias, inp) = ops.slices();
+    // With a residual, a bias of zeros where the layer has none.
+    let zeros = (res.is_some() && bias.is_none()).then(|| vec![0f32; c_out]);
+    let bias = bias.or(zeros.as_deref());
     let (k, pix) = (c * kh * kw, oh * ow);
     let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0;
     let isa = Isa::get();
@@ -44,7 +69,11 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
     // bf16 products (`--dtype bf16`): the weight packed once, each image packed per call,
     // bias and activation applied as each output block is written.
     if let Some(kern) = crate::precision::bf16_kernel() {
-        let bias = bias.map_or(bf16::Bias::None, |b| bf16::Bias::Rows(&b[..c_out]));
+        let bias = |img: usize| match (bias, res) {
+            (Some(b), Some(r)) => bf16::Bias::RowsPlus(&b[..c_out], &r[img * c_out * pix..]),
+            (Some(b), None) => bf16::Bias::Rows(&b[..c_out]),
+            (None, _) => bf16::Bias::None,
+        };
         let mut out = Vec::with_capacity(len);
         let images = out.spare_capacity_mut()[..len].chunks_exact_mut(c_out * pix);
         let image = |img: usize| &inp[img * c * h * w..][..c * h * w];
@@ -63,7 +92,7 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
                     bf16::cache::left_taps(&conv.weight, &wts[..c_out * k], c_out, c, kh * kw);
                 for (img, dst) in images.enumerate() {
                     let padded = bf16::taps::PaddedImage::pack(image(img), &t);
-                    bf16::taps::conv_into(&wts, &padded, &t, dst, bias, ep);
+                    bf16::taps::conv_into(&wts, &padded, &t, dst, bias(img), ep);
                 }
             }
             // Else each image's columns packed straight from the image (unfolded row pair
@@ -77,7 +106,7 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
                     } else {
                         bf16::PackedB::pack_rows(k, pix, |row, r| unfold(src, row, r))
                     };
-                    bf16::gemm_into(kern, &wts, &cols, dst, bias, ep);
+                    bf16::gemm_into(kern, &wts, &cols, dst, bias(img), ep);
                 }
             }
         }
@@ -88,9 +117,15 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
             [n, c_out, oh, ow],
         ))));
     }
-    let mut out = match bias {
-        Some(b) => preloaded(len, pix, |i, row| row.fill(MaybeUninit::new(b[i % c_out]))),
-        None => vec![0f32; len],
+    let mut out = match (bias, res) {
+        (Some(b), Some(r)) => preloaded(len, pix, |i, row| {
+            let b = b[i % c_out];
+            for (d, r) in row.iter_mut().zip(&r[i * pix..][..pix]) {
+                *d = MaybeUninit::new(b + r);
+            }
+        }),
+        (Some(b), None) => preloaded(len, pix, |i, row| row.fill(MaybeUninit::new(b[i % c_out]))),
+        (None, _) => vec![0f32; len],
     };
     if direct && images_apart(n, rayon::current_num_threads()) {
         out.par_chunks_exact_mut(c_out * pix)
@@ -104,31 +139,49 @@ pub fn conv_gemm(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
                 }
             });
     } else {
-        let mut cols = if direct {
-            Vec::new()
-        } else {
-            vec![0f32; k * pix]
-        };
-        for (img, dst) in out.chunks_exact_mut(c_out * pix).enumerate() {
-            let src = &inp[img * c * h * w..][..c * h * w];
-            let rhs: &[f32] = if direct {
-                src
-            } else {
-                cols.par_chunks_mut(pix)
-                    .enumerate()
-                    .for_each(|(row, r)| unfold(src, row, r));
-                &cols
-            };
-            gemm_rows([c_out, pix, k], dst, wts, rhs, bias.is_some());
-            if ep != Epilogue::None {
-                dst.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep));
+        with_scratch(if direct { 0 } else { k * pix }, |cols| {
+            for (img, dst) in out.chunks_exact_mut(c_out * pix).enumerate() {
+                let src = &inp[img * c * h * w..][..c * h * w];
+                let rhs: &[f32] = if direct {
+                    src
+                } else {
+                    cols.par_chunks_mut(pix)
+                        .enumerate()
+                        .for_each(|(row, r)| unfold(src, row, r));
+                    cols
+                };
+                gemm_rows([c_out, pix, k], dst, wts, rhs, bias.is_some());
+                if ep != Epilogue::None {
+                    dst.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep));
+                }
             }
-        }
+        });
     }
     Ok(from_flex(FlexTensor::from_data(TensorData::new(
         out,
         [n, c_out, oh, ow],
     ))))
+}
+
+/// `f` on `len` floats of the calling thread's scratch buffer, kept from call to call (its
+/// contents are whatever the last call left). Why: a fresh zeroed buffer for each unfolded
+/// image (7 MB for ResNet-50's first 3x3 layers) cost a memset and page faults in every call,
+/// ~4 % of ResNet-50's f32 forward. The buffer lives as long as its thread, at the size of the
+/// largest unfolding the thread has done.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    thread_local!(static SCRATCH: std::cell::RefCell<Vec<f32>> = const {
+        std::cell::RefCell::new(Vec::new())
+    });
+    SCRATCH.with(|s| match s.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        // In use further up this thread's stack (a nested call): a buffer of its own.
+        Err(_) => f(&mut vec![0f32; len]),
+    })
 }
 
 /// Whether stride-1 bf16 convolutions on AMX read the padded image at each tap's offset

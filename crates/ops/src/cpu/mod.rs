@@ -37,7 +37,7 @@ pub mod train;
 pub use activation::{activation, relu6_parts, silu_parts};
 pub use attention::attention;
 pub use batch::split_batch;
-pub use conv::conv_gemm;
+pub use conv::{conv_gemm, conv_gemm_add};
 pub use depthwise::depthwise;
 pub use isa::Epilogue;
 pub use linear::linear;

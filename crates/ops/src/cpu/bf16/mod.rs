@@ -396,6 +396,9 @@ pub enum Bias<'a> {
     Columns(&'a [f32]),
     /// `bias[i]` along row `i` (a convolution: rows are output channels).
     Rows(&'a [f32]),
+    /// `bias[i]` along row `i` plus `plus[i * n + j]`: a convolution's bias and a residual
+    /// branch, added before the activation (a ResNet block's last convolution).
+    RowsPlus(&'a [f32], &'a [f32]),
 }
 
 /// `dst [m, n] (row-major) = ep(a x b)`, plus what `dst` holds before `ep` when
@@ -450,6 +453,10 @@ pub fn gemm_into(
     match bias {
         Bias::Columns(v) => assert!(v.len() >= b.n, "bias shorter than a row"),
         Bias::Rows(v) => assert!(v.len() >= a.m, "bias shorter than a column"),
+        Bias::RowsPlus(v, p) => {
+            assert!(v.len() >= a.m, "bias shorter than a column");
+            assert!(p.len() >= a.m * b.n, "residual shorter than the output");
+        }
         Bias::None => {}
     }
     // SAFETY: `dst` holds `m * n` elements (asserted); `Start::Bias` never reads them.
@@ -511,6 +518,9 @@ unsafe fn run(
                 Start::Bias(Bias::None) => Add::None,
                 Start::Bias(Bias::Columns(v)) => Add::Columns(&v[j0..j0 + cols]),
                 Start::Bias(Bias::Rows(v)) => Add::Row(v[i0 + r]),
+                Start::Bias(Bias::RowsPlus(v, p)) => {
+                    Add::RowPlus(v[i0 + r], &p[(i0 + r) * n + j0..][..cols])
+                }
             };
             finish_row(&mut c.0[r * BLOCK..][..cols], add, ep, d);
         }
@@ -543,6 +553,8 @@ enum Add<'a> {
     Dst,
     Columns(&'a [f32]),
     Row(f32),
+    /// A row's bias and its residual.
+    RowPlus(f32, &'a [f32]),
 }
 
 crate::cpu::isa::widest!(
@@ -570,6 +582,11 @@ fn finish_row_body(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f
         Add::Row(b) => {
             for s in s.iter_mut() {
                 *s += b;
+            }
+        }
+        Add::RowPlus(b, p) => {
+            for (s, p) in s.iter_mut().zip(p) {
+                *s += b + p;
             }
         }
     }

@@ -111,6 +111,12 @@ pub fn conv_into(
     let ka = a.k_pad;
     assert_eq!(ka, t.offs.len() * t.kc_pad, "weights packed for other taps");
     assert!(dst.len() >= m * t.oh * t.ow, "output too short");
+    if let Bias::RowsPlus(v, p) = bias {
+        assert!(
+            v.len() >= m && p.len() >= m * t.oh * t.ow,
+            "bias or residual too short"
+        );
+    }
     assert!(Bf16Kernel::Amx.available(), "AMX unavailable");
     let plane = t.oh * t.ow;
     let n = t.cols();
@@ -121,10 +127,6 @@ pub fn conv_into(
         unsafe { amx::block_taps(pa, ka, t.kc_pad, &img.data, img.len, j0, &t.offs, &mut c.0) };
         let stop = (j0 + BLOCK).min(n);
         for r in 0..(m - i0).min(BLOCK) {
-            let add = match bias {
-                Bias::Rows(v) => Add::Row(v[i0 + r]),
-                Bias::Columns(_) | Bias::None => Add::None,
-            };
             // The block's columns, one grid row at a time, the dropped columns skipped.
             let mut j = j0;
             while j < stop {
@@ -132,6 +134,11 @@ pub fn conv_into(
                 let end = stop.min(oy * t.wp + t.ow);
                 if ox < t.ow {
                     let at = (i0 + r) * plane + oy * t.ow + ox;
+                    let add = match bias {
+                        Bias::Rows(v) => Add::Row(v[i0 + r]),
+                        Bias::RowsPlus(v, p) => Add::RowPlus(v[i0 + r], &p[at..][..end - j]),
+                        Bias::Columns(_) | Bias::None => Add::None,
+                    };
                     // SAFETY: output row i0 + r, pixels of grid row oy from ox: inside `dst`
                     // (asserted), and only this block writes them.
                     let d = unsafe {
