@@ -79,19 +79,46 @@ pub fn conv_gemm_add(
         let image = |img: usize| &inp[img * c * h * w..][..c * h * w];
         #[cfg(target_arch = "x86_64")]
         let stride_1 = sh == 1 && sw == 1 && h * w > 0;
+        // A stem (stride 2 over a few channels): as stride 1 over the image's four phases,
+        // whose channels fit one 32-channel tap.
         #[cfg(target_arch = "x86_64")]
-        let taps = (kern == bf16::Bf16Kernel::Amx && stride_1 && !direct && taps_on())
-            .then(|| bf16::taps::Taps::new(c, [h, w], [kh, kw], [pt, pb, pl, pr]));
+        let stem = sh == 2 && sw == 2 && 4 * c <= 32 && kh * kw > 1 && pix > 0;
+        #[cfg(target_arch = "x86_64")]
+        let amx = kern == bf16::Bf16Kernel::Amx && taps_on();
+        #[cfg(target_arch = "x86_64")]
+        let taps = if amx && stride_1 && !direct {
+            Some((
+                bf16::taps::Taps::new(c, [h, w], [kh, kw], [pt, pb, pl, pr]),
+                false,
+            ))
+        } else if amx && stem {
+            let (th, tw) = (kh.div_ceil(2), kw.div_ceil(2));
+            let grid = [oh + th - 1, ow + tw - 1];
+            Some((bf16::taps::Taps::new(4 * c, grid, [th, tw], [0; 4]), true))
+        } else {
+            None
+        };
         #[cfg(not(target_arch = "x86_64"))]
         let taps: Option<()> = None;
         match taps {
-            // Stride 1 on AMX: each image packed once, padded, the taps read at offsets.
+            // Stride 1 on AMX: each image packed once, padded, the taps read at offsets; a
+            // stem the same way over its phases.
             #[cfg(target_arch = "x86_64")]
-            Some(t) => {
-                let wts =
-                    bf16::cache::left_taps(&conv.weight, &wts[..c_out * k], c_out, c, kh * kw);
+            Some((t, phased)) => {
+                let wts = &wts[..c_out * k];
+                let wts = match phased {
+                    true => bf16::cache::left_phases(&conv.weight, wts, c_out, c, [kh, kw]),
+                    false => bf16::cache::left_taps(&conv.weight, wts, c_out, c, kh * kw),
+                };
                 for (img, dst) in images.enumerate() {
-                    let padded = bf16::taps::PaddedImage::pack(image(img), &t);
+                    let padded = match phased {
+                        true => {
+                            let grid = [t.h, t.w];
+                            let ph = bf16::taps::phases(image(img), c, [h, w], [pt, pl], grid);
+                            bf16::taps::PaddedImage::pack(&ph, &t)
+                        }
+                        false => bf16::taps::PaddedImage::pack(image(img), &t),
+                    };
                     bf16::taps::conv_into(&wts, &padded, &t, dst, bias(img), ep);
                 }
             }

@@ -97,17 +97,23 @@ pub(crate) fn left_taps<const D: usize>(
     c: usize,
     taps: usize,
 ) -> Arc<PackedA> {
+    let pack = || super::taps::pack_weights(data, m, c, taps);
+    cached(key(param, data), |c| &mut c.taps, pack, PackedA::bytes)
+}
+
+/// `param`'s value, a stride-2 convolution weight `[m, c, kh, kw]` (row-major, in `data`), as
+/// the left operand of [`super::taps::conv_into`] over the image's four phases
+/// ([`super::taps::phase_weights`]).
+pub(crate) fn left_phases<const D: usize>(
+    param: &Param<Tensor<D>>,
+    data: &[f32],
+    m: usize,
+    c: usize,
+    [kh, kw]: [usize; 2],
+) -> Arc<PackedA> {
     let pack = || {
-        let kc_pad = c.div_ceil(32) * 32;
-        let mut rows = vec![0f32; m * taps * kc_pad];
-        for (o, row) in rows.chunks_exact_mut(taps * kc_pad).enumerate() {
-            for (t, tap) in row.chunks_exact_mut(kc_pad).enumerate() {
-                for (ch, v) in tap[..c].iter_mut().enumerate() {
-                    *v = data[(o * c + ch) * taps + t];
-                }
-            }
-        }
-        PackedA::pack(&rows, m, taps * kc_pad)
+        let w = super::taps::phase_weights(data, m, c, [kh, kw]);
+        super::taps::pack_weights(&w, m, 4 * c, kh.div_ceil(2) * kw.div_ceil(2))
     };
     cached(key(param, data), |c| &mut c.taps, pack, PackedA::bytes)
 }
