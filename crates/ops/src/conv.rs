@@ -58,7 +58,7 @@ pub fn conv2d_add_act(
         match cpu::conv_gemm_add(conv, x, Some(&residual), ep) {
             Ok(y) => y,
             Err(x) => {
-                let y = conv2d(conv, x) + residual;
+                let y = crate::residual_add(conv2d(conv, x), residual);
                 match act {
                     Some(a) => a.apply(y),
                     None => y,
