@@ -1,7 +1,7 @@
 //! The attention kernel with bf16 products (`--dtype bf16`) against Burn's f32 attention, at
 //! the distance bf16 operands allow, and each hardware bf16 kernel (AMX, AVX512-BF16) against
-//! the emulated one (the same bf16 rounding in plain f32 arithmetic), which it must match to
-//! f32 accumulation order.
+//! the emulated one (the same bf16 rounding in plain f32 arithmetic), which it must match up
+//! to accumulation order (and the bf16 rounding of probabilities that order can flip).
 //!
 //! Its own test binary: the precision is process-wide.
 
@@ -52,11 +52,15 @@ fn bf16_attention_matches_f32_within_bf16_rounding() {
             "b {b} n {n} heads {heads} dh {dh}: emulated off f32 by {off}"
         );
         assert!(off > 0.0, "bf16 products should round");
+        // Scores summed in another order can round a probability to the neighbouring bf16
+        // value before `P V`: each output moves by at most 2^-8 of the largest |v|.
+        let vmax: f32 = part(2).abs().max().into_scalar();
+        let tol = vmax / 256.0;
         for kernel in [Bf16Kernel::Amx, Bf16Kernel::Avx512] {
             if kernel.available() {
                 let off = max_diff(run(kernel), emulated.clone());
                 assert!(
-                    off < 1e-4,
+                    off < tol,
                     "{kernel:?} n {n} dh {dh}: off the emulated kernel by {off}"
                 );
             }
