@@ -111,3 +111,16 @@ pub fn assert_batch_norm_matches_burn(
         assert!(e < param_tol, "{name} grad {what}: {e}");
     }
 }
+
+/// Deterministic values in [-2, 2) with every mantissa bit in play.
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}

@@ -144,6 +144,28 @@ pub fn conv_gemm_add(
             [n, c_out, oh, ow],
         ))));
     }
+    // Stride 1, more than one tap, a large map, on AVX-512: the image read at each tap's
+    // offset, nothing unfolded (see `F32_TAPS_MIN_PIXELS` for where that pays).
+    #[cfg(target_arch = "x86_64")]
+    if sh == 1
+        && sw == 1
+        && kh * kw > 1
+        && pix >= F32_TAPS_MIN_PIXELS
+        && f32_taps_on()
+        && conv_taps::available()
+    {
+        let mut out = Vec::with_capacity(len);
+        let t = bf16::taps::Taps::new(c, [h, w], [kh, kw], [pt, pb, pl, pr]);
+        let packed = bf16::cache::f32_taps(&conv.weight, &wts[..c_out * k], c_out, c, kh * kw);
+        let dst = &mut out.spare_capacity_mut()[..len];
+        conv_taps::conv(&packed, inp, n, &t, dst, bias, res, ep);
+        // SAFETY: `conv_taps::conv` wrote all `len` outputs.
+        unsafe { out.set_len(len) };
+        return Ok(from_flex(FlexTensor::from_data(TensorData::new(
+            out,
+            [n, c_out, oh, ow],
+        ))));
+    }
     let mut out = match (bias, res) {
         (Some(b), Some(r)) => preloaded(len, pix, |i, row| {
             let b = b[i % c_out];
@@ -195,7 +217,7 @@ pub fn conv_gemm_add(
 /// image (7 MB for ResNet-50's first 3x3 layers) cost a memset and page faults in every call,
 /// ~4 % of ResNet-50's f32 forward. The buffer lives as long as its thread, at the size of the
 /// largest unfolding the thread has done.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     thread_local!(static SCRATCH: std::cell::RefCell<Vec<f32>> = const {
         std::cell::RefCell::new(Vec::new())
     });
@@ -218,6 +240,42 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 fn taps_on() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("COMMITTEE_BF16_TAPS").map_or(true, |v| v != "0"))
+}
+
+/// Output pixels per image from which a stride-1 f32 convolution reads the image at tap
+/// offsets ([`conv_taps`]) rather than unfolds it for the `gemm` crate. Measured on
+/// ResNet-50's 3x3 shapes, alternated call by call (docs/benchmarks.md, "f32 tap-offset
+/// convolution"): 56x56 ran 1.15-1.70x, 28x28 1.03-1.11x, 14x14 0.94-1.21x, 7x7 0.66-1.10x.
+/// On a small map the grid's dropped columns and a part-filled 64-column tile cost more than
+/// the unfolding saves (the `gemm` crate tiles pixels by 6), and the unfolding is small. 1x1
+/// convolutions stay with the crate, which reads them in place (0.73-1.08x here, packed);
+/// so do stems (7x7 over four phases, 0.79-0.87x: a quarter of the taps are zeros).
+#[cfg(target_arch = "x86_64")]
+const F32_TAPS_MIN_PIXELS: usize = 28 * 28;
+
+/// Whether f32 stride-1 convolutions on AVX-512 read the image at each tap's offset
+/// ([`conv_taps`]) rather than unfold it for the `gemm` crate; `COMMITTEE_F32_TAPS=0`
+/// unfolds, to time one against the other.
+#[cfg(target_arch = "x86_64")]
+fn f32_taps_on() -> bool {
+    use std::sync::atomic::Ordering;
+    match F32_TAPS.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("COMMITTEE_F32_TAPS").map_or(true, |v| v != "0");
+            set_f32_taps(on);
+            on
+        }
+        v => v == 2,
+    }
+}
+
+/// 0: not chosen yet (the environment decides), 1: off, 2: on.
+static F32_TAPS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Turns the f32 tap-offset convolution on or off for the process, over `COMMITTEE_F32_TAPS`
+/// (to alternate the two paths in one process: `examples/ab_f32_taps.rs` in committee-zoo).
+pub fn set_f32_taps(on: bool) {
+    F32_TAPS.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether a batch of `n` 1x1 convolutions runs one image per thread (each a single-threaded

@@ -25,6 +25,8 @@ pub mod attention;
 pub mod batch;
 pub mod bf16;
 pub mod conv;
+#[cfg(target_arch = "x86_64")]
+pub mod conv_taps;
 pub mod depthwise;
 pub mod isa;
 pub mod linear;

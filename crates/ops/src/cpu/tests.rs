@@ -214,6 +214,9 @@ fn conv_gemm_matches_burn_conv() {
         (3, 8, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 17, 15),
         (3, 5, 3, 2, PaddingConfig2d::Same, 11, 8),
         (4, 4, 3, 1, PaddingConfig2d::Valid, 6, 7),
+        // From 28x28 outputs up, read at tap offsets on AVX-512 (`conv_taps`).
+        (5, 7, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 28, 30),
+        (3, 4, 5, 1, PaddingConfig2d::Explicit(2, 2, 1, 1), 30, 29),
         (4, 4, 3, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 10, 10),
         (2, 3, 4, 4, PaddingConfig2d::Valid, 16, 12),
     ] {
@@ -362,6 +365,105 @@ fn depthwise_plane_matches_f64_on_every_isa() {
                 .map(|(&a, &b)| (a as f64 - b).abs())
                 .fold(0f64, f64::max);
             assert!(worst < 1e-4, "k{k} s{s} {h}x{w}: off by {worst}");
+        }
+    }
+}
+
+/// The f32 tap-offset convolution against an f64 convolution of the same values: several
+/// channel blocks and output-channel groups, every tail width of a 64-column tile, 1x1 with
+/// and without padding, uneven padding, batches with a residual.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn f32_tap_convolution_matches_an_f64_reference() {
+    use super::bf16::taps::Taps;
+    use crate::testing::values;
+    if !conv_taps::available() {
+        eprintln!("no AVX-512 on this CPU: the f32 tap kernel is not run");
+        return;
+    }
+    // (c, m, [kh, kw], [top, bottom, left, right], [n, h, w])
+    for (c, m, [kh, kw], pads, [n, h, w]) in [
+        (100, 103, [3, 3], [1, 1, 1, 1], [2, 13, 30]),
+        (7, 5, [1, 1], [0, 0, 0, 0], [3, 7, 7]),
+        (4, 6, [1, 1], [1, 1, 1, 1], [1, 4, 6]),
+        (9, 13, [5, 5], [2, 2, 2, 2], [1, 5, 9]),
+        (20, 7, [3, 3], [0, 2, 1, 0], [2, 6, 10]),
+        (300, 12, [1, 1], [0, 0, 0, 0], [1, 14, 14]),
+        (3, 1, [3, 3], [0, 0, 0, 0], [1, 9, 9]),
+    ] {
+        let taps = kh * kw;
+        let x = values(n * c * h * w, (c * m) as u64);
+        let wt = values(m * c * taps, (c + m) as u64);
+        let bias = values(m, 7);
+        let t = Taps::new(c, [h, w], [kh, kw], pads);
+        let (oh, ow) = (t.oh, t.ow);
+        let res = values(n * m * oh * ow, 11);
+        let packed = conv_taps::Packed::new(&wt, m, c, taps);
+        for with_res in [false, true] {
+            let mut out = vec![MaybeUninit::new(f32::NAN); n * m * oh * ow];
+            let r = with_res.then_some(&res[..]);
+            // ReLU in registers; SiLU in a pass over the written rows.
+            let ep = if with_res {
+                Epilogue::Silu
+            } else {
+                Epilogue::Relu
+            };
+            conv_taps::conv(&packed, &x, n, &t, &mut out, Some(&bias), r, ep);
+            let [pt, _, pl, _] = pads;
+            for (i, out) in out.chunks_exact(m * oh * ow).enumerate() {
+                let x = &x[i * c * h * w..][..c * h * w];
+                for (at, got) in out.iter().enumerate() {
+                    let (o, oy, ox) = (at / (oh * ow), at / ow % oh, at % ow);
+                    let mut want = bias[o] as f64;
+                    if with_res {
+                        want += res[i * m * oh * ow + at] as f64;
+                    }
+                    for ch in 0..c {
+                        for tap in 0..taps {
+                            let iy = (oy + tap / kw) as isize - pt as isize;
+                            let ix = (ox + tap % kw) as isize - pl as isize;
+                            if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
+                                want += wt[(o * c + ch) * taps + tap] as f64
+                                    * x[(ch * h + iy as usize) * w + ix as usize] as f64;
+                            }
+                        }
+                    }
+                    // SAFETY: initialised (to NaN, which fails below, where not written).
+                    let got = unsafe { got.assume_init() } as f64;
+                    let want = match ep {
+                        Epilogue::Silu => want / (1.0 + (-want).exp()),
+                        _ => want.max(0.0),
+                    };
+                    let off = (got - want).abs();
+                    assert!(
+                        off < 1e-4 * (1.0 + want.abs()),
+                        "c{c} m{m} {kh}x{kw} {pads:?} n{n} {h}x{w} res {with_res} \
+                         at ({i}, {o}, {oy}, {ox}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    // A NaN in the image reaches every output whose window holds it, through ReLU, ReLU6
+    // and the residual (PyTorch propagates NaN; `max(x, 0)` would turn it into 0).
+    let t = Taps::new(2, [4, 5], [3, 3], [1; 4]);
+    let mut x = values(2 * 4 * 5, 3);
+    x[0] = f32::NAN;
+    let packed = conv_taps::Packed::new(&values(3 * 2 * 9, 5), 3, 2, 9);
+    for ep in [
+        Epilogue::None,
+        Epilogue::Relu,
+        Epilogue::Relu6,
+        Epilogue::Silu,
+    ] {
+        let mut out = vec![MaybeUninit::new(0f32); 3 * 4 * 5];
+        let res = vec![1f32; 3 * 4 * 5];
+        conv_taps::conv(&packed, &x, 1, &t, &mut out, None, Some(&res), ep);
+        for (at, v) in out.iter().enumerate() {
+            // SAFETY: initialised above.
+            let v = unsafe { v.assume_init() };
+            let near = at % 20 / 5 < 2 && at % 5 < 2;
+            assert_eq!(v.is_nan(), near, "{ep:?} at {at}: {v}");
         }
     }
 }

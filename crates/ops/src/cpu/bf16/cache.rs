@@ -12,6 +12,8 @@ use burn::module::Param;
 use burn::tensor::Tensor;
 
 use super::{PackedA, PackedB};
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::conv_taps;
 
 /// The packed copies together stop growing past this: the cache is emptied and refilled by
 /// the model in use (a process that evaluates many models one after another).
@@ -24,6 +26,9 @@ struct Cache {
     left: HashMap<Key, Arc<PackedA>>,
     taps: HashMap<Key, Arc<PackedA>>,
     right: HashMap<Key, Arc<PackedB>>,
+    /// f32 weights packed for [`crate::cpu::conv_taps`] (the same budget and lifetime).
+    #[cfg(target_arch = "x86_64")]
+    f32_taps: HashMap<Key, Arc<conv_taps::Packed>>,
     bytes: usize,
 }
 
@@ -116,4 +121,23 @@ pub(crate) fn left_phases<const D: usize>(
         super::taps::pack_weights(&w, m, 4 * c, kh.div_ceil(2) * kw.div_ceil(2))
     };
     cached(key(param, data), |c| &mut c.taps, pack, PackedA::bytes)
+}
+
+/// `param`'s value, a convolution weight `[m, c, taps]` (row-major, in `data`), packed for
+/// the f32 tap-offset convolution ([`conv_taps::conv`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn f32_taps<const D: usize>(
+    param: &Param<Tensor<D>>,
+    data: &[f32],
+    m: usize,
+    c: usize,
+    taps: usize,
+) -> Arc<conv_taps::Packed> {
+    let pack = || conv_taps::Packed::new(data, m, c, taps);
+    cached(
+        key(param, data),
+        |c| &mut c.f32_taps,
+        pack,
+        conv_taps::Packed::bytes,
+    )
 }

@@ -371,14 +371,14 @@ impl Out16 {
 
 /// Raw output pointer shared by the block tasks, each of which writes a disjoint block.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+pub(crate) struct Out(pub(crate) *mut f32);
 // SAFETY: tasks write disjoint blocks (see `gemm`).
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
 impl Out {
     /// The pointer (a method, so closures capture the `Sync` wrapper, not its field).
-    fn get(&self) -> *mut f32 {
+    pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
 }
@@ -547,7 +547,7 @@ fn for_each_block(a: &PackedA, n: usize, f: impl Fn(usize, &[u16], usize, &mut B
 
 /// What [`finish_row`] adds to a block's row.
 #[derive(Clone, Copy)]
-enum Add<'a> {
+pub(crate) enum Add<'a> {
     None,
     /// What the output row holds (initialised).
     Dst,
@@ -558,7 +558,7 @@ enum Add<'a> {
 }
 
 crate::cpu::isa::widest!(
-    fn finish_row(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) =
+    pub(crate) fn finish_row(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) =
         finish_row_body
 );
 

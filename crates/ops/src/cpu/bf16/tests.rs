@@ -2,24 +2,12 @@
 //! every kernel this CPU has (the emulated one everywhere).
 
 use super::*;
+use crate::testing::values;
 
 fn kernels() -> Vec<Bf16Kernel> {
     Bf16Kernel::ALL
         .into_iter()
         .filter(|k| k.available())
-        .collect()
-}
-
-/// Deterministic values in [-2, 2) with every mantissa bit in play.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
         .collect()
 }
 

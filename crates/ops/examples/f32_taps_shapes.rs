@@ -1,0 +1,91 @@
+//! ResNet-50's stride-1 3x3 convolutions (bias and ReLU fused): the unfolded path
+//! (`conv_gemm` with the tap-offset path off) against `conv_taps::conv` called directly, on
+//! every map size (`conv_gemm` takes it only from 28x28 up), alternated call by call,
+//! fastest of `REPS` each:
+//! `N=8 RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example f32_taps_shapes`.
+
+use std::mem::MaybeUninit;
+use std::time::Instant;
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::{Device, Distribution, Tensor};
+use committee_ops::cpu::bf16::taps::Taps;
+use committee_ops::cpu::conv::set_f32_taps;
+use committee_ops::cpu::{Epilogue, conv_gemm, conv_taps};
+
+const REPS: usize = 7;
+
+fn main() {
+    let device = Device::flex();
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    // (c_in, c_out, kernel, stride, size)
+    for (c, m, k, s, hw) in [
+        (64, 64, 3, 1, 56),
+        (128, 128, 3, 1, 28),
+        (256, 256, 3, 1, 14),
+        (512, 512, 3, 1, 7),
+    ] {
+        let p = (k - 1) / 2;
+        let conv = Conv2dConfig::new([c, m], [k, k])
+            .with_stride([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init(&device);
+        let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
+        let o = (hw + 2 * p - k) / s + 1;
+        let macs = (n * m * c * k * k * o * o) as f64;
+        // The tap path's operands as `conv_gemm` hands them over (weights packed once).
+        let w: Vec<f32> = conv
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let b: Vec<f32> = conv
+            .bias
+            .as_ref()
+            .expect("bias")
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let xs: Vec<f32> = x.clone().into_data().try_to_vec::<f32>().expect("f32");
+        let t = Taps::new(c, [hw, hw], [k, k], [p; 4]);
+        let packed = conv_taps::Packed::new(&w, m, c, k * k);
+        set_f32_taps(false);
+        let mut best = [f64::MAX; 2];
+        for _ in 0..REPS {
+            let t0 = Instant::now();
+            let y = conv_gemm(&conv, x.clone(), Epilogue::Relu);
+            best[0] = best[0].min(t0.elapsed().as_secs_f64());
+            drop(y);
+            let t0 = Instant::now();
+            let mut out: Vec<MaybeUninit<f32>> = Vec::with_capacity(n * m * o * o);
+            // SAFETY: `MaybeUninit` needs no initialisation.
+            unsafe { out.set_len(n * m * o * o) };
+            conv_taps::conv(
+                &packed,
+                &xs,
+                n,
+                &t,
+                &mut out,
+                Some(&b),
+                None,
+                Epilogue::Relu,
+            );
+            best[1] = best[1].min(t0.elapsed().as_secs_f64());
+            drop(out);
+        }
+        println!(
+            "c{c:4} m{m:4} k{k} s{s} {hw:3} n{n}: unfolded {:7.2} ms ({:5.1} GMAC/s)  taps {:7.2} ms ({:5.1} GMAC/s)  {:.2}x",
+            best[0] * 1e3,
+            macs / best[0] / 1e9,
+            best[1] * 1e3,
+            macs / best[1] / 1e9,
+            best[0] / best[1]
+        );
+    }
+}

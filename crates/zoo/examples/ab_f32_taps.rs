@@ -1,0 +1,72 @@
+//! The f32 tap-offset convolution against the unfolded path, alternated in one process:
+//! `cargo run --release -p committee-zoo --example ab_f32_taps -- MODEL BATCH ROUNDS`.
+//! Each round times `REPS` forwards with the path off, then `REPS` with it on, and keeps
+//! each side's fastest; on a shared host that drifts minute by minute, two processes run
+//! one after the other compare two different minutes.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use committee_ops::cpu::conv::set_f32_taps;
+use committee_zoo::weights::random_model;
+use committee_zoo::{CommonOptions, registry};
+
+const REPS: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args.get(1).map_or("resnet50", String::as_str);
+    let batch: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(8);
+    let rounds: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(5);
+    let Some(spec) = registry::get(name) else {
+        eprintln!("unknown model {name}");
+        std::process::exit(2);
+    };
+    let device = Device::flex();
+    let model =
+        random_model(&spec, &CommonOptions::default(), [224, 224], &device).fold_batchnorm();
+    let x = Tensor::<4>::random(
+        [batch, 3, 224, 224],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    );
+    let time = |on: bool| {
+        set_f32_taps(on);
+        let _ = model.forward(x.clone()).into_data();
+        (0..REPS)
+            .map(|_| {
+                let t = Instant::now();
+                let _ = model.forward(x.clone()).into_data();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let (mut off, mut on) = (vec![], vec![]);
+    for r in 0..rounds {
+        off.push(batch as f64 / time(false));
+        on.push(batch as f64 / time(true));
+        println!(
+            "{name} b{batch} round {r}: unfolded {:6.2} img/s  taps {:6.2} img/s  ({:.2}x)",
+            off[r],
+            on[r],
+            on[r] / off[r]
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+    let (best_off, best_on) = (
+        off.iter().cloned().fold(0., f64::max),
+        on.iter().cloned().fold(0., f64::max),
+    );
+    println!(
+        "{name} b{batch}: median unfolded {:.2} taps {:.2} img/s; best {best_off:.2} / {best_on:.2}; per-round ratio median {:.2}x, range {:.2}-{:.2}x",
+        median(&mut off.clone()),
+        median(&mut on.clone()),
+        median(&mut ratios.clone()),
+        ratios.iter().cloned().fold(f64::MAX, f64::min),
+        ratios.iter().cloned().fold(0., f64::max),
+    );
+}
