@@ -1,6 +1,6 @@
-//! ResNet-50's stride-1 3x3 convolutions (bias and ReLU fused): the unfolded path
+//! ResNet-50's stride-1 3x3 and 1x1 convolutions (bias and ReLU fused): the unfolded path
 //! (`conv_gemm` with the tap-offset path off) against `conv_taps::conv` called directly, on
-//! every map size (`conv_gemm` takes it only from 28x28 up), alternated call by call,
+//! every shape (`conv_gemm` takes it only for 3x3 from 14x14 up), alternated call by call,
 //! fastest of `REPS` each:
 //! `N=8 RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example f32_taps_shapes`.
 
@@ -28,6 +28,12 @@ fn main() {
         (128, 128, 3, 1, 28),
         (256, 256, 3, 1, 14),
         (512, 512, 3, 1, 7),
+        (256, 64, 1, 1, 56),
+        (64, 256, 1, 1, 56),
+        (512, 128, 1, 1, 28),
+        (128, 512, 1, 1, 28),
+        (1024, 256, 1, 1, 14),
+        (256, 1024, 1, 1, 14),
     ] {
         let p = (k - 1) / 2;
         let conv = Conv2dConfig::new([c, m], [k, k])

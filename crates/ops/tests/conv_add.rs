@@ -2,7 +2,7 @@
 //! against the same convolution, addition and ReLU done one after another: Burn's own
 //! convolution in f32, and committee's unfused bf16 convolution on each bf16 kernel this CPU
 //! has (AMX, AVX512-BF16, emulated). Covers 1x1 products, stride-1 3x3 convolutions (read at
-//! tap offsets on AMX, and in f32 on AVX-512 from 28x28 up), unfolded stride-2 ones, and
+//! tap offsets on AMX, and in f32 on AVX-512 from 14x14 up), unfolded stride-2 ones, and
 //! batches whose images start at offsets.
 //!
 //! Its own test binary: the precision is process-wide.
@@ -32,7 +32,7 @@ fn fused_residual_matches_convolution_then_addition_then_relu() {
             (40, 33, 3, 1, 1, 1, 10, 7),
             (40, 33, 3, 1, 1, 2, 14, 14),
             (8, 12, 3, 2, 1, 3, 9, 10),
-            // 28x28 and up: f32 read at tap offsets on AVX-512.
+            // 14x14 and up: f32 read at tap offsets on AVX-512.
             (9, 13, 3, 1, 1, 2, 28, 29),
         ] {
             for bias in [true, false] {

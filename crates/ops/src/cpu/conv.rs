@@ -244,14 +244,15 @@ fn taps_on() -> bool {
 
 /// Output pixels per image from which a stride-1 f32 convolution reads the image at tap
 /// offsets ([`conv_taps`]) rather than unfolds it for the `gemm` crate. Measured on
-/// ResNet-50's 3x3 shapes, alternated call by call (docs/benchmarks.md, "f32 tap-offset
-/// convolution"): 56x56 ran 1.15-1.70x, 28x28 1.03-1.11x, 14x14 0.94-1.21x, 7x7 0.66-1.10x.
-/// On a small map the grid's dropped columns and a part-filled 64-column tile cost more than
-/// the unfolding saves (the `gemm` crate tiles pixels by 6), and the unfolding is small. 1x1
-/// convolutions stay with the crate, which reads them in place (0.73-1.08x here, packed);
-/// so do stems (7x7 over four phases, 0.79-0.87x: a quarter of the taps are zeros).
+/// ResNet-50's 3x3 shapes (bias and ReLU fused), alternated call by call, 1 and 2 threads,
+/// 1 to 8 images (docs/benchmarks.md, "f32 tap-offset convolution"): 56x56 ran 1.01-2.08x,
+/// 28x28 0.93-1.29x, 14x14 0.94-1.37x, 7x7 0.75-1.14x. On a 7x7 map the grid's dropped
+/// columns and a part-filled 64-column tile cost a fifth of the work (the `gemm` crate
+/// tiles pixels by 6), more than the small unfolding it saves. 1x1 convolutions stay with
+/// the crate, which reads them in place (0.73-1.08x here, packed); so do stems (7x7 over
+/// four phases, 0.79-0.87x: a quarter of the taps are zeros).
 #[cfg(target_arch = "x86_64")]
-const F32_TAPS_MIN_PIXELS: usize = 28 * 28;
+const F32_TAPS_MIN_PIXELS: usize = 14 * 14;
 
 /// Whether f32 stride-1 convolutions on AVX-512 read the image at each tap's offset
 /// ([`conv_taps`]) rather than unfold it for the `gemm` crate; `COMMITTEE_F32_TAPS=0`

@@ -163,17 +163,17 @@ pub fn conv(
     let kc = c.div_ceil(c.div_ceil(kc));
     let mb = m.div_ceil(MR);
     let pb = cols.div_ceil(NC);
-    // Output-channel blocks per task: at most `GROUP_BLOCKS`, fewer while there are not
-    // four tasks per thread.
-    let threads = rayon::current_num_threads();
-    let mut gb = mb.min(GROUP_BLOCKS);
-    while gb > 1 && n * pb * mb.div_ceil(gb) < 4 * threads {
-        gb = gb.div_ceil(2);
-    }
+    // Output-channel blocks per group (the accumulators one channel block leaves for the
+    // next), and the groups split over several tasks only where the pixel blocks are too few
+    // to give each thread two: each task packs its pixel block once.
+    let gb = mb.min(GROUP_BLOCKS);
     let groups = mb.div_ceil(gb);
+    let threads = rayon::current_num_threads();
+    let splits = (2 * threads).div_ceil(n * pb).clamp(1, groups);
+    let per_split = groups.div_ceil(splits);
     let out = Out(dst.as_mut_ptr().cast());
     // ReLU and ReLU6 are applied in registers as the tiles are written; other activations
-    // in a pass over each task's rows while they are in cache.
+    // in a pass over each group's rows while they are in cache.
     let clamp = match ep {
         Epilogue::None => Some([f32::NEG_INFINITY, f32::INFINITY]),
         Epilogue::Relu => Some([0.0, f32::INFINITY]),
@@ -181,11 +181,9 @@ pub fn conv(
         _ => None,
     };
     let isa = Isa::get();
-    // Task order: group, image, pixel block, so consecutive tasks (one thread's share)
-    // meet the same weights.
-    (0..groups * n * pb).into_par_iter().for_each(|task| {
-        let (g, i, p) = (task / (n * pb), task / pb % n, task % pb);
-        let (b0, b1) = (g * gb, ((g + 1) * gb).min(mb));
+    let blocks = c.div_ceil(kc);
+    (0..n * pb * splits).into_par_iter().for_each(|task| {
+        let (i, p, split) = (task / (pb * splits), task / splits % pb, task % splits);
         let j0 = p * NC;
         let width = (cols - j0).min(NC);
         // The thread's scratch: this block's packed image (every element written).
@@ -193,57 +191,63 @@ pub fn conv(
             pack_block(&images[i * c * h * wd..][..c * h * wd], t, j0, image);
             let image = &*image;
             // Between channel blocks the tiles wait in `acc`; the last block writes the output.
-            let blocks = c.div_ceil(kc);
-            let mut acc = vec![0f32; if blocks > 1 { (b1 - b0) * MR * NC } else { 0 }];
-            for c0 in (0..c).step_by(kc) {
-                let c1 = (c0 + kc).min(c);
-                for b in b0..b1 {
-                    let panel = &w.data[b * MR * w.taps * c..][..MR * w.taps * c];
-                    let tile = Tile {
-                        panel,
-                        c,
-                        image,
-                        plane: row,
-                        width,
-                        offs: &t.offs,
-                        channels: [c0, c1],
-                    };
-                    let acc = acc.get_mut((b - b0) * MR * NC..).unwrap_or_default();
-                    let write = Write {
-                        out,
-                        residual,
-                        bias,
-                        rows: [b * MR, m],
-                        at: i * m * out_plane,
-                        out_plane,
-                        j0,
-                        wp: t.wp,
-                        ow: t.ow,
-                        clamp,
-                    };
-                    tile.run(acc, c0 == 0, (c1 == c).then_some(&write));
+            let mut acc = vec![0f32; if blocks > 1 { gb * MR * NC } else { 0 }];
+            let first_group = split * per_split;
+            for g in first_group..(first_group + per_split).min(groups) {
+                let (b0, b1) = (g * gb, ((g + 1) * gb).min(mb));
+                for c0 in (0..c).step_by(kc) {
+                    let c1 = (c0 + kc).min(c);
+                    for b in b0..b1 {
+                        let panel = &w.data[b * MR * w.taps * c..][..MR * w.taps * c];
+                        let tile = Tile {
+                            panel,
+                            c,
+                            image,
+                            plane: row,
+                            width,
+                            offs: &t.offs,
+                            channels: [c0, c1],
+                        };
+                        let acc = acc.get_mut((b - b0) * MR * NC..).unwrap_or_default();
+                        let write = Write {
+                            out,
+                            residual,
+                            bias,
+                            rows: [b * MR, m],
+                            at: i * m * out_plane,
+                            out_plane,
+                            j0,
+                            wp: t.wp,
+                            ow: t.ow,
+                            clamp,
+                        };
+                        tile.run(acc, c0 == 0, (c1 == c).then_some(&write));
+                    }
+                }
+                if clamp.is_some() {
+                    continue;
+                }
+                // Other activations over the rows just written, one grid row at a time.
+                for o in b0 * MR..(b1 * MR).min(m) {
+                    let mut j = j0;
+                    while j < j0 + width {
+                        let (oy, ox) = (j / t.wp, j % t.wp);
+                        let end = (j0 + width).min(oy * t.wp + t.ow);
+                        if ox < t.ow {
+                            let at = (i * m + o) * out_plane + oy * t.ow + ox;
+                            // SAFETY: output (image i, row o, grid row oy, columns ox..) lies
+                            // inside `dst` (asserted), only this task writes it, and its tiles
+                            // just did.
+                            let d = unsafe {
+                                std::slice::from_raw_parts_mut(out.get().add(at), end - j)
+                            };
+                            isa.epilogue(d, ep);
+                        }
+                        j = (oy + 1) * t.wp;
+                    }
                 }
             }
         });
-        if clamp.is_some() {
-            return;
-        }
-        // Other activations over the rows just written, one grid row at a time.
-        for o in b0 * MR..(b1 * MR).min(m) {
-            let mut j = j0;
-            while j < j0 + width {
-                let (oy, ox) = (j / t.wp, j % t.wp);
-                let end = (j0 + width).min(oy * t.wp + t.ow);
-                if ox < t.ow {
-                    let at = (i * m + o) * out_plane + oy * t.ow + ox;
-                    // SAFETY: output (image i, row o, grid row oy, columns ox..) lies inside
-                    // `dst` (asserted), only this task writes it, and its tiles just did.
-                    let d = unsafe { std::slice::from_raw_parts_mut(out.get().add(at), end - j) };
-                    isa.epilogue(d, ep);
-                }
-                j = (oy + 1) * t.wp;
-            }
-        }
     });
 }
 

@@ -214,7 +214,7 @@ fn conv_gemm_matches_burn_conv() {
         (3, 8, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 17, 15),
         (3, 5, 3, 2, PaddingConfig2d::Same, 11, 8),
         (4, 4, 3, 1, PaddingConfig2d::Valid, 6, 7),
-        // From 28x28 outputs up, read at tap offsets on AVX-512 (`conv_taps`).
+        // From 14x14 outputs up, read at tap offsets on AVX-512 (`conv_taps`).
         (5, 7, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 28, 30),
         (3, 4, 5, 1, PaddingConfig2d::Explicit(2, 2, 1, 1), 30, 29),
         (4, 4, 3, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 10, 10),
@@ -390,6 +390,8 @@ fn f32_tap_convolution_matches_an_f64_reference() {
         (20, 7, [3, 3], [0, 2, 1, 0], [2, 6, 10]),
         (300, 12, [1, 1], [0, 0, 0, 0], [1, 14, 14]),
         (3, 1, [3, 3], [0, 0, 0, 0], [1, 9, 9]),
+        // One pixel block, three output-channel groups: the groups split over tasks.
+        (16, 200, [3, 3], [1, 1, 1, 1], [1, 4, 5]),
     ] {
         let taps = kh * kw;
         let x = values(n * c * h * w, (c * m) as u64);
