@@ -557,10 +557,68 @@ pub(crate) enum Add<'a> {
     RowPlus(f32, &'a [f32]),
 }
 
+/// `d = ep(s + add)` for one row of a finished block; `s` may be overwritten.
+pub(crate) fn finish_row(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(Isa::get(), Isa::Avx512)
+        && matches!(ep, Epilogue::None | Epilogue::Relu | Epilogue::Relu6)
+    {
+        // SAFETY: `Isa::get` detected AVX-512.
+        unsafe { finish_row_clamped(s, add, ep, d) };
+        return;
+    }
+    finish_row_widest(s, add, ep, d);
+}
+
 crate::cpu::isa::widest!(
-    pub(crate) fn finish_row(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) =
+    fn finish_row_widest(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) =
         finish_row_body
 );
+
+/// [`finish_row`] for no activation, ReLU or ReLU6, in one pass from `s` to `d` sixteen lanes
+/// at a time. Why: applied in place on `s` and then copied, the write-back was a fifth of
+/// ResNet-50's bf16 forward at batch 8 (`finish_row` 21 %, its copy in `memmove` 5 %), and
+/// rows of 56 or 28 (a map's width, on the tap path) ran their tails 8 and 1 lanes wide.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn finish_row_clamped(s: &[f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) {
+    use std::arch::x86_64::*;
+    let n = s.len();
+    assert!(d.len() >= n, "output row too short");
+    match add {
+        Add::Columns(b) | Add::RowPlus(_, b) => assert!(b.len() >= n, "addend too short"),
+        Add::None | Add::Dst | Add::Row(_) => {}
+    }
+    let [lo, hi] = match ep {
+        Epilogue::Relu => [0.0, f32::INFINITY],
+        Epilogue::Relu6 => [0.0, 6.0],
+        _ => [f32::NEG_INFINITY, f32::INFINITY],
+    };
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let mut i = 0;
+    while i < n {
+        let k = ((1u32 << (n - i).min(16)) - 1) as __mmask16;
+        // SAFETY: lanes i..i + 16 below `n` only (the mask); `d` and the addends hold `n`
+        // (asserted), and `Add::Dst` only for an initialised output (see `run`).
+        unsafe {
+            let mut v = _mm512_maskz_loadu_ps(k, s.as_ptr().add(i));
+            let at = |x: &[f32]| _mm512_maskz_loadu_ps(k, x.as_ptr().add(i));
+            v = match add {
+                Add::None => v,
+                Add::Dst => _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, d.as_ptr().add(i).cast())),
+                Add::Columns(b) => _mm512_add_ps(v, at(b)),
+                Add::Row(b) => _mm512_add_ps(v, _mm512_set1_ps(b)),
+                Add::RowPlus(b, p) => _mm512_add_ps(v, _mm512_add_ps(_mm512_set1_ps(b), at(p))),
+            };
+            if ep != Epilogue::None {
+                // NaN kept: `max`/`min` return their second operand when either is NaN.
+                v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+            }
+            _mm512_mask_storeu_ps(d.as_mut_ptr().add(i).cast(), k, v);
+        }
+        i += 16;
+    }
+}
 
 /// `d = ep(s + add)` for one row of a finished block (`s` in L1), vectorised for the widest
 /// instruction set: the add ran as SSE, 4 lanes, in the task's closure (12 % of an fc1).

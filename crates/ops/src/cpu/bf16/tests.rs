@@ -286,3 +286,59 @@ fn tap_convolutions_match_an_f64_reference() {
         }
     }
 }
+
+/// The one-pass write-back (AVX-512: no activation, ReLU, ReLU6) equals the in-place one,
+/// bit for bit, for every addend, row lengths around the vector width, NaN, infinities and
+/// negative zero included.
+#[test]
+fn write_back_matches_the_in_place_one() {
+    let mut vals = values(40, 9);
+    vals[3] = f32::NAN;
+    vals[17] = -0.0;
+    vals[20] = f32::NEG_INFINITY;
+    vals[33] = 7.5;
+    let other = values(40, 10);
+    for n in [1, 15, 16, 17, 32, 33, 40] {
+        for ep in [
+            Epilogue::None,
+            Epilogue::Relu,
+            Epilogue::Relu6,
+            Epilogue::Silu,
+        ] {
+            let adds = [
+                Add::None,
+                Add::Dst,
+                Add::Columns(&other[..n]),
+                Add::Row(0.25),
+                Add::RowPlus(-0.5, &other[..n]),
+            ];
+            for add in adds {
+                let run = |f: fn(&mut [f32], Add, Epilogue, &mut [MaybeUninit<f32>])| {
+                    let mut s = vals[..n].to_vec();
+                    let mut d: Vec<_> = other[..n].iter().map(|&v| MaybeUninit::new(v)).collect();
+                    f(&mut s, add, ep, &mut d);
+                    // SAFETY: initialised above.
+                    d.iter()
+                        .map(|v| unsafe { v.assume_init() }.to_bits())
+                        .collect::<Vec<_>>()
+                };
+                let canon = |v: Vec<u32>| -> Vec<u32> {
+                    v.into_iter()
+                        .map(|b| {
+                            if f32::from_bits(b).is_nan() {
+                                0x7fc0_0000
+                            } else {
+                                b
+                            }
+                        })
+                        .collect()
+                };
+                assert_eq!(
+                    canon(run(finish_row)),
+                    canon(run(finish_row_widest)),
+                    "n {n} {ep:?}"
+                );
+            }
+        }
+    }
+}
