@@ -560,11 +560,17 @@ pub(crate) enum Add<'a> {
 /// `d = ep(s + add)` for one row of a finished block; `s` may be overwritten.
 pub(crate) fn finish_row(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(Isa::get(), Isa::Avx512)
-        && matches!(ep, Epilogue::None | Epilogue::Relu | Epilogue::Relu6)
-    {
+    if let Isa::Avx512 = Isa::get() {
+        let clamped = matches!(ep, Epilogue::None | Epilogue::Relu | Epilogue::Relu6);
         // SAFETY: `Isa::get` detected AVX-512.
-        unsafe { finish_row_clamped(s, add, ep, d) };
+        unsafe { finish_row_clamped(s, add, if clamped { ep } else { Epilogue::None }, d) };
+        if !clamped {
+            // SiLU, GELU, exp: on the output row just written (in L1), not on `s` and then
+            // copied.
+            // SAFETY: `finish_row_clamped` initialised `d[..s.len()]`.
+            let d = unsafe { std::slice::from_raw_parts_mut(d.as_mut_ptr().cast(), s.len()) };
+            Isa::Avx512.epilogue(d, ep);
+        }
         return;
     }
     finish_row_widest(s, add, ep, d);
