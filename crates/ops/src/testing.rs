@@ -124,3 +124,29 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// One output of a stride-1 convolution in f64: channel `o` at `(oy, ox)` of `w`
+/// (`[m, c, kh, kw]`) over the image `x` (`[c, h, wd]`) padded `pt` rows above and `pl`
+/// columns to the left (zeros outside), no bias.
+pub fn conv_at_f64(
+    x: &[f32],
+    w: &[f32],
+    [c, h, wd]: [usize; 3],
+    [kh, kw]: [usize; 2],
+    [pt, pl]: [usize; 2],
+    [o, oy, ox]: [usize; 3],
+) -> f64 {
+    let taps = kh * kw;
+    let mut sum = 0f64;
+    for ch in 0..c {
+        for tap in 0..taps {
+            let iy = (oy + tap / kw) as isize - pt as isize;
+            let ix = (ox + tap % kw) as isize - pl as isize;
+            if (0..h as isize).contains(&iy) && (0..wd as isize).contains(&ix) {
+                sum += w[(o * c + ch) * taps + tap] as f64
+                    * x[(ch * h + iy as usize) * wd + ix as usize] as f64;
+            }
+        }
+    }
+    sum
+}

@@ -376,7 +376,7 @@ fn depthwise_plane_matches_f64_on_every_isa() {
 #[test]
 fn f32_tap_convolution_matches_an_f64_reference() {
     use super::bf16::taps::Taps;
-    use crate::testing::values;
+    use crate::testing::{conv_at_f64, values};
     if !conv_taps::available() {
         eprintln!("no AVX-512 on this CPU: the f32 tap kernel is not run");
         return;
@@ -420,16 +420,7 @@ fn f32_tap_convolution_matches_an_f64_reference() {
                     if with_res {
                         want += res[i * m * oh * ow + at] as f64;
                     }
-                    for ch in 0..c {
-                        for tap in 0..taps {
-                            let iy = (oy + tap / kw) as isize - pt as isize;
-                            let ix = (ox + tap % kw) as isize - pl as isize;
-                            if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
-                                want += wt[(o * c + ch) * taps + tap] as f64
-                                    * x[(ch * h + iy as usize) * w + ix as usize] as f64;
-                            }
-                        }
-                    }
+                    want += conv_at_f64(x, &wt, [c, h, w], [kh, kw], [pt, pl], [o, oy, ox]);
                     // SAFETY: initialised (to NaN, which fails below, where not written).
                     let got = unsafe { got.assume_init() } as f64;
                     let want = match ep {

@@ -2,7 +2,7 @@
 //! every kernel this CPU has (the emulated one everywhere).
 
 use super::*;
-use crate::testing::values;
+use crate::testing::{conv_at_f64, values};
 
 fn kernels() -> Vec<Bf16Kernel> {
     Bf16Kernel::ALL
@@ -263,17 +263,8 @@ fn tap_convolutions_match_an_f64_reference() {
         for o in 0..m {
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut want = bias[o] as f64;
-                    for ch in 0..c {
-                        for tap in 0..taps {
-                            let iy = (oy + tap / kw) as isize - pt as isize;
-                            let ix = (ox + tap % kw) as isize - pl as isize;
-                            if (0..h as isize).contains(&iy) && (0..w as isize).contains(&ix) {
-                                want += wr[(o * c + ch) * taps + tap] as f64
-                                    * xr[(ch * h + iy as usize) * w + ix as usize] as f64;
-                            }
-                        }
-                    }
+                    let want = bias[o] as f64
+                        + conv_at_f64(&xr, &wr, [c, h, w], [kh, kw], [pt, pl], [o, oy, ox]);
                     // SAFETY: initialised (to NaN, which fails below, where not written).
                     let got = unsafe { out[(o * oh + oy) * ow + ox].assume_init() } as f64;
                     let off = (got - want.max(0.0)).abs();
