@@ -181,12 +181,7 @@ pub fn conv(
     let out = Out(dst.as_mut_ptr().cast());
     // ReLU and ReLU6 are applied in registers as the tiles are written; other activations
     // in a pass over each group's rows while they are in cache.
-    let clamp = match ep {
-        Epilogue::None => Some([f32::NEG_INFINITY, f32::INFINITY]),
-        Epilogue::Relu => Some([0.0, f32::INFINITY]),
-        Epilogue::Relu6 => Some([0.0, 6.0]),
-        _ => None,
-    };
+    let clamp = ep.clamp_bounds();
     let isa = Isa::get();
     let blocks = c.div_ceil(kc);
     (0..n * pb * splits).into_par_iter().for_each(|task| {
@@ -336,10 +331,6 @@ impl Tile<'_> {
 #[target_feature(enable = "avx512f")]
 unsafe fn tile<const V: usize>(t: &Tile, acc: &mut [f32], first: bool, write: Option<&Write>) {
     use std::arch::x86_64::*;
-    let masks: [__mmask16; V] = std::array::from_fn(|q| {
-        let lanes = t.width.saturating_sub(16 * q).min(16);
-        ((1u32 << lanes) - 1) as __mmask16
-    });
     let accp = acc.as_mut_ptr();
     // SAFETY (whole body): the caller checked the bounds (`Tile::run`).
     unsafe {
@@ -382,11 +373,11 @@ unsafe fn tile<const V: usize>(t: &Tile, acc: &mut [f32], first: bool, write: Op
         let [lo, hi] = w.clamp.unwrap_or([f32::NEG_INFINITY, f32::INFINITY]);
         let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
         let out = w.out.get();
-        for (q, mask) in masks.iter().enumerate() {
-            // The vector's lanes, grid row by grid row: lane `l` of grid row `y` is output
-            // pixel `jq + l - y * (wp - ow)`, kept where its column is below `ow`.
+        for q in 0..V {
+            // The vector's lanes below `width`, grid row by grid row: lane `l` of grid row `y`
+            // is output pixel `jq + l - y * (wp - ow)`, kept where its column is below `ow`.
             let jq = w.j0 + 16 * q;
-            let lanes = mask.count_ones() as usize;
+            let lanes = t.width.saturating_sub(16 * q).min(16);
             let mut y = jq / w.wp;
             while y * w.wp < jq + lanes {
                 let first = (y * w.wp).max(jq) - jq;
@@ -404,8 +395,7 @@ unsafe fn tile<const V: usize>(t: &Tile, acc: &mut [f32], first: bool, write: Op
                         v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(keep, p));
                     }
                     if w.clamp.is_some() {
-                        // NaN kept: `max`/`min` return their second operand when either is
-                        // NaN (PyTorch's ReLU propagates NaN).
+                        // NaN kept (see `Epilogue::clamp_bounds`).
                         v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
                     }
                     _mm512_mask_storeu_ps(out.wrapping_add(at), keep, v);

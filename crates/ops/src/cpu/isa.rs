@@ -17,6 +17,20 @@ pub enum Epilogue {
     Exp,
 }
 
+impl Epilogue {
+    /// `[lo, hi]` when the activation is a clamp (none, ReLU, ReLU6), applied in registers
+    /// by the AVX-512 write-backs as `min(hi, max(lo, v))`, which keeps NaN (`max`/`min`
+    /// return their second operand when either is NaN; PyTorch's ReLU propagates NaN).
+    pub(crate) fn clamp_bounds(self) -> Option<[f32; 2]> {
+        match self {
+            Epilogue::None => Some([f32::NEG_INFINITY, f32::INFINITY]),
+            Epilogue::Relu => Some([0.0, f32::INFINITY]),
+            Epilogue::Relu6 => Some([0.0, 6.0]),
+            Epilogue::Silu | Epilogue::Gelu | Epilogue::Exp => None,
+        }
+    }
+}
+
 /// The widest instruction set this CPU has, chosen once.
 #[derive(Clone, Copy)]
 pub(crate) enum Isa {

@@ -561,10 +561,10 @@ pub(crate) enum Add<'a> {
 pub(crate) fn finish_row(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if let Isa::Avx512 = Isa::get() {
-        let clamped = matches!(ep, Epilogue::None | Epilogue::Relu | Epilogue::Relu6);
+        let bounds = ep.clamp_bounds();
         // SAFETY: `Isa::get` detected AVX-512.
-        unsafe { finish_row_clamped(s, add, if clamped { ep } else { Epilogue::None }, d) };
-        if !clamped {
+        unsafe { finish_row_clamped(s, add, bounds, d) };
+        if bounds.is_none() {
             // SiLU, GELU, exp: on the output row just written (in L1), not on `s` and then
             // copied.
             // SAFETY: `finish_row_clamped` initialised `d[..s.len()]`.
@@ -581,13 +581,13 @@ crate::cpu::isa::widest!(
         finish_row_body
 );
 
-/// [`finish_row`] for no activation, ReLU or ReLU6, in one pass from `s` to `d` sixteen lanes
-/// at a time. Why: applied in place on `s` and then copied, the write-back was a fifth of
+/// [`finish_row`] up to a clamp to `bounds` (no activation, ReLU or ReLU6; none for the
+/// others), in one pass from `s` to `d` sixteen lanes at a time. Why: applied in place on `s` and then copied, the write-back was a fifth of
 /// ResNet-50's bf16 forward at batch 8 (`finish_row` 21 %, its copy in `memmove` 5 %), and
 /// rows of 56 or 28 (a map's width, on the tap path) ran their tails 8 and 1 lanes wide.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn finish_row_clamped(s: &[f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) {
+fn finish_row_clamped(s: &[f32], add: Add, bounds: Option<[f32; 2]>, d: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::*;
     let n = s.len();
     assert!(d.len() >= n, "output row too short");
@@ -595,11 +595,9 @@ fn finish_row_clamped(s: &[f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f3
         Add::Columns(b) | Add::RowPlus(_, b) => assert!(b.len() >= n, "addend too short"),
         Add::None | Add::Dst | Add::Row(_) => {}
     }
-    let [lo, hi] = match ep {
-        Epilogue::Relu => [0.0, f32::INFINITY],
-        Epilogue::Relu6 => [0.0, 6.0],
-        _ => [f32::NEG_INFINITY, f32::INFINITY],
-    };
+    let [lo, hi] = bounds.unwrap_or([f32::NEG_INFINITY, f32::INFINITY]);
+    // No activation: nothing to clamp.
+    let clamp = lo > f32::NEG_INFINITY || hi < f32::INFINITY;
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     let mut i = 0;
     while i < n {
@@ -616,8 +614,8 @@ fn finish_row_clamped(s: &[f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f3
                 Add::Row(b) => _mm512_add_ps(v, _mm512_set1_ps(b)),
                 Add::RowPlus(b, p) => _mm512_add_ps(v, _mm512_add_ps(_mm512_set1_ps(b), at(p))),
             };
-            if ep != Epilogue::None {
-                // NaN kept: `max`/`min` return their second operand when either is NaN.
+            if clamp {
+                // NaN kept (see `Epilogue::clamp_bounds`).
                 v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
             }
             _mm512_mask_storeu_ps(d.as_mut_ptr().add(i).cast(), k, v);
