@@ -32,7 +32,7 @@ pub use act::Act;
 pub use attention::attention;
 pub use conv::{conv2d, conv2d_act, conv2d_add_act};
 pub use kernel::{Kernel, set_enabled};
-pub use linear::linear;
+pub use linear::{linear, mlp};
 pub use norm::{batch_norm, batch_norm_act, layer_norm};
 pub use pool::{global_avg_pool, max_pool};
 

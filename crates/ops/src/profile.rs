@@ -137,10 +137,11 @@ pub fn conv_with(conv: &Conv2d, x: Tensor<4>, f: impl FnOnce(Tensor<4>) -> Tenso
     })
 }
 
-/// A linear layer's forward `f` as a span, with the layer's multiply-accumulates.
+/// The forward `f` of linear layers applied one after another (one, or an MLP's two) as a
+/// span, with their multiply-accumulates.
 pub fn linear<const D: usize>(
     kind: &'static str,
-    lin: &burn::nn::Linear,
+    lins: &[&burn::nn::Linear],
     x: Tensor<D>,
     f: impl FnOnce(Tensor<D>) -> Tensor<D>,
 ) -> Tensor<D> {
@@ -148,9 +149,18 @@ pub fn linear<const D: usize>(
         return f(x);
     }
     let device = x.device();
-    let [din, dout] = lin.weight.lazy_shape().dims::<2>();
     let rows: usize = x.dims()[..D - 1].iter().product();
-    span(kind, (rows * din * dout) as u64, &device, || f(x))
+    let macs: usize = lins
+        .iter()
+        .map(|lin| {
+            lin.weight
+                .lazy_shape()
+                .dims::<2>()
+                .iter()
+                .product::<usize>()
+        })
+        .sum();
+    span(kind, (rows * macs) as u64, &device, || f(x))
 }
 
 #[cfg(test)]

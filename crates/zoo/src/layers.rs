@@ -10,7 +10,7 @@ use committee_ops as ops;
 use serde::{Deserialize, Serialize};
 
 pub use committee_data::resample::round_half_even;
-pub use committee_ops::{Act, global_avg_pool, linear, residual_add};
+pub use committee_ops::{Act, global_avg_pool, linear, mlp, residual_add};
 
 /// timm's `make_divisible`: round `v` to a multiple of `divisor`, never dropping more than 10%.
 pub fn make_divisible(v: f64, divisor: usize) -> usize {

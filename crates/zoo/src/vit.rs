@@ -7,7 +7,7 @@ use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, Linea
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::layers::{Act, Conv, DropPath, PadMode, linear, residual_add};
+use crate::layers::{Act, Conv, DropPath, PadMode, linear, mlp, residual_add};
 use crate::options::CommonOptions;
 use committee_ops::{self as ops, profile};
 
@@ -82,13 +82,13 @@ impl VitBlock {
         let norm = |ln: &LayerNorm, x: Tensor<3>| ops::layer_norm(ln, VIT_LN_EPS, x);
         let a = self.attn.forward(norm(&self.norm1, x.clone()));
         let x = residual_add(self.drop_path.forward(a), x);
-        let h = linear(
+        let y = mlp(
             "linear mlp",
             &self.mlp.fc1,
+            &self.mlp.fc2,
             norm(&self.norm2, x.clone()),
             Some(Act::Gelu),
         );
-        let y = linear("linear mlp", &self.mlp.fc2, h, None);
         residual_add(self.drop_path.forward(y), x)
     }
 }

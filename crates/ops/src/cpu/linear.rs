@@ -48,3 +48,55 @@ pub fn linear<const D: usize>(
         out, shape,
     ))))
 }
+
+/// `fc2(ep(fc1(x)))` with bf16 products, the hidden activation handed from one product to
+/// the next packed (`bf16::gemm_packed`): the same values as the two [`linear`] calls, bit
+/// for bit, with the hidden layer written once at half the size. `Err(x)` where bf16 products
+/// are off or the shapes do not chain (the caller then runs the two layers).
+pub fn mlp<const D: usize>(
+    fc1: &Linear,
+    fc2: &Linear,
+    x: Tensor<D>,
+    ep: Epilogue,
+) -> Result<Tensor<D>, Tensor<D>> {
+    let Some(kernel) = crate::precision::bf16_kernel() else {
+        return Err(x);
+    };
+    let [d_in, hidden] = fc1.weight.lazy_shape().dims::<2>();
+    let [hidden2, d_out] = fc2.weight.lazy_shape().dims::<2>();
+    let dims = x.dims();
+    if !eligible(Kernel::Linear, &x) || dims[D - 1] != d_in || hidden2 != hidden {
+        return Err(x);
+    }
+    let Some(w2) = into_flex(fc2.weight.val()).map(contiguous) else {
+        return Err(x);
+    };
+    let b2 = fc2
+        .bias
+        .as_ref()
+        .and_then(|b| into_flex(b.val()))
+        .map(contiguous);
+    let ops1 = operands(&fc1.weight, fc1.bias.as_ref(), x)?;
+    let (wts1, bias1, inp) = ops1.slices();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let w1 = bf16::cache::right(&fc1.weight, &wts1[..d_in * hidden], d_in, hidden);
+    let a = bf16::PackedA::pack(inp, rows, d_in);
+    let bias1 = bias1.map_or(bf16::Bias::None, |b| bf16::Bias::Columns(&b[..hidden]));
+    let h = bf16::gemm_packed(kernel, &a, &w1, bias1, ep);
+    drop(a);
+    let w2 = bf16::cache::right(
+        &fc2.weight,
+        &w2.storage::<f32>()[..hidden * d_out],
+        hidden,
+        d_out,
+    );
+    let bias2 = b2.as_ref().map_or(bf16::Bias::None, |b| {
+        bf16::Bias::Columns(&b.storage::<f32>()[..d_out])
+    });
+    let out = bf16::gemm_new(kernel, &h, &w2, bias2, Epilogue::None);
+    let mut shape = dims;
+    shape[D - 1] = d_out;
+    Ok(from_flex(FlexTensor::from_data(TensorData::new(
+        out, shape,
+    ))))
+}
