@@ -96,9 +96,9 @@ pub(super) unsafe fn block(
         let b1 = b.as_ptr().add(b_offset(0, jb + 1, k_pad));
         let a = Side {
             first: a0,
-            second: a0.add(16 * k_pad),
-            stride: k_pad * 2,
-            step: 64,
+            second: a0.add(512),
+            stride: 64,
+            step: 2048,
         };
         let b = Side {
             first: b0,
@@ -140,14 +140,14 @@ pub(super) unsafe fn block_taps(
         zero_accumulators();
         for (t, &off) in offs.iter().enumerate() {
             let (a0, b0) = (
-                a.as_ptr().add(t * kc_pad),
+                a.as_ptr().add(t * kc_pad / 32 * 1024),
                 image.as_ptr().add((j0 + off) * 2),
             );
             let a = Side {
                 first: a0,
-                second: a0.add(16 * ka),
-                stride: ka * 2,
-                step: 64,
+                second: a0.add(512),
+                stride: 64,
+                step: 2048,
             };
             let b = Side {
                 first: b0,

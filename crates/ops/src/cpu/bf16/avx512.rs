@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, NB, b_offset};
+use super::{BLOCK, NB, a_offset, b_offset};
 
 pub(super) fn available() -> bool {
     static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -104,14 +104,15 @@ pub(super) unsafe fn block(
         // SAFETY: reads rows rb*8..rb*8+8 of `a` (k_pad each) and the tiles of column blocks
         // jb, jb + 1 of `b`, inside the slices (the caller's contract).
         unsafe {
-            let ap = a.as_ptr().add(rb * R * k_pad);
             let b0 = b.as_ptr().add(b_offset(0, jb, k_pad));
             let b1 = b.as_ptr().add(b_offset(0, jb + 1, k_pad));
             for p in 0..k_pad / 2 {
                 let vb0 = bh(_mm512_loadu_si512(b0.add(p * 2 * NB) as *const _));
                 let vb1 = bh(_mm512_loadu_si512(b1.add(p * 2 * NB) as *const _));
+                let ap = a.as_ptr().add(a_offset(rb * R, 2 * p, k_pad));
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let pair = (ap.add(r * k_pad + 2 * p) as *const i32).read_unaligned();
+                    // Rows rb*8.. lie in one tile half, 32 elements apart.
+                    let pair = (ap.add(r * 32) as *const i32).read_unaligned();
                     let va = bh(_mm512_set1_epi32(pair));
                     acc[0] = _mm512_dpbf16_ps(acc[0], va, vb0);
                     acc[1] = _mm512_dpbf16_ps(acc[1], va, vb1);

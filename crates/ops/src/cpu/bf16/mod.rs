@@ -123,8 +123,22 @@ fn convert(src: &[f32], dst: &mut [u16]) {
     }
 }
 
-/// The left operand `[m, k]`: bf16 rows of `k_pad` (a multiple of 32, zeros past `k`), `m_pad`
-/// rows (a multiple of 32, zero rows past `m`).
+/// Where element `(r, kk)` of a packed left operand lies ([`PackedA`]'s layout): panels of 32
+/// rows, each a run of steps of 32 columns, each step two 16 x 32 tiles (rows 0-15, then
+/// 16-31) of 1 KB, every tile contiguous. Why: AMX then loads a tile as one piece; loading it
+/// from rows `k_pad` apart ran 1.01-1.27x slower with the operands in L2 (a probe of the
+/// block kernel, two threads, alternated).
+#[inline(always)]
+fn a_offset(r: usize, kk: usize, k_pad: usize) -> usize {
+    (r / BLOCK) * BLOCK * k_pad
+        + (kk / 32) * 1024
+        + (r % BLOCK / 16) * 512
+        + (r % 16) * 32
+        + kk % 32
+}
+
+/// The left operand `[m, k]` in bf16: `k_pad` columns (a multiple of 32, zeros past `k`),
+/// `m_pad` rows (a multiple of 32, zero rows past `m`), laid out in tiles (see [`a_offset`]).
 pub struct PackedA {
     data: Vec<u16>,
     m: usize,
@@ -150,11 +164,18 @@ impl PackedA {
         let (m_pad, k_pad) = (m.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
         let mut data = vec![0u16; m_pad * k_pad];
         if k > 0 {
-            data.par_chunks_mut(k_pad)
-                .take(m)
+            data.par_chunks_mut(BLOCK * k_pad)
+                .take(m.div_ceil(BLOCK))
                 .enumerate()
-                .with_min_len(16)
-                .for_each(|(r, d)| convert(&src[r * ld..][..k], &mut d[..k]));
+                .for_each(|(pb, panel)| {
+                    for r in 0..(m - pb * BLOCK).min(BLOCK) {
+                        let row = &src[(pb * BLOCK + r) * ld..][..k];
+                        for (s, part) in row.chunks(32).enumerate() {
+                            let at = a_offset(r, 32 * s, k_pad);
+                            convert(part, &mut panel[at..at + part.len()]);
+                        }
+                    }
+                });
         }
         PackedA { data, m, k, k_pad }
     }
@@ -182,8 +203,9 @@ impl PackedA {
                     for (pp, t) in tile.chunks_exact_mut(BLOCK).take(h).enumerate() {
                         convert(&src[(p0 + pp) * m + i0..][..w], &mut t[..w]);
                     }
-                    for (ii, row) in rows.chunks_exact_mut(k_pad).take(w).enumerate() {
-                        for (pp, v) in row[p0..p0 + h].iter_mut().enumerate() {
+                    for ii in 0..w {
+                        let at = a_offset(ii, p0, k_pad);
+                        for (pp, v) in rows[at..at + h].iter_mut().enumerate() {
                             *v = tile[pp * BLOCK + ii];
                         }
                     }
@@ -519,7 +541,7 @@ pub fn gemm_packed(
 enum Dst {
     /// Row-major f32 `[m, n]`.
     F32(Out),
-    /// bf16 rows of the given length (at least `n`).
+    /// A [`PackedA`]'s data with the given `k_pad` (at least `n`).
     Bf16(Out16, usize),
 }
 
@@ -584,11 +606,13 @@ unsafe fn run(kernel: Bf16Kernel, a: &PackedA, b: &PackedB, dst: Dst, start: Sta
                 }
             };
             finish_row(&mut c.0[r * BLOCK..][..cols], add, ep, d);
-            if let Dst::Bf16(out, ld) = dst {
-                // SAFETY: as for f32 above, in rows of `ld >= n` (the caller's contract);
-                // `finish_row` wrote all `cols` floats of `row_f32`.
+            if let Dst::Bf16(out, k_pad) = dst {
+                // SAFETY: as for f32 above, in the packed layout of `k_pad >= n` columns (the
+                // caller's contract), where the block's row is one contiguous step (`j0` is a
+                // multiple of 32, `cols <= 32`); `finish_row` wrote all `cols` of `row_f32`.
                 unsafe {
-                    let d = std::slice::from_raw_parts_mut(out.get().add((i0 + r) * ld + j0), cols);
+                    let at = a_offset(i0 + r, j0, k_pad);
+                    let d = std::slice::from_raw_parts_mut(out.get().add(at), cols);
                     convert(row_f32[..cols].assume_init_ref(), d);
                 }
             }
@@ -760,13 +784,13 @@ fn block(
 
 fn emulated_block(a: &[u16], b: &[u16], jb: usize, k_pad: usize, c: &mut [f32; BLOCK * BLOCK]) {
     for r in 0..BLOCK {
-        let row = &a[r * k_pad..][..k_pad];
         for col in 0..BLOCK {
             let mut acc = 0f32;
             for p in 0..k_pad / 2 {
                 let at = b_offset(p, jb + col / NB, k_pad) + 2 * (col % NB);
-                acc += from_bf16(row[2 * p]) * from_bf16(b[at])
-                    + from_bf16(row[2 * p + 1]) * from_bf16(b[at + 1]);
+                let pair = a_offset(r, 2 * p, k_pad);
+                acc += from_bf16(a[pair]) * from_bf16(b[at])
+                    + from_bf16(a[pair + 1]) * from_bf16(b[at + 1]);
             }
             c[r * BLOCK + col] = acc;
         }
