@@ -23,6 +23,8 @@ fn every_bf16_convolution_path_matches_the_emulated_kernel() {
         eprintln!("no bf16 hardware on this CPU: nothing to compare");
         return;
     }
+    // Every shape on the bf16 path, also those `--dtype bf16` runs in f32 (small stems).
+    committee_ops::cpu::conv::set_bf16_everywhere(true);
     let pad = |p| PaddingConfig2d::Explicit(p, p, p, p);
     // (c_in, c_out, k, stride, padding, h, w)
     for (cin, cout, k, s, padding, h, w) in [

@@ -1,5 +1,8 @@
-//! The f32 tap-offset convolution against the unfolded path, alternated in one process:
-//! `cargo run --release -p committee-zoo --example ab_f32_taps -- MODEL BATCH ROUNDS`.
+//! One of committee's process-wide switches off against on, alternated in one process:
+//! `cargo run --release -p committee-zoo --example ab_f32_taps -- MODEL BATCH ROUNDS [SWITCH]`
+//! where SWITCH is `f32-taps` (the f32 tap-offset convolution against the unfolded path, the
+//! default) or `bf16-routing` (under `--dtype bf16`, the convolutions `conv::bf16_pays` keeps
+//! in f32 against all of them in bf16; "off" is every layer in bf16).
 //! Each round times `REPS` forwards with the path off, then `REPS` with it on, and keeps
 //! each side's fastest; on a shared host that drifts minute by minute, two processes run
 //! one after the other compare two different minutes.
@@ -7,7 +10,8 @@
 use std::time::Instant;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use committee_ops::cpu::conv::set_f32_taps;
+use committee_ops::cpu::conv::{set_bf16_everywhere, set_f32_taps};
+use committee_ops::precision::{self, Dtype};
 use committee_zoo::weights::random_model;
 use committee_zoo::{CommonOptions, registry};
 
@@ -18,6 +22,20 @@ fn main() {
     let name = args.get(1).map_or("resnet50", String::as_str);
     let batch: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(8);
     let rounds: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(5);
+    let switch: fn(bool) = match args.get(4).map_or("f32-taps", String::as_str) {
+        "f32-taps" => set_f32_taps,
+        "bf16-routing" => {
+            if let Err(e) = precision::set(Dtype::Bf16) {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+            |on| set_bf16_everywhere(!on)
+        }
+        other => {
+            eprintln!("unknown switch {other}: f32-taps or bf16-routing");
+            std::process::exit(2);
+        }
+    };
     let Some(spec) = registry::get(name) else {
         eprintln!("unknown model {name}");
         std::process::exit(2);
@@ -31,7 +49,7 @@ fn main() {
         &device,
     );
     let time = |on: bool| {
-        set_f32_taps(on);
+        switch(on);
         let _ = model.forward(x.clone()).into_data();
         (0..REPS)
             .map(|_| {
@@ -46,7 +64,7 @@ fn main() {
         off.push(batch as f64 / time(false));
         on.push(batch as f64 / time(true));
         println!(
-            "{name} b{batch} round {r}: unfolded {:6.2} img/s  taps {:6.2} img/s  ({:.2}x)",
+            "{name} b{batch} round {r}: off {:6.2} img/s  on {:6.2} img/s  ({:.2}x)",
             off[r],
             on[r],
             on[r] / off[r]
@@ -62,7 +80,7 @@ fn main() {
         on.iter().cloned().fold(0., f64::max),
     );
     println!(
-        "{name} b{batch}: median unfolded {:.2} taps {:.2} img/s; best {best_off:.2} / {best_on:.2}; per-round ratio median {:.2}x, range {:.2}-{:.2}x",
+        "{name} b{batch}: median off {:.2} on {:.2} img/s; best {best_off:.2} / {best_on:.2}; per-round ratio median {:.2}x, range {:.2}-{:.2}x",
         median(&mut off.clone()),
         median(&mut on.clone()),
         median(&mut ratios.clone()),

@@ -2,7 +2,10 @@
 //! logits with bf16 products are no farther from timm's f32 logits than PyTorch's CPU
 //! autocast to bfloat16 is (geometric mean of the ratios <= 1; any one case <= 1.5x, since one
 //! fixture's largest error is one draw of the rounding: measured 0.50-1.39x on AMX) (tests/fixtures/parity/bf16_pytorch.json, written by
-//! scripts/bf16_reference.py with torch 2.11 + timm), and give the same top-1.
+//! scripts/bf16_reference.py with torch 2.11 + timm), and give the same top-1 wherever the
+//! reference's top-2 margin exceeds PyTorch's own bf16 error (a random fixture's logits can
+//! sit closer than that: tf_efficientnet_w05_d05's one image has a margin of 0.25 of its
+//! largest logit, PyTorch's bf16 error is 0.26 of it).
 //!
 //! Its own test binary: the precision is process-wide. Runs on the bf16 kernel this CPU has
 //! (AMX, AVX512-BF16), or else on the emulated one (plain f32 arithmetic on bf16 values, the
@@ -40,19 +43,24 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
         let torch = r["bf16_rel_err"].as_f64().unwrap();
         let out = case_outputs(&case, spec_of(&case), &device, false);
         let reference = &out.io.tensors["logits"];
-        let agree = top1_agreement(out.whole.clone(), reference);
         let (le, ls) = max_err(out.logits, reference);
+        // Top-1 is compared only where PyTorch's own bf16 error could not swap the two
+        // largest logits: a random fixture's margin below that flips either way by chance.
+        let agree = top1_agreement(out.whole.clone(), reference, torch as f32 * ls);
         let (we, _) = max_err(out.whole, reference);
         let ours = le.max(we) / ls;
+        let agree_text = agree.map_or("n/a (margin within PyTorch's bf16 error)".into(), |a| {
+            a.to_string()
+        });
         eprintln!(
-            "{name:26} {}: bf16 rel err {ours:.2e}, PyTorch bf16 {torch:.2e} ({:.2}x), top-1 agreement {agree}",
+            "{name:26} {}: bf16 rel err {ours:.2e}, PyTorch bf16 {torch:.2e} ({:.2}x), top-1 agreement {agree_text}",
             kernel.name(),
             ours as f64 / torch
         );
         ratios.push(ours as f64 / torch);
-        if ours as f64 > 1.5 * torch || agree < 1.0 {
+        if ours as f64 > 1.5 * torch || agree.is_some_and(|a| a < 1.0) {
             failures.push(format!(
-                "{name}: {ours:.2e} vs PyTorch {torch:.2e}, top-1 {agree}"
+                "{name}: {ours:.2e} vs PyTorch {torch:.2e}, top-1 {agree_text}"
             ));
         }
     }
@@ -74,8 +82,10 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
     );
 }
 
-/// The fraction of the images whose top-1 class in `logits` is the reference's.
-fn top1_agreement(logits: Tensor<2>, reference: &RawTensor) -> f64 {
+/// The fraction of the images whose top-1 class in `logits` is the reference's, over the
+/// images whose reference puts its top class more than `min_margin` above the next; `None`
+/// when no image does.
+fn top1_agreement(logits: Tensor<2>, reference: &RawTensor, min_margin: f32) -> Option<f64> {
     let ours = logits
         .argmax(1)
         .into_data()
@@ -83,18 +93,15 @@ fn top1_agreement(logits: Tensor<2>, reference: &RawTensor) -> f64 {
         .try_to_vec::<i64>()
         .unwrap();
     let classes = reference.shape[1];
-    let same = ours
+    let clear: Vec<bool> = ours
         .iter()
         .zip(reference.data.chunks(classes))
-        .filter(|(o, row)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .unwrap()
-                .0;
-            **o as usize == best
+        .filter_map(|(o, row)| {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+            let margin = row[order[0]] - order.get(1).map_or(f32::NEG_INFINITY, |&i| row[i]);
+            (margin > min_margin).then_some(*o as usize == order[0])
         })
-        .count();
-    same as f64 / ours.len() as f64
+        .collect();
+    (!clear.is_empty()).then(|| clear.iter().filter(|s| **s).count() as f64 / clear.len() as f64)
 }

@@ -67,8 +67,10 @@ pub fn conv_gemm_add(
     };
     let len = n * c_out * pix;
     // bf16 products (`--dtype bf16`): the weight packed once, each image packed per call,
-    // bias and activation applied as each output block is written.
-    if let Some(kern) = crate::precision::bf16_kernel() {
+    // bias and activation applied as each output block is written; in f32 where that pays.
+    let bf16 =
+        crate::precision::bf16_kernel().filter(|_| bf16_pays([c, c_out], [kh, kw], [sh, sw], pix));
+    if let Some(kern) = bf16 {
         let bias = |img: usize| match (bias, res) {
             (Some(b), Some(r)) => bf16::Bias::RowsPlus(&b[..c_out], &r[img * c_out * pix..]),
             (Some(b), None) => bf16::Bias::Rows(&b[..c_out]),
@@ -232,6 +234,45 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
         Err(_) => f(&mut vec![0f32; len]),
     })
 }
+
+/// Whether a convolution with bf16 products (`--dtype bf16`) beats the f32 path: measured on
+/// EfficientNet-B0's, MobileNetV2's and ResNet-50's layers as one thread's part of a split
+/// batch (`examples/conv_dtype.rs`, Xeon with AMX, alternated call by call, two runs in
+/// different minutes; raw output in docs/runs/cpu-bf16-routing-2026-12-06). The bf16 path
+/// converts and packs each input value and writes each output through a block buffer, which
+/// costs as much as the product where each input meets few output channels or each output
+/// few inputs: 1x1 layers with fewer than 80 outputs ran at 0.34-0.87x of f32 (EfficientNet-
+/// B0's projection 96 -> 24 at 56x56: 0.34-0.45x; ResNet-50's 256 -> 64 and 64 -> 64:
+/// 0.70-0.87x), with fewer than 48 inputs at 0.68-1.19x (24 -> 144: 0.76-1.07x, 40 -> 240:
+/// 0.81-1.19x), the others at 0.90-3.3x (240 -> 80 at 14x14: 0.90-1.02x; from 480 -> 112 on:
+/// 1.2-3.3x); the squeeze-and-excitation layers on one pixel at 0.14-0.45x; the 3x3 stem
+/// over 3 channels (through its phases) at 0.66-0.69x, the 7x7 one at 1.05-1.27x; dense 3x3
+/// layers at 1.5-4.5x. [`set_bf16_everywhere`] overrides it.
+fn bf16_pays(
+    [c, c_out]: [usize; 2],
+    [kh, kw]: [usize; 2],
+    [sh, sw]: [usize; 2],
+    pix: usize,
+) -> bool {
+    if BF16_EVERYWHERE.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    let one = kh == 1 && kw == 1;
+    let stem = (sh, sw) != (1, 1) && 4 * c <= 32 && !one;
+    if pix < 2 || (one && (c_out < 80 || c < 48)) {
+        return false;
+    }
+    !stem || kh * kw >= 25
+}
+
+/// Sends every convolution to the bf16 path under `--dtype bf16`, where [`bf16_pays`] would
+/// keep some in f32: for the tests that compare the bf16 kernels on every path, and to time
+/// the choice (`examples/conv_dtype.rs`).
+pub fn set_bf16_everywhere(on: bool) {
+    BF16_EVERYWHERE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+static BF16_EVERYWHERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether stride-1 bf16 convolutions on AMX read the padded image at each tap's offset
 /// (`bf16::taps`) rather than unfold it; `COMMITTEE_BF16_TAPS=0` unfolds, to time one against

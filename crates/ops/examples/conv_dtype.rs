@@ -1,0 +1,109 @@
+//! Convolutions of EfficientNet-B0, MobileNetV2 and ResNet-50 (1x1, stems, 3x3) with bf16 products
+//! (`--dtype bf16`, forced on every shape) against f32, alternated call by call, fastest of
+//! `REPS` each, as one thread's part of a split batch runs them (the measurements behind
+//! `conv::bf16_pays`):
+//! `N=4 RAYON_NUM_THREADS=1 cargo run --release -p committee-ops --example conv_dtype`.
+
+use std::time::Instant;
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2dConfig;
+use burn::tensor::{Device, Distribution, Tensor};
+use committee_ops::cpu::bf16::Bf16Kernel;
+use committee_ops::cpu::{Epilogue, conv_gemm};
+use committee_ops::precision;
+
+const REPS: usize = 9;
+
+fn main() {
+    let Some(kernel) = Bf16Kernel::detect() else {
+        eprintln!("no bf16 kernel on this CPU");
+        return;
+    };
+    let device = Device::flex();
+    // Time the bf16 path on every shape, also those `--dtype bf16` leaves in f32.
+    committee_ops::cpu::conv::set_bf16_everywhere(true);
+    let n: usize = std::env::var("N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    // (c_in, c_out, size): 1x1 at stride 1; then (c_in, c_out, size, kernel, stride) dense.
+    let dense = [
+        (3, 32, 224, 3, 2),
+        (3, 64, 224, 7, 2),
+        (64, 64, 56, 3, 1),
+        (128, 128, 56, 3, 2),
+        (128, 128, 28, 3, 1),
+        (256, 256, 14, 3, 1),
+        (512, 512, 7, 3, 1),
+        (256, 512, 56, 1, 2),
+    ];
+    let ones = [
+        (32, 16, 112),
+        (16, 96, 112),
+        (96, 24, 56),
+        (24, 144, 56),
+        (144, 24, 56),
+        (144, 40, 28),
+        (40, 240, 28),
+        (240, 40, 28),
+        (240, 80, 14),
+        (80, 480, 14),
+        (480, 80, 14),
+        (480, 112, 14),
+        (112, 672, 14),
+        (672, 112, 14),
+        (672, 192, 7),
+        (192, 1152, 7),
+        (1152, 192, 7),
+        (1152, 320, 7),
+        (320, 1280, 7),
+        (96, 4, 1),
+        (4, 96, 1),
+        (1152, 48, 1),
+        (48, 1152, 1),
+        (64, 64, 56),
+        (64, 256, 56),
+        (256, 64, 56),
+        (512, 128, 28),
+        (128, 512, 28),
+        (1024, 256, 14),
+        (256, 1024, 14),
+        (2048, 512, 7),
+        (512, 2048, 7),
+    ];
+    let all = ones
+        .into_iter()
+        .map(|(c, m, hw)| (c, m, hw, 1, 1))
+        .chain(dense);
+    for (c, m, hw, k, s) in all {
+        let p = (k - 1) / 2;
+        let conv = Conv2dConfig::new([c, m], [k, k])
+            .with_stride([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init(&device);
+        let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
+        let o = (hw + 2 * p - k) / s + 1;
+        let macs = (n * m * c * k * k * o * o) as f64;
+        let mut best = [f64::MAX; 2];
+        for _ in 0..REPS {
+            for (i, k) in [None, Some(kernel)].into_iter().enumerate() {
+                precision::use_kernel(k).expect("available");
+                let t = Instant::now();
+                let y = conv_gemm(&conv, x.clone(), Epilogue::Relu)
+                    .unwrap_or_else(|_| panic!("not on the flex kernels"));
+                std::hint::black_box(y.into_data());
+                best[i] = best[i].min(t.elapsed().as_secs_f64());
+            }
+        }
+        precision::use_kernel(None).expect("f32");
+        println!(
+            "c{c:5} m{m:5} k{k} s{s} {hw:3}x{hw:<3} n{n}: f32 {:7.3} ms ({:5.1} GMAC/s)  bf16 {:7.3} ms ({:5.1} GMAC/s)  bf16/f32 speed {:.2}x",
+            best[0] * 1e3,
+            macs / best[0] / 1e9,
+            best[1] * 1e3,
+            macs / best[1] / 1e9,
+            best[0] / best[1]
+        );
+    }
+}
