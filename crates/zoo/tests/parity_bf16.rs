@@ -34,6 +34,21 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
         .or(Bf16Kernel::detect())
         .unwrap_or(Bf16Kernel::Emulated);
     precision::use_kernel(Some(kernel)).expect("kernel available");
+    // As `--dtype bf16` runs (some small convolutions in f32, `conv::bf16_pays`), and with
+    // every convolution in bf16, so the fixtures' small layers also check the bf16 paths.
+    for everywhere in [false, true] {
+        committee_ops::cpu::conv::set_bf16_everywhere(everywhere);
+        check(
+            kernel,
+            &refs,
+            if everywhere { "all bf16" } else { "as run" },
+        );
+    }
+    committee_ops::cpu::conv::set_bf16_everywhere(false);
+    precision::use_kernel(None).expect("f32");
+}
+
+fn check(kernel: Bf16Kernel, refs: &serde_json::Value, mode: &str) {
     let device = Device::flex();
     let mut failures = Vec::new();
     let mut ratios = Vec::new();
@@ -53,7 +68,7 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
             a.to_string()
         });
         eprintln!(
-            "{name:26} {}: bf16 rel err {ours:.2e}, PyTorch bf16 {torch:.2e} ({:.2}x), top-1 agreement {agree_text}",
+            "{name:26} {} ({mode}): bf16 rel err {ours:.2e}, PyTorch bf16 {torch:.2e} ({:.2}x), top-1 agreement {agree_text}",
             kernel.name(),
             ours as f64 / torch
         );
@@ -64,21 +79,20 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
             ));
         }
     }
-    precision::use_kernel(None).expect("f32");
     assert!(
         ratios.len() >= 6,
         "only {} cases have a PyTorch bf16 reference",
         ratios.len()
     );
     let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
-    eprintln!("geometric mean of the ratios: {geomean:.2}");
+    eprintln!("geometric mean of the ratios ({mode}): {geomean:.2}");
     assert!(
         geomean <= 1.0,
-        "bf16 farther than PyTorch's on average: {geomean:.2}x"
+        "{mode}: bf16 farther than PyTorch's on average: {geomean:.2}x"
     );
     assert!(
         failures.is_empty(),
-        "bf16 farther than PyTorch's: {failures:#?}"
+        "{mode}: bf16 farther than PyTorch's: {failures:#?}"
     );
 }
 
