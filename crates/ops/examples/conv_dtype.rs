@@ -4,14 +4,15 @@
 //! `conv::bf16_pays`):
 //! `N=4 RAYON_NUM_THREADS=1 cargo run --release -p committee-ops --example conv_dtype`.
 
+mod common;
+
 use std::time::Instant;
 
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2dConfig;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::Device;
 use committee_ops::cpu::bf16::Bf16Kernel;
 use committee_ops::cpu::{Epilogue, conv_gemm};
 use committee_ops::precision;
+use common::{conv_case, report};
 
 const REPS: usize = 9;
 
@@ -77,14 +78,7 @@ fn main() {
         .map(|(c, m, hw)| (c, m, hw, 1, 1))
         .chain(dense);
     for (c, m, hw, k, s) in all {
-        let p = (k - 1) / 2;
-        let conv = Conv2dConfig::new([c, m], [k, k])
-            .with_stride([s, s])
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .init(&device);
-        let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
-        let o = (hw + 2 * p - k) / s + 1;
-        let macs = (n * m * c * k * k * o * o) as f64;
+        let (conv, x, macs) = conv_case(&device, n, [c, m, k, s, hw]);
         let mut best = [f64::MAX; 2];
         for _ in 0..REPS {
             for (i, k) in [None, Some(kernel)].into_iter().enumerate() {
@@ -97,13 +91,7 @@ fn main() {
             }
         }
         precision::use_kernel(None).expect("f32");
-        println!(
-            "c{c:5} m{m:5} k{k} s{s} {hw:3}x{hw:<3} n{n}: f32 {:7.3} ms ({:5.1} GMAC/s)  bf16 {:7.3} ms ({:5.1} GMAC/s)  bf16/f32 speed {:.2}x",
-            best[0] * 1e3,
-            macs / best[0] / 1e9,
-            best[1] * 1e3,
-            macs / best[1] / 1e9,
-            best[0] / best[1]
-        );
+        let case = format!("c{c:5} m{m:5} k{k} s{s} {hw:3}x{hw:<3} n{n}");
+        report(&case, ["f32", "bf16"], best, macs);
     }
 }

@@ -4,15 +4,16 @@
 //! fastest of `REPS` each:
 //! `N=8 RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example f32_taps_shapes`.
 
+mod common;
+
 use std::mem::MaybeUninit;
 use std::time::Instant;
 
-use burn::nn::PaddingConfig2d;
-use burn::nn::conv::Conv2dConfig;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::Device;
 use committee_ops::cpu::bf16::taps::Taps;
 use committee_ops::cpu::conv::set_f32_taps;
 use committee_ops::cpu::{Epilogue, conv_gemm, conv_taps};
+use common::{conv_case, report};
 
 const REPS: usize = 7;
 
@@ -35,14 +36,9 @@ fn main() {
         (1024, 256, 1, 1, 14),
         (256, 1024, 1, 1, 14),
     ] {
+        let (conv, x, macs) = conv_case(&device, n, [c, m, k, s, hw]);
         let p = (k - 1) / 2;
-        let conv = Conv2dConfig::new([c, m], [k, k])
-            .with_stride([s, s])
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .init(&device);
-        let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), &device);
         let o = (hw + 2 * p - k) / s + 1;
-        let macs = (n * m * c * k * k * o * o) as f64;
         // The tap path's operands as `conv_gemm` hands them over (weights packed once).
         let w: Vec<f32> = conv
             .weight
@@ -85,13 +81,7 @@ fn main() {
             best[1] = best[1].min(t0.elapsed().as_secs_f64());
             drop(out);
         }
-        println!(
-            "c{c:4} m{m:4} k{k} s{s} {hw:3} n{n}: unfolded {:7.2} ms ({:5.1} GMAC/s)  taps {:7.2} ms ({:5.1} GMAC/s)  {:.2}x",
-            best[0] * 1e3,
-            macs / best[0] / 1e9,
-            best[1] * 1e3,
-            macs / best[1] / 1e9,
-            best[0] / best[1]
-        );
+        let case = format!("c{c:4} m{m:4} k{k} s{s} {hw:3} n{n}");
+        report(&case, ["unfolded", "taps"], best, macs);
     }
 }
