@@ -163,10 +163,15 @@ impl Vit {
     }
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
-        // Burn's convolution (through `ops::conv2d`), not the CPU im2col kernel: on flex it
-        // gave the parity fixtures' features 1.1e-7 where Burn's gives 7.1e-8, at equal speed.
+        // In f32, Burn's convolution (through `ops::conv2d`), not the CPU im2col kernel: on
+        // flex it gave the parity fixtures' features 1.1e-7 where Burn's gives 7.1e-8, at
+        // equal speed. With bf16 products the CPU kernel (as PyTorch's autocast runs it in
+        // bf16): Burn's f32 convolution took 19 ms of ViT-B/16's bf16 forward at batch 8.
         let proj = &self.patch_embed.proj;
-        let x = profile::conv_with(proj, x, |x| ops::conv2d(proj, x));
+        let x = match committee_ops::precision::bf16_kernel() {
+            Some(_) => ops::conv2d_act(proj, x, None),
+            None => profile::conv_with(proj, x, |x| ops::conv2d(proj, x)),
+        };
         let [b, d, gh, gw] = x.dims();
         let mut x = profile::layer("embed (tokens, cls, pos)", x, |x| {
             let x = x.reshape([b, d, gh * gw]).swap_dims(1, 2);
