@@ -20,15 +20,28 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
     };
     let t = eligible_input(qkv);
     let src = t.storage::<f32>();
-    let kernel = crate::precision::bf16_kernel();
-    let per_head: Vec<Vec<f32>> = (0..b * heads)
-        .into_par_iter()
-        .map(|task| match kernel {
-            Some(kern) => dims.head_bf16(kern, src, task),
-            None => dims.head(src, task).1,
-        })
-        .collect();
-    let out = dims.join(&per_head, 1);
+    let out = match crate::precision::bf16_kernel() {
+        // Each head's product written straight into its columns of the output: gathered
+        // afterwards, the heads' outputs were one more copy of the block's width.
+        Some(kern) => {
+            let len = b * n * dims.d();
+            let mut out = Vec::with_capacity(len);
+            let dst = bf16::Out(out.as_mut_ptr());
+            (0..b * heads)
+                .into_par_iter()
+                .for_each(|task| dims.head_bf16(kern, src, task, dst));
+            // SAFETY: the tasks wrote every (image, head)'s `n x dh` block: all `len`.
+            unsafe { out.set_len(len) };
+            out
+        }
+        None => {
+            let per_head: Vec<Vec<f32>> = (0..b * heads)
+                .into_par_iter()
+                .map(|task| dims.head(src, task).1)
+                .collect();
+            dims.join(&per_head, 1)
+        }
+    };
     Ok(from_flex(FlexTensor::from_data(TensorData::new(
         out,
         [b, n, dims.d()],
@@ -88,7 +101,15 @@ impl Heads {
     /// PyTorch's autocast runs `scaled_dot_product_attention`), the scores and softmax in f32.
     /// Why: in f32 (through `gemm`, strided operands of 64 columns) attention ran at ~23
     /// GMAC/s per core, 12 % of ViT-B/16's bf16 forward for 4 % of its multiply-adds.
-    pub(crate) fn head_bf16(&self, kern: bf16::Bf16Kernel, src: &[f32], task: usize) -> Vec<f32> {
+    /// Written into `out`, the `[b, n, d]` output of all tasks, at this task's image and
+    /// head columns.
+    pub(crate) fn head_bf16(
+        &self,
+        kern: bf16::Bf16Kernel,
+        src: &[f32],
+        task: usize,
+        out: bf16::Out,
+    ) {
         let (n, dh, d3) = (self.n, self.dh, self.d3());
         let (q, k, v) = self.qkv(src, task);
         let qa = bf16::PackedA::pack_strided(q, n, dh, d3);
@@ -101,7 +122,14 @@ impl Heads {
         });
         let pa = bf16::PackedA::pack(&p, n, n);
         let vb = bf16::PackedB::pack_rows(n, dh, |r, row| row.copy_from_slice(&v[r * d3..][..dh]));
-        bf16::gemm_new(kern, &pa, &vb, bf16::Bias::None, Epilogue::None)
+        let (img, h) = (task / self.heads, task % self.heads);
+        let d = self.d();
+        // SAFETY: `out` holds `b * n * d` floats (the caller); this task alone writes rows
+        // `img * n ..` at columns `h * dh .. + dh`, `d` apart.
+        unsafe {
+            let at = out.get().add(img * n * d + h * dh);
+            bf16::gemm_into_rows(kern, &pa, &vb, at, d, bf16::Bias::None, Epilogue::None);
+        }
     }
 
     /// Per-task blocks of `parts` matrices `[n, dh]` each (one per task, tasks in (image,

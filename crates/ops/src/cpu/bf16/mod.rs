@@ -440,7 +440,16 @@ pub fn gemm(
         Start::Bias(Bias::None)
     };
     // SAFETY: `dst` is initialised and holds `m * n` elements (asserted).
-    unsafe { run(kernel, a, b, Dst::F32(Out(dst.as_mut_ptr())), start, ep) }
+    unsafe {
+        run(
+            kernel,
+            a,
+            b,
+            Dst::F32(Out(dst.as_mut_ptr()), b.n),
+            start,
+            ep,
+        )
+    }
 }
 
 /// `ep(bias + a x b)` as a new row-major `[m, n]` vector: each element written once, by the
@@ -487,11 +496,36 @@ pub fn gemm_into(
             kernel,
             a,
             b,
-            Dst::F32(Out(dst.as_mut_ptr().cast())),
+            Dst::F32(Out(dst.as_mut_ptr().cast()), b.n),
             Start::Bias(bias),
             ep,
         )
     }
+}
+
+/// [`gemm_into`] into rows `ld` apart: row `i` of the product at `dst + i * ld`, its `n`
+/// columns written, the others untouched (one head of an attention into its columns of the
+/// heads' joint output, by tasks that each write their own columns of the same rows).
+///
+/// # Safety
+/// `dst + i * ld + j` is writable for `i < m`, `j < n`, `ld >= n`, and no one else reads or
+/// writes those elements during the call.
+pub(crate) unsafe fn gemm_into_rows(
+    kernel: Bf16Kernel,
+    a: &PackedA,
+    b: &PackedB,
+    dst: *mut f32,
+    ld: usize,
+    bias: Bias,
+    ep: Epilogue,
+) {
+    assert!(ld >= b.n, "row stride shorter than a row");
+    assert!(
+        matches!(bias, Bias::None | Bias::Columns(_)),
+        "only column biases in strided rows"
+    );
+    // SAFETY: the caller's contract; `Start::Bias` never reads the output.
+    unsafe { run(kernel, a, b, Dst::F32(Out(dst), ld), Start::Bias(bias), ep) }
 }
 
 /// `ep(bias + a x b)` rounded to bf16 as the left operand of the next product (the hidden
@@ -539,8 +573,8 @@ pub fn gemm_packed(
 /// Where [`run`] writes its blocks.
 #[derive(Clone, Copy)]
 enum Dst {
-    /// Row-major f32 `[m, n]`.
-    F32(Out),
+    /// f32 rows of `n` at the given stride (at least `n`).
+    F32(Out, usize),
     /// A [`PackedA`]'s data with the given `k_pad` (at least `n`).
     Bf16(Out16, usize),
 }
@@ -576,7 +610,7 @@ unsafe fn run(kernel: Bf16Kernel, a: &PackedA, b: &PackedB, dst: Dst, start: Sta
         kernel.name()
     );
     assert!(
-        matches!(dst, Dst::F32(_)) || !matches!(start, Start::Dst),
+        matches!(dst, Dst::F32(..)) || !matches!(start, Start::Dst),
         "a bf16 output has no running sum"
     );
     let k_pad = a.k_pad;
@@ -588,9 +622,9 @@ unsafe fn run(kernel: Bf16Kernel, a: &PackedA, b: &PackedB, dst: Dst, start: Sta
             let d = match dst {
                 // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n, the
                 // caller's contract) belong to this block, computed by this task alone.
-                Dst::F32(out) => unsafe {
+                Dst::F32(out, ld) => unsafe {
                     std::slice::from_raw_parts_mut(
-                        out.get().add((i0 + r) * n + j0).cast::<MaybeUninit<f32>>(),
+                        out.get().add((i0 + r) * ld + j0).cast::<MaybeUninit<f32>>(),
                         cols,
                     )
                 },
