@@ -149,12 +149,7 @@ pub fn conv_gemm_add(
             let isa = Isa::get();
             out.par_chunks_mut(CHUNK)
                 .zip(r[..len].par_chunks(CHUNK))
-                .for_each(|(o, r)| {
-                    for (o, r) in o.iter_mut().zip(r) {
-                        *o += r;
-                    }
-                    isa.epilogue(o, ep);
-                });
+                .for_each(|(o, r)| isa.add_epilogue(o, r, ep));
         }
         return Ok(from_flex(FlexTensor::from_data(TensorData::new(
             out,

@@ -74,6 +74,20 @@ impl Isa {
         }
     }
 
+    /// `x = ep(x + r)` element-wise (`r` at least as long): a residual and the activation
+    /// after it, in pieces that stay in L1 between the sum and the activation.
+    pub(crate) fn add_epilogue(self, x: &mut [f32], r: &[f32], ep: Epilogue) {
+        assert!(r.len() >= x.len(), "addend too short");
+        match self {
+            Isa::Base => add_epilogue::<false>(x, r, ep),
+            // SAFETY: `get` chose these only after detecting the features they enable.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { add_epilogue_avx2(x, r, ep) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { add_epilogue_avx512(x, r, ep) },
+        }
+    }
+
     /// `y = act(z)` and `slope = act'(z)` for `z = x * scale + shift`, element-wise (the
     /// training form of BatchNorm + activation, or of an activation alone).
     pub(crate) fn affine_act(
@@ -234,6 +248,18 @@ pub(crate) fn affine_act_avx512(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+fn add_epilogue_avx2(x: &mut [f32], r: &[f32], ep: Epilogue) {
+    add_epilogue::<true>(x, r, ep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn add_epilogue_avx512(x: &mut [f32], r: &[f32], ep: Epilogue) {
+    add_epilogue::<true>(x, r, ep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
 pub(crate) fn epilogue_avx2(x: &mut [f32], ep: Epilogue) {
     epilogue::<true>(x, ep)
 }
@@ -339,6 +365,18 @@ pub(crate) fn erfc_pos<const FMA: bool>(z: f32) -> f32 {
 pub(crate) fn gelu<const FMA: bool>(x: f32) -> f32 {
     let e = erfc_pos::<FMA>(x.abs() * std::f32::consts::FRAC_1_SQRT_2);
     0.5 * x * if x > 0.0 { 2.0 - e } else { e }
+}
+
+/// [`Isa::add_epilogue`] for one instruction set: 1024 floats (4 KB) at a time, summed and
+/// then activated while in L1.
+#[inline(always)]
+fn add_epilogue<const FMA: bool>(x: &mut [f32], r: &[f32], ep: Epilogue) {
+    for (x, r) in x.chunks_mut(1024).zip(r.chunks(1024)) {
+        for (x, r) in x.iter_mut().zip(r) {
+            *x += r;
+        }
+        epilogue::<FMA>(x, ep);
+    }
 }
 
 /// `ep` on every element. Plain `for` loops, not `for_each` closures: a closure that is not
