@@ -423,6 +423,21 @@ pub enum Bias<'a> {
     RowsPlus(&'a [f32], &'a [f32]),
 }
 
+impl Bias<'_> {
+    /// Panics unless the addends cover an `[m, n]` output.
+    fn assert_fits(self, m: usize, n: usize) {
+        match self {
+            Bias::Columns(v) => assert!(v.len() >= n, "bias shorter than a row"),
+            Bias::Rows(v) => assert!(v.len() >= m, "bias shorter than a column"),
+            Bias::RowsPlus(v, p) => {
+                assert!(v.len() >= m, "bias shorter than a column");
+                assert!(p.len() >= m * n, "residual shorter than the output");
+            }
+            Bias::None => {}
+        }
+    }
+}
+
 /// `dst [m, n] (row-major) = ep(a x b)`, plus what `dst` holds before `ep` when
 /// `accumulate` (a running sum), on `kernel`.
 pub fn gemm(
@@ -481,15 +496,7 @@ pub fn gemm_into(
     ep: Epilogue,
 ) {
     assert!(dst.len() >= a.m * b.n, "output too short");
-    match bias {
-        Bias::Columns(v) => assert!(v.len() >= b.n, "bias shorter than a row"),
-        Bias::Rows(v) => assert!(v.len() >= a.m, "bias shorter than a column"),
-        Bias::RowsPlus(v, p) => {
-            assert!(v.len() >= a.m, "bias shorter than a column");
-            assert!(p.len() >= a.m * b.n, "residual shorter than the output");
-        }
-        Bias::None => {}
-    }
+    bias.assert_fits(a.m, b.n);
     // SAFETY: `dst` holds `m * n` elements (asserted); `Start::Bias` never reads them.
     unsafe {
         run(
@@ -524,6 +531,7 @@ pub(crate) unsafe fn gemm_into_rows(
         matches!(bias, Bias::None | Bias::Columns(_)),
         "only column biases in strided rows"
     );
+    bias.assert_fits(a.m, b.n);
     // SAFETY: the caller's contract; `Start::Bias` never reads the output.
     unsafe { run(kernel, a, b, Dst::F32(Out(dst), ld), Start::Bias(bias), ep) }
 }
@@ -542,12 +550,11 @@ pub fn gemm_packed(
     ep: Epilogue,
 ) -> PackedA {
     let (m, n) = (a.m, b.n);
-    match bias {
-        Bias::Columns(v) => assert!(v.len() >= n, "bias shorter than a row"),
-        Bias::Rows(v) => assert!(v.len() >= m, "bias shorter than a column"),
-        Bias::RowsPlus(..) => panic!("a residual is not packed"),
-        Bias::None => {}
-    }
+    assert!(
+        !matches!(bias, Bias::RowsPlus(..)),
+        "a residual is not packed"
+    );
+    bias.assert_fits(m, n);
     let (m_pad, k_pad) = (m.div_ceil(BLOCK) * BLOCK, n.div_ceil(BLOCK) * BLOCK);
     // Zeroed: the padding rows and columns must read as zeros in the next product.
     let mut data = vec![0u16; m_pad * k_pad];
