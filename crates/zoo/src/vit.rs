@@ -168,7 +168,7 @@ impl Vit {
         // equal speed. With bf16 products the CPU kernel (as PyTorch's autocast runs it in
         // bf16): Burn's f32 convolution took 19 ms of ViT-B/16's bf16 forward at batch 8.
         let proj = &self.patch_embed.proj;
-        let x = match committee_ops::precision::bf16_kernel() {
+        let x = match ops::precision::bf16_kernel() {
             Some(_) => ops::conv2d_act(proj, x, None),
             None => profile::conv_with(proj, x, |x| ops::conv2d(proj, x)),
         };

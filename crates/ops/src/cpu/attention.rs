@@ -42,10 +42,7 @@ pub fn attention(qkv: Tensor<3>, heads: usize) -> Result<Tensor<3>, Tensor<3>> {
             dims.join(&per_head, 1)
         }
     };
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out,
-        [b, n, dims.d()],
-    ))))
+    Ok(from_vec(out, [b, n, dims.d()]))
 }
 
 /// The sizes of one multi-head attention over timm's qkv layout `[b, n, 3 d]`, and the

@@ -151,10 +151,7 @@ pub fn conv_gemm_add(
                 .zip(r[..len].par_chunks(CHUNK))
                 .for_each(|(o, r)| isa.add_epilogue(o, r, ep));
         }
-        return Ok(from_flex(FlexTensor::from_data(TensorData::new(
-            out,
-            [n, c_out, oh, ow],
-        ))));
+        return Ok(from_vec(out, [n, c_out, oh, ow]));
     }
     // Stride 1, more than one tap, a large map, on AVX-512: the image read at each tap's
     // offset, nothing unfolded (see `F32_TAPS_MIN_PIXELS` for where that pays).
@@ -173,10 +170,7 @@ pub fn conv_gemm_add(
         conv_taps::conv(&packed, inp, n, &t, dst, bias, res, ep);
         // SAFETY: `conv_taps::conv` wrote all `len` outputs.
         unsafe { out.set_len(len) };
-        return Ok(from_flex(FlexTensor::from_data(TensorData::new(
-            out,
-            [n, c_out, oh, ow],
-        ))));
+        return Ok(from_vec(out, [n, c_out, oh, ow]));
     }
     let mut out = match (bias, res) {
         (Some(b), Some(r)) => preloaded(len, pix, |i, row| {
@@ -218,10 +212,7 @@ pub fn conv_gemm_add(
             }
         });
     }
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out,
-        [n, c_out, oh, ow],
-    ))))
+    Ok(from_vec(out, [n, c_out, oh, ow]))
 }
 
 /// `f` on `len` floats of the calling thread's scratch buffer, kept from call to call (its

@@ -44,9 +44,7 @@ pub fn linear<const D: usize>(
     };
     let mut shape = dims;
     shape[D - 1] = d_out;
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out, shape,
-    ))))
+    Ok(from_vec(out, shape))
 }
 
 /// `fc2(ep(fc1(x)))` with bf16 products, the hidden activation handed from one product to
@@ -68,14 +66,9 @@ pub fn mlp<const D: usize>(
     if !eligible(Kernel::Linear, &x) || dims[D - 1] != d_in || hidden2 != hidden {
         return Err(x);
     }
-    let Some(w2) = into_flex(fc2.weight.val()).map(contiguous) else {
+    let Some((w2, b2)) = params(&fc2.weight, fc2.bias.as_ref()) else {
         return Err(x);
     };
-    let b2 = fc2
-        .bias
-        .as_ref()
-        .and_then(|b| into_flex(b.val()))
-        .map(contiguous);
     let ops1 = operands(&fc1.weight, fc1.bias.as_ref(), x)?;
     let (wts1, bias1, inp) = ops1.slices();
     let rows = dims[..D - 1].iter().product::<usize>();
@@ -96,7 +89,5 @@ pub fn mlp<const D: usize>(
     let out = bf16::gemm_new(kernel, &h, &w2, bias2, Epilogue::None);
     let mut shape = dims;
     shape[D - 1] = d_out;
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out, shape,
-    ))))
+    Ok(from_vec(out, shape))
 }

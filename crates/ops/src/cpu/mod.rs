@@ -83,6 +83,11 @@ pub(crate) fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(t)
 }
 
+/// A kernel's output, `data` in row-major order, as a flex tensor of `shape`.
+pub(crate) fn from_vec<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    from_flex(FlexTensor::from_data(TensorData::new(data, shape)))
+}
+
 /// A contiguous, unshared flex tensor, to write in place (copies only when it has to).
 pub(crate) fn owned(t: FlexTensor) -> FlexTensor {
     if t.is_unique() {
@@ -129,16 +134,26 @@ pub(crate) fn operands<const W: usize, const D: usize>(
     bias: Option<&Param<Tensor<1>>>,
     x: Tensor<D>,
 ) -> Result<Operands, Tensor<D>> {
-    let Some(weight) = into_flex(weight.val()).map(contiguous) else {
+    let Some((weight, bias)) = params(weight, bias) else {
         return Err(x);
     };
-    let bias = bias.and_then(|b| into_flex(b.val())).map(contiguous);
     let input = eligible_input(x);
     Ok(Operands {
         weight,
         bias,
         input,
     })
+}
+
+/// A layer's weight and bias as contiguous flex storages; `None` when the weight is not on
+/// flex.
+pub(crate) fn params<const W: usize>(
+    weight: &Param<Tensor<W>>,
+    bias: Option<&Param<Tensor<1>>>,
+) -> Option<(FlexTensor, Option<FlexTensor>)> {
+    let weight = into_flex(weight.val()).map(contiguous)?;
+    let bias = bias.and_then(|b| into_flex(b.val())).map(contiguous);
+    Some((weight, bias))
 }
 
 /// Padding (top, bottom, left, right) and output size of a convolution, as Burn's `Conv2d`

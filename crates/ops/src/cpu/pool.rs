@@ -55,8 +55,5 @@ pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> 
                 }
             }
         });
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out,
-        [n, c, oh, ow],
-    ))))
+    Ok(from_vec(out, [n, c, oh, ow]))
 }
