@@ -1,6 +1,6 @@
 //! Convolutions of EfficientNet-B0, MobileNetV2 and ResNet-50 (1x1, stems, 3x3) with bf16 products
 //! (`--dtype bf16`, forced on every shape) against f32, alternated call by call, fastest of
-//! `REPS` each, as one thread's part of a split batch runs them (the measurements behind
+//! `REPS` (default 9) each, as one thread's part of a split batch runs them (the measurements behind
 //! `conv::bf16_pays`):
 //! `N=4 RAYON_NUM_THREADS=1 cargo run --release -p committee-ops --example conv_dtype`.
 
@@ -14,13 +14,13 @@ use committee_ops::cpu::{Epilogue, conv_gemm};
 use committee_ops::precision;
 use common::{conv_case, report};
 
-const REPS: usize = 9;
-
 fn main() {
     let Some(kernel) = Bf16Kernel::detect() else {
         eprintln!("no bf16 kernel on this CPU");
         return;
     };
+    // As the CLI runs: freed outputs reused, not faulted in again per call.
+    committee_ops::heap::keep_freed_memory();
     let device = Device::flex();
     // Time the bf16 path on every shape, also those `--dtype bf16` leaves in f32.
     committee_ops::cpu::conv::set_bf16_everywhere(true);
@@ -77,17 +77,35 @@ fn main() {
         .into_iter()
         .map(|(c, m, hw)| (c, m, hw, 1, 1))
         .chain(dense);
+    // `ONLY=c,m,hw,k,s` times that one shape (for a profile).
+    let only: Option<Vec<usize>> = std::env::var("ONLY")
+        .ok()
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect());
+    // `BF16_ONLY=1` skips the f32 side (to profile the bf16 one).
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(9);
+    let bf16_only = std::env::var("BF16_ONLY").is_ok_and(|v| v == "1");
     for (c, m, hw, k, s) in all {
+        if only.as_ref().is_some_and(|o| o[..] != [c, m, hw, k, s]) {
+            continue;
+        }
         let (conv, x, macs) = conv_case(&device, n, [c, m, k, s, hw]);
         let mut best = [f64::MAX; 2];
-        for _ in 0..REPS {
+        for _ in 0..reps {
             for (i, k) in [None, Some(kernel)].into_iter().enumerate() {
+                if i == 0 && bf16_only {
+                    continue;
+                }
                 precision::use_kernel(k).expect("available");
                 let t = Instant::now();
                 let y = conv_gemm(&conv, x.clone(), Epilogue::Relu)
                     .unwrap_or_else(|_| panic!("not on the flex kernels"));
-                std::hint::black_box(y.into_data());
-                best[i] = best[i].min(t.elapsed().as_secs_f64());
+                // The output's own time only: reading it back would add a copy.
+                let dt = t.elapsed().as_secs_f64();
+                std::hint::black_box(y);
+                best[i] = best[i].min(dt);
             }
         }
         precision::use_kernel(None).expect("f32");
