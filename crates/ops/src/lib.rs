@@ -50,6 +50,34 @@ pub fn split_batch(
     cpu::split_batch(x, f)
 }
 
+/// `x` rounded to bf16 when the CPU products run in bf16 (`--dtype bf16` on flex, inference,
+/// the dense-convolution kernel on), else `x` itself: for models whose layers all take bf16
+/// activations (ResNets: dense convolutions, the stem's max pooling, global pooling), which
+/// then stay in bf16 from layer to layer, as PyTorch's autocast keeps them. Why: in f32 a
+/// ResNet-50 moved twice PyTorch's bytes between layers, and its 1x1 convolutions are bound by
+/// those bytes (a bottleneck's 64 -> 256 layer ran at 40-60 GMAC/s where its 3x3 ran at 200).
+pub fn bf16_activations(x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let applies = precision::bf16_kernel().is_some()
+        && BF16_ACTIVATIONS.load(std::sync::atomic::Ordering::Relaxed)
+        && kernel::on(Kernel::ConvGemm)
+        && x.dtype() == burn::tensor::DType::F32
+        && !device.is_autodiff()
+        && device == burn::tensor::Device::flex();
+    match applies {
+        true => x.cast(burn::tensor::FloatDType::BF16),
+        false => x,
+    }
+}
+
+/// Turns [`bf16_activations`] on (the default) or off for the process, to time the two
+/// against each other (`examples/ab_f32_taps.rs` in committee-zoo).
+pub fn set_bf16_activations(on: bool) {
+    BF16_ACTIVATIONS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+static BF16_ACTIVATIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
 /// A residual sum, as its own profile span.
 pub fn residual_add<const D: usize>(branch: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {
     profile::layer("add residual", branch, |b| b + shortcut)

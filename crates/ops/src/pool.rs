@@ -1,7 +1,7 @@
 //! Pooling.
 
 use burn::nn::pool::MaxPool2d;
-use burn::tensor::Tensor;
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::{cpu, profile};
 
@@ -13,10 +13,15 @@ pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     })
 }
 
-/// Global average pooling of an NCHW map to `[N, C]`.
+/// Global average pooling of an NCHW map to `[N, C]`, in f32 (a map kept in bf16, see
+/// [`crate::bf16_activations`], is widened first: the features and logits are f32).
 pub fn global_avg_pool(x: Tensor<4>) -> Tensor<2> {
     let [n, c, _, _] = x.dims();
     profile::layer("pool global avg", x, |x| {
+        let x = match x.dtype() {
+            DType::BF16 => x.cast(FloatDType::F32),
+            _ => x,
+        };
         x.mean_dim(3).mean_dim(2).reshape([n, c])
     })
 }

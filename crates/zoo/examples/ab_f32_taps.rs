@@ -2,7 +2,8 @@
 //! `cargo run --release -p committee-zoo --example ab_f32_taps -- MODEL BATCH ROUNDS [SWITCH]`
 //! where SWITCH is `f32-taps` (the f32 tap-offset convolution against the unfolded path, the
 //! default) or `bf16-routing` (under `--dtype bf16`, the convolutions `conv::bf16_pays` keeps
-//! in f32 against all of them in bf16; "off" is every layer in bf16).
+//! in f32 against all of them in bf16; "off" is every layer in bf16) or `bf16-activations`
+//! (under `--dtype bf16`, a ResNet's activations kept in bf16 between layers against f32).
 //! Each round times `REPS` forwards with the path off, then `REPS` with it on, and keeps
 //! each side's fastest; on a shared host that drifts minute by minute, two processes run
 //! one after the other compare two different minutes.
@@ -31,8 +32,15 @@ fn main() {
             }
             |on| set_bf16_everywhere(!on)
         }
+        "bf16-activations" => {
+            if let Err(e) = precision::set(Dtype::Bf16) {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+            committee_ops::set_bf16_activations
+        }
         other => {
-            eprintln!("unknown switch {other}: f32-taps or bf16-routing");
+            eprintln!("unknown switch {other}: f32-taps, bf16-routing or bf16-activations");
             std::process::exit(2);
         }
     };

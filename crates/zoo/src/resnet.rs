@@ -237,6 +237,12 @@ impl ResNet {
     }
 
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<2> {
+        // Folded (inference) under `--dtype bf16`: every layer below takes and gives bf16
+        // activations, as PyTorch's autocast runs them (global pooling returns f32).
+        let x = match self.folded {
+            true => committee_ops::bf16_activations(x),
+            false => x,
+        };
         let mut x = conv_bn_act(&self.conv1, &self.bn1, self.folded, Act::Relu, x);
         x = committee_ops::max_pool(&self.maxpool, x);
         for b in self

@@ -1,7 +1,10 @@
 //! `--dtype bf16` against PyTorch's own bf16: on the timm-format parity fixtures, committee's
 //! logits with bf16 products are no farther from timm's f32 logits than PyTorch's CPU
-//! autocast to bfloat16 is (geometric mean of the ratios <= 1; any one case <= 1.5x, since one
-//! fixture's largest error is one draw of the rounding: measured 0.50-1.39x on AMX) (tests/fixtures/parity/bf16_pytorch.json, written by
+//! autocast to bfloat16 is (geometric mean of the ratios <= 1; any one case <= 1.5x of
+//! PyTorch's error on that input or of its median over 12 inputs scaled by 1 + k 2^-12,
+//! whichever is larger, since one input's largest error is one draw of the roundings:
+//! PyTorch's own on resnet_basic ranged 5.2e-3 to 1.3e-2 over those draws, 7.0e-3 on the
+//! fixture's input) (tests/fixtures/parity/bf16_pytorch.json, written by
 //! scripts/bf16_reference.py with torch 2.11 + timm), and give the same top-1 wherever the
 //! reference's top-2 margin exceeds PyTorch's own bf16 error (a random fixture's logits can
 //! sit closer than that: tf_efficientnet_w05_d05's one image has a margin of 0.25 of its
@@ -35,20 +38,22 @@ fn bf16_logits_are_no_farther_from_f32_than_pytorch_bf16() {
         .unwrap_or(Bf16Kernel::Emulated);
     precision::use_kernel(Some(kernel)).expect("kernel available");
     // As `--dtype bf16` runs (some small convolutions in f32, `conv::bf16_pays`), and with
-    // every convolution in bf16, so the fixtures' small layers also check the bf16 paths.
-    for everywhere in [false, true] {
+    // every convolution in bf16, so the fixtures' small layers also check the bf16 paths;
+    // then with BatchNorm folded, as the CLI runs inference: a ResNet's activations then
+    // stay in bf16 from layer to layer (`committee_ops::bf16_activations`).
+    for (everywhere, fold, mode) in [
+        (false, false, "as run"),
+        (true, false, "all bf16"),
+        (false, true, "folded"),
+    ] {
         committee_ops::cpu::conv::set_bf16_everywhere(everywhere);
-        check(
-            kernel,
-            &refs,
-            if everywhere { "all bf16" } else { "as run" },
-        );
+        check(kernel, &refs, mode, fold);
     }
     committee_ops::cpu::conv::set_bf16_everywhere(false);
     precision::use_kernel(None).expect("f32");
 }
 
-fn check(kernel: Bf16Kernel, refs: &serde_json::Value, mode: &str) {
+fn check(kernel: Bf16Kernel, refs: &serde_json::Value, mode: &str, fold: bool) {
     let device = Device::flex();
     let mut failures = Vec::new();
     let mut ratios = Vec::new();
@@ -56,7 +61,11 @@ fn check(kernel: Bf16Kernel, refs: &serde_json::Value, mode: &str) {
         let name = case["case"].as_str().unwrap().to_string();
         let Some(r) = refs.get(&name) else { continue };
         let torch = r["bf16_rel_err"].as_f64().unwrap();
-        let out = case_outputs(&case, spec_of(&case), &device, false);
+        let typical = r["bf16_rel_err_median"]
+            .as_f64()
+            .unwrap_or(torch)
+            .max(torch);
+        let out = case_outputs(&case, spec_of(&case), &device, fold);
         let reference = &out.io.tensors["logits"];
         let (le, ls) = max_err(out.logits, reference);
         // Top-1 is compared only where PyTorch's own bf16 error could not swap the two
@@ -73,9 +82,10 @@ fn check(kernel: Bf16Kernel, refs: &serde_json::Value, mode: &str) {
             ours as f64 / torch
         );
         ratios.push(ours as f64 / torch);
-        if ours as f64 > 1.5 * torch || agree.is_some_and(|a| a < 1.0) {
+        if ours as f64 > 1.5 * typical || agree.is_some_and(|a| a < 1.0) {
             failures.push(format!(
-                "{name}: {ours:.2e} vs PyTorch {torch:.2e}, top-1 {agree_text}"
+                "{name}: {ours:.2e} vs PyTorch {torch:.2e} (median over draws {typical:.2e}), \
+                 top-1 {agree_text}"
             ));
         }
     }

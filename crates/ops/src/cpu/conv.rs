@@ -28,131 +28,76 @@ pub fn conv_gemm_add(
 ) -> Result<Tensor<4>, Tensor<4>> {
     let [c_out, cin_g, kh, kw] = conv.weight.lazy_shape().dims::<4>();
     let [n, c, h, w] = x.dims();
-    if !eligible(Kernel::ConvGemm, &x) || conv.groups != 1 || cin_g != c || conv.dilation != [1, 1]
+    // A bf16 input (activations kept in bf16, `bf16::Elem`) gives a bf16 output.
+    let bf16_in = bf16_activation(Kernel::ConvGemm, &x);
+    if !(bf16_in || eligible(Kernel::ConvGemm, &x))
+        || conv.groups != 1
+        || cin_g != c
+        || conv.dilation != [1, 1]
     {
         return Err(x);
     }
     let [sh, sw] = conv.stride;
-    let Some(Window {
-        pt,
-        pb,
-        pl,
-        pr,
-        oh,
-        ow,
-    }) = window(conv, [h, w])
-    else {
+    let Some(win) = window(conv, [h, w]) else {
         return Err(x);
     };
+    let (oh, ow) = (win.oh, win.ow);
     let residual = match residual {
-        Some(r) if r.dims() == [n, c_out, oh, ow] && eligible(Kernel::ConvGemm, r) => {
+        Some(r)
+            if r.dims() == [n, c_out, oh, ow]
+                && r.dtype() == x.dtype()
+                && (bf16_in || eligible(Kernel::ConvGemm, r)) =>
+        {
             Some(eligible_input(r.clone()))
         }
         Some(_) => return Err(x),
         None => None,
     };
+    let Some((weight, bias)) = params(&conv.weight, conv.bias.as_ref()) else {
+        return Err(x);
+    };
+    let input = eligible_input(x);
+    let wts = weight.storage::<f32>();
+    let bias = bias.as_ref().map(|b| b.storage::<f32>());
+    let shape = Shape {
+        n,
+        c,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        sh,
+        sw,
+        win,
+    };
+    // bf16 products (`--dtype bf16`) where they pay, and always on a bf16 input.
+    let pix = oh * ow;
+    let bf16 = crate::precision::bf16_kernel()
+        .filter(|_| bf16_in || bf16_pays([c, c_out], [kh, kw], [sh, sw], pix));
+    if let Some(kern) = bf16 {
+        return Ok(match bf16_in {
+            true => {
+                let res = residual.as_ref().map(elems::<u16>);
+                bf16_conv(kern, conv, &shape, wts, bias, elems::<u16>(&input), res, ep)
+            }
+            false => {
+                let res = residual.as_ref().map(elems::<f32>);
+                bf16_conv(kern, conv, &shape, wts, bias, elems::<f32>(&input), res, ep)
+            }
+        });
+    }
+    let inp = input.storage::<f32>();
     let res = residual.as_ref().map(|r| r.storage::<f32>());
-    let ops = operands(&conv.weight, conv.bias.as_ref(), x)?;
-    let (wts, bias, inp) = ops.slices();
+    let Window { pt, pb, pl, pr, .. } = shape.win;
     // With a residual, a bias of zeros where the layer has none.
     let zeros = (res.is_some() && bias.is_none()).then(|| vec![0f32; c_out]);
     let bias = bias.or(zeros.as_deref());
-    let (k, pix) = (c * kh * kw, oh * ow);
-    let direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt + pb + pl + pr == 0;
+    let k = c * kh * kw;
+    let direct = shape.direct();
     let isa = Isa::get();
-    let unfold = |src: &[f32], row: usize, r: &mut [f32]| {
-        let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
-        let plane = &src[ci * h * w..][..h * w];
-        im2col_row(plane, r, [h, w], [ow, sh, sw], [ky, kx], [pt, pl]);
-    };
+    let unfold = |src: &[f32], row: usize, r: &mut [f32]| shape.unfold(src, row, r);
     let len = n * c_out * pix;
-    // bf16 products (`--dtype bf16`): the weight packed once, each image packed per call,
-    // bias and activation applied as each output block is written; in f32 where that pays.
-    let bf16 =
-        crate::precision::bf16_kernel().filter(|_| bf16_pays([c, c_out], [kh, kw], [sh, sw], pix));
-    if let Some(kern) = bf16 {
-        // A residual and the activation after it are applied in one streaming pass once the
-        // products are written, not in their write-back: read there 32 rows at a time, the
-        // residual cost more (ResNet-50 bf16 at batch 8 1.05-1.06x this way, two runs in one
-        // process; batch 1 1.00x).
-        let (after, ep) = match res {
-            Some(r) => (Some((r, ep)), Epilogue::None),
-            None => (None, ep),
-        };
-        let bias = bias.map_or(bf16::Bias::None, |b| bf16::Bias::Rows(&b[..c_out]));
-        let mut out = Vec::with_capacity(len);
-        let images = out.spare_capacity_mut()[..len].chunks_exact_mut(c_out * pix);
-        let image = |img: usize| &inp[img * c * h * w..][..c * h * w];
-        #[cfg(target_arch = "x86_64")]
-        let stride_1 = sh == 1 && sw == 1 && h * w > 0;
-        // A stem (stride 2 over a few channels): as stride 1 over the image's four phases,
-        // whose channels fit one 32-channel tap.
-        #[cfg(target_arch = "x86_64")]
-        let stem = sh == 2 && sw == 2 && 4 * c <= 32 && kh * kw > 1 && pix > 0;
-        #[cfg(target_arch = "x86_64")]
-        let amx = kern == bf16::Bf16Kernel::Amx && taps_on();
-        #[cfg(target_arch = "x86_64")]
-        let taps = if amx && stride_1 && !direct {
-            Some((
-                bf16::taps::Taps::new(c, [h, w], [kh, kw], [pt, pb, pl, pr]),
-                false,
-            ))
-        } else if amx && stem {
-            let (th, tw) = (kh.div_ceil(2), kw.div_ceil(2));
-            let grid = [oh + th - 1, ow + tw - 1];
-            Some((bf16::taps::Taps::new(4 * c, grid, [th, tw], [0; 4]), true))
-        } else {
-            None
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        let taps: Option<()> = None;
-        match taps {
-            // Stride 1 on AMX: each image packed once, padded, the taps read at offsets; a
-            // stem the same way over its phases.
-            #[cfg(target_arch = "x86_64")]
-            Some((t, phased)) => {
-                let wts = &wts[..c_out * k];
-                let wts = match phased {
-                    true => bf16::cache::left_phases(&conv.weight, wts, c_out, c, [kh, kw]),
-                    false => bf16::cache::left_taps(&conv.weight, wts, c_out, c, kh * kw),
-                };
-                for (img, dst) in images.enumerate() {
-                    let padded = match phased {
-                        true => {
-                            let grid = [t.h, t.w];
-                            let ph = bf16::taps::phases(image(img), c, [h, w], [pt, pl], grid);
-                            bf16::taps::PaddedImage::pack(&ph, &t)
-                        }
-                        false => bf16::taps::PaddedImage::pack(image(img), &t),
-                    };
-                    bf16::taps::conv_into(&wts, &padded, &t, dst, bias, ep);
-                }
-            }
-            // Else each image's columns packed straight from the image (unfolded row pair
-            // by row pair when not 1x1), its product split over the threads.
-            _ => {
-                let wts = bf16::cache::left(&conv.weight, &wts[..c_out * k], c_out, k);
-                for (img, dst) in images.enumerate() {
-                    let src = image(img);
-                    let cols = if direct {
-                        bf16::PackedB::pack(src, k, pix)
-                    } else {
-                        bf16::PackedB::pack_rows(k, pix, |row, r| unfold(src, row, r))
-                    };
-                    bf16::gemm_into(kern, &wts, &cols, dst, bias, ep);
-                }
-            }
-        }
-        // SAFETY: every image's `c_out * pix` outputs were written by the product.
-        unsafe { out.set_len(len) };
-        if let Some((r, ep)) = after {
-            let isa = Isa::get();
-            out.par_chunks_mut(CHUNK)
-                .zip(r[..len].par_chunks(CHUNK))
-                .for_each(|(o, r)| isa.add_epilogue(o, r, ep));
-        }
-        return Ok(from_vec(out, [n, c_out, oh, ow]));
-    }
     // Stride 1, more than one tap, a large map, on AVX-512: the image read at each tap's
     // offset, nothing unfolded (see `F32_TAPS_MIN_PIXELS` for where that pays).
     #[cfg(target_arch = "x86_64")]
@@ -213,6 +158,189 @@ pub fn conv_gemm_add(
         });
     }
     Ok(from_vec(out, [n, c_out, oh, ow]))
+}
+
+/// A dense convolution's sizes: batch, input channels and size, outputs, kernel, stride,
+/// and padding with the output size.
+struct Shape {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    c_out: usize,
+    kh: usize,
+    kw: usize,
+    sh: usize,
+    sw: usize,
+    win: Window,
+}
+
+impl Shape {
+    /// A 1x1 stride-1 convolution without padding: the product reads the image as it lies.
+    fn direct(&self) -> bool {
+        let Window { pt, pb, pl, pr, .. } = self.win;
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && pt + pb + pl + pr == 0
+    }
+
+    /// Row `row` (input channel, tap) of image `src`'s unfolding.
+    fn unfold<T: Copy + Default>(&self, src: &[T], row: usize, r: &mut [T]) {
+        let (kh, kw, h, w) = (self.kh, self.kw, self.h, self.w);
+        let (ci, ky, kx) = (row / (kh * kw), row / kw % kh, row % kw);
+        let plane = &src[ci * h * w..][..h * w];
+        let (ow, pt, pl) = (self.win.ow, self.win.pt, self.win.pl);
+        im2col_row(plane, r, [h, w], [ow, self.sh, self.sw], [ky, kx], [pt, pl]);
+    }
+}
+
+/// The convolution with bf16 products: the weight packed once, each image packed per call
+/// (from f32 or bf16), bias and activation applied as each output block is written, in the
+/// input's element type; then `ep(out + res)` when there is a residual.
+#[allow(clippy::too_many_arguments)]
+fn bf16_conv<T: bf16::Elem>(
+    kern: bf16::Bf16Kernel,
+    conv: &Conv2d,
+    s: &Shape,
+    wts: &[f32],
+    bias: Option<&[f32]>,
+    inp: &[T],
+    res: Option<&[T]>,
+    ep: Epilogue,
+) -> Tensor<4> {
+    let Shape {
+        n,
+        c,
+        h,
+        w,
+        c_out,
+        kh,
+        kw,
+        sh,
+        sw,
+        ..
+    } = *s;
+    let Window {
+        pt,
+        pb,
+        pl,
+        pr,
+        oh,
+        ow,
+    } = s.win;
+    let (k, pix, len) = (c * kh * kw, oh * ow, n * c_out * oh * ow);
+    // A residual and the activation after it are applied in one streaming pass once the
+    // products are written, not in their write-back: read there 32 rows at a time, the
+    // residual cost more (ResNet-50 bf16 at batch 8 1.05-1.06x this way, two runs in one
+    // process; batch 1 1.00x).
+    let (after, ep) = match res {
+        Some(r) if !T::BF16 => (Some((r, ep)), Epilogue::None),
+        _ => (None, ep),
+    };
+    // In bf16 the residual is added as each block is written, the sum rounded once (no
+    // slower than a pass after it: ResNet-50 b8 1.00x, 0.97-1.27x, in one process).
+    let zeros = (res.is_some() && bias.is_none()).then(|| vec![0f32; c_out]);
+    let bias = bias.or(zeros.as_deref()).map(|b| &b[..c_out]);
+    let res16 = match (res, after.is_none()) {
+        // SAFETY: `Elem` is sealed: `T` is u16 (bf16's bits) when there is no pass after.
+        (Some(r), true) => Some(unsafe { std::slice::from_raw_parts(r.as_ptr().cast(), r.len()) }),
+        _ => None,
+    };
+    // Image `img`'s addends.
+    let bias_of = |img: usize| match (bias, res16) {
+        (Some(b), Some(r)) => bf16::Bias::RowsPlusBf16(b, &r[img * c_out * pix..][..c_out * pix]),
+        (Some(b), None) => bf16::Bias::Rows(b),
+        (None, _) => bf16::Bias::None,
+    };
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let images = out.spare_capacity_mut()[..len].chunks_exact_mut(c_out * pix);
+    let image = |img: usize| &inp[img * c * h * w..][..c * h * w];
+    #[cfg(target_arch = "x86_64")]
+    let stride_1 = sh == 1 && sw == 1 && h * w > 0;
+    // A stem (stride 2 over a few channels): as stride 1 over the image's four phases,
+    // whose channels fit one 32-channel tap.
+    #[cfg(target_arch = "x86_64")]
+    let stem = sh == 2 && sw == 2 && 4 * c <= 32 && kh * kw > 1 && pix > 0;
+    #[cfg(target_arch = "x86_64")]
+    let amx = kern == bf16::Bf16Kernel::Amx && taps_on();
+    #[cfg(target_arch = "x86_64")]
+    let taps = if amx && stride_1 && !s.direct() {
+        Some((
+            bf16::taps::Taps::new(c, [h, w], [kh, kw], [pt, pb, pl, pr]),
+            false,
+        ))
+    } else if amx && stem {
+        let (th, tw) = (kh.div_ceil(2), kw.div_ceil(2));
+        let grid = [oh + th - 1, ow + tw - 1];
+        Some((bf16::taps::Taps::new(4 * c, grid, [th, tw], [0; 4]), true))
+    } else {
+        None
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let taps: Option<()> = None;
+    match taps {
+        // Stride 1 on AMX: each image packed once, padded, the taps read at offsets; a
+        // stem the same way over its phases.
+        #[cfg(target_arch = "x86_64")]
+        Some((t, phased)) => {
+            let wts = &wts[..c_out * k];
+            let wts = match phased {
+                true => bf16::cache::left_phases(&conv.weight, wts, c_out, c, [kh, kw]),
+                false => bf16::cache::left_taps(&conv.weight, wts, c_out, c, kh * kw),
+            };
+            for (img, dst) in images.enumerate() {
+                let padded = match phased {
+                    true => {
+                        let grid = [t.h, t.w];
+                        let ph = bf16::taps::phases(image(img), c, [h, w], [pt, pl], grid);
+                        bf16::taps::PaddedImage::pack(&ph, &t)
+                    }
+                    false => bf16::taps::PaddedImage::pack(image(img), &t),
+                };
+                bf16::taps::conv_into(&wts, &padded, &t, dst, bias_of(img), ep);
+            }
+        }
+        // Else each image's columns packed straight from the image (unfolded row pair
+        // by row pair when not 1x1), its product split over the threads.
+        _ => {
+            let wts = bf16::cache::left(&conv.weight, &wts[..c_out * k], c_out, k);
+            for (img, dst) in images.enumerate() {
+                let src = image(img);
+                let cols = if s.direct() {
+                    bf16::PackedB::pack(src, k, pix)
+                } else {
+                    bf16::PackedB::pack_rows(k, pix, |row, r| s.unfold(src, row, r))
+                };
+                bf16::gemm_into(kern, &wts, &cols, dst, bias_of(img), ep);
+            }
+        }
+    }
+    // SAFETY: every image's `c_out * pix` outputs were written by the product.
+    unsafe { out.set_len(len) };
+    if let Some((r, ep)) = after {
+        out.par_chunks_mut(CHUNK)
+            .zip(r[..len].par_chunks(CHUNK))
+            .for_each(|(o, r)| add_act(o, r, ep));
+    }
+    from_elems(out, [n, c_out, oh, ow])
+}
+
+/// `o = ep(o + r)` in `T`'s precision (see [`bf16::add_act`]).
+fn add_act<T: bf16::Elem>(o: &mut [T], r: &[T], ep: Epilogue) {
+    let (len, ro) = (o.len(), o.as_mut_ptr());
+    // SAFETY: `Elem` is sealed: `T` is u16 (bf16's bits) when `BF16`, else f32.
+    unsafe {
+        match T::BF16 {
+            true => bf16::add_act(
+                std::slice::from_raw_parts_mut(ro.cast(), len),
+                std::slice::from_raw_parts(r.as_ptr().cast(), r.len()),
+                ep,
+            ),
+            false => Isa::get().add_epilogue(
+                std::slice::from_raw_parts_mut(ro.cast(), len),
+                std::slice::from_raw_parts(r.as_ptr().cast(), r.len()),
+                ep,
+            ),
+        }
+    }
 }
 
 /// `f` on `len` floats of the calling thread's scratch buffer, kept from call to call (its
@@ -333,9 +461,9 @@ pub(crate) fn images_apart(n: usize, threads: usize) -> bool {
 }
 
 /// One row of the unfolded image: tap (`ky`, `kx`) of one input plane, for every output pixel.
-pub(crate) fn im2col_row(
-    plane: &[f32],
-    row: &mut [f32],
+pub(crate) fn im2col_row<T: Copy + Default>(
+    plane: &[T],
+    row: &mut [T],
     [h, w]: [usize; 2],
     [ow, sh, sw]: [usize; 3],
     [ky, kx]: [usize; 2],
@@ -352,12 +480,12 @@ pub(crate) fn im2col_row(
     for (oy, out) in row.chunks_exact_mut(ow).enumerate() {
         let iy = (oy * sh + ky) as isize - pt as isize;
         if iy < 0 || iy >= h as isize {
-            out.fill(0.0);
+            out.fill(T::default());
             continue;
         }
         let src = &plane[iy as usize * w..][..w];
-        out[..lo].fill(0.0);
-        out[hi..].fill(0.0);
+        out[..lo].fill(T::default());
+        out[hi..].fill(T::default());
         let first = lo * sw + kx - pl;
         if sw == 1 {
             out[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);

@@ -85,7 +85,56 @@ pub(crate) fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
 
 /// A kernel's output, `data` in row-major order, as a flex tensor of `shape`.
 pub(crate) fn from_vec<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
-    from_flex(FlexTensor::from_data(TensorData::new(data, shape)))
+    from_elems(data, shape)
+}
+
+/// [`from_vec`] for f32 or bf16 elements (a bf16 tensor from bf16's bits), without a copy.
+pub(crate) fn from_elems<T: bf16::Elem, const D: usize>(
+    data: Vec<T>,
+    shape: [usize; D],
+) -> Tensor<D> {
+    let mut data = std::mem::ManuallyDrop::new(data);
+    let (ptr, len, cap) = (data.as_mut_ptr(), data.len(), data.capacity());
+    // SAFETY: `Elem` is sealed: `T` is u16 when `BF16` (bf16 is a transparent u16) and f32
+    // otherwise, so the allocation's size and alignment are those of the new element type.
+    let data = unsafe {
+        match T::BF16 {
+            true => TensorData::new(
+                Vec::from_raw_parts(ptr.cast::<burn::tensor::bf16>(), len, cap),
+                shape,
+            ),
+            false => TensorData::new(Vec::from_raw_parts(ptr.cast::<f32>(), len, cap), shape),
+        }
+    };
+    from_flex(FlexTensor::from_data(data))
+}
+
+/// A contiguous flex tensor's elements as `T`: f32, or bf16's bits. Panics when the tensor
+/// holds the other type.
+pub(crate) fn elems<T: bf16::Elem>(t: &FlexTensor) -> &[T] {
+    let (ptr, len) = match T::BF16 {
+        true => {
+            let s = t.storage::<burn::tensor::bf16>();
+            (s.as_ptr().cast::<T>(), s.len())
+        }
+        false => {
+            let s = t.storage::<f32>();
+            (s.as_ptr().cast::<T>(), s.len())
+        }
+    };
+    // SAFETY: as in `from_elems`, `T` is the storage's element type or its transparent bits.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
+/// Whether `x` is a bf16 activation `kernel` reads under `--dtype bf16` (see [`bf16::Elem`]):
+/// the kernel is on, a bf16 kernel is in use, and `x` is bf16 on flex outside autodiff.
+pub(crate) fn bf16_activation<const D: usize>(kernel: Kernel, x: &Tensor<D>) -> bool {
+    let device = x.device();
+    on(kernel)
+        && x.dtype() == DType::BF16
+        && crate::precision::bf16_kernel().is_some()
+        && !device.is_autodiff()
+        && device == Device::flex()
 }
 
 /// A contiguous, unshared flex tensor, to write in place (copies only when it has to).

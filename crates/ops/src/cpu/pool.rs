@@ -5,14 +5,16 @@ use super::*;
 /// Max pooling with explicit padding (no dilation, floor mode), as ResNet's 3x3 stride-2
 /// stem pool: per output row, the element-wise max of its `k` input rows (contiguous,
 /// vectorised), then the max over each `k`-wide window of that row. Padding never wins (as
-/// PyTorch's `-inf` padding). One rayon task per plane.
+/// PyTorch's `-inf` padding). One rayon task per plane. A bf16 input (activations kept in
+/// bf16, see [`bf16::Elem`]) gives a bf16 output: the maximum is one of the inputs.
 pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
     let [n, c, h, w] = x.dims();
     let ([kh, kw], [sh, sw]) = (pool.kernel_size, pool.stride);
     let PaddingConfig2d::Explicit(pt, pl, pb, pr) = pool.padding else {
         return Err(x);
     };
-    if !eligible(Kernel::MaxPool, &x)
+    let bf16_in = bf16_activation(Kernel::MaxPool, &x);
+    if !(bf16_in || eligible(Kernel::MaxPool, &x))
         || pool.dilation != [1, 1]
         || pool.ceil_mode
         || sh == 0
@@ -29,31 +31,88 @@ pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> 
     }
     let (oh, ow) = ((h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1);
     let t = eligible_input(x);
-    let src = t.storage::<f32>();
-    let mut out = vec![0f32; n * c * oh * ow];
+    let geom = Geom {
+        hw: [h, w],
+        o: [oh, ow],
+        k: [kh, kw],
+        s: [sh, sw],
+        p: [pt, pl, pr],
+    };
+    Ok(match bf16_in {
+        true => from_elems(pool_planes(elems::<u16>(&t), &geom), [n, c, oh, ow]),
+        false => from_elems(pool_planes(elems::<f32>(&t), &geom), [n, c, oh, ow]),
+    })
+}
+
+/// A pooling's input size, output size, window, stride and padding (top, left, right).
+struct Geom {
+    hw: [usize; 2],
+    o: [usize; 2],
+    k: [usize; 2],
+    s: [usize; 2],
+    p: [usize; 3],
+}
+
+/// Every plane of `src` pooled (see [`max_pool`]), one rayon task per plane.
+fn pool_planes<T: bf16::Elem>(src: &[T], g: &Geom) -> Vec<T> {
+    let ([h, w], [oh, ow]) = (g.hw, g.o);
+    let planes = src.len() / (h * w);
+    let mut out = vec![T::default(); planes * oh * ow];
     out.par_chunks_mut(oh * ow)
-        .enumerate()
-        .for_each(|(p, dst)| {
-            let plane = &src[p * h * w..][..h * w];
-            // The row maximum, padded left and right with -inf.
-            let mut rowmax = vec![f32::NEG_INFINITY; pl + w + pr];
-            for (oy, orow) in dst.chunks_exact_mut(ow).enumerate() {
-                let lo = (oy * sh).saturating_sub(pt);
-                let hi = (oy * sh + kh - pt).min(h);
-                let m = &mut rowmax[pl..pl + w];
-                m.copy_from_slice(&plane[lo * w..][..w]);
-                for iy in lo + 1..hi {
-                    for (a, &b) in m.iter_mut().zip(&plane[iy * w..][..w]) {
-                        *a = if b > *a || b.is_nan() { b } else { *a };
-                    }
-                }
-                for (ox, o) in orow.iter_mut().enumerate() {
-                    let win = &rowmax[ox * sw..][..kw];
-                    *o = win[1..]
-                        .iter()
-                        .fold(win[0], |a, &b| if b > a || b.is_nan() { b } else { a });
+        .zip(src.par_chunks_exact(h * w))
+        .for_each(|(dst, plane)| {
+            // SAFETY: `Elem` is sealed: `T` is u16 (bf16's bits) when `BF16`, else f32.
+            unsafe {
+                match T::BF16 {
+                    true => pool_plane_bf16(
+                        std::slice::from_raw_parts(plane.as_ptr().cast(), plane.len()),
+                        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()),
+                        g,
+                    ),
+                    false => pool_plane_f32(
+                        std::slice::from_raw_parts(plane.as_ptr().cast(), plane.len()),
+                        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()),
+                        g,
+                    ),
                 }
             }
         });
-    Ok(from_vec(out, [n, c, oh, ow]))
+    out
+}
+
+// Each compiled for the widest instruction set (a loop in the rayon closure builds for
+// baseline x86-64: the bf16 one ran at half the f32 one's speed).
+isa::widest!(fn pool_plane_f32(plane: &[f32], dst: &mut [f32], g: &Geom) = pool_plane::<f32>);
+isa::widest!(fn pool_plane_bf16(plane: &[u16], dst: &mut [u16], g: &Geom) = pool_plane::<u16>);
+
+/// One plane pooled: per output row, the element-wise maximum of its window's input rows,
+/// then each window's maximum along it, in f32 (a bf16 input widened exactly, the maximum
+/// one of its values). NaN wins, as in PyTorch.
+#[inline(always)]
+fn pool_plane<T: bf16::Elem>(plane: &[T], dst: &mut [T], g: &Geom) {
+    let ([h, w], [_, ow], [kh, kw], [sh, sw], [pt, pl, pr]) = (g.hw, g.o, g.k, g.s, g.p);
+    let wins = |a: f32, b: f32| b > a || b.is_nan();
+    // The row maximum, padded left and right with -inf.
+    let mut rowmax = vec![f32::NEG_INFINITY; pl + w + pr];
+    for (oy, orow) in dst.chunks_exact_mut(ow).enumerate() {
+        let lo = (oy * sh).saturating_sub(pt);
+        let hi = (oy * sh + kh - pt).min(h);
+        let m = &mut rowmax[pl..pl + w];
+        for (a, &b) in m.iter_mut().zip(&plane[lo * w..][..w]) {
+            *a = b.to_f32();
+        }
+        for iy in lo + 1..hi {
+            for (a, &b) in m.iter_mut().zip(&plane[iy * w..][..w]) {
+                let b = b.to_f32();
+                *a = if wins(*a, b) { b } else { *a };
+            }
+        }
+        for (ox, o) in orow.iter_mut().enumerate() {
+            let win = &rowmax[ox * sw..][..kw];
+            let v = win[1..]
+                .iter()
+                .fold(win[0], |a, &b| if wins(a, b) { b } else { a });
+            *o = T::from_f32(v);
+        }
+    }
 }

@@ -110,16 +110,101 @@ pub fn from_bf16(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
 }
 
+/// An activation's element as the kernels read and write it: f32, or bf16 as its bits (`u16`;
+/// `--dtype bf16` keeps a ResNet's activations in bf16 between layers, as PyTorch's autocast
+/// does). Why: in f32, each layer's output and the next one's packing moved twice the bytes
+/// PyTorch moves, and a bottleneck's 1x1 convolutions are bound by those bytes.
+pub trait Elem: Copy + Default + Send + Sync + 'static + sealed::Sealed {
+    /// Whether this is bf16 (known at compile time: the kernels branch on it for free).
+    const BF16: bool;
+    fn to_f32(self) -> f32;
+    /// `v` as this type (rounded to the nearest bf16 for bf16).
+    fn from_f32(v: f32) -> Self;
+}
+
+mod sealed {
+    /// Only f32 and u16 (bf16's bits) are elements: the tensor conversions rely on it.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for u16 {}
+}
+
+impl Elem for f32 {
+    const BF16: bool = false;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+}
+
+impl Elem for u16 {
+    const BF16: bool = true;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        from_bf16(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        to_bf16(v)
+    }
+}
+
 /// `src` rounded to bf16 into `dst` (same length), vectorised where AVX512-BF16 exists.
 fn convert(src: &[f32], dst: &mut [u16]) {
-    debug_assert_eq!(src.len(), dst.len());
+    assert!(dst.len() >= src.len(), "destination too short");
+    // SAFETY: `dst` holds `src.len()` elements.
+    unsafe { convert_to(src, dst.as_mut_ptr()) }
+}
+
+/// [`convert`] into `src.len()` elements at `dst`, which need not be initialised.
+///
+/// # Safety
+/// `dst` is valid for `src.len()` writes.
+unsafe fn convert_to(src: &[f32], dst: *mut u16) {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        // SAFETY: the features it enables were detected.
+        // SAFETY: the features it enables were detected; the caller's contract.
         return unsafe { avx512::convert(src, dst) };
     }
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = to_bf16(*s);
+    for (i, s) in src.iter().enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { dst.add(i).write(to_bf16(*s)) };
+    }
+}
+
+/// `o = ep(o + r)` in bf16 (the sum and activation in f32, rounded once): a ResNet block's
+/// shortcut and ReLU when its activations stay in bf16 (PyTorch's autocast adds the two bf16
+/// tensors the same way).
+pub(crate) fn add_act(o: &mut [u16], r: &[u16], ep: Epilogue) {
+    assert!(r.len() >= o.len(), "residual shorter than the output");
+    add_act_widest(o, r, ep)
+}
+
+crate::cpu::isa::widest!(fn add_act_widest(o: &mut [u16], r: &[u16], ep: Epilogue) = add_act_body);
+
+#[inline(always)]
+fn add_act_body(o: &mut [u16], r: &[u16], ep: Epilogue) {
+    let (mut x, mut y) = ([0f32; 256], [0f32; 256]);
+    for (o, r) in o.chunks_mut(256).zip(r.chunks(256)) {
+        let (x, y) = (&mut x[..o.len()], &mut y[..o.len()]);
+        for (x, &h) in x.iter_mut().zip(o.iter()) {
+            *x = from_bf16(h);
+        }
+        for (y, &h) in y.iter_mut().zip(r) {
+            *y = from_bf16(h);
+        }
+        for (x, y) in x.iter_mut().zip(y.iter()) {
+            *x += y;
+        }
+        match Isa::get() {
+            Isa::Base => epilogue::<false>(x, ep),
+            _ => epilogue::<true>(x, ep),
+        }
+        convert(x, o);
     }
 }
 
@@ -235,7 +320,7 @@ impl PackedB {
     /// Packs the row-major `[k, n]` matrix in `src`'s first `k * n` elements, each row pair
     /// woven straight from `src` (through a copy first, the copy was 17 % of MobileNetV2's
     /// bf16 forward: the row comes from memory either way, the copy's write was extra).
-    pub fn pack(src: &[f32], k: usize, n: usize) -> PackedB {
+    pub fn pack<T: Elem>(src: &[T], k: usize, n: usize) -> PackedB {
         assert!(src.len() >= k * n, "right operand too short");
         Self::pack_pairs(k, n, |p, _, weave| {
             let row = |r: usize| &src[r * n..][..n];
@@ -246,7 +331,11 @@ impl PackedB {
     /// Packs the `[k, n]` matrix whose row `r` `fill(r, row)` writes (all `n` of it): a
     /// convolution's unfolded image, one row pair at a time in two small buffers instead of
     /// the whole f32 matrix first (which for a 3x3 convolution is 9x the image).
-    pub fn pack_rows(k: usize, n: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> PackedB {
+    pub fn pack_rows<T: Elem>(
+        k: usize,
+        n: usize,
+        fill: impl Fn(usize, &mut [T]) + Sync,
+    ) -> PackedB {
         Self::pack_pairs(k, n, |p, (r0, r1), weave| {
             fill(2 * p, r0);
             let has_r1 = 2 * p + 1 < k;
@@ -260,12 +349,16 @@ impl PackedB {
     /// Packs the `[k, n]` matrix whose row pair `p` (rows `2p` and `2p + 1`, the second
     /// absent past `k`) `pair(p, buffers, weave)` hands to `weave`, borrowed from its input or
     /// written into the two `n`-long buffers it is given.
-    fn pack_pairs(k: usize, n: usize, pair: impl Fn(usize, &mut Rows, Weave) + Sync) -> PackedB {
+    fn pack_pairs<T: Elem>(
+        k: usize,
+        n: usize,
+        pair: impl Fn(usize, &mut Rows<T>, Weave<T>) + Sync,
+    ) -> PackedB {
         let (n_pad, k_pad) = (n.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
         let mut data = vec![0u16; n_pad * k_pad];
         let out = Out16(data.as_mut_ptr());
         (0..k.div_ceil(2)).into_par_iter().for_each_init(
-            || (vec![0f32; n], vec![0f32; n]),
+            || (vec![T::default(); n], vec![T::default(); n]),
             // SAFETY: row pair `p` of every column block: inside `data` (n_pad * k_pad
             // long, the rows `n` long), written by this task alone.
             |bufs, p| {
@@ -324,10 +417,10 @@ impl PackedB {
 }
 
 /// Two row buffers of a packing task.
-type Rows = (Vec<f32>, Vec<f32>);
+type Rows<T> = (Vec<T>, Vec<T>);
 
 /// Where a packing task hands one row pair (the second absent past `k`).
-type Weave<'w> = &'w mut dyn FnMut(&[f32], Option<&[f32]>);
+type Weave<'w, T> = &'w mut dyn FnMut(&[T], Option<&[T]>);
 
 /// Row pair `p` of a packed right operand at `out`, every column block of it: `out[at + 2c] =
 /// bf16(r0[j])`, `out[at + 2c + 1] = bf16(r1[j])` (0 where `r1` is absent) for column
@@ -338,7 +431,7 @@ type Weave<'w> = &'w mut dyn FnMut(&[f32], Option<&[f32]>);
 /// # Safety
 /// `out` holds `r0.len().div_ceil(16)` column blocks of `k_pad * 16`, `p < k_pad / 2`, and no
 /// one else writes row pair `p` meanwhile; `r1`, when present, is as long as `r0`.
-unsafe fn weave(r0: &[f32], r1: Option<&[f32]>, out: *mut u16, p: usize, k_pad: usize) {
+unsafe fn weave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: *mut u16, p: usize, k_pad: usize) {
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // SAFETY: the features it enables were detected; the rest is the caller's contract.
@@ -356,7 +449,7 @@ unsafe fn weave(r0: &[f32], r1: Option<&[f32]>, out: *mut u16, p: usize, k_pad: 
 /// `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])` (0 where `r1` is absent) along a
 /// whole row; past `2 * r0.len()`, up to 30 more elements of `out` may be overwritten with
 /// zeros (so `out` must be that long).
-fn interleave_row(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
+fn interleave_row<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u16]) {
     assert!(
         out.len() >= r0.len().div_ceil(NB) * 2 * NB,
         "row too long for its place"
@@ -371,8 +464,8 @@ fn interleave_row(r0: &[f32], r1: Option<&[f32]>, out: &mut [u16]) {
         return;
     }
     for (c, v) in r0.iter().enumerate() {
-        out[2 * c] = to_bf16(*v);
-        out[2 * c + 1] = r1.map_or(0, |r| to_bf16(r[c]));
+        out[2 * c] = to_bf16(v.to_f32());
+        out[2 * c + 1] = r1.map_or(0, |r| to_bf16(r[c].to_f32()));
     }
 }
 
@@ -421,6 +514,9 @@ pub enum Bias<'a> {
     /// `bias[i]` along row `i` plus `plus[i * n + j]`: a convolution's bias and a residual
     /// branch, added before the activation (a ResNet block's last convolution).
     RowsPlus(&'a [f32], &'a [f32]),
+    /// [`Bias::RowsPlus`] with the residual in bf16 (its bits): a ResNet block whose
+    /// activations stay in bf16, the sum rounded once, as it is written.
+    RowsPlusBf16(&'a [f32], &'a [u16]),
 }
 
 impl Bias<'_> {
@@ -430,6 +526,10 @@ impl Bias<'_> {
             Bias::Columns(v) => assert!(v.len() >= n, "bias shorter than a row"),
             Bias::Rows(v) => assert!(v.len() >= m, "bias shorter than a column"),
             Bias::RowsPlus(v, p) => {
+                assert!(v.len() >= m, "bias shorter than a column");
+                assert!(p.len() >= m * n, "residual shorter than the output");
+            }
+            Bias::RowsPlusBf16(v, p) => {
                 assert!(v.len() >= m, "bias shorter than a column");
                 assert!(p.len() >= m * n, "residual shorter than the output");
             }
@@ -486,28 +586,25 @@ pub fn gemm_new(
     out
 }
 
-/// [`gemm_new`] into `dst` (`m * n` long, its contents never read).
-pub fn gemm_into(
+/// [`gemm_new`] into `dst` (`m * n` long, its contents never read), in f32 or rounded to
+/// bf16 (a convolution whose activations stay in bf16, see [`Elem`]).
+pub fn gemm_into<T: Elem>(
     kernel: Bf16Kernel,
     a: &PackedA,
     b: &PackedB,
-    dst: &mut [MaybeUninit<f32>],
+    dst: &mut [MaybeUninit<T>],
     bias: Bias,
     ep: Epilogue,
 ) {
     assert!(dst.len() >= a.m * b.n, "output too short");
     bias.assert_fits(a.m, b.n);
-    // SAFETY: `dst` holds `m * n` elements (asserted); `Start::Bias` never reads them.
-    unsafe {
-        run(
-            kernel,
-            a,
-            b,
-            Dst::F32(Out(dst.as_mut_ptr().cast()), b.n),
-            Start::Bias(bias),
-            ep,
-        )
-    }
+    let dst = match T::BF16 {
+        true => Dst::Bf16Rows(Out16(dst.as_mut_ptr().cast()), b.n),
+        false => Dst::F32(Out(dst.as_mut_ptr().cast()), b.n),
+    };
+    // SAFETY: `dst` holds `m * n` elements (asserted) of its kind; `Start::Bias` never reads
+    // them.
+    unsafe { run(kernel, a, b, dst, Start::Bias(bias), ep) }
 }
 
 /// [`gemm_into`] into rows `ld` apart: row `i` of the product at `dst + i * ld`, its `n`
@@ -551,7 +648,7 @@ pub fn gemm_packed(
 ) -> PackedA {
     let (m, n) = (a.m, b.n);
     assert!(
-        !matches!(bias, Bias::RowsPlus(..)),
+        !matches!(bias, Bias::RowsPlus(..) | Bias::RowsPlusBf16(..)),
         "a residual is not packed"
     );
     bias.assert_fits(m, n);
@@ -584,6 +681,8 @@ enum Dst {
     F32(Out, usize),
     /// A [`PackedA`]'s data with the given `k_pad` (at least `n`).
     Bf16(Out16, usize),
+    /// bf16 rows of `n` at the given stride (at least `n`).
+    Bf16Rows(Out16, usize),
 }
 
 /// Where an output block's values start.
@@ -620,23 +719,14 @@ unsafe fn run(kernel: Bf16Kernel, a: &PackedA, b: &PackedB, dst: Dst, start: Sta
         matches!(dst, Dst::F32(..)) || !matches!(start, Start::Dst),
         "a bf16 output has no running sum"
     );
+    if let Dst::F32(_, ld) | Dst::Bf16Rows(_, ld) = dst {
+        assert!(ld >= n, "row stride shorter than a row");
+    }
     let k_pad = a.k_pad;
     for_each_block(a, n, |i0, pa, j0, c| {
         block(kernel, pa, &b.data, 2 * (j0 / BLOCK), k_pad, &mut c.0);
         let (rows, cols) = ((m - i0).min(BLOCK), (n - j0).min(BLOCK));
-        let mut row_f32 = [MaybeUninit::<f32>::uninit(); BLOCK];
         for r in 0..rows {
-            let d = match dst {
-                // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n, the
-                // caller's contract) belong to this block, computed by this task alone.
-                Dst::F32(out, ld) => unsafe {
-                    std::slice::from_raw_parts_mut(
-                        out.get().add((i0 + r) * ld + j0).cast::<MaybeUninit<f32>>(),
-                        cols,
-                    )
-                },
-                Dst::Bf16(..) => &mut row_f32[..cols],
-            };
             let add = match start {
                 Start::Dst => Add::Dst,
                 Start::Bias(Bias::None) => Add::None,
@@ -645,20 +735,59 @@ unsafe fn run(kernel: Bf16Kernel, a: &PackedA, b: &PackedB, dst: Dst, start: Sta
                 Start::Bias(Bias::RowsPlus(v, p)) => {
                     Add::RowPlus(v[i0 + r], &p[(i0 + r) * n + j0..][..cols])
                 }
+                Start::Bias(Bias::RowsPlusBf16(v, p)) => {
+                    Add::RowPlusBf16(v[i0 + r], &p[(i0 + r) * n + j0..][..cols])
+                }
             };
-            finish_row(&mut c.0[r * BLOCK..][..cols], add, ep, d);
-            if let Dst::Bf16(out, k_pad) = dst {
-                // SAFETY: as for f32 above, in the packed layout of `k_pad >= n` columns (the
-                // caller's contract), where the block's row is one contiguous step (`j0` is a
-                // multiple of 32, `cols <= 32`); `finish_row` wrote all `cols` of `row_f32`.
-                unsafe {
-                    let at = a_offset(i0 + r, j0, k_pad);
-                    let d = std::slice::from_raw_parts_mut(out.get().add(at), cols);
-                    convert(row_f32[..cols].assume_init_ref(), d);
+            let s = &mut c.0[r * BLOCK..][..cols];
+            // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n, the
+            // caller's contract) belong to this block, computed by this task alone; in the
+            // packed layout (`k_pad >= n`) a block's row is one contiguous step (`j0` is a
+            // multiple of 32, `cols <= 32`).
+            unsafe {
+                match dst {
+                    Dst::F32(out, ld) => finish_to(s, add, ep, out.get().add((i0 + r) * ld + j0)),
+                    Dst::Bf16Rows(out, ld) => {
+                        finish_to(s, add, ep, out.get().add((i0 + r) * ld + j0))
+                    }
+                    Dst::Bf16(out, k_pad) => {
+                        finish_to(s, add, ep, out.get().add(a_offset(i0 + r, j0, k_pad)))
+                    }
                 }
             }
         }
     });
+}
+
+/// `ep(s + add)` into the `s.len()` (at most 32) elements at `dst`: as f32, or rounded to
+/// bf16. `s` may be overwritten; `add` is [`Add::Dst`] only for an initialised f32 output.
+///
+/// # Safety
+/// `dst` is valid for `s.len()` writes (and reads, for [`Add::Dst`]) and no one else accesses
+/// those elements meanwhile.
+pub(crate) unsafe fn finish_to<T: Elem>(s: &mut [f32], add: Add, ep: Epilogue, dst: *mut T) {
+    let n = s.len();
+    if T::BF16 {
+        assert!(
+            n <= BLOCK && !matches!(add, Add::Dst),
+            "a bf16 row of a block"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(bounds), Isa::Avx512, true) =
+            (ep.clamp_bounds(), Isa::get(), avx512::available())
+        {
+            // SAFETY: the features were detected; the caller's contract for `dst`.
+            return unsafe { avx512::finish_row_bf16(s, add, bounds, dst.cast()) };
+        }
+        let mut row = [MaybeUninit::<f32>::uninit(); BLOCK];
+        finish_row(s, add, ep, &mut row[..n]);
+        // SAFETY: `finish_row` wrote `row[..n]`; the caller's contract for `dst`.
+        unsafe { convert_to(row[..n].assume_init_ref(), dst.cast()) }
+    } else {
+        // SAFETY: the caller's contract; `T` is f32.
+        let d = unsafe { std::slice::from_raw_parts_mut(dst.cast::<MaybeUninit<f32>>(), n) };
+        finish_row(s, add, ep, d);
+    }
 }
 
 /// The 32x32 output blocks of an `[a.m, n]` product, in the tasks [`run`] describes:
@@ -689,10 +818,23 @@ pub(crate) enum Add<'a> {
     Row(f32),
     /// A row's bias and its residual.
     RowPlus(f32, &'a [f32]),
+    /// A row's bias and its residual in bf16 (its bits).
+    RowPlusBf16(f32, &'a [u16]),
 }
 
 /// `d = ep(s + add)` for one row of a finished block; `s` may be overwritten.
 pub(crate) fn finish_row(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) {
+    if let Add::RowPlusBf16(b, p) = add {
+        // Widened first (a row of a block: at most 32); AVX512-BF16's bf16 output reads it
+        // in place (`avx512::finish_row_bf16`).
+        let mut wide = [0f32; BLOCK];
+        let n = s.len();
+        assert!(n <= BLOCK && p.len() >= n, "a block's row and its residual");
+        for (w, &h) in wide.iter_mut().zip(&p[..n]) {
+            *w = from_bf16(h);
+        }
+        return finish_row(s, Add::RowPlus(b, &wide[..n]), ep, d);
+    }
     #[cfg(target_arch = "x86_64")]
     if let Isa::Avx512 = Isa::get() {
         let bounds = ep.clamp_bounds();
@@ -728,6 +870,7 @@ fn finish_row_clamped(s: &[f32], add: Add, bounds: Option<[f32; 2]>, d: &mut [Ma
     match add {
         Add::Columns(b) | Add::RowPlus(_, b) => assert!(b.len() >= n, "addend too short"),
         Add::None | Add::Dst | Add::Row(_) => {}
+        Add::RowPlusBf16(..) => unreachable!("widened by `finish_row`"),
     }
     let [lo, hi] = bounds.unwrap_or([f32::NEG_INFINITY, f32::INFINITY]);
     // No activation: nothing to clamp.
@@ -747,6 +890,7 @@ fn finish_row_clamped(s: &[f32], add: Add, bounds: Option<[f32; 2]>, d: &mut [Ma
                 Add::Columns(b) => _mm512_add_ps(v, at(b)),
                 Add::Row(b) => _mm512_add_ps(v, _mm512_set1_ps(b)),
                 Add::RowPlus(b, p) => _mm512_add_ps(v, _mm512_add_ps(_mm512_set1_ps(b), at(p))),
+                Add::RowPlusBf16(..) => v,
             };
             if clamp {
                 // NaN kept (see `Epilogue::clamp_bounds`).
@@ -783,6 +927,11 @@ fn finish_row_body(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f
         Add::RowPlus(b, p) => {
             for (s, p) in s.iter_mut().zip(p) {
                 *s += b + p;
+            }
+        }
+        Add::RowPlusBf16(b, p) => {
+            for (s, p) in s.iter_mut().zip(p) {
+                *s += b + from_bf16(*p);
             }
         }
     }

@@ -75,7 +75,7 @@ impl Taps {
 
 impl PaddedImage {
     /// Packs the image `[c, h, w]` in `src`'s first `c * h * w` elements.
-    pub fn pack(src: &[f32], t: &Taps) -> PaddedImage {
+    pub fn pack<T: Elem>(src: &[T], t: &Taps) -> PaddedImage {
         let (h, w) = (t.h, t.w);
         assert!(src.len() >= t.c * h * w, "image too short");
         let len = t.len();
@@ -98,12 +98,12 @@ impl PaddedImage {
 
 /// `dst [m, oh, ow] = ep(bias + conv(image))` for a convolution whose weights `a` were packed
 /// by tap ([`cache::left_taps`]: row `o` holds tap 0's `kc_pad` channels, then tap 1's, ...),
-/// on AMX. Each output element is written once.
-pub fn conv_into(
+/// on AMX, in f32 or rounded to bf16 ([`Elem`]). Each output element is written once.
+pub fn conv_into<T: Elem>(
     a: &PackedA,
     img: &PaddedImage,
     t: &Taps,
-    dst: &mut [MaybeUninit<f32>],
+    dst: &mut [MaybeUninit<T>],
     bias: Bias,
     ep: Epilogue,
 ) {
@@ -111,16 +111,11 @@ pub fn conv_into(
     let ka = a.k_pad;
     assert_eq!(ka, t.offs.len() * t.kc_pad, "weights packed for other taps");
     assert!(dst.len() >= m * t.oh * t.ow, "output too short");
-    if let Bias::RowsPlus(v, p) = bias {
-        assert!(
-            v.len() >= m && p.len() >= m * t.oh * t.ow,
-            "bias or residual too short"
-        );
-    }
+    bias.assert_fits(m, t.oh * t.ow);
     assert!(Bf16Kernel::Amx.available(), "AMX unavailable");
     let plane = t.oh * t.ow;
     let n = t.cols();
-    let out = Out(dst.as_mut_ptr().cast());
+    let out = Out16(dst.as_mut_ptr().cast());
     for_each_block(a, n, |i0, pa, j0, c| {
         // SAFETY: AMX is available (asserted); the panel holds 32 rows of `ka`, and the image
         // `len` columns per pair, enough for column `j0 + 31` at every offset.
@@ -137,17 +132,15 @@ pub fn conv_into(
                     let add = match bias {
                         Bias::Rows(v) => Add::Row(v[i0 + r]),
                         Bias::RowsPlus(v, p) => Add::RowPlus(v[i0 + r], &p[at..][..end - j]),
+                        Bias::RowsPlusBf16(v, p) => {
+                            Add::RowPlusBf16(v[i0 + r], &p[at..][..end - j])
+                        }
                         Bias::Columns(_) | Bias::None => Add::None,
                     };
+                    let s = &mut c.0[r * BLOCK + j - j0..][..end - j];
                     // SAFETY: output row i0 + r, pixels of grid row oy from ox: inside `dst`
                     // (asserted), and only this block writes them.
-                    let d = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.get().add(at).cast::<MaybeUninit<f32>>(),
-                            end - j,
-                        )
-                    };
-                    finish_row(&mut c.0[r * BLOCK + j - j0..][..end - j], add, ep, d);
+                    unsafe { finish_to(s, add, ep, out.get().cast::<T>().add(at)) };
                 }
                 // Past the row's outputs: the next grid row.
                 j = (oy + 1) * t.wp;
@@ -181,8 +174,8 @@ pub(crate) fn pack_weights(data: &[f32], m: usize, c: usize, taps: usize) -> Pac
 
 /// The four phases of `src` (`[c, h, w]`, padded by `pt` rows above and `pl` columns to the
 /// left, zeros past it) as a `[4 c, hq, wq]` image.
-pub fn phases(
-    src: &[f32],
+pub fn phases<T: Elem>(
+    src: &[T],
     c: usize,
     [h, w]: [usize; 2],
     [pt, pl]: [usize; 2],
@@ -200,7 +193,7 @@ pub fn phases(
             let src = &src[iy * w..][..w];
             for (qx, v) in row.iter_mut().enumerate() {
                 if let Some(ix) = (2 * qx + px).checked_sub(pl).filter(|&ix| ix < w) {
-                    *v = src[ix];
+                    *v = src[ix].to_f32();
                 }
             }
         }
