@@ -87,11 +87,15 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(9);
     let bf16_only = std::env::var("BF16_ONLY").is_ok_and(|v| v == "1");
+    // `BF16_IN=1` hands the bf16 side a bf16 input (activations kept in bf16, as a ResNet's
+    // under `--dtype bf16`): bf16 in, bf16 out.
+    let bf16_in = std::env::var("BF16_IN").is_ok_and(|v| v == "1");
     for (c, m, hw, k, s) in all {
         if only.as_ref().is_some_and(|o| o[..] != [c, m, hw, k, s]) {
             continue;
         }
         let (conv, x, macs) = conv_case(&device, n, [c, m, k, s, hw]);
+        let xb = x.clone().cast(burn::tensor::FloatDType::BF16);
         let mut best = [f64::MAX; 2];
         for _ in 0..reps {
             for (i, k) in [None, Some(kernel)].into_iter().enumerate() {
@@ -99,6 +103,7 @@ fn main() {
                     continue;
                 }
                 precision::use_kernel(k).expect("available");
+                let x = if i == 1 && bf16_in { &xb } else { &x };
                 let t = Instant::now();
                 let y = conv_gemm(&conv, x.clone(), Epilogue::Relu)
                     .unwrap_or_else(|_| panic!("not on the flex kernels"));

@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{Add, BLOCK, Elem, NB, a_offset, b_offset};
+use super::{BLOCK, Bias, BlockRows, Elem, NB, a_offset, b_offset};
 
 pub(super) fn available() -> bool {
     static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -157,51 +157,77 @@ pub(super) unsafe fn block(
     }
 }
 
-/// `super::finish_to` into bf16 for no activation, ReLU or ReLU6 (a clamp to `bounds`): the
-/// row's sum, clamp and rounding in registers, 32 at a time, one masked store. Why: through
-/// an f32 row and then `convert`, the two calls per 32-float row cost a tenth of ResNet-50's
-/// bf16 forward.
+/// `super::write_block` for no activation, ReLU or ReLU6 (a clamp to `bounds`): every row
+/// and run of the block summed, clamped and stored (rounded to bf16 for a bf16 output) 16
+/// lanes at a time in one call.
 ///
 /// # Safety
-/// `s.len() <= 32`; `dst` is valid for `s.len()` writes; `add` is not `Add::Dst`.
+/// As `super::write_block`, whose checks on the addends' lengths have passed.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(super) unsafe fn finish_row_bf16(s: &[f32], add: Add, bounds: [f32; 2], dst: *mut u16) {
-    let n = s.len();
-    assert!(n <= BLOCK, "a block's row");
-    match add {
-        Add::Columns(b) | Add::RowPlus(_, b) => assert!(b.len() >= n, "addend too short"),
-        Add::RowPlusBf16(_, b) => assert!(b.len() >= n, "addend too short"),
-        Add::None | Add::Row(_) => {}
-        Add::Dst => panic!("a bf16 output has no running sum"),
-    }
+pub(super) unsafe fn write_block<T: Elem>(
+    c: &[f32; BLOCK * BLOCK],
+    b: &BlockRows,
+    bias: Bias,
+    bounds: [f32; 2],
+    out: *mut T,
+) {
     let [lo, hi] = bounds;
+    // No activation: nothing to clamp.
     let clamp = lo > f32::NEG_INFINITY || hi < f32::INFINITY;
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-    let half = |i: usize| {
-        let k = ((1u32 << n.saturating_sub(i).min(16)) - 1) as __mmask16;
-        // SAFETY: lanes below `n` only (the mask); the addends hold `n` (asserted).
-        unsafe {
-            let mut v = _mm512_maskz_loadu_ps(k, s.as_ptr().add(i));
-            let at = |x: &[f32]| _mm512_maskz_loadu_ps(k, x.as_ptr().add(i));
-            v = match add {
-                Add::None | Add::Dst => v,
-                Add::Columns(b) => _mm512_add_ps(v, at(b)),
-                Add::Row(b) => _mm512_add_ps(v, _mm512_set1_ps(b)),
-                Add::RowPlus(b, p) => _mm512_add_ps(v, _mm512_add_ps(_mm512_set1_ps(b), at(p))),
-                Add::RowPlusBf16(b, p) => {
-                    let r = load16(p.as_ptr().add(i), k);
-                    _mm512_add_ps(v, _mm512_add_ps(_mm512_set1_ps(b), r))
+    for r in 0..b.rows {
+        let row_bias = match bias {
+            Bias::Rows(v) | Bias::RowsPlus(v, _) | Bias::RowsPlusBf16(v, _) => Some(v[b.i0 + r]),
+            Bias::None | Bias::Columns(_) => None,
+        };
+        for s in b.segs {
+            let (src, res) = (
+                &c[r * BLOCK + s.col..][..s.len],
+                s.res_at + r * b.res_stride,
+            );
+            // Lanes i..i + 16 of the run.
+            let lanes = |i: usize| {
+                let k = ((1u32 << s.len.saturating_sub(i).min(16)) - 1) as __mmask16;
+                // SAFETY: masked lanes below `s.len` only; the addends' lengths were checked
+                // by the caller for every run and row.
+                unsafe {
+                    let mut v = _mm512_maskz_loadu_ps(k, src.as_ptr().add(i));
+                    if let Some(x) = row_bias {
+                        v = _mm512_add_ps(v, _mm512_set1_ps(x));
+                    }
+                    v = match bias {
+                        Bias::Columns(p) => {
+                            let at = p.as_ptr().add(b.j0 + s.col + i);
+                            _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, at))
+                        }
+                        Bias::RowsPlus(_, p) => {
+                            _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, p.as_ptr().add(res + i)))
+                        }
+                        Bias::RowsPlusBf16(_, p) => {
+                            _mm512_add_ps(v, load16(p.as_ptr().add(res + i), k))
+                        }
+                        Bias::None | Bias::Rows(_) => v,
+                    };
+                    if clamp {
+                        // NaN kept (see `Epilogue::clamp_bounds`).
+                        v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+                    }
+                    (v, k)
                 }
             };
-            if clamp {
-                // NaN kept (see `Epilogue::clamp_bounds`).
-                v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
+            let ((a, ka), (z, kz)) = (lanes(0), lanes(16));
+            // SAFETY: the masks keep the stores inside the run's `s.len` outputs (the
+            // caller's contract).
+            unsafe {
+                let dst = out.add(s.at + r * b.stride);
+                if T::BF16 {
+                    let m = (ka as u32) | ((kz as u32) << 16);
+                    _mm512_mask_storeu_epi16(dst as *mut i16, m, ih(_mm512_cvtne2ps_pbh(z, a)));
+                } else {
+                    _mm512_mask_storeu_ps(dst as *mut f32, ka, a);
+                    _mm512_mask_storeu_ps((dst as *mut f32).add(16), kz, z);
+                }
             }
-            v
         }
-    };
-    let (a, b) = (half(0), half(16));
-    let m = if n == 32 { u32::MAX } else { (1u32 << n) - 1 };
-    // SAFETY: the mask keeps the store inside `dst[..n]` (the caller's contract).
-    unsafe { _mm512_mask_storeu_epi16(dst as *mut i16, m, ih(_mm512_cvtne2ps_pbh(b, a))) };
+    }
 }

@@ -687,7 +687,7 @@ enum Dst {
 
 /// Where an output block's values start.
 #[derive(Clone, Copy)]
-enum Start<'a> {
+pub(crate) enum Start<'a> {
     /// What the output holds.
     Dst,
     Bias(Bias<'a>),
@@ -726,41 +726,124 @@ unsafe fn run(kernel: Bf16Kernel, a: &PackedA, b: &PackedB, dst: Dst, start: Sta
     for_each_block(a, n, |i0, pa, j0, c| {
         block(kernel, pa, &b.data, 2 * (j0 / BLOCK), k_pad, &mut c.0);
         let (rows, cols) = ((m - i0).min(BLOCK), (n - j0).min(BLOCK));
-        for r in 0..rows {
-            let add = match start {
-                Start::Dst => Add::Dst,
-                Start::Bias(Bias::None) => Add::None,
-                Start::Bias(Bias::Columns(v)) => Add::Columns(&v[j0..j0 + cols]),
-                Start::Bias(Bias::Rows(v)) => Add::Row(v[i0 + r]),
-                Start::Bias(Bias::RowsPlus(v, p)) => {
-                    Add::RowPlus(v[i0 + r], &p[(i0 + r) * n + j0..][..cols])
-                }
-                Start::Bias(Bias::RowsPlusBf16(v, p)) => {
-                    Add::RowPlusBf16(v[i0 + r], &p[(i0 + r) * n + j0..][..cols])
-                }
-            };
-            let s = &mut c.0[r * BLOCK..][..cols];
-            // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n, the
-            // caller's contract) belong to this block, computed by this task alone; in the
-            // packed layout (`k_pad >= n`) a block's row is one contiguous step (`j0` is a
-            // multiple of 32, `cols <= 32`).
-            unsafe {
-                match dst {
-                    Dst::F32(out, ld) => finish_to(s, add, ep, out.get().add((i0 + r) * ld + j0)),
-                    Dst::Bf16Rows(out, ld) => {
-                        finish_to(s, add, ep, out.get().add((i0 + r) * ld + j0))
-                    }
-                    Dst::Bf16(out, k_pad) => {
-                        finish_to(s, add, ep, out.get().add(a_offset(i0 + r, j0, k_pad)))
-                    }
+        // The block's rows are `stride` apart in the output; in the packed layout (`k_pad
+        // >= n`) a block's row is one contiguous step and the rows 32 apart (`a_offset`).
+        let (at, stride) = match dst {
+            Dst::F32(_, ld) | Dst::Bf16Rows(_, ld) => (i0 * ld + j0, ld),
+            Dst::Bf16(_, k_pad) => (a_offset(i0, j0, k_pad), 32),
+        };
+        let seg = [Seg {
+            col: 0,
+            len: cols,
+            at,
+            res_at: i0 * n + j0,
+        }];
+        let rows = BlockRows {
+            i0,
+            j0,
+            rows,
+            segs: &seg,
+            stride,
+            res_stride: n,
+        };
+        // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n, the caller's
+        // contract) belong to this block, computed by this task alone.
+        unsafe {
+            match dst {
+                Dst::F32(out, _) => write_block(&mut c.0, &rows, start, ep, out.get()),
+                Dst::Bf16Rows(out, _) | Dst::Bf16(out, _) => {
+                    write_block(&mut c.0, &rows, start, ep, out.get())
                 }
             }
         }
     });
 }
 
+/// A run of a finished block's columns: `len` of them from column `col`, written for the
+/// block's row `r` at `at + r * stride` of the output, its residual (if any) read at
+/// `res_at + r * res_stride` (see [`BlockRows`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seg {
+    pub(crate) col: usize,
+    pub(crate) len: usize,
+    pub(crate) at: usize,
+    pub(crate) res_at: usize,
+}
+
+/// Where a finished block goes: its first output row `i0` (for row addends) and column `j0`
+/// (for column addends), its `rows`, and the runs of its columns (one for a product, one per
+/// map row for a convolution read at tap offsets, whose grid has columns to drop).
+pub(crate) struct BlockRows<'a> {
+    pub(crate) i0: usize,
+    pub(crate) j0: usize,
+    pub(crate) rows: usize,
+    pub(crate) segs: &'a [Seg],
+    pub(crate) stride: usize,
+    pub(crate) res_stride: usize,
+}
+
+/// `ep(c + start)` for every row and run of a finished block (`c` 32 floats a row), into
+/// the output at `out`, as f32 or rounded to bf16. Why one call per block: written row by
+/// row, the per-row dispatch (kind of addend, instruction set, output type) took longer than
+/// the products of a layer with few inputs (a ResNet 64 -> 256 convolution: the write-back
+/// was a third of the layer, the products under half).
+///
+/// # Safety
+/// Every element the runs name is inside the output at `out` and written by this call alone;
+/// [`Start::Dst`] only for an initialised f32 output.
+pub(crate) unsafe fn write_block<T: Elem>(
+    c: &mut [f32; BLOCK * BLOCK],
+    b: &BlockRows,
+    start: Start,
+    ep: Epilogue,
+    out: *mut T,
+) {
+    if let Start::Bias(bias) = start {
+        for s in b.segs {
+            assert!(s.col + s.len <= BLOCK, "a run past the block");
+            let last = (b.rows.max(1) - 1) * b.res_stride + s.res_at + s.len;
+            match bias {
+                Bias::None => {}
+                Bias::Columns(v) => assert!(v.len() >= b.j0 + s.col + s.len, "bias too short"),
+                Bias::Rows(v) => assert!(v.len() >= b.i0 + b.rows, "bias too short"),
+                Bias::RowsPlus(v, p) => assert!(v.len() >= b.i0 + b.rows && p.len() >= last),
+                Bias::RowsPlusBf16(v, p) => {
+                    assert!(v.len() >= b.i0 + b.rows && p.len() >= last)
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(bounds), Isa::Avx512, true) =
+            (ep.clamp_bounds(), Isa::get(), avx512::available())
+        {
+            // SAFETY: the features were detected; addends checked above; the caller's
+            // contract for the output.
+            return unsafe { avx512::write_block(c, b, bias, bounds, out) };
+        }
+    }
+    for r in 0..b.rows {
+        for s in b.segs {
+            let res = s.res_at + r * b.res_stride;
+            let add = match start {
+                Start::Dst => Add::Dst,
+                Start::Bias(Bias::None) => Add::None,
+                Start::Bias(Bias::Columns(v)) => Add::Columns(&v[b.j0 + s.col..][..s.len]),
+                Start::Bias(Bias::Rows(v)) => Add::Row(v[b.i0 + r]),
+                Start::Bias(Bias::RowsPlus(v, p)) => Add::RowPlus(v[b.i0 + r], &p[res..][..s.len]),
+                Start::Bias(Bias::RowsPlusBf16(v, p)) => {
+                    Add::RowPlusBf16(v[b.i0 + r], &p[res..][..s.len])
+                }
+            };
+            let row = &mut c[r * BLOCK + s.col..][..s.len];
+            // SAFETY: the caller's contract.
+            unsafe { finish_to(row, add, ep, out.add(s.at + r * b.stride)) };
+        }
+    }
+}
+
 /// `ep(s + add)` into the `s.len()` (at most 32) elements at `dst`: as f32, or rounded to
 /// bf16. `s` may be overwritten; `add` is [`Add::Dst`] only for an initialised f32 output.
+/// (Row by row: where [`write_block`] has no one-call path.)
 ///
 /// # Safety
 /// `dst` is valid for `s.len()` writes (and reads, for [`Add::Dst`]) and no one else accesses
@@ -772,13 +855,6 @@ pub(crate) unsafe fn finish_to<T: Elem>(s: &mut [f32], add: Add, ep: Epilogue, d
             n <= BLOCK && !matches!(add, Add::Dst),
             "a bf16 row of a block"
         );
-        #[cfg(target_arch = "x86_64")]
-        if let (Some(bounds), Isa::Avx512, true) =
-            (ep.clamp_bounds(), Isa::get(), avx512::available())
-        {
-            // SAFETY: the features were detected; the caller's contract for `dst`.
-            return unsafe { avx512::finish_row_bf16(s, add, bounds, dst.cast()) };
-        }
         let mut row = [MaybeUninit::<f32>::uninit(); BLOCK];
         finish_row(s, add, ep, &mut row[..n]);
         // SAFETY: `finish_row` wrote `row[..n]`; the caller's contract for `dst`.
@@ -825,8 +901,8 @@ pub(crate) enum Add<'a> {
 /// `d = ep(s + add)` for one row of a finished block; `s` may be overwritten.
 pub(crate) fn finish_row(s: &mut [f32], add: Add, ep: Epilogue, d: &mut [MaybeUninit<f32>]) {
     if let Add::RowPlusBf16(b, p) = add {
-        // Widened first (a row of a block: at most 32); AVX512-BF16's bf16 output reads it
-        // in place (`avx512::finish_row_bf16`).
+        // Widened first (a row of a block: at most 32); `avx512::write_block` reads it in
+        // place.
         let mut wide = [0f32; BLOCK];
         let n = s.len();
         assert!(n <= BLOCK && p.len() >= n, "a block's row and its residual");

@@ -120,32 +120,51 @@ pub fn conv_into<T: Elem>(
         // SAFETY: AMX is available (asserted); the panel holds 32 rows of `ka`, and the image
         // `len` columns per pair, enough for column `j0 + 31` at every offset.
         unsafe { amx::block_taps(pa, ka, t.kc_pad, &img.data, img.len, j0, &t.offs, &mut c.0) };
+        // The block's columns, one grid row at a time, the dropped columns skipped.
         let stop = (j0 + BLOCK).min(n);
-        for r in 0..(m - i0).min(BLOCK) {
-            // The block's columns, one grid row at a time, the dropped columns skipped.
-            let mut j = j0;
-            while j < stop {
-                let (oy, ox) = (j / t.wp, j % t.wp);
-                let end = stop.min(oy * t.wp + t.ow);
-                if ox < t.ow {
-                    let at = (i0 + r) * plane + oy * t.ow + ox;
-                    let add = match bias {
-                        Bias::Rows(v) => Add::Row(v[i0 + r]),
-                        Bias::RowsPlus(v, p) => Add::RowPlus(v[i0 + r], &p[at..][..end - j]),
-                        Bias::RowsPlusBf16(v, p) => {
-                            Add::RowPlusBf16(v[i0 + r], &p[at..][..end - j])
-                        }
-                        Bias::Columns(_) | Bias::None => Add::None,
-                    };
-                    let s = &mut c.0[r * BLOCK + j - j0..][..end - j];
-                    // SAFETY: output row i0 + r, pixels of grid row oy from ox: inside `dst`
-                    // (asserted), and only this block writes them.
-                    unsafe { finish_to(s, add, ep, out.get().cast::<T>().add(at)) };
-                }
-                // Past the row's outputs: the next grid row.
-                j = (oy + 1) * t.wp;
+        let mut segs = [Seg {
+            col: 0,
+            len: 0,
+            at: 0,
+            res_at: 0,
+        }; BLOCK];
+        let mut runs = 0;
+        let mut j = j0;
+        while j < stop {
+            let (oy, ox) = (j / t.wp, j % t.wp);
+            let end = stop.min(oy * t.wp + t.ow);
+            if ox < t.ow {
+                let at = i0 * plane + oy * t.ow + ox;
+                segs[runs] = Seg {
+                    col: j - j0,
+                    len: end - j,
+                    at,
+                    res_at: at,
+                };
+                runs += 1;
             }
+            // Past the row's outputs: the next grid row.
+            j = (oy + 1) * t.wp;
         }
+        let rows = BlockRows {
+            i0,
+            j0,
+            rows: (m - i0).min(BLOCK),
+            segs: &segs[..runs],
+            stride: plane,
+            res_stride: plane,
+        };
+        // SAFETY: output rows i0.., the pixels of the block's grid columns: inside `dst`
+        // (asserted), and only this block writes them.
+        unsafe {
+            write_block(
+                &mut c.0,
+                &rows,
+                Start::Bias(bias),
+                ep,
+                out.get().cast::<T>(),
+            )
+        };
     });
 }
 
