@@ -74,6 +74,7 @@ pub(super) unsafe fn weave<T: Elem>(
 
 /// One packed row pair (see `PackedB`): `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])`,
 /// zeros past `r0.len()` (at most 16) and where `r1` is absent. `out` is 32 long.
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn interleave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u16]) {
     assert!(r0.len() <= NB && out.len() >= 2 * NB);
