@@ -232,3 +232,47 @@ pub(super) unsafe fn write_block<T: Elem>(
         }
     }
 }
+
+/// The addends of `super::write_block` added into the block itself (`c`'s rows and runs), for
+/// an activation applied to the whole block next (GELU, SiLU: see `super::write_block`).
+///
+/// # Safety
+/// As [`write_block`].
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn add_in_place(c: &mut [f32; BLOCK * BLOCK], b: &BlockRows, bias: Bias) {
+    for r in 0..b.rows {
+        let row_bias = match bias {
+            Bias::Rows(v) | Bias::RowsPlus(v, _) | Bias::RowsPlusBf16(v, _) => Some(v[b.i0 + r]),
+            Bias::None | Bias::Columns(_) => None,
+        };
+        for s in b.segs {
+            let (at, res) = (r * BLOCK + s.col, s.res_at + r * b.res_stride);
+            for i in [0, 16] {
+                let k = ((1u32 << s.len.saturating_sub(i).min(16)) - 1) as __mmask16;
+                // SAFETY: masked lanes below `s.len` only, inside the block's row and (the
+                // caller's checks) the addends.
+                unsafe {
+                    let p = c.as_mut_ptr().add(at + i);
+                    let mut v = _mm512_maskz_loadu_ps(k, p);
+                    if let Some(x) = row_bias {
+                        v = _mm512_add_ps(v, _mm512_set1_ps(x));
+                    }
+                    v = match bias {
+                        Bias::Columns(q) => {
+                            let q = q.as_ptr().add(b.j0 + s.col + i);
+                            _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, q))
+                        }
+                        Bias::RowsPlus(_, q) => {
+                            _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, q.as_ptr().add(res + i)))
+                        }
+                        Bias::RowsPlusBf16(_, q) => {
+                            _mm512_add_ps(v, load16(q.as_ptr().add(res + i), k))
+                        }
+                        Bias::None | Bias::Rows(_) => v,
+                    };
+                    _mm512_mask_storeu_ps(p, k, v);
+                }
+            }
+        }
+    }
+}
