@@ -127,79 +127,119 @@ pub(crate) fn depthwise_plane<const FMA: bool, const LANES: usize>(
         *off = (kh * s + kw % s) * lp + kw / s;
     }
     let (offs, taps) = (&offs[..k * k], &taps[..k * k]);
-    for (o, orow) in out.chunks_exact_mut(g.ow).enumerate() {
-        let window = &scratch[o * s * s * lp..];
-        for (b, dst) in orow.chunks_mut(V).enumerate() {
-            let block = &window[b * V..];
-            let mut acc = match LANES {
-                // SAFETY: `LANES` names the instruction set the caller was compiled for.
-                #[cfg(target_arch = "x86_64")]
-                16 => unsafe { block_avx512(block, offs, taps, bias) },
-                #[cfg(target_arch = "x86_64")]
-                8 => unsafe { block_avx2(block, offs, taps, bias) },
-                _ => block_plain::<FMA>(block, offs, taps, bias),
-            };
-            epilogue::<FMA>(&mut acc, ep);
-            dst.copy_from_slice(&acc[..dst.len()]);
+    // Blocks of `V` output columns, `U` at a time (along a row, then on to the next rows):
+    // one block's taps are a chain of dependent multiply-adds, so `U` independent chains
+    // keep the FMA units busy; one at a time, the chain's latency bound the kernel (it ran
+    // at 2-5 GMAC/s, the largest part of EfficientNet-B0's forward).
+    let (ow, nb) = (g.ow, g.ow.div_ceil(V));
+    let units = oh * nb;
+    let start = |u: usize| (u / nb) * s * s * lp + (u % nb) * V;
+    let mut u = 0;
+    while u < units {
+        let cnt = (units - u).min(U);
+        // Past the last block: the last one again (computed, not stored).
+        let starts: [usize; U] = std::array::from_fn(|i| start(u + i.min(cnt - 1)));
+        let mut acc = match LANES {
+            // SAFETY: `LANES` names the instruction set the caller was compiled for.
+            #[cfg(target_arch = "x86_64")]
+            16 => unsafe { blocks_avx512(scratch, starts, offs, taps, bias) },
+            #[cfg(target_arch = "x86_64")]
+            8 => unsafe { blocks_avx2(scratch, starts, offs, taps, bias) },
+            _ => blocks_plain::<FMA>(scratch, starts, offs, taps, bias),
+        };
+        epilogue::<FMA>(acc[..cnt].as_flattened_mut(), ep);
+        for (i, acc) in acc[..cnt].iter().enumerate() {
+            let (o, b) = ((u + i) / nb, (u + i) % nb);
+            let len = V.min(ow - b * V);
+            out[o * ow + b * V..][..len].copy_from_slice(&acc[..len]);
         }
+        u += cnt;
     }
 }
 
-/// `V` output columns: `bias + sum over taps of taps[t] * block[offs[t]..][..V]`. Written
-/// once per register width: as a plain loop over a `[f32; V]`, LLVM split the 16 lanes over
-/// scalar, 4- and 8-lane FMAs (perf: half of EfficientNet-B0's bf16 forward).
+/// Blocks computed together (see [`depthwise_plane`]).
+const U: usize = 4;
+
+/// `U` blocks of `V` output columns, block `i` read from `src[starts[i]..]`: `bias + sum over
+/// taps of taps[t] * src[starts[i] + offs[t]..][..V]`. Written once per register width: as a
+/// plain loop over a `[f32; V]`, LLVM split the 16 lanes over scalar, 4- and 8-lane FMAs
+/// (perf: half of EfficientNet-B0's bf16 forward).
 #[inline(always)]
-fn block_plain<const FMA: bool>(
-    block: &[f32],
+fn blocks_plain<const FMA: bool>(
+    src: &[f32],
+    starts: [usize; U],
     offs: &[usize],
     taps: &[f32],
     bias: f32,
-) -> [f32; V] {
-    let mut acc = [bias; V];
+) -> [[f32; V]; U] {
+    let mut acc = [[bias; V]; U];
     for (&off, &wv) in offs.iter().zip(taps) {
-        let src = &block[off..][..V];
-        for l in 0..V {
-            acc[l] = madd::<FMA>(wv, src[l], acc[l]);
+        for (acc, &st) in acc.iter_mut().zip(&starts) {
+            let x = &src[st + off..][..V];
+            for l in 0..V {
+                acc[l] = madd::<FMA>(wv, x[l], acc[l]);
+            }
         }
     }
     acc
 }
 
-/// [`block_plain`] in one AVX-512 register. Safety: the CPU has AVX-512F.
+/// [`blocks_plain`] in one AVX-512 register per block. Safety: the CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn block_avx512(block: &[f32], offs: &[usize], taps: &[f32], bias: f32) -> [f32; V] {
+unsafe fn blocks_avx512(
+    src: &[f32],
+    starts: [usize; U],
+    offs: &[usize],
+    taps: &[f32],
+    bias: f32,
+) -> [[f32; V]; U] {
     use std::arch::x86_64::*;
-    let mut out = [0f32; V];
-    // SAFETY: every load reads the `V` floats the slice `block[off..][..V]` checked.
+    let mut out = [[0f32; V]; U];
+    // SAFETY: every load reads the `V` floats the slice `src[st + off..][..V]` checked.
     unsafe {
-        let mut acc = _mm512_set1_ps(bias);
+        let mut acc = [_mm512_set1_ps(bias); U];
         for (&off, &wv) in offs.iter().zip(taps) {
-            let src = block[off..][..V].as_ptr();
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(wv), _mm512_loadu_ps(src), acc);
+            let w = _mm512_set1_ps(wv);
+            for (acc, &st) in acc.iter_mut().zip(&starts) {
+                let x = src[st + off..][..V].as_ptr();
+                *acc = _mm512_fmadd_ps(w, _mm512_loadu_ps(x), *acc);
+            }
         }
-        _mm512_storeu_ps(out.as_mut_ptr(), acc);
+        for (o, a) in out.iter_mut().zip(acc) {
+            _mm512_storeu_ps(o.as_mut_ptr(), a);
+        }
     }
     out
 }
 
-/// [`block_plain`] in two AVX2 registers. Safety: the CPU has AVX2 and FMA.
+/// [`blocks_plain`] in two AVX2 registers per block. Safety: the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn block_avx2(block: &[f32], offs: &[usize], taps: &[f32], bias: f32) -> [f32; V] {
+unsafe fn blocks_avx2(
+    src: &[f32],
+    starts: [usize; U],
+    offs: &[usize],
+    taps: &[f32],
+    bias: f32,
+) -> [[f32; V]; U] {
     use std::arch::x86_64::*;
-    let mut out = [0f32; V];
-    // SAFETY: every load reads inside the `V` floats the slice `block[off..][..V]` checked.
+    let mut out = [[0f32; V]; U];
+    // SAFETY: every load reads inside the `V` floats the slice `src[st + off..][..V]` checked.
     unsafe {
-        let (mut lo, mut hi) = (_mm256_set1_ps(bias), _mm256_set1_ps(bias));
+        let mut acc = [(_mm256_set1_ps(bias), _mm256_set1_ps(bias)); U];
         for (&off, &wv) in offs.iter().zip(taps) {
-            let src = block[off..][..V].as_ptr();
             let w = _mm256_set1_ps(wv);
-            lo = _mm256_fmadd_ps(w, _mm256_loadu_ps(src), lo);
-            hi = _mm256_fmadd_ps(w, _mm256_loadu_ps(src.add(8)), hi);
+            for ((lo, hi), &st) in acc.iter_mut().zip(&starts) {
+                let x = src[st + off..][..V].as_ptr();
+                *lo = _mm256_fmadd_ps(w, _mm256_loadu_ps(x), *lo);
+                *hi = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(8)), *hi);
+            }
         }
-        _mm256_storeu_ps(out.as_mut_ptr(), lo);
-        _mm256_storeu_ps(out.as_mut_ptr().add(8), hi);
+        for (o, (lo, hi)) in out.iter_mut().zip(acc) {
+            _mm256_storeu_ps(o.as_mut_ptr(), lo);
+            _mm256_storeu_ps(o.as_mut_ptr().add(8), hi);
+        }
     }
     out
 }
