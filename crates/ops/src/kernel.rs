@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 /// The kernels, each of which can be switched off to measure what it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
-    /// In-place SiLU / ReLU / ReLU6 / GELU.
+    /// In-place SiLU / ReLU / ReLU6 / GELU, and squeeze-excite's channel means and gate.
     Activations,
     /// Depthwise convolution with the activation fused.
     Depthwise,

@@ -25,6 +25,7 @@ pub mod norm;
 pub mod pool;
 pub mod precision;
 pub mod profile;
+pub mod se;
 #[cfg(test)]
 mod testing;
 
@@ -35,6 +36,7 @@ pub use kernel::{Kernel, set_enabled};
 pub use linear::{linear, mlp};
 pub use norm::{batch_norm, batch_norm_act, layer_norm};
 pub use pool::{global_avg_pool, max_pool};
+pub use se::squeeze_excite;
 
 use burn::tensor::Tensor;
 

@@ -6,7 +6,6 @@
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +14,7 @@ use crate::layers::{
     make_divisible, residual_add, round_half_even,
 };
 use crate::options::CommonOptions;
-use committee_ops::{self as ops, profile};
+use committee_ops::{self as ops};
 
 /// Block type of a stage: depthwise-separable (`ds`) or inverted residual (`ir`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -248,11 +247,7 @@ pub struct SqueezeExcite {
 
 impl SqueezeExcite {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        profile::layer("squeeze-excite", x, |x| {
-            let s = x.clone().mean_dim(3).mean_dim(2);
-            let s = self.act.apply(ops::conv2d(&self.conv_reduce, s));
-            x * sigmoid(ops::conv2d(&self.conv_expand, s))
-        })
+        ops::squeeze_excite(x, &self.conv_reduce, &self.conv_expand, self.act)
     }
 }
 

@@ -32,6 +32,7 @@ pub mod isa;
 pub mod linear;
 pub mod matmul;
 pub mod pool;
+pub mod se;
 #[cfg(test)]
 mod tests;
 pub mod train;
@@ -44,6 +45,7 @@ pub use depthwise::depthwise;
 pub use isa::Epilogue;
 pub use linear::linear;
 pub use pool::max_pool;
+pub use se::squeeze_excite;
 
 pub(crate) use conv::*;
 pub(crate) use depthwise::*;

@@ -460,3 +460,19 @@ fn f32_tap_convolution_matches_an_f64_reference() {
         }
     }
 }
+
+/// Squeeze-excite's kernel (one pass for the means, the gate in place) against Burn's
+/// composition: the same gate function on Burn's two means, then Burn's product.
+#[test]
+fn squeeze_excite_matches_burn_ops() {
+    let device = Device::flex();
+    // Planes of 1, 7x7 (the tail of the 16-lane sum), 16x16, 13x29.
+    for [n, c, h, w] in [[1, 3, 1, 1], [2, 5, 7, 7], [1, 4, 16, 16], [3, 2, 13, 29]] {
+        let x = Tensor::<4>::random([n, c, h, w], Distribution::Normal(0.5, 1.0), &device);
+        let gate = |s: Tensor<2>| burn::tensor::activation::sigmoid(s * 3.0 - 1.0);
+        let means = x.clone().mean_dim(3).mean_dim(2).reshape([n, c]);
+        let want = x.clone() * gate(means).reshape([n, c, 1, 1]);
+        let got = squeeze_excite(x, gate).unwrap_or_else(|_| panic!("fallback"));
+        assert!(max_abs_diff(got, want) < 1e-5, "{n}x{c}x{h}x{w}");
+    }
+}
