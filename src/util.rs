@@ -79,7 +79,8 @@ pub fn precision(dtype: Dtype, sel: &Selected) -> Result<()> {
     let flex = sel.device == burn::tensor::Device::flex();
     match kernel {
         Some(k) if flex => eprintln!(
-            "dtype: bf16 products on {} (f32 accumulation; depthwise, norms, softmax f32)",
+            "dtype: bf16 products on {} (f32 accumulation; depthwise, norms, softmax f32; \
+             ResNets' activations bf16)",
             k.name()
         ),
         None if flex => eprintln!(
