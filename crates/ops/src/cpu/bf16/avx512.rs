@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, Bias, BlockRows, Elem, NB, a_offset, b_offset};
+use super::{BLOCK, Bias, BlockRows, Elem, NB, Seg, a_offset, b_offset};
 
 pub(super) fn available() -> bool {
     static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -158,6 +158,42 @@ pub(super) unsafe fn block(
     }
 }
 
+/// Lanes `i..i + 16` of run `s` in row `r` of the block `c`, plus the block's addends there
+/// (`bias`'s row value, column values or residual), and the mask of the lanes inside the run.
+///
+/// # Safety
+/// As [`write_block`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn summed(
+    c: &[f32; BLOCK * BLOCK],
+    b: &BlockRows,
+    bias: Bias,
+    (r, s, i): (usize, &Seg, usize),
+) -> (__m512, __mmask16) {
+    let k = ((1u32 << s.len.saturating_sub(i).min(16)) - 1) as __mmask16;
+    let res = s.res_at + r * b.res_stride + i;
+    // SAFETY: masked lanes below `s.len` only, inside the block's row and (the caller's
+    // checks) the addends.
+    unsafe {
+        let v = _mm512_maskz_loadu_ps(k, c.as_ptr().add(r * BLOCK + s.col + i));
+        let row = |x: &[f32]| _mm512_add_ps(v, _mm512_set1_ps(x[b.i0 + r]));
+        let v = match bias {
+            Bias::None => v,
+            Bias::Rows(x) => row(x),
+            Bias::Columns(q) => {
+                let q = q.as_ptr().add(b.j0 + s.col + i);
+                _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, q))
+            }
+            Bias::RowsPlus(x, q) => {
+                _mm512_add_ps(row(x), _mm512_maskz_loadu_ps(k, q.as_ptr().add(res)))
+            }
+            Bias::RowsPlusBf16(x, q) => _mm512_add_ps(row(x), load16(q.as_ptr().add(res), k)),
+        };
+        (v, k)
+    }
+}
+
 /// `super::write_block` for no activation, ReLU or ReLU6 (a clamp to `bounds`): every row
 /// and run of the block summed, clamped and stored (rounded to bf16 for a bf16 output) 16
 /// lanes at a time in one call.
@@ -177,44 +213,16 @@ pub(super) unsafe fn write_block<T: Elem>(
     let clamp = lo > f32::NEG_INFINITY || hi < f32::INFINITY;
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     for r in 0..b.rows {
-        let row_bias = match bias {
-            Bias::Rows(v) | Bias::RowsPlus(v, _) | Bias::RowsPlusBf16(v, _) => Some(v[b.i0 + r]),
-            Bias::None | Bias::Columns(_) => None,
-        };
         for s in b.segs {
-            let (src, res) = (
-                &c[r * BLOCK + s.col..][..s.len],
-                s.res_at + r * b.res_stride,
-            );
-            // Lanes i..i + 16 of the run.
+            // Lanes i..i + 16 of the run, clamped.
             let lanes = |i: usize| {
-                let k = ((1u32 << s.len.saturating_sub(i).min(16)) - 1) as __mmask16;
-                // SAFETY: masked lanes below `s.len` only; the addends' lengths were checked
-                // by the caller for every run and row.
-                unsafe {
-                    let mut v = _mm512_maskz_loadu_ps(k, src.as_ptr().add(i));
-                    if let Some(x) = row_bias {
-                        v = _mm512_add_ps(v, _mm512_set1_ps(x));
-                    }
-                    v = match bias {
-                        Bias::Columns(p) => {
-                            let at = p.as_ptr().add(b.j0 + s.col + i);
-                            _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, at))
-                        }
-                        Bias::RowsPlus(_, p) => {
-                            _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, p.as_ptr().add(res + i)))
-                        }
-                        Bias::RowsPlusBf16(_, p) => {
-                            _mm512_add_ps(v, load16(p.as_ptr().add(res + i), k))
-                        }
-                        Bias::None | Bias::Rows(_) => v,
-                    };
-                    if clamp {
-                        // NaN kept (see `Epilogue::clamp_bounds`).
-                        v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
-                    }
-                    (v, k)
+                // SAFETY: the caller's contract.
+                let (mut v, k) = unsafe { summed(c, b, bias, (r, s, i)) };
+                if clamp {
+                    // NaN kept (see `Epilogue::clamp_bounds`).
+                    v = _mm512_min_ps(hi, _mm512_max_ps(lo, v));
                 }
+                (v, k)
             };
             let ((a, ka), (z, kz)) = (lanes(0), lanes(16));
             // SAFETY: the masks keep the stores inside the run's `s.len` outputs (the
@@ -241,36 +249,12 @@ pub(super) unsafe fn write_block<T: Elem>(
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn add_in_place(c: &mut [f32; BLOCK * BLOCK], b: &BlockRows, bias: Bias) {
     for r in 0..b.rows {
-        let row_bias = match bias {
-            Bias::Rows(v) | Bias::RowsPlus(v, _) | Bias::RowsPlusBf16(v, _) => Some(v[b.i0 + r]),
-            Bias::None | Bias::Columns(_) => None,
-        };
         for s in b.segs {
-            let (at, res) = (r * BLOCK + s.col, s.res_at + r * b.res_stride);
             for i in [0, 16] {
-                let k = ((1u32 << s.len.saturating_sub(i).min(16)) - 1) as __mmask16;
-                // SAFETY: masked lanes below `s.len` only, inside the block's row and (the
-                // caller's checks) the addends.
+                // SAFETY: the caller's contract; the store takes the lanes just read.
                 unsafe {
-                    let p = c.as_mut_ptr().add(at + i);
-                    let mut v = _mm512_maskz_loadu_ps(k, p);
-                    if let Some(x) = row_bias {
-                        v = _mm512_add_ps(v, _mm512_set1_ps(x));
-                    }
-                    v = match bias {
-                        Bias::Columns(q) => {
-                            let q = q.as_ptr().add(b.j0 + s.col + i);
-                            _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, q))
-                        }
-                        Bias::RowsPlus(_, q) => {
-                            _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, q.as_ptr().add(res + i)))
-                        }
-                        Bias::RowsPlusBf16(_, q) => {
-                            _mm512_add_ps(v, load16(q.as_ptr().add(res + i), k))
-                        }
-                        Bias::None | Bias::Rows(_) => v,
-                    };
-                    _mm512_mask_storeu_ps(p, k, v);
+                    let (v, k) = summed(c, b, bias, (r, s, i));
+                    _mm512_mask_storeu_ps(c.as_mut_ptr().add(r * BLOCK + s.col + i), k, v);
                 }
             }
         }
