@@ -66,20 +66,24 @@ pub(super) unsafe fn weave<T: Elem>(
         let w = (r0.len() - j0).min(NB);
         // SAFETY: the caller's contract: block `jb`'s row pair `p` is 32 writable elements.
         unsafe {
-            let dst = std::slice::from_raw_parts_mut(out.add(b_offset(p, jb, k_pad)), 2 * NB);
+            let dst = out.add(b_offset(p, jb, k_pad));
             interleave(&r0[j0..j0 + w], r1.map(|r| &r[j0..j0 + w]), dst);
         }
     }
 }
 
 /// One packed row pair (see `PackedB`): `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])`,
-/// zeros past `r0.len()` (at most 16) and where `r1` is absent. `out` is 32 long.
+/// zeros past `r0.len()` (at most 16) and where `r1` is absent.
+///
+/// # Safety
+/// `out` is valid for 32 writes (it need not be initialised).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(super) unsafe fn interleave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u16]) {
-    assert!(r0.len() <= NB && out.len() >= 2 * NB);
+pub(super) unsafe fn interleave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: *mut u16) {
+    assert!(r0.len() <= NB);
     let m = ((1u32 << r0.len()) - 1) as u16;
-    // SAFETY: masked loads stay inside `r0` / `r1` (`r1` as long as `r0`); `out` holds 32.
+    // SAFETY: masked loads stay inside `r0` / `r1` (`r1` as long as `r0`); `out` takes 32
+    // (the caller's contract).
     unsafe {
         let lo = load16(r0.as_ptr(), m);
         let hi = match r1 {
@@ -92,7 +96,7 @@ pub(super) unsafe fn interleave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [
             31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
             4, 19, 3, 18, 2, 17, 1, 16, 0,
         );
-        _mm512_storeu_si512(out.as_mut_ptr() as *mut _, _mm512_permutexvar_epi16(idx, v));
+        _mm512_storeu_si512(out as *mut _, _mm512_permutexvar_epi16(idx, v));
     }
 }
 

@@ -458,13 +458,14 @@ unsafe fn weave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: *mut u16, p: usize, k_
     }
     for (jb, j0) in (0..r0.len()).step_by(NB).enumerate() {
         let w = (r0.len() - j0).min(NB);
-        // SAFETY: the caller's contract.
-        let dst =
-            unsafe { std::slice::from_raw_parts_mut(out.add(b_offset(p, jb, k_pad)), 2 * NB) };
+        // SAFETY: the caller's contract; zeroed first (the packed operand is not: the zeros
+        // also stand past the row's end), then borrowed.
+        let dst = unsafe {
+            let at = out.add(b_offset(p, jb, k_pad));
+            at.write_bytes(0, 2 * NB);
+            std::slice::from_raw_parts_mut(at, 2 * NB)
+        };
         interleave_row(&r0[j0..j0 + w], r1.map(|r| &r[j0..j0 + w]), dst);
-        // The block's columns past the row's end: zeros (the packed operand is not zeroed
-        // first).
-        dst[2 * w..].fill(0);
     }
 }
 
@@ -481,7 +482,13 @@ fn interleave_row<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u16]) {
         for (j0, out) in (0..r0.len()).step_by(NB).zip(out.chunks_exact_mut(2 * NB)) {
             let w = (r0.len() - j0).min(NB);
             // SAFETY: the features it enables were detected; `out` is 32 long.
-            unsafe { avx512::interleave(&r0[j0..j0 + w], r1.map(|r| &r[j0..j0 + w]), out) };
+            unsafe {
+                avx512::interleave(
+                    &r0[j0..j0 + w],
+                    r1.map(|r| &r[j0..j0 + w]),
+                    out.as_mut_ptr(),
+                )
+            };
         }
         return;
     }
