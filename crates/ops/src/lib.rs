@@ -59,13 +59,9 @@ pub fn split_batch(
 /// ResNet-50 moved twice PyTorch's bytes between layers, and its 1x1 convolutions are bound by
 /// those bytes (a bottleneck's 64 -> 256 layer ran at 40-60 GMAC/s where its 3x3 ran at 200).
 pub fn bf16_activations(x: Tensor<4>) -> Tensor<4> {
-    let device = x.device();
     let applies = precision::bf16_kernel().is_some()
         && BF16_ACTIVATIONS.load(std::sync::atomic::Ordering::Relaxed)
-        && kernel::on(Kernel::ConvGemm)
-        && x.dtype() == burn::tensor::DType::F32
-        && !device.is_autodiff()
-        && device == burn::tensor::Device::flex();
+        && cpu::eligible(Kernel::ConvGemm, &x);
     match applies {
         true => x.cast(burn::tensor::FloatDType::BF16),
         false => x,

@@ -194,7 +194,8 @@ impl Shape {
 
 /// The convolution with bf16 products: the weight packed once, each image packed per call
 /// (from f32 or bf16), bias and activation applied as each output block is written, in the
-/// input's element type; then `ep(out + res)` when there is a residual.
+/// input's element type, with the residual (if any) added in that write-back for bf16 and in
+/// a pass after it for f32.
 #[allow(clippy::too_many_arguments)]
 fn bf16_conv<T: bf16::Elem>(
     kern: bf16::Bf16Kernel,
@@ -231,19 +232,15 @@ fn bf16_conv<T: bf16::Elem>(
     // products are written, not in their write-back: read there 32 rows at a time, the
     // residual cost more (ResNet-50 bf16 at batch 8 1.05-1.06x this way, two runs in one
     // process; batch 1 1.00x).
-    let (after, ep) = match res {
-        Some(r) if !T::BF16 => (Some((r, ep)), Epilogue::None),
-        _ => (None, ep),
-    };
     // In bf16 the residual is added as each block is written, the sum rounded once (no
     // slower than a pass after it: ResNet-50 b8 1.00x, 0.97-1.27x, in one process).
+    let (after, res16, ep) = match res.map(T::view) {
+        Some(bf16::View::F32(r)) => (Some((r, ep)), None, Epilogue::None),
+        Some(bf16::View::Bf16(r)) => (None, Some(r), ep),
+        None => (None, None, ep),
+    };
     let zeros = (res.is_some() && bias.is_none()).then(|| vec![0f32; c_out]);
     let bias = bias.or(zeros.as_deref()).map(|b| &b[..c_out]);
-    let res16 = match (res, after.is_none()) {
-        // SAFETY: `Elem` is sealed: `T` is u16 (bf16's bits) when there is no pass after.
-        (Some(r), true) => Some(unsafe { std::slice::from_raw_parts(r.as_ptr().cast(), r.len()) }),
-        _ => None,
-    };
     // Image `img`'s addends.
     let bias_of = |img: usize| match (bias, res16) {
         (Some(b), Some(r)) => bf16::Bias::RowsPlusBf16(b, &r[img * c_out * pix..][..c_out * pix]),
@@ -315,32 +312,14 @@ fn bf16_conv<T: bf16::Elem>(
     }
     // SAFETY: every image's `c_out * pix` outputs were written by the product.
     unsafe { out.set_len(len) };
-    if let Some((r, ep)) = after {
-        out.par_chunks_mut(CHUNK)
+    // An f32 residual (f32 input, f32 output) in one pass after the products.
+    if let (Some((r, ep)), bf16::ViewMut::F32(o)) = (after, T::view_mut(&mut out)) {
+        let isa = Isa::get();
+        o.par_chunks_mut(CHUNK)
             .zip(r[..len].par_chunks(CHUNK))
-            .for_each(|(o, r)| add_act(o, r, ep));
+            .for_each(|(o, r)| isa.add_epilogue(o, r, ep));
     }
     from_elems(out, [n, c_out, oh, ow])
-}
-
-/// `o = ep(o + r)` in `T`'s precision (see [`bf16::add_act`]).
-fn add_act<T: bf16::Elem>(o: &mut [T], r: &[T], ep: Epilogue) {
-    let (len, ro) = (o.len(), o.as_mut_ptr());
-    // SAFETY: `Elem` is sealed: `T` is u16 (bf16's bits) when `BF16`, else f32.
-    unsafe {
-        match T::BF16 {
-            true => bf16::add_act(
-                std::slice::from_raw_parts_mut(ro.cast(), len),
-                std::slice::from_raw_parts(r.as_ptr().cast(), r.len()),
-                ep,
-            ),
-            false => Isa::get().add_epilogue(
-                std::slice::from_raw_parts_mut(ro.cast(), len),
-                std::slice::from_raw_parts(r.as_ptr().cast(), r.len()),
-                ep,
-            ),
-        }
-    }
 }
 
 /// `f` on `len` floats of the calling thread's scratch buffer, kept from call to call (its

@@ -60,22 +60,10 @@ fn pool_planes<T: bf16::Elem>(src: &[T], g: &Geom) -> Vec<T> {
     let mut out = vec![T::default(); planes * oh * ow];
     out.par_chunks_mut(oh * ow)
         .zip(src.par_chunks_exact(h * w))
-        .for_each(|(dst, plane)| {
-            // SAFETY: `Elem` is sealed: `T` is u16 (bf16's bits) when `BF16`, else f32.
-            unsafe {
-                match T::BF16 {
-                    true => pool_plane_bf16(
-                        std::slice::from_raw_parts(plane.as_ptr().cast(), plane.len()),
-                        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()),
-                        g,
-                    ),
-                    false => pool_plane_f32(
-                        std::slice::from_raw_parts(plane.as_ptr().cast(), plane.len()),
-                        std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()),
-                        g,
-                    ),
-                }
-            }
+        .for_each(|(dst, plane)| match (T::view(plane), T::view_mut(dst)) {
+            (bf16::View::F32(p), bf16::ViewMut::F32(d)) => pool_plane_f32(p, d, g),
+            (bf16::View::Bf16(p), bf16::ViewMut::Bf16(d)) => pool_plane_bf16(p, d, g),
+            _ => unreachable!("one element type"),
         });
     out
 }

@@ -120,6 +120,21 @@ pub trait Elem: Copy + Default + Send + Sync + 'static + sealed::Sealed {
     fn to_f32(self) -> f32;
     /// `v` as this type (rounded to the nearest bf16 for bf16).
     fn from_f32(v: f32) -> Self;
+    /// `x` as the slice it is, for code written once per element type.
+    fn view(x: &[Self]) -> View<'_>;
+    fn view_mut(x: &mut [Self]) -> ViewMut<'_>;
+}
+
+/// A slice of [`Elem`]s as what it is.
+pub enum View<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+/// A mutable slice of [`Elem`]s as what it is.
+pub enum ViewMut<'a> {
+    F32(&'a mut [f32]),
+    Bf16(&'a mut [u16]),
 }
 
 mod sealed {
@@ -139,6 +154,12 @@ impl Elem for f32 {
     fn from_f32(v: f32) -> Self {
         v
     }
+    fn view(x: &[f32]) -> View<'_> {
+        View::F32(x)
+    }
+    fn view_mut(x: &mut [f32]) -> ViewMut<'_> {
+        ViewMut::F32(x)
+    }
 }
 
 impl Elem for u16 {
@@ -150,6 +171,12 @@ impl Elem for u16 {
     #[inline(always)]
     fn from_f32(v: f32) -> Self {
         to_bf16(v)
+    }
+    fn view(x: &[u16]) -> View<'_> {
+        View::Bf16(x)
+    }
+    fn view_mut(x: &mut [u16]) -> ViewMut<'_> {
+        ViewMut::Bf16(x)
     }
 }
 
@@ -173,38 +200,6 @@ unsafe fn convert_to(src: &[f32], dst: *mut u16) {
     for (i, s) in src.iter().enumerate() {
         // SAFETY: the caller's contract.
         unsafe { dst.add(i).write(to_bf16(*s)) };
-    }
-}
-
-/// `o = ep(o + r)` in bf16 (the sum and activation in f32, rounded once): a ResNet block's
-/// shortcut and ReLU when its activations stay in bf16 (PyTorch's autocast adds the two bf16
-/// tensors the same way).
-pub(crate) fn add_act(o: &mut [u16], r: &[u16], ep: Epilogue) {
-    assert!(r.len() >= o.len(), "residual shorter than the output");
-    add_act_widest(o, r, ep)
-}
-
-crate::cpu::isa::widest!(fn add_act_widest(o: &mut [u16], r: &[u16], ep: Epilogue) = add_act_body);
-
-#[inline(always)]
-fn add_act_body(o: &mut [u16], r: &[u16], ep: Epilogue) {
-    let (mut x, mut y) = ([0f32; 256], [0f32; 256]);
-    for (o, r) in o.chunks_mut(256).zip(r.chunks(256)) {
-        let (x, y) = (&mut x[..o.len()], &mut y[..o.len()]);
-        for (x, &h) in x.iter_mut().zip(o.iter()) {
-            *x = from_bf16(h);
-        }
-        for (y, &h) in y.iter_mut().zip(r) {
-            *y = from_bf16(h);
-        }
-        for (x, y) in x.iter_mut().zip(y.iter()) {
-            *x += y;
-        }
-        match Isa::get() {
-            Isa::Base => epilogue::<false>(x, ep),
-            _ => epilogue::<true>(x, ep),
-        }
-        convert(x, o);
     }
 }
 
