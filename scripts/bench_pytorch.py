@@ -42,7 +42,9 @@ def main():
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--bf16", action="store_true", help="torch.autocast(dtype=bfloat16)")
     ap.add_argument("--half", action="store_true",
-                    help="model and input in float16 (.half()), inference only")
+                    help="inference: model and input in float16 (.half()); with --train: mixed "
+                         "precision, torch.autocast(dtype=float16) with a GradScaler (what "
+                         "committee's --dtype f16 training does)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -57,7 +59,9 @@ def main():
             ours[(r["model"], r["batch"])] = r
     rows = []
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
-    autocast = lambda: torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16)
+    amp = a.half and a.train
+    autocast = lambda: torch.autocast(dev.type, dtype=torch.float16 if amp else torch.bfloat16,
+                                      enabled=a.bf16 or amp)
     if not a.json:
         print(f"{'model':24} {'batch':>5} {'torch img/s':>12} {'ours img/s':>11} {'ratio':>6}")
     for name in a.model.split(","):
@@ -65,16 +69,17 @@ def main():
             name, pretrained=False, in_chans=a.in_chans, num_classes=a.num_classes
         )
         m = (m.train() if a.train else m.eval()).to(dev, memory_format=fmt)
-        if a.half:
+        if a.half and not a.train:
             m = m.half()
         img = a.img_size or m.pretrained_cfg["input_size"][1]
         for b in map(int, a.batch.split(",")):
             x = torch.randn(b, a.in_chans, img, img, device=dev).to(memory_format=fmt)
-            if a.half:
+            if a.half and not a.train:
                 x = x.half()
             times = []
             if a.train:
                 opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
+                scaler = torch.amp.GradScaler(dev.type, enabled=amp)
                 y = torch.arange(b, device=dev) % a.num_classes
                 for i in range(a.warmup + a.iters):
                     sync()
@@ -82,8 +87,9 @@ def main():
                     opt.zero_grad(set_to_none=True)
                     with autocast():
                         loss = torch.nn.functional.cross_entropy(m(x), y)
-                    loss.backward()
-                    opt.step()
+                    scaler.scale(loss).backward()
+                    scaler.step(opt)
+                    scaler.update()
                     loss.item()
                     if i >= a.warmup:
                         times.append(time.perf_counter() - t0)

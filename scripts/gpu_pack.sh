@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what `scripts/gpu_session.sh all` runs on a lent GPU machine (which has no Rust
 # toolchain) into .gpu/bin.tar.xz: the release CLI, the same CLI built with the `vulkan`
-# feature, and the two test binaries the session runs, stripped and compressed so that they
+# feature, and the three test binaries the session runs, stripped and compressed so that they
 # fit, with the repository, in the 64 MiB a device call carries. Also fetches the Vulkan and
 # GL loaders (.gl/) the device notes ask for. Both folders are git-ignored (.git/info/exclude).
 #
@@ -23,6 +23,7 @@ cargo build --release --locked   # leave the default build in place
 tests=$(cargo test --release --locked --workspace --no-run 2>&1 | grep -o '(/[^)]*)' | tr -d '()')
 cp "$(echo "$tests" | grep '/committee_ops-' | head -1)" .gpu/stage/ops-tests
 cp "$(echo "$tests" | grep '/parity-' | head -1)" .gpu/stage/parity-tests
+cp "$(echo "$tests" | grep '/train_f16-' | head -1)" .gpu/stage/train-f16-tests
 strip .gpu/stage/*
 # A dictionary larger than one binary: the four share most of their code (~36 MB in all).
 tar -C .gpu/stage -cf - . | xz -9e --lzma2=preset=9,dict=768MiB -T1 >.gpu/bin.tar.xz

@@ -24,7 +24,7 @@ say() { echo "== $*" | tee -a "$OUT/summary.txt"; }
 #        the GPU, f16 accuracy against PyTorch's own f16, inference in f32 (ours with and
 #        without the matrix-product convolutions, the Vulkan/SPIR-V build) and f16, training
 #        steps with and without the GPU BatchNorm and im2col, each beside PyTorch CUDA.
-#        BIN=dir holding committee, committee-vulkan, ops-tests, parity-tests.
+#        BIN=dir holding committee, committee-vulkan, ops-tests, parity-tests, train-f16-tests.
 # switches: batch 1 and 8 under each combination of the GPU convolution switches (~2 min).
 case "${1:-}" in
 all)
@@ -50,6 +50,11 @@ all)
     tail -4 "$R/ops_tests.log" | tee -a "$OUT/summary.txt"
     CARGO_MANIFEST_DIR=$PWD/crates/zoo run parity 120 "$B/parity-tests" parity_wgpu --test-threads 1 --nocapture
     tail -4 "$R/parity.log" | tee -a "$OUT/summary.txt"
+    # Mixed-precision f16 training against f32 and PyTorch's own distance (tests/train_f16.rs).
+    if [ -x "$B/train-f16-tests" ]; then
+        run train_f16 90 "$B/train-f16-tests" --test-threads 1 --nocapture
+        tail -4 "$R/train_f16.log" | tee -a "$OUT/summary.txt"
+    fi
     F=tests/fixtures/parity
     run predict_f16 60 "$C" predict --backend wgpu --dtype f16 --model mobilenetv2_035 \
         --weights $F/mobilenetv2_035.safetensors --tensor-in $F/mobilenetv2_035.io.safetensors \
@@ -69,6 +74,12 @@ all)
     run torch_train 90 python3 scripts/bench_pytorch.py --train --device cuda --cuda-math fp32 --json \
         --model "$TM" --batch 32 --warmup 3 --iters 10
     run ours_train 150 "$C" bench --train --backend wgpu --model "$TM" --batch 32 --warmup 2 --iters 5 --json
+    # Mixed-precision f16 training (autocast + GradScaler against ours); warmup long enough for
+    # the loss scale to settle (each skipped step halves it from 2^16).
+    left 60 && run torch_train_f16 60 python3 scripts/bench_pytorch.py --train --half --device cuda --json \
+        --model "$TM" --batch 32 --warmup 5 --iters 10
+    left 60 && run ours_train_f16 90 "$C" bench --train --dtype f16 --backend wgpu --model "$TM" --batch 32 \
+        --warmup 5 --iters 5 --json
     # Each switch off, side by side with the runs above.
     left 60 && COMMITTEE_GPU_IM2COL=0 COMMITTEE_CONV_MATMUL=0 run ours_f32_burnconv 60 "$C" bench \
         --backend wgpu --model "$MODELS" --batch 32 --warmup 2 --iters 3 --json

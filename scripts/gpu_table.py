@@ -60,6 +60,8 @@ def main():
            "ours_train_channel"],
           [("ours_train", "torch_train"), ("ours_train_burnbn", "torch_train"),
            ("ours_train_burnconv", "torch_train")])
+    table(d, "Training step, 224 px, mixed-precision f16 (PyTorch autocast + GradScaler)",
+          ["torch_train_f16", "ours_train_f16"], [("ours_train_f16", "torch_train_f16")])
 
 
 if __name__ == "__main__":

@@ -339,6 +339,42 @@ fn trains_on_wgpu_and_the_export_agrees_across_backends() {
     );
 }
 
+/// Mixed-precision f16 training (`--dtype f16`) on wgpu (lavapipe in CI): the run trains and
+/// says its loss scale, the checkpoint keeps the scale for a resume, and the export is f32
+/// weights that flex evaluates to the validation top-1 the run reported in f16 (two of 32
+/// predictions may flip between an f16 and an f32 forward). CPU backends refuse f16.
+#[test]
+fn trains_in_f16_on_wgpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = dataset(tmp.path(), 8, false);
+    let out_dir = tmp.path().join("f16");
+    let mut args = train_args(&data, &out_dir, 2, 5);
+    let b = args.iter().position(|s| s == "flex").unwrap();
+    args[b] = "wgpu".into();
+    args.extend(["--dtype".into(), "f16".into()]);
+    let out = run(&args);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("f16 loss scale"), "{err}");
+    let ckpt = bytes(&out_dir.join("checkpoint.safetensors"));
+    let header = String::from_utf8_lossy(&ckpt[..ckpt.len().min(1 << 16)]).to_string();
+    assert!(header.contains(r#"\"loss_scale\":{\"scale\":"#), "{header}");
+    let csv = std::fs::read_to_string(out_dir.join("metrics.csv")).unwrap();
+    let last = csv.lines().last().unwrap().to_string();
+    let val_top1: f64 = last.split(',').nth(4).unwrap().parse().unwrap();
+    let j = eval_on_flex(&out_dir.join("model.safetensors"), &data);
+    assert!(
+        (j["top1"].as_f64().unwrap() - val_top1).abs() <= 2.0 * 100.0 / 32.0 + 1e-9,
+        "{j} vs {last}"
+    );
+    let o = run(&train_args(&data, &tmp.path().join("cpu"), 1, 0)
+        .into_iter()
+        .chain(["--dtype".into(), "f16".into()])
+        .collect::<Vec<_>>());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("GPU backends"), "{err}");
+}
+
 /// A folder that already holds a trained model is not overwritten without --force; with it,
 /// the run starts over.
 #[test]

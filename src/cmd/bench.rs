@@ -6,7 +6,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use burn::tensor::{Distribution, Tensor};
 use committee_ops::backend::BackendKind;
-use committee_ops::precision::Dtype;
 use committee_zoo::CommonOptions;
 use committee_zoo::registry;
 use committee_zoo::weights::{LoadOptions, load, random_model};
@@ -186,6 +185,7 @@ fn train_row(
     use burn::optim::momentum::MomentumConfig;
     use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::{Int, TensorData};
+    use committee_train::mixed::{self, LossScale};
     let ad = sel.device.clone().autodiff();
     let opts = CommonOptions {
         num_classes: a.num_classes,
@@ -207,14 +207,31 @@ fn train_row(
     );
     let labels: Vec<i64> = (0..b).map(|i| (i % a.num_classes) as i64).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &ad);
+    // `--dtype f16`: mixed precision as the trainer runs it (f16 view, loss scaling).
+    let mut scale = committee_ops::precision::gpu_float(&ad).map(|_| LossScale::default());
     let (times, first_ms) = timed(a, &ad, model, |model| {
-        let loss = committee_train::loss::cross_entropy(model.forward(x.clone()), y.clone(), 0.0);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let model = optim.step(0.01, model, grads);
+        let logits = match scale {
+            Some(_) => mixed::half_view(&model).forward(x.clone()),
+            None => model.forward(x.clone()),
+        };
+        let loss = committee_train::loss::cross_entropy(logits, y.clone(), 0.0);
+        let grads = match &mut scale {
+            Some(s) => mixed::scaled_grads(loss.clone(), &model, s),
+            None => Some(GradientsParams::from_grads(loss.clone().backward(), &model)),
+        };
         // Reading the loss back waits for the step to finish.
         let _ = loss.into_data();
-        model
+        match grads {
+            Some(grads) => optim.step(0.01, model, grads),
+            None => model,
+        }
     });
+    if let Some(s) = scale.filter(|s| s.skipped > 0) {
+        eprintln!(
+            "{name} b={b}: {} f16 steps skipped (loss scale now {})",
+            s.skipped, s.scale
+        );
+    }
     let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
     Ok(row(a, name, b, img, gmacs, times, first_ms, sel, "train"))
 }
@@ -295,10 +312,6 @@ fn measure(a: Args) -> Result<()> {
         }
         set_enabled(&on);
     }
-    anyhow::ensure!(
-        !a.train || !a.dtype.contains(&Dtype::F16),
-        "--train runs f32 and bf16 (products) only: f16 training is not implemented"
-    );
     let mut rows = Vec::new();
     for backend in &a.backend {
         let sel = device(*backend)?;

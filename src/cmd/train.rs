@@ -92,9 +92,11 @@ pub struct Args {
     workers: Option<usize>,
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
-    /// Precision of the convolutions' products: f32, or bf16 (operands rounded to bf16, f32
-    /// accumulation; weights, gradients and optimiser state stay f32) on flex where the CPU
-    /// has AMX or AVX512-BF16 (f32 elsewhere, with a warning).
+    /// Precision: f32; bf16 on flex (the convolutions' products with operands rounded to
+    /// bf16, f32 accumulation; weights, gradients and optimiser state stay f32) where the CPU
+    /// has AMX or AVX512-BF16 (f32 elsewhere, with a warning); f16 on GPU backends (mixed
+    /// precision: the forward in f16 from f32 master weights, BatchNorm and LayerNorm in f32,
+    /// dynamic loss scaling as PyTorch's GradScaler; the scale is saved with the checkpoint).
     #[arg(long)]
     dtype: Option<Dtype>,
     /// Print the final metrics as JSON.
@@ -137,7 +139,7 @@ fn config(a: &Args) -> Result<TrainConfig> {
         None => {}
         Some(Dtype::F32) => c.dtype = TrainDtype::F32,
         Some(Dtype::Bf16) => c.dtype = TrainDtype::Bf16,
-        Some(Dtype::F16) => bail!("--dtype f16: training runs f32 or bf16 (products) only"),
+        Some(Dtype::F16) => c.dtype = TrainDtype::F16,
     }
     if committee_zoo::registry::get(&c.model).is_none() {
         bail!("unknown model '{}' (see `committee models`)", c.model);

@@ -106,12 +106,21 @@ fn relu6_parts<const D: usize>(v: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
 }
 
 fn relu6_parts_burn<const D: usize>(v: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+    // `float()` gives f32 whatever `v`'s type; in f16 training the product with an f16 `x`
+    // must see f16 (Burn 0.22 on wgpu multiplied the mismatched buffers without complaint,
+    // into garbage).
+    let dtype = burn::tensor::FloatDType::from(v.dtype());
     let inside = v
         .clone()
         .greater_elem(0.0)
         .bool_and(v.clone().lower_elem(6.0))
-        .float();
-    let six = v.greater_equal_elem(6.0).float().mul_scalar(6.0);
+        .float()
+        .cast(dtype);
+    let six = v
+        .greater_equal_elem(6.0)
+        .float()
+        .cast(dtype)
+        .mul_scalar(6.0);
     (inside, six)
 }
 

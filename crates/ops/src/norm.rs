@@ -1,7 +1,7 @@
 //! BatchNorm, with PyTorch's running-statistics update in training, and LayerNorm.
 
 use burn::nn::{BatchNorm, LayerNorm};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, FloatDType, Tensor};
 
 use crate::{Act, cpu, profile};
 
@@ -33,6 +33,19 @@ fn forward(bn: &BatchNorm, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<4>, 
     let device = x.device();
     if !(device.is_autodiff() && bn.training.is_enabled()) {
         return Err(bn.forward(x));
+    }
+    if x.dtype() == DType::F16 {
+        // Mixed-precision training (f16 on GPUs): statistics, normalisation and running
+        // statistics in f32, as PyTorch's autocast runs BatchNorm; the output back in f16.
+        // Why: a batch mean over up to B*H*W values and its square in f16 lose digits that
+        // the running statistics then keep. The clone shares the running statistics.
+        let mut b = bn.clone();
+        b.gamma = b.gamma.map(|t| t.cast(FloatDType::F32));
+        b.beta = b.beta.map(|t| t.cast(FloatDType::F32));
+        let half = |y: Tensor<4>| y.cast(FloatDType::F16);
+        return forward(&b, x.cast(FloatDType::F32), act)
+            .map(half)
+            .map_err(half);
     }
     let [b, _, h, w] = x.dims();
     let n = (b * h * w) as f64;
@@ -72,6 +85,14 @@ fn update_running(bn: &BatchNorm, device: &Device, n: f64, mean: Tensor<1>, var:
 /// in training on flex, else Burn's. `eps` must be `ln`'s own (Burn keeps it private).
 pub fn layer_norm<const D: usize>(ln: &LayerNorm, eps: f64, x: Tensor<D>) -> Tensor<D> {
     profile::layer("layernorm", x, |x| {
+        if x.dtype() == DType::F16 && x.device().is_autodiff() {
+            // Mixed-precision training: in f32, as PyTorch's autocast runs it (see
+            // `forward` above for BatchNorm's reason).
+            let mut l = ln.clone();
+            l.gamma = l.gamma.map(|t| t.cast(FloatDType::F32));
+            l.beta = l.beta.map(|b| b.map(|t| t.cast(FloatDType::F32)));
+            return l.forward(x.cast(FloatDType::F32)).cast(FloatDType::F16);
+        }
         match cpu::train::layer_norm(ln, eps, x) {
             Ok(y) => y,
             Err(x) => ln.forward(x),

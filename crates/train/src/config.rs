@@ -27,15 +27,18 @@ impl std::str::FromStr for OptKind {
     }
 }
 
-/// The precision of a training step's convolution products (`--dtype`): `bf16` rounds their
+/// The precision of a training step (`--dtype`): `bf16` rounds the convolution products'
 /// operands to bf16 and accumulates in f32 (on CPUs with AMX or AVX512-BF16; f32 elsewhere);
 /// weights, activations, gradients and the optimiser stay f32 (PyTorch's CPU autocast).
+/// `f16` (GPU devices) is mixed precision: the forward in f16 from f32 master weights, with
+/// dynamic loss scaling (PyTorch's CUDA autocast with `GradScaler`; see `mixed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrainDtype {
     #[default]
     F32,
     Bf16,
+    F16,
 }
 
 impl From<TrainDtype> for committee_ops::precision::Dtype {
@@ -43,6 +46,7 @@ impl From<TrainDtype> for committee_ops::precision::Dtype {
         match d {
             TrainDtype::F32 => Self::F32,
             TrainDtype::Bf16 => Self::Bf16,
+            TrainDtype::F16 => Self::F16,
         }
     }
 }

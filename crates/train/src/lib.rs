@@ -4,6 +4,7 @@
 pub mod augment;
 pub mod config;
 pub mod loss;
+pub mod mixed;
 pub mod rng;
 pub mod schedule;
 pub mod trainer;

@@ -25,8 +25,9 @@ use committee_zoo::{CommonOptions, Model};
 use serde::{Deserialize, Serialize};
 
 use crate::augment::{AugmentKind, SMALL_MAX_SIDE, TrainTransform};
-use crate::config::{OptKind, TrainConfig};
+use crate::config::{OptKind, TrainConfig, TrainDtype};
 use crate::loss::cross_entropy;
+use crate::mixed::{self, LossScale};
 use crate::rng::Rng;
 use crate::schedule::Schedule;
 use crate::{Start, TrainError, write_atomic};
@@ -68,6 +69,9 @@ struct State {
     /// checkpoints written before it was recorded.
     #[serde(default)]
     data_fingerprint: Option<String>,
+    /// The loss scale of an f16 run (`mixed`); absent in f32 and bf16 runs.
+    #[serde(default)]
+    loss_scale: Option<LossScale>,
 }
 
 /// Progress reports for the caller's display.
@@ -197,11 +201,32 @@ pub fn step(
     lr: f64,
     label_smoothing: f64,
 ) -> (Model, f64, Vec<i64>) {
+    step_scaled(model, optim, x, labels, lr, label_smoothing, None)
+}
+
+/// [`step`], in mixed precision when `scale` is given (f16 training on GPUs, see [`mixed`]):
+/// the forward on the model's f16 view, the gradients computed at the loss scale; a step
+/// whose gradients are not finite is skipped (the model comes back unchanged, the scale
+/// halved), as `GradScaler` skips it. Needs `precision::set(Dtype::F16)` for the forward's
+/// casts.
+#[allow(clippy::too_many_arguments)]
+pub fn step_scaled(
+    model: Model,
+    optim: &mut ModuleOptimizer,
+    x: Tensor<4>,
+    labels: &[i64],
+    lr: f64,
+    label_smoothing: f64,
+    scale: Option<&mut LossScale>,
+) -> (Model, f64, Vec<i64>) {
     let y = Tensor::<1, Int>::from_data(
         TensorData::new(labels.to_vec(), [labels.len()]),
         &x.device(),
     );
-    let logits = model.forward(x);
+    let logits = match scale {
+        Some(_) => mixed::half_view(&model).forward(x),
+        None => model.forward(x),
+    };
     let pred: Vec<i64> = logits
         .clone()
         .argmax(1)
@@ -214,7 +239,13 @@ pub fn step(
     if !lv.is_finite() {
         return (model, lv as f64, pred);
     }
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let grads = match scale {
+        Some(scale) => match mixed::scaled_grads(loss, &model, scale) {
+            Some(grads) => grads,
+            None => return (model, lv as f64, pred),
+        },
+        None => GradientsParams::from_grads(loss.backward(), &model),
+    };
     (optim.step(lr, model, grads), lv as f64, pred)
 }
 
@@ -406,6 +437,10 @@ pub fn train(
 ) -> Result<Outcome, TrainError> {
     let ckpt_path = out.join(CHECKPOINT);
     let (cfg, mut state, train, saved) = begin(cfg, out, start, on)?;
+    if cfg.dtype == TrainDtype::F16 {
+        half_precision(device)?;
+        state.loss_scale.get_or_insert_default();
+    }
     let spec = model_spec(&cfg.model)?;
     let data = open_data(&cfg, &spec, train)?;
     let ad = device.clone().autodiff();
@@ -453,7 +488,9 @@ pub fn train(
         let train_wall = start.elapsed().as_secs_f64();
         let (val_loss, val_top1, val_top5) = match &data.val {
             Some((v, map)) => {
-                let (l, t1, t5) = evaluate(&model.valid(), v, map, &data, device, &mut bad, on)?;
+                // In the run's precision (f16 weights under `--dtype f16`).
+                let m = model.valid().in_precision(device);
+                let (l, t1, t5) = evaluate(&m, v, map, &data, device, &mut bad, on)?;
                 (Some(l), Some(t1), Some(t5))
             }
             None => (None, None, None),
@@ -470,6 +507,14 @@ pub fn train(
             wall_s: start.elapsed().as_secs_f64(),
         };
         on(Event::Epoch(&row));
+        if let Some(s) = &state.loss_scale {
+            on(Event::Info(format!(
+                "f16 loss scale {} ({} step{} skipped for non-finite gradients so far)",
+                s.scale,
+                s.skipped,
+                if s.skipped == 1 { "" } else { "s" }
+            )));
+        }
         // A NaN or infinite weight never reaches a file: the last good checkpoint stays.
         if let Some(tensor) = first_nonfinite(&model) {
             return Err(TrainError::NonFiniteWeights {
@@ -485,6 +530,24 @@ pub fn train(
         history: state.history,
         best: state.best,
     })
+}
+
+/// Mixed-precision f16 training needs a GPU device with f16 shaders; the forward's casts
+/// follow the process's precision, set here (a resumed f16 run may be started without
+/// `--dtype`).
+fn half_precision(device: &Device) -> Result<(), TrainError> {
+    let refuse = |why: &str| Err(TrainError::Invalid(format!("--dtype f16: {why}")));
+    if committee_ops::backend::is_cpu(device) {
+        return refuse(
+            "mixed-precision training runs on GPU backends (wgpu) only; use --dtype bf16 on CPUs",
+        );
+    }
+    if !device.supports_dtype(burn::tensor::DType::F16) {
+        return refuse("this GPU adapter has no f16 shaders");
+    }
+    committee_ops::precision::set(committee_ops::precision::Dtype::F16)
+        .map(|_| ())
+        .map_err(|e| TrainError::Invalid(e.to_string()))
 }
 
 fn model_spec(name: &str) -> Result<ModelSpec, TrainError> {
@@ -559,6 +622,7 @@ fn begin(
         history: Vec::new(),
         best: None,
         data_fingerprint: Some(train.fingerprint()),
+        loss_scale: (cfg.dtype == TrainDtype::F16).then(LossScale::default),
     };
     Ok((cfg, state, train, None))
 }
@@ -702,7 +766,9 @@ impl Run<'_> {
             }
             lr = self.sched.lr(state.iteration);
             let xt = Tensor::<4>::from_data(TensorData::new(x, [m, chans, s, s]), self.ad);
-            let (next, lv, pred) = step(model, optim, xt, &y, lr, cfg.label_smoothing);
+            let scale = state.loss_scale.as_mut();
+            let (next, lv, pred) =
+                step_scaled(model, optim, xt, &y, lr, cfg.label_smoothing, scale);
             model = next;
             if !lv.is_finite() {
                 return Err(TrainError::Diverged {
