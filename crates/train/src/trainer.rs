@@ -947,6 +947,33 @@ mod tests {
         }
     }
 
+    /// An f16 run's loss scale survives the checkpoint's JSON, and a checkpoint written
+    /// before f16 training existed reads as a run without one.
+    #[test]
+    fn the_loss_scale_travels_with_the_checkpoint_state() {
+        let mut state = State {
+            epochs_done: 1,
+            iteration: 40,
+            config: TrainConfig::new("mobilenetv2_035", Path::new("data")),
+            history: Vec::new(),
+            best: None,
+            data_fingerprint: None,
+            loss_scale: Some(LossScale {
+                scale: 8192.0,
+                good_steps: 37,
+                skipped: 3,
+            }),
+        };
+        let json = serde_json::to_string(&state).unwrap();
+        let back: State = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.loss_scale, state.loss_scale);
+        state.loss_scale = None;
+        let mut old: serde_json::Value = serde_json::to_value(&state).unwrap();
+        old.as_object_mut().unwrap().remove("loss_scale");
+        let back: State = serde_json::from_value(old).unwrap();
+        assert_eq!(back.loss_scale, None);
+    }
+
     /// The weight check names the first non-finite parameter by its state-dict key, and
     /// passes a finite model.
     #[test]
