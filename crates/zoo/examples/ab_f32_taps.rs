@@ -4,8 +4,9 @@
 //! default) or `bf16-routing` (under `--dtype bf16`, the convolutions `conv::bf16_pays` keeps
 //! in f32 against all of them in bf16; "off" is every layer in bf16) or `bf16-activations`
 //! (under `--dtype bf16`, a ResNet's activations kept in bf16 between layers against f32).
-//! Each round times `REPS` forwards with the path off, then `REPS` with it on, and keeps
-//! each side's fastest; on a shared host that drifts minute by minute, two processes run
+//! Each round times `REPS` forwards (env `REPS`, default 3; after one untimed warm-up
+//! forward unless env `NOWARM` is set) with the path off, then as many with it on, and keeps
+//! each side's fastest (`REPS=1 NOWARM=1` alternates call by call); on a shared host that drifts minute by minute, two processes run
 //! one after the other compare two different minutes.
 
 use std::time::Instant;
@@ -58,8 +59,13 @@ fn main() {
     );
     let time = |on: bool| {
         switch(on);
-        let _ = model.forward(x.clone()).into_data();
-        (0..REPS)
+        if std::env::var("NOWARM").is_err() {
+            let _ = model.forward(x.clone()).into_data();
+        }
+        (0..std::env::var("REPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(REPS))
             .map(|_| {
                 let t = Instant::now();
                 let _ = model.forward(x.clone()).into_data();

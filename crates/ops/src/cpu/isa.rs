@@ -88,6 +88,21 @@ impl Isa {
         }
     }
 
+    /// `x = ep(x + bias + r)` element-wise (`r`, where given, at least as long): an output
+    /// row's bias, residual and activation in one pass after the product, in pieces that
+    /// stay in L1.
+    pub(crate) fn bias_epilogue(self, x: &mut [f32], bias: f32, r: Option<&[f32]>, ep: Epilogue) {
+        assert!(r.is_none_or(|r| r.len() >= x.len()), "addend too short");
+        match self {
+            Isa::Base => bias_epilogue::<false>(x, bias, r, ep),
+            // SAFETY: `get` chose these only after detecting the features they enable.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { bias_epilogue_avx2(x, bias, r, ep) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => unsafe { bias_epilogue_avx512(x, bias, r, ep) },
+        }
+    }
+
     /// `y = act(z)` and `slope = act'(z)` for `z = x * scale + shift`, element-wise (the
     /// training form of BatchNorm + activation, or of an activation alone).
     pub(crate) fn affine_act(
@@ -260,6 +275,18 @@ fn add_epilogue_avx512(x: &mut [f32], r: &[f32], ep: Epilogue) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+fn bias_epilogue_avx2(x: &mut [f32], b: f32, r: Option<&[f32]>, ep: Epilogue) {
+    bias_epilogue::<true>(x, b, r, ep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn bias_epilogue_avx512(x: &mut [f32], b: f32, r: Option<&[f32]>, ep: Epilogue) {
+    bias_epilogue::<true>(x, b, r, ep)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
 pub(crate) fn epilogue_avx2(x: &mut [f32], ep: Epilogue) {
     epilogue::<true>(x, ep)
 }
@@ -376,6 +403,28 @@ fn add_epilogue<const FMA: bool>(x: &mut [f32], r: &[f32], ep: Epilogue) {
             *x += r;
         }
         epilogue::<FMA>(x, ep);
+    }
+}
+
+#[inline(always)]
+fn bias_epilogue<const FMA: bool>(x: &mut [f32], b: f32, r: Option<&[f32]>, ep: Epilogue) {
+    match r {
+        Some(r) => {
+            for (x, r) in x.chunks_mut(1024).zip(r.chunks(1024)) {
+                for (x, r) in x.iter_mut().zip(r) {
+                    *x = *x + b + r;
+                }
+                epilogue::<FMA>(x, ep);
+            }
+        }
+        None => {
+            for x in x.chunks_mut(1024) {
+                for x in x.iter_mut() {
+                    *x += b;
+                }
+                epilogue::<FMA>(x, ep);
+            }
+        }
     }
 }
 

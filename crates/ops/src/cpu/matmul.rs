@@ -112,6 +112,50 @@ pub(crate) fn gemm_strided(
     gemm_scaled(mnk, dst, lhs, rhs, accumulate, 1.0, parallelism);
 }
 
+/// `dst [m, n] (row-major) = lhs [m, k] x rhs [k, n]` into memory not yet written: the
+/// product is stored without reading `dst` first (every element of `dst[..m * n]` is written). Why: a buffer filled first only to be overwritten (or preloaded with a bias
+/// and read back by the product) was a pass over the output for nothing.
+pub(crate) fn gemm_into(
+    [m, n, k]: [usize; 3],
+    dst: &mut [MaybeUninit<f32>],
+    lhs: Mat,
+    rhs: Mat,
+    parallelism: gemm::Parallelism,
+) {
+    assert!(dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n));
+    if k == 0 {
+        // An empty sum.
+        dst[..m * n].fill(MaybeUninit::new(0.0));
+        return;
+    }
+    // SAFETY: every index the product touches lies inside its slice (asserted above); with
+    // `read_dst` false the crate stores into `dst` before it reads any of it back (its blocks
+    // over `k` after the first add to what the first stored).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().cast::<f32>(),
+            1,
+            n as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            0.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
 /// [`gemm_strided`] with the product scaled by `scale`.
 pub(crate) fn gemm_scaled(
     [m, n, k]: [usize; 3],

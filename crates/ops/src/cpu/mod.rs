@@ -86,6 +86,15 @@ pub(crate) fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
 }
 
 /// A kernel's output, `data` in row-major order, as a flex tensor of `shape`.
+/// `dst` as the floats it holds.
+///
+/// # Safety
+/// Every element of `dst` has been written.
+pub(crate) unsafe fn assume_written(dst: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the caller vouches for the values.
+    unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
 pub(crate) fn from_vec<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
     from_elems(data, shape)
 }
