@@ -3,8 +3,8 @@
 use super::*;
 
 /// A linear layer `x W + b` (then `ep`) over all leading dimensions at once: one gemm of
-/// `[rows, d_in] x [d_in, d_out]` into an output preloaded with the bias, split over rayon's
-/// threads by the `gemm` crate. Burn's linear multiplies each leading index apart (for ViT:
+/// `[rows, d_in] x [d_in, d_out]`, split over rayon's threads by the `gemm` crate, then the
+/// bias and `ep` in one pass. Burn's linear multiplies each leading index apart (for ViT:
 /// one 197-row product per image, batch-parallel) and adds the bias in a second pass.
 pub fn linear<const D: usize>(
     lin: &Linear,
@@ -28,16 +28,35 @@ pub fn linear<const D: usize>(
             bf16::gemm_new(kernel, &a, &w, bias, ep)
         }
         None => {
-            let mut out = match bias {
-                Some(b) => preloaded(rows * d_out, d_out, |_, row| {
-                    row.write_copy_of_slice(&b[..d_out]);
-                }),
-                None => vec![0f32; rows * d_out],
-            };
-            gemm_rows([rows, d_out, d_in], &mut out, inp, wts, bias.is_some());
-            if ep != Epilogue::None {
-                let isa = Isa::get();
-                out.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep));
+            // The product straight into `out`, then bias and activation in one pass over
+            // it (as `conv_gemm`: no preloaded bias for the product to read back).
+            let len = rows * d_out;
+            let mut out = Vec::with_capacity(len);
+            let (lhs, rhs) = (Mat::rows(inp, d_in), Mat::rows(wts, d_out));
+            let dst = &mut out.spare_capacity_mut()[..len];
+            gemm_into(
+                [rows, d_out, d_in],
+                dst,
+                lhs,
+                rhs,
+                gemm::Parallelism::Rayon(0),
+            );
+            // SAFETY: `gemm_into` wrote all `len` outputs.
+            unsafe { out.set_len(len) };
+            let isa = Isa::get();
+            match bias {
+                Some(b) if d_out > 0 => {
+                    let per = CHUNK.div_ceil(d_out);
+                    out.par_chunks_mut(per * d_out).for_each(|rows| {
+                        for row in rows.chunks_exact_mut(d_out) {
+                            isa.add_epilogue(row, &b[..d_out], ep);
+                        }
+                    })
+                }
+                _ if ep != Epilogue::None => {
+                    out.par_chunks_mut(CHUNK).for_each(|r| isa.epilogue(r, ep))
+                }
+                _ => {}
             }
             out
         }

@@ -48,25 +48,6 @@ pub(crate) fn preloaded_pair(
     (a, b)
 }
 
-/// `dst [m, n] = lhs [m, k] x rhs [k, n]` (plus what `dst` holds when `accumulate`, a
-/// preloaded bias), all row-major and contiguous, split over rayon's threads by `gemm`.
-pub(crate) fn gemm_rows(
-    [m, n, k]: [usize; 3],
-    dst: &mut [f32],
-    lhs: &[f32],
-    rhs: &[f32],
-    accumulate: bool,
-) {
-    gemm_strided(
-        [m, n, k],
-        dst,
-        Mat::rows(lhs, k),
-        Mat::rows(rhs, n),
-        accumulate,
-        gemm::Parallelism::Rayon(0),
-    );
-}
-
 /// A read-only matrix in a slice: element `(i, j)` at `i * rs + j * cs`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<'a> {
