@@ -3,7 +3,9 @@
 //! where SWITCH is `f32-taps` (the f32 tap-offset convolution against the unfolded path, the
 //! default) or `bf16-routing` (under `--dtype bf16`, the convolutions `conv::bf16_pays` keeps
 //! in f32 against all of them in bf16; "off" is every layer in bf16) or `bf16-activations`
-//! (under `--dtype bf16`, a ResNet's activations kept in bf16 between layers against f32).
+//! (under `--dtype bf16`, a ResNet's activations kept in bf16 between layers against f32) or
+//! `batch-split` (the batch split over the threads, one part per thread, against every
+//! product split over the threads; add `bf16` as a fifth argument for `--dtype bf16`).
 //! Each round times `REPS` forwards (env `REPS`, default 3; after one untimed warm-up
 //! forward unless env `NOWARM` is set) with the path off, then as many with it on, and keeps
 //! each side's fastest (`REPS=1 NOWARM=1` alternates call by call); on a shared host that drifts minute by minute, two processes run
@@ -26,6 +28,12 @@ fn main() {
     let rounds: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(5);
     let switch: fn(bool) = match args.get(4).map_or("f32-taps", String::as_str) {
         "f32-taps" => set_f32_taps,
+        "batch-split" => |on| {
+            use committee_ops::{Kernel, set_enabled};
+            let all = Kernel::ALL.iter().copied();
+            let kernels: Vec<Kernel> = all.filter(|k| on || *k != Kernel::Batch).collect();
+            set_enabled(&kernels)
+        },
         "bf16-routing" => {
             if let Err(e) = precision::set(Dtype::Bf16) {
                 eprintln!("{e}");
@@ -41,10 +49,18 @@ fn main() {
             committee_ops::set_bf16_activations
         }
         other => {
-            eprintln!("unknown switch {other}: f32-taps, bf16-routing or bf16-activations");
+            eprintln!(
+                "unknown switch {other}: f32-taps, bf16-routing, bf16-activations or batch-split"
+            );
             std::process::exit(2);
         }
     };
+    if args.get(5).is_some_and(|a| a == "bf16")
+        && let Err(e) = precision::set(Dtype::Bf16)
+    {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
     let Some(spec) = registry::get(name) else {
         eprintln!("unknown model {name}");
         std::process::exit(2);
