@@ -264,3 +264,41 @@ fn interleaved_rows_time_each_model_in_turn() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
+
+/// `--train --dtype f16` on wgpu (lavapipe in CI): mixed-precision steps are timed only once
+/// the loss scale has come down far enough for steps to be taken (a random MobileNetV2's
+/// first steps overflow f16 at 2^16), so no timed step is a skipped one; CPU backends refuse.
+#[test]
+fn f16_training_steps_are_whole_steps() {
+    let out = Command::new(env!("CARGO_BIN_EXE_committee"))
+        .args(["bench", "--train", "--backend", "wgpu", "--dtype", "f16"])
+        .args([
+            "--model",
+            "mobilenetv2_035",
+            "--batch",
+            "4",
+            "--img-size",
+            "64",
+        ])
+        .args(["--warmup", "1", "--iters", "3", "--json"])
+        .output()
+        .expect("run committee");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("were skipped"), "{err}");
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(rows[0]["dtype"], "f16", "{rows}");
+    assert!(f(&rows[0], "img_per_s") > 0.0, "{rows}");
+    let cpu = Command::new(env!("CARGO_BIN_EXE_committee"))
+        .args([
+            "bench",
+            "--train",
+            "--dtype",
+            "f16",
+            "--model",
+            "mobilenetv2_035",
+        ])
+        .output()
+        .expect("run committee");
+    assert!(!cpu.status.success());
+}

@@ -209,13 +209,13 @@ fn train_row(
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [b]), &ad);
     // `--dtype f16`: mixed precision as the trainer runs it (f16 view, loss scaling).
     let mut scale = committee_ops::precision::gpu_float(&ad).map(|_| LossScale::default());
-    let (times, first_ms) = timed(a, &ad, model, |model| {
+    let mut one = |model: committee_zoo::Model, scale: &mut Option<LossScale>| {
         let logits = match scale {
             Some(_) => mixed::half_view(&model).forward(x.clone()),
             None => model.forward(x.clone()),
         };
         let loss = committee_train::loss::cross_entropy(logits, y.clone(), 0.0);
-        let grads = match &mut scale {
+        let grads = match scale {
             Some(s) => mixed::scaled_grads(loss.clone(), &model, s),
             None => Some(GradientsParams::from_grads(loss.clone().backward(), &model)),
         };
@@ -225,11 +225,26 @@ fn train_row(
             Some(grads) => optim.step(0.01, model, grads),
             None => model,
         }
-    });
-    if let Some(s) = scale.filter(|s| s.skipped > 0) {
+    };
+    // f16: steps until the loss scale has come down far enough for one to be taken (each
+    // overflow halves it from 2^16), so that the timed steps are whole steps, not skipped.
+    let mut model = model;
+    for _ in 0..24 {
+        let Some(before) = scale.map(|s| s.skipped) else {
+            break;
+        };
+        model = one(model, &mut scale);
+        if scale.is_some_and(|s| s.skipped == before) {
+            break;
+        }
+    }
+    let settled = scale.map_or(0, |s| s.skipped);
+    let (times, first_ms) = timed(a, &ad, model, |m| one(m, &mut scale));
+    if let Some(s) = scale.filter(|s| s.skipped > settled) {
         eprintln!(
-            "{name} b={b}: {} f16 steps skipped (loss scale now {})",
-            s.skipped, s.scale
+            "warning: {name} b={b}: {} of the timed f16 steps were skipped (loss scale now {})",
+            s.skipped - settled,
+            s.scale
         );
     }
     let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
