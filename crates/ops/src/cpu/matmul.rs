@@ -94,8 +94,9 @@ pub(crate) fn gemm_strided(
 }
 
 /// `dst [m, n] (row-major) = lhs [m, k] x rhs [k, n]` into memory not yet written: the
-/// product is stored without reading `dst` first (every element of `dst[..m * n]` is written). Why: a buffer filled first only to be overwritten (or preloaded with a bias
-/// and read back by the product) was a pass over the output for nothing.
+/// product is stored without reading `dst` first (every element of `dst[..m * n]` is
+/// written). Why: a buffer filled first only to be overwritten (or preloaded with a bias and
+/// read back by the product) was a pass over the output for nothing.
 pub(crate) fn gemm_into(
     [m, n, k]: [usize; 3],
     dst: &mut [MaybeUninit<f32>],
@@ -113,27 +114,15 @@ pub(crate) fn gemm_into(
     // `read_dst` false the crate stores into `dst` before it reads any of it back (its blocks
     // over `k` after the first add to what the first stored).
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().cast::<f32>(),
-            1,
-            n as isize,
-            false,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            0.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
+        raw(
+            [m, n, k],
+            dst.as_mut_ptr().cast(),
+            None,
+            lhs,
+            rhs,
+            1.0,
             parallelism,
-        );
+        )
     }
 }
 
@@ -148,24 +137,52 @@ pub(crate) fn gemm_scaled(
     parallelism: gemm::Parallelism,
 ) {
     assert!(dst.len() >= m * n && lhs.fits(m, k) && rhs.fits(k, n));
+    let read = accumulate.then_some(1.0);
     // SAFETY: every index the product touches lies inside its slice (asserted above).
+    unsafe {
+        raw(
+            [m, n, k],
+            dst.as_mut_ptr(),
+            read,
+            lhs,
+            rhs,
+            scale,
+            parallelism,
+        )
+    }
+}
+
+/// `dst = alpha dst + beta lhs rhs` (`dst` not read where `alpha` is `None`), row-major `dst`.
+///
+/// # Safety
+/// Every element the product touches lies inside `dst` (`m * n`), `lhs` and `rhs`.
+unsafe fn raw(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    alpha: Option<f32>,
+    lhs: Mat,
+    rhs: Mat,
+    beta: f32,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             n as isize,
-            accumulate,
+            alpha.is_some(),
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
             rhs.data.as_ptr(),
             rhs.cs as isize,
             rhs.rs as isize,
-            1.0f32,
-            scale,
+            alpha.unwrap_or(0.0),
+            beta,
             false,
             false,
             false,
