@@ -50,8 +50,8 @@ pub fn device(kind: BackendKind) -> Result<Selected> {
 }
 
 /// Sets the precision (`--dtype`: bf16 products on the CPU, f16 models on GPUs) and tells the
-/// user what runs them.
-pub fn precision(dtype: Dtype, sel: &Selected) -> Result<()> {
+/// user what runs them (for `training`, what a training step keeps in which precision).
+pub fn precision(dtype: Dtype, sel: &Selected, training: bool) -> Result<()> {
     let cpu = committee_ops::backend::is_cpu(&sel.device);
     anyhow::ensure!(
         !(dtype == Dtype::F16 && cpu),
@@ -68,16 +68,28 @@ pub fn precision(dtype: Dtype, sel: &Selected) -> Result<()> {
                 sel.adapter,
                 sel.kind
             );
-            eprintln!(
-                "dtype: f16 on {} (weights and activations; logits returned as f32)",
-                sel.adapter
-            );
+            match training {
+                true => eprintln!(
+                    "dtype: f16 mixed precision on {} (f32 master weights; the forward in f16, \
+                     BatchNorm and LayerNorm in f32; dynamic loss scaling)",
+                    sel.adapter
+                ),
+                false => eprintln!(
+                    "dtype: f16 on {} (weights and activations; logits returned as f32)",
+                    sel.adapter
+                ),
+            }
             return Ok(());
         }
         Dtype::Bf16 => {}
     }
     let flex = sel.device == burn::tensor::Device::flex();
     match kernel {
+        Some(k) if flex && training => eprintln!(
+            "dtype: bf16 products on {} (f32 accumulation; weights, activations, gradients and \
+             optimiser state f32)",
+            k.name()
+        ),
         Some(k) if flex => eprintln!(
             "dtype: bf16 products on {} (f32 accumulation; depthwise, norms, softmax f32; \
              ResNets' activations bf16)",

@@ -355,7 +355,10 @@ fn trains_in_f16_on_wgpu() {
     let out = run(&args);
     ok(&out);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("f16 loss scale"), "{err}");
+    assert!(
+        err.contains("f16 loss scale") && err.contains("dtype: f16 mixed precision"),
+        "{err}"
+    );
     let ckpt = bytes(&out_dir.join("checkpoint.safetensors"));
     let header = String::from_utf8_lossy(&ckpt[..ckpt.len().min(1 << 16)]).to_string();
     assert!(header.contains(r#"\"loss_scale\":{\"scale\":"#), "{header}");

@@ -331,7 +331,7 @@ fn measure(a: Args) -> Result<()> {
     for backend in &a.backend {
         let sel = device(*backend)?;
         for &dtype in &a.dtype {
-            crate::util::precision(dtype, &sel)?;
+            crate::util::precision(dtype, &sel, a.train)?;
             rows.extend(backend_rows(&a, &sel)?);
         }
     }

@@ -92,7 +92,7 @@ pub fn run(a: Args) -> Result<()> {
         Some(&d) if !is_cpu(&sel.device) => select_index(sel.kind, d)?,
         _ => sel,
     };
-    crate::util::precision(a.dtype, &sel)?;
+    crate::util::precision(a.dtype, &sel, false)?;
     let arg = MemberArg {
         model: a.model.clone(),
         weights: a.weights.clone(),

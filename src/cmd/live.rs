@@ -74,7 +74,7 @@ struct Live {
 impl Live {
     fn open(members: &[MemberArg], data: &Path, o: &LiveOptions) -> Result<Self> {
         let sel = device(o.backend)?;
-        crate::util::precision(o.dtype, &sel)?;
+        crate::util::precision(o.dtype, &sel, false)?;
         let stages: Vec<Member> = members
             .iter()
             .map(|m| load_member(m, |t| t, &sel.device).with_context(|| format!("member {m}")))

@@ -51,7 +51,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let sel = device(a.backend)?;
-    crate::util::precision(a.dtype, &sel)?;
+    crate::util::precision(a.dtype, &sel, false)?;
     if let (Some(input), Some(output)) = (&a.tensor_in, &a.tensor_out) {
         return tensor_mode(&a, input, output, &sel.device);
     }

@@ -151,7 +151,7 @@ fn config(a: &Args) -> Result<TrainConfig> {
 pub fn run(a: Args) -> Result<()> {
     let base = config(&a)?;
     let sel = device(a.backend)?;
-    crate::util::precision(base.dtype.into(), &sel)?;
+    crate::util::precision(base.dtype.into(), &sel, true)?;
     let runs: Vec<(TrainConfig, PathBuf)> = if a.seeds.is_empty() {
         vec![(base, a.out.clone())]
     } else {
