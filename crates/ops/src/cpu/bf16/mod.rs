@@ -458,7 +458,7 @@ unsafe fn weave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: *mut u16, p: usize, k_
         let dst = unsafe {
             let at = out.add(b_offset(p, jb, k_pad));
             at.write_bytes(0, 2 * NB);
-            std::slice::from_raw_parts_mut(at, 2 * NB)
+            std::slice::from_raw_parts_mut(at.cast(), 2 * NB)
         };
         interleave_row(&r0[j0..j0 + w], r1.map(|r| &r[j0..j0 + w]), dst);
     }
@@ -466,8 +466,8 @@ unsafe fn weave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: *mut u16, p: usize, k_
 
 /// `out[2c] = bf16(r0[c])`, `out[2c + 1] = bf16(r1[c])` (0 where `r1` is absent) along a
 /// whole row; past `2 * r0.len()`, up to 30 more elements of `out` may be overwritten with
-/// zeros (so `out` must be that long).
-fn interleave_row<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u16]) {
+/// zeros (so `out` must be that long). `out` may be memory not yet written.
+fn interleave_row<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [MaybeUninit<u16>]) {
     assert!(
         out.len() >= r0.len().div_ceil(NB) * 2 * NB,
         "row too long for its place"
@@ -481,15 +481,15 @@ fn interleave_row<T: Elem>(r0: &[T], r1: Option<&[T]>, out: &mut [u16]) {
                 avx512::interleave(
                     &r0[j0..j0 + w],
                     r1.map(|r| &r[j0..j0 + w]),
-                    out.as_mut_ptr(),
+                    out.as_mut_ptr().cast(),
                 )
             };
         }
         return;
     }
     for (c, v) in r0.iter().enumerate() {
-        out[2 * c] = to_bf16(v.to_f32());
-        out[2 * c + 1] = r1.map_or(0, |r| to_bf16(r[c].to_f32()));
+        out[2 * c].write(to_bf16(v.to_f32()));
+        out[2 * c + 1].write(r1.map_or(0, |r| to_bf16(r[c].to_f32())));
     }
 }
 

@@ -79,19 +79,38 @@ impl PaddedImage {
         let (h, w) = (t.h, t.w);
         assert!(src.len() >= t.c * h * w, "image too short");
         let len = t.len();
-        let mut data = vec![0u16; t.kc_pad / 2 * len * 2];
-        data.par_chunks_mut(2 * len)
-            .take(t.c.div_ceil(2))
+        let total = t.kc_pad / 2 * len * 2;
+        let mut data: Vec<u16> = Vec::with_capacity(total);
+        // Zeros only where no pixel goes (padding, and channel pairs past `c`), the pixels
+        // written once. Why: zeroing the whole image first and then writing its pixels over
+        // the zeros was ~3 % of ResNet-50's bf16 forward.
+        let zero = |s: &mut [MaybeUninit<u16>]| s.fill(MaybeUninit::new(0));
+        data.spare_capacity_mut()[..total]
+            .par_chunks_mut(2 * len)
             .enumerate()
             .for_each(|(p, pair)| {
+                if 2 * p >= t.c {
+                    return zero(pair);
+                }
+                // Row `iy`'s pixels start at `start(iy)` (2 values per grid column).
+                let start = |iy: usize| ((iy + t.pt) * t.wp + t.pl) * 2;
+                let mut at = 0;
+                for iy in 0..h {
+                    zero(&mut pair[at..start(iy)]);
+                    at = start(iy) + 2 * w;
+                }
+                zero(&mut pair[at..]);
                 let plane = |ch: usize| (ch < t.c).then(|| &src[ch * h * w..][..h * w]);
                 let (r0, r1) = (plane(2 * p), plane(2 * p + 1));
+                // In order: a row's last block may spill zeros into the next row's start.
                 for (iy, row) in r0.into_iter().flat_map(|r| r.chunks_exact(w)).enumerate() {
-                    let at = ((iy + t.pt) * t.wp + t.pl) * 2;
                     let r1 = r1.map(|r| &r[iy * w..][..w]);
-                    interleave_row(row, r1, &mut pair[at..]);
+                    interleave_row(row, r1, &mut pair[start(iy)..]);
                 }
             });
+        // SAFETY: every element of every pair was written above: the padding and the pairs
+        // past `c` zeroed, each row's `2 * w` values by `interleave_row`.
+        unsafe { data.set_len(total) };
         PaddedImage { data, len }
     }
 }
