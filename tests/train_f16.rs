@@ -9,14 +9,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::{BatchNormConfig, LayerNormConfig, PaddingConfig2d};
 use burn::tensor::{DType, Device, Distribution, FloatDType, Tensor};
 use committee_ops::Act;
 use committee_ops::backend::{BackendKind, select};
 use committee_ops::precision::{self, Dtype};
-use committee_train::mixed::LossScale;
+use committee_train::mixed::{self, LossScale};
 use committee_train::{TrainConfig, trainer};
 use committee_zoo::{CommonOptions, Model, export, registry};
 
@@ -186,15 +186,11 @@ fn mixed_f16_steps_match_f32_steps_within_half_precision() {
 /// the median, 1.65x the largest; docs/training.md).
 const BOUND: f64 = 2.0;
 
-/// Casts a layer's trainable parameters to f16 (what `mixed::half_view` does to a model).
-struct Half;
-
-impl ModuleMapper for Half {
-    fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        p.map(|t| match t.is_require_grad() {
-            true => t.cast(FloatDType::F16),
-            false => t,
-        })
+/// `m`, or its f16 view when `half` (`mixed::half_view`, as a training step casts a model).
+fn maybe_half<M: Module>(m: &M, half: bool) -> M {
+    match half {
+        true => mixed::half_view(m),
+        false => m.clone(),
     }
 }
 
@@ -246,31 +242,16 @@ fn training_ops_in_f16_match_f32(dev: &Device) {
             .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
             .init(dev);
         check(&format!("conv {k}x{k} groups {groups}"), &|x, half| {
-            let c = if half {
-                conv.clone().map(&mut Half)
-            } else {
-                conv.clone()
-            };
-            committee_ops::conv2d(&c, x)
+            committee_ops::conv2d(&maybe_half(&conv, half), x)
         });
     }
     let bn = BatchNormConfig::new(16).init(dev);
     check("batchnorm", &|x, half| {
-        let b = if half {
-            bn.clone().map(&mut Half)
-        } else {
-            bn.clone()
-        };
-        committee_ops::batch_norm(&b, x)
+        committee_ops::batch_norm(&maybe_half(&bn, half), x)
     });
     let ln = LayerNormConfig::new(12).init(dev);
     check("layernorm", &|x, half| {
-        let l = if half {
-            ln.clone().map(&mut Half)
-        } else {
-            ln.clone()
-        };
-        committee_ops::layer_norm(&l, 1e-5, x)
+        committee_ops::layer_norm(&maybe_half(&ln, half), 1e-5, x)
     });
     for act in [Act::Relu, Act::Relu6, Act::Silu, Act::Gelu] {
         check(&format!("{act:?}"), &|x, _| act.apply(x));

@@ -182,8 +182,8 @@ fn train_row(
     b: usize,
     sel: &committee_ops::backend::Selected,
 ) -> Result<serde_json::Value> {
+    use burn::optim::SgdConfig;
     use burn::optim::momentum::MomentumConfig;
-    use burn::optim::{GradientsParams, SgdConfig};
     use burn::tensor::{Int, TensorData};
     use committee_train::mixed::{self, LossScale};
     let ad = sel.device.clone().autodiff();
@@ -210,15 +210,9 @@ fn train_row(
     // `--dtype f16`: mixed precision as the trainer runs it (f16 view, loss scaling).
     let mut scale = committee_ops::precision::gpu_float(&ad).map(|_| LossScale::default());
     let mut one = |model: committee_zoo::Model, scale: &mut Option<LossScale>| {
-        let logits = match scale {
-            Some(_) => mixed::half_view(&model).forward(x.clone()),
-            None => model.forward(x.clone()),
-        };
+        let logits = mixed::forward(&model, x.clone(), scale.as_ref());
         let loss = committee_train::loss::cross_entropy(logits, y.clone(), 0.0);
-        let grads = match scale {
-            Some(s) => mixed::scaled_grads(loss.clone(), &model, s),
-            None => Some(GradientsParams::from_grads(loss.clone().backward(), &model)),
-        };
+        let grads = mixed::grads(loss.clone(), &model, scale.as_mut());
         // Reading the loss back waits for the step to finish.
         let _ = loss.into_data();
         match grads {

@@ -58,11 +58,11 @@ impl LossScale {
     }
 }
 
-/// `model`'s trainable parameters cast to f16 inside the autodiff graph (their gradients
-/// reach `model`'s f32 tensors); BatchNorm's running statistics are left as they are, shared
-/// with `model`, so the f16 forward updates the master's.
-pub fn half_view(model: &Model) -> Model {
-    model.clone().map(&mut HalfTrainable)
+/// `module`'s trainable parameters cast to f16 inside the autodiff graph (their gradients
+/// reach `module`'s f32 tensors); BatchNorm's running statistics are left as they are, shared
+/// with `module`, so the f16 forward updates the master's. A whole model, or one layer.
+pub fn half_view<M: Module>(module: &M) -> M {
+    module.clone().map(&mut HalfTrainable)
 }
 
 struct HalfTrainable;
@@ -78,6 +78,28 @@ impl ModuleMapper for HalfTrainable {
                 t
             }
         })
+    }
+}
+
+/// `model`'s logits for `x`: through its f16 view in mixed precision (`scale` given), else
+/// as it is. What a training step (and `bench --train`) runs forward.
+pub fn forward(model: &Model, x: Tensor<4>, scale: Option<&LossScale>) -> Tensor<2> {
+    match scale {
+        Some(_) => half_view(model).forward(x),
+        None => model.forward(x),
+    }
+}
+
+/// `model`'s gradients of `loss`: at the loss scale in mixed precision (`None`, the step to
+/// be skipped, when one is not finite; see [`scaled_grads`]), else plain.
+pub fn grads(
+    loss: Tensor<1>,
+    model: &Model,
+    scale: Option<&mut LossScale>,
+) -> Option<GradientsParams> {
+    match scale {
+        Some(scale) => scaled_grads(loss, model, scale),
+        None => Some(GradientsParams::from_grads(loss.backward(), model)),
     }
 }
 

@@ -12,7 +12,7 @@ use burn::module::ParamGroup;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use burn::optim::{AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use committee_core::metrics::in_top_k;
 use committee_data::folder::ImageFolder;
@@ -223,10 +223,7 @@ pub fn step_scaled(
         TensorData::new(labels.to_vec(), [labels.len()]),
         &x.device(),
     );
-    let logits = match scale {
-        Some(_) => mixed::half_view(&model).forward(x),
-        None => model.forward(x),
-    };
+    let logits = mixed::forward(&model, x, scale.as_deref());
     let pred: Vec<i64> = logits
         .clone()
         .argmax(1)
@@ -239,14 +236,10 @@ pub fn step_scaled(
     if !lv.is_finite() {
         return (model, lv as f64, pred);
     }
-    let grads = match scale {
-        Some(scale) => match mixed::scaled_grads(loss, &model, scale) {
-            Some(grads) => grads,
-            None => return (model, lv as f64, pred),
-        },
-        None => GradientsParams::from_grads(loss.backward(), &model),
-    };
-    (optim.step(lr, model, grads), lv as f64, pred)
+    match mixed::grads(loss, &model, scale) {
+        Some(grads) => (optim.step(lr, model, grads), lv as f64, pred),
+        None => (model, lv as f64, pred),
+    }
 }
 
 fn optimizer(cfg: &TrainConfig, no_decay: Vec<ParamId>) -> ModuleOptimizer {
@@ -439,6 +432,7 @@ pub fn train(
     let (cfg, mut state, train, saved) = begin(cfg, out, start, on)?;
     if cfg.dtype == TrainDtype::F16 {
         half_precision(device)?;
+        // A new run's scale, or the one its checkpoint saved.
         state.loss_scale.get_or_insert_default();
     }
     let spec = model_spec(&cfg.model)?;
@@ -622,7 +616,8 @@ fn begin(
         history: Vec::new(),
         best: None,
         data_fingerprint: Some(train.fingerprint()),
-        loss_scale: (cfg.dtype == TrainDtype::F16).then(LossScale::default),
+        // Set by `train` for f16 runs.
+        loss_scale: None,
     };
     Ok((cfg, state, train, None))
 }

@@ -85,7 +85,6 @@ pub(crate) fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(t)
 }
 
-/// A kernel's output, `data` in row-major order, as a flex tensor of `shape`.
 /// `dst` as the floats it holds.
 ///
 /// # Safety
@@ -95,6 +94,7 @@ pub(crate) unsafe fn assume_written(dst: &mut [MaybeUninit<f32>]) -> &mut [f32] 
     unsafe { &mut *(dst as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
+/// A kernel's output, `data` in row-major order, as a flex tensor of `shape`.
 pub(crate) fn from_vec<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
     from_elems(data, shape)
 }
