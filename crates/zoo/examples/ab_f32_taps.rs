@@ -4,6 +4,7 @@
 //! default) or `bf16-routing` (under `--dtype bf16`, the convolutions `conv::bf16_pays` keeps
 //! in f32 against all of them in bf16; "off" is every layer in bf16) or `bf16-activations`
 //! (under `--dtype bf16`, a ResNet's activations kept in bf16 between layers against f32) or
+//! `linear-packed` (f32 linear layers with the weight packed once against the `gemm` crate) or
 //! `batch-split` (the batch split over the threads, one part per thread, against every
 //! product split over the threads; add `bf16` as a fifth argument for `--dtype bf16`).
 //! Each round times `REPS` forwards (env `REPS`, default 3; after one untimed warm-up
@@ -22,12 +23,15 @@ use committee_zoo::{CommonOptions, registry};
 const REPS: usize = 3;
 
 fn main() {
+    // As the CLI runs: freed activations reused, not faulted in again per call.
+    committee_ops::heap::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map_or("resnet50", String::as_str);
     let batch: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(8);
     let rounds: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(5);
     let switch: fn(bool) = match args.get(4).map_or("f32-taps", String::as_str) {
         "f32-taps" => set_f32_taps,
+        "linear-packed" => committee_ops::cpu::linear::set_packed,
         "batch-split" => |on| {
             use committee_ops::{Kernel, set_enabled};
             let all = Kernel::ALL.iter().copied();
@@ -50,7 +54,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown switch {other}: f32-taps, bf16-routing, bf16-activations or batch-split"
+                "unknown switch {other}: f32-taps, linear-packed, bf16-routing, bf16-activations or batch-split"
             );
             std::process::exit(2);
         }
@@ -76,7 +80,7 @@ fn main() {
     let time = |on: bool| {
         switch(on);
         if std::env::var("NOWARM").is_err() {
-            let _ = model.forward(x.clone()).into_data();
+            rayon::scope(|_| model.forward(x.clone()).into_data());
         }
         (0..std::env::var("REPS")
             .ok()
@@ -84,7 +88,8 @@ fn main() {
             .unwrap_or(REPS))
             .map(|_| {
                 let t = Instant::now();
-                let _ = model.forward(x.clone()).into_data();
+                // On a pool worker, as the CLI runs (`util::on_pool`).
+                rayon::scope(|_| model.forward(x.clone()).into_data());
                 t.elapsed().as_secs_f64()
             })
             .fold(f64::MAX, f64::min)

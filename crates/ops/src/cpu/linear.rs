@@ -27,6 +27,19 @@ pub fn linear<const D: usize>(
             let bias = bias.map_or(bf16::Bias::None, |b| bf16::Bias::Columns(&b[..d_out]));
             bf16::gemm_new(kernel, &a, &w, bias, ep)
         }
+        None if d_in > 0 && linear_packed::pays(rows) && packed_on() => {
+            // The weight packed once (`linear_packed`), bias and activation applied as the
+            // sums are stored.
+            let w = bf16::cache::f32_right(&lin.weight, &wts[..d_in * d_out], d_in, d_out);
+            let bias = bias.map_or(bf16::Bias::None, |b| bf16::Bias::Columns(&b[..d_out]));
+            let len = rows * d_out;
+            let mut out = Vec::with_capacity(len);
+            let dst = &mut out.spare_capacity_mut()[..len];
+            linear_packed::linear_into(&inp[..rows * d_in], rows, &w, bias, ep, dst);
+            // SAFETY: `linear_into` wrote all `len` outputs.
+            unsafe { out.set_len(len) };
+            out
+        }
         None => {
             // The product straight into `out`, then bias and activation in one pass over
             // it (as `conv_gemm`: no preloaded bias for the product to read back).
@@ -109,4 +122,19 @@ pub fn mlp<const D: usize>(
     let mut shape = dims;
     shape[D - 1] = d_out;
     Ok(from_vec(out, shape))
+}
+
+/// Whether f32 linear layers on AVX-512 multiply with the weight packed once
+/// ([`linear_packed`]) rather than through the `gemm` crate; [`set_packed`] chooses.
+fn packed_on() -> bool {
+    linear_packed::available() && PACKED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static PACKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns [`linear_packed`] on (the default where AVX-512 exists) or off for the process: to
+/// time one path against the other in one process (`examples/ab_f32_taps.rs` in
+/// committee-zoo, switch `linear-packed`).
+pub fn set_packed(on: bool) {
+    PACKED.store(on, std::sync::atomic::Ordering::Relaxed);
 }

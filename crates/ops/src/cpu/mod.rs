@@ -30,6 +30,7 @@ pub mod conv_taps;
 pub mod depthwise;
 pub mod isa;
 pub mod linear;
+pub mod linear_packed;
 pub mod matmul;
 pub mod pool;
 pub mod se;

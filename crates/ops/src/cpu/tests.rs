@@ -23,31 +23,32 @@ fn exp_within_two_ulp_of_f64() {
     assert!(worst < 2.5e-7, "worst relative error {worst}");
 }
 
+/// 1 + erf(y) in f64: the Taylor series for |y| <= 3, the continued fraction of erfc
+/// beyond (directly for y < -3, where 1 + erf would cancel).
+fn one_plus_erf(y: f64) -> f64 {
+    let erfc = |z: f64| {
+        let mut cf = 0.0;
+        for k in (1..80).rev() {
+            cf = (k as f64 / 2.0) / (z + cf);
+        }
+        (-z * z).exp() / std::f64::consts::PI.sqrt() / (z + cf)
+    };
+    if y < -3.0 {
+        return erfc(-y);
+    }
+    if y > 3.0 {
+        return 2.0 - erfc(y);
+    }
+    let (mut term, mut sum) = (y, y);
+    for n in 1..200 {
+        term *= -y * y / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    1.0 + sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
 #[test]
 fn gelu_matches_f64_erf() {
-    // 1 + erf(y) in f64: the Taylor series for |y| <= 3, the continued fraction of erfc
-    // beyond (directly for y < -3, where 1 + erf would cancel).
-    fn one_plus_erf(y: f64) -> f64 {
-        let erfc = |z: f64| {
-            let mut cf = 0.0;
-            for k in (1..80).rev() {
-                cf = (k as f64 / 2.0) / (z + cf);
-            }
-            (-z * z).exp() / std::f64::consts::PI.sqrt() / (z + cf)
-        };
-        if y < -3.0 {
-            return erfc(-y);
-        }
-        if y > 3.0 {
-            return 2.0 - erfc(y);
-        }
-        let (mut term, mut sum) = (y, y);
-        for n in 1..200 {
-            term *= -y * y / n as f64;
-            sum += term / (2 * n + 1) as f64;
-        }
-        1.0 + sum * 2.0 / std::f64::consts::PI.sqrt()
-    }
     // In the far negative tail f32 rounding of z = |x|/sqrt 2 shifts exp(-z^2) by up to
     // ~1e-5 relative (z^2 reaches 72), on values below 1e-30; absolute error stays < 1e-6.
     let (mut worst_rel, mut worst_abs) = (0f64, 0f64);
@@ -119,6 +120,91 @@ fn linear_matches_burn_linear() {
     // A wrong width is left to Burn.
     let lin = LinearConfig::new(8, 4).init(&device);
     assert!(linear(&lin, Tensor::<2>::zeros([2, 5], &device), Epilogue::None).is_err());
+}
+
+/// The packed f32 linear (`linear_packed`) against f64 sums: rows past a block and a tile,
+/// `k` past a part ([`KC`](super::linear_packed) is 64) and past a panel group (`k = 2100`
+/// puts one panel per group), columns past a panel and its half, every epilogue (the clamps
+/// stored from the registers, GELU and SiLU through the block write-back), with and without
+/// a bias; every output written (the buffer starts as NaN), NaN propagated.
+#[test]
+fn packed_linear_matches_an_f64_reference() {
+    use crate::cpu::bf16::Bias;
+    use crate::testing::values;
+    if !linear_packed::available() {
+        eprintln!("no AVX-512 on this CPU: the packed f32 linear is not run");
+        return;
+    }
+    let eps = [
+        Epilogue::None,
+        Epilogue::Relu,
+        Epilogue::Relu6,
+        Epilogue::Gelu,
+        Epilogue::Silu,
+    ];
+    for (i, (m, k, n)) in [
+        (24, 1, 1),
+        (25, 7, 33),
+        (31, 64, 64),
+        (50, 65, 100),
+        (197, 130, 130),
+        (30, 2100, 130),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let x = values(m * k, i as u64);
+        let w = values(k * n, 100 + i as u64);
+        let b = values(n, 200 + i as u64);
+        let packed = linear_packed::PackedW::new(&w, k, n);
+        for (e, ep) in eps.into_iter().enumerate() {
+            let with_bias = e % 2 == 0;
+            let bias = if with_bias {
+                Bias::Columns(&b)
+            } else {
+                Bias::None
+            };
+            let mut out = vec![MaybeUninit::new(f32::NAN); m * n];
+            linear_packed::linear_into(&x, m, &packed, bias, ep, &mut out);
+            for (at, got) in out.iter().enumerate() {
+                let (r, c) = (at / n, at % n);
+                let mut sum = if with_bias { b[c] as f64 } else { 0.0 };
+                for p in 0..k {
+                    sum += x[r * k + p] as f64 * w[p * n + c] as f64;
+                }
+                let want = match ep {
+                    Epilogue::None => sum,
+                    Epilogue::Relu => sum.max(0.0),
+                    Epilogue::Relu6 => sum.clamp(0.0, 6.0),
+                    Epilogue::Gelu => 0.5 * sum * one_plus_erf(sum / 2f64.sqrt()),
+                    Epilogue::Silu => sum / (1.0 + (-sum).exp()),
+                    Epilogue::Exp => unreachable!("not a layer's activation"),
+                };
+                // SAFETY: initialised (to NaN, which fails below, where not written).
+                let got = unsafe { got.assume_init() } as f64;
+                // f32 sums of k products of values in [-2, 2]: rounding grows with sqrt(k).
+                let tol = 1e-6 * (k as f64).sqrt() * 4.0 * (1.0 + want.abs());
+                assert!(
+                    (got - want).abs() < tol,
+                    "{m}x{k}x{n} {ep:?} bias {with_bias} at ({r}, {c}): {got} vs {want}"
+                );
+            }
+        }
+    }
+    // A NaN in row 3 reaches that row's outputs only, through every epilogue.
+    let (m, k, n) = (30, 70, 40);
+    let mut x = values(m * k, 9);
+    x[3 * k + 5] = f32::NAN;
+    let packed = linear_packed::PackedW::new(&values(k * n, 10), k, n);
+    for ep in eps {
+        let mut out = vec![MaybeUninit::new(0f32); m * n];
+        linear_packed::linear_into(&x, m, &packed, Bias::None, ep, &mut out);
+        for (at, v) in out.iter().enumerate() {
+            // SAFETY: initialised above.
+            let v = unsafe { v.assume_init() };
+            assert_eq!(v.is_nan(), at / n == 3, "{ep:?} at {at}: {v}");
+        }
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ use burn::tensor::Tensor;
 use super::{PackedA, PackedB};
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::conv_taps;
+use crate::cpu::linear_packed;
 
 /// The packed copies together stop growing past this: the cache is emptied and refilled by
 /// the model in use (a process that evaluates many models one after another).
@@ -29,6 +30,8 @@ struct Cache {
     /// f32 weights packed for [`crate::cpu::conv_taps`] (the same budget and lifetime).
     #[cfg(target_arch = "x86_64")]
     f32_taps: HashMap<Key, Arc<conv_taps::Packed>>,
+    /// f32 linear weights packed for [`linear_packed::linear_into`].
+    f32_right: HashMap<Key, Arc<linear_packed::PackedW>>,
     bytes: usize,
 }
 
@@ -139,5 +142,22 @@ pub(crate) fn f32_taps<const D: usize>(
         |c| &mut c.f32_taps,
         pack,
         conv_taps::Packed::bytes,
+    )
+}
+
+/// `param`'s value, a linear weight `[k, n]` (row-major, in `data`), packed for
+/// [`linear_packed::linear_into`].
+pub(crate) fn f32_right<const D: usize>(
+    param: &Param<Tensor<D>>,
+    data: &[f32],
+    k: usize,
+    n: usize,
+) -> Arc<linear_packed::PackedW> {
+    let pack = || linear_packed::PackedW::new(data, k, n);
+    cached(
+        key(param, data),
+        |c| &mut c.f32_right,
+        pack,
+        linear_packed::PackedW::bytes,
     )
 }

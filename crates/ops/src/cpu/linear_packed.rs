@@ -1,0 +1,363 @@
+//! f32 linear layers on AVX-512 with the weight packed once per layer.
+//!
+//! Why: through the `gemm` crate every call packs the weight again (11 % of ViT-B/16's f32
+//! forward, `perf`), and the bias and activation take a pass of their own over the output
+//! (fc1's at batch 8: 19 MB). Here the weight is packed at its first use and kept
+//! ([`super::bf16::cache`]), the activations are read where they lie (one element of a row
+//! broadcast against a packed weight row), and each block's sums get their bias and
+//! activation as they leave the registers (a clamp: none, ReLU, ReLU6) or while in L1 (GELU,
+//! SiLU: the bf16 products' write-back, [`write_block`]).
+
+use super::bf16::{Bias, BlockRows, Out, Seg, Start, write_block};
+use super::*;
+
+/// Columns of one packed weight panel, and of a register tile: four AVX-512 vectors.
+const PANEL: usize = 64;
+/// Rows of a register tile: 6 rows x 64 columns, 24 accumulators; per step along `k`, four
+/// loads of the panel and six broadcasts for 24 fused multiply-adds (the `gemm` crate's
+/// widest f32 kernel has the same shape). An 8 x 32 tile (ten loads per 16) ran 0.8-0.9x the
+/// `gemm` crate.
+const TILE_ROWS: usize = 6;
+/// Rows of a block: the tiles that meet one part of a panel while it is in L1.
+const BLOCK_ROWS: usize = 4 * TILE_ROWS;
+/// Columns of the write-back's block ([`write_block`]): half a panel.
+const HALF: usize = 32;
+/// Steps along `k` per pass over a block's tiles: the panel's `KC x 64` part (16 KB) stays in
+/// L1 while the block's tiles meet it, beside six rows of input that for `k = 3072` (12 KB
+/// apart) all fall in the same L1 sets. Why: with the whole panel per tile (`k = 768`:
+/// 192 KB, past L1) every tile streamed it from L2 again.
+const KC: usize = 64;
+/// Bytes of packed weight panels one task keeps in L2 while one block of rows meets them all
+/// (as the bf16 products: a quarter of a Sapphire Rapids core's 2 MB L2).
+const PANELS_BYTES: usize = 512 << 10;
+/// Output lines asked for per tile and part of `k` (see [`Prefetch`]).
+const PREFETCH_PER_TILE: usize = 8;
+
+/// A weight `[k, n]` (row-major, `x W`) packed for [`linear_into`]: panels of 64 columns,
+/// each `[k][64]` contiguous (columns past `n` zero).
+pub struct PackedW {
+    data: Vec<f32>,
+    /// Where the panels start in `data`: the first 64-byte boundary. Why: each step loads a
+    /// panel row as four 64-byte vectors; from wherever the allocator put the vector, each
+    /// load straddled two cache lines (the same product ran 1.5x apart from one process to
+    /// the next).
+    at: usize,
+    k: usize,
+    n: usize,
+}
+
+impl PackedW {
+    /// Packs the row-major `[k, n]` matrix in `w`'s first `k * n` elements.
+    pub fn new(w: &[f32], k: usize, n: usize) -> PackedW {
+        assert!(w.len() >= k * n, "weight too short");
+        let len = n.div_ceil(PANEL) * PANEL * k;
+        let mut data = vec![0f32; len + 15];
+        let at = data.as_ptr().align_offset(64).min(15);
+        if k > 0 {
+            data[at..at + len]
+                .par_chunks_mut(k * PANEL)
+                .enumerate()
+                .for_each(|(jb, panel)| {
+                    let (j0, width) = (jb * PANEL, (n - jb * PANEL).min(PANEL));
+                    for (p, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+                        row[..width].copy_from_slice(&w[p * n + j0..][..width]);
+                    }
+                });
+        }
+        PackedW { data, at, k, n }
+    }
+
+    /// Panel `jb`: `[k][64]`.
+    fn panel(&self, jb: usize) -> &[f32] {
+        &self.data[self.at + jb * self.k * PANEL..][..self.k * PANEL]
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Whether this CPU runs [`linear_into`] (AVX-512).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        matches!(Isa::get(), Isa::Avx512)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether an `m`-row product pays here: a block of rows at least (a classifier's few rows
+/// would run 6-row tiles mostly empty; the `gemm` crate has kernels for those).
+pub fn pays(m: usize) -> bool {
+    m >= BLOCK_ROWS
+}
+
+/// `dst [m, n] = ep(x [m, k] W + bias)`, `x` row-major in its first `m * k` elements, every
+/// output element written once (`dst` is never read). Each task takes one block of rows and
+/// a group of weight panels that fits [`PANELS_BYTES`] (the tasks of one group, neighbours,
+/// mostly one thread's, reuse it from L2).
+///
+/// Panics unless [`available`], where the slices are shorter than the shapes, or for a bias
+/// that is not per column.
+pub fn linear_into(
+    x: &[f32],
+    m: usize,
+    w: &PackedW,
+    bias: Bias,
+    ep: Epilogue,
+    dst: &mut [MaybeUninit<f32>],
+) {
+    let (k, n) = (w.k, w.n);
+    assert!(available(), "the packed f32 linear needs AVX-512");
+    assert!(x.len() >= m * k && dst.len() >= m * n, "operand too short");
+    let bias = match bias {
+        Bias::None => None,
+        Bias::Columns(b) => {
+            assert!(b.len() >= n, "bias shorter than a row");
+            Some(b)
+        }
+        _ => panic!("a linear layer's bias is per column"),
+    };
+    if m == 0 || n == 0 {
+        return;
+    }
+    let out = Out(dst.as_mut_ptr().cast());
+    let (mb, nb) = (m.div_ceil(BLOCK_ROWS), n.div_ceil(PANEL));
+    let group = (PANELS_BYTES / (PANEL * 4 * k.max(1))).clamp(1, nb);
+    (0..nb.div_ceil(group) * mb).into_par_iter().for_each(|t| {
+        let (g, ib) = (t / mb, t % mb);
+        let (i0, rows) = (ib * BLOCK_ROWS, (m - ib * BLOCK_ROWS).min(BLOCK_ROWS));
+        let xs = &x[i0 * k..(i0 + rows) * k];
+        let mut c = [Block([0f32; HALF * HALF]), Block([0f32; HALF * HALF])];
+        for jb in g * group..((g + 1) * group).min(nb) {
+            let (j0, cols) = (jb * PANEL, (n - jb * PANEL).min(PANEL));
+            let at = out.get().wrapping_add(i0 * n + j0);
+            let prefetch = Prefetch {
+                at,
+                stride: n,
+                rows,
+                lines: cols.div_ceil(16),
+            };
+            let sink = match ep.clamp_bounds() {
+                Some(bounds) => Sink::Direct(Direct {
+                    out: at,
+                    stride: n,
+                    bias: bias.map(|b| &b[j0..j0 + cols]),
+                    rows,
+                    cols,
+                    bounds,
+                }),
+                None => {
+                    let [c0, c1] = &mut c;
+                    Sink::Block([&mut c0.0, &mut c1.0])
+                }
+            };
+            let direct = matches!(sink, Sink::Direct(_));
+            block(xs, rows, k, w.panel(jb), sink, prefetch);
+            if direct {
+                continue;
+            }
+            // GELU, SiLU: the block's sums through the bf16 products' write-back.
+            for (h, c) in c.iter_mut().enumerate() {
+                let j0 = j0 + h * HALF;
+                if j0 >= n {
+                    break;
+                }
+                let seg = [Seg {
+                    col: 0,
+                    len: (n - j0).min(HALF),
+                    at: i0 * n + j0,
+                    res_at: i0 * n + j0,
+                }];
+                let b = BlockRows {
+                    i0,
+                    j0,
+                    rows,
+                    segs: &seg,
+                    stride: n,
+                    res_stride: n,
+                };
+                let bias = bias.map_or(Bias::None, Bias::Columns);
+                // SAFETY: rows i0..i0 + rows, columns j0..j0 + 32 (or to `n`) of `dst`
+                // (inside m x n, asserted) belong to this block, written by this task
+                // alone; the bias covers `n` (asserted).
+                unsafe { write_block(&mut c.0, &b, Start::Bias(bias), ep, out.get()) };
+            }
+        }
+    });
+}
+
+#[repr(C, align(64))]
+struct Block([f32; HALF * HALF]);
+
+/// Where a block's sums go.
+enum Sink<'a> {
+    /// Into the output with bias and clamp, from the registers.
+    Direct(Direct<'a>),
+    /// Into two 32x32 buffers (columns 0-31, 32-63; rows 32 apart), for the write-back.
+    Block([&'a mut [f32; HALF * HALF]; 2]),
+}
+
+/// A block's place in the output: `rows` rows `stride` floats apart from `out`, `cols`
+/// columns (at most 64), their `bias`, and the clamp `bounds` (see
+/// [`Epilogue::clamp_bounds`]).
+struct Direct<'a> {
+    out: *mut f32,
+    stride: usize,
+    bias: Option<&'a [f32]>,
+    rows: usize,
+    cols: usize,
+    bounds: [f32; 2],
+}
+
+/// The output lines of a block, asked for while the block computes: `rows` rows `stride`
+/// floats apart from `at`, `lines` cache lines (16 floats) each. Why: the output is fresh
+/// memory, each line read before it is written; stored after the products without this, the
+/// write-back was a tenth of a ViT-B/16 qkv product (halved with it).
+struct Prefetch {
+    at: *const f32,
+    stride: usize,
+    rows: usize,
+    lines: usize,
+}
+
+/// `sink = x [rows, k] panel` (`x` row-major, rows `k` apart; `panel` one packed panel
+/// `[k][64]`).
+fn block(x: &[f32], rows: usize, k: usize, panel: &[f32], sink: Sink, prefetch: Prefetch) {
+    assert!((1..=BLOCK_ROWS).contains(&rows) && x.len() >= rows * k && panel.len() >= k * PANEL);
+    if let Sink::Direct(d) = &sink {
+        assert!(d.rows == rows && d.cols <= PANEL && d.bias.is_none_or(|b| b.len() >= d.cols));
+    }
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `linear_into` checked AVX-512; the extents are asserted above, and the output
+    // rows `Direct` names are the caller's (`linear_into`: its block of `dst`).
+    unsafe {
+        block_avx512(x, rows, k, panel, sink, prefetch)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("not available")
+}
+
+/// [`block`] one tile of six rows at a time, `k` in parts of [`KC`], the sums kept between
+/// parts in the sink's buffers (for [`Sink::Direct`], in local ones; the last part stores
+/// straight into the output). Rows past `rows` in the last tile repeat the last row (read
+/// in bounds, their sums dropped).
+///
+/// # Safety
+/// AVX-512F is available; the extents [`block`] asserts; a [`Sink::Direct`] output is
+/// writable for its rows and columns and no one else's meanwhile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn block_avx512(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    panel: &[f32],
+    sink: Sink,
+    prefetch: Prefetch,
+) {
+    use std::arch::x86_64::*;
+    // Sums between parts of `k`: the sink's buffers, or (direct) a local pair, each element
+    // stored by one part before the next part reads it.
+    let mut local = std::mem::MaybeUninit::<[Block; 2]>::uninit();
+    let (cp, direct) = match sink {
+        Sink::Block(c) => (c.map(|c| c.as_mut_ptr()), None),
+        Sink::Direct(d) => {
+            let l = local.as_mut_ptr().cast::<f32>();
+            ([l, l.wrapping_add(HALF * HALF)], Some(d))
+        }
+    };
+    let mut asked = 0;
+    let lines = prefetch.rows * prefetch.lines;
+    let wp = panel.as_ptr();
+    for p0 in (0..k).step_by(KC) {
+        let p1 = (p0 + KC).min(k);
+        for r0 in (0..rows).step_by(TILE_ROWS) {
+            let row: [*const f32; TILE_ROWS] =
+                std::array::from_fn(|r| x[(r0 + r).min(rows - 1) * k..].as_ptr());
+            for _ in 0..PREFETCH_PER_TILE.min(lines - asked) {
+                let (r, l) = (asked / prefetch.lines, asked % prefetch.lines);
+                let line = prefetch.at.wrapping_add(r * prefetch.stride + 16 * l);
+                // A prefetch reads nothing and cannot fault (safe under the target feature).
+                _mm_prefetch::<_MM_HINT_ET0>(line as *const i8);
+                asked += 1;
+            }
+            // Vector `v` of row `r`'s sums: lanes 16 (v % 2).. of half v / 2, row r0 + r.
+            let at = |r: usize, v: usize| cp[v / 2].wrapping_add((r0 + r) * HALF + 16 * (v % 2));
+            // The panel's next part of `k` (or the next panel's first), one line a step
+            // across the block's tiles: from memory for a group's first block of rows.
+            let ahead = wp.wrapping_add(p1 * PANEL + (r0 / TILE_ROWS) * (p1 - p0) * 16);
+            // SAFETY: `p < k` reads element `p` of rows below `rows` (each `k` long) and row
+            // `p` of the panel (64 long): inside the slices (the caller's contract); rows
+            // `r0..r0 + 6` of the buffers lie inside their 32 (`r0 < 24`); prefetches cannot
+            // fault.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); 4]; TILE_ROWS];
+                if p0 > 0 {
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        *acc = std::array::from_fn(|v| _mm512_loadu_ps(at(r, v)));
+                    }
+                }
+                for p in p0..p1 {
+                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add((p - p0) * 16) as *const i8);
+                    let b: [__m512; 4] =
+                        std::array::from_fn(|v| _mm512_loadu_ps(wp.add(p * PANEL + 16 * v)));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let a = _mm512_set1_ps(*row[r].add(p));
+                        for (acc, b) in acc.iter_mut().zip(b) {
+                            *acc = _mm512_fmadd_ps(a, b, *acc);
+                        }
+                    }
+                }
+                match &direct {
+                    Some(d) if p1 == k => store_direct(&acc, d, r0),
+                    _ => {
+                        for (r, acc) in acc.iter().enumerate() {
+                            for (v, acc) in acc.iter().enumerate() {
+                                _mm512_storeu_ps(at(r, v), *acc);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A tile's sums (rows `r0..r0 + 6` of the block) plus bias, clamped, into the output rows
+/// below `d.rows`, the columns below `d.cols`.
+///
+/// # Safety
+/// AVX-512F; the output rows and columns `d` names are writable.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_direct(acc: &[[std::arch::x86_64::__m512; 4]; TILE_ROWS], d: &Direct, r0: usize) {
+    use std::arch::x86_64::*;
+    let [lo, hi] = d.bounds;
+    // No activation: nothing to clamp (NaN kept either way, see `Epilogue::clamp_bounds`).
+    let clamp = lo > f32::NEG_INFINITY || hi < f32::INFINITY;
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let masks: [__mmask16; 4] =
+        std::array::from_fn(|v| ((1u32 << d.cols.saturating_sub(16 * v).min(16)) - 1) as u16);
+    // SAFETY: masked lanes below `d.cols` only: inside the bias (asserted by `block`) and
+    // the output rows (the caller's contract).
+    unsafe {
+        let bias: [__m512; 4] = std::array::from_fn(|v| match d.bias {
+            Some(b) => _mm512_maskz_loadu_ps(masks[v], b.as_ptr().wrapping_add(16 * v)),
+            None => _mm512_setzero_ps(),
+        });
+        for (r, acc) in acc.iter().enumerate().take(d.rows.saturating_sub(r0)) {
+            let row = d.out.add((r0 + r) * d.stride);
+            for (v, acc) in acc.iter().enumerate() {
+                let mut y = _mm512_add_ps(*acc, bias[v]);
+                if clamp {
+                    y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
+                }
+                _mm512_mask_storeu_ps(row.add(16 * v), masks[v], y);
+            }
+        }
+    }
+}
