@@ -117,7 +117,9 @@ impl PaddedImage {
 
 /// `dst [m, oh, ow] = ep(bias + conv(image))` for a convolution whose weights `a` were packed
 /// by tap ([`cache::left_taps`]: row `o` holds tap 0's `kc_pad` channels, then tap 1's, ...),
-/// on AMX, in f32 or rounded to bf16 ([`Elem`]). Each output element is written once.
+/// on AMX, in f32 or rounded to bf16 ([`Elem`]). Each output element is written once. The
+/// bias is per output channel (and a residual per output element): a per-column bias would
+/// be indexed by the padded grid's columns, not the output's, so it is refused.
 pub fn conv_into<T: Elem>(
     a: &PackedA,
     img: &PaddedImage,
@@ -131,6 +133,10 @@ pub fn conv_into<T: Elem>(
     assert_eq!(ka, t.offs.len() * t.kc_pad, "weights packed for other taps");
     assert!(dst.len() >= m * t.oh * t.ow, "output too short");
     bias.assert_fits(m, t.oh * t.ow);
+    assert!(
+        !matches!(bias, Bias::Columns(_)),
+        "a convolution's bias is per output channel"
+    );
     assert!(Bf16Kernel::Amx.available(), "AMX unavailable");
     let plane = t.oh * t.ow;
     let n = t.cols();
