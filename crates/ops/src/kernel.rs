@@ -73,3 +73,67 @@ pub fn set_enabled(kernels: &[Kernel]) {
 pub fn on(kernel: Kernel) -> bool {
     ON.load(Ordering::Relaxed) & kernel.bit() != 0
 }
+
+/// One process-wide choice between two paths of a kernel, kept so that the two can be timed
+/// against each other in one process (`examples/ab_f32_taps.rs` in committee-zoo): its
+/// default, overridden by an environment variable where it names one (read at the first
+/// use; `0` turns it off, anything else on) and by [`Switch::set`].
+pub struct Switch {
+    /// 0: not read yet, 1: off, 2: on.
+    state: AtomicU8,
+    default: bool,
+    env: Option<&'static str>,
+}
+
+impl Switch {
+    pub const fn new(default: bool, env: Option<&'static str>) -> Switch {
+        Switch {
+            state: AtomicU8::new(0),
+            default,
+            env,
+        }
+    }
+
+    pub fn on(&self) -> bool {
+        match self.state.load(Ordering::Relaxed) {
+            0 => {
+                let on = self.env.and_then(|e| std::env::var(e).ok());
+                let on = on.map_or(self.default, |v| v != "0");
+                // A `set` meanwhile wins.
+                let _ = self.state.compare_exchange(
+                    0,
+                    Self::code(on),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+                self.state.load(Ordering::Relaxed) == 2
+            }
+            v => v == 2,
+        }
+    }
+
+    pub fn set(&self, on: bool) {
+        self.state.store(Self::code(on), Ordering::Relaxed);
+    }
+
+    const fn code(on: bool) -> u8 {
+        if on { 2 } else { 1 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Switch;
+
+    #[test]
+    fn a_switch_keeps_its_default_until_set() {
+        static ON: Switch = Switch::new(true, Some("COMMITTEE_TEST_SWITCH_NEVER_SET"));
+        static OFF: Switch = Switch::new(false, None);
+        assert!(ON.on() && !OFF.on());
+        ON.set(false);
+        OFF.set(true);
+        assert!(!ON.on() && OFF.on());
+        ON.set(true);
+        assert!(ON.on());
+    }
+}

@@ -60,7 +60,7 @@ pub fn split_batch(
 /// those bytes (a bottleneck's 64 -> 256 layer ran at 40-60 GMAC/s where its 3x3 ran at 200).
 pub fn bf16_activations(x: Tensor<4>) -> Tensor<4> {
     let applies = precision::bf16_kernel().is_some()
-        && BF16_ACTIVATIONS.load(std::sync::atomic::Ordering::Relaxed)
+        && BF16_ACTIVATIONS.on()
         && cpu::eligible(Kernel::ConvGemm, &x);
     match applies {
         true => x.cast(burn::tensor::FloatDType::BF16),
@@ -71,10 +71,10 @@ pub fn bf16_activations(x: Tensor<4>) -> Tensor<4> {
 /// Turns [`bf16_activations`] on (the default) or off for the process, to time the two
 /// against each other (`examples/ab_f32_taps.rs` in committee-zoo).
 pub fn set_bf16_activations(on: bool) {
-    BF16_ACTIVATIONS.store(on, std::sync::atomic::Ordering::Relaxed);
+    BF16_ACTIVATIONS.set(on);
 }
 
-static BF16_ACTIVATIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static BF16_ACTIVATIONS: kernel::Switch = kernel::Switch::new(true, None);
 
 /// A residual sum, as its own profile span.
 pub fn residual_add<const D: usize>(branch: Tensor<D>, shortcut: Tensor<D>) -> Tensor<D> {

@@ -378,7 +378,7 @@ fn bf16_pays(
     [sh, sw]: [usize; 2],
     pix: usize,
 ) -> bool {
-    if BF16_EVERYWHERE.load(std::sync::atomic::Ordering::Relaxed) {
+    if BF16_EVERYWHERE.on() {
         return true;
     }
     let one = kh == 1 && kw == 1;
@@ -393,18 +393,19 @@ fn bf16_pays(
 /// keep some in f32: for the tests that compare the bf16 kernels on every path, and to time
 /// the choice (`examples/conv_dtype.rs`).
 pub fn set_bf16_everywhere(on: bool) {
-    BF16_EVERYWHERE.store(on, std::sync::atomic::Ordering::Relaxed);
+    BF16_EVERYWHERE.set(on);
 }
 
-static BF16_EVERYWHERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static BF16_EVERYWHERE: crate::kernel::Switch = crate::kernel::Switch::new(false, None);
 
 /// Whether stride-1 bf16 convolutions on AMX read the padded image at each tap's offset
 /// (`bf16::taps`) rather than unfold it; `COMMITTEE_BF16_TAPS=0` unfolds, to time one against
 /// the other.
 #[cfg(target_arch = "x86_64")]
 fn taps_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("COMMITTEE_BF16_TAPS").map_or(true, |v| v != "0"))
+    static ON: crate::kernel::Switch =
+        crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_TAPS"));
+    ON.on()
 }
 
 /// Output pixels per image from which a stride-1 f32 convolution reads the image at tap
@@ -424,24 +425,16 @@ const F32_TAPS_MIN_PIXELS: usize = 14 * 14;
 /// unfolds, to time one against the other.
 #[cfg(target_arch = "x86_64")]
 fn f32_taps_on() -> bool {
-    use std::sync::atomic::Ordering;
-    match F32_TAPS.load(Ordering::Relaxed) {
-        0 => {
-            let on = std::env::var("COMMITTEE_F32_TAPS").map_or(true, |v| v != "0");
-            set_f32_taps(on);
-            on
-        }
-        v => v == 2,
-    }
+    F32_TAPS.on()
 }
 
-/// 0: not chosen yet (the environment decides), 1: off, 2: on.
-static F32_TAPS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+static F32_TAPS: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_F32_TAPS"));
 
 /// Turns the f32 tap-offset convolution on or off for the process, over `COMMITTEE_F32_TAPS`
 /// (to alternate the two paths in one process: `examples/ab_f32_taps.rs` in committee-zoo).
 pub fn set_f32_taps(on: bool) {
-    F32_TAPS.store(if on { 2 } else { 1 }, std::sync::atomic::Ordering::Relaxed);
+    F32_TAPS.set(on);
 }
 
 /// Whether a batch of `n` 1x1 convolutions runs one image per thread (each a single-threaded

@@ -127,14 +127,14 @@ pub fn mlp<const D: usize>(
 /// Whether f32 linear layers on AVX-512 multiply with the weight packed once
 /// ([`linear_packed`]) rather than through the `gemm` crate; [`set_packed`] chooses.
 fn packed_on() -> bool {
-    linear_packed::available() && PACKED.load(std::sync::atomic::Ordering::Relaxed)
+    linear_packed::available() && PACKED.on()
 }
 
-static PACKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+static PACKED: crate::kernel::Switch = crate::kernel::Switch::new(true, None);
 
 /// Turns [`linear_packed`] on (the default where AVX-512 exists) or off for the process: to
 /// time one path against the other in one process (`examples/ab_f32_taps.rs` in
 /// committee-zoo, switch `linear-packed`).
 pub fn set_packed(on: bool) {
-    PACKED.store(on, std::sync::atomic::Ordering::Relaxed);
+    PACKED.set(on);
 }
