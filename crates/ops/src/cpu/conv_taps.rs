@@ -62,14 +62,7 @@ impl Packed {
 
 /// Whether this CPU runs [`conv`] (AVX-512).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        matches!(Isa::get(), Isa::Avx512)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::get().avx512()
 }
 
 /// Grid columns computed: every output row at the grid's width.

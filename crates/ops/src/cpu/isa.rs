@@ -63,6 +63,19 @@ impl Isa {
         })
     }
 
+    /// Whether this is AVX-512 (the kernels written for it alone: tap convolutions, the
+    /// packed linear).
+    pub(crate) fn avx512(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            matches!(self, Isa::Avx512)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
     pub(crate) fn epilogue(self, x: &mut [f32], ep: Epilogue) {
         match self {
             Isa::Base => epilogue::<false>(x, ep),

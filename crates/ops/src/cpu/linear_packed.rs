@@ -6,9 +6,9 @@
 //! ([`super::bf16::cache`]), the activations are read where they lie (one element of a row
 //! broadcast against a packed weight row), and each block's sums get their bias and
 //! activation as they leave the registers (a clamp: none, ReLU, ReLU6) or while in L1 (GELU,
-//! SiLU: the bf16 products' write-back, [`write_block`]).
+//! SiLU: the bf16 products' write-back, [`write_plain`]).
 
-use super::bf16::{Bias, BlockRows, Out, Seg, Start, write_block};
+use super::bf16::{Bias, Out, Start, write_plain};
 use super::*;
 
 /// Columns of one packed weight panel, and of a register tile: four AVX-512 vectors.
@@ -20,7 +20,7 @@ const PANEL: usize = 64;
 const TILE_ROWS: usize = 6;
 /// Rows of a block: the tiles that meet one part of a panel while it is in L1.
 const BLOCK_ROWS: usize = 4 * TILE_ROWS;
-/// Columns of the write-back's block ([`write_block`]): half a panel.
+/// Columns of the write-back's block ([`write_plain`]): half a panel.
 const HALF: usize = 32;
 /// Steps along `k` per pass over a block's tiles: the panel's `KC x 64` part (16 KB) stays in
 /// L1 while the block's tiles meet it, beside six rows of input that for `k = 3072` (12 KB
@@ -79,14 +79,7 @@ impl PackedW {
 
 /// Whether this CPU runs [`linear_into`] (AVX-512).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        matches!(Isa::get(), Isa::Avx512)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::get().avx512()
 }
 
 /// Whether an `m`-row product pays here: a block of rows at least (a classifier's few rows
@@ -166,25 +159,12 @@ pub fn linear_into(
                 if j0 >= n {
                     break;
                 }
-                let seg = [Seg {
-                    col: 0,
-                    len: (n - j0).min(HALF),
-                    at: i0 * n + j0,
-                    res_at: i0 * n + j0,
-                }];
-                let b = BlockRows {
-                    i0,
-                    j0,
-                    rows,
-                    segs: &seg,
-                    stride: n,
-                    res_stride: n,
-                };
+                let place = ([i0, j0], [rows, (n - j0).min(HALF)], (i0 * n + j0, n), n);
                 let bias = bias.map_or(Bias::None, Bias::Columns);
                 // SAFETY: rows i0..i0 + rows, columns j0..j0 + 32 (or to `n`) of `dst`
                 // (inside m x n, asserted) belong to this block, written by this task
                 // alone; the bias covers `n` (asserted).
-                unsafe { write_block(&mut c.0, &b, Start::Bias(bias), ep, out.get()) };
+                unsafe { write_plain(&mut c.0, place, Start::Bias(bias), ep, out.get()) };
             }
         }
     });

@@ -792,31 +792,53 @@ unsafe fn run(kernel: Bf16Kernel, a: &PackedA, b: &PackedB, dst: Dst, start: Sta
             Dst::F32(_, ld) | Dst::Bf16Rows(_, ld) => (i0 * ld + j0, ld),
             Dst::Bf16(_, k_pad) => (a_offset(i0, j0, k_pad), 32),
         };
-        let seg = [Seg {
-            col: 0,
-            len: cols,
-            at,
-            res_at: i0 * n + j0,
-        }];
-        let rows = BlockRows {
-            i0,
-            j0,
-            rows,
-            segs: &seg,
-            stride,
-            res_stride: n,
-        };
+        let place = ([i0, j0], [rows, cols], (at, stride), n);
         // SAFETY: rows i0..i0+rows, columns j0..j0+cols of `dst` (inside m x n, the caller's
         // contract) belong to this block, computed by this task alone.
         unsafe {
             match dst {
-                Dst::F32(out, _) => write_block(&mut c.0, &rows, start, ep, out.get()),
+                Dst::F32(out, _) => write_plain(&mut c.0, place, start, ep, out.get()),
                 Dst::Bf16Rows(out, _) | Dst::Bf16(out, _) => {
-                    write_block(&mut c.0, &rows, start, ep, out.get())
+                    write_plain(&mut c.0, place, start, ep, out.get())
                 }
             }
         }
     });
+}
+
+/// Where a block whose columns are one run goes: its first row and column `[i0, j0]`, its
+/// `[rows, cols]`, its first output element and the output's row stride, and the width `n`
+/// of the residual (read from `i0 * n + j0`, rows `n` apart).
+pub(crate) type Plain = ([usize; 2], [usize; 2], (usize, usize), usize);
+
+/// [`write_block`] for a block whose columns are one run (a product's block, not a
+/// convolution's grid with columns to drop).
+///
+/// # Safety
+/// As [`write_block`].
+pub(crate) unsafe fn write_plain<T: Elem>(
+    c: &mut [f32; BLOCK * BLOCK],
+    ([i0, j0], [rows, cols], (at, stride), n): Plain,
+    start: Start,
+    ep: Epilogue,
+    out: *mut T,
+) {
+    let seg = [Seg {
+        col: 0,
+        len: cols,
+        at,
+        res_at: i0 * n + j0,
+    }];
+    let rows = BlockRows {
+        i0,
+        j0,
+        rows,
+        segs: &seg,
+        stride,
+        res_stride: n,
+    };
+    // SAFETY: the caller's.
+    unsafe { write_block(c, &rows, start, ep, out) }
 }
 
 /// A run of a finished block's columns: `len` of them from column `col`, written for the
