@@ -30,7 +30,7 @@ const KC: usize = 64;
 /// Bytes of packed weight panels one task keeps in L2 while one block of rows meets them all
 /// (as the bf16 products: a quarter of a Sapphire Rapids core's 2 MB L2).
 const PANELS_BYTES: usize = 512 << 10;
-/// Output lines asked for per tile and part of `k` (see [`Prefetch`]).
+/// Output lines asked for per tile and part of `k` (see [`Place`]).
 const PREFETCH_PER_TILE: usize = 8;
 
 /// A weight `[k, n]` (row-major, `x W`) packed for [`linear_into`]: panels of 64 columns,
@@ -93,8 +93,8 @@ pub fn pays(m: usize) -> bool {
 /// a group of weight panels that fits [`PANELS_BYTES`] (the tasks of one group, neighbours,
 /// mostly one thread's, reuse it from L2).
 ///
-/// Panics unless [`available`], where the slices are shorter than the shapes, or for a bias
-/// that is not per column.
+/// Panics unless [`available`], for `k = 0` (an empty sum: the caller's), where the slices
+/// are shorter than the shapes, or for a bias that is not per column.
 pub fn linear_into(
     x: &[f32],
     m: usize,
@@ -105,6 +105,8 @@ pub fn linear_into(
 ) {
     let (k, n) = (w.k, w.n);
     assert!(available(), "the packed f32 linear needs AVX-512");
+    // With no step along `k` the direct stores would never run.
+    assert!(k > 0, "an empty sum");
     assert!(x.len() >= m * k && dst.len() >= m * n, "operand too short");
     let bias = match bias {
         Bias::None => None,
@@ -119,7 +121,7 @@ pub fn linear_into(
     }
     let out = Out(dst.as_mut_ptr().cast());
     let (mb, nb) = (m.div_ceil(BLOCK_ROWS), n.div_ceil(PANEL));
-    let group = (PANELS_BYTES / (PANEL * 4 * k.max(1))).clamp(1, nb);
+    let group = (PANELS_BYTES / (PANEL * 4 * k)).clamp(1, nb);
     (0..nb.div_ceil(group) * mb).into_par_iter().for_each(|t| {
         let (g, ib) = (t / mb, t % mb);
         let (i0, rows) = (ib * BLOCK_ROWS, (m - ib * BLOCK_ROWS).min(BLOCK_ROWS));
@@ -127,30 +129,24 @@ pub fn linear_into(
         let mut c = [Block([0f32; HALF * HALF]), Block([0f32; HALF * HALF])];
         for jb in g * group..((g + 1) * group).min(nb) {
             let (j0, cols) = (jb * PANEL, (n - jb * PANEL).min(PANEL));
-            let at = out.get().wrapping_add(i0 * n + j0);
-            let prefetch = Prefetch {
-                at,
+            let place = Place {
+                at: out.get().wrapping_add(i0 * n + j0),
                 stride: n,
-                rows,
-                lines: cols.div_ceil(16),
+                cols,
             };
-            let sink = match ep.clamp_bounds() {
-                Some(bounds) => Sink::Direct(Direct {
-                    out: at,
-                    stride: n,
+            let clamp = ep.clamp_bounds();
+            let sink = match clamp {
+                Some(bounds) => Sink::Direct {
                     bias: bias.map(|b| &b[j0..j0 + cols]),
-                    rows,
-                    cols,
                     bounds,
-                }),
+                },
                 None => {
                     let [c0, c1] = &mut c;
                     Sink::Block([&mut c0.0, &mut c1.0])
                 }
             };
-            let direct = matches!(sink, Sink::Direct(_));
-            block(xs, rows, k, w.panel(jb), sink, prefetch);
-            if direct {
+            block(xs, rows, k, w.panel(jb), place, sink);
+            if clamp.is_some() {
                 continue;
             }
             // GELU, SiLU: the block's sums through the bf16 products' write-back.
@@ -175,47 +171,41 @@ struct Block([f32; HALF * HALF]);
 
 /// Where a block's sums go.
 enum Sink<'a> {
-    /// Into the output with bias and clamp, from the registers.
-    Direct(Direct<'a>),
+    /// Into the output with the columns' `bias` and the clamp `bounds` (see
+    /// [`Epilogue::clamp_bounds`]), from the registers.
+    Direct {
+        bias: Option<&'a [f32]>,
+        bounds: [f32; 2],
+    },
     /// Into two 32x32 buffers (columns 0-31, 32-63; rows 32 apart), for the write-back.
     Block([&'a mut [f32; HALF * HALF]; 2]),
 }
 
-/// A block's place in the output: `rows` rows `stride` floats apart from `out`, `cols`
-/// columns (at most 64), their `bias`, and the clamp `bounds` (see
-/// [`Epilogue::clamp_bounds`]).
-struct Direct<'a> {
-    out: *mut f32,
+/// A block's place in the output: its first element `at`, its rows (the block's) `stride`
+/// floats apart, `cols` columns (at most 64). The direct stores write it; its lines are asked
+/// for while the block computes. Why: the output is fresh memory, each line read before it is
+/// written; stored after the products without asking first, the write-back was a tenth of a
+/// ViT-B/16 qkv product (halved with it).
+#[derive(Clone, Copy)]
+struct Place {
+    at: *mut f32,
     stride: usize,
-    bias: Option<&'a [f32]>,
-    rows: usize,
     cols: usize,
-    bounds: [f32; 2],
-}
-
-/// The output lines of a block, asked for while the block computes: `rows` rows `stride`
-/// floats apart from `at`, `lines` cache lines (16 floats) each. Why: the output is fresh
-/// memory, each line read before it is written; stored after the products without this, the
-/// write-back was a tenth of a ViT-B/16 qkv product (halved with it).
-struct Prefetch {
-    at: *const f32,
-    stride: usize,
-    rows: usize,
-    lines: usize,
 }
 
 /// `sink = x [rows, k] panel` (`x` row-major, rows `k` apart; `panel` one packed panel
-/// `[k][64]`).
-fn block(x: &[f32], rows: usize, k: usize, panel: &[f32], sink: Sink, prefetch: Prefetch) {
+/// `[k][64]`), the block's output at `place`.
+fn block(x: &[f32], rows: usize, k: usize, panel: &[f32], place: Place, sink: Sink) {
     assert!((1..=BLOCK_ROWS).contains(&rows) && x.len() >= rows * k && panel.len() >= k * PANEL);
-    if let Sink::Direct(d) = &sink {
-        assert!(d.rows == rows && d.cols <= PANEL && d.bias.is_none_or(|b| b.len() >= d.cols));
+    assert!(k > 0 && place.cols <= PANEL);
+    if let Sink::Direct { bias, .. } = &sink {
+        assert!(bias.is_none_or(|b| b.len() >= place.cols));
     }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `linear_into` checked AVX-512; the extents are asserted above, and the output
-    // rows `Direct` names are the caller's (`linear_into`: its block of `dst`).
+    // rows `place` names are the caller's (`linear_into`: its block of `dst`).
     unsafe {
-        block_avx512(x, rows, k, panel, sink, prefetch)
+        block_avx512(x, rows, k, panel, place, sink)
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("not available")
@@ -227,31 +217,25 @@ fn block(x: &[f32], rows: usize, k: usize, panel: &[f32], sink: Sink, prefetch: 
 /// in bounds, their sums dropped).
 ///
 /// # Safety
-/// AVX-512F is available; the extents [`block`] asserts; a [`Sink::Direct`] output is
-/// writable for its rows and columns and no one else's meanwhile.
+/// AVX-512F is available; the extents [`block`] asserts; for [`Sink::Direct`], `place` is
+/// writable for `rows` rows and its columns and no one else's meanwhile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn block_avx512(
-    x: &[f32],
-    rows: usize,
-    k: usize,
-    panel: &[f32],
-    sink: Sink,
-    prefetch: Prefetch,
-) {
+unsafe fn block_avx512(x: &[f32], rows: usize, k: usize, panel: &[f32], place: Place, sink: Sink) {
     use std::arch::x86_64::*;
     // Sums between parts of `k`: the sink's buffers, or (direct) a local pair, each element
     // stored by one part before the next part reads it.
     let mut local = std::mem::MaybeUninit::<[Block; 2]>::uninit();
     let (cp, direct) = match sink {
         Sink::Block(c) => (c.map(|c| c.as_mut_ptr()), None),
-        Sink::Direct(d) => {
+        Sink::Direct { bias, bounds } => {
             let l = local.as_mut_ptr().cast::<f32>();
-            ([l, l.wrapping_add(HALF * HALF)], Some(d))
+            ([l, l.wrapping_add(HALF * HALF)], Some((bias, bounds)))
         }
     };
-    let mut asked = 0;
-    let lines = prefetch.rows * prefetch.lines;
+    // The output's lines, asked for a few per tile (see `Place`).
+    let (mut asked, row_lines) = (0, place.cols.div_ceil(16));
+    let lines = rows * row_lines;
     let wp = panel.as_ptr();
     for p0 in (0..k).step_by(KC) {
         let p1 = (p0 + KC).min(k);
@@ -259,8 +243,8 @@ unsafe fn block_avx512(
             let row: [*const f32; TILE_ROWS] =
                 std::array::from_fn(|r| x[(r0 + r).min(rows - 1) * k..].as_ptr());
             for _ in 0..PREFETCH_PER_TILE.min(lines - asked) {
-                let (r, l) = (asked / prefetch.lines, asked % prefetch.lines);
-                let line = prefetch.at.wrapping_add(r * prefetch.stride + 16 * l);
+                let (r, l) = (asked / row_lines, asked % row_lines);
+                let line = place.at.wrapping_add(r * place.stride + 16 * l);
                 // A prefetch reads nothing and cannot fault (safe under the target feature).
                 _mm_prefetch::<_MM_HINT_ET0>(line as *const i8);
                 asked += 1;
@@ -293,7 +277,9 @@ unsafe fn block_avx512(
                     }
                 }
                 match &direct {
-                    Some(d) if p1 == k => store_direct(&acc, d, r0),
+                    Some((bias, bounds)) if p1 == k => {
+                        store_direct(&acc, place, rows, r0, *bias, *bounds)
+                    }
                     _ => {
                         for (r, acc) in acc.iter().enumerate() {
                             for (v, acc) in acc.iter().enumerate() {
@@ -307,30 +293,36 @@ unsafe fn block_avx512(
     }
 }
 
-/// A tile's sums (rows `r0..r0 + 6` of the block) plus bias, clamped, into the output rows
-/// below `d.rows`, the columns below `d.cols`.
+/// A tile's sums (rows `r0..r0 + 6` of the block) plus `bias`, clamped to `bounds`, into the
+/// block's output rows below `rows`, the columns below `place.cols`.
 ///
 /// # Safety
-/// AVX-512F; the output rows and columns `d` names are writable.
+/// AVX-512F; `place` is writable for `rows` rows and its columns; `bias` holds its columns.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn store_direct(acc: &[[std::arch::x86_64::__m512; 4]; TILE_ROWS], d: &Direct, r0: usize) {
+unsafe fn store_direct(
+    acc: &[[std::arch::x86_64::__m512; 4]; TILE_ROWS],
+    place: Place,
+    rows: usize,
+    r0: usize,
+    bias: Option<&[f32]>,
+    [lo, hi]: [f32; 2],
+) {
     use std::arch::x86_64::*;
-    let [lo, hi] = d.bounds;
     // No activation: nothing to clamp (NaN kept either way, see `Epilogue::clamp_bounds`).
     let clamp = lo > f32::NEG_INFINITY || hi < f32::INFINITY;
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
     let masks: [__mmask16; 4] =
-        std::array::from_fn(|v| ((1u32 << d.cols.saturating_sub(16 * v).min(16)) - 1) as u16);
-    // SAFETY: masked lanes below `d.cols` only: inside the bias (asserted by `block`) and
+        std::array::from_fn(|v| ((1u32 << place.cols.saturating_sub(16 * v).min(16)) - 1) as u16);
+    // SAFETY: masked lanes below `place.cols` only: inside the bias (asserted by `block`) and
     // the output rows (the caller's contract).
     unsafe {
-        let bias: [__m512; 4] = std::array::from_fn(|v| match d.bias {
+        let bias: [__m512; 4] = std::array::from_fn(|v| match bias {
             Some(b) => _mm512_maskz_loadu_ps(masks[v], b.as_ptr().wrapping_add(16 * v)),
             None => _mm512_setzero_ps(),
         });
-        for (r, acc) in acc.iter().enumerate().take(d.rows.saturating_sub(r0)) {
-            let row = d.out.add((r0 + r) * d.stride);
+        for (r, acc) in acc.iter().enumerate().take(rows.saturating_sub(r0)) {
+            let row = place.at.add((r0 + r) * place.stride);
             for (v, acc) in acc.iter().enumerate() {
                 let mut y = _mm512_add_ps(*acc, bias[v]);
                 if clamp {
