@@ -2,7 +2,8 @@
 //! (`--dtype bf16`, forced on every shape) against f32, alternated call by call, fastest of
 //! `REPS` (default 9) each, as one thread's part of a split batch runs them (the measurements behind
 //! `conv::bf16_pays`):
-//! `N=4 RAYON_NUM_THREADS=1 cargo run --release -p committee-ops --example conv_dtype`.
+//! `N=4 RAYON_NUM_THREADS=1 cargo run --release -p committee-ops --example conv_dtype`
+//! (`TAPS=1`: bf16 unfolded against bf16 at tap offsets instead).
 
 mod common;
 
@@ -90,6 +91,14 @@ fn main() {
     // `BF16_IN=1` hands the bf16 side a bf16 input (activations kept in bf16, as a ResNet's
     // under `--dtype bf16`): bf16 in, bf16 out.
     let bf16_in = std::env::var("BF16_IN").is_ok_and(|v| v == "1");
+    // `TAPS=1`: both sides bf16, the stride-1 and stem convolutions unfolded against read at
+    // tap offsets (`conv::set_bf16_taps`), instead of f32 against bf16.
+    let taps = std::env::var("TAPS").is_ok_and(|v| v == "1");
+    let names = if taps {
+        ["unfold", "taps"]
+    } else {
+        ["f32", "bf16"]
+    };
     for (c, m, hw, k, s) in all {
         if only.as_ref().is_some_and(|o| o[..] != [c, m, hw, k, s]) {
             continue;
@@ -102,8 +111,10 @@ fn main() {
                 if i == 0 && bf16_only {
                     continue;
                 }
+                let k = if taps { Some(kernel) } else { k };
+                committee_ops::cpu::conv::set_bf16_taps(!taps || i == 1);
                 precision::use_kernel(k).expect("available");
-                let x = if i == 1 && bf16_in { &xb } else { &x };
+                let x = if (i == 1 || taps) && bf16_in { &xb } else { &x };
                 let t = Instant::now();
                 let y = conv_gemm(&conv, x.clone(), Epilogue::Relu)
                     .unwrap_or_else(|_| panic!("not on the flex kernels"));
@@ -115,6 +126,6 @@ fn main() {
         }
         precision::use_kernel(None).expect("f32");
         let case = format!("c{c:5} m{m:5} k{k} s{s} {hw:3}x{hw:<3} n{n}");
-        report(&case, ["f32", "bf16"], best, macs);
+        report(&case, names, best, macs);
     }
 }

@@ -273,14 +273,18 @@ fn bf16_conv<T: bf16::Elem>(
     #[cfg(target_arch = "x86_64")]
     let stem = sh == 2 && sw == 2 && 4 * c <= 32 && kh * kw > 1 && pix > 0;
     #[cfg(target_arch = "x86_64")]
-    let amx = kern == bf16::Bf16Kernel::Amx && taps_on();
+    // The tap kernels: AMX tiles and AVX512-BF16 (the emulated kernel unfolds).
+    let tap_kernel = kern != bf16::Bf16Kernel::Emulated && taps_on();
     #[cfg(target_arch = "x86_64")]
-    let taps = if amx && stride_1 && !s.direct() {
+    let taps = if tap_kernel && stride_1 && !s.direct() {
         Some((
             bf16::taps::Taps::new(c, [h, w], [kh, kw], [pt, pb, pl, pr]),
             false,
         ))
-    } else if amx && stem {
+    } else if tap_kernel && stem && kern == bf16::Bf16Kernel::Amx {
+        // Through its phases a stem's 4 c channels are padded to 32 taps' worth: the
+        // conversions saved pay for that on AMX, not on AVX512-BF16 (ResNet-50's 7x7 stem at
+        // 0.61-0.67x of unfolded, `examples/conv_dtype.rs` with `TAPS=1`, AMD EPYC).
         let (th, tw) = (kh.div_ceil(2), kw.div_ceil(2));
         let grid = [oh + th - 1, ow + tw - 1];
         Some((bf16::taps::Taps::new(4 * c, grid, [th, tw], [0; 4]), true))
@@ -290,7 +294,7 @@ fn bf16_conv<T: bf16::Elem>(
     #[cfg(not(target_arch = "x86_64"))]
     let taps: Option<()> = None;
     match taps {
-        // Stride 1 on AMX: each image packed once, padded, the taps read at offsets; a
+        // Stride 1 on AMX or AVX512-BF16: each image packed once, padded, the taps read at offsets; a
         // stem the same way over its phases.
         #[cfg(target_arch = "x86_64")]
         Some((t, phased)) => {
@@ -308,7 +312,7 @@ fn bf16_conv<T: bf16::Elem>(
                     }
                     false => bf16::taps::PaddedImage::pack(image(img), &t),
                 };
-                bf16::taps::conv_into(&wts, &padded, &t, dst, bias_of(img), ep);
+                bf16::taps::conv_into(kern, &wts, &padded, &t, dst, bias_of(img), ep);
             }
         }
         // Else each image's columns packed straight from the image (unfolded row pair
@@ -398,14 +402,26 @@ pub fn set_bf16_everywhere(on: bool) {
 
 static BF16_EVERYWHERE: crate::kernel::Switch = crate::kernel::Switch::new(false, None);
 
-/// Whether stride-1 bf16 convolutions on AMX read the padded image at each tap's offset
-/// (`bf16::taps`) rather than unfold it; `COMMITTEE_BF16_TAPS=0` unfolds, to time one against
-/// the other.
+/// Whether stride-1 bf16 convolutions (and stems through their phases) read the padded image
+/// at each tap's offset (`bf16::taps`) rather than unfold it; `COMMITTEE_BF16_TAPS=0` unfolds,
+/// to time one against the other.
 #[cfg(target_arch = "x86_64")]
 fn taps_on() -> bool {
-    static ON: crate::kernel::Switch =
-        crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_TAPS"));
-    ON.on()
+    BF16_TAPS.on()
+}
+
+#[cfg(target_arch = "x86_64")]
+static BF16_TAPS: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_TAPS"));
+
+/// Turns the bf16 tap-offset convolution on or off for the process, over
+/// `COMMITTEE_BF16_TAPS` (to alternate the two paths in one process: `examples/ab_f32_taps.rs`
+/// in committee-zoo).
+pub fn set_bf16_taps(on: bool) {
+    #[cfg(target_arch = "x86_64")]
+    BF16_TAPS.set(on);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = on;
 }
 
 /// Output pixels per image from which a stride-1 f32 convolution reads the image at tap

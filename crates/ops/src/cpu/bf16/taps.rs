@@ -117,10 +117,12 @@ impl PaddedImage {
 
 /// `dst [m, oh, ow] = ep(bias + conv(image))` for a convolution whose weights `a` were packed
 /// by tap ([`cache::left_taps`]: row `o` holds tap 0's `kc_pad` channels, then tap 1's, ...),
-/// on AMX, in f32 or rounded to bf16 ([`Elem`]). Each output element is written once. The
+/// on `kernel` (AMX or AVX512-BF16; emulated for the tests), in f32 or rounded to bf16
+/// ([`Elem`]). Each output element is written once. The
 /// bias is per output channel (and a residual per output element): a per-column bias would
 /// be indexed by the padded grid's columns, not the output's, so it is refused.
 pub fn conv_into<T: Elem>(
+    kernel: Bf16Kernel,
     a: &PackedA,
     img: &PaddedImage,
     t: &Taps,
@@ -137,14 +139,12 @@ pub fn conv_into<T: Elem>(
         !matches!(bias, Bias::Columns(_)),
         "a convolution's bias is per output channel"
     );
-    assert!(Bf16Kernel::Amx.available(), "AMX unavailable");
+    assert!(kernel.available(), "{} unavailable", kernel.name());
     let plane = t.oh * t.ow;
     let n = t.cols();
     let out = Out16(dst.as_mut_ptr().cast());
     for_each_block(a, n, |i0, pa, j0, c| {
-        // SAFETY: AMX is available (asserted); the panel holds 32 rows of `ka`, and the image
-        // `len` columns per pair, enough for column `j0 + 31` at every offset.
-        unsafe { amx::block_taps(pa, ka, t.kc_pad, &img.data, img.len, j0, &t.offs, &mut c.0) };
+        block_taps(kernel, pa, ka, t, img, j0, &mut c.0);
         // The block's columns, one grid row at a time, the dropped columns skipped.
         let stop = (j0 + BLOCK).min(n);
         let mut segs = [Seg {
@@ -191,6 +191,45 @@ pub fn conv_into<T: Elem>(
             )
         };
     });
+}
+
+/// One output block (rows of the panel `a`, grid columns `j0..j0 + 32`) on `kernel`.
+fn block_taps(
+    kernel: Bf16Kernel,
+    a: &[u16],
+    ka: usize,
+    t: &Taps,
+    img: &PaddedImage,
+    j0: usize,
+    c: &mut [f32; BLOCK * BLOCK],
+) {
+    let (image, len, offs, kc_pad) = (&img.data[..], img.len, &t.offs[..], t.kc_pad);
+    match kernel {
+        // SAFETY: `conv_into` asserted availability; the panel holds 32 rows of `ka`, and the
+        // image `len` columns per pair, enough for column `j0 + 31` at every offset (both
+        // kernels assert it).
+        #[cfg(target_arch = "x86_64")]
+        Bf16Kernel::Amx => unsafe { amx::block_taps(a, ka, kc_pad, image, len, j0, offs, c) },
+        #[cfg(target_arch = "x86_64")]
+        Bf16Kernel::Avx512 => unsafe { avx512::block_taps(a, ka, kc_pad, image, len, j0, offs, c) },
+        #[cfg(not(target_arch = "x86_64"))]
+        Bf16Kernel::Amx | Bf16Kernel::Avx512 => unreachable!("not available"),
+        Bf16Kernel::Emulated => {
+            for (r, row) in c.chunks_exact_mut(BLOCK).enumerate() {
+                for (col, v) in row.iter_mut().enumerate() {
+                    *v = 0.0;
+                    for (tap, &off) in offs.iter().enumerate() {
+                        for p in 0..kc_pad / 2 {
+                            let x = (p * len + j0 + off + col) * 2;
+                            let w = a_offset(r, tap * kc_pad + 2 * p, ka);
+                            *v += from_bf16(a[w]) * from_bf16(image[x])
+                                + from_bf16(a[w + 1]) * from_bf16(image[x + 1]);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// A convolution weight `[m, c, taps]` (row-major) packed by tap: row `o` holds tap 0's `c`

@@ -217,17 +217,18 @@ fn bf16_products_are_as_close_to_f32_as_bf16_rounding_allows() {
     }
 }
 
-/// Stride-1 convolutions read at tap offsets from the padded image (`taps`, AMX only) against
+/// Stride-1 convolutions read at tap offsets from the padded image (`taps`, on every kernel this
+/// CPU has, the emulated one included) against
 /// an f64 convolution of the same bf16-rounded values, with bias and ReLU: odd channel
 /// counts, asymmetric and no padding, a non-square kernel, maps narrower than a block.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn tap_convolutions_match_an_f64_reference() {
     use super::taps::{PaddedImage, Taps, conv_into};
-    if !Bf16Kernel::Amx.available() {
-        eprintln!("no AMX on this CPU: the tap kernel is not run");
-        return;
-    }
+    let kernels: Vec<_> = Bf16Kernel::ALL
+        .into_iter()
+        .filter(|k| k.available())
+        .collect();
     let round = |v: &[f32]| v.iter().map(|x| from_bf16(to_bf16(*x))).collect::<Vec<_>>();
     // (c, c_out, [kh, kw], [top, bottom, left, right], [h, w])
     for (c, m, [kh, kw], pads, [h, w]) in [
@@ -256,22 +257,33 @@ fn tap_convolutions_match_an_f64_reference() {
         }
         let a = PackedA::pack(&rows, m, taps * kc_pad);
         let img = PaddedImage::pack(&x, &t);
-        let mut out = vec![MaybeUninit::new(f32::NAN); m * oh * ow];
-        conv_into(&a, &img, &t, &mut out, Bias::Rows(&bias), Epilogue::Relu);
-        let (xr, wr) = (round(&x), round(&wt));
-        let [pt, _, pl, _] = pads;
-        for o in 0..m {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let want = bias[o] as f64
-                        + conv_at_f64(&xr, &wr, [c, h, w], [kh, kw], [pt, pl], [o, oy, ox]);
-                    // SAFETY: initialised (to NaN, which fails below, where not written).
-                    let got = unsafe { out[(o * oh + oy) * ow + ox].assume_init() } as f64;
-                    let off = (got - want.max(0.0)).abs();
-                    assert!(
-                        off < 1e-4,
-                        "c{c} m{m} {kh}x{kw} {pads:?} {h}x{w} at ({o}, {oy}, {ox}): off by {off}"
-                    );
+        for &kernel in &kernels {
+            let mut out = vec![MaybeUninit::new(f32::NAN); m * oh * ow];
+            conv_into(
+                kernel,
+                &a,
+                &img,
+                &t,
+                &mut out,
+                Bias::Rows(&bias),
+                Epilogue::Relu,
+            );
+            let (xr, wr) = (round(&x), round(&wt));
+            let [pt, _, pl, _] = pads;
+            for o in 0..m {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let want = bias[o] as f64
+                            + conv_at_f64(&xr, &wr, [c, h, w], [kh, kw], [pt, pl], [o, oy, ox]);
+                        // SAFETY: initialised (to NaN, which fails below, where not written).
+                        let got = unsafe { out[(o * oh + oy) * ow + ox].assume_init() } as f64;
+                        let off = (got - want.max(0.0)).abs();
+                        assert!(
+                            off < 1e-4,
+                            "{} c{c} m{m} {kh}x{kw} {pads:?} {h}x{w} at ({o}, {oy}, {ox}): off by {off}",
+                            kernel.name()
+                        );
+                    }
                 }
             }
         }
