@@ -1,5 +1,5 @@
-//! Stride-1 convolutions as bf16 products over the padded image itself (an implicit GEMM on
-//! AMX): each kernel tap is a product of that tap's weights with the image shifted by the
+//! Stride-1 convolutions as bf16 products over the padded image itself (an implicit GEMM,
+//! on AMX tiles or AVX512-BF16): each kernel tap is a product of that tap's weights with the image shifted by the
 //! tap's offset, all taps accumulated in the same tiles.
 //!
 //! Why: unfolded, a 3x3 convolution converts and packs every input value nine times (one
