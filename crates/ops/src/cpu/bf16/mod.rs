@@ -218,20 +218,22 @@ fn a_offset(r: usize, kk: usize, k_pad: usize) -> usize {
 }
 
 /// Zeros in one packed panel of 32 rows (see [`a_offset`]) wherever no value goes: rows from
-/// `rows` on, and columns `k..k_pad` of the rows below. Why not zero the whole operand first:
-/// that was a pass over it (2 % of ViT-B/16's bf16 forward in `memset`) whose zeros the
-/// packing then overwrote.
-fn zero_padding(panel: &mut [MaybeUninit<u16>], rows: usize, k: usize, k_pad: usize) {
+/// `rows` on, and in the rows below, columns `k..seg` of each segment of `seg` columns (one
+/// segment, `seg == k_pad`, but for [`PackedA::pack_segments`]). Why not zero the whole
+/// operand first: that was a pass over it (2 % of ViT-B/16's bf16 forward in `memset`) whose
+/// zeros the packing then overwrote.
+fn zero_padding(panel: &mut [MaybeUninit<u16>], rows: usize, k: usize, [seg, k_pad]: [usize; 2]) {
     let zero = MaybeUninit::new(0);
     for r in 0..BLOCK {
-        // Rows with values: the tail of their last step; the rest: every step.
-        let from = if r < rows { k } else { 0 };
-        let mut kk = from;
-        while kk < k_pad {
-            let at = a_offset(r, kk, k_pad);
-            let run = 32 - kk % 32;
-            panel[at..at + run].fill(zero);
-            kk += run;
+        for s0 in (0..k_pad).step_by(seg.max(1)) {
+            // Rows with values: the tail of each segment's last step; the rest: every step.
+            let mut kk = s0 + if r < rows { k } else { 0 };
+            while kk < s0 + seg {
+                let at = a_offset(r, kk, k_pad);
+                let run = 32 - kk % 32;
+                panel[at..at + run].fill(zero);
+                kk += run;
+            }
         }
     }
 }
@@ -255,12 +257,24 @@ impl PackedA {
     /// a wider row-major matrix (`&src[k0..]`, `ld` its width), so a long product can be
     /// split along `k` into blocks whose panels stay in cache.
     pub fn pack_strided(src: &[f32], m: usize, k: usize, ld: usize) -> PackedA {
+        Self::pack_segments(&[src], m, k, ld)
+    }
+
+    /// Packs the `[m, segs.len() * seg]` matrix whose columns are the segments' `[m, k]`
+    /// matrices (row `r` of segment `s` at `segs[s][r * ld..][..k]`) side by side, each
+    /// padded with zeros to `seg = k` rounded up to 32: a sum of products over several images
+    /// as one product (with [`PackedB::pack_transposed_segments`]). One segment is
+    /// [`PackedA::pack_strided`].
+    pub fn pack_segments(segs: &[&[f32]], m: usize, k: usize, ld: usize) -> PackedA {
         assert!(ld >= k, "row stride shorter than a row");
-        assert!(
-            m == 0 || src.len() >= (m - 1) * ld + k,
-            "left operand too short"
-        );
-        let (m_pad, k_pad) = (m.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
+        for src in segs {
+            assert!(
+                m == 0 || src.len() >= (m - 1) * ld + k,
+                "left operand too short"
+            );
+        }
+        let seg = k.div_ceil(BLOCK) * BLOCK;
+        let (m_pad, k_pad) = (m.div_ceil(BLOCK) * BLOCK, segs.len() * seg);
         let len = m_pad * k_pad;
         let mut data = Vec::with_capacity(len);
         if k > 0 {
@@ -270,19 +284,22 @@ impl PackedA {
                 .for_each(|(pb, panel)| {
                     let rows = (m - pb * BLOCK).min(BLOCK);
                     for r in 0..rows {
-                        let row = &src[(pb * BLOCK + r) * ld..][..k];
-                        for (s, part) in row.chunks(32).enumerate() {
-                            let at = a_offset(r, 32 * s, k_pad);
-                            // SAFETY: the step's run of 32 lies inside the panel.
-                            unsafe { convert_to(part, panel[at..at + 32].as_mut_ptr().cast()) };
+                        for (si, src) in segs.iter().enumerate() {
+                            let row = &src[(pb * BLOCK + r) * ld..][..k];
+                            for (s, part) in row.chunks(32).enumerate() {
+                                let at = a_offset(r, si * seg + 32 * s, k_pad);
+                                // SAFETY: the step's run of 32 lies inside the panel.
+                                unsafe { convert_to(part, panel[at..at + 32].as_mut_ptr().cast()) };
+                            }
                         }
                     }
-                    zero_padding(panel, rows, k, k_pad);
+                    zero_padding(panel, rows, k, [seg, k_pad]);
                 });
         }
         // SAFETY: every panel's rows were converted and its padding zeroed (`zero_padding`),
         // covering all `len` elements (none when `k` is 0).
         unsafe { data.set_len(len) };
+        let k = if segs.len() == 1 { k } else { k_pad };
         PackedA { data, m, k, k_pad }
     }
 
@@ -416,18 +433,36 @@ impl PackedB {
     /// `dY^T`). Each column converts as one contiguous run; gathered element by element
     /// across rows instead, it was the costliest part of a bf16 weight gradient.
     pub fn pack_transposed(src: &[f32], k: usize, n: usize, ld: usize) -> PackedB {
+        Self::pack_transposed_segments(&[src], k, n, ld)
+    }
+
+    /// Packs the `[segs.len() * seg, n]` matrix whose rows are the segments' `[k, n]`
+    /// matrices (column `j` of segment `s` at `segs[s][j * ld..][..k]`) one above the other,
+    /// each padded with zeros to `seg = k` rounded up to 32: the right operand of
+    /// [`PackedA::pack_segments`]'s product. One segment is [`PackedB::pack_transposed`].
+    pub fn pack_transposed_segments(segs: &[&[f32]], k: usize, n: usize, ld: usize) -> PackedB {
         assert!(ld >= k, "column stride shorter than a column");
-        assert!(
-            n == 0 || src.len() >= (n - 1) * ld + k,
-            "right operand too short"
-        );
-        let (n_pad, k_pad) = (n.div_ceil(BLOCK) * BLOCK, k.div_ceil(BLOCK) * BLOCK);
+        for src in segs {
+            assert!(
+                n == 0 || src.len() >= (n - 1) * ld + k,
+                "right operand too short"
+            );
+        }
+        let seg = k.div_ceil(BLOCK) * BLOCK;
+        let (n_pad, k_pad) = (n.div_ceil(BLOCK) * BLOCK, segs.len() * seg);
         let mut data = vec![0u16; n_pad * k_pad];
+        let k_all = if segs.len() == 1 { k } else { k_pad };
         if n == 0 || k == 0 {
-            return PackedB { data, k, n, k_pad };
+            return PackedB {
+                data,
+                k: k_all,
+                n,
+                k_pad,
+            };
         }
         // Column block `jb` (16 columns) is one contiguous run of `data` (see `b_offset`):
-        // its columns converted into `cols` (zeros past `k`), then woven pair by pair.
+        // its columns converted into `cols` (zeros past each segment's `k`: never written),
+        // then woven pair by pair.
         data.par_chunks_mut(k_pad * NB)
             .take(n.div_ceil(NB))
             .enumerate()
@@ -436,9 +471,12 @@ impl PackedB {
                 |cols, (jb, block)| {
                     let w = (n - jb * NB).min(NB);
                     for (jj, col) in cols.chunks_exact_mut(k_pad).enumerate() {
-                        match jj < w {
-                            true => convert(&src[(jb * NB + jj) * ld..][..k], &mut col[..k]),
-                            false => col.fill(0),
+                        if jj >= w {
+                            col.fill(0);
+                            continue;
+                        }
+                        for (si, src) in segs.iter().enumerate() {
+                            convert(&src[(jb * NB + jj) * ld..][..k], &mut col[si * seg..][..k]);
                         }
                     }
                     for (p, pair) in block.chunks_exact_mut(2 * NB).enumerate() {
@@ -448,7 +486,12 @@ impl PackedB {
                     }
                 },
             );
-        PackedB { data, k, n, k_pad }
+        PackedB {
+            data,
+            k: k_all,
+            n,
+            k_pad,
+        }
     }
 
     pub fn bytes(&self) -> usize {
@@ -711,7 +754,9 @@ pub fn gemm_packed(
         data.spare_capacity_mut()[..len]
             .par_chunks_mut(BLOCK * k_pad)
             .enumerate()
-            .for_each(|(pb, panel)| zero_padding(panel, (m - pb * BLOCK).min(BLOCK), n, k_pad));
+            .for_each(|(pb, panel)| {
+                zero_padding(panel, (m - pb * BLOCK).min(BLOCK), n, [k_pad; 2])
+            });
     }
     // SAFETY: `data` holds `m` rows of `k_pad >= n` elements; `Start::Bias` reads nothing.
     unsafe {

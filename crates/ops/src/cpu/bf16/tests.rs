@@ -187,6 +187,74 @@ fn products_match_an_f64_reference_on_every_kernel() {
     }
 }
 
+/// A sum of products over segments (a weight gradient over several images) as one product:
+/// `sum_s a_s [m, k] x b_s^T` with `a_s` and `b_s` windows of wider row-major matrices whose
+/// other columns are NaN (so a read past a segment's `k`, or a pad that is not zero, shows),
+/// against an f64 reference, on every kernel; one segment packs as `pack_strided` /
+/// `pack_transposed` do.
+#[test]
+fn segmented_products_sum_the_segments() {
+    for (m, n, k, segs) in [
+        (1, 1, 1, 3),
+        (33, 17, 49, 8),
+        (40, 70, 31, 2),
+        (5, 3, 64, 3),
+    ] {
+        let ld = k + 3;
+        // Row `r` of segment `s`' left matrix at `a[s][r * ld..][..k]`, column `j` of its
+        // right matrix at `b[s][j * ld..][..k]`; the 3 columns past `k` NaN.
+        let window = |rows: usize, seed: u64| -> Vec<f32> {
+            let mut v = values(rows * ld, seed);
+            for (i, x) in v.iter_mut().enumerate() {
+                if i % ld >= k {
+                    *x = f32::NAN;
+                }
+            }
+            v
+        };
+        let a: Vec<Vec<f32>> = (0..segs).map(|s| window(m, 2 * s as u64 + 7)).collect();
+        let b: Vec<Vec<f32>> = (0..segs).map(|s| window(n, 2 * s as u64 + 8)).collect();
+        let (ar, br): (Vec<&[f32]>, Vec<&[f32]>) = (
+            a.iter().map(|v| &v[..]).collect(),
+            b.iter().map(|v| &v[..]).collect(),
+        );
+        let (pa, pb) = (
+            PackedA::pack_segments(&ar, m, k, ld),
+            PackedB::pack_transposed_segments(&br, k, n, ld),
+        );
+        assert_eq!((pa.k, pa.k_pad), (segs * k.div_ceil(32) * 32, pa.k));
+        let one = PackedA::pack_segments(&ar[..1], m, k, ld);
+        let strided = PackedA::pack_strided(ar[0], m, k, ld);
+        assert!(one.data == strided.data && one.k == k, "one segment");
+        let one = PackedB::pack_transposed_segments(&br[..1], k, n, ld);
+        assert!(one.data == PackedB::pack_transposed(br[0], k, n, ld).data);
+        let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+        for kernel in kernels() {
+            let mut dst = vec![f32::NAN; m * n];
+            gemm(kernel, &pa, &pb, &mut dst, false, Epilogue::None);
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut want, mut mag) = (0f64, 0f64);
+                    for s in 0..segs {
+                        for p in 0..k {
+                            let t = r(a[s][i * ld + p]) * r(b[s][j * ld + p]);
+                            want += t;
+                            mag += t.abs();
+                        }
+                    }
+                    let got = dst[i * n + j] as f64;
+                    let tol = (segs * k) as f64 * f32::EPSILON as f64 * mag + 1e-30;
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{} m{m} n{n} k{k} x{segs} [{i},{j}]: {got} vs {want}",
+                        kernel.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn bf16_products_are_as_close_to_f32_as_bf16_rounding_allows() {
     // A 256-long dot of values in [-2, 2): each product carries a relative error of at most

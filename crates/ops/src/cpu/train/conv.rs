@@ -292,24 +292,37 @@ impl Backward<Flex, 2> for DenseBackward {
             // order: the same bits for any thread count), each product split over the
             // threads. One image's columns at a time: the whole batch's (a 3x3 layer of 64
             // channels at 56x56, batch 8: 58 MB) came from a fresh mapping every step.
-            let mut col = vec![0f32; kk * pix];
+            // Under bf16, the images of a small map several at a time, one product over
+            // their pixels (`half::images_per_product`).
+            let group = match d.half {
+                Some(_) => half::images_per_product(pix).min(d.n).max(1),
+                None => 1,
+            };
+            let mut col = vec![0f32; group * kk * pix];
             let mut dw = vec![0f32; d.c_out * kk];
-            for i in 0..d.n {
-                let img = &xs[i * img_in..(i + 1) * img_in];
+            for i0 in (0..d.n).step_by(group) {
+                let g = (d.n - i0).min(group);
                 col.par_chunks_mut(pix)
+                    .take(g * kk)
                     .enumerate()
-                    .for_each(|(r, row)| d.unfold_tap(img, r, row));
-                let dy = &dys[i * img_out..(i + 1) * img_out];
+                    .for_each(|(t, row)| {
+                        let img = &xs[(i0 + t / kk) * img_in..][..img_in];
+                        d.unfold_tap(img, t % kk, row)
+                    });
                 if let Some(kern) = d.half {
-                    half::weight_grad(kern, &col, dy, [kk, d.c_out, pix], &mut dw, i > 0);
+                    let cols: Vec<&[f32]> = col.chunks(kk * pix).take(g).collect();
+                    let dy: Vec<&[f32]> = (i0..i0 + g)
+                        .map(|i| &dys[i * img_out..(i + 1) * img_out])
+                        .collect();
+                    half::weight_grad(kern, &cols, &dy, [kk, d.c_out, pix], &mut dw, i0 > 0);
                     continue;
                 }
                 gemm_strided(
                     [d.c_out, kk, pix],
                     &mut dw,
-                    Mat::rows(&dys[i * img_out..(i + 1) * img_out], pix),
+                    Mat::rows(&dys[i0 * img_out..(i0 + 1) * img_out], pix),
                     Mat::cols(&col, pix),
-                    i > 0,
+                    i0 > 0,
                     gemm::Parallelism::Rayon(0),
                 );
             }
@@ -376,23 +389,31 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
         let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
         if let Some(node) = node_w {
-            // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count).
+            // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count);
+            // under bf16, the images of a small map several at a time.
             let mut dw = vec![0f32; d.c_out * d.c_in];
-            for i in 0..d.n {
+            let group = match d.half {
+                Some(_) => half::images_per_product(d.hw()).min(d.n).max(1),
+                None => 1,
+            };
+            for i0 in (0..d.n).step_by(group) {
                 if let Some(kern) = d.half {
-                    let (x, dy) = (
-                        &xs[i * img_in..(i + 1) * img_in],
-                        &dys[i * img_out..(i + 1) * img_out],
-                    );
-                    half::weight_grad(kern, x, dy, [d.c_in, d.c_out, d.hw()], &mut dw, i > 0);
+                    let imgs = i0..(i0 + group).min(d.n);
+                    let x: Vec<&[f32]> = imgs
+                        .clone()
+                        .map(|i| &xs[i * img_in..(i + 1) * img_in])
+                        .collect();
+                    let dy: Vec<&[f32]> =
+                        imgs.map(|i| &dys[i * img_out..(i + 1) * img_out]).collect();
+                    half::weight_grad(kern, &x, &dy, [d.c_in, d.c_out, d.hw()], &mut dw, i0 > 0);
                     continue;
                 }
                 gemm_strided(
                     [d.c_out, d.c_in, d.hw()],
                     &mut dw,
-                    Mat::rows(&dys[i * img_out..(i + 1) * img_out], d.hw()),
-                    Mat::cols(&xs[i * img_in..(i + 1) * img_in], d.hw()),
-                    i > 0,
+                    Mat::rows(&dys[i0 * img_out..(i0 + 1) * img_out], d.hw()),
+                    Mat::cols(&xs[i0 * img_in..(i0 + 1) * img_in], d.hw()),
+                    i0 > 0,
                     gemm::Parallelism::Rayon(0),
                 );
             }

@@ -27,22 +27,53 @@ pub(crate) fn product(
     bf16::gemm(kernel, a, &b, dst, false, Epilogue::None);
 }
 
-/// `dw [c_out, rows] = dy [c_out, pix] x col^T` (plus what `dw` holds when `accumulate`) for
-/// one image's `col [rows, pix]`: a weight gradient, with the pixels split into blocks added
-/// in order (the same bits for any number of threads). Both operands are windows of
-/// row-major matrices, each row converted as one contiguous run.
+/// How many images one weight-gradient product sums (see [`weight_grad`]): as many as fill
+/// [`K_BLOCK`] pixels, each image's padded to a multiple of 32. Why: ResNet-50's last stage
+/// (7x7 maps, 49 pixels) had one product per image, each of which read and wrote the whole
+/// gradient (up to 9 MB) for 49 steps of its inner dimension.
+/// `COMMITTEE_BF16_WGRAD_IMAGES=0`: one image per product (to time the two).
+pub(crate) fn images_per_product(pix: usize) -> usize {
+    match IMAGES.on() {
+        true => (K_BLOCK / (pix.div_ceil(32).max(1) * 32)).max(1),
+        false => 1,
+    }
+}
+
+static IMAGES: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_WGRAD_IMAGES"));
+
+/// Turns several images per bf16 weight-gradient product on or off for the process, over
+/// `COMMITTEE_BF16_WGRAD_IMAGES` (to alternate the two in one process:
+/// `examples/train_conv_rate.rs`).
+pub fn set_images_per_product(on: bool) {
+    IMAGES.set(on)
+}
+
+/// `dw [c_out, rows] = sum over images i of dy_i [c_out, pix] x col_i^T` (plus what `dw`
+/// holds when `accumulate`) for the images' `col_i [rows, pix]`: a weight gradient. One
+/// image: its pixels split into blocks added in order; several (small maps, see
+/// [`images_per_product`]): one product over all their pixels side by side. Either way the
+/// same bits for any number of threads. Both operands are windows of row-major matrices,
+/// each row converted as one contiguous run.
 pub(crate) fn weight_grad(
     kernel: Bf16Kernel,
-    col: &[f32],
-    dy: &[f32],
+    cols: &[&[f32]],
+    dys: &[&[f32]],
     [rows, c_out, pix]: [usize; 3],
     dw: &mut [f32],
     accumulate: bool,
 ) {
-    for (j, p0) in (0..pix).step_by(K_BLOCK).enumerate() {
-        let len = (pix - p0).min(K_BLOCK);
-        let a = PackedA::pack_strided(&dy[p0..], c_out, len, pix);
-        let b = PackedB::pack_transposed(&col[p0..], len, rows, pix);
-        bf16::gemm(kernel, &a, &b, dw, accumulate || j > 0, Epilogue::None);
+    assert_eq!(cols.len(), dys.len(), "one gradient per image");
+    if let ([col], [dy]) = (cols, dys) {
+        for (j, p0) in (0..pix).step_by(K_BLOCK).enumerate() {
+            let len = (pix - p0).min(K_BLOCK);
+            let a = PackedA::pack_strided(&dy[p0..], c_out, len, pix);
+            let b = PackedB::pack_transposed(&col[p0..], len, rows, pix);
+            bf16::gemm(kernel, &a, &b, dw, accumulate || j > 0, Epilogue::None);
+        }
+        return;
     }
+    let a = PackedA::pack_segments(dys, c_out, pix, pix);
+    let b = PackedB::pack_transposed_segments(cols, pix, rows, pix);
+    bf16::gemm(kernel, &a, &b, dw, accumulate, Epilogue::None);
 }

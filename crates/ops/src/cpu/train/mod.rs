@@ -53,6 +53,7 @@ pub use conv::{dense, pointwise};
 #[cfg(test)]
 use conv::{dense_in, pointwise_in};
 pub use depthwise::depthwise;
+pub use half::set_images_per_product;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 #[cfg(test)]

@@ -1,0 +1,72 @@
+//! One training step's convolutions of ResNet-50 (forward and both gradients) at batch 8 with
+//! bf16 products (`--dtype bf16` training), several images per weight-gradient product
+//! against one, alternated call by call, fastest of `REPS` (default 7) each:
+//! `RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example train_conv_rate`.
+
+use std::time::Instant;
+
+use burn::module::Param;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use committee_ops::cpu::bf16::Bf16Kernel;
+use committee_ops::cpu::train;
+use committee_ops::precision;
+
+fn main() {
+    let Some(kernel) = Bf16Kernel::detect() else {
+        eprintln!("no bf16 kernel on this CPU");
+        return;
+    };
+    committee_ops::heap::keep_freed_memory();
+    if let Err(e) = precision::use_kernel(Some(kernel)) {
+        eprintln!("{e}");
+        return;
+    }
+    let env = |name: &str, default: usize| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (n, reps) = (env("N", 8), env("REPS", 7));
+    let dev = Device::flex().autodiff();
+    // (name, c_in, c_out, kernel, map): ResNet-50's layers at 224 px.
+    for (name, c_in, c_out, k, hw) in [
+        ("l1 3x3", 64, 64, 3, 56),
+        ("l2 3x3", 128, 128, 3, 28),
+        ("l3 3x3", 256, 256, 3, 14),
+        ("l3 1x1 in", 1024, 256, 1, 14),
+        ("l4 3x3", 512, 512, 3, 7),
+        ("l4 1x1 in", 2048, 512, 1, 7),
+        ("l4 1x1 out", 512, 2048, 1, 7),
+    ] {
+        let pad = k / 2;
+        let conv: Conv2d = Conv2dConfig::new([c_in, c_out], [k, k])
+            .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_bias(false)
+            .init(&dev);
+        let conv = Conv2d {
+            weight: Param::from_tensor(conv.weight.val().require_grad()),
+            ..conv
+        };
+        let x = Tensor::<4>::random([n, c_in, hw, hw], Distribution::Normal(0.0, 1.0), &dev);
+        let mut best = [f64::MAX; 2];
+        for rep in 0..2 * reps {
+            let on = rep % 2 == 1;
+            train::set_images_per_product(on);
+            let s = Instant::now();
+            let y = train::conv2d(&conv, x.clone()).expect("applies");
+            let g = y.sum().backward();
+            let dw = conv.weight.val().grad(&g).expect("dw");
+            std::hint::black_box(dw);
+            best[on as usize] = best[on as usize].min(s.elapsed().as_secs_f64());
+        }
+        println!(
+            "{name:11} {c_in}->{c_out} {hw}x{hw}: one image {:.2} ms, several {:.2} ms ({:.2}x)",
+            best[0] * 1e3,
+            best[1] * 1e3,
+            best[0] / best[1]
+        );
+    }
+}
