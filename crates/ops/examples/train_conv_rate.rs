@@ -2,6 +2,7 @@
 //! bf16 products (`--dtype bf16` training), several images per weight-gradient product
 //! against one, alternated call by call, fastest of `REPS` (default 7) each:
 //! `RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example train_conv_rate`.
+//! `DTYPE=1`: MobileNetV2's 1x1 layers instead, f32 products against bf16.
 
 use std::time::Instant;
 
@@ -31,8 +32,31 @@ fn main() {
     };
     let (n, reps) = (env("N", 8), env("REPS", 7));
     let dev = Device::flex().autodiff();
+    let dtype = std::env::var("DTYPE").is_ok_and(|v| v == "1");
+    // (name, c_in, c_out, kernel, map): MobileNetV2's 1x1 layers at 224 px.
+    let mobile = [
+        ("pw", 32, 16, 1, 112),
+        ("exp", 16, 96, 1, 112),
+        ("proj", 96, 24, 1, 56),
+        ("exp", 24, 144, 1, 56),
+        ("proj", 144, 24, 1, 56),
+        ("proj", 144, 32, 1, 28),
+        ("exp", 32, 192, 1, 28),
+        ("proj", 192, 32, 1, 28),
+        ("proj", 192, 64, 1, 14),
+        ("exp", 64, 384, 1, 14),
+        ("proj", 384, 64, 1, 14),
+        ("proj", 384, 96, 1, 14),
+        ("exp", 96, 576, 1, 14),
+        ("proj", 576, 96, 1, 14),
+        ("proj", 576, 160, 1, 7),
+        ("exp", 160, 960, 1, 7),
+        ("proj", 960, 160, 1, 7),
+        ("proj", 960, 320, 1, 7),
+        ("head", 320, 1280, 1, 7),
+    ];
     // (name, c_in, c_out, kernel, map): ResNet-50's layers at 224 px.
-    for (name, c_in, c_out, k, hw) in [
+    let resnet = [
         ("l1 3x3", 64, 64, 3, 56),
         ("l2 3x3", 128, 128, 3, 28),
         ("l3 3x3", 256, 256, 3, 14),
@@ -40,7 +64,15 @@ fn main() {
         ("l4 3x3", 512, 512, 3, 7),
         ("l4 1x1 in", 2048, 512, 1, 7),
         ("l4 1x1 out", 512, 2048, 1, 7),
-    ] {
+    ];
+    for (name, c_in, c_out, k, hw) in if dtype { &mobile[..] } else { &resnet[..] }
+        .iter()
+        .copied()
+    {
+        // `ONLY=c_in,c_out`: that layer alone.
+        if std::env::var("ONLY").is_ok_and(|o| o != format!("{c_in},{c_out}")) {
+            continue;
+        }
         let pad = k / 2;
         let conv: Conv2d = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
@@ -54,7 +86,10 @@ fn main() {
         let mut best = [f64::MAX; 2];
         for rep in 0..2 * reps {
             let on = rep % 2 == 1;
-            train::set_images_per_product(on);
+            match dtype {
+                true => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
+                false => train::set_images_per_product(on),
+            }
             let s = Instant::now();
             let y = train::conv2d(&conv, x.clone()).expect("applies");
             let g = y.sum().backward();
@@ -63,8 +98,10 @@ fn main() {
             best[on as usize] = best[on as usize].min(s.elapsed().as_secs_f64());
         }
         println!(
-            "{name:11} {c_in}->{c_out} {hw}x{hw}: one image {:.2} ms, several {:.2} ms ({:.2}x)",
+            "{name:11} {c_in}->{c_out} {hw}x{hw}: {} {:.2} ms, {} {:.2} ms ({:.2}x)",
+            if dtype { "f32" } else { "one image" },
             best[0] * 1e3,
+            if dtype { "bf16" } else { "several" },
             best[1] * 1e3,
             best[0] / best[1]
         );

@@ -12,7 +12,32 @@ use crate::cpu::isa::Epilogue;
 /// batch/channel swap of both operands (strided copies); `Err(x)` when it does not apply.
 /// The products run in the process's precision (`--dtype`).
 pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
-    pointwise_in(conv, x, crate::precision::bf16_kernel())
+    let [c_out, c_in, ..] = conv.weight.lazy_shape().dims::<4>();
+    let [.., h, w] = x.dims();
+    let half = crate::precision::bf16_kernel().filter(|_| half_pays(c_in, c_out, h * w));
+    pointwise_in(conv, x, half)
+}
+
+/// Whether a 1x1 layer's training products (forward, input and weight gradient) run faster
+/// with bf16 operands than in f32: not with fewer than 48 inputs or 24 outputs, nor on one
+/// pixel (squeeze-and-excitation). Why: measured per layer, forward and both gradients at
+/// batch 8, alternated call by call (`DTYPE=1 cargo run --release -p committee-ops --example
+/// train_conv_rate`, AMD EPYC Zen 4, docs/benchmarks.md): MobileNetV2's 32 -> 16, 16 -> 96,
+/// 24 -> 144 and 32 -> 192 layers ran at 0.54-0.92x of f32 in bf16 (converting and packing
+/// each value costs what its few products save), 96 -> 24 at 1.03x, every layer with 64 or
+/// more inputs at 1.05-1.76x. `COMMITTEE_BF16_TRAIN_EVERYWHERE=1` sends every layer to bf16.
+fn half_pays(c_in: usize, c_out: usize, pix: usize) -> bool {
+    EVERYWHERE.on() || (c_in >= 48 && c_out >= 24 && pix >= 2)
+}
+
+static EVERYWHERE: crate::kernel::Switch =
+    crate::kernel::Switch::new(false, Some("COMMITTEE_BF16_TRAIN_EVERYWHERE"));
+
+/// Sends every 1x1 training layer to bf16 under `--dtype bf16` (over
+/// `COMMITTEE_BF16_TRAIN_EVERYWHERE`), to time [`half_pays`]'s choice in one process
+/// (`examples/ab_train.rs` in committee-train).
+pub fn set_bf16_everywhere(on: bool) {
+    EVERYWHERE.set(on)
 }
 
 /// [`pointwise`] with its products in f32 (`None`) or with bf16 operands on `half`.

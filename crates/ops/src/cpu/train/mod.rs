@@ -49,7 +49,7 @@ mod tests;
 mod unary;
 
 pub use attention::attention;
-pub use conv::{dense, pointwise};
+pub use conv::{dense, pointwise, set_bf16_everywhere};
 #[cfg(test)]
 use conv::{dense_in, pointwise_in};
 pub use depthwise::depthwise;

@@ -1,0 +1,87 @@
+//! A training step (forward in train mode, cross-entropy, backward, SGD momentum) with one of
+//! committee's process-wide switches off against on, alternated step by step in one process:
+//! `cargo run --release -p committee-train --example ab_train -- MODEL BATCH ROUNDS SWITCH`
+//! (224 px, `--dtype bf16` products), SWITCH `bf16-routing` (1x1 layers that
+//! `half_pays` keeps in f32 against every layer in bf16; "off" is every layer in bf16) or
+//! `wgrad-images` (several images per weight-gradient product against one). Each round
+//! times one step with the switch off, then one with it on; the per-round ratio compares the
+//! same minute of a host whose speed drifts.
+
+use std::time::Instant;
+
+use burn::optim::SgdConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use committee_ops::cpu::train;
+use committee_ops::precision::{self, Dtype};
+use committee_train::mixed;
+use committee_zoo::weights::random_model;
+use committee_zoo::{CommonOptions, registry};
+
+fn main() {
+    committee_ops::heap::keep_freed_memory();
+    let args: Vec<String> = std::env::args().collect();
+    let name = args.get(1).map_or("mobilenetv2_100", String::as_str);
+    let batch: usize = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(8);
+    let rounds: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(6);
+    let switch: fn(bool) = match args.get(4).map_or("bf16-routing", String::as_str) {
+        "bf16-routing" => |on| train::set_bf16_everywhere(!on),
+        "wgrad-images" => train::set_images_per_product,
+        other => {
+            eprintln!("unknown switch {other}: bf16-routing or wgrad-images");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = precision::set(Dtype::Bf16) {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
+    let Some(spec) = registry::get(name) else {
+        eprintln!("unknown model {name}");
+        std::process::exit(2);
+    };
+    let ad = Device::flex().autodiff();
+    let mut model = random_model(&spec, &CommonOptions::default(), [224; 2], &ad);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .init();
+    let x = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &ad);
+    let labels: Vec<i64> = (0..batch).map(|i| i as i64).collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &ad);
+    let mut ratios = Vec::new();
+    // Step 0 warms up; then off, on, off, on...
+    for step in 0..=2 * rounds {
+        let on = step % 2 == 0;
+        switch(on);
+        let s = Instant::now();
+        let logits = mixed::forward(&model, x.clone(), None);
+        let loss = committee_train::loss::cross_entropy(logits, y.clone(), 0.0);
+        let grads = mixed::grads(loss.clone(), &model, None);
+        let _ = loss.into_data();
+        if let Some(grads) = grads {
+            model = optim.step(0.01, model, grads);
+        }
+        let t = s.elapsed().as_secs_f64();
+        if step == 0 {
+            continue;
+        }
+        println!(
+            "step {step} {}: {:.1} ms",
+            if on { "on " } else { "off" },
+            t * 1e3
+        );
+        ratios.push((on, t));
+    }
+    let mut r: Vec<f64> = ratios.chunks(2).map(|p| p[0].1 / p[1].1).collect();
+    r.sort_by(f64::total_cmp);
+    println!(
+        "{name} b{batch}: off/on per round median {:.3}x (range {:.3}-{:.3})",
+        r[r.len() / 2],
+        r[0],
+        r[r.len() - 1]
+    );
+}
