@@ -2,7 +2,8 @@
 //! bf16 products (`--dtype bf16` training), several images per weight-gradient product
 //! against one, alternated call by call, fastest of `REPS` (default 7) each:
 //! `RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example train_conv_rate`.
-//! `DTYPE=1`: MobileNetV2's 1x1 layers instead, f32 products against bf16.
+//! `DTYPE=1`: MobileNetV2's 1x1 layers instead, f32 products against bf16; `DW=1`: stride-1
+//! depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane by plane.
 
 use std::time::Instant;
 
@@ -33,6 +34,15 @@ fn main() {
     let (n, reps) = (env("N", 8), env("REPS", 7));
     let dev = Device::flex().autodiff();
     let dtype = std::env::var("DTYPE").is_ok_and(|v| v == "1");
+    let dw = std::env::var("DW").is_ok_and(|v| v == "1");
+    // (name, c, c, kernel, map): stride-1 depthwise layers at 224 px.
+    let depthwise = [
+        ("mnv2 dw", 32, 32, 3, 112),
+        ("mnv2 dw", 144, 144, 3, 56),
+        ("mnv2 dw", 192, 192, 3, 28),
+        ("effb0 dw", 240, 240, 5, 28),
+        ("mnv2 dw", 384, 384, 3, 14),
+    ];
     // (name, c_in, c_out, kernel, map): MobileNetV2's 1x1 layers at 224 px.
     let mobile = [
         ("pw", 32, 16, 1, 112),
@@ -65,9 +75,15 @@ fn main() {
         ("l4 1x1 in", 2048, 512, 1, 7),
         ("l4 1x1 out", 512, 2048, 1, 7),
     ];
-    for (name, c_in, c_out, k, hw) in if dtype { &mobile[..] } else { &resnet[..] }
-        .iter()
-        .copied()
+    for (name, c_in, c_out, k, hw) in if dw {
+        &depthwise[..]
+    } else if dtype {
+        &mobile[..]
+    } else {
+        &resnet[..]
+    }
+    .iter()
+    .copied()
     {
         // `ONLY=c_in,c_out`: that layer alone.
         if std::env::var("ONLY").is_ok_and(|o| o != format!("{c_in},{c_out}")) {
@@ -76,6 +92,7 @@ fn main() {
         let pad = k / 2;
         let conv: Conv2d = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            .with_groups(if dw { c_in } else { 1 })
             .with_bias(false)
             .init(&dev);
         let conv = Conv2d {
@@ -86,9 +103,10 @@ fn main() {
         let mut best = [f64::MAX; 2];
         for rep in 0..2 * reps {
             let on = rep % 2 == 1;
-            match dtype {
-                true => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
-                false => train::set_images_per_product(on),
+            match (dw, dtype) {
+                (true, _) => train::set_depthwise_planes(on),
+                (_, true) => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
+                _ => train::set_images_per_product(on),
             }
             let s = Instant::now();
             let y = train::conv2d(&conv, x.clone()).expect("applies");
@@ -99,9 +117,21 @@ fn main() {
         }
         println!(
             "{name:11} {c_in}->{c_out} {hw}x{hw}: {} {:.2} ms, {} {:.2} ms ({:.2}x)",
-            if dtype { "f32" } else { "one image" },
+            if dw {
+                "channels-last"
+            } else if dtype {
+                "f32"
+            } else {
+                "one image"
+            },
             best[0] * 1e3,
-            if dtype { "bf16" } else { "several" },
+            if dw {
+                "planes"
+            } else if dtype {
+                "bf16"
+            } else {
+                "several"
+            },
             best[1] * 1e3,
             best[0] / best[1]
         );

@@ -3,7 +3,9 @@
 //! `cargo run --release -p committee-train --example ab_train -- MODEL BATCH ROUNDS SWITCH`
 //! (224 px, `--dtype bf16` products), SWITCH `bf16-routing` (1x1 layers that
 //! `half_pays` keeps in f32 against every layer in bf16; "off" is every layer in bf16) or
-//! `wgrad-images` (several images per weight-gradient product against one). Each round
+//! `wgrad-images` (several images per weight-gradient product against one) or
+//! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last;
+//! add `f32` as a fifth argument for f32 products). Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the
 //! same minute of a host whose speed drifts.
 
@@ -27,12 +29,17 @@ fn main() {
     let switch: fn(bool) = match args.get(4).map_or("bf16-routing", String::as_str) {
         "bf16-routing" => |on| train::set_bf16_everywhere(!on),
         "wgrad-images" => train::set_images_per_product,
+        "depthwise-planes" => train::set_depthwise_planes,
         other => {
-            eprintln!("unknown switch {other}: bf16-routing or wgrad-images");
+            eprintln!("unknown switch {other}: bf16-routing, wgrad-images or depthwise-planes");
             std::process::exit(2);
         }
     };
-    if let Err(e) = precision::set(Dtype::Bf16) {
+    let dtype = match args.get(5).map(String::as_str) {
+        Some("f32") => Dtype::F32,
+        _ => Dtype::Bf16,
+    };
+    if let Err(e) = precision::set(dtype) {
         eprintln!("{e}");
         std::process::exit(2);
     }

@@ -1,7 +1,7 @@
 //! Depthwise convolution with its own backward, channels-last.
 
 use super::*;
-use crate::cpu::isa::fma;
+use crate::cpu::isa::{Epilogue, fma};
 
 /// `conv(x)` for a depthwise `conv` on flex's autodiff device; `Err(x)` when it does not apply.
 pub fn depthwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
@@ -44,16 +44,27 @@ pub(crate) struct Shape {
 #[derive(Debug)]
 pub(crate) struct DepthwiseBackward;
 
+/// What the backward pass reads: the padded channels-last input (the weight gradient reads
+/// it) and the channels-last weight (the input gradient reads it), or, for a layer run plane
+/// by plane ([`planes`]), the input and weight as they were.
+#[derive(Debug, Clone)]
+pub(crate) enum Saved {
+    Nhwc(Vec<f32>, Vec<f32>),
+    Planes(FlexTensor, FlexTensor),
+}
+
 impl Backward<Flex, 2> for DepthwiseBackward {
-    /// The padded channels-last input (the weight gradient reads it), the channels-last
-    /// weight (the input gradient reads it).
-    type State = (Vec<f32>, Vec<f32>, Shape);
+    type State = (Saved, Shape);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
         let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (xp, wt, shape) = ops.state;
-        let (dx, dw) = backward(slice(&dy), &xp, &wt, &shape, node_x.is_some());
+        let (saved, shape) = ops.state;
+        let want_dx = node_x.is_some();
+        let (dx, dw) = match &saved {
+            Saved::Nhwc(xp, wt) => backward(slice(&dy), xp, wt, &shape, want_dx),
+            Saved::Planes(x, w) => backward_planes(slice(&dy), slice(x), slice(w), &shape, want_dx),
+        };
         if let Some(node) = node_w {
             grads.register::<Flex>(node.id, dw);
         }
@@ -66,20 +77,186 @@ impl Backward<Flex, 2> for DepthwiseBackward {
 pub(crate) fn node(x: FloatTensor<Ad>, w: FloatTensor<Ad>, shape: Shape) -> FloatTensor<Ad> {
     let xc = contiguous(x.primitive().clone());
     let wc = contiguous(w.primitive().clone());
-    let (xp, wt, y) = forward(slice(&xc), slice(&wc), &shape);
+    let (saved, y) = match planes(&shape) {
+        true => {
+            let y = forward_planes(slice(&xc), slice(&wc), &shape);
+            (Saved::Planes(xc, wc), y)
+        }
+        false => {
+            let (xp, wt, y) = forward(slice(&xc), slice(&wc), &shape);
+            (Saved::Nhwc(xp, wt), y)
+        }
+    };
     match DepthwiseBackward
         .prepare::<NoCheckpointing>([x.node(), w.node()])
         .compute_bound()
         .stateful()
     {
-        OpsKind::Tracked(prep) => prep.finish((xp, wt, shape), y),
+        OpsKind::Tracked(prep) => prep.finish((saved, shape), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }
 
 // Layout: the kernels work channels-last (one image's pixels in rows of `c` channels), so every
 // inner loop is a contiguous multiply-add over the channels, whatever the map size (MobileNetV2
-// at 28 px has 1x1 to 14x14 maps, too small for per-plane loops to vectorise).
+// at 28 px has 1x1 to 14x14 maps, too small for per-plane loops to vectorise). Stride-1 layers
+// on maps at least a vector wide run plane by plane in the tensors' own layout instead
+// ([`planes`]).
+
+/// Whether a layer runs plane by plane, NCHW as the tensors lie: stride 1, output rows at least
+/// three vectors (48) wide, padding smaller than the kernel on every side (so the input
+/// gradient is the same plane kernel over the output gradient with the taps flipped). Why: at
+/// 224 px the layout changes to and from channels-last (five per layer: input and output
+/// forward, output gradient, input gradient and the padded input) were a sixth of a
+/// MobileNetV2 training step (`perf`, AMD EPYC). Per layer, forward and both gradients at
+/// batch 8 (`DW=1 cargo run --release -p committee-ops --example train_conv_rate`): 112x112
+/// maps 2.34x of channels-last, 56x56 1.49-1.79x, but 28x28 0.82-0.97x (the plane loops' row
+/// ends and per-plane setup), 14x14 level. `COMMITTEE_DEPTHWISE_PLANES=0` keeps every layer
+/// channels-last.
+fn planes(s: &Shape) -> bool {
+    use crate::cpu::depthwise::{MAX_K, V};
+    let g = &s.geo;
+    PLANES.on()
+        && g.s == 1
+        && g.ow >= 3 * V
+        && g.k <= MAX_K
+        && g.pt < g.k
+        && g.pl < g.k
+        && s.oh <= g.h + g.pt
+        && g.ow <= g.w + g.pl
+}
+
+static PLANES: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_DEPTHWISE_PLANES"));
+
+/// Turns the plane-by-plane depthwise training path on or off for the process (over
+/// `COMMITTEE_DEPTHWISE_PLANES`), to time it in one process (`examples/ab_train.rs` in
+/// committee-train).
+pub fn set_planes(on: bool) {
+    PLANES.set(on)
+}
+
+/// The output of a layer [`planes`] takes: the inference kernel's plane loop, per image and
+/// channel.
+fn forward_planes(x: &[f32], w: &[f32], s: &Shape) -> FlexTensor {
+    let g = &s.geo;
+    let (c, kk) = (s.c, g.k * g.k);
+    let (plane_in, plane_out) = (g.h * g.w, s.oh * g.ow);
+    let isa = Isa::get();
+    let mut out = vec![0f32; s.n * c * plane_out];
+    out.par_chunks_mut(plane_out)
+        .enumerate()
+        .for_each_init(Vec::new, |scratch, (p, o)| {
+            let (x, taps) = (&x[p * plane_in..][..plane_in], &w[(p % c) * kk..][..kk]);
+            isa.depthwise_plane(x, o, taps, 0.0, g, Epilogue::None, scratch);
+        });
+    FlexTensor::from_data(TensorData::new(out, [s.n, c, s.oh, g.ow]))
+}
+
+/// The input gradient (when asked for) and the weight gradient of a layer [`planes`] takes,
+/// per image and channel: the input gradient is the plane kernel over the output gradient
+/// with the taps flipped and the padding `k - 1 - p`; each plane's share of the weight
+/// gradient is summed in image order (the same bits whatever the thread count).
+fn backward_planes(
+    dy: &[f32],
+    x: &[f32],
+    w: &[f32],
+    s: &Shape,
+    want_dx: bool,
+) -> (Option<FlexTensor>, FlexTensor) {
+    let g = &s.geo;
+    let (c, k) = (s.c, g.k);
+    let kk = k * k;
+    let (plane_in, plane_out) = (g.h * g.w, s.oh * g.ow);
+    let back = Geometry {
+        h: s.oh,
+        w: g.ow,
+        ow: g.w,
+        k,
+        s: 1,
+        pt: k - 1 - g.pt,
+        pl: k - 1 - g.pl,
+    };
+    let isa = Isa::get();
+    let per_plane = |p: usize, dx: Option<&mut [f32]>, dw: &mut [f32], scratch: &mut Vec<f32>| {
+        let dy = &dy[p * plane_out..][..plane_out];
+        if let Some(dx) = dx {
+            let taps = &w[(p % c) * kk..][..kk];
+            let mut flipped = [0f32; crate::cpu::depthwise::MAX_K * crate::cpu::depthwise::MAX_K];
+            for (f, &t) in flipped.iter_mut().zip(taps.iter().rev()) {
+                *f = t;
+            }
+            isa.depthwise_plane(dy, dx, &flipped[..kk], 0.0, &back, Epilogue::None, scratch);
+        }
+        plane_wgrad(dy, &x[p * plane_in..][..plane_in], s, dw);
+    };
+    let mut dx = vec![0f32; if want_dx { s.n * c * plane_in } else { 0 }];
+    let mut shares = vec![0f32; s.n * c * kk];
+    if want_dx {
+        dx.par_chunks_mut(plane_in)
+            .zip(shares.par_chunks_mut(kk))
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (p, (dx, dw))| {
+                per_plane(p, Some(dx), dw, scratch)
+            });
+    } else {
+        shares
+            .par_chunks_mut(kk)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (p, dw)| per_plane(p, None, dw, scratch));
+    }
+    let mut dw = vec![0f32; c * kk];
+    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, d)| {
+        for img in 0..s.n {
+            for (a, &b) in d.iter_mut().zip(&shares[(img * c + ch) * kk..][..kk]) {
+                *a += b;
+            }
+        }
+    });
+    let dw = FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k]));
+    let dx = want_dx.then(|| FlexTensor::from_data(TensorData::new(dx, [s.n, c, g.h, g.w])));
+    (dx, dw)
+}
+
+crate::cpu::isa::widest!(
+    fn plane_wgrad(dy: &[f32], x: &[f32], s: &Shape, dw: &mut [f32]) = plane_wgrad_body
+);
+
+/// One plane's weight-gradient share: `dw[ky][kx] = sum over outputs of dy[oy][ox] *
+/// x[oy + ky - pt][ox + kx - pl]` (inside the map), each tap a dot product along the rows in
+/// 16 lanes, summed in a fixed order.
+#[inline(always)]
+fn plane_wgrad_body(dy: &[f32], x: &[f32], s: &Shape, dw: &mut [f32]) {
+    const L: usize = crate::cpu::depthwise::V;
+    let g = &s.geo;
+    let (k, w, ow) = (g.k, g.w, g.ow);
+    for ky in 0..k {
+        for kx in 0..k {
+            // Output columns whose input column `ox + kx - pl` lies inside the map.
+            let lo = g.pl.saturating_sub(kx);
+            let hi = ow.min((w + g.pl).saturating_sub(kx));
+            let (mut acc, mut tail) = ([0f32; L], 0f32);
+            for oy in 0..s.oh {
+                let iy = oy + ky;
+                if lo >= hi || iy < g.pt || iy - g.pt >= g.h {
+                    continue;
+                }
+                let d = &dy[oy * ow + lo..oy * ow + hi];
+                let xr = &x[(iy - g.pt) * w + lo + kx - g.pl..][..hi - lo];
+                let (mut dc, mut xc) = (d.chunks_exact(L), xr.chunks_exact(L));
+                for (a, b) in (&mut dc).zip(&mut xc) {
+                    for i in 0..L {
+                        acc[i] += a[i] * b[i];
+                    }
+                }
+                for (a, b) in dc.remainder().iter().zip(xc.remainder()) {
+                    tail += a * b;
+                }
+            }
+            dw[ky * k + kx] = acc.iter().sum::<f32>() + tail;
+        }
+    }
+}
 
 impl Shape {
     /// Padded rows and columns the taps reach.

@@ -52,7 +52,7 @@ pub use attention::attention;
 pub use conv::{dense, pointwise, set_bf16_everywhere};
 #[cfg(test)]
 use conv::{dense_in, pointwise_in};
-pub use depthwise::depthwise;
+pub use depthwise::{depthwise, set_planes as set_depthwise_planes};
 pub use half::set_images_per_product;
 pub use layer_norm::layer_norm;
 pub use linear::linear;

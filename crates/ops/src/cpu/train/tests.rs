@@ -40,6 +40,12 @@ fn depthwise_training_matches_burns_conv() {
         (4, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 2, 2),
         (4, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 2, 3),
         (4, 3, 2, PaddingConfig2d::Valid, 8, 9),
+        // Stride 1 on rows of 48 or more outputs: plane by plane (`depthwise::planes`),
+        // kernels 3, 5 and 7, no padding, TF's SAME, a row of exactly 48.
+        (6, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 5, 50),
+        (4, 3, 1, PaddingConfig2d::Valid, 4, 51),
+        (5, 3, 1, PaddingConfig2d::Same, 3, 48),
+        (3, 7, 1, PaddingConfig2d::Explicit(3, 3, 3, 3), 4, 53),
     ];
     for (c, k, s, pad, h, w) in cases {
         let conv = Conv2dConfig::new([c, c], [k, k])
@@ -204,12 +210,23 @@ fn gradients_do_not_depend_on_threads() {
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .with_bias(false)
         .init(&dev);
-    let x = Tensor::<4>::random([9, 16, 13, 13], Distribution::Normal(0.0, 1.0), &dev);
-    let grads = |op: ConvOp, conv: &Conv2d, threads| grads_on_threads(&op, conv, &x, threads);
+    // Stride 1 on 50 columns: the plane-by-plane depthwise path.
+    let planes = Conv2dConfig::new([16, 16], [3, 3])
+        .with_groups(16)
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&dev);
     let (pw, dn) = pointwise_and_dense(&dev);
-    for (op, conv) in [(depthwise as ConvOp, &conv), (pointwise, &pw), (dense, &dn)] {
-        let (dx1, dw1) = grads(op, conv, 1);
-        let (dx3, dw3) = grads(op, conv, 3);
+    let cases = [
+        (depthwise as ConvOp, &conv, [9, 16, 13, 13]),
+        (depthwise, &planes, [9, 16, 5, 50]),
+        (pointwise, &pw, [9, 16, 13, 13]),
+        (dense, &dn, [9, 16, 13, 13]),
+    ];
+    for (op, conv, shape) in cases {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+        let (dx1, dw1) = grads_on_threads(&op, conv, &x, 1);
+        let (dx3, dw3) = grads_on_threads(&op, conv, &x, 3);
         assert_eq!(dx1, dx3);
         assert_eq!(dw1, dw3);
     }
