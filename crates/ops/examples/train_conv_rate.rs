@@ -2,7 +2,8 @@
 //! bf16 products (`--dtype bf16` training), several images per weight-gradient product
 //! against one, alternated call by call, fastest of `REPS` (default 7) each:
 //! `RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example train_conv_rate`.
-//! `DTYPE=1`: MobileNetV2's 1x1 layers instead, f32 products against bf16; `DW=1`: stride-1
+//! `DTYPE=1`: MobileNetV2's stem and 1x1 layers (and ResNet-50's stem) instead, f32 products
+//! against bf16; `DW=1`: stride-1
 //! depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane by plane.
 
 use std::time::Instant;
@@ -45,6 +46,8 @@ fn main() {
     ];
     // (name, c_in, c_out, kernel, map): MobileNetV2's 1x1 layers at 224 px.
     let mobile = [
+        ("stem s2", 3, 32, 3, 224),
+        ("r50 stem s2", 3, 64, 7, 224),
         ("pw", 32, 16, 1, 112),
         ("exp", 16, 96, 1, 112),
         ("proj", 96, 24, 1, 56),
@@ -92,6 +95,8 @@ fn main() {
         let pad = k / 2;
         let conv: Conv2d = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+            // The stems: stride 2.
+            .with_stride(if c_in == 3 { [2, 2] } else { [1, 1] })
             .with_groups(if dw { c_in } else { 1 })
             .with_bias(false)
             .init(&dev);

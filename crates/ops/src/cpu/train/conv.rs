@@ -25,7 +25,8 @@ pub fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
 /// train_conv_rate`, AMD EPYC Zen 4, docs/benchmarks.md): MobileNetV2's 32 -> 16, 16 -> 96,
 /// 24 -> 144 and 32 -> 192 layers ran at 0.54-0.92x of f32 in bf16 (converting and packing
 /// each value costs what its few products save), 96 -> 24 at 1.03x, every layer with 64 or
-/// more inputs at 1.05-1.76x. `COMMITTEE_BF16_TRAIN_EVERYWHERE=1` sends every layer to bf16.
+/// more inputs at 1.05-1.76x. `COMMITTEE_BF16_TRAIN_EVERYWHERE=1` sends every layer to bf16
+/// (and the small stems [`dense`] keeps in f32).
 fn half_pays(c_in: usize, c_out: usize, pix: usize) -> bool {
     EVERYWHERE.on() || (c_in >= 48 && c_out >= 24 && pix >= 2)
 }
@@ -119,7 +120,14 @@ pub(crate) fn pointwise_in(
 /// whole batch, `dX[i] = col^-1(W^T dY[i])` (the adjoint of the unfold, a scatter-add).
 /// `Err(x)` when it does not apply. The products run in the process's precision (`--dtype`).
 pub fn dense(conv: &Conv2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
-    dense_in(conv, x, crate::precision::bf16_kernel())
+    let [_, c_in, kh, kw] = conv.weight.lazy_shape().dims::<4>();
+    // A stem (a few input channels) with a kernel under 5x5 keeps f32 products: MobileNetV2's
+    // and EfficientNet-B0's 3x3 stride-2 stem over 3 channels ran at 0.61-0.77x of f32 in bf16
+    // (forward and both gradients, batch 8, `DTYPE=1 ... --example train_conv_rate`), ResNet's
+    // 7x7 one at 1.35-1.43x.
+    let stem = c_in <= 8 && kh * kw < 25;
+    let half = crate::precision::bf16_kernel().filter(|_| EVERYWHERE.on() || !stem);
+    dense_in(conv, x, half)
 }
 
 /// [`dense`] with its products in f32 (`None`) or with bf16 operands on `half`.
