@@ -191,31 +191,50 @@ fn backward_planes(
         plane_wgrad(dy, &x[p * plane_in..][..plane_in], s, dw);
     };
     let mut dx = vec![0f32; if want_dx { s.n * c * plane_in } else { 0 }];
-    let mut shares = vec![0f32; s.n * c * kk];
-    if want_dx {
-        dx.par_chunks_mut(plane_in)
-            .zip(shares.par_chunks_mut(kk))
-            .enumerate()
-            .for_each_init(Vec::new, |scratch, (p, (dx, dw))| {
-                per_plane(p, Some(dx), dw, scratch)
-            });
-    } else {
+    let dw = with_shares(&mut dx, plane_in, [s.n * c, s.n], kk, Vec::new, per_plane);
+    // Shares `[image][c][tap]`, summed `[c][tap]`: the weight's own layout.
+    let dw = FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k]));
+    let dx = want_dx.then(|| FlexTensor::from_data(TensorData::new(dx, [s.n, c, g.h, g.w])));
+    (dx, dw)
+}
+
+/// Runs `part(i, dx_i, share_i, scratch)` for the `parts` parts of a backward pass (images, or
+/// image planes), in parallel, each writing its own `dx_i` (`dx_len` long, `None` when `dx` is
+/// empty: no input gradient asked for) and its own share of the weight gradient (`share`
+/// long); the parts of one image are consecutive (`parts` a multiple of `images`), and the
+/// images' shares are summed in image order: the same bits whatever the thread count or
+/// scheduling (training runs are reproducible).
+fn with_shares<B: Send>(
+    dx: &mut [f32],
+    dx_len: usize,
+    [parts, images]: [usize; 2],
+    share: usize,
+    init: impl Fn() -> B + Sync + Send,
+    part: impl Fn(usize, Option<&mut [f32]>, &mut [f32], &mut B) + Sync + Send,
+) -> Vec<f32> {
+    let mut shares = vec![0f32; parts * share];
+    if dx.is_empty() {
         shares
-            .par_chunks_mut(kk)
+            .par_chunks_mut(share)
             .enumerate()
-            .for_each_init(Vec::new, |scratch, (p, dw)| per_plane(p, None, dw, scratch));
+            .for_each_init(&init, |b, (i, sh)| part(i, None, sh, b));
+    } else {
+        dx.par_chunks_mut(dx_len)
+            .zip(shares.par_chunks_mut(share))
+            .enumerate()
+            .for_each_init(&init, |b, (i, (dx, sh))| part(i, Some(dx), sh, b));
     }
-    let mut dw = vec![0f32; c * kk];
-    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, d)| {
-        for img in 0..s.n {
-            for (a, &b) in d.iter_mut().zip(&shares[(img * c + ch) * kk..][..kk]) {
+    // One image's shares, side by side.
+    let per = parts / images.max(1) * share;
+    let mut sum = vec![0f32; per];
+    sum.par_chunks_mut(CHUNK).enumerate().for_each(|(j, out)| {
+        for img in 0..images {
+            for (a, &b) in out.iter_mut().zip(&shares[img * per + j * CHUNK..]) {
                 *a += b;
             }
         }
     });
-    let dw = FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k]));
-    let dx = want_dx.then(|| FlexTensor::from_data(TensorData::new(dx, [s.n, c, g.h, g.w])));
-    (dx, dw)
+    sum
 }
 
 crate::cpu::isa::widest!(
@@ -329,33 +348,15 @@ pub(crate) fn backward(
             from_padded_nhwc(&buf.dxp, dx, s);
         }
     };
-    // Each image's share of the weight gradient apart, then summed in image order: the same
-    // bits whatever the thread count or scheduling (training runs are reproducible).
-    let kkc = k * k * c;
-    let mut shares = vec![0f32; s.n * kkc];
-    if want_dx {
-        dx.par_chunks_mut(c * plane_in)
-            .zip(shares.par_chunks_mut(kkc))
-            .enumerate()
-            .for_each_init(Buffers::default, |buf, (img, (dx, dw))| {
-                per_image(img, Some(dx), dw, buf)
-            });
-    } else {
-        shares
-            .par_chunks_mut(kkc)
-            .enumerate()
-            .for_each_init(Buffers::default, |buf, (img, dw)| {
-                per_image(img, None, dw, buf)
-            });
-    }
-    let mut dw_t = vec![0f32; kkc];
-    dw_t.par_chunks_mut(c).enumerate().for_each(|(t, row)| {
-        for img in 0..s.n {
-            for (a, &b) in row.iter_mut().zip(&shares[img * kkc + t * c..][..c]) {
-                *a += b;
-            }
-        }
-    });
+    // Each image's share of the weight gradient apart, then summed in image order.
+    let dw_t = with_shares(
+        &mut dx,
+        c * plane_in,
+        [s.n; 2],
+        k * k * c,
+        Buffers::default,
+        per_image,
+    );
     // dw_t[tap][c] -> dw[c][1][k][k]
     let mut dw = vec![0f32; c * k * k];
     for ch in 0..c {
