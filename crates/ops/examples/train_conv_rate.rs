@@ -4,7 +4,8 @@
 //! `RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example train_conv_rate`.
 //! `DTYPE=1`: MobileNetV2's stem and 1x1 layers (and ResNet-50's stem) instead, f32 products
 //! against bf16; `DW=1`: stride-1
-//! depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane by plane.
+//! and stride-2 depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane
+//! by plane.
 
 use std::time::Instant;
 
@@ -43,6 +44,10 @@ fn main() {
         ("mnv2 dw", 192, 192, 3, 28),
         ("effb0 dw", 240, 240, 5, 28),
         ("mnv2 dw", 384, 384, 3, 14),
+        ("mnv2 dw s2", 96, 96, 3, 112),
+        ("mnv2 dw s2", 144, 144, 3, 56),
+        ("effb0 dw s2", 144, 144, 5, 56),
+        ("mnv2 dw s2", 192, 192, 3, 28),
     ];
     // (name, c_in, c_out, kernel, map): MobileNetV2's 1x1 layers at 224 px.
     let mobile = [
@@ -96,7 +101,11 @@ fn main() {
         let conv: Conv2d = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
             // The stems: stride 2.
-            .with_stride(if c_in == 3 { [2, 2] } else { [1, 1] })
+            .with_stride(if c_in == 3 || name.ends_with("s2") {
+                [2, 2]
+            } else {
+                [1, 1]
+            })
             .with_groups(if dw { c_in } else { 1 })
             .with_bias(false)
             .init(&dev);

@@ -103,27 +103,29 @@ pub(crate) fn node(x: FloatTensor<Ad>, w: FloatTensor<Ad>, shape: Shape) -> Floa
 // on maps at least a vector wide run plane by plane in the tensors' own layout instead
 // ([`planes`]).
 
-/// Whether a layer runs plane by plane, NCHW as the tensors lie: stride 1, output rows at least
-/// three vectors (48) wide, padding smaller than the kernel on every side (so the input
-/// gradient is the same plane kernel over the output gradient with the taps flipped). Why: at
-/// 224 px the layout changes to and from channels-last (five per layer: input and output
-/// forward, output gradient, input gradient and the padded input) were a sixth of a
-/// MobileNetV2 training step (`perf`, AMD EPYC). Per layer, forward and both gradients at
-/// batch 8 (`DW=1 cargo run --release -p committee-ops --example train_conv_rate`): 112x112
-/// maps 2.34x of channels-last, 56x56 1.49-1.79x, but 28x28 0.82-0.97x (the plane loops' row
-/// ends and per-plane setup), 14x14 level. `COMMITTEE_DEPTHWISE_PLANES=0` keeps every layer
-/// channels-last.
+/// Whether a layer runs plane by plane, NCHW as the tensors lie: stride 1 or 2, output rows
+/// at least three vectors (48) wide, padding smaller than the kernel on every side (so the
+/// input gradient is the same plane kernel, stride 1, over the output gradient spread over the
+/// stride's grid ([`Shape::dilated`]) with the taps flipped). Why: at 224 px the layout
+/// changes to and from channels-last (five per layer: input and output forward, output
+/// gradient, input gradient and the padded input) were a sixth of a MobileNetV2 training step
+/// (`perf`, AMD EPYC). Per layer, forward and both gradients at batch 8 (`DW=1 cargo run
+/// --release -p committee-ops --example train_conv_rate`): stride 1, 112x112 maps 2.34x of
+/// channels-last, 56x56 1.49-1.79x, but 28x28 0.82-0.97x (the plane loops' row ends and
+/// per-plane setup), 14x14 level; stride 2, 56 output columns 1.62-1.82x, 28 0.95-1.01x
+/// (3x3) and 0.68-0.71x (5x5: the spread gradient's zeros cost 25 taps each).
+/// `COMMITTEE_DEPTHWISE_PLANES=0` keeps every layer channels-last.
 fn planes(s: &Shape) -> bool {
     use crate::cpu::depthwise::{MAX_K, V};
-    let g = &s.geo;
+    let (g, d) = (&s.geo, s.dilated());
     PLANES.on()
-        && g.s == 1
+        && (g.s == 1 || g.s == 2)
         && g.ow >= 3 * V
         && g.k <= MAX_K
         && g.pt < g.k
         && g.pl < g.k
-        && s.oh <= g.h + g.pt
-        && g.ow <= g.w + g.pl
+        && d.oh <= g.h + g.pt
+        && d.geo.ow <= g.w + g.pl
 }
 
 static PLANES: crate::kernel::Switch =
@@ -168,9 +170,11 @@ fn backward_planes(
     let (c, k) = (s.c, g.k);
     let kk = k * k;
     let (plane_in, plane_out) = (g.h * g.w, s.oh * g.ow);
+    // Stride 2: the gradients as a stride-1 layer's over the output gradient spread out.
+    let d = s.dilated();
     let back = Geometry {
-        h: s.oh,
-        w: g.ow,
+        h: d.oh,
+        w: d.geo.ow,
         ow: g.w,
         k,
         s: 1,
@@ -178,20 +182,40 @@ fn backward_planes(
         pl: k - 1 - g.pl,
     };
     let isa = Isa::get();
-    let per_plane = |p: usize, dx: Option<&mut [f32]>, dw: &mut [f32], scratch: &mut Vec<f32>| {
-        let dy = &dy[p * plane_out..][..plane_out];
+    let per_plane = |p: usize, dx: Option<&mut [f32]>, dw: &mut [f32], bufs: &mut Buffers| {
+        let mut dy = &dy[p * plane_out..][..plane_out];
+        if g.s > 1 {
+            let spread = &mut bufs.dyt;
+            spread.clear();
+            spread.resize(d.oh * d.geo.ow, 0.0);
+            for (oy, row) in dy.chunks_exact(g.ow).enumerate() {
+                let at = &mut spread[oy * g.s * d.geo.ow..];
+                for (ox, &v) in row.iter().enumerate() {
+                    at[ox * g.s] = v;
+                }
+            }
+            dy = spread;
+        }
         if let Some(dx) = dx {
             let taps = &w[(p % c) * kk..][..kk];
             let mut flipped = [0f32; crate::cpu::depthwise::MAX_K * crate::cpu::depthwise::MAX_K];
             for (f, &t) in flipped.iter_mut().zip(taps.iter().rev()) {
                 *f = t;
             }
+            let scratch = &mut bufs.dxp;
             isa.depthwise_plane(dy, dx, &flipped[..kk], 0.0, &back, Epilogue::None, scratch);
         }
-        plane_wgrad(dy, &x[p * plane_in..][..plane_in], s, dw);
+        plane_wgrad(dy, &x[p * plane_in..][..plane_in], &d, dw);
     };
     let mut dx = vec![0f32; if want_dx { s.n * c * plane_in } else { 0 }];
-    let dw = with_shares(&mut dx, plane_in, [s.n * c, s.n], kk, Vec::new, per_plane);
+    let dw = with_shares(
+        &mut dx,
+        plane_in,
+        [s.n * c, s.n],
+        kk,
+        Buffers::default,
+        per_plane,
+    );
     // Shares `[image][c][tap]`, summed `[c][tap]`: the weight's own layout.
     let dw = FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k]));
     let dx = want_dx.then(|| FlexTensor::from_data(TensorData::new(dx, [s.n, c, g.h, g.w])));
@@ -279,6 +303,22 @@ fn plane_wgrad_body(dy: &[f32], x: &[f32], s: &Shape, dw: &mut [f32]) {
 
 impl Shape {
     /// Padded rows and columns the taps reach.
+    /// The layer seen from its gradients as a stride-1 one: its output gradient spread over
+    /// the stride's grid with zeros between (`(oh - 1) s + 1` rows), which a stride-1 kernel
+    /// then meets at every offset. Stride 1: the layer itself.
+    pub(crate) fn dilated(&self) -> Shape {
+        let g = &self.geo;
+        Shape {
+            oh: (self.oh - 1) * g.s + 1,
+            geo: Geometry {
+                ow: (g.ow - 1) * g.s + 1,
+                s: 1,
+                ..g.clone()
+            },
+            ..self.clone()
+        }
+    }
+
     pub(crate) fn padded(&self) -> (usize, usize) {
         let g = &self.geo;
         ((self.oh - 1) * g.s + g.k, (g.ow - 1) * g.s + g.k)
@@ -456,7 +496,8 @@ fn backward_taps<const FMA: bool>(
     }
 }
 
-/// Per-thread scratch of the backward pass.
+/// Per-thread scratch of the backward pass (plane by plane: the spread output gradient and the
+/// plane kernel's padded copy).
 #[derive(Default)]
 pub(crate) struct Buffers {
     pub(crate) dyt: Vec<f32>,

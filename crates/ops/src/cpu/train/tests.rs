@@ -46,6 +46,11 @@ fn depthwise_training_matches_burns_conv() {
         (4, 3, 1, PaddingConfig2d::Valid, 4, 51),
         (5, 3, 1, PaddingConfig2d::Same, 3, 48),
         (3, 7, 1, PaddingConfig2d::Explicit(3, 3, 3, 3), 4, 53),
+        // Stride 2 on rows of 48 or more outputs: plane by plane over the spread gradient.
+        (4, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 5, 100),
+        (3, 5, 2, PaddingConfig2d::Same, 6, 101),
+        (4, 3, 2, PaddingConfig2d::Same, 4, 104),
+        (4, 3, 2, PaddingConfig2d::Valid, 5, 101),
     ];
     for (c, k, s, pad, h, w) in cases {
         let conv = Conv2dConfig::new([c, c], [k, k])
