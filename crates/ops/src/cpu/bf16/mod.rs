@@ -450,11 +450,10 @@ impl PackedB {
         }
         let seg = k.div_ceil(BLOCK) * BLOCK;
         let (n_pad, k_pad) = (n.div_ceil(BLOCK) * BLOCK, segs.len() * seg);
-        let mut data = vec![0u16; n_pad * k_pad];
         let k_all = if segs.len() == 1 { k } else { k_pad };
         if n == 0 || k == 0 {
             return PackedB {
-                data,
+                data: vec![0u16; n_pad * k_pad],
                 k: k_all,
                 n,
                 k_pad,
@@ -462,13 +461,20 @@ impl PackedB {
         }
         // Column block `jb` (16 columns) is one contiguous run of `data` (see `b_offset`):
         // its columns converted into `cols` (zeros past each segment's `k`: never written),
-        // then woven pair by pair.
-        data.par_chunks_mut(k_pad * NB)
-            .take(n.div_ceil(NB))
+        // then woven pair by pair; the blocks past `n` zeros. Every element written once: a
+        // zeroed operand first was half of the `memset` of a ResNet-50 bf16 training step.
+        let (len, blocks) = (n_pad * k_pad, n.div_ceil(NB));
+        let mut data: Vec<u16> = Vec::with_capacity(len);
+        data.spare_capacity_mut()[..len]
+            .par_chunks_mut(k_pad * NB)
             .enumerate()
             .for_each_init(
                 || vec![0u16; NB * k_pad],
                 |cols, (jb, block)| {
+                    if jb >= blocks {
+                        block.fill(MaybeUninit::new(0));
+                        return;
+                    }
                     let w = (n - jb * NB).min(NB);
                     for (jj, col) in cols.chunks_exact_mut(k_pad).enumerate() {
                         if jj >= w {
@@ -481,11 +487,14 @@ impl PackedB {
                     }
                     for (p, pair) in block.chunks_exact_mut(2 * NB).enumerate() {
                         for (jj, v) in pair.chunks_exact_mut(2).enumerate() {
-                            v.copy_from_slice(&cols[jj * k_pad + 2 * p..][..2]);
+                            v.write_copy_of_slice(&cols[jj * k_pad + 2 * p..][..2]);
                         }
                     }
                 },
             );
+        // SAFETY: every block was written whole above (its `k_pad / 2` pairs of 16 columns, or
+        // zeros past `n`), covering all `len` elements.
+        unsafe { data.set_len(len) };
         PackedB {
             data,
             k: k_all,
