@@ -182,8 +182,6 @@ fn train_row(
     b: usize,
     sel: &committee_ops::backend::Selected,
 ) -> Result<serde_json::Value> {
-    use burn::optim::SgdConfig;
-    use burn::optim::momentum::MomentumConfig;
     use burn::tensor::{Int, TensorData};
     use committee_train::mixed::{self, LossScale};
     let ad = sel.device.clone().autodiff();
@@ -193,13 +191,7 @@ fn train_row(
         ..Default::default()
     };
     let model = random_model(spec, &opts, [img; 2], &ad);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .init();
+    let mut optim = committee_train::trainer::timing_sgd();
     let x = Tensor::<4>::random(
         [b, a.in_chans, img, img],
         Distribution::Normal(0.0, 1.0),

@@ -11,8 +11,6 @@
 
 use std::time::Instant;
 
-use burn::optim::SgdConfig;
-use burn::optim::momentum::MomentumConfig;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use committee_ops::cpu::train;
 use committee_ops::precision::{self, Dtype};
@@ -49,13 +47,7 @@ fn main() {
     };
     let ad = Device::flex().autodiff();
     let mut model = random_model(&spec, &CommonOptions::default(), [224; 2], &ad);
-    let mut optim = SgdConfig::new()
-        .with_momentum(Some(MomentumConfig {
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .init();
+    let mut optim = committee_train::trainer::timing_sgd();
     let x = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Normal(0.0, 1.0), &ad);
     let labels: Vec<i64> = (0..batch).map(|i| i as i64).collect();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &ad);

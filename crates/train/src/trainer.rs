@@ -181,6 +181,19 @@ impl KeyVisitor for NoDecay {
     }
 }
 
+/// Plain SGD with momentum 0.9 (no dampening, Nesterov or weight decay): the update a timed
+/// training step runs (`committee bench --train`, `examples/ab_train.rs`), as
+/// `scripts/bench_pytorch.py --train` runs PyTorch's.
+pub fn timing_sgd() -> ModuleOptimizer {
+    SgdConfig::new()
+        .with_momentum(Some(burn::optim::momentum::MomentumConfig {
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+        }))
+        .init()
+}
+
 /// A model made ready to train: fixed parameter ids (so a saved optimiser state finds its
 /// parameters) and the run's optimiser, without weight decay on norms and biases.
 pub fn prepare(model: Model, cfg: &TrainConfig) -> (Model, ModuleOptimizer) {
