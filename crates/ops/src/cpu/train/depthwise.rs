@@ -211,8 +211,7 @@ fn backward_planes(
     let dw = with_shares(
         &mut dx,
         plane_in,
-        [s.n * c, s.n],
-        kk,
+        [s.n * c, kk, c * kk],
         Buffers::default,
         per_plane,
     );
@@ -225,14 +224,13 @@ fn backward_planes(
 /// Runs `part(i, dx_i, share_i, scratch)` for the `parts` parts of a backward pass (images, or
 /// image planes), in parallel, each writing its own `dx_i` (`dx_len` long, `None` when `dx` is
 /// empty: no input gradient asked for) and its own share of the weight gradient (`share`
-/// long); the parts of one image are consecutive (`parts` a multiple of `images`), and the
-/// images' shares are summed in image order: the same bits whatever the thread count or
-/// scheduling (training runs are reproducible).
+/// long); the parts of one image are consecutive, their shares together `image` long, and
+/// the images' shares are summed in image order into one `image`-long gradient: the same bits
+/// whatever the thread count or scheduling (training runs are reproducible).
 fn with_shares<B: Send>(
     dx: &mut [f32],
     dx_len: usize,
-    [parts, images]: [usize; 2],
-    share: usize,
+    [parts, share, image]: [usize; 3],
     init: impl Fn() -> B + Sync + Send,
     part: impl Fn(usize, Option<&mut [f32]>, &mut [f32], &mut B) + Sync + Send,
 ) -> Vec<f32> {
@@ -248,12 +246,10 @@ fn with_shares<B: Send>(
             .enumerate()
             .for_each_init(&init, |b, (i, (dx, sh))| part(i, Some(dx), sh, b));
     }
-    // One image's shares, side by side.
-    let per = parts / images.max(1) * share;
-    let mut sum = vec![0f32; per];
+    let mut sum = vec![0f32; image];
     sum.par_chunks_mut(CHUNK).enumerate().for_each(|(j, out)| {
-        for img in 0..images {
-            for (a, &b) in out.iter_mut().zip(&shares[img * per + j * CHUNK..]) {
+        for img in 0..shares.len() / image.max(1) {
+            for (a, &b) in out.iter_mut().zip(&shares[img * image + j * CHUNK..]) {
                 *a += b;
             }
         }
@@ -309,9 +305,9 @@ impl Shape {
     pub(crate) fn dilated(&self) -> Shape {
         let g = &self.geo;
         Shape {
-            oh: (self.oh - 1) * g.s + 1,
+            oh: self.oh.saturating_sub(1) * g.s + 1,
             geo: Geometry {
-                ow: (g.ow - 1) * g.s + 1,
+                ow: g.ow.saturating_sub(1) * g.s + 1,
                 s: 1,
                 ..g.clone()
             },
@@ -392,8 +388,7 @@ pub(crate) fn backward(
     let dw_t = with_shares(
         &mut dx,
         c * plane_in,
-        [s.n; 2],
-        k * k * c,
+        [s.n, k * k * c, k * k * c],
         Buffers::default,
         per_image,
     );

@@ -64,6 +64,27 @@ fn depthwise_training_matches_burns_conv() {
     }
 }
 
+/// An empty batch gives an empty output and a zero weight gradient of the weight's shape, on
+/// both depthwise paths (channels-last, and plane by plane on wide rows).
+#[test]
+fn depthwise_training_takes_an_empty_batch() {
+    let dev = Device::flex().autodiff();
+    for w in [9, 50] {
+        let conv = Conv2dConfig::new([4, 4], [3, 3])
+            .with_groups(4)
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&dev);
+        let x = Tensor::<4>::zeros([0, 4, 5, w], &dev).require_grad();
+        let y = depthwise(&conv, x.clone()).expect("applies");
+        assert_eq!(y.dims(), [0, 4, 5, w]);
+        let g = y.sum().backward();
+        let dw = conv.weight.val().grad(&g).expect("dw");
+        assert_eq!(dw.dims(), [4, 1, 3, 3]);
+        assert!(dw.into_data().iter::<f32>().all(|v| v == 0.0), "w {w}");
+    }
+}
+
 /// The 1x1 op's output and gradients equal Burn's conv's, on maps down to 1x1.
 #[test]
 fn pointwise_training_matches_burns_conv() {
