@@ -327,10 +327,7 @@ impl Backward<Flex, 2> for DenseBackward {
             // channels at 56x56, batch 8: 58 MB) came from a fresh mapping every step.
             // Under bf16, the images of a small map several at a time, one product over
             // their pixels (`half::images_per_product`).
-            let group = match d.half {
-                Some(_) => half::images_per_product(pix).min(d.n).max(1),
-                None => 1,
-            };
+            let group = half::images_per_product(d.half, pix, d.n);
             let mut col = vec![0f32; group * kk * pix];
             let mut dw = vec![0f32; d.c_out * kk];
             for i0 in (0..d.n).step_by(group) {
@@ -425,10 +422,7 @@ impl Backward<Flex, 2> for PointwiseBackward {
             // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count);
             // under bf16, the images of a small map several at a time.
             let mut dw = vec![0f32; d.c_out * d.c_in];
-            let group = match d.half {
-                Some(_) => half::images_per_product(d.hw()).min(d.n).max(1),
-                None => 1,
-            };
+            let group = half::images_per_product(d.half, d.hw(), d.n);
             for i0 in (0..d.n).step_by(group) {
                 if let Some(kern) = d.half {
                     let imgs = i0..(i0 + group).min(d.n);

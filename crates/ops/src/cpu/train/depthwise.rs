@@ -1,4 +1,5 @@
-//! Depthwise convolution with its own backward, channels-last.
+//! Depthwise convolution with its own backward: channels-last, or plane by plane on wide
+//! maps ([`planes`]).
 
 use super::*;
 use crate::cpu::isa::{Epilogue, fma};
@@ -99,9 +100,9 @@ pub(crate) fn node(x: FloatTensor<Ad>, w: FloatTensor<Ad>, shape: Shape) -> Floa
 
 // Layout: the kernels work channels-last (one image's pixels in rows of `c` channels), so every
 // inner loop is a contiguous multiply-add over the channels, whatever the map size (MobileNetV2
-// at 28 px has 1x1 to 14x14 maps, too small for per-plane loops to vectorise). Stride-1 layers
-// on maps at least a vector wide run plane by plane in the tensors' own layout instead
-// ([`planes`]).
+// at 28 px has 1x1 to 14x14 maps, too small for per-plane loops to vectorise). Stride-1 and
+// stride-2 layers with output rows of 48 or more run plane by plane in the tensors' own layout
+// instead ([`planes`]).
 
 /// Whether a layer runs plane by plane, NCHW as the tensors lie: stride 1 or 2, output rows
 /// at least three vectors (48) wide, padding smaller than the kernel on every side (so the
@@ -298,7 +299,6 @@ fn plane_wgrad_body(dy: &[f32], x: &[f32], s: &Shape, dw: &mut [f32]) {
 }
 
 impl Shape {
-    /// Padded rows and columns the taps reach.
     /// The layer seen from its gradients as a stride-1 one: its output gradient spread over
     /// the stride's grid with zeros between (`(oh - 1) s + 1` rows), which a stride-1 kernel
     /// then meets at every offset. Stride 1: the layer itself.
@@ -315,6 +315,7 @@ impl Shape {
         }
     }
 
+    /// Padded rows and columns the taps reach.
     pub(crate) fn padded(&self) -> (usize, usize) {
         let g = &self.geo;
         ((self.oh - 1) * g.s + g.k, (g.ow - 1) * g.s + g.k)

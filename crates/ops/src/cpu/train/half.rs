@@ -31,10 +31,11 @@ pub(crate) fn product(
 /// [`K_BLOCK`] pixels, each image's padded to a multiple of 32. Why: ResNet-50's last stage
 /// (7x7 maps, 49 pixels) had one product per image, each of which read and wrote the whole
 /// gradient (up to 9 MB) for 49 steps of its inner dimension.
-/// `COMMITTEE_BF16_WGRAD_IMAGES=0`: one image per product (to time the two).
-pub(crate) fn images_per_product(pix: usize) -> usize {
-    match IMAGES.on() {
-        true => (K_BLOCK / (pix.div_ceil(32).max(1) * 32)).max(1),
+/// One image per product for f32 products (`half` `None`), and never more than the batch's
+/// `n`. `COMMITTEE_BF16_WGRAD_IMAGES=0`: one image per product (to time the two).
+pub(crate) fn images_per_product(half: Option<Bf16Kernel>, pix: usize, n: usize) -> usize {
+    match half.is_some() && IMAGES.on() {
+        true => (K_BLOCK / (pix.div_ceil(32).max(1) * 32)).clamp(1, n.max(1)),
         false => 1,
     }
 }
