@@ -135,32 +135,42 @@ fn row(
     row
 }
 
-/// Runs `step` `warmup + iters` times, threading `state` (a model being trained) through it:
-/// the milliseconds of the measured iterations, and of the very first call (compilation and
-/// autotuning on GPU backends).
+/// Runs `step` `warmup` times and then until `iters` of its calls count, threading `state`
+/// (a model being trained) through it: the milliseconds of the counted calls, of the very
+/// first call (compilation and autotuning on GPU backends), and how many timed calls did not
+/// count. `step` says whether a call counts: an f16 training step the loss scale skipped is
+/// not a step (it costs a forward and backward but updates nothing), so it is retaken, at
+/// most `iters + 8` times, rather than averaged into the steps.
 ///
 /// The clock is read after `device.sync()`: on wgpu, reading the logits back returned in a
 /// few ms while the forward itself kept the H100 busy for 1.7 s (seen 2026-11-24: 100
 /// iterations "at 4.6 ms" took 180 s), so without it the median times only the submission.
 fn timed<S>(
-    a: &Args,
+    (warmup, iters): (usize, usize),
     device: &burn::tensor::Device,
     mut state: S,
-    mut step: impl FnMut(S) -> S,
-) -> (Vec<f64>, f64) {
-    let mut times = Vec::with_capacity(a.iters);
+    mut step: impl FnMut(S) -> (S, bool),
+) -> (Vec<f64>, f64, usize) {
+    let mut times = Vec::with_capacity(iters);
     let mut first_ms = 0.0;
-    for i in 0..a.warmup + a.iters {
-        let (next, ms) = time_once(device, || step(state));
+    let mut uncounted = 0;
+    let mut calls = 0;
+    while times.len() < iters && uncounted < iters + 8 {
+        let ((next, counts), ms) = time_once(device, || step(state));
         state = next;
-        if i == 0 {
+        if calls == 0 {
             first_ms = ms;
         }
-        if i >= a.warmup {
-            times.push(ms);
+        if calls >= warmup {
+            if counts {
+                times.push(ms);
+            } else {
+                uncounted += 1;
+            }
         }
+        calls += 1;
     }
-    (times, first_ms)
+    (times, first_ms, uncounted)
 }
 
 /// `f()` and its milliseconds up to the device's `sync` (see [`timed`] for why the sync).
@@ -208,33 +218,43 @@ fn train_row(
         // Reading the loss back waits for the step to finish.
         let _ = loss.into_data();
         match grads {
-            Some(grads) => optim.step(0.01, model, grads),
-            None => model,
+            Some(grads) => (optim.step(0.01, model, grads), true),
+            None => (model, false),
         }
     };
     // f16: steps until the loss scale has come down far enough for one to be taken (each
-    // overflow halves it from 2^16), so that the timed steps are whole steps, not skipped.
+    // overflow halves it from 2^16), so that the first timed steps are not all skipped ones.
     let mut model = model;
-    for _ in 0..24 {
-        let Some(before) = scale.map(|s| s.skipped) else {
-            break;
-        };
-        model = one(model, &mut scale);
-        if scale.is_some_and(|s| s.skipped == before) {
-            break;
+    if scale.is_some() {
+        for _ in 0..24 {
+            let (next, taken) = one(model, &mut scale);
+            model = next;
+            if taken {
+                break;
+            }
         }
     }
-    let settled = scale.map_or(0, |s| s.skipped);
-    let (times, first_ms) = timed(a, &ad, model, |m| one(m, &mut scale));
-    if let Some(s) = scale.filter(|s| s.skipped > settled) {
+    // A step skipped later (the updated weights can overflow again) is retaken, not timed.
+    let (times, first_ms, skipped) = timed((a.warmup, a.iters), &ad, model, |m| one(m, &mut scale));
+    if times.is_empty() {
+        anyhow::bail!(
+            "{name} b={b}: no f16 step was taken: each overflowed f16 ({skipped} skipped by the loss scale, now {}); try --dtype f32",
+            scale.map_or(0.0, |s| s.scale)
+        );
+    }
+    if times.len() < a.iters {
         eprintln!(
-            "warning: {name} b={b}: {} of the timed f16 steps were skipped (loss scale now {})",
-            s.skipped - settled,
-            s.scale
+            "warning: {name} b={b}: only {} of {} f16 steps were taken ({skipped} skipped by the loss scale, now {})",
+            times.len(),
+            a.iters,
+            scale.map_or(0.0, |s| s.scale)
         );
     }
     let gmacs = spec.arch.macs([img; 2], a.in_chans, a.num_classes) as f64 / 1e9;
-    Ok(row(a, name, b, img, gmacs, times, first_ms, sel, "train"))
+    let mut r = row(a, name, b, img, gmacs, times, first_ms, sel, "train");
+    // Steps the loss scale skipped and the bench retook (f16 only).
+    r["skipped_steps"] = skipped.into();
+    Ok(r)
 }
 
 /// Per-kind shares of the forward time, from `iters` profiled passes (see `zoo::profile`).
@@ -354,8 +374,9 @@ fn backend_rows(
                 &sel.device,
             );
             // `timed` syncs the device after each call: the whole forward is timed.
-            let (times, first_ms) = timed(a, &sel.device, (), |()| {
+            let (times, first_ms, _) = timed((a.warmup, a.iters), &sel.device, (), |()| {
                 let _ = model.forward(x.clone()).into_data();
+                ((), true)
             });
             let mut r = row(a, name, b, img, gmacs, times, first_ms, sel, "forward");
             if a.profile {
@@ -466,4 +487,26 @@ fn print_rows(a: &Args, rows: &[serde_json::Value]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::timed;
+
+    /// Calls that do not count (skipped f16 steps) are retaken after the warmup and never
+    /// timed; a step that never counts gives up after `iters + 8` retakes.
+    #[test]
+    fn uncounted_calls_are_retaken_not_timed() {
+        let device = committee_ops::backend::cpu_device();
+        // Calls 0-1 warm up (call 1 does not count, and need not); 3 and 4 are retaken.
+        let skip = [1, 3, 4];
+        let (times, _, uncounted) = timed((2, 3), &device, 0usize, |i| (i + 1, !skip.contains(&i)));
+        assert_eq!((times.len(), uncounted), (3, 2));
+        let mut calls = 0;
+        let (times, _, uncounted) = timed((1, 3), &device, (), |()| {
+            calls += 1;
+            ((), false)
+        });
+        assert_eq!((times.len(), uncounted, calls), (0, 11, 12));
+    }
 }
