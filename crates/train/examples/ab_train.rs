@@ -4,7 +4,8 @@
 //! (224 px, `--dtype bf16` products), SWITCH `bf16-routing` (1x1 layers that
 //! `half_pays` keeps in f32 against every layer in bf16; "off" is every layer in bf16) or
 //! `wgrad-images` (several images per weight-gradient product against one) or
-//! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last;
+//! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last) or
+//! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair;
 //! add `f32` as a fifth argument for f32 products). Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the
 //! same minute of a host whose speed drifts.
@@ -28,8 +29,11 @@ fn main() {
         "bf16-routing" => |on| train::set_bf16_everywhere(!on),
         "wgrad-images" => train::set_images_per_product,
         "depthwise-planes" => train::set_depthwise_planes,
+        "transpose-registers" => committee_ops::cpu::bf16::set_transpose_in_registers,
         other => {
-            eprintln!("unknown switch {other}: bf16-routing, wgrad-images or depthwise-planes");
+            eprintln!(
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes or transpose-registers"
+            );
             std::process::exit(2);
         }
     };

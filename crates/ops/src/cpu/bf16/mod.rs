@@ -468,30 +468,42 @@ impl PackedB {
         data.spare_capacity_mut()[..len]
             .par_chunks_mut(k_pad * NB)
             .enumerate()
-            .for_each_init(
-                || vec![0u16; NB * k_pad],
-                |cols, (jb, block)| {
-                    if jb >= blocks {
-                        block.fill(MaybeUninit::new(0));
-                        return;
+            .for_each_init(Vec::<u16>::new, |cols, (jb, block)| {
+                if jb >= blocks {
+                    block.fill(MaybeUninit::new(0));
+                    return;
+                }
+                let w = (n - jb * NB).min(NB);
+                #[cfg(target_arch = "x86_64")]
+                if avx512::available() && transpose_in_registers() {
+                    // SAFETY: the features it enables were detected; the segments hold
+                    // columns `jb * 16..+ w` (asserted above), `block` is `k_pad * 16`
+                    // long, `seg` a multiple of 32 and at least `k`.
+                    return unsafe {
+                        avx512::transposed_block(
+                            segs,
+                            (k, seg, ld),
+                            (jb * NB, w),
+                            block.as_mut_ptr().cast(),
+                        )
+                    };
+                }
+                cols.resize(NB * k_pad, 0);
+                for (jj, col) in cols.chunks_exact_mut(k_pad).enumerate() {
+                    if jj >= w {
+                        col.fill(0);
+                        continue;
                     }
-                    let w = (n - jb * NB).min(NB);
-                    for (jj, col) in cols.chunks_exact_mut(k_pad).enumerate() {
-                        if jj >= w {
-                            col.fill(0);
-                            continue;
-                        }
-                        for (si, src) in segs.iter().enumerate() {
-                            convert(&src[(jb * NB + jj) * ld..][..k], &mut col[si * seg..][..k]);
-                        }
+                    for (si, src) in segs.iter().enumerate() {
+                        convert(&src[(jb * NB + jj) * ld..][..k], &mut col[si * seg..][..k]);
                     }
-                    for (p, pair) in block.chunks_exact_mut(2 * NB).enumerate() {
-                        for (jj, v) in pair.chunks_exact_mut(2).enumerate() {
-                            v.write_copy_of_slice(&cols[jj * k_pad + 2 * p..][..2]);
-                        }
+                }
+                for (p, pair) in block.chunks_exact_mut(2 * NB).enumerate() {
+                    for (jj, v) in pair.chunks_exact_mut(2).enumerate() {
+                        v.write_copy_of_slice(&cols[jj * k_pad + 2 * p..][..2]);
                     }
-                },
-            );
+                }
+            });
         // SAFETY: every block was written whole above (its `k_pad / 2` pairs of 16 columns, or
         // zeros past `n`), covering all `len` elements.
         unsafe { data.set_len(len) };
@@ -507,6 +519,22 @@ impl PackedB {
         self.data.len() * 2
     }
 }
+
+/// Whether a transposed right operand is woven in registers, 16 columns at a time
+/// (`avx512::transposed_block`), instead of pair by pair through a buffer
+/// (`COMMITTEE_BF16_TRANSPOSE_REGISTERS=0`): kept to time the two in one process.
+fn transpose_in_registers() -> bool {
+    TRANSPOSE_REGISTERS.on()
+}
+
+/// Sets [`transpose_in_registers`] (`examples/ab_train.rs` in committee-train, switch
+/// `transpose-registers`).
+pub fn set_transpose_in_registers(on: bool) {
+    TRANSPOSE_REGISTERS.set(on);
+}
+
+static TRANSPOSE_REGISTERS: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_TRANSPOSE_REGISTERS"));
 
 /// Two row buffers of a packing task.
 type Rows<T> = (Vec<T>, Vec<T>);

@@ -228,6 +228,11 @@ fn segmented_products_sum_the_segments() {
         assert!(one.data == strided.data && one.k == k, "one segment");
         let one = PackedB::pack_transposed_segments(&br[..1], k, n, ld);
         assert!(one.data == PackedB::pack_transposed(br[0], k, n, ld).data);
+        // Woven in registers (where the CPU has AVX512-BF16) and through a buffer: one result.
+        set_transpose_in_registers(false);
+        let buffered = PackedB::pack_transposed_segments(&br, k, n, ld);
+        set_transpose_in_registers(true);
+        assert!(buffered.data == pb.data, "m{m} n{n} k{k} x{segs}: buffered");
         let r = |v: f32| from_bf16(to_bf16(v)) as f64;
         for kernel in kernels() {
             let mut dst = vec![f32::NAN; m * n];
