@@ -5,7 +5,8 @@
 //! `DTYPE=1`: MobileNetV2's stem and 1x1 layers (and ResNet-50's stem) instead, f32 products
 //! against bf16; `DW=1`: stride-1
 //! and stride-2 depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane
-//! by plane.
+//! by plane; `TAPS=1`: ResNet-50's layers with the input gradient too, stride-1 dense layers
+//! unfolded against read at tap offsets (`train::set_train_taps`).
 
 use std::time::Instant;
 
@@ -37,6 +38,7 @@ fn main() {
     let dev = Device::flex().autodiff();
     let dtype = std::env::var("DTYPE").is_ok_and(|v| v == "1");
     let dw = std::env::var("DW").is_ok_and(|v| v == "1");
+    let taps = std::env::var("TAPS").is_ok_and(|v| v == "1");
     // (name, c, c, kernel, map): stride-1 depthwise layers at 224 px.
     let depthwise = [
         ("mnv2 dw", 32, 32, 3, 112),
@@ -114,12 +116,14 @@ fn main() {
             ..conv
         };
         let x = Tensor::<4>::random([n, c_in, hw, hw], Distribution::Normal(0.0, 1.0), &dev);
+        let x = if taps { x.require_grad() } else { x };
         let mut best = [f64::MAX; 2];
         for rep in 0..2 * reps {
             let on = rep % 2 == 1;
             match (dw, dtype) {
                 (true, _) => train::set_depthwise_planes(on),
                 (_, true) => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
+                _ if taps => train::set_train_taps(on),
                 _ => train::set_images_per_product(on),
             }
             let s = Instant::now();
@@ -135,6 +139,8 @@ fn main() {
                 "channels-last"
             } else if dtype {
                 "f32"
+            } else if taps {
+                "unfolded"
             } else {
                 "one image"
             },
@@ -143,6 +149,8 @@ fn main() {
                 "planes"
             } else if dtype {
                 "bf16"
+            } else if taps {
+                "taps"
             } else {
                 "several"
             },

@@ -5,7 +5,9 @@
 //! `half_pays` keeps in f32 against every layer in bf16; "off" is every layer in bf16) or
 //! `wgrad-images` (several images per weight-gradient product against one) or
 //! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last) or
-//! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair;
+//! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair)
+//! or `train-taps` (stride-1 dense layers' forward and input gradient read at tap offsets
+//! against unfolded;
 //! add `f32` as a fifth argument for f32 products). Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the
 //! same minute of a host whose speed drifts.
@@ -30,9 +32,10 @@ fn main() {
         "wgrad-images" => train::set_images_per_product,
         "depthwise-planes" => train::set_depthwise_planes,
         "transpose-registers" => committee_ops::cpu::bf16::set_transpose_in_registers,
+        "train-taps" => train::set_train_taps,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes or transpose-registers"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers or train-taps"
             );
             std::process::exit(2);
         }

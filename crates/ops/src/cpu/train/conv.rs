@@ -2,7 +2,7 @@
 //! with bf16 operands under `--dtype bf16`: [`half`]).
 
 use super::*;
-use crate::cpu::bf16::{self, Bf16Kernel, PackedA, PackedB};
+use crate::cpu::bf16::{self, Bf16Kernel, Bias, PackedA, PackedB};
 use crate::cpu::isa::Epilogue;
 
 /// `conv(x)` for a 1x1, stride-1, unpadded, bias-free `conv` (MobileNetV2's and
@@ -155,6 +155,7 @@ pub(crate) fn dense_in(
         k: [kh, kw],
         s: conv.stride,
         pad: [win.pt, win.pl],
+        pad_end: [win.pb, win.pr],
         out: [win.oh, win.ow],
         half,
     };
@@ -162,35 +163,62 @@ pub(crate) fn dense_in(
     let xc = contiguous(x.primitive().clone());
     let wc = contiguous(weight.primitive().clone());
     let (kk, pix) = (d.taps(), d.pix());
-    let mut y = vec![0f32; n * c_out * pix];
     let (xs, ws) = (slice(&xc), slice(&wc));
-    if let Some(kern) = half {
-        // The weight packed once per step; each image unfolded straight into its packed form.
-        let wa = PackedA::pack(ws, c_out, kk);
-        y.par_chunks_mut(c_out * pix)
-            .enumerate()
-            .for_each(|(i, y)| {
-                let img = &xs[i * c * h * w..(i + 1) * c * h * w];
-                let b = PackedB::pack_rows(kk, pix, |r, row| d.unfold_tap(img, r, row));
-                bf16::gemm(kern, &wa, &b, y, false, Epilogue::None);
-            });
-    } else {
-        y.par_chunks_mut(c_out * pix)
-            .enumerate()
-            .for_each_init(Vec::new, |col, (i, y)| {
-                // The unfold writes every element (padding included): no zeroing per image.
-                col.resize(kk * pix, 0.0);
-                d.unfold(&xs[i * c * h * w..(i + 1) * c * h * w], col, pix, 0);
-                gemm_strided(
-                    [c_out, pix, kk],
-                    y,
-                    Mat::rows(ws, kk),
-                    Mat::rows(col, pix),
-                    false,
-                    gemm::Parallelism::None,
-                );
-            });
-    }
+    let len = n * c_out * pix;
+    #[cfg(target_arch = "x86_64")]
+    let grids = d.tap_grids();
+    #[cfg(not(target_arch = "x86_64"))]
+    let grids: Option<()> = None;
+    let y = match (grids, half) {
+        // Stride 1 on a tap kernel: each image packed once and read at the taps' offsets, as
+        // `--dtype bf16` inference runs it, every output written once.
+        #[cfg(target_arch = "x86_64")]
+        (Some((kern, fwd, _)), _) => {
+            let wa = bf16::taps::pack_weights(ws, c_out, c, kh * kw);
+            let mut y: Vec<f32> = Vec::with_capacity(len);
+            let images = y.spare_capacity_mut()[..len].chunks_exact_mut(c_out * pix);
+            for (img, dst) in xs.chunks_exact(c * h * w).zip(images) {
+                let padded = bf16::taps::PaddedImage::pack(img, &fwd);
+                bf16::taps::conv_into(kern, &wa, &padded, &fwd, dst, Bias::None, Epilogue::None);
+            }
+            // SAFETY: every image's `c_out * pix` outputs were written by its product.
+            unsafe { y.set_len(len) };
+            y
+        }
+        (_, Some(kern)) => {
+            // The weight packed once per step; each image unfolded straight into its packed
+            // form.
+            let mut y = vec![0f32; len];
+            let wa = PackedA::pack(ws, c_out, kk);
+            y.par_chunks_mut(c_out * pix)
+                .enumerate()
+                .for_each(|(i, y)| {
+                    let img = &xs[i * c * h * w..(i + 1) * c * h * w];
+                    let b = PackedB::pack_rows(kk, pix, |r, row| d.unfold_tap(img, r, row));
+                    bf16::gemm(kern, &wa, &b, y, false, Epilogue::None);
+                });
+            y
+        }
+        (_, None) => {
+            let mut y = vec![0f32; len];
+            y.par_chunks_mut(c_out * pix)
+                .enumerate()
+                .for_each_init(Vec::new, |col, (i, y)| {
+                    // The unfold writes every element (padding included): no zeroing per image.
+                    col.resize(kk * pix, 0.0);
+                    d.unfold(&xs[i * c * h * w..(i + 1) * c * h * w], col, pix, 0);
+                    gemm_strided(
+                        [c_out, pix, kk],
+                        y,
+                        Mat::rows(ws, kk),
+                        Mat::rows(col, pix),
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                });
+            y
+        }
+    };
     let y = FlexTensor::from_data(TensorData::new(y, [n, c_out, win.oh, win.ow]));
     let out = match DenseBackward
         .prepare::<NoCheckpointing>([x.node(), weight.node()])
@@ -215,6 +243,8 @@ pub(crate) struct Dense {
     pub(crate) s: [usize; 2],
     /// Top and left padding.
     pub(crate) pad: [usize; 2],
+    /// Bottom and right padding.
+    pub(crate) pad_end: [usize; 2],
     pub(crate) out: [usize; 2],
     /// The products' bf16 kernel (`None`: f32).
     pub(crate) half: Option<Bf16Kernel>,
@@ -228,6 +258,32 @@ impl Dense {
 
     pub(crate) fn pix(&self) -> usize {
         self.out[0] * self.out[1]
+    }
+
+    /// A stride-1 layer's tap grids where its bf16 products run on a tap kernel (AMX or
+    /// AVX512-BF16; `COMMITTEE_BF16_TRAIN_TAPS=0` unfolds): the forward's over the image, and
+    /// the input gradient's over the output gradient, a stride-1 convolution too, with the
+    /// kernel flipped and transposed ([`flipped_weights`]) and `k - 1 - pad` padding on each
+    /// side (a padding of the kernel's size or more: `None`), on maps of 28x28 outputs or
+    /// more. Why: unfolded, each input value was converted and packed once per tap and each
+    /// input gradient summed from a 9x larger product (`fold`); ResNet-50's 3x3 layers at
+    /// batch 8, forward and both gradients (`TAPS=1 ... --example train_conv_rate`, AMD EPYC):
+    /// 56x56 1.27x, 28x28 1.06x, 14x14 1.00x, 7x7 0.82x (the grid's dropped columns are 29 %
+    /// of a 7x7 map's work, and both weights are packed every step).
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) fn tap_grids(&self) -> Option<(Bf16Kernel, bf16::taps::Taps, bf16::taps::Taps)> {
+        use bf16::taps::Taps;
+        let kern = self.half.filter(|&k| k != Bf16Kernel::Emulated)?;
+        let ([kh, kw], [pt, pl], [pb, pr]) = (self.k, self.pad, self.pad_end);
+        let small = self.pix() < TAPS_MIN_PIX;
+        if self.s != [1, 1] || small || !TRAIN_TAPS.on() || pt.max(pb) >= kh || pl.max(pr) >= kw {
+            return None;
+        }
+        let fwd = Taps::new(self.c_in, [self.h, self.w], self.k, [pt, pb, pl, pr]);
+        let back_pads = [kh - 1 - pt, kh - 1 - pb, kw - 1 - pl, kw - 1 - pr];
+        let back = Taps::new(self.c_out, self.out, self.k, back_pads);
+        let fits = [fwd.oh, fwd.ow] == self.out && [back.oh, back.ow] == [self.h, self.w];
+        fits.then_some((kern, fwd, back))
     }
 
     /// Unfolds one image into `col`, whose rows are `stride` long; the image's columns start
@@ -306,6 +362,35 @@ impl Dense {
     }
 }
 
+/// The weight `[c_out, c_in, kh, kw]` as the input gradient's `[c_in, c_out, kh, kw]`, each
+/// kernel turned by 180 degrees: `dX = conv(dY, flipped)` at stride 1 (see
+/// [`Dense::tap_grids`]).
+fn flipped_weights(w: &[f32], [c_out, c_in, taps]: [usize; 3]) -> Vec<f32> {
+    let mut f = vec![0f32; c_in * c_out * taps];
+    for (co, kernels) in w.chunks_exact(c_in * taps).take(c_out).enumerate() {
+        for (ci, k) in kernels.chunks_exact(taps).enumerate() {
+            let dst = &mut f[(ci * c_out + co) * taps..][..taps];
+            for (d, v) in dst.iter_mut().zip(k.iter().rev()) {
+                *d = *v;
+            }
+        }
+    }
+    f
+}
+
+/// The fewest output pixels of a layer [`Dense::tap_grids`] reads at tap offsets.
+const TAPS_MIN_PIX: usize = 28 * 28;
+
+static TRAIN_TAPS: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_TRAIN_TAPS"));
+
+/// Turns the tap-offset bf16 convolutions of stride-1 training layers on or off for the
+/// process, over `COMMITTEE_BF16_TRAIN_TAPS` (to time the two in one process:
+/// `examples/ab_train.rs` in committee-train, switch `train-taps`).
+pub fn set_train_taps(on: bool) {
+    TRAIN_TAPS.set(on)
+}
+
 #[derive(Debug)]
 pub(crate) struct DenseBackward;
 
@@ -358,6 +443,22 @@ impl Backward<Flex, 2> for DenseBackward {
             }
             let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
             grads.register::<Flex>(node.id, dw);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(node), Some((kern, _, back))) = (&node_x, d.tap_grids()) {
+            let flipped = flipped_weights(ws, [d.c_out, d.c_in, kh * kw]);
+            let wa = bf16::taps::pack_weights(&flipped, d.c_in, d.c_out, kh * kw);
+            let mut dx: Vec<f32> = Vec::with_capacity(d.n * img_in);
+            let images = dx.spare_capacity_mut()[..d.n * img_in].chunks_exact_mut(img_in);
+            for (dy, dst) in dys.chunks_exact(img_out).zip(images) {
+                let padded = bf16::taps::PaddedImage::pack(dy, &back);
+                bf16::taps::conv_into(kern, &wa, &padded, &back, dst, Bias::None, Epilogue::None);
+            }
+            // SAFETY: every image's `img_in` input gradients were written by its product.
+            unsafe { dx.set_len(d.n * img_in) };
+            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+            grads.register::<Flex>(node.id, dx);
+            return;
         }
         if let Some(node) = node_x {
             let mut dx = vec![0f32; d.n * img_in];

@@ -49,7 +49,7 @@ mod tests;
 mod unary;
 
 pub use attention::attention;
-pub use conv::{dense, pointwise, set_bf16_everywhere};
+pub use conv::{dense, pointwise, set_bf16_everywhere, set_train_taps};
 #[cfg(test)]
 use conv::{dense_in, pointwise_in};
 pub use depthwise::{depthwise, set_planes as set_depthwise_planes};

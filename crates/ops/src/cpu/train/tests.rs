@@ -529,6 +529,15 @@ fn half_products_match_f32_products() {
         (3, 5, 3, 2, PaddingConfig2d::Same, 10, 9),
         (1, 8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 2, 2),
         (5, 33, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 30, 25),
+        // Stride 1 on 28x28 outputs or more: read at tap offsets where a tap kernel exists
+        // (`Dense::tap_grids`), the input gradient through the flipped kernel; padding of
+        // k - 1 (none for the input gradient), none, 5x5, and different on each side.
+        (6, 10, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 28, 29),
+        (3, 7, 3, 1, PaddingConfig2d::Valid, 31, 30),
+        (3, 4, 3, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 27, 27),
+        (4, 5, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 28, 28),
+        (5, 6, 3, 1, PaddingConfig2d::Explicit(2, 0, 1, 2), 28, 29),
+        (40, 36, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 29, 28),
     ] {
         let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
         let c = conv(c_in, c_out, k, s, pad.clone());
@@ -541,12 +550,15 @@ fn half_products_match_f32_products() {
 fn half_gradients_do_not_depend_on_threads() {
     let dev = Device::flex().autodiff();
     let kernel = Bf16Kernel::detect().unwrap_or(Bf16Kernel::Emulated);
-    let x = Tensor::<4>::random([5, 16, 27, 23], Distribution::Normal(0.0, 1.0), &dev);
     let (pw, dn) = pointwise_and_dense(&dev);
-    for (op, conv) in [(pointwise_in as HalfOp, &pw), (dense_in, &dn)] {
-        let half = |c: &Conv2d, x| op(c, x, Some(kernel));
-        let run = |threads| grads_on_threads(&half, conv, &x, threads);
-        assert_eq!(run(1), run(3), "{}", kernel.name());
+    // 29x28: the dense layer read at tap offsets where a tap kernel exists.
+    for shape in [[5, 16, 27, 23], [3, 16, 29, 28]] {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+        for (op, conv) in [(pointwise_in as HalfOp, &pw), (dense_in, &dn)] {
+            let half = |c: &Conv2d, x| op(c, x, Some(kernel));
+            let run = |threads| grads_on_threads(&half, conv, &x, threads);
+            assert_eq!(run(1), run(3), "{} {shape:?}", kernel.name());
+        }
     }
 }
 
