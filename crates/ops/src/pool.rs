@@ -5,11 +5,18 @@ use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::{cpu, profile};
 
-/// Max pooling (ResNet's stem), committee's kernel on flex, else Burn's.
+/// Max pooling (ResNet's stem), committee's kernels on flex (inference, and training with its
+/// own backward), else Burn's.
 pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
-    profile::layer("pool max", x, |x| match cpu::max_pool(pool, x) {
-        Ok(y) => y,
-        Err(x) => pool.forward(x),
+    profile::layer("pool max", x, |x| {
+        let x = match cpu::train::max_pool(pool, x) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
+        match cpu::max_pool(pool, x) {
+            Ok(y) => y,
+            Err(x) => pool.forward(x),
+        }
     })
 }
 

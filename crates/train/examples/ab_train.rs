@@ -7,7 +7,7 @@
 //! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last) or
 //! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair)
 //! or `train-taps` (stride-1 dense layers' forward and input gradient read at tap offsets
-//! against unfolded;
+//! against unfolded) or `max-pool` (max pooling with its own backward against Burn's;
 //! add `f32` as a fifth argument for f32 products). Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the
 //! same minute of a host whose speed drifts.
@@ -33,9 +33,10 @@ fn main() {
         "depthwise-planes" => train::set_depthwise_planes,
         "transpose-registers" => committee_ops::cpu::bf16::set_transpose_in_registers,
         "train-taps" => train::set_train_taps,
+        "max-pool" => train::set_max_pool,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers or train-taps"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps or max-pool"
             );
             std::process::exit(2);
         }

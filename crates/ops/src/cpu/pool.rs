@@ -9,35 +9,15 @@ use super::*;
 /// bf16, see [`bf16::Elem`]) gives a bf16 output: the maximum is one of the inputs.
 pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
     let [n, c, h, w] = x.dims();
-    let ([kh, kw], [sh, sw]) = (pool.kernel_size, pool.stride);
-    let PaddingConfig2d::Explicit(pt, pl, pb, pr) = pool.padding else {
-        return Err(x);
-    };
     let bf16_in = bf16_activation(Kernel::MaxPool, &x);
-    if !(bf16_in || eligible(Kernel::MaxPool, &x))
-        || pool.dilation != [1, 1]
-        || pool.ceil_mode
-        || sh == 0
-        || sw == 0
-        || h + pt + pb < kh
-        || w + pl + pr < kw
-        // A window entirely in the padding would have no input to take its max from.
-        || pt >= kh
-        || pb >= kh
-        || pl >= kw
-        || pr >= kw
-    {
+    if !(bf16_in || eligible(Kernel::MaxPool, &x)) {
         return Err(x);
     }
-    let (oh, ow) = ((h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1);
-    let t = eligible_input(x);
-    let geom = Geom {
-        hw: [h, w],
-        o: [oh, ow],
-        k: [kh, kw],
-        s: [sh, sw],
-        p: [pt, pl, pr],
+    let Some(geom) = Geom::new(pool, [h, w]) else {
+        return Err(x);
     };
+    let [oh, ow] = geom.o;
+    let t = eligible_input(x);
     Ok(match bf16_in {
         true => from_elems(pool_planes(elems::<u16>(&t), &geom), [n, c, oh, ow]),
         false => from_elems(pool_planes(elems::<f32>(&t), &geom), [n, c, oh, ow]),
@@ -45,16 +25,44 @@ pub fn max_pool(pool: &MaxPool2d, x: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> 
 }
 
 /// A pooling's input size, output size, window, stride and padding (top, left, right).
-struct Geom {
-    hw: [usize; 2],
-    o: [usize; 2],
-    k: [usize; 2],
-    s: [usize; 2],
-    p: [usize; 3],
+#[derive(Debug, Clone)]
+pub(crate) struct Geom {
+    pub(crate) hw: [usize; 2],
+    pub(crate) o: [usize; 2],
+    pub(crate) k: [usize; 2],
+    pub(crate) s: [usize; 2],
+    pub(crate) p: [usize; 3],
+}
+
+impl Geom {
+    /// `pool` over `[h, w]` planes where the kernels apply: explicit padding smaller than the
+    /// window (a window entirely in the padding would have no input to take its max from), no
+    /// dilation, floor mode.
+    pub(crate) fn new(pool: &MaxPool2d, [h, w]: [usize; 2]) -> Option<Geom> {
+        let ([kh, kw], [sh, sw]) = (pool.kernel_size, pool.stride);
+        let PaddingConfig2d::Explicit(pt, pl, pb, pr) = pool.padding else {
+            return None;
+        };
+        let fits = pool.dilation == [1, 1]
+            && !pool.ceil_mode
+            && sh > 0
+            && sw > 0
+            && h + pt + pb >= kh
+            && w + pl + pr >= kw
+            && pt.max(pb) < kh
+            && pl.max(pr) < kw;
+        fits.then(|| Geom {
+            hw: [h, w],
+            o: [(h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1],
+            k: [kh, kw],
+            s: [sh, sw],
+            p: [pt, pl, pr],
+        })
+    }
 }
 
 /// Every plane of `src` pooled (see [`max_pool`]), one rayon task per plane.
-fn pool_planes<T: bf16::Elem>(src: &[T], g: &Geom) -> Vec<T> {
+pub(crate) fn pool_planes<T: bf16::Elem>(src: &[T], g: &Geom) -> Vec<T> {
     let ([h, w], [oh, ow]) = (g.hw, g.o);
     let planes = src.len() / (h * w);
     let mut out = vec![T::default(); planes * oh * ow];

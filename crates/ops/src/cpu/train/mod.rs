@@ -1,6 +1,6 @@
 //! Training ops for flex with their own backward passes: depthwise, 1x1 and other dense
-//! convolutions and BatchNorm (the layers of MobileNetV2, EfficientNet and ResNet), and
-//! linear layers, LayerNorm, GELU and multi-head attention (ViT's).
+//! convolutions, BatchNorm and max pooling (the layers of MobileNetV2, EfficientNet and
+//! ResNet), and linear layers, LayerNorm, GELU and multi-head attention (ViT's).
 //!
 //! Why: Burn 0.22 differentiates these generically, and on small maps that is mostly overhead.
 //! A grouped convolution's weight gradient runs one convolution plus a slice and a slice-assign
@@ -44,6 +44,7 @@ mod half;
 mod layer_norm;
 mod linear;
 pub(crate) mod norm;
+mod pool;
 #[cfg(test)]
 mod tests;
 mod unary;
@@ -59,6 +60,7 @@ pub use linear::linear;
 #[cfg(test)]
 use linear::linear_in;
 pub use norm::batch_norm;
+pub use pool::{max_pool, set_max_pool};
 pub use unary::activation;
 
 type Ad = Autodiff<Flex, NoCheckpointing>;

@@ -377,6 +377,48 @@ fn layer_norm_training_matches_burn() {
     }
 }
 
+/// Max pooling: output and input gradient equal Burn's (its pooling with indices and their
+/// scatter) for ResNet's 3x3 stride-2 pool, overlapping stride-1 windows (an input the
+/// maximum of several: gradients summed), and 2x2 without padding on odd sizes; ties and NaN
+/// as PyTorch 2.11's `max_pool2d` gives them (hand-run: the first of equal maxima, the last
+/// NaN, takes the gradient).
+#[test]
+fn max_pool_training_matches_burn() {
+    use burn::nn::pool::MaxPool2dConfig;
+    let dev = Device::flex().autodiff();
+    for (k, s, p, shape) in [
+        (3, 2, 1, [2, 3, 13, 14]),
+        (3, 1, 1, [2, 2, 7, 6]),
+        (2, 2, 0, [1, 2, 9, 8]),
+    ] {
+        let pool = MaxPool2dConfig::new([k, k])
+            .with_strides([s, s])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .init();
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let ours = max_pool(&pool, x.clone()).expect("op applies");
+        let burn = pool.forward(x.clone());
+        assert_grads_match(&format!("{k}x{k} s{s} p{p}"), &x, &[], ours, burn, 1e-6);
+    }
+    let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
+    let pool = burn::nn::pool::MaxPool2d {
+        padding: PaddingConfig2d::Explicit(0, 0, 0, 0),
+        ..pool
+    };
+    let nan = f32::NAN;
+    for (v, want) in [
+        ([1.0, nan, 3.0, nan], [0.0, 0.0, 0.0, 1.0]),
+        ([5.0, 5.0, 1.0, 2.0], [1.0, 0.0, 0.0, 0.0]),
+    ] {
+        let x = Tensor::<1>::from_floats(v, &dev)
+            .reshape([1, 1, 2, 2])
+            .require_grad();
+        let y = max_pool(&pool, x.clone()).expect("op applies");
+        let dx = x.grad(&y.sum().backward()).expect("dx");
+        assert_eq!(dx.into_data().to_vec::<f32>().expect("f32"), want, "{v:?}");
+    }
+}
+
 /// GELU: values and gradient equal Burn's erf GELU (differentiated op by op), across the
 /// range where its derivative changes (and past it).
 #[test]
