@@ -2,6 +2,8 @@
 //! with bf16 operands under `--dtype bf16`: [`half`]).
 
 use super::*;
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::bf16::taps::Taps;
 use crate::cpu::bf16::{self, Bf16Kernel, Bias, PackedA, PackedB};
 use crate::cpu::isa::Epilogue;
 
@@ -170,21 +172,10 @@ pub(crate) fn dense_in(
     #[cfg(not(target_arch = "x86_64"))]
     let grids: Option<()> = None;
     let y = match (grids, half) {
-        // Stride 1 on a tap kernel: each image packed once and read at the taps' offsets, as
-        // `--dtype bf16` inference runs it, every output written once.
+        // Stride 1 on a tap kernel: the images read at the taps' offsets, as inference runs
+        // them, every output written once.
         #[cfg(target_arch = "x86_64")]
-        (Some((kern, fwd, _)), _) => {
-            let wa = bf16::taps::pack_weights(ws, c_out, c, kh * kw);
-            let mut y: Vec<f32> = Vec::with_capacity(len);
-            let images = y.spare_capacity_mut()[..len].chunks_exact_mut(c_out * pix);
-            for (img, dst) in xs.chunks_exact(c * h * w).zip(images) {
-                let padded = bf16::taps::PaddedImage::pack(img, &fwd);
-                bf16::taps::conv_into(kern, &wa, &padded, &fwd, dst, Bias::None, Epilogue::None);
-            }
-            // SAFETY: every image's `c_out * pix` outputs were written by its product.
-            unsafe { y.set_len(len) };
-            y
-        }
+        (Some((products, fwd, _)), _) => tap_conv(products, ws, [c_out, c], xs, n, &fwd),
         (_, Some(kern)) => {
             // The weight packed once per step; each image unfolded straight into its packed
             // form.
@@ -260,20 +251,22 @@ impl Dense {
         self.out[0] * self.out[1]
     }
 
-    /// A stride-1 layer's tap grids where its bf16 products run on a tap kernel (AMX or
-    /// AVX512-BF16; `COMMITTEE_BF16_TRAIN_TAPS=0` unfolds): the forward's over the image, and
-    /// the input gradient's over the output gradient, a stride-1 convolution too, with the
-    /// kernel flipped and transposed ([`flipped_weights`]) and `k - 1 - pad` padding on each
-    /// side (a padding of the kernel's size or more: `None`), on maps of 28x28 outputs or
-    /// more. Why: unfolded, each input value was converted and packed once per tap and each
-    /// input gradient summed from a 9x larger product (`fold`); ResNet-50's 3x3 layers at
-    /// batch 8, forward and both gradients (`TAPS=1 ... --example train_conv_rate`, AMD EPYC):
-    /// 56x56 1.27x, 28x28 1.06x, 14x14 1.00x, 7x7 0.82x (the grid's dropped columns are 29 %
-    /// of a 7x7 map's work, and both weights are packed every step).
+    /// A stride-1 layer's tap grids where its products run on a tap kernel (bf16 on AMX or
+    /// AVX512-BF16, `Some`; f32 on AVX-512, `None`; `COMMITTEE_TRAIN_TAPS=0` unfolds):
+    /// the forward's over the image, and the input gradient's over the output gradient, a
+    /// stride-1 convolution too, with the kernel flipped and transposed
+    /// ([`flipped_weights`]) and `k - 1 - pad` padding on each side (a padding of the
+    /// kernel's size or more: `None`), on maps of [`TAPS_MIN_PIX`] outputs or more. Why:
+    /// unfolded, each input value was copied (and converted) once per tap, and each input
+    /// gradient summed from a 9x larger product (`fold`).
     #[cfg(target_arch = "x86_64")]
-    pub(crate) fn tap_grids(&self) -> Option<(Bf16Kernel, bf16::taps::Taps, bf16::taps::Taps)> {
-        use bf16::taps::Taps;
-        let kern = self.half.filter(|&k| k != Bf16Kernel::Emulated)?;
+    pub(crate) fn tap_grids(&self) -> Option<(Option<Bf16Kernel>, Taps, Taps)> {
+        let products = match self.half {
+            Some(Bf16Kernel::Emulated) => return None,
+            Some(k) => Some(k),
+            None if crate::cpu::conv_taps::available() => None,
+            None => return None,
+        };
         let ([kh, kw], [pt, pl], [pb, pr]) = (self.k, self.pad, self.pad_end);
         let small = self.pix() < TAPS_MIN_PIX;
         if self.s != [1, 1] || small || !TRAIN_TAPS.on() || pt.max(pb) >= kh || pl.max(pr) >= kw {
@@ -283,7 +276,7 @@ impl Dense {
         let back_pads = [kh - 1 - pt, kh - 1 - pb, kw - 1 - pl, kw - 1 - pr];
         let back = Taps::new(self.c_out, self.out, self.k, back_pads);
         let fits = [fwd.oh, fwd.ow] == self.out && [back.oh, back.ow] == [self.h, self.w];
-        fits.then_some((kern, fwd, back))
+        fits.then_some((products, fwd, back))
     }
 
     /// Unfolds one image into `col`, whose rows are `stride` long; the image's columns start
@@ -378,14 +371,52 @@ fn flipped_weights(w: &[f32], [c_out, c_in, taps]: [usize; 3]) -> Vec<f32> {
     f
 }
 
-/// The fewest output pixels of a layer [`Dense::tap_grids`] reads at tap offsets.
+/// The fewest output pixels of a layer [`Dense::tap_grids`] reads at tap offsets. ResNet-50's
+/// 3x3 layers at batch 8, forward and both gradients (`TAPS=1 [F32=1] ... --example
+/// train_conv_rate`, AMD EPYC), bf16: 56x56 1.20-1.27x, 28x28 1.06-1.09x, 14x14 1.00-1.01x,
+/// 7x7 0.82x (the grid's dropped columns are 29 % of a 7x7 map's work, and both packed
+/// weights are made every step); f32: 56x56 1.14-1.34x, 28x28 1.01-1.09x, 14x14 0.93-0.97x.
 const TAPS_MIN_PIX: usize = 28 * 28;
 
+/// `[n, m, oh, ow]`: the stride-1 convolution over `taps` of the `n` images `[c, h, w]` in
+/// `images` with the weight `w [m, c, kh, kw]`, its products in bf16 on `products` or in
+/// f32 (`None`, `conv_taps`), every output written once.
+#[cfg(target_arch = "x86_64")]
+fn tap_conv(
+    products: Option<Bf16Kernel>,
+    w: &[f32],
+    [m, c]: [usize; 2],
+    images: &[f32],
+    n: usize,
+    taps: &Taps,
+) -> Vec<f32> {
+    let (plane, len) = (taps.oh * taps.ow, n * m * taps.oh * taps.ow);
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    let dst = &mut y.spare_capacity_mut()[..len];
+    match products {
+        Some(kern) => {
+            let wa = bf16::taps::pack_weights(w, m, c, taps.offs.len());
+            let images = images.chunks_exact(c * taps.h * taps.w);
+            for (img, dst) in images.zip(dst.chunks_exact_mut(m * plane)) {
+                let padded = bf16::taps::PaddedImage::pack(img, taps);
+                bf16::taps::conv_into(kern, &wa, &padded, taps, dst, Bias::None, Epilogue::None);
+            }
+        }
+        None => {
+            let packed = crate::cpu::conv_taps::Packed::new(w, m, c, taps.offs.len());
+            crate::cpu::conv_taps::conv(&packed, images, n, taps, dst, None, None, Epilogue::None);
+        }
+    }
+    // SAFETY: every image's `m * plane` outputs were written by its convolution.
+    unsafe { y.set_len(len) };
+    y
+}
+
 static TRAIN_TAPS: crate::kernel::Switch =
-    crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_TRAIN_TAPS"));
+    crate::kernel::Switch::new(true, Some("COMMITTEE_TRAIN_TAPS"));
 
 /// Turns the tap-offset bf16 convolutions of stride-1 training layers on or off for the
-/// process, over `COMMITTEE_BF16_TRAIN_TAPS` (to time the two in one process:
+/// process, over `COMMITTEE_TRAIN_TAPS` (to time the two in one process:
 /// `examples/ab_train.rs` in committee-train, switch `train-taps`).
 pub fn set_train_taps(on: bool) {
     TRAIN_TAPS.set(on)
@@ -445,17 +476,9 @@ impl Backward<Flex, 2> for DenseBackward {
             grads.register::<Flex>(node.id, dw);
         }
         #[cfg(target_arch = "x86_64")]
-        if let (Some(node), Some((kern, _, back))) = (&node_x, d.tap_grids()) {
+        if let (Some(node), Some((products, _, back))) = (&node_x, d.tap_grids()) {
             let flipped = flipped_weights(ws, [d.c_out, d.c_in, kh * kw]);
-            let wa = bf16::taps::pack_weights(&flipped, d.c_in, d.c_out, kh * kw);
-            let mut dx: Vec<f32> = Vec::with_capacity(d.n * img_in);
-            let images = dx.spare_capacity_mut()[..d.n * img_in].chunks_exact_mut(img_in);
-            for (dy, dst) in dys.chunks_exact(img_out).zip(images) {
-                let padded = bf16::taps::PaddedImage::pack(dy, &back);
-                bf16::taps::conv_into(kern, &wa, &padded, &back, dst, Bias::None, Epilogue::None);
-            }
-            // SAFETY: every image's `img_in` input gradients were written by its product.
-            unsafe { dx.set_len(d.n * img_in) };
+            let dx = tap_conv(products, &flipped, [d.c_in, d.c_out], dys, d.n, &back);
             let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
             grads.register::<Flex>(node.id, dx);
             return;

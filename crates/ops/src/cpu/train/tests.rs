@@ -133,7 +133,7 @@ fn batch_norm_training_matches_burn() {
 }
 
 /// Dense convolutions (3x3, ResNet's 7x7 stem, strided 1x1 shortcut, TF's SAME stem, one
-/// input channel): output and gradients equal Burn's.
+/// input channel, stride-1 maps read at tap offsets): output and gradients equal Burn's.
 #[test]
 fn dense_training_matches_burns_conv() {
     let dev = Device::flex().autodiff();
@@ -145,6 +145,12 @@ fn dense_training_matches_burns_conv() {
         (3, 5, 3, 2, PaddingConfig2d::Same, 10, 9),
         (1, 8, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 2, 2),
         (64, 64, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 16, 16),
+        // Stride 1 on 28x28 outputs or more: read at tap offsets on AVX-512
+        // (`Dense::tap_grids`), the input gradient through the flipped kernel.
+        (6, 10, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 28, 29),
+        (5, 6, 3, 1, PaddingConfig2d::Explicit(2, 0, 1, 2), 28, 29),
+        (4, 5, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 28, 28),
+        (3, 7, 3, 1, PaddingConfig2d::Valid, 31, 30),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_stride([s, s])
@@ -248,6 +254,8 @@ fn gradients_do_not_depend_on_threads() {
         (depthwise, &planes, [9, 16, 5, 50]),
         (pointwise, &pw, [9, 16, 13, 13]),
         (dense, &dn, [9, 16, 13, 13]),
+        // Read at tap offsets (on AVX-512).
+        (dense, &dn, [3, 16, 29, 28]),
     ];
     for (op, conv, shape) in cases {
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
