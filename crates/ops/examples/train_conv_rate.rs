@@ -6,7 +6,8 @@
 //! against bf16; `DW=1`: stride-1
 //! and stride-2 depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane
 //! by plane; `TAPS=1`: ResNet-50's layers with the input gradient too, stride-1 dense layers
-//! unfolded against read at tap offsets (`train::set_train_taps`; with `F32=1` in f32).
+//! unfolded against read at tap offsets (`train::set_train_taps`). `F32=1` (but for `DTYPE`):
+//! f32 products.
 
 use std::time::Instant;
 
@@ -39,7 +40,7 @@ fn main() {
     let dtype = std::env::var("DTYPE").is_ok_and(|v| v == "1");
     let dw = std::env::var("DW").is_ok_and(|v| v == "1");
     let taps = std::env::var("TAPS").is_ok_and(|v| v == "1");
-    if taps && std::env::var("F32").is_ok_and(|v| v == "1") {
+    if std::env::var("F32").is_ok_and(|v| v == "1") {
         precision::use_kernel(None).expect("f32");
     }
     // (name, c, c, kernel, map): stride-1 depthwise layers at 224 px.
