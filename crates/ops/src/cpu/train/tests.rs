@@ -423,7 +423,11 @@ fn max_pool_training_matches_burn() {
             .require_grad();
         let y = max_pool(&pool, x.clone()).expect("op applies");
         let dx = x.grad(&y.sum().backward()).expect("dx");
-        assert_eq!(dx.into_data().try_to_vec::<f32>().expect("f32"), want, "{v:?}");
+        assert_eq!(
+            dx.into_data().try_to_vec::<f32>().expect("f32"),
+            want,
+            "{v:?}"
+        );
     }
 }
 
