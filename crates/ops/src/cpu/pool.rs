@@ -35,15 +35,17 @@ pub(crate) struct Geom {
 }
 
 impl Geom {
-    /// `pool` over `[h, w]` planes where the kernels apply: explicit padding smaller than the
-    /// window (a window entirely in the padding would have no input to take its max from), no
-    /// dilation, floor mode.
+    /// `pool` over `[h, w]` planes where the kernels apply: non-empty planes, explicit padding
+    /// smaller than the window (a window entirely in the padding would have no input to take
+    /// its max from), no dilation, floor mode.
     pub(crate) fn new(pool: &MaxPool2d, [h, w]: [usize; 2]) -> Option<Geom> {
         let ([kh, kw], [sh, sw]) = (pool.kernel_size, pool.stride);
         let PaddingConfig2d::Explicit(pt, pl, pb, pr) = pool.padding else {
             return None;
         };
-        let fits = pool.dilation == [1, 1]
+        let fits = h > 0
+            && w > 0
+            && pool.dilation == [1, 1]
             && !pool.ceil_mode
             && sh > 0
             && sw > 0

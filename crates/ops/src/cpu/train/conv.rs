@@ -268,7 +268,8 @@ impl Dense {
             None => return None,
         };
         let ([kh, kw], [pt, pl], [pb, pr]) = (self.k, self.pad, self.pad_end);
-        let small = self.pix() < TAPS_MIN_PIX;
+        // No channels: nothing for the kernels to write (the unfolded path zeroes).
+        let small = self.pix() < TAPS_MIN_PIX || self.c_in == 0 || self.c_out == 0;
         if self.s != [1, 1] || small || !TRAIN_TAPS.on() || pt.max(pb) >= kh || pl.max(pr) >= kw {
             return None;
         }
@@ -358,6 +359,7 @@ impl Dense {
 /// The weight `[c_out, c_in, kh, kw]` as the input gradient's `[c_in, c_out, kh, kw]`, each
 /// kernel turned by 180 degrees: `dX = conv(dY, flipped)` at stride 1 (see
 /// [`Dense::tap_grids`]).
+#[cfg(target_arch = "x86_64")]
 fn flipped_weights(w: &[f32], [c_out, c_in, taps]: [usize; 3]) -> Vec<f32> {
     let mut f = vec![0f32; c_in * c_out * taps];
     for (co, kernels) in w.chunks_exact(c_in * taps).take(c_out).enumerate() {
@@ -376,6 +378,7 @@ fn flipped_weights(w: &[f32], [c_out, c_in, taps]: [usize; 3]) -> Vec<f32> {
 /// train_conv_rate`, AMD EPYC), bf16: 56x56 1.20-1.27x, 28x28 1.06-1.09x, 14x14 1.00-1.01x,
 /// 7x7 0.82x (the grid's dropped columns are 29 % of a 7x7 map's work, and both packed
 /// weights are made every step); f32: 56x56 1.14-1.34x, 28x28 1.01-1.09x, 14x14 0.93-0.97x.
+#[cfg(target_arch = "x86_64")]
 const TAPS_MIN_PIX: usize = 28 * 28;
 
 /// `[n, m, oh, ow]`: the stride-1 convolution over `taps` of the `n` images `[c, h, w]` in
@@ -415,8 +418,8 @@ fn tap_conv(
 static TRAIN_TAPS: crate::kernel::Switch =
     crate::kernel::Switch::new(true, Some("COMMITTEE_TRAIN_TAPS"));
 
-/// Turns the tap-offset bf16 convolutions of stride-1 training layers on or off for the
-/// process, over `COMMITTEE_TRAIN_TAPS` (to time the two in one process:
+/// Turns the tap-offset convolutions of stride-1 training layers (both precisions) on or off
+/// for the process, over `COMMITTEE_TRAIN_TAPS` (to time the two in one process:
 /// `examples/ab_train.rs` in committee-train, switch `train-taps`).
 pub fn set_train_taps(on: bool) {
     TRAIN_TAPS.set(on)
