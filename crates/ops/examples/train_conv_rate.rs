@@ -7,7 +7,8 @@
 //! and stride-2 depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane
 //! by plane; `TAPS=1`: ResNet-50's layers with the input gradient too, stride-1 dense layers
 //! unfolded against read at tap offsets (`train::set_train_taps`). `F32=1` (but for `DTYPE`):
-//! f32 products.
+//! f32 products. `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
+//! and input gradient, committee's against Burn's (`train::set_max_pool`).
 
 use std::time::Instant;
 
@@ -37,6 +38,9 @@ fn main() {
     };
     let (n, reps) = (env("N", 8), env("REPS", 7));
     let dev = Device::flex().autodiff();
+    if std::env::var("POOL").is_ok_and(|v| v == "1") {
+        return stem_pool(&dev, n, reps);
+    }
     let dtype = std::env::var("DTYPE").is_ok_and(|v| v == "1");
     let dw = std::env::var("DW").is_ok_and(|v| v == "1");
     let taps = std::env::var("TAPS").is_ok_and(|v| v == "1");
@@ -162,4 +166,31 @@ fn main() {
             best[0] / best[1]
         );
     }
+}
+
+/// ResNet's stem pool, forward and input gradient, Burn's against committee's, alternated.
+fn stem_pool(dev: &Device, n: usize, reps: usize) {
+    use burn::nn::pool::MaxPool2dConfig;
+    let pool = MaxPool2dConfig::new([3, 3])
+        .with_strides([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init();
+    let x = Tensor::<4>::random([n, 64, 112, 112], Distribution::Normal(0.0, 1.0), dev);
+    let x = x.require_grad();
+    let mut best = [f64::MAX; 2];
+    for rep in 0..2 * reps {
+        let on = rep % 2 == 1;
+        train::set_max_pool(on);
+        let s = Instant::now();
+        let y = committee_ops::pool::max_pool(&pool, x.clone());
+        let g = y.sum().backward();
+        std::hint::black_box(x.grad(&g).expect("dx"));
+        best[on as usize] = best[on as usize].min(s.elapsed().as_secs_f64());
+    }
+    println!(
+        "stem pool 64x112x112 b{n}: Burn's {:.2} ms, committee's {:.2} ms ({:.2}x)",
+        best[0] * 1e3,
+        best[1] * 1e3,
+        best[0] / best[1]
+    );
 }
