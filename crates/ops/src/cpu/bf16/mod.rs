@@ -238,6 +238,37 @@ fn zero_padding(panel: &mut [MaybeUninit<u16>], rows: usize, k: usize, [seg, k_p
     }
 }
 
+/// The inner dimension of a packed operand made of segments (one per image, see
+/// [`PackedA::pack_segments`] and [`PackedB::pack_transposed_segments`]).
+struct Segments {
+    /// One segment's `k`, rounded up to 32.
+    seg: usize,
+    /// All segments' padded length.
+    k_pad: usize,
+    /// The operand's `k`: the segment's own for one segment, else the padded whole (the
+    /// zeros between segments are part of it).
+    k_all: usize,
+}
+
+impl Segments {
+    /// The layout of `segs`, after checking that each holds `lines` lines of `k` values `ld`
+    /// apart: the rows of a left operand, the columns of a right one (`[side, line]`).
+    fn check(segs: &[&[f32]], lines: usize, k: usize, ld: usize, names: [&str; 2]) -> Segments {
+        let [side, line] = names;
+        assert!(ld >= k, "{line} stride shorter than a {line}");
+        for src in segs {
+            assert!(
+                lines == 0 || src.len() >= (lines - 1) * ld + k,
+                "{side} operand too short"
+            );
+        }
+        let seg = k.div_ceil(BLOCK) * BLOCK;
+        let k_pad = segs.len() * seg;
+        let k_all = if segs.len() == 1 { k } else { k_pad };
+        Segments { seg, k_pad, k_all }
+    }
+}
+
 /// The left operand `[m, k]` in bf16: `k_pad` columns (a multiple of 32, zeros past `k`),
 /// `m_pad` rows (a multiple of 32, zero rows past `m`), laid out in tiles (see [`a_offset`]).
 pub struct PackedA {
@@ -266,15 +297,8 @@ impl PackedA {
     /// as one product (with [`PackedB::pack_transposed_segments`]). One segment is
     /// [`PackedA::pack_strided`].
     pub fn pack_segments(segs: &[&[f32]], m: usize, k: usize, ld: usize) -> PackedA {
-        assert!(ld >= k, "row stride shorter than a row");
-        for src in segs {
-            assert!(
-                m == 0 || src.len() >= (m - 1) * ld + k,
-                "left operand too short"
-            );
-        }
-        let seg = k.div_ceil(BLOCK) * BLOCK;
-        let (m_pad, k_pad) = (m.div_ceil(BLOCK) * BLOCK, segs.len() * seg);
+        let Segments { seg, k_pad, k_all } = Segments::check(segs, m, k, ld, ["left", "row"]);
+        let m_pad = m.div_ceil(BLOCK) * BLOCK;
         let len = m_pad * k_pad;
         let mut data = Vec::with_capacity(len);
         if k > 0 {
@@ -299,8 +323,12 @@ impl PackedA {
         // SAFETY: every panel's rows were converted and its padding zeroed (`zero_padding`),
         // covering all `len` elements (none when `k` is 0).
         unsafe { data.set_len(len) };
-        let k = if segs.len() == 1 { k } else { k_pad };
-        PackedA { data, m, k, k_pad }
+        PackedA {
+            data,
+            m,
+            k: k_all,
+            k_pad,
+        }
     }
 
     /// Packs the transpose of the row-major `[k, m]` matrix in `src` (a weight gradient's
@@ -441,16 +469,8 @@ impl PackedB {
     /// each padded with zeros to `seg = k` rounded up to 32: the right operand of
     /// [`PackedA::pack_segments`]'s product. One segment is [`PackedB::pack_transposed`].
     pub fn pack_transposed_segments(segs: &[&[f32]], k: usize, n: usize, ld: usize) -> PackedB {
-        assert!(ld >= k, "column stride shorter than a column");
-        for src in segs {
-            assert!(
-                n == 0 || src.len() >= (n - 1) * ld + k,
-                "right operand too short"
-            );
-        }
-        let seg = k.div_ceil(BLOCK) * BLOCK;
-        let (n_pad, k_pad) = (n.div_ceil(BLOCK) * BLOCK, segs.len() * seg);
-        let k_all = if segs.len() == 1 { k } else { k_pad };
+        let Segments { seg, k_pad, k_all } = Segments::check(segs, n, k, ld, ["right", "column"]);
+        let n_pad = n.div_ceil(BLOCK) * BLOCK;
         if n == 0 || k == 0 {
             return PackedB {
                 data: vec![0u16; n_pad * k_pad],

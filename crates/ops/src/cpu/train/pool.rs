@@ -60,7 +60,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
         let (x, y, g) = ops.state;
         let shape = x.layout().shape().clone();
         let ([h, w], [oh, ow]) = (g.hw, g.o);
-        let mut dx = vec![0f32; h * w * (slice(&x).len() / (h * w).max(1))];
+        let mut dx = vec![0f32; slice(&x).len()];
         dx.par_chunks_mut(h * w)
             .zip(slice(&x).par_chunks(h * w))
             .zip(

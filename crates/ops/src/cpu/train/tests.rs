@@ -408,11 +408,10 @@ fn max_pool_training_matches_burn() {
         let burn = pool.forward(x.clone());
         assert_grads_match(&format!("{k}x{k} s{s} p{p}"), &x, &[], ours, burn, 1e-6);
     }
-    let pool = MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init();
-    let pool = burn::nn::pool::MaxPool2d {
-        padding: PaddingConfig2d::Explicit(0, 0, 0, 0),
-        ..pool
-    };
+    let pool = MaxPool2dConfig::new([2, 2])
+        .with_strides([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(0, 0, 0, 0))
+        .init();
     let nan = f32::NAN;
     for (v, want) in [
         ([1.0, nan, 3.0, nan], [0.0, 0.0, 0.0, 1.0]),
