@@ -7,7 +7,9 @@
 //! and stride-2 depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane
 //! by plane; `TAPS=1`: ResNet-50's layers with the input gradient too, stride-1 dense layers
 //! unfolded against read at tap offsets (`train::set_train_taps`). `F32=1` (but for `DTYPE`):
-//! f32 products. `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
+//! f32 products. `WGRAD=1`: ResNet-50's layers, f32 weight gradients through the `gemm` crate
+//! against dot products (`train::set_weight_grad_dots`); `FWD=1`: the forward alone.
+//! `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
 //! and input gradient, committee's against Burn's (`train::set_max_pool`).
 
 use std::time::Instant;
@@ -44,6 +46,12 @@ fn main() {
     let dtype = std::env::var("DTYPE").is_ok_and(|v| v == "1");
     let dw = std::env::var("DW").is_ok_and(|v| v == "1");
     let taps = std::env::var("TAPS").is_ok_and(|v| v == "1");
+    let wgrad = std::env::var("WGRAD").is_ok_and(|v| v == "1");
+    if wgrad {
+        precision::use_kernel(None).expect("f32");
+    }
+    // `FWD=1`: the forward alone (no backward), to tell its share from the gradients'.
+    let fwd_only = std::env::var("FWD").is_ok_and(|v| v == "1");
     if std::env::var("F32").is_ok_and(|v| v == "1") {
         precision::use_kernel(None).expect("f32");
     }
@@ -86,7 +94,9 @@ fn main() {
     // (name, c_in, c_out, kernel, map): ResNet-50's layers at 224 px.
     let resnet = [
         ("l1 3x3", 64, 64, 3, 56),
+        ("l1 1x1 in", 256, 64, 1, 56),
         ("l2 3x3", 128, 128, 3, 28),
+        ("l2 1x1 in", 512, 128, 1, 28),
         ("l3 3x3", 256, 256, 3, 14),
         ("l3 1x1 in", 1024, 256, 1, 14),
         ("l4 3x3", 512, 512, 3, 7),
@@ -132,13 +142,18 @@ fn main() {
                 (true, _) => train::set_depthwise_planes(on),
                 (_, true) => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
                 _ if taps => train::set_train_taps(on),
+                _ if wgrad => train::set_weight_grad_dots(on),
                 _ => train::set_images_per_product(on),
             }
             let s = Instant::now();
             let y = train::conv2d(&conv, x.clone()).expect("applies");
-            let g = y.sum().backward();
-            let dw = conv.weight.val().grad(&g).expect("dw");
-            std::hint::black_box(dw);
+            if fwd_only {
+                std::hint::black_box(y.into_data());
+            } else {
+                let g = y.sum().backward();
+                let dw = conv.weight.val().grad(&g).expect("dw");
+                std::hint::black_box(dw);
+            }
             best[on as usize] = best[on as usize].min(s.elapsed().as_secs_f64());
         }
         println!(
@@ -149,6 +164,8 @@ fn main() {
                 "f32"
             } else if taps {
                 "unfolded"
+            } else if wgrad {
+                "gemm"
             } else {
                 "one image"
             },
@@ -159,6 +176,8 @@ fn main() {
                 "bf16"
             } else if taps {
                 "taps"
+            } else if wgrad {
+                "dots"
             } else {
                 "several"
             },

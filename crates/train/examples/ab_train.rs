@@ -7,8 +7,9 @@
 //! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last) or
 //! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair)
 //! or `train-taps` (stride-1 dense layers' forward and input gradient read at tap offsets
-//! against unfolded) or `max-pool` (max pooling with its own backward against Burn's;
-//! add `f32` as a fifth argument for f32 products). Each round
+//! against unfolded) or `max-pool` (max pooling with its own backward against Burn's) or
+//! `wgrad-dots` (f32 weight gradients of 1x1 and stride-1 layers as dot products against
+//! the `gemm` crate; with `f32`); add `f32` as a fifth argument for f32 products. Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the
 //! same minute of a host whose speed drifts.
 
@@ -34,9 +35,10 @@ fn main() {
         "transpose-registers" => committee_ops::cpu::bf16::set_transpose_in_registers,
         "train-taps" => train::set_train_taps,
         "max-pool" => train::set_max_pool,
+        "wgrad-dots" => train::set_weight_grad_dots,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps or max-pool"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool or wgrad-dots"
             );
             std::process::exit(2);
         }

@@ -280,6 +280,19 @@ impl Dense {
         fits.then_some((products, fwd, back))
     }
 
+    /// A stride-1 f32 layer's tap grid for its weight gradient as dot products
+    /// ([`super::wgrad`]: AVX-512, maps of 28x28 outputs or more, `COMMITTEE_F32_WGRAD_DOTS`),
+    /// any padding.
+    #[cfg(target_arch = "x86_64")]
+    fn dot_taps(&self) -> Option<Taps> {
+        if self.half.is_some() || self.s != [1, 1] || !super::wgrad::applies(self.pix()) {
+            return None;
+        }
+        let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
+        let taps = Taps::new(self.c_in, [self.h, self.w], self.k, [pt, pb, pl, pr]);
+        ([taps.oh, taps.ow] == self.out).then_some(taps)
+    }
+
     /// Unfolds one image into `col`, whose rows are `stride` long; the image's columns start
     /// at `offset` in each row (0 for one image alone, `i * pix` in the whole batch's).
     pub(crate) fn unfold(&self, x: &[f32], col: &mut [f32], stride: usize, offset: usize) {
@@ -439,6 +452,17 @@ impl Backward<Flex, 2> for DenseBackward {
         let (kk, pix) = (d.taps(), d.pix());
         let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
         let [kh, kw] = d.k;
+        #[cfg(target_arch = "x86_64")]
+        let node_w = match (node_w, d.dot_taps()) {
+            (Some(node), Some(taps)) => {
+                // f32, stride 1: dot products over the padded image at the taps' offsets.
+                let dw = super::wgrad::taps_weight_grad(&taps, xs, dys, d.c_out, d.n);
+                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
+                grads.register::<Flex>(node.id, dw);
+                None
+            }
+            (node, _) => node,
+        };
         if let Some(node) = node_w {
             // dW = sum_i dY[i] col(X[i])^T, image after image into one accumulator (a fixed
             // order: the same bits for any thread count), each product split over the
@@ -545,6 +569,18 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let (x, w, d) = ops.state;
         let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
         let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
+        #[cfg(target_arch = "x86_64")]
+        let node_w = match node_w {
+            Some(node) if d.half.is_none() && super::wgrad::applies(d.hw()) => {
+                // f32: dot products over both operands in place.
+                let dims = [d.n, d.c_in, d.c_out, d.hw()];
+                let dw = super::wgrad::pointwise_weight_grad(xs, dys, dims);
+                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
+                grads.register::<Flex>(node.id, dw);
+                None
+            }
+            node => node,
+        };
         if let Some(node) = node_w {
             // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count);
             // under bf16, the images of a small map several at a time.

@@ -48,6 +48,8 @@ mod pool;
 #[cfg(test)]
 mod tests;
 mod unary;
+#[cfg(target_arch = "x86_64")]
+mod wgrad;
 
 pub use attention::attention;
 pub use conv::{dense, pointwise, set_bf16_everywhere, set_train_taps};
@@ -62,6 +64,8 @@ use linear::linear_in;
 pub use norm::batch_norm;
 pub use pool::{max_pool, set_max_pool};
 pub use unary::activation;
+#[cfg(target_arch = "x86_64")]
+pub use wgrad::set_weight_grad_dots;
 
 type Ad = Autodiff<Flex, NoCheckpointing>;
 

@@ -85,7 +85,8 @@ fn depthwise_training_takes_an_empty_batch() {
     }
 }
 
-/// The 1x1 op's output and gradients equal Burn's conv's, on maps down to 1x1.
+/// The 1x1 op's output and gradients equal Burn's conv's, on maps down to 1x1 and up to
+/// the weight gradient's dot products (`wgrad`).
 #[test]
 fn pointwise_training_matches_burns_conv() {
     let dev = Device::flex().autodiff();
@@ -93,6 +94,8 @@ fn pointwise_training_matches_burns_conv() {
         (8, 24, 5, 7, PaddingConfig2d::Valid),
         (24, 8, 1, 1, PaddingConfig2d::Same),
         (16, 16, 3, 2, PaddingConfig2d::Explicit(0, 0, 0, 0)),
+        // 28x28 pixels or more: the f32 weight gradient as dot products on AVX-512.
+        (13, 37, 28, 29, PaddingConfig2d::Valid),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [1, 1])
             .with_padding(pad)
@@ -254,8 +257,9 @@ fn gradients_do_not_depend_on_threads() {
         (depthwise, &planes, [9, 16, 5, 50]),
         (pointwise, &pw, [9, 16, 13, 13]),
         (dense, &dn, [9, 16, 13, 13]),
-        // Read at tap offsets (on AVX-512).
+        // Read at tap offsets, weight gradients as dot products (on AVX-512).
         (dense, &dn, [3, 16, 29, 28]),
+        (pointwise, &pw, [3, 16, 29, 28]),
     ];
     for (op, conv, shape) in cases {
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);

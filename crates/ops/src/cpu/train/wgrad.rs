@@ -1,0 +1,391 @@
+//! f32 weight gradients of 1x1 and stride-1 dense convolutions as dot products over pixels,
+//! read where the values lie (AVX-512): `dW[o][j] = sum_i sum_k dY_i[o][k] * X_i[j][k]`,
+//! where row `j` of the input is a channel (1x1) or a channel read at one tap's offset in the
+//! zero-padded image (the tap grid of [`crate::cpu::bf16::taps`]).
+//!
+//! Why: through the `gemm` crate a 3x3 layer's weight gradient first unfolded every image
+//! (nine copies of each value: 58 MB per step for ResNet's 64-channel 56x56 layers at batch
+//! 8) and the crate then packed that again; the pass ran at ~40 % of the FMA rate (27 ms
+//! where the forward took 11). A 1x1 layer's product was one per image with only `h * w`
+//! terms each, its output read and written again per image. Here both operands are rows of
+//! pixels in memory (the image padded once, the output gradient laid on the grid once), each
+//! register tile a 4 x 6 block of `dW` summed lane-wise over every pixel block.
+
+use super::*;
+use crate::cpu::bf16::taps::Taps;
+
+/// Output-gradient rows (`o`) per register tile.
+const MR: usize = 4;
+/// Input rows (`j`: channel and tap) per register tile.
+const NR: usize = 6;
+/// Rows of `o` and of `j` per task: a task's tiles share these rows while they are in cache.
+const TASK_O: usize = 8 * MR;
+const TASK_J: usize = 16 * NR;
+/// Pixels per block: the task's rows over one block (`TASK_O + TASK_J` rows, 512 KB at most)
+/// stay in L2 while its tiles meet them.
+const BLOCK: usize = 1024;
+
+/// The operands of [`weight_grad`]: `n` images, rows `len` floats long.
+pub(crate) struct Rows<'a> {
+    /// Output gradient: row `o < m` of image `i` at `i * a_img + o * a_row`.
+    pub(crate) a: &'a [f32],
+    pub(crate) a_img: usize,
+    pub(crate) a_row: usize,
+    pub(crate) m: usize,
+    /// Input: row `j` of image `i` at `i * b_img + b_rows[j]`.
+    pub(crate) b: &'a [f32],
+    pub(crate) b_img: usize,
+    pub(crate) b_rows: Vec<usize>,
+    pub(crate) len: usize,
+    pub(crate) n: usize,
+}
+
+/// Whether a layer with `pix` output pixels per image takes [`weight_grad`]: on AVX-512,
+/// switched on, and on maps of [`MIN_PIX`] pixels or more.
+pub(crate) fn applies(pix: usize) -> bool {
+    pix >= MIN_PIX && Isa::get().avx512() && DOTS.on()
+}
+
+/// The smallest map (output pixels per image) whose weight gradient runs as dot products.
+/// Why: each `dW` element ends in a sum of its 16 lanes and its tiles' accumulators pass
+/// through memory once per block, costs the `gemm` crate's outer products do not have, paid
+/// back only over many pixels. ResNet-50's layers at batch 8, forward and weight gradient,
+/// f32, 2 threads, alternated (`WGRAD=1 ... --example train_conv_rate`, AMD EPYC Zen 4):
+/// 56x56 3x3 1.41x, 1x1 1.50-2.06x; 28x28 3x3 1.03-1.04x, 1x1 1.13-1.16x; 14x14 3x3 0.90x,
+/// 1x1 0.95-1.07x; 7x7 0.65-0.70x.
+const MIN_PIX: usize = 28 * 28;
+
+static DOTS: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_F32_WGRAD_DOTS"));
+
+/// Turns the dot-product f32 weight gradients of 1x1 and stride-1 dense training layers on
+/// or off for the process, over `COMMITTEE_F32_WGRAD_DOTS` (off: the `gemm` crate over the
+/// unfolded image), to time the two in one process (`examples/ab_train.rs` in committee-train,
+/// switch `wgrad-dots`).
+pub fn set_weight_grad_dots(on: bool) {
+    DOTS.set(on)
+}
+
+/// A part of one image's rows summed in one go: pixels `k0..k0 + len` of image `img`.
+#[derive(Clone, Copy)]
+struct Piece {
+    a: usize,
+    b: usize,
+    len: usize,
+}
+
+/// `[m, b_rows.len()]`: each `dW[o][j]` summed over images and pixels in a fixed order (by
+/// blocks of pixels in image order, lane by lane, the lanes last): the same bits for any
+/// thread count.
+pub(crate) fn weight_grad(r: &Rows) -> Vec<f32> {
+    let (m, nj) = (r.m, r.b_rows.len());
+    assert!(Isa::get().avx512(), "AVX-512 unavailable");
+    if m == 0 || nj == 0 {
+        return vec![0.0; m * nj];
+    }
+    if r.n > 0 && r.len > 0 {
+        let last = r.n - 1;
+        assert!(
+            last * r.a_img + (m - 1) * r.a_row + r.len <= r.a.len(),
+            "dY too short"
+        );
+        let far = r.b_rows.iter().max().copied().unwrap_or(0);
+        assert!(last * r.b_img + far + r.len <= r.b.len(), "X too short");
+    }
+    // Pieces of at most `BLOCK` pixels, gathered into blocks of at most `BLOCK` in image order.
+    let mut blocks: Vec<Vec<Piece>> = Vec::new();
+    let mut filled = BLOCK;
+    for i in 0..r.n {
+        for k0 in (0..r.len).step_by(BLOCK) {
+            let len = (r.len - k0).min(BLOCK);
+            if filled + len > BLOCK {
+                blocks.push(Vec::new());
+                filled = 0;
+            }
+            filled += len;
+            let piece = Piece {
+                a: i * r.a_img + k0,
+                b: i * r.b_img + k0,
+                len,
+            };
+            blocks.last_mut().expect("pushed").push(piece);
+        }
+    }
+    let (to, tj) = (m.div_ceil(TASK_O), nj.div_ceil(TASK_J));
+    let parts: Vec<Vec<f32>> = (0..to * tj)
+        .into_par_iter()
+        .map(|task| task_sums(r, &blocks, task / tj * TASK_O, task % tj * TASK_J))
+        .collect();
+    let mut dw = vec![0f32; m * nj];
+    for (task, part) in parts.iter().enumerate() {
+        let (o0, j0) = (task / tj * TASK_O, task % tj * TASK_J);
+        let cols = (nj - j0).min(TASK_J);
+        for (row, src) in dw
+            .chunks_exact_mut(nj)
+            .skip(o0)
+            .zip(part.chunks_exact(cols))
+        {
+            row[j0..j0 + cols].copy_from_slice(src);
+        }
+    }
+    dw
+}
+
+/// One task's block of `dW` (rows `o0..`, columns `j0..`, up to `TASK_O x TASK_J`), row-major.
+fn task_sums(r: &Rows, blocks: &[Vec<Piece>], o0: usize, j0: usize) -> Vec<f32> {
+    let rows = (r.m - o0).min(TASK_O);
+    let cols = (r.b_rows.len() - j0).min(TASK_J);
+    let (ti, tj) = (rows.div_ceil(MR), cols.div_ceil(NR));
+    // Each tile's 24 accumulators between blocks, 16 lanes each.
+    let mut acc = vec![0f32; ti * tj * MR * NR * 16];
+    for block in blocks {
+        for t in 0..tj {
+            // Rows past the task's end repeat its first (their sums are dropped).
+            let b: [usize; NR] = std::array::from_fn(|q| {
+                let j = t * NR + q;
+                r.b_rows[j0 + if j < cols { j } else { 0 }]
+            });
+            for s in 0..ti {
+                let a: [usize; MR] = std::array::from_fn(|q| {
+                    let o = s * MR + q;
+                    (o0 + if o < rows { o } else { 0 }) * r.a_row
+                });
+                let at = (s * tj + t) * MR * NR * 16;
+                let acc = &mut acc[at..at + MR * NR * 16];
+                // SAFETY: AVX-512 is available (asserted by `weight_grad`); every row of every
+                // piece lies inside `a` and `b` (asserted there: the farthest row of the last
+                // image plus `len`), and the masked tails read no further than `len`.
+                unsafe { tile(r, a, b, block, acc) };
+            }
+        }
+    }
+    let mut out = vec![0f32; rows * cols];
+    for (o, row) in out.chunks_exact_mut(cols).enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            let at = ((o / MR * tj + j / NR) * MR * NR + (o % MR) * NR + j % NR) * 16;
+            *v = acc[at..at + 16].iter().sum();
+        }
+    }
+    out
+}
+
+/// `acc[q][p] (16 lanes) += sum over the pieces of A row q * B row p`, lane by lane: rows at
+/// `a[q] + piece.a` in `r.a` and `b[p] + piece.b` in `r.b`.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile(r: &Rows, a: [usize; MR], b: [usize; NR], pieces: &[Piece], acc: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(acc.len() >= MR * NR * 16);
+    // SAFETY (whole body): the caller checked the bounds.
+    unsafe {
+        let accp = acc.as_mut_ptr();
+        let mut s: [[__m512; NR]; MR] = std::array::from_fn(|q| {
+            std::array::from_fn(|p| _mm512_loadu_ps(accp.add((q * NR + p) * 16)))
+        });
+        let (ab, bb) = (r.a.as_ptr(), r.b.as_ptr());
+        for piece in pieces {
+            let ap: [*const f32; MR] = std::array::from_fn(|q| ab.add(a[q] + piece.a));
+            let bp: [*const f32; NR] = std::array::from_fn(|p| bb.add(b[p] + piece.b));
+            let full = piece.len / 16;
+            for k in (0..full).map(|v| v * 16) {
+                let x: [__m512; MR] = std::array::from_fn(|q| _mm512_loadu_ps(ap[q].add(k)));
+                for (p, bp) in bp.iter().enumerate() {
+                    let y = _mm512_loadu_ps(bp.add(k));
+                    for (s, x) in s.iter_mut().zip(&x) {
+                        s[p] = _mm512_fmadd_ps(*x, y, s[p]);
+                    }
+                }
+            }
+            let tail = piece.len % 16;
+            if tail > 0 {
+                let k = full * 16;
+                let mask = ((1u32 << tail) - 1) as __mmask16;
+                let x: [__m512; MR] =
+                    std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask, ap[q].add(k)));
+                for (p, bp) in bp.iter().enumerate() {
+                    let y = _mm512_maskz_loadu_ps(mask, bp.add(k));
+                    for (s, x) in s.iter_mut().zip(&x) {
+                        s[p] = _mm512_fmadd_ps(*x, y, s[p]);
+                    }
+                }
+            }
+        }
+        for (q, s) in s.iter().enumerate() {
+            for (p, v) in s.iter().enumerate() {
+                _mm512_storeu_ps(accp.add((q * NR + p) * 16), *v);
+            }
+        }
+    }
+}
+
+/// `dW [m, c, kh, kw]` of a stride-1 convolution over `taps` (the images' padded grid) of
+/// `images [n, c, h, w]` with output gradient `dy [n, m, oh, ow]`. The images are zero-padded
+/// and flattened (each channel's grid and `kw - 1` more columns: every tap's reach), `dy`
+/// laid on the grid (`wp - ow` zeros after each row), and each input row is a channel at one
+/// tap's offset (`c * taps + tap`, the weight's order).
+pub(crate) fn taps_weight_grad(
+    taps: &Taps,
+    images: &[f32],
+    dy: &[f32],
+    m: usize,
+    n: usize,
+) -> Vec<f32> {
+    let (c, h, w, wp, oh, ow) = (taps.c, taps.h, taps.w, taps.wp, taps.oh, taps.ow);
+    let reach = taps.offs.iter().max().copied().unwrap_or(0);
+    let (grid, plane) = (oh * wp, oh * wp + reach);
+    let mut x = vec![0f32; n * c * plane];
+    if plane > 0 {
+        x.par_chunks_mut(plane).enumerate().for_each(|(p, dst)| {
+            crate::cpu::conv_taps::grid_columns(&images[p * h * w..][..h * w], taps, 0, dst);
+        });
+    }
+    let mut g = vec![0f32; n * m * grid];
+    if grid > 0 && ow > 0 {
+        g.par_chunks_mut(grid).enumerate().for_each(|(p, dst)| {
+            let src = dy[p * oh * ow..][..oh * ow].chunks_exact(ow);
+            for (src, dst) in src.zip(dst.chunks_exact_mut(wp)) {
+                dst[..ow].copy_from_slice(src);
+            }
+        });
+    }
+    let b_rows = (0..c)
+        .flat_map(|ch| taps.offs.iter().map(move |off| ch * plane + off))
+        .collect();
+    weight_grad(&Rows {
+        a: &g,
+        a_img: m * grid,
+        a_row: grid,
+        m,
+        b: &x,
+        b_img: c * plane,
+        b_rows,
+        len: grid,
+        n,
+    })
+}
+
+/// `dW [m, c]` of a 1x1 stride-1 convolution of `x [n, c, hw]` with output gradient
+/// `dy [n, m, hw]`: both read in place.
+pub(crate) fn pointwise_weight_grad(x: &[f32], dy: &[f32], [n, c, m, hw]: [usize; 4]) -> Vec<f32> {
+    weight_grad(&Rows {
+        a: dy,
+        a_img: m * hw,
+        a_row: hw,
+        m,
+        b: x,
+        b_img: c * hw,
+        b_rows: (0..c).map(|ch| ch * hw).collect(),
+        len: hw,
+        n,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uniform values in [-1, 1) from a fixed seed (an LCG: no dependence on `rand`'s
+    /// streams).
+    fn values(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `dW [m, c, kh, kw]` of a stride-1 convolution by its definition, in f64:
+    /// `sum over i, o pixels (oy, ox) of dY[i][o][oy][ox] * X[i][c][oy + ky - pt][ox + kx - pl]`.
+    fn definition(
+        x: &[f32],
+        dy: &[f32],
+        [n, c, h, w]: [usize; 4],
+        [m, kh, kw]: [usize; 3],
+        [pt, pl]: [usize; 2],
+        [oh, ow]: [usize; 2],
+    ) -> Vec<f64> {
+        let mut dw = vec![0f64; m * c * kh * kw];
+        for (i, o, ch, ky, kx) in (0..n).flat_map(|i| {
+            (0..m).flat_map(move |o| {
+                (0..c).flat_map(move |ch| {
+                    (0..kh).flat_map(move |ky| (0..kw).map(move |kx| (i, o, ch, ky, kx)))
+                })
+            })
+        }) {
+            let mut sum = 0f64;
+            for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
+                let (iy, ix) = ((oy + ky).wrapping_sub(pt), (ox + kx).wrapping_sub(pl));
+                if iy < h && ix < w {
+                    let g = dy[((i * m + o) * oh + oy) * ow + ox] as f64;
+                    sum += g * x[((i * c + ch) * h + iy) * w + ix] as f64;
+                }
+            }
+            dw[((o * c + ch) * kh + ky) * kw + kx] += sum;
+        }
+        dw
+    }
+
+    fn assert_close(ours: &[f32], want: &[f64], what: &str) {
+        assert_eq!(ours.len(), want.len(), "{what}");
+        let scale = want.iter().fold(1e-3f64, |a, v| a.max(v.abs()));
+        for (k, (o, r)) in ours.iter().zip(want).enumerate() {
+            let d = (*o as f64 - r).abs() / scale;
+            assert!(d < 1e-5, "{what}: element {k}: {o} against {r}");
+        }
+    }
+
+    /// Weight gradients read at tap offsets equal the definition: rows longer than a block
+    /// (split into pieces), rows short enough for several images per block, output and input
+    /// rows past whole tiles and past one task, uneven padding, a 5x5 kernel, a 1x1 one.
+    #[test]
+    fn tap_weight_gradients_match_the_definition() {
+        if !Isa::get().avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        let cases = [
+            // (n, c, m, [h, w], [kh, kw], [pt, pb, pl, pr])
+            (3, 5, 7, [33, 34], [3, 3], [1, 1, 1, 1]),
+            (2, 13, 37, [6, 5], [3, 3], [1, 1, 1, 1]),
+            (2, 4, 6, [9, 8], [5, 5], [2, 0, 1, 2]),
+            (3, 3, 2, [4, 4], [1, 1], [0, 0, 0, 0]),
+            (2, 2, 3, [7, 9], [3, 3], [0, 0, 0, 0]),
+        ];
+        for (n, c, m, [h, w], [kh, kw], pads) in cases {
+            let taps = Taps::new(c, [h, w], [kh, kw], pads);
+            let (oh, ow) = (taps.oh, taps.ow);
+            let x = values(n * c * h * w, 1);
+            let dy = values(n * m * oh * ow, 2);
+            let ours = taps_weight_grad(&taps, &x, &dy, m, n);
+            let [pt, _, pl, _] = pads;
+            let want = definition(&x, &dy, [n, c, h, w], [m, kh, kw], [pt, pl], [oh, ow]);
+            assert_close(
+                &ours,
+                &want,
+                &format!("{n}x{c}x{h}x{w} -> {m}, {kh}x{kw} {pads:?}"),
+            );
+        }
+    }
+
+    /// 1x1 weight gradients read in place equal the definition, over rows longer than a block
+    /// and shorter than a vector, with output and input rows past one task.
+    #[test]
+    fn pointwise_weight_gradients_match_the_definition() {
+        if !Isa::get().avx512() {
+            eprintln!("skipped: this CPU has no AVX-512");
+            return;
+        }
+        for (n, c, m, hw) in [(3, 11, 9, 1100), (4, 101, 35, 7), (1, 1, 1, 16)] {
+            let x = values(n * c * hw, 3);
+            let dy = values(n * m * hw, 4);
+            let ours = pointwise_weight_grad(&x, &dy, [n, c, m, hw]);
+            let want = definition(&x, &dy, [n, c, hw, 1], [m, 1, 1], [0, 0], [hw, 1]);
+            assert_close(&ours, &want, &format!("{n}x{c}x{hw} -> {m}"));
+        }
+    }
+}
