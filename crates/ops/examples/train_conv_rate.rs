@@ -7,8 +7,9 @@
 //! and stride-2 depthwise layers of MobileNetV2 and EfficientNet-B0, channels-last against plane
 //! by plane; `TAPS=1`: ResNet-50's layers with the input gradient too, stride-1 dense layers
 //! unfolded against read at tap offsets (`train::set_train_taps`). `F32=1` (but for `DTYPE`):
-//! f32 products. `WGRAD=1`: ResNet-50's layers, f32 weight gradients through the `gemm` crate
-//! against dot products (`train::set_weight_grad_dots`); `FWD=1`: the forward alone.
+//! f32 products. `WGRAD=1`: ResNet-50's layers, weight gradients as matrix products against
+//! dot products (`train::set_weight_grad_dots`; bf16, or f32 with `F32=1`); `FWD=1`: the
+//! forward alone.
 //! `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
 //! and input gradient, committee's against Burn's (`train::set_max_pool`).
 
@@ -47,9 +48,6 @@ fn main() {
     let dw = std::env::var("DW").is_ok_and(|v| v == "1");
     let taps = std::env::var("TAPS").is_ok_and(|v| v == "1");
     let wgrad = std::env::var("WGRAD").is_ok_and(|v| v == "1");
-    if wgrad {
-        precision::use_kernel(None).expect("f32");
-    }
     // `FWD=1`: the forward alone (no backward), to tell its share from the gradients'.
     let fwd_only = std::env::var("FWD").is_ok_and(|v| v == "1");
     if std::env::var("F32").is_ok_and(|v| v == "1") {

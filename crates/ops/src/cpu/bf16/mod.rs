@@ -181,7 +181,7 @@ impl Elem for u16 {
 }
 
 /// `src` rounded to bf16 into `dst` (same length), vectorised where AVX512-BF16 exists.
-fn convert(src: &[f32], dst: &mut [u16]) {
+pub(crate) fn convert(src: &[f32], dst: &mut [u16]) {
     assert!(dst.len() >= src.len(), "destination too short");
     // SAFETY: `dst` holds `src.len()` elements.
     unsafe { convert_to(src, dst.as_mut_ptr()) }

@@ -280,12 +280,12 @@ impl Dense {
         fits.then_some((products, fwd, back))
     }
 
-    /// A stride-1 f32 layer's tap grid for its weight gradient as dot products
-    /// ([`super::wgrad`]: AVX-512, maps of 28x28 outputs or more, `COMMITTEE_F32_WGRAD_DOTS`),
-    /// any padding.
+    /// A stride-1 layer's tap grid for its weight gradient as dot products ([`super::wgrad`]:
+    /// f32 on AVX-512 or bf16 on AVX512-BF16, maps of 28x28 outputs or more,
+    /// `COMMITTEE_WGRAD_DOTS`), any padding.
     #[cfg(target_arch = "x86_64")]
     fn dot_taps(&self) -> Option<Taps> {
-        if self.half.is_some() || self.s != [1, 1] || !super::wgrad::applies(self.pix()) {
+        if self.s != [1, 1] || !super::wgrad::applies(self.half, self.pix()) {
             return None;
         }
         let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
@@ -455,8 +455,11 @@ impl Backward<Flex, 2> for DenseBackward {
         #[cfg(target_arch = "x86_64")]
         let node_w = match (node_w, d.dot_taps()) {
             (Some(node), Some(taps)) => {
-                // f32, stride 1: dot products over the padded image at the taps' offsets.
-                let dw = super::wgrad::taps_weight_grad(&taps, xs, dys, d.c_out, d.n);
+                // Stride 1: dot products over the padded image at the taps' offsets.
+                let dw = match d.half {
+                    None => super::wgrad::taps_weight_grad::<f32>(&taps, xs, dys, d.c_out, d.n),
+                    Some(_) => super::wgrad::taps_weight_grad::<u16>(&taps, xs, dys, d.c_out, d.n),
+                };
                 let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
                 grads.register::<Flex>(node.id, dw);
                 None
@@ -571,10 +574,10 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
         #[cfg(target_arch = "x86_64")]
         let node_w = match node_w {
-            Some(node) if d.half.is_none() && super::wgrad::applies(d.hw()) => {
-                // f32: dot products over both operands in place.
+            Some(node) if super::wgrad::applies(d.half, d.hw()) => {
+                // Dot products over both operands as they lie (in bf16: converted once).
                 let dims = [d.n, d.c_in, d.c_out, d.hw()];
-                let dw = super::wgrad::pointwise_weight_grad(xs, dys, dims);
+                let dw = super::wgrad::pointwise_weight_grad(xs, dys, dims, d.half.is_some());
                 let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
                 grads.register::<Flex>(node.id, dw);
                 None

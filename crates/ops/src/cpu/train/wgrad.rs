@@ -1,18 +1,23 @@
-//! f32 weight gradients of 1x1 and stride-1 dense convolutions as dot products over pixels,
-//! read where the values lie (AVX-512): `dW[o][j] = sum_i sum_k dY_i[o][k] * X_i[j][k]`,
-//! where row `j` of the input is a channel (1x1) or a channel read at one tap's offset in the
-//! zero-padded image (the tap grid of [`crate::cpu::bf16::taps`]).
+//! Weight gradients of 1x1 and stride-1 dense convolutions as dot products over pixels,
+//! read where the values lie (AVX-512; in f32, or in bf16 on AVX512-BF16 under `--dtype
+//! bf16`): `dW[o][j] = sum_i sum_k dY_i[o][k] * X_i[j][k]`, where row `j` of the input is a
+//! channel (1x1) or a channel read at one tap's offset in the zero-padded image (the tap grid
+//! of [`crate::cpu::bf16::taps`]).
 //!
-//! Why: through the `gemm` crate a 3x3 layer's weight gradient first unfolded every image
+//! Why: through a matrix product a 3x3 layer's weight gradient first unfolded every image
 //! (nine copies of each value: 58 MB per step for ResNet's 64-channel 56x56 layers at batch
-//! 8) and the crate then packed that again; the pass ran at ~40 % of the FMA rate (27 ms
-//! where the forward took 11). A 1x1 layer's product was one per image with only `h * w`
-//! terms each, its output read and written again per image. Here both operands are rows of
-//! pixels in memory (the image padded once, the output gradient laid on the grid once), each
-//! register tile a 4 x 6 block of `dW` summed lane-wise over every pixel block.
+//! 8) and then packed that again; in f32 the pass ran at ~40 % of the FMA rate (27 ms where
+//! the forward took 11), in bf16 at half the forward's rate. A 1x1 layer's f32 product was one
+//! per image with only `h * w` terms, its output read and written again per image. Here both
+//! operands are rows of pixels in memory (the image padded once, the output gradient laid on
+//! the grid once; in bf16 each converted once), each register tile a 4 x 6 block of `dW`
+//! summed lane-wise over every pixel block. `vdpbf16ps` pairs neighbouring pixels of both
+//! rows, so a tap's odd offset needs no realignment.
 
 use super::*;
+use crate::cpu::bf16::Bf16Kernel;
 use crate::cpu::bf16::taps::Taps;
+use std::arch::x86_64::*;
 
 /// Output-gradient rows (`o`) per register tile.
 const MR: usize = 4;
@@ -21,29 +26,89 @@ const NR: usize = 6;
 /// Rows of `o` and of `j` per task: a task's tiles share these rows while they are in cache.
 const TASK_O: usize = 8 * MR;
 const TASK_J: usize = 16 * NR;
-/// Pixels per block: the task's rows over one block (`TASK_O + TASK_J` rows, 512 KB at most)
-/// stay in L2 while its tiles meet them.
-const BLOCK: usize = 1024;
+/// Bytes of one row per block: the task's rows over one block (`TASK_O + TASK_J` rows, 512 KB
+/// at most) stay in L2 while its tiles meet them.
+const BLOCK_BYTES: usize = 4096;
 
-/// The operands of [`weight_grad`]: `n` images, rows `len` floats long.
-pub(crate) struct Rows<'a> {
+/// An element the tiles multiply: f32, or bf16 (`u16`) on AVX512-BF16.
+pub(crate) trait Elem: Copy + Send + Sync + 'static {
+    /// `acc[q][p] (16 f32 lanes) += sum over the pieces of A row q * B row p`.
+    ///
+    /// # Safety
+    /// The CPU has the kernel's features; every row of every piece lies inside `r.a` / `r.b`.
+    unsafe fn tile(
+        r: &Rows<Self>,
+        a: [usize; MR],
+        b: [usize; NR],
+        pieces: &[Piece],
+        acc: &mut [f32],
+    );
+
+    /// `dst` set from the f32 values `fill` writes (every element), through `buf` where the
+    /// element is not f32.
+    fn fill(dst: &mut [Self], buf: &mut Vec<f32>, fill: &dyn Fn(&mut [f32]));
+}
+
+impl Elem for f32 {
+    unsafe fn tile(
+        r: &Rows<f32>,
+        a: [usize; MR],
+        b: [usize; NR],
+        pieces: &[Piece],
+        acc: &mut [f32],
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { tile_f32(r, a, b, pieces, acc) }
+    }
+
+    fn fill(dst: &mut [f32], _: &mut Vec<f32>, fill: &dyn Fn(&mut [f32])) {
+        fill(dst)
+    }
+}
+
+impl Elem for u16 {
+    unsafe fn tile(
+        r: &Rows<u16>,
+        a: [usize; MR],
+        b: [usize; NR],
+        pieces: &[Piece],
+        acc: &mut [f32],
+    ) {
+        // SAFETY: the caller's contract.
+        unsafe { tile_bf16(r, a, b, pieces, acc) }
+    }
+
+    fn fill(dst: &mut [u16], buf: &mut Vec<f32>, fill: &dyn Fn(&mut [f32])) {
+        buf.resize(dst.len(), 0.0);
+        fill(buf);
+        crate::cpu::bf16::convert(buf, dst);
+    }
+}
+
+/// The operands of [`weight_grad`]: `n` images, rows `len` elements long.
+pub(crate) struct Rows<'a, T> {
     /// Output gradient: row `o < m` of image `i` at `i * a_img + o * a_row`.
-    pub(crate) a: &'a [f32],
+    pub(crate) a: &'a [T],
     pub(crate) a_img: usize,
     pub(crate) a_row: usize,
     pub(crate) m: usize,
     /// Input: row `j` of image `i` at `i * b_img + b_rows[j]`.
-    pub(crate) b: &'a [f32],
+    pub(crate) b: &'a [T],
     pub(crate) b_img: usize,
     pub(crate) b_rows: Vec<usize>,
     pub(crate) len: usize,
     pub(crate) n: usize,
 }
 
-/// Whether a layer with `pix` output pixels per image takes [`weight_grad`]: on AVX-512,
-/// switched on, and on maps of [`MIN_PIX`] pixels or more.
-pub(crate) fn applies(pix: usize) -> bool {
-    pix >= MIN_PIX && Isa::get().avx512() && DOTS.on()
+/// Whether a layer with `pix` output pixels per image and products `half` (`None`: f32) takes
+/// [`weight_grad`]: on AVX-512 (bf16: the AVX512-BF16 kernel; AMX keeps its tiles), switched
+/// on, and on maps of [`MIN_PIX`] pixels or more.
+pub(crate) fn applies(half: Option<Bf16Kernel>, pix: usize) -> bool {
+    let kernel = match half {
+        None => Isa::get().avx512(),
+        Some(k) => k == Bf16Kernel::Avx512,
+    };
+    kernel && pix >= MIN_PIX && DOTS.on()
 }
 
 /// The smallest map (output pixels per image) whose weight gradient runs as dot products.
@@ -55,20 +120,20 @@ pub(crate) fn applies(pix: usize) -> bool {
 /// 1x1 0.95-1.07x; 7x7 0.65-0.70x.
 const MIN_PIX: usize = 28 * 28;
 
-static DOTS: crate::kernel::Switch =
-    crate::kernel::Switch::new(true, Some("COMMITTEE_F32_WGRAD_DOTS"));
+static DOTS: crate::kernel::Switch = crate::kernel::Switch::new(true, Some("COMMITTEE_WGRAD_DOTS"));
 
-/// Turns the dot-product f32 weight gradients of 1x1 and stride-1 dense training layers on
-/// or off for the process, over `COMMITTEE_F32_WGRAD_DOTS` (off: the `gemm` crate over the
-/// unfolded image), to time the two in one process (`examples/ab_train.rs` in committee-train,
-/// switch `wgrad-dots`).
+/// Turns the dot-product weight gradients of 1x1 and stride-1 dense training layers on or
+/// off for the process, over `COMMITTEE_WGRAD_DOTS` (off: matrix products over the unfolded
+/// image), to time the two in one process (`examples/ab_train.rs` in committee-train, switch
+/// `wgrad-dots`).
 pub fn set_weight_grad_dots(on: bool) {
     DOTS.set(on)
 }
 
-/// A part of one image's rows summed in one go: pixels `k0..k0 + len` of image `img`.
+/// A part of one image's rows summed in one go: `len` elements from `a` in the output
+/// gradient and `b` in the input (the row offsets added).
 #[derive(Clone, Copy)]
-struct Piece {
+pub(crate) struct Piece {
     a: usize,
     b: usize,
     len: usize,
@@ -77,9 +142,8 @@ struct Piece {
 /// `[m, b_rows.len()]`: each `dW[o][j]` summed over images and pixels in a fixed order (by
 /// blocks of pixels in image order, lane by lane, the lanes last): the same bits for any
 /// thread count.
-pub(crate) fn weight_grad(r: &Rows) -> Vec<f32> {
+pub(crate) fn weight_grad<T: Elem>(r: &Rows<T>) -> Vec<f32> {
     let (m, nj) = (r.m, r.b_rows.len());
-    assert!(Isa::get().avx512(), "AVX-512 unavailable");
     if m == 0 || nj == 0 {
         return vec![0.0; m * nj];
     }
@@ -92,13 +156,14 @@ pub(crate) fn weight_grad(r: &Rows) -> Vec<f32> {
         let far = r.b_rows.iter().max().copied().unwrap_or(0);
         assert!(last * r.b_img + far + r.len <= r.b.len(), "X too short");
     }
-    // Pieces of at most `BLOCK` pixels, gathered into blocks of at most `BLOCK` in image order.
+    // Pieces of at most a block, gathered into blocks in image order.
+    let block = BLOCK_BYTES / std::mem::size_of::<T>();
     let mut blocks: Vec<Vec<Piece>> = Vec::new();
-    let mut filled = BLOCK;
+    let mut filled = block;
     for i in 0..r.n {
-        for k0 in (0..r.len).step_by(BLOCK) {
-            let len = (r.len - k0).min(BLOCK);
-            if filled + len > BLOCK {
+        for k0 in (0..r.len).step_by(block) {
+            let len = (r.len - k0).min(block);
+            if filled + len > block {
                 blocks.push(Vec::new());
                 filled = 0;
             }
@@ -132,7 +197,7 @@ pub(crate) fn weight_grad(r: &Rows) -> Vec<f32> {
 }
 
 /// One task's block of `dW` (rows `o0..`, columns `j0..`, up to `TASK_O x TASK_J`), row-major.
-fn task_sums(r: &Rows, blocks: &[Vec<Piece>], o0: usize, j0: usize) -> Vec<f32> {
+fn task_sums<T: Elem>(r: &Rows<T>, blocks: &[Vec<Piece>], o0: usize, j0: usize) -> Vec<f32> {
     let rows = (r.m - o0).min(TASK_O);
     let cols = (r.b_rows.len() - j0).min(TASK_J);
     let (ti, tj) = (rows.div_ceil(MR), cols.div_ceil(NR));
@@ -151,11 +216,11 @@ fn task_sums(r: &Rows, blocks: &[Vec<Piece>], o0: usize, j0: usize) -> Vec<f32> 
                     (o0 + if o < rows { o } else { 0 }) * r.a_row
                 });
                 let at = (s * tj + t) * MR * NR * 16;
-                let acc = &mut acc[at..at + MR * NR * 16];
-                // SAFETY: AVX-512 is available (asserted by `weight_grad`); every row of every
-                // piece lies inside `a` and `b` (asserted there: the farthest row of the last
-                // image plus `len`), and the masked tails read no further than `len`.
-                unsafe { tile(r, a, b, block, acc) };
+                // SAFETY: the kernel's features were checked by the caller (`applies`); every
+                // row of every piece lies inside `a` and `b` (asserted by `weight_grad`: the
+                // farthest row of the last image plus `len`), and the masked tails read no
+                // further than `len`.
+                unsafe { T::tile(r, a, b, block, &mut acc[at..at + MR * NR * 16]) };
             }
         }
     }
@@ -169,13 +234,18 @@ fn task_sums(r: &Rows, blocks: &[Vec<Piece>], o0: usize, j0: usize) -> Vec<f32> 
     out
 }
 
-/// `acc[q][p] (16 lanes) += sum over the pieces of A row q * B row p`, lane by lane: rows at
-/// `a[q] + piece.a` in `r.a` and `b[p] + piece.b` in `r.b`.
+/// [`Elem::tile`] in f32: per 16 pixels, four output-gradient loads, six input loads and 24
+/// FMAs.
 #[target_feature(enable = "avx512f")]
-unsafe fn tile(r: &Rows, a: [usize; MR], b: [usize; NR], pieces: &[Piece], acc: &mut [f32]) {
-    use std::arch::x86_64::*;
+unsafe fn tile_f32(
+    r: &Rows<f32>,
+    a: [usize; MR],
+    b: [usize; NR],
+    pieces: &[Piece],
+    acc: &mut [f32],
+) {
     assert!(acc.len() >= MR * NR * 16);
-    // SAFETY (whole body): the caller checked the bounds.
+    // SAFETY (whole body): the caller's contract.
     unsafe {
         let accp = acc.as_mut_ptr();
         let mut s: [[__m512; NR]; MR] = std::array::from_fn(|q| {
@@ -217,12 +287,87 @@ unsafe fn tile(r: &Rows, a: [usize; MR], b: [usize; NR], pieces: &[Piece], acc: 
     }
 }
 
+/// [`Elem::tile`] in bf16: per 32 pixels, four output-gradient loads, six input loads and 24
+/// `vdpbf16ps` (each lane the sum of two neighbouring pixels' products).
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn tile_bf16(
+    r: &Rows<u16>,
+    a: [usize; MR],
+    b: [usize; NR],
+    pieces: &[Piece],
+    acc: &mut [f32],
+) {
+    assert!(acc.len() >= MR * NR * 16);
+    let bh = |v: __m512i| -> __m512bh {
+        // SAFETY: both are 512 bits of plain data.
+        unsafe { std::mem::transmute(v) }
+    };
+    // SAFETY (whole body): the caller's contract.
+    unsafe {
+        let accp = acc.as_mut_ptr();
+        let mut s: [[__m512; NR]; MR] = std::array::from_fn(|q| {
+            std::array::from_fn(|p| _mm512_loadu_ps(accp.add((q * NR + p) * 16)))
+        });
+        let (ab, bb) = (r.a.as_ptr(), r.b.as_ptr());
+        for piece in pieces {
+            let ap: [*const u16; MR] = std::array::from_fn(|q| ab.add(a[q] + piece.a));
+            let bp: [*const u16; NR] = std::array::from_fn(|p| bb.add(b[p] + piece.b));
+            let full = piece.len / 32;
+            for k in (0..full).map(|v| v * 32) {
+                let x: [__m512bh; MR] =
+                    std::array::from_fn(|q| bh(_mm512_loadu_si512(ap[q].add(k).cast())));
+                for (p, bp) in bp.iter().enumerate() {
+                    let y = bh(_mm512_loadu_si512(bp.add(k).cast()));
+                    for (s, x) in s.iter_mut().zip(&x) {
+                        s[p] = _mm512_dpbf16_ps(s[p], *x, y);
+                    }
+                }
+            }
+            let tail = piece.len % 32;
+            if tail > 0 {
+                let k = full * 32;
+                let mask = ((1u64 << tail) - 1) as __mmask32;
+                let load = |p: *const u16| bh(_mm512_maskz_loadu_epi16(mask, p.add(k).cast()));
+                let x: [__m512bh; MR] = std::array::from_fn(|q| load(ap[q]));
+                for (p, bp) in bp.iter().enumerate() {
+                    let y = load(*bp);
+                    for (s, x) in s.iter_mut().zip(&x) {
+                        s[p] = _mm512_dpbf16_ps(s[p], *x, y);
+                    }
+                }
+            }
+        }
+        for (q, s) in s.iter().enumerate() {
+            for (p, v) in s.iter().enumerate() {
+                _mm512_storeu_ps(accp.add((q * NR + p) * 16), *v);
+            }
+        }
+    }
+}
+
+/// `rows` rows of `row` elements, row `p` set from the f32 values `fill(p, ..)` writes (every
+/// element), in parallel.
+fn laid<T: Elem + Default>(
+    rows: usize,
+    row: usize,
+    fill: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<T> {
+    let mut v = vec![T::default(); rows * row];
+    if row > 0 {
+        v.par_chunks_mut(row)
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (p, dst)| T::fill(dst, buf, &|d| fill(p, d)));
+    }
+    v
+}
+
 /// `dW [m, c, kh, kw]` of a stride-1 convolution over `taps` (the images' padded grid) of
-/// `images [n, c, h, w]` with output gradient `dy [n, m, oh, ow]`. The images are zero-padded
-/// and flattened (each channel's grid and `kw - 1` more columns: every tap's reach), `dy`
-/// laid on the grid (`wp - ow` zeros after each row), and each input row is a channel at one
-/// tap's offset (`c * taps + tap`, the weight's order).
-pub(crate) fn taps_weight_grad(
+/// `images [n, c, h, w]` with output gradient `dy [n, m, oh, ow]`, in f32 or (`T = u16`) with
+/// bf16 operands. The images are zero-padded and flattened (each channel's grid and the
+/// farthest tap's offset more: every tap's reach), `dy` laid on the grid (`wp - ow` zeros
+/// after each row), and each input row is a channel at one tap's offset (`c * taps + tap`, the
+/// weight's order).
+pub(crate) fn taps_weight_grad<T: Elem + Default>(
     taps: &Taps,
     images: &[f32],
     dy: &[f32],
@@ -232,21 +377,16 @@ pub(crate) fn taps_weight_grad(
     let (c, h, w, wp, oh, ow) = (taps.c, taps.h, taps.w, taps.wp, taps.oh, taps.ow);
     let reach = taps.offs.iter().max().copied().unwrap_or(0);
     let (grid, plane) = (oh * wp, oh * wp + reach);
-    let mut x = vec![0f32; n * c * plane];
-    if plane > 0 {
-        x.par_chunks_mut(plane).enumerate().for_each(|(p, dst)| {
-            crate::cpu::conv_taps::grid_columns(&images[p * h * w..][..h * w], taps, 0, dst);
-        });
-    }
-    let mut g = vec![0f32; n * m * grid];
-    if grid > 0 && ow > 0 {
-        g.par_chunks_mut(grid).enumerate().for_each(|(p, dst)| {
-            let src = dy[p * oh * ow..][..oh * ow].chunks_exact(ow);
-            for (src, dst) in src.zip(dst.chunks_exact_mut(wp)) {
-                dst[..ow].copy_from_slice(src);
-            }
-        });
-    }
+    let x: Vec<T> = laid(n * c, plane, |p, dst| {
+        crate::cpu::conv_taps::grid_columns(&images[p * h * w..][..h * w], taps, 0, dst);
+    });
+    let g: Vec<T> = laid(n * m, grid, |p, dst| {
+        let src = dy[p * oh * ow..][..oh * ow].chunks_exact(ow.max(1));
+        for (src, dst) in src.zip(dst.chunks_exact_mut(wp)) {
+            dst[..ow].copy_from_slice(src);
+            dst[ow..].fill(0.0);
+        }
+    });
     let b_rows = (0..c)
         .flat_map(|ch| taps.offs.iter().map(move |off| ch * plane + off))
         .collect();
@@ -264,9 +404,25 @@ pub(crate) fn taps_weight_grad(
 }
 
 /// `dW [m, c]` of a 1x1 stride-1 convolution of `x [n, c, hw]` with output gradient
-/// `dy [n, m, hw]`: both read in place.
-pub(crate) fn pointwise_weight_grad(x: &[f32], dy: &[f32], [n, c, m, hw]: [usize; 4]) -> Vec<f32> {
-    weight_grad(&Rows {
+/// `dy [n, m, hw]`: in f32 both read in place, with bf16 operands (`half`) each converted once.
+pub(crate) fn pointwise_weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    [n, c, m, hw]: [usize; 4],
+    half: bool,
+) -> Vec<f32> {
+    let dims = [n, c, m, hw];
+    if !half {
+        return weight_grad(&pointwise_rows(dy, x, dims));
+    }
+    let xh: Vec<u16> = laid(n * c, hw, |p, d| d.copy_from_slice(&x[p * hw..][..hw]));
+    let dyh: Vec<u16> = laid(n * m, hw, |p, d| d.copy_from_slice(&dy[p * hw..][..hw]));
+    weight_grad(&pointwise_rows(&dyh, &xh, dims))
+}
+
+/// The rows of a 1x1 layer's weight gradient: `dy [n, m, hw]` and `x [n, c, hw]` as they lie.
+fn pointwise_rows<'a, T>(dy: &'a [T], x: &'a [T], [n, c, m, hw]: [usize; 4]) -> Rows<'a, T> {
+    Rows {
         a: dy,
         a_img: m * hw,
         a_row: hw,
@@ -276,12 +432,13 @@ pub(crate) fn pointwise_weight_grad(x: &[f32], dy: &[f32], [n, c, m, hw]: [usize
         b_rows: (0..c).map(|ch| ch * hw).collect(),
         len: hw,
         n,
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::bf16::{from_bf16, to_bf16};
 
     /// Uniform values in [-1, 1) from a fixed seed (an LCG: no dependence on `rand`'s
     /// streams).
@@ -339,7 +496,8 @@ mod tests {
         }
     }
 
-    /// Weight gradients read at tap offsets equal the definition: rows longer than a block
+    /// Weight gradients read at tap offsets equal the definition (bf16 operands: over the
+    /// rounded values, where the CPU has AVX512-BF16): rows longer than a block
     /// (split into pieces), rows short enough for several images per block, output and input
     /// rows past whole tiles and past one task, uneven padding, a 5x5 kernel, a 1x1 one.
     #[test]
@@ -356,23 +514,33 @@ mod tests {
             (3, 3, 2, [4, 4], [1, 1], [0, 0, 0, 0]),
             (2, 2, 3, [7, 9], [3, 3], [0, 0, 0, 0]),
         ];
+        let bf16 = Bf16Kernel::Avx512.available();
         for (n, c, m, [h, w], [kh, kw], pads) in cases {
             let taps = Taps::new(c, [h, w], [kh, kw], pads);
             let (oh, ow) = (taps.oh, taps.ow);
             let x = values(n * c * h * w, 1);
             let dy = values(n * m * oh * ow, 2);
-            let ours = taps_weight_grad(&taps, &x, &dy, m, n);
             let [pt, _, pl, _] = pads;
+            let what = format!("{n}x{c}x{h}x{w} -> {m}, {kh}x{kw} {pads:?}");
+            let ours = taps_weight_grad::<f32>(&taps, &x, &dy, m, n);
             let want = definition(&x, &dy, [n, c, h, w], [m, kh, kw], [pt, pl], [oh, ow]);
-            assert_close(
-                &ours,
-                &want,
-                &format!("{n}x{c}x{h}x{w} -> {m}, {kh}x{kw} {pads:?}"),
-            );
+            assert_close(&ours, &want, &what);
+            if bf16 {
+                // bf16 operands: the definition over the rounded values (each product exact
+                // in f32, the sums in f32).
+                let ours = taps_weight_grad::<u16>(&taps, &x, &dy, m, n);
+                let (x, dy) = (rounded(&x), rounded(&dy));
+                let want = definition(&x, &dy, [n, c, h, w], [m, kh, kw], [pt, pl], [oh, ow]);
+                assert_close(&ours, &want, &format!("bf16 {what}"));
+            }
         }
     }
 
-    /// 1x1 weight gradients read in place equal the definition, over rows longer than a block
+    fn rounded(v: &[f32]) -> Vec<f32> {
+        v.iter().map(|&x| from_bf16(to_bf16(x))).collect()
+    }
+
+    /// 1x1 weight gradients read in place equal the definition (and in bf16, as above), over rows longer than a block
     /// and shorter than a vector, with output and input rows past one task.
     #[test]
     fn pointwise_weight_gradients_match_the_definition() {
@@ -383,9 +551,15 @@ mod tests {
         for (n, c, m, hw) in [(3, 11, 9, 1100), (4, 101, 35, 7), (1, 1, 1, 16)] {
             let x = values(n * c * hw, 3);
             let dy = values(n * m * hw, 4);
-            let ours = pointwise_weight_grad(&x, &dy, [n, c, m, hw]);
+            let ours = pointwise_weight_grad(&x, &dy, [n, c, m, hw], false);
             let want = definition(&x, &dy, [n, c, hw, 1], [m, 1, 1], [0, 0], [hw, 1]);
             assert_close(&ours, &want, &format!("{n}x{c}x{hw} -> {m}"));
+            if Bf16Kernel::Avx512.available() {
+                let ours = pointwise_weight_grad(&x, &dy, [n, c, m, hw], true);
+                let (x, dy) = (rounded(&x), rounded(&dy));
+                let want = definition(&x, &dy, [n, c, hw, 1], [m, 1, 1], [0, 0], [hw, 1]);
+                assert_close(&ours, &want, &format!("bf16 {n}x{c}x{hw} -> {m}"));
+            }
         }
     }
 }
