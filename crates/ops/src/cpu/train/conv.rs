@@ -280,17 +280,23 @@ impl Dense {
         fits.then_some((products, fwd, back))
     }
 
-    /// A stride-1 layer's tap grid for its weight gradient as dot products ([`super::wgrad`]:
-    /// f32 on AVX-512 or bf16 on AVX512-BF16, maps of 28x28 outputs or more,
-    /// `COMMITTEE_WGRAD_DOTS`), any padding.
+    /// The layer's phase grid for its weight gradient as dot products ([`super::wgrad`]: f32
+    /// on AVX-512 or bf16 on AVX512-BF16, maps of 28x28 outputs or more, any stride and
+    /// padding; `COMMITTEE_WGRAD_DOTS`).
     #[cfg(target_arch = "x86_64")]
-    fn dot_taps(&self) -> Option<Taps> {
-        if self.s != [1, 1] || !super::wgrad::applies(self.half, self.pix()) {
+    fn dot_grid(&self) -> Option<super::wgrad::Grid> {
+        if !super::wgrad::applies(self.half, self.pix()) {
             return None;
         }
         let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
-        let taps = Taps::new(self.c_in, [self.h, self.w], self.k, [pt, pb, pl, pr]);
-        ([taps.oh, taps.ow] == self.out).then_some(taps)
+        let grid = super::wgrad::Grid::new(
+            self.c_in,
+            [self.h, self.w],
+            self.k,
+            self.s,
+            [pt, pb, pl, pr],
+        )?;
+        (grid.out() == self.out).then_some(grid)
     }
 
     /// Unfolds one image into `col`, whose rows are `stride` long; the image's columns start
@@ -453,12 +459,13 @@ impl Backward<Flex, 2> for DenseBackward {
         let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
         let [kh, kw] = d.k;
         #[cfg(target_arch = "x86_64")]
-        let node_w = match (node_w, d.dot_taps()) {
-            (Some(node), Some(taps)) => {
-                // Stride 1: dot products over the padded image at the taps' offsets.
+        let node_w = match (node_w, d.dot_grid()) {
+            (Some(node), Some(grid)) => {
+                // Dot products over the padded image's phases at the taps' offsets.
+                let (c_out, n) = (d.c_out, d.n);
                 let dw = match d.half {
-                    None => super::wgrad::taps_weight_grad::<f32>(&taps, xs, dys, d.c_out, d.n),
-                    Some(_) => super::wgrad::taps_weight_grad::<u16>(&taps, xs, dys, d.c_out, d.n),
+                    None => super::wgrad::grid_weight_grad::<f32>(&grid, xs, dys, c_out, n),
+                    Some(_) => super::wgrad::grid_weight_grad::<u16>(&grid, xs, dys, c_out, n),
                 };
                 let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
                 grads.register::<Flex>(node.id, dw);

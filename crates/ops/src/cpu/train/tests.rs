@@ -154,6 +154,9 @@ fn dense_training_matches_burns_conv() {
         (5, 6, 3, 1, PaddingConfig2d::Explicit(2, 0, 1, 2), 28, 29),
         (4, 5, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 28, 28),
         (3, 7, 3, 1, PaddingConfig2d::Valid, 31, 30),
+        // Strided, on 28x28 outputs or more: the weight gradient over the stride phases.
+        (5, 6, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 56, 57),
+        (3, 4, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 56, 58),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_stride([s, s])

@@ -16,7 +16,6 @@
 
 use super::*;
 use crate::cpu::bf16::Bf16Kernel;
-use crate::cpu::bf16::taps::Taps;
 use std::arch::x86_64::*;
 
 /// Output-gradient rows (`o`) per register tile.
@@ -363,44 +362,138 @@ fn laid<T: Elem + Default>(
     v
 }
 
-/// `dW [m, c, kh, kw]` of a stride-1 convolution over `taps` (the images' padded grid) of
-/// `images [n, c, h, w]` with output gradient `dy [n, m, oh, ow]`, in f32 or (`T = u16`) with
-/// bf16 operands. The images are zero-padded and flattened (each channel's grid and the
-/// farthest tap's offset more: every tap's reach), `dy` laid on the grid (`wp - ow` zeros
-/// after each row), and each input row is a channel at one tap's offset (`c * taps + tap`, the
-/// weight's order).
-pub(crate) fn taps_weight_grad<T: Elem + Default>(
-    taps: &Taps,
+/// Where a convolution's weight gradient reads its input: the zero-padded image split into
+/// its stride phases (`P[a][b][y][x] = padded[y * sh + a][x * sw + b]`, one plane per channel
+/// and phase a tap uses), each plane flattened with the phases' width `ws`. Tap `(ky, kx)` of
+/// output `(oy, ox)` reads plane `(ky % sh, kx % sw)` at row `oy + ky / sh`, column
+/// `ox + kx / sw`: grid column `oy * ws + ox` plus the tap's offset, as at stride 1 (one
+/// phase, the padded width). The grid's last `ws - ow` columns of each row are computed and
+/// dropped (their output gradient is zero).
+#[derive(Debug, Clone)]
+pub(crate) struct Grid {
+    c: usize,
+    h: usize,
+    w: usize,
+    k: [usize; 2],
+    s: [usize; 2],
+    pt: usize,
+    pl: usize,
+    oh: usize,
+    ow: usize,
+    /// Phases used per axis (`min(stride, kernel)`), and each plane's rows and columns.
+    phases: [usize; 2],
+    hs: usize,
+    ws: usize,
+}
+
+impl Grid {
+    /// The grid of a `[kh, kw]` convolution with stride `s` over `[c, h, w]` images padded by
+    /// `[top, bottom, left, right]`; `None` where the kernel is larger than the padded image
+    /// or a stride is zero.
+    pub(crate) fn new(
+        c: usize,
+        [h, w]: [usize; 2],
+        k: [usize; 2],
+        s: [usize; 2],
+        [pt, pb, pl, pr]: [usize; 4],
+    ) -> Option<Grid> {
+        let (hp, wp) = (h + pt + pb, w + pl + pr);
+        if s.contains(&0) || k.contains(&0) || hp < k[0] || wp < k[1] {
+            return None;
+        }
+        Some(Grid {
+            c,
+            h,
+            w,
+            k,
+            s,
+            pt,
+            pl,
+            oh: (hp - k[0]) / s[0] + 1,
+            ow: (wp - k[1]) / s[1] + 1,
+            phases: [s[0].min(k[0]), s[1].min(k[1])],
+            hs: hp.div_ceil(s[0]),
+            ws: wp.div_ceil(s[1]),
+        })
+    }
+
+    pub(crate) fn out(&self) -> [usize; 2] {
+        [self.oh, self.ow]
+    }
+
+    /// Floats per plane: its rows and the farthest tap's column reach past them.
+    fn plane(&self) -> usize {
+        self.hs * self.ws + (self.k[1] - 1) / self.s[1]
+    }
+
+    /// Plane `(a, b)` of channel `img [h, w]` into `dst` (every element written).
+    fn fill_plane(&self, img: &[f32], [a, b]: [usize; 2], dst: &mut [f32]) {
+        let ([sh, sw], ws) = (self.s, self.ws);
+        let (rows, rest) = dst.split_at_mut(self.hs * ws);
+        rest.fill(0.0);
+        for (y, row) in rows.chunks_exact_mut(ws).enumerate() {
+            let Some(iy) = (y * sh + a).checked_sub(self.pt).filter(|&iy| iy < self.h) else {
+                row.fill(0.0);
+                continue;
+            };
+            // Columns x0..x1 lie inside the image: x * sw + b - pl in 0..w.
+            let x0 = self.pl.saturating_sub(b).div_ceil(sw).min(ws);
+            let x1 = (self.w + self.pl)
+                .saturating_sub(b)
+                .div_ceil(sw)
+                .clamp(x0, ws);
+            row[..x0].fill(0.0);
+            row[x1..].fill(0.0);
+            let src = &img[iy * self.w + (x0 * sw + b - self.pl)..];
+            for (v, s) in row[x0..x1].iter_mut().zip(src.iter().step_by(sw)) {
+                *v = *s;
+            }
+        }
+    }
+}
+
+/// `dW [m, c, kh, kw]` of the convolution over `grid` of `images [n, c, h, w]` with output
+/// gradient `dy [n, m, oh, ow]`, in f32 or (`T = u16`) with bf16 operands: `dy` laid on the
+/// grid (`ws - ow` zeros after each row), and each input row a channel's phase plane at one
+/// tap's offset (`c * taps + tap`, the weight's order).
+pub(crate) fn grid_weight_grad<T: Elem + Default>(
+    grid: &Grid,
     images: &[f32],
     dy: &[f32],
     m: usize,
     n: usize,
 ) -> Vec<f32> {
-    let (c, h, w, wp, oh, ow) = (taps.c, taps.h, taps.w, taps.wp, taps.oh, taps.ow);
-    let reach = taps.offs.iter().max().copied().unwrap_or(0);
-    let (grid, plane) = (oh * wp, oh * wp + reach);
-    let x: Vec<T> = laid(n * c, plane, |p, dst| {
-        crate::cpu::conv_taps::grid_columns(&images[p * h * w..][..h * w], taps, 0, dst);
+    let (c, [kh, kw], [sh, sw], [pa, pb]) = (grid.c, grid.k, grid.s, grid.phases);
+    let (oh, ow, ws, plane) = (grid.oh, grid.ow, grid.ws, grid.plane());
+    let img = grid.h * grid.w;
+    let x: Vec<T> = laid(n * c * pa * pb, plane, |p, dst| {
+        let (ch, phase) = (p / (pa * pb), p % (pa * pb));
+        grid.fill_plane(&images[ch * img..][..img], [phase / pb, phase % pb], dst);
     });
-    let g: Vec<T> = laid(n * m, grid, |p, dst| {
+    let len = oh * ws;
+    let g: Vec<T> = laid(n * m, len, |p, dst| {
         let src = dy[p * oh * ow..][..oh * ow].chunks_exact(ow.max(1));
-        for (src, dst) in src.zip(dst.chunks_exact_mut(wp)) {
+        for (src, dst) in src.zip(dst.chunks_exact_mut(ws)) {
             dst[..ow].copy_from_slice(src);
             dst[ow..].fill(0.0);
         }
     });
-    let b_rows = (0..c)
-        .flat_map(|ch| taps.offs.iter().map(move |off| ch * plane + off))
+    let b_rows = (0..c * kh * kw)
+        .map(|j| {
+            let (ch, ky, kx) = (j / (kh * kw), j / kw % kh, j % kw);
+            let phase = (ch * pa + ky % sh) * pb + kx % sw;
+            phase * plane + (ky / sh) * ws + kx / sw
+        })
         .collect();
     weight_grad(&Rows {
         a: &g,
-        a_img: m * grid,
-        a_row: grid,
+        a_img: m * len,
+        a_row: len,
         m,
         b: &x,
-        b_img: c * plane,
+        b_img: c * pa * pb * plane,
         b_rows,
-        len: grid,
+        len,
         n,
     })
 }
@@ -458,13 +551,16 @@ mod tests {
             .collect()
     }
 
-    /// `dW [m, c, kh, kw]` of a stride-1 convolution by its definition, in f64:
-    /// `sum over i, o pixels (oy, ox) of dY[i][o][oy][ox] * X[i][c][oy + ky - pt][ox + kx - pl]`.
+    /// `dW [m, c, kh, kw]` of a convolution with stride `s` by its definition, in f64: the sum
+    /// over images, outputs `o` and pixels `(oy, ox)` of
+    /// `dY[i][o][oy][ox] * X[i][c][oy * sh + ky - pt][ox * sw + kx - pl]`.
+    #[allow(clippy::too_many_arguments)]
     fn definition(
         x: &[f32],
         dy: &[f32],
         [n, c, h, w]: [usize; 4],
         [m, kh, kw]: [usize; 3],
+        [sh, sw]: [usize; 2],
         [pt, pl]: [usize; 2],
         [oh, ow]: [usize; 2],
     ) -> Vec<f64> {
@@ -478,7 +574,8 @@ mod tests {
         }) {
             let mut sum = 0f64;
             for (oy, ox) in (0..oh).flat_map(|oy| (0..ow).map(move |ox| (oy, ox))) {
-                let (iy, ix) = ((oy + ky).wrapping_sub(pt), (ox + kx).wrapping_sub(pl));
+                let iy = (oy * sh + ky).wrapping_sub(pt);
+                let ix = (ox * sw + kx).wrapping_sub(pl);
                 if iy < h && ix < w {
                     let g = dy[((i * m + o) * oh + oy) * ow + ox] as f64;
                     sum += g * x[((i * c + ch) * h + iy) * w + ix] as f64;
@@ -498,41 +595,48 @@ mod tests {
         }
     }
 
-    /// Weight gradients read at tap offsets equal the definition (bf16 operands: over the
-    /// rounded values, where the CPU has AVX512-BF16): rows longer than a block
-    /// (split into pieces), rows short enough for several images per block, output and input
-    /// rows past whole tiles and past one task, uneven padding, a 5x5 kernel, a 1x1 one.
+    /// Weight gradients read at the taps' offsets equal the definition (bf16 operands: over
+    /// the rounded values, where the CPU has AVX512-BF16): rows longer than a block (split
+    /// into pieces), rows short enough for several images per block, output and input rows
+    /// past whole tiles and past one task, uneven padding, 5x5 and 1x1 kernels, and strides
+    /// of 2 (ResNet's 7x7 stem, its 3x3 and 1x1 downsampling, TF's uneven SAME) and 3.
     #[test]
-    fn tap_weight_gradients_match_the_definition() {
+    fn grid_weight_gradients_match_the_definition() {
         if !Isa::get().avx512() {
             eprintln!("skipped: this CPU has no AVX-512");
             return;
         }
         let cases = [
-            // (n, c, m, [h, w], [kh, kw], [pt, pb, pl, pr])
-            (2, 3, 5, [95, 90], [3, 3], [1, 1, 1, 1]),
-            (2, 13, 37, [6, 5], [3, 3], [1, 1, 1, 1]),
-            (2, 4, 6, [9, 8], [5, 5], [2, 0, 1, 2]),
-            (3, 3, 2, [4, 4], [1, 1], [0, 0, 0, 0]),
-            (2, 2, 3, [7, 9], [3, 3], [0, 0, 0, 0]),
+            // (n, c, m, [h, w], [kh, kw], [sh, sw], [pt, pb, pl, pr])
+            (2, 3, 5, [95, 90], [3, 3], [1, 1], [1, 1, 1, 1]),
+            (2, 13, 37, [6, 5], [3, 3], [1, 1], [1, 1, 1, 1]),
+            (2, 4, 6, [9, 8], [5, 5], [1, 1], [2, 0, 1, 2]),
+            (3, 3, 2, [4, 4], [1, 1], [1, 1], [0, 0, 0, 0]),
+            (2, 2, 3, [7, 9], [3, 3], [1, 1], [0, 0, 0, 0]),
+            (2, 3, 7, [23, 21], [7, 7], [2, 2], [3, 3, 3, 3]),
+            (2, 5, 4, [12, 11], [3, 3], [2, 2], [1, 1, 1, 1]),
+            (2, 6, 9, [11, 12], [1, 1], [2, 2], [0, 0, 0, 0]),
+            (1, 3, 4, [10, 9], [3, 3], [2, 2], [0, 1, 0, 1]),
+            (2, 2, 3, [13, 14], [4, 5], [3, 2], [1, 2, 2, 0]),
         ];
         let bf16 = Bf16Kernel::Avx512.available();
-        for (n, c, m, [h, w], [kh, kw], pads) in cases {
-            let taps = Taps::new(c, [h, w], [kh, kw], pads);
-            let (oh, ow) = (taps.oh, taps.ow);
+        for (n, c, m, [h, w], k, s, pads) in cases {
+            let grid = Grid::new(c, [h, w], k, s, pads).expect("kernel fits");
+            let [oh, ow] = grid.out();
             let x = values(n * c * h * w, 1);
             let dy = values(n * m * oh * ow, 2);
             let [pt, _, pl, _] = pads;
-            let what = format!("{n}x{c}x{h}x{w} -> {m}, {kh}x{kw} {pads:?}");
-            let ours = taps_weight_grad::<f32>(&taps, &x, &dy, m, n);
-            let want = definition(&x, &dy, [n, c, h, w], [m, kh, kw], [pt, pl], [oh, ow]);
+            let what = format!("{n}x{c}x{h}x{w} -> {m}, {k:?} stride {s:?} {pads:?}");
+            let dims = ([n, c, h, w], [m, k[0], k[1]]);
+            let ours = grid_weight_grad::<f32>(&grid, &x, &dy, m, n);
+            let want = definition(&x, &dy, dims.0, dims.1, s, [pt, pl], [oh, ow]);
             assert_close(&ours, &want, &what);
             if bf16 {
                 // bf16 operands: the definition over the rounded values (each product exact
                 // in f32, the sums in f32).
-                let ours = taps_weight_grad::<u16>(&taps, &x, &dy, m, n);
+                let ours = grid_weight_grad::<u16>(&grid, &x, &dy, m, n);
                 let (x, dy) = (rounded(&x), rounded(&dy));
-                let want = definition(&x, &dy, [n, c, h, w], [m, kh, kw], [pt, pl], [oh, ow]);
+                let want = definition(&x, &dy, dims.0, dims.1, s, [pt, pl], [oh, ow]);
                 assert_close(&ours, &want, &format!("bf16 {what}"));
             }
         }
@@ -554,12 +658,12 @@ mod tests {
             let x = values(n * c * hw, 3);
             let dy = values(n * m * hw, 4);
             let ours = pointwise_weight_grad(&x, &dy, [n, c, m, hw], false);
-            let want = definition(&x, &dy, [n, c, hw, 1], [m, 1, 1], [0, 0], [hw, 1]);
+            let want = definition(&x, &dy, [n, c, hw, 1], [m, 1, 1], [1, 1], [0, 0], [hw, 1]);
             assert_close(&ours, &want, &format!("{n}x{c}x{hw} -> {m}"));
             if Bf16Kernel::Avx512.available() {
                 let ours = pointwise_weight_grad(&x, &dy, [n, c, m, hw], true);
                 let (x, dy) = (rounded(&x), rounded(&dy));
-                let want = definition(&x, &dy, [n, c, hw, 1], [m, 1, 1], [0, 0], [hw, 1]);
+                let want = definition(&x, &dy, [n, c, hw, 1], [m, 1, 1], [1, 1], [0, 0], [hw, 1]);
                 assert_close(&ours, &want, &format!("bf16 {n}x{c}x{hw} -> {m}"));
             }
         }
