@@ -31,8 +31,15 @@ const TASK_J: usize = 16 * NR;
 /// had fit L2), 64 KB ones no faster than 16 KB.
 const BLOCK_BYTES: usize = 16384;
 
-/// An element the tiles multiply: f32, or bf16 (`u16`) on AVX512-BF16.
+/// An element the tiles multiply: f32, or bf16 (`u16`) on AVX512-BF16. The loads and the
+/// multiply-add are `#[inline(always)]` pieces of [`tile_body`], compiled inside each
+/// element's entry point ([`tile_f32`], [`tile_bf16`]) with that entry point's features.
 pub(crate) trait Elem: Copy + Send + Sync + 'static {
+    /// One register of elements.
+    type V: Copy;
+    /// Elements per register.
+    const STEP: usize;
+
     /// `acc[q][p] (16 f32 lanes) += sum over the pieces of A row q * B row p`.
     ///
     /// # Safety
@@ -45,12 +52,27 @@ pub(crate) trait Elem: Copy + Send + Sync + 'static {
         acc: &mut [f32],
     );
 
+    /// The `n <= STEP` elements at `p` (the rest zero; all of them unmasked when `n == STEP`).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512 (and AVX512-BF16 for bf16); `p` is valid for `n` reads.
+    unsafe fn load(p: *const Self, n: usize) -> Self::V;
+
+    /// `acc + x * y` lane-wise (bf16: each f32 lane adds two neighbouring products).
+    ///
+    /// # Safety
+    /// As [`Elem::load`].
+    unsafe fn madd(acc: __m512, x: Self::V, y: Self::V) -> __m512;
+
     /// `dst` set from the f32 values `fill` writes (every element), through `buf` where the
     /// element is not f32.
     fn fill(dst: &mut [Self], buf: &mut Vec<f32>, fill: &dyn Fn(&mut [f32]));
 }
 
 impl Elem for f32 {
+    type V = __m512;
+    const STEP: usize = 16;
+
     unsafe fn tile(
         r: &Rows<f32>,
         a: [usize; MR],
@@ -62,12 +84,32 @@ impl Elem for f32 {
         unsafe { tile_f32(r, a, b, pieces, acc) }
     }
 
+    #[inline(always)]
+    unsafe fn load(p: *const f32, n: usize) -> __m512 {
+        // SAFETY: the caller's contract; the mask keeps the reads below `n`.
+        unsafe {
+            match n {
+                16 => _mm512_loadu_ps(p),
+                n => _mm512_maskz_loadu_ps(((1u32 << n) - 1) as __mmask16, p),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, x: __m512, y: __m512) -> __m512 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_fmadd_ps(x, y, acc) }
+    }
+
     fn fill(dst: &mut [f32], _: &mut Vec<f32>, fill: &dyn Fn(&mut [f32])) {
         fill(dst)
     }
 }
 
 impl Elem for u16 {
+    type V = __m512bh;
+    const STEP: usize = 32;
+
     unsafe fn tile(
         r: &Rows<u16>,
         a: [usize; MR],
@@ -77,6 +119,25 @@ impl Elem for u16 {
     ) {
         // SAFETY: the caller's contract.
         unsafe { tile_bf16(r, a, b, pieces, acc) }
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const u16, n: usize) -> __m512bh {
+        // SAFETY: the caller's contract; the mask keeps the reads below `n`. Both types are
+        // 512 bits of plain data.
+        unsafe {
+            let v = match n {
+                32 => _mm512_loadu_si512(p.cast()),
+                n => _mm512_maskz_loadu_epi16(((1u64 << n) - 1) as __mmask32, p.cast()),
+            };
+            std::mem::transmute::<__m512i, __m512bh>(v)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: __m512, x: __m512bh, y: __m512bh) -> __m512 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_dpbf16_ps(acc, x, y) }
     }
 
     fn fill(dst: &mut [u16], buf: &mut Vec<f32>, fill: &dyn Fn(&mut [f32])) {
@@ -245,47 +306,8 @@ unsafe fn tile_f32(
     pieces: &[Piece],
     acc: &mut [f32],
 ) {
-    assert!(acc.len() >= MR * NR * 16);
-    // SAFETY (whole body): the caller's contract.
-    unsafe {
-        let accp = acc.as_mut_ptr();
-        let mut s: [[__m512; NR]; MR] = std::array::from_fn(|q| {
-            std::array::from_fn(|p| _mm512_loadu_ps(accp.add((q * NR + p) * 16)))
-        });
-        let (ab, bb) = (r.a.as_ptr(), r.b.as_ptr());
-        for piece in pieces {
-            let ap: [*const f32; MR] = std::array::from_fn(|q| ab.add(a[q] + piece.a));
-            let bp: [*const f32; NR] = std::array::from_fn(|p| bb.add(b[p] + piece.b));
-            let full = piece.len / 16;
-            for k in (0..full).map(|v| v * 16) {
-                let x: [__m512; MR] = std::array::from_fn(|q| _mm512_loadu_ps(ap[q].add(k)));
-                for (p, bp) in bp.iter().enumerate() {
-                    let y = _mm512_loadu_ps(bp.add(k));
-                    for (s, x) in s.iter_mut().zip(&x) {
-                        s[p] = _mm512_fmadd_ps(*x, y, s[p]);
-                    }
-                }
-            }
-            let tail = piece.len % 16;
-            if tail > 0 {
-                let k = full * 16;
-                let mask = ((1u32 << tail) - 1) as __mmask16;
-                let x: [__m512; MR] =
-                    std::array::from_fn(|q| _mm512_maskz_loadu_ps(mask, ap[q].add(k)));
-                for (p, bp) in bp.iter().enumerate() {
-                    let y = _mm512_maskz_loadu_ps(mask, bp.add(k));
-                    for (s, x) in s.iter_mut().zip(&x) {
-                        s[p] = _mm512_fmadd_ps(*x, y, s[p]);
-                    }
-                }
-            }
-        }
-        for (q, s) in s.iter().enumerate() {
-            for (p, v) in s.iter().enumerate() {
-                _mm512_storeu_ps(accp.add((q * NR + p) * 16), *v);
-            }
-        }
-    }
+    // SAFETY: the caller's contract; AVX-512 is what `tile_body` needs for f32.
+    unsafe { tile_body(r, a, b, pieces, acc) }
 }
 
 /// [`Elem::tile`] in bf16: per 32 pixels, four output-gradient loads, six input loads and 24
@@ -298,11 +320,24 @@ unsafe fn tile_bf16(
     pieces: &[Piece],
     acc: &mut [f32],
 ) {
+    // SAFETY: the caller's contract; the features are what `tile_body` needs for bf16.
+    unsafe { tile_body(r, a, b, pieces, acc) }
+}
+
+/// The tile's sums: the 24 accumulators in registers over every piece, `T::STEP` pixels at
+/// a time, then the tail, masked.
+///
+/// # Safety
+/// As [`Elem::tile`]; inlined into a caller with `T`'s features.
+#[inline(always)]
+unsafe fn tile_body<T: Elem>(
+    r: &Rows<T>,
+    a: [usize; MR],
+    b: [usize; NR],
+    pieces: &[Piece],
+    acc: &mut [f32],
+) {
     assert!(acc.len() >= MR * NR * 16);
-    let bh = |v: __m512i| -> __m512bh {
-        // SAFETY: both are 512 bits of plain data.
-        unsafe { std::mem::transmute(v) }
-    };
     // SAFETY (whole body): the caller's contract.
     unsafe {
         let accp = acc.as_mut_ptr();
@@ -311,36 +346,44 @@ unsafe fn tile_bf16(
         });
         let (ab, bb) = (r.a.as_ptr(), r.b.as_ptr());
         for piece in pieces {
-            let ap: [*const u16; MR] = std::array::from_fn(|q| ab.add(a[q] + piece.a));
-            let bp: [*const u16; NR] = std::array::from_fn(|p| bb.add(b[p] + piece.b));
-            let full = piece.len / 32;
-            for k in (0..full).map(|v| v * 32) {
-                let x: [__m512bh; MR] =
-                    std::array::from_fn(|q| bh(_mm512_loadu_si512(ap[q].add(k).cast())));
-                for (p, bp) in bp.iter().enumerate() {
-                    let y = bh(_mm512_loadu_si512(bp.add(k).cast()));
-                    for (s, x) in s.iter_mut().zip(&x) {
-                        s[p] = _mm512_dpbf16_ps(s[p], *x, y);
-                    }
-                }
+            let ap: [*const T; MR] = std::array::from_fn(|q| ab.add(a[q] + piece.a));
+            let bp: [*const T; NR] = std::array::from_fn(|p| bb.add(b[p] + piece.b));
+            let full = piece.len / T::STEP * T::STEP;
+            for k in (0..full).step_by(T::STEP) {
+                step(&mut s, ap, bp, k, T::STEP);
             }
-            let tail = piece.len % 32;
-            if tail > 0 {
-                let k = full * 32;
-                let mask = ((1u64 << tail) - 1) as __mmask32;
-                let load = |p: *const u16| bh(_mm512_maskz_loadu_epi16(mask, p.add(k).cast()));
-                let x: [__m512bh; MR] = std::array::from_fn(|q| load(ap[q]));
-                for (p, bp) in bp.iter().enumerate() {
-                    let y = load(*bp);
-                    for (s, x) in s.iter_mut().zip(&x) {
-                        s[p] = _mm512_dpbf16_ps(s[p], *x, y);
-                    }
-                }
+            if full < piece.len {
+                step(&mut s, ap, bp, full, piece.len - full);
             }
         }
         for (q, s) in s.iter().enumerate() {
             for (p, v) in s.iter().enumerate() {
                 _mm512_storeu_ps(accp.add((q * NR + p) * 16), *v);
+            }
+        }
+    }
+}
+
+/// `s[q][p] += A row q * B row p` over the `n <= T::STEP` elements at `k` (`n` a constant in
+/// the whole-register loop, so its loads are unmasked there).
+///
+/// # Safety
+/// As [`tile_body`]; `n` elements at `k` lie inside every row.
+#[inline(always)]
+unsafe fn step<T: Elem>(
+    s: &mut [[__m512; NR]; MR],
+    ap: [*const T; MR],
+    bp: [*const T; NR],
+    k: usize,
+    n: usize,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let x: [T::V; MR] = std::array::from_fn(|q| T::load(ap[q].add(k), n));
+        for (p, bp) in bp.iter().enumerate() {
+            let y = T::load(bp.add(k), n);
+            for (s, x) in s.iter_mut().zip(&x) {
+                s[p] = T::madd(s[p], *x, y);
             }
         }
     }
