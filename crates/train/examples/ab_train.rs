@@ -9,7 +9,9 @@
 //! or `train-taps` (stride-1 dense layers' forward and input gradient read at tap offsets
 //! against unfolded) or `max-pool` (max pooling with its own backward against Burn's) or
 //! `wgrad-dots` (f32 weight gradients of 1x1 and stride-1 layers as dot products against
-//! the `gemm` crate; with `f32`); add `f32` as a fifth argument for f32 products. Each round
+//! the `gemm` crate; with `f32`) or `bn-per-channel` (BatchNorm's passes per channel in one
+//! task against each pass over all channels after the other); add `f32` as a fifth
+//! argument for f32 products. Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the
 //! same minute of a host whose speed drifts.
 
@@ -36,9 +38,10 @@ fn main() {
         "train-taps" => train::set_train_taps,
         "max-pool" => train::set_max_pool,
         "wgrad-dots" => train::set_weight_grad_dots,
+        "bn-per-channel" => train::set_batch_norm_per_channel,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool or wgrad-dots"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots or bn-per-channel"
             );
             std::process::exit(2);
         }

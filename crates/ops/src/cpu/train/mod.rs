@@ -61,7 +61,7 @@ pub use layer_norm::layer_norm;
 pub use linear::linear;
 #[cfg(test)]
 use linear::linear_in;
-pub use norm::batch_norm;
+pub use norm::{batch_norm, set_per_channel as set_batch_norm_per_channel};
 pub use pool::{max_pool, set_max_pool};
 pub use unary::activation;
 #[cfg(target_arch = "x86_64")]

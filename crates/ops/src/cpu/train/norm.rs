@@ -10,7 +10,9 @@ use std::mem::MaybeUninit;
 /// not apply.
 /// Why: Burn composes it from a dozen tensor ops (means over swapped dimensions, strided copies,
 /// broadcasts), each differentiated apart; here it is two passes forward and two backward with
-/// the closed-form gradient `dx = gamma / sigma * (dz - mean(dz) - xhat * mean(dz * xhat))`.
+/// the closed-form gradient `dx = gamma / sigma * (dz - mean(dz) - xhat * mean(dz * xhat))`,
+/// each channel's passes in one task, so that the second finds the channel's planes in cache
+/// (steps 1.01-1.08x, docs/benchmarks.md; `COMMITTEE_BN_PER_CHANNEL=0`: pass after pass).
 /// The activation's value and slope are written in the output pass and `dz = dy act'(z)` is
 /// formed inside the backward's passes, so the activation costs no pass of its own either way
 /// (unfused, ReLU6 after BN was four more passes forward and two back, on MobileNetV2's
@@ -42,51 +44,94 @@ pub fn batch_norm(
     let g = slice(&contiguous(gamma.primitive().clone())).to_vec();
     let b = slice(&contiguous(beta.primitive().clone())).to_vec();
     let xs = slice(&xc);
-    // Per channel: mean and variance in f64 (two passes), then y = x * scale + shift.
-    let stats: Vec<(f64, f64)> = (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let planes = || (0..n).map(|i| &xs[(i * c + ch) * d.hw()..][..d.hw()]);
-            let count = (n * d.hw()) as f64;
-            let mean = planes().map(|p| plane_sum(p) as f64).sum::<f64>() / count;
-            let m = mean as f32;
-            let var = planes().map(|p| plane_sq_dev(p, m) as f64).sum::<f64>() / count;
-            (mean, var)
-        })
-        .collect();
+    // Per channel: mean and variance in f64 (two passes), then y = x * scale + shift (and
+    // the activation), in the same task while the channel's planes are in cache.
+    let hw = d.hw();
+    let stats_of = |ch: usize| {
+        let planes = || (0..n).map(|i| &xs[(i * c + ch) * hw..][..hw]);
+        let count = (n * hw) as f64;
+        let mean = planes().map(|p| plane_sum(p) as f64).sum::<f64>() / count;
+        let m = mean as f32;
+        let var = planes().map(|p| plane_sq_dev(p, m) as f64).sum::<f64>() / count;
+        (mean, var)
+    };
+    // The output plane `at` of channel `ch` (and the activation's slope), from the statistics.
+    let isa = Isa::get();
+    let write = |ch: usize,
+                 (mean, var): (f64, f64),
+                 at: usize,
+                 y: &mut [MaybeUninit<f32>],
+                 sl: Option<&mut [MaybeUninit<f32>]>| {
+        let scale = g[ch] * (1.0 / (var + d.eps).sqrt()) as f32;
+        let shift = b[ch] - mean as f32 * scale;
+        let x = &xs[at..at + hw];
+        match (act, sl) {
+            (Some(act), Some(sl)) => isa.affine_act(x, [scale, shift], act, y, sl),
+            _ => affine_plane(x, y, scale, shift),
+        }
+    };
+    let len = xs.len();
+    let (stats, y, slope) = if FUSED.on() {
+        let mut y: Vec<f32> = Vec::with_capacity(len);
+        let mut sl: Vec<f32> = Vec::with_capacity(if act.is_some() { len } else { 0 });
+        let (yo, so) = (
+            crate::cpu::bf16::Out(y.as_mut_ptr()),
+            crate::cpu::bf16::Out(sl.as_mut_ptr()),
+        );
+        let stats = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let st = stats_of(ch);
+                for i in 0..n {
+                    let at = (i * c + ch) * hw;
+                    // SAFETY: plane `at..at + hw` lies inside both vectors' capacity (`len`;
+                    // the slope's only with an activation), and only this channel's task
+                    // writes it.
+                    let (yp, sp) = unsafe {
+                        let plane = |o: &crate::cpu::bf16::Out| {
+                            std::slice::from_raw_parts_mut(
+                                o.get().add(at).cast::<MaybeUninit<f32>>(),
+                                hw,
+                            )
+                        };
+                        (plane(&yo), act.map(|_| plane(&so)))
+                    };
+                    write(ch, st, at, yp, sp);
+                }
+                st
+            })
+            .collect::<Vec<(f64, f64)>>();
+        // SAFETY: every plane of every channel was written above (the slope's with an
+        // activation).
+        unsafe {
+            y.set_len(len);
+            if act.is_some() {
+                sl.set_len(len);
+            }
+        }
+        (stats, y, act.map(|_| sl))
+    } else {
+        let stats: Vec<(f64, f64)> = (0..c).into_par_iter().map(stats_of).collect();
+        match act {
+            None => {
+                let y = preloaded(len, hw, |p, y| write(p % c, stats[p % c], p * hw, y, None));
+                (stats, y, None)
+            }
+            Some(_) => {
+                let fill = |p: usize, y: &mut [MaybeUninit<f32>], s: &mut [MaybeUninit<f32>]| {
+                    write(p % c, stats[p % c], p * hw, y, Some(s))
+                };
+                let (y, s) = preloaded_pair(len, hw, fill);
+                (stats, y, Some(s))
+            }
+        }
+    };
     let invstd: Vec<f32> = stats
         .iter()
         .map(|&(_, v)| (1.0 / (v + d.eps).sqrt()) as f32)
         .collect();
     let mean: Vec<f32> = stats.iter().map(|&(m, _)| m as f32).collect();
     let var: Vec<f32> = stats.iter().map(|&(_, v)| v as f32).collect();
-    let affine = |p: usize| {
-        let ch = p % c;
-        let scale = g[ch] * invstd[ch];
-        (
-            scale,
-            b[ch] - mean[ch] * scale,
-            &xs[p * d.hw()..(p + 1) * d.hw()],
-        )
-    };
-    let (y, slope) = match act {
-        None => {
-            let y = preloaded(xs.len(), d.hw(), |p, y| {
-                let (scale, shift, x) = affine(p);
-                affine_plane(x, y, scale, shift);
-            });
-            (y, None)
-        }
-        Some(act) => {
-            let isa = Isa::get();
-            let fill = |p: usize, y: &mut [MaybeUninit<f32>], s: &mut [MaybeUninit<f32>]| {
-                let (scale, shift, x) = affine(p);
-                isa.affine_act(x, [scale, shift], act, y, s);
-            };
-            let (y, s) = preloaded_pair(xs.len(), d.hw(), fill);
-            (y, Some(s))
-        }
-    };
     let y = FlexTensor::from_data(TensorData::new(y, [n, c, h, w]));
     let state = NormState {
         x: xc.clone(),
@@ -259,6 +304,18 @@ pub(crate) struct NormState {
     pub(crate) d: Norm,
 }
 
+static FUSED: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_BN_PER_CHANNEL"));
+
+/// Turns BatchNorm's passes per channel in one task on or off for the process (off: the
+/// statistics or gradient sums for every channel, then the output or input gradient over the
+/// whole tensor),
+/// over `COMMITTEE_BN_PER_CHANNEL`, to time the two in one process (`examples/ab_train.rs`
+/// in committee-train, switch `bn-per-channel`).
+pub fn set_per_channel(on: bool) {
+    FUSED.set(on)
+}
+
 #[derive(Debug)]
 pub(crate) struct NormBackward;
 
@@ -273,33 +330,64 @@ impl Backward<Flex, 3> for NormBackward {
         let (dys, xs) = (slice(&dy), slice(&st.x));
         let slope = st.slope.as_deref();
         // Per channel: sum(dz) and sum(dz * xhat), in f64, with the gradient before the
-        // activation, `dz = dy act'(z)`, formed plane by plane where it is read.
+        // activation, `dz = dy act'(z)`, formed plane by plane where it is read; then, in the
+        // same task while the channel's planes are still in cache, its planes of dx.
+        let count = (d.n * d.hw()) as f32;
+        let (len, hw) = (xs.len(), d.hw());
+        let mut dx: Vec<f32> = Vec::with_capacity(if node_x.is_some() { len } else { 0 });
+        let out = crate::cpu::bf16::Out(dx.as_mut_ptr());
+        let fused = FUSED.on();
+        let channel = |ch: usize, write: bool| {
+            let (m, s) = (st.mean[ch], st.invstd[ch]);
+            let plane = |i: usize| {
+                let at = (i * d.c + ch) * hw;
+                let sl = slope.map(|sl| &sl[at..at + hw]);
+                (at, &xs[at..at + hw], &dys[at..at + hw], sl)
+            };
+            let sums = (0..d.n).fold((0.0, 0.0), |(a, b), i| {
+                let (_, x, dy, sl) = plane(i);
+                let (pa, pb) = grad_sums(dy, sl, x, m);
+                (a + pa as f64, b + pb as f64 * s as f64)
+            });
+            if write {
+                let k = st.gamma[ch] * s;
+                let (mdy, mdyx) = (sums.0 as f32 / count, sums.1 as f32 / count);
+                for i in 0..d.n {
+                    let (at, x, dy, sl) = plane(i);
+                    // SAFETY: plane `at..at + hw` lies inside `dx`'s capacity (`len`), and
+                    // only this channel's task writes it (channels own disjoint planes).
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out.get().add(at).cast::<MaybeUninit<f32>>(),
+                            hw,
+                        )
+                    };
+                    input_grad_plane(dst, dy, sl, x, [k, mdy, mdyx, m, s]);
+                }
+            }
+            sums
+        };
         let sums: Vec<(f64, f64)> = (0..d.c)
             .into_par_iter()
-            .map(|ch| {
-                let (m, s) = (st.mean[ch], st.invstd[ch]);
-                (0..d.n).fold((0.0, 0.0), |(a, b), i| {
-                    let at = (i * d.c + ch) * d.hw();
-                    let sl = slope.map(|sl| &sl[at..at + d.hw()]);
-                    let (x, dy) = (&xs[at..at + d.hw()], &dys[at..at + d.hw()]);
-                    let (pa, pb) = grad_sums(dy, sl, x, m);
-                    (a + pa as f64, b + pb as f64 * s as f64)
-                })
-            })
+            .map(|ch| channel(ch, fused && node_x.is_some()))
             .collect();
         if let Some(node) = node_x {
-            let count = (d.n * d.hw()) as f32;
-            let dx = preloaded(xs.len(), d.hw(), |p, dx| {
-                let ch = p % d.c;
-                let (m, s) = (st.mean[ch], st.invstd[ch]);
-                let k = st.gamma[ch] * s;
-                let mdy = sums[ch].0 as f32 / count;
-                let mdyx = sums[ch].1 as f32 / count;
-                let at = p * d.hw();
-                let (x, dy) = (&xs[at..at + d.hw()], &dys[at..at + d.hw()]);
-                let sl = slope.map(|sl| &sl[at..at + d.hw()]);
-                input_grad_plane(dx, dy, sl, x, [k, mdy, mdyx, m, s]);
-            });
+            if fused {
+                // SAFETY: every plane of every channel was written above.
+                unsafe { dx.set_len(len) };
+            } else {
+                dx = preloaded(len, hw, |p, dx| {
+                    let ch = p % d.c;
+                    let (m, s) = (st.mean[ch], st.invstd[ch]);
+                    let k = st.gamma[ch] * s;
+                    let mdy = sums[ch].0 as f32 / count;
+                    let mdyx = sums[ch].1 as f32 / count;
+                    let at = p * hw;
+                    let (x, dy) = (&xs[at..at + hw], &dys[at..at + hw]);
+                    let sl = slope.map(|sl| &sl[at..at + hw]);
+                    input_grad_plane(dx, dy, sl, x, [k, mdy, mdyx, m, s]);
+                });
+            }
             grads.register::<Flex>(
                 node.id,
                 FlexTensor::from_data(TensorData::new(dx, [d.n, d.c, d.h, d.w])),

@@ -135,6 +135,34 @@ fn batch_norm_training_matches_burn() {
     }
 }
 
+/// BatchNorm with its passes per channel in one task (forward: statistics and output;
+/// backward: sums and input gradient) gives the bits of each pass over all channels one after
+/// the other, with and without a fused ReLU6.
+#[test]
+fn batch_norm_per_channel_keeps_the_bits() {
+    let dev = Device::flex().autodiff();
+    let (bn, x) = batch_norm_case([3, 5, 9, 7], &dev);
+    let wts = Tensor::<4>::random([3, 5, 9, 7], Distribution::Normal(0.0, 1.0), &dev);
+    for act in [None, Some(Act::Relu6)] {
+        let grads = |fused: bool| {
+            norm::set_per_channel(fused);
+            let (y, mean, var) = batch_norm(&bn, x.clone(), act).expect("kernel applies");
+            let stats = (mean.into_data(), var.into_data(), y.clone().into_data());
+            let g = (y * wts.clone()).sum().backward();
+            let d = |t: Option<Tensor<1>>| t.expect("grad").into_data();
+            let dx = x.grad(&g).expect("dx").into_data();
+            (
+                stats,
+                dx,
+                d(bn.gamma.val().grad(&g)),
+                d(bn.beta.val().grad(&g)),
+            )
+        };
+        let (unfused, fused) = (grads(false), grads(true));
+        assert_eq!(unfused, fused, "{act:?}");
+    }
+}
+
 /// Dense convolutions (3x3, ResNet's 7x7 stem, strided 1x1 shortcut, TF's SAME stem, one
 /// input channel, stride-1 maps read at tap offsets): output and gradients equal Burn's.
 #[test]
