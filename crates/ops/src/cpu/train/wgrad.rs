@@ -1,8 +1,8 @@
-//! Weight gradients of 1x1 and stride-1 dense convolutions as dot products over pixels,
+//! Weight gradients of 1x1 and dense convolutions (any stride) as dot products over pixels,
 //! read where the values lie (AVX-512; in f32, or in bf16 on AVX512-BF16 under `--dtype
 //! bf16`): `dW[o][j] = sum_i sum_k dY_i[o][k] * X_i[j][k]`, where row `j` of the input is a
-//! channel (1x1) or a channel read at one tap's offset in the zero-padded image (the tap grid
-//! of [`crate::cpu::bf16::taps`]).
+//! channel (1x1) or a channel read at one tap's offset in the zero-padded image, split into
+//! its stride phases ([`Grid`]; at stride 1 the tap grid of [`crate::cpu::bf16::taps`]).
 //!
 //! Why: through a matrix product a 3x3 layer's weight gradient first unfolded every image
 //! (nine copies of each value: 58 MB per step for ResNet's 64-channel 56x56 layers at batch
@@ -184,7 +184,7 @@ const MIN_PIX: usize = 28 * 28;
 
 static DOTS: crate::kernel::Switch = crate::kernel::Switch::new(true, Some("COMMITTEE_WGRAD_DOTS"));
 
-/// Turns the dot-product weight gradients of 1x1 and stride-1 dense training layers on or
+/// Turns the dot-product weight gradients of 1x1 and dense training layers on or
 /// off for the process, over `COMMITTEE_WGRAD_DOTS` (off: matrix products over the unfolded
 /// image), to time the two in one process (`examples/ab_train.rs` in committee-train, switch
 /// `wgrad-dots`).
