@@ -8,8 +8,8 @@
 //! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair)
 //! or `train-taps` (stride-1 dense layers' forward and input gradient read at tap offsets
 //! against unfolded) or `max-pool` (max pooling with its own backward against Burn's) or
-//! `wgrad-dots` (f32 weight gradients of 1x1 and stride-1 layers as dot products against
-//! the `gemm` crate; with `f32`) or `bn-per-channel` (BatchNorm's passes per channel in one
+//! `wgrad-dots` (weight gradients of 1x1 and dense layers as dot products over pixels
+//! against matrix products over the unfolded image) or `bn-per-channel` (BatchNorm's passes per channel in one
 //! task against each pass over all channels after the other); add `f32` as a fifth
 //! argument for f32 products. Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the

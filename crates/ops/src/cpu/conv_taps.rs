@@ -90,7 +90,7 @@ fn pack_block(image: &[f32], t: &Taps, g0: usize, dst: &mut [f32]) {
 }
 
 /// Grid columns `g0..g0 + dst.len()` of one channel `[h, w]` (zero where padding).
-pub(crate) fn grid_columns(src: &[f32], t: &Taps, g0: usize, dst: &mut [f32]) {
+fn grid_columns(src: &[f32], t: &Taps, g0: usize, dst: &mut [f32]) {
     let (h, w, wp) = (t.h, t.w, t.wp);
     if t.pt == 0 && wp == w {
         // No padding above or beside: the grid is the image, one copy (a 1x1 convolution).

@@ -55,6 +55,7 @@ pub fn batch_norm(
         let var = planes().map(|p| plane_sq_dev(p, m) as f64).sum::<f64>() / count;
         (mean, var)
     };
+    let inv_std = |var: f64| (1.0 / (var + d.eps).sqrt()) as f32;
     // The output plane `at` of channel `ch` (and the activation's slope), from the statistics.
     let isa = Isa::get();
     let write = |ch: usize,
@@ -62,7 +63,7 @@ pub fn batch_norm(
                  at: usize,
                  y: &mut [MaybeUninit<f32>],
                  sl: Option<&mut [MaybeUninit<f32>]>| {
-        let scale = g[ch] * (1.0 / (var + d.eps).sqrt()) as f32;
+        let scale = g[ch] * inv_std(var);
         let shift = b[ch] - mean as f32 * scale;
         let x = &xs[at..at + hw];
         match (act, sl) {
@@ -71,7 +72,7 @@ pub fn batch_norm(
         }
     };
     let len = xs.len();
-    let (stats, y, slope) = if FUSED.on() {
+    let (stats, y, slope) = if PER_CHANNEL.on() {
         let mut y: Vec<f32> = Vec::with_capacity(len);
         let mut sl: Vec<f32> = Vec::with_capacity(if act.is_some() { len } else { 0 });
         let (yo, so) = (
@@ -126,10 +127,7 @@ pub fn batch_norm(
             }
         }
     };
-    let invstd: Vec<f32> = stats
-        .iter()
-        .map(|&(_, v)| (1.0 / (v + d.eps).sqrt()) as f32)
-        .collect();
+    let invstd: Vec<f32> = stats.iter().map(|&(_, v)| inv_std(v)).collect();
     let mean: Vec<f32> = stats.iter().map(|&(m, _)| m as f32).collect();
     let var: Vec<f32> = stats.iter().map(|&(_, v)| v as f32).collect();
     let y = FlexTensor::from_data(TensorData::new(y, [n, c, h, w]));
@@ -304,16 +302,15 @@ pub(crate) struct NormState {
     pub(crate) d: Norm,
 }
 
-static FUSED: crate::kernel::Switch =
+static PER_CHANNEL: crate::kernel::Switch =
     crate::kernel::Switch::new(true, Some("COMMITTEE_BN_PER_CHANNEL"));
 
 /// Turns BatchNorm's passes per channel in one task on or off for the process (off: the
 /// statistics or gradient sums for every channel, then the output or input gradient over the
-/// whole tensor),
-/// over `COMMITTEE_BN_PER_CHANNEL`, to time the two in one process (`examples/ab_train.rs`
-/// in committee-train, switch `bn-per-channel`).
+/// whole tensor), over `COMMITTEE_BN_PER_CHANNEL`, to time the two in one process
+/// (`examples/ab_train.rs` in committee-train, switch `bn-per-channel`).
 pub fn set_per_channel(on: bool) {
-    FUSED.set(on)
+    PER_CHANNEL.set(on)
 }
 
 #[derive(Debug)]
@@ -336,56 +333,54 @@ impl Backward<Flex, 3> for NormBackward {
         let (len, hw) = (xs.len(), d.hw());
         let mut dx: Vec<f32> = Vec::with_capacity(if node_x.is_some() { len } else { 0 });
         let out = crate::cpu::bf16::Out(dx.as_mut_ptr());
-        let fused = FUSED.on();
+        let one_task = PER_CHANNEL.on();
+        // Plane `at`: its input, output gradient and the activation's slope.
+        let plane = |at: usize| {
+            let sl = slope.map(|sl| &sl[at..at + hw]);
+            (&xs[at..at + hw], &dys[at..at + hw], sl)
+        };
+        // dx over plane `at` of channel `ch`, from the channel's sums.
+        let input_grad = |ch: usize, sums: (f64, f64), at: usize, dst: &mut [MaybeUninit<f32>]| {
+            let (m, s) = (st.mean[ch], st.invstd[ch]);
+            let k = st.gamma[ch] * s;
+            let (mdy, mdyx) = (sums.0 as f32 / count, sums.1 as f32 / count);
+            let (x, dy, sl) = plane(at);
+            input_grad_plane(dst, dy, sl, x, [k, mdy, mdyx, m, s]);
+        };
         let channel = |ch: usize, write: bool| {
             let (m, s) = (st.mean[ch], st.invstd[ch]);
-            let plane = |i: usize| {
-                let at = (i * d.c + ch) * hw;
-                let sl = slope.map(|sl| &sl[at..at + hw]);
-                (at, &xs[at..at + hw], &dys[at..at + hw], sl)
-            };
+            let at = |i: usize| (i * d.c + ch) * hw;
             let sums = (0..d.n).fold((0.0, 0.0), |(a, b), i| {
-                let (_, x, dy, sl) = plane(i);
+                let (x, dy, sl) = plane(at(i));
                 let (pa, pb) = grad_sums(dy, sl, x, m);
                 (a + pa as f64, b + pb as f64 * s as f64)
             });
             if write {
-                let k = st.gamma[ch] * s;
-                let (mdy, mdyx) = (sums.0 as f32 / count, sums.1 as f32 / count);
                 for i in 0..d.n {
-                    let (at, x, dy, sl) = plane(i);
-                    // SAFETY: plane `at..at + hw` lies inside `dx`'s capacity (`len`), and
+                    // SAFETY: plane `at(i)..+ hw` lies inside `dx`'s capacity (`len`), and
                     // only this channel's task writes it (channels own disjoint planes).
                     let dst = unsafe {
                         std::slice::from_raw_parts_mut(
-                            out.get().add(at).cast::<MaybeUninit<f32>>(),
+                            out.get().add(at(i)).cast::<MaybeUninit<f32>>(),
                             hw,
                         )
                     };
-                    input_grad_plane(dst, dy, sl, x, [k, mdy, mdyx, m, s]);
+                    input_grad(ch, sums, at(i), dst);
                 }
             }
             sums
         };
         let sums: Vec<(f64, f64)> = (0..d.c)
             .into_par_iter()
-            .map(|ch| channel(ch, fused && node_x.is_some()))
+            .map(|ch| channel(ch, one_task && node_x.is_some()))
             .collect();
         if let Some(node) = node_x {
-            if fused {
+            if one_task {
                 // SAFETY: every plane of every channel was written above.
                 unsafe { dx.set_len(len) };
             } else {
                 dx = preloaded(len, hw, |p, dx| {
-                    let ch = p % d.c;
-                    let (m, s) = (st.mean[ch], st.invstd[ch]);
-                    let k = st.gamma[ch] * s;
-                    let mdy = sums[ch].0 as f32 / count;
-                    let mdyx = sums[ch].1 as f32 / count;
-                    let at = p * hw;
-                    let (x, dy) = (&xs[at..at + hw], &dys[at..at + hw]);
-                    let sl = slope.map(|sl| &sl[at..at + hw]);
-                    input_grad_plane(dx, dy, sl, x, [k, mdy, mdyx, m, s]);
+                    input_grad(p % d.c, sums[p % d.c], p * hw, dx)
                 });
             }
             grads.register::<Flex>(
