@@ -40,6 +40,9 @@ pub(crate) trait Elem: Copy + Send + Sync + 'static {
     /// Elements per register.
     const STEP: usize;
 
+    /// Whether this CPU has the features [`Elem::tile`] needs.
+    fn available() -> bool;
+
     /// `acc[q][p] (16 f32 lanes) += sum over the pieces of A row q * B row p`.
     ///
     /// # Safety
@@ -72,6 +75,10 @@ pub(crate) trait Elem: Copy + Send + Sync + 'static {
 impl Elem for f32 {
     type V = __m512;
     const STEP: usize = 16;
+
+    fn available() -> bool {
+        Isa::get().avx512()
+    }
 
     unsafe fn tile(
         r: &Rows<f32>,
@@ -109,6 +116,10 @@ impl Elem for f32 {
 impl Elem for u16 {
     type V = __m512bh;
     const STEP: usize = 32;
+
+    fn available() -> bool {
+        Bf16Kernel::Avx512.available()
+    }
 
     unsafe fn tile(
         r: &Rows<u16>,
@@ -167,7 +178,7 @@ pub(crate) struct Rows<'a, T> {
 /// on, and on maps of [`MIN_PIX`] pixels or more.
 pub(crate) fn applies(half: Option<Bf16Kernel>, pix: usize) -> bool {
     let kernel = match half {
-        None => Isa::get().avx512(),
+        None => <f32 as Elem>::available(),
         Some(k) => k == Bf16Kernel::Avx512,
     };
     kernel && pix >= MIN_PIX && DOTS.on()
@@ -206,6 +217,10 @@ pub(crate) struct Piece {
 /// thread count.
 pub(crate) fn weight_grad<T: Elem>(r: &Rows<T>) -> Vec<f32> {
     let (m, nj) = (r.m, r.b_rows.len());
+    assert!(
+        T::available(),
+        "the CPU lacks the dot-product kernel's features"
+    );
     if m == 0 || nj == 0 {
         return vec![0.0; m * nj];
     }
@@ -278,7 +293,7 @@ fn task_sums<T: Elem>(r: &Rows<T>, blocks: &[Vec<Piece>], o0: usize, j0: usize) 
                     (o0 + if o < rows { o } else { 0 }) * r.a_row
                 });
                 let at = (s * tj + t) * MR * NR * 16;
-                // SAFETY: the kernel's features were checked by the caller (`applies`); every
+                // SAFETY: the kernel's features were checked (`weight_grad`); every
                 // row of every piece lies inside `a` and `b` (asserted by `weight_grad`: the
                 // farthest row of the last image plus `len`), and the masked tails read no
                 // further than `len`.
