@@ -10,7 +10,8 @@
 //! against unfolded) or `max-pool` (max pooling with its own backward against Burn's) or
 //! `wgrad-dots` (weight gradients of 1x1 and dense layers as dot products over pixels
 //! against matrix products over the unfolded image) or `bn-per-channel` (BatchNorm's passes per channel in one
-//! task against each pass over all channels after the other); add `f32` as a fifth
+//! task against each pass over all channels after the other) or `unzeroed` (convolution outputs
+//! and input gradients written into fresh memory against zeroed first); add `f32` as a fifth
 //! argument for f32 products. Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the
 //! same minute of a host whose speed drifts.
@@ -39,9 +40,10 @@ fn main() {
         "max-pool" => train::set_max_pool,
         "wgrad-dots" => train::set_weight_grad_dots,
         "bn-per-channel" => train::set_batch_norm_per_channel,
+        "unzeroed" => train::set_unzeroed,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots or bn-per-channel"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel or unzeroed"
             );
             std::process::exit(2);
         }

@@ -77,32 +77,32 @@ pub(crate) fn pointwise_in(
     let (x, weight) = operands(conv, x)?;
     let xc = contiguous(x.primitive().clone());
     let wc = contiguous(weight.primitive().clone());
-    let mut y = vec![0f32; n * c_out * h * w];
     let (xs, ws) = (slice(&xc), slice(&wc));
-    if let Some(kern) = half {
-        // The weight packed once per step, each image's input per product.
-        let wa = PackedA::pack(ws, c_out, c_in);
-        y.par_chunks_mut(c_out * dims.hw())
-            .enumerate()
-            .for_each(|(i, y)| {
-                let xi = &xs[i * c_in * dims.hw()..(i + 1) * c_in * dims.hw()];
-                half::product(kern, &wa, xi, [c_in, dims.hw()], y);
-            });
-    } else {
-        y.par_chunks_mut(c_out * dims.hw())
-            .enumerate()
-            .for_each(|(i, y)| {
-                let xi = &xs[i * c_in * dims.hw()..(i + 1) * c_in * dims.hw()];
-                gemm_strided(
-                    [c_out, dims.hw(), c_in],
-                    y,
-                    Mat::rows(ws, c_in),
-                    Mat::rows(xi, dims.hw()),
-                    false,
-                    gemm::Parallelism::None,
-                );
-            });
-    }
+    let y = written(n * c_out * h * w, |y| {
+        if let Some(kern) = half {
+            // The weight packed once per step, each image's input per product.
+            let wa = PackedA::pack(ws, c_out, c_in);
+            y.par_chunks_mut(c_out * dims.hw())
+                .enumerate()
+                .for_each(|(i, y)| {
+                    let xi = &xs[i * c_in * dims.hw()..(i + 1) * c_in * dims.hw()];
+                    half::product_into(kern, &wa, xi, [c_in, dims.hw()], y);
+                });
+        } else {
+            y.par_chunks_mut(c_out * dims.hw())
+                .enumerate()
+                .for_each(|(i, y)| {
+                    let xi = &xs[i * c_in * dims.hw()..(i + 1) * c_in * dims.hw()];
+                    gemm_into(
+                        [c_out, dims.hw(), c_in],
+                        y,
+                        Mat::rows(ws, c_in),
+                        Mat::rows(xi, dims.hw()),
+                        gemm::Parallelism::None,
+                    );
+                });
+        }
+    });
     let y = FlexTensor::from_data(TensorData::new(y, [n, c_out, h, w]));
     let out = match PointwiseBackward
         .prepare::<NoCheckpointing>([x.node(), weight.node()])
@@ -176,39 +176,19 @@ pub(crate) fn dense_in(
         // them, every output written once.
         #[cfg(target_arch = "x86_64")]
         (Some((products, fwd, _)), _) => tap_conv(products, ws, [c_out, c], xs, n, &fwd),
-        (_, Some(kern)) => {
+        (_, Some(kern)) => written(len, |y| {
             // The weight packed once per step; each image unfolded straight into its packed
             // form.
-            let mut y = vec![0f32; len];
             let wa = PackedA::pack(ws, c_out, kk);
             y.par_chunks_mut(c_out * pix)
                 .enumerate()
                 .for_each(|(i, y)| {
                     let img = &xs[i * c * h * w..(i + 1) * c * h * w];
                     let b = PackedB::pack_rows(kk, pix, |r, row| d.unfold_tap(img, r, row));
-                    bf16::gemm(kern, &wa, &b, y, false, Epilogue::None);
+                    bf16::gemm_into(kern, &wa, &b, y, Bias::None, Epilogue::None);
                 });
-            y
-        }
-        (_, None) => {
-            let mut y = vec![0f32; len];
-            y.par_chunks_mut(c_out * pix)
-                .enumerate()
-                .for_each_init(Vec::new, |col, (i, y)| {
-                    // The unfold writes every element (padding included): no zeroing per image.
-                    col.resize(kk * pix, 0.0);
-                    d.unfold(&xs[i * c * h * w..(i + 1) * c * h * w], col, pix, 0);
-                    gemm_strided(
-                        [c_out, pix, kk],
-                        y,
-                        Mat::rows(ws, kk),
-                        Mat::rows(col, pix),
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                });
-            y
-        }
+        }),
+        (_, None) => d.forward_f32(xs, ws),
     };
     let y = FlexTensor::from_data(TensorData::new(y, [n, c_out, win.oh, win.ow]));
     let out = match DenseBackward
@@ -297,6 +277,27 @@ impl Dense {
             [pt, pb, pl, pr],
         )?;
         (grid.out() == self.out).then_some(grid)
+    }
+
+    /// The forward with f32 products: each image unfolded, then one `gemm` product per image.
+    fn forward_f32(&self, xs: &[f32], ws: &[f32]) -> Vec<f32> {
+        let (kk, pix, img) = (self.taps(), self.pix(), self.c_in * self.h * self.w);
+        written(self.n * self.c_out * pix, |y| {
+            y.par_chunks_mut(self.c_out * pix)
+                .enumerate()
+                .for_each_init(Vec::new, |col, (i, y)| {
+                    // The unfold writes every element (padding included): no zeroing per image.
+                    col.resize(kk * pix, 0.0);
+                    self.unfold(&xs[i * img..(i + 1) * img], col, pix, 0);
+                    gemm_into(
+                        [self.c_out, pix, kk],
+                        y,
+                        Mat::rows(ws, kk),
+                        Mat::rows(col, pix),
+                        gemm::Parallelism::None,
+                    );
+                });
+        })
     }
 
     /// Unfolds one image into `col`, whose rows are `stride` long; the image's columns start
@@ -621,24 +622,24 @@ impl Backward<Flex, 2> for PointwiseBackward {
             grads.register::<Flex>(node.id, dw);
         }
         if let Some(node) = node_x {
-            let mut dx = vec![0f32; d.n * img_in];
             let wt = d
                 .half
                 .map(|_| PackedA::pack_transposed(ws, d.c_in, d.c_out));
-            dx.par_chunks_mut(img_in).enumerate().for_each(|(i, dx)| {
-                if let (Some(kern), Some(wt)) = (d.half, &wt) {
+            let dx = written(d.n * img_in, |dx| {
+                dx.par_chunks_mut(img_in).enumerate().for_each(|(i, dx)| {
                     let dy = &dys[i * img_out..(i + 1) * img_out];
-                    half::product(kern, wt, dy, [d.c_out, d.hw()], dx);
-                    return;
-                }
-                gemm_strided(
-                    [d.c_in, d.hw(), d.c_out],
-                    dx,
-                    Mat::cols(ws, d.c_in),
-                    Mat::rows(&dys[i * img_out..(i + 1) * img_out], d.hw()),
-                    false,
-                    gemm::Parallelism::None,
-                );
+                    if let (Some(kern), Some(wt)) = (d.half, &wt) {
+                        half::product_into(kern, wt, dy, [d.c_out, d.hw()], dx);
+                        return;
+                    }
+                    gemm_into(
+                        [d.c_in, d.hw(), d.c_out],
+                        dx,
+                        Mat::cols(ws, d.c_in),
+                        Mat::rows(dy, d.hw()),
+                        gemm::Parallelism::None,
+                    );
+                });
             });
             let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
             grads.register::<Flex>(node.id, dx);

@@ -27,6 +27,18 @@ pub(crate) fn product(
     bf16::gemm(kernel, a, &b, dst, false, Epilogue::None);
 }
 
+/// [`product`] into memory not yet written (every element of `dst[..m * n]` stored once).
+pub(crate) fn product_into(
+    kernel: Bf16Kernel,
+    a: &PackedA,
+    b: &[f32],
+    [k, n]: [usize; 2],
+    dst: &mut [std::mem::MaybeUninit<f32>],
+) {
+    let b = PackedB::pack(b, k, n);
+    bf16::gemm_into(kernel, a, &b, dst, bf16::Bias::None, Epilogue::None);
+}
+
 /// How many images one weight-gradient product sums (see [`weight_grad`]): as many as fill
 /// [`K_BLOCK`] pixels, each image's padded to a multiple of 32. Why: ResNet-50's last stage
 /// (7x7 maps, 49 pixels) had one product per image, each of which read and wrote the whole

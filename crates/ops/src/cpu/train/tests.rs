@@ -633,6 +633,30 @@ fn half_products_match_f32_products() {
     }
 }
 
+/// The convolutions' outputs and input gradients come from memory that is not zeroed first
+/// ([`written`]): filled with NaN instead, every element is still overwritten (outputs and
+/// gradients match Burn's, and the bf16 products the f32 ones), on each path that writes
+/// into it: 1x1 layers, unfolded dense layers (f32 and bf16 products).
+#[test]
+fn outputs_are_written_whole() {
+    use std::sync::atomic::Ordering;
+    let dev = Device::flex().autodiff();
+    POISON.store(true, Ordering::Relaxed);
+    let conv = |c_in, c_out, k, s| {
+        Conv2dConfig::new([c_in, c_out], [k, k])
+            .with_stride([s, s])
+            .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
+            .with_bias(false)
+            .init(&dev)
+    };
+    let (pw, dense_s2) = (conv(16, 40, 1, 1), conv(5, 24, 3, 2));
+    assert_matches_burn(pointwise, &pw, [3, 16, 9, 7], "poisoned 1x1");
+    assert_matches_burn(dense, &dense_s2, [3, 5, 11, 10], "poisoned 3x3 s2");
+    assert_half_matches_f32(pointwise_in, &pw, [3, 16, 9, 7], "poisoned 1x1");
+    assert_half_matches_f32(dense_in, &dense_s2, [3, 5, 11, 10], "poisoned 3x3 s2");
+    POISON.store(false, Ordering::Relaxed);
+}
+
 /// With bf16 products too, the gradients are the same bits on 1 and 3 threads.
 #[test]
 fn half_gradients_do_not_depend_on_threads() {
