@@ -10,6 +10,8 @@
 //! f32 products. `WGRAD=1`: ResNet-50's layers, weight gradients as matrix products against
 //! dot products (`train::set_weight_grad_dots`; bf16, or f32 with `F32=1`); `FWD=1`: the
 //! forward alone.
+//! `DIRECT=1` (with `TAPS=1` or `FWD=1`, and `F32=1`): f32 stride-1 layers under 56x56 as
+//! direct convolutions against what ran before (`train::set_direct`).
 //! `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
 //! and input gradient, committee's against Burn's (`train::set_max_pool`).
 
@@ -141,6 +143,7 @@ fn main() {
             match (dw, dtype) {
                 (true, _) => train::set_depthwise_planes(on),
                 (_, true) => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
+                _ if std::env::var("DIRECT").is_ok_and(|v| v == "1") => train::set_direct(on),
                 _ if taps => train::set_train_taps(on),
                 _ if wgrad => train::set_weight_grad_dots(on),
                 _ => train::set_images_per_product(on),
@@ -157,7 +160,9 @@ fn main() {
             best[on as usize] = best[on as usize].min(s.elapsed().as_secs_f64());
         }
         // The two sides' names, off then on, in the order the modes are chosen above.
-        let [off, on] = if dw {
+        let [off, on] = if std::env::var("DIRECT").is_ok_and(|v| v == "1") {
+            ["before", "direct"]
+        } else if dw {
             ["channels-last", "planes"]
         } else if dtype {
             ["f32", "bf16"]

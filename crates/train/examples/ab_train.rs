@@ -11,7 +11,8 @@
 //! `wgrad-dots` (weight gradients of 1x1 and dense layers as dot products over pixels
 //! against matrix products over the unfolded image) or `bn-per-channel` (BatchNorm's passes per channel in one
 //! task against each pass over all channels after the other) or `unzeroed` (convolution outputs
-//! and input gradients written into fresh memory against zeroed first); add `f32` as a fifth
+//! and input gradients written into fresh memory against zeroed first) or `direct` (f32
+//! stride-1 layers under 56x56 as direct convolutions against unfolded or tap offsets); add `f32` as a fifth
 //! argument for f32 products. Each round
 //! times one step with the switch off, then one with it on; the per-round ratio compares the
 //! same minute of a host whose speed drifts.
@@ -41,9 +42,10 @@ fn main() {
         "wgrad-dots" => train::set_weight_grad_dots,
         "bn-per-channel" => train::set_batch_norm_per_channel,
         "unzeroed" => train::set_unzeroed,
+        "direct" => train::set_direct,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel or unzeroed"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed or direct"
             );
             std::process::exit(2);
         }

@@ -123,7 +123,7 @@ pub(super) unsafe fn transposed_block(
 /// 1) rows `i` and `i + b` swap the off-diagonal `b x b` blocks, the recursive transpose.
 #[inline]
 #[target_feature(enable = "avx512f")]
-fn transpose_16x16(r: &mut [__m512i; 16]) {
+pub(crate) fn transpose_16x16(r: &mut [__m512i; 16]) {
     for b in [8usize, 4, 2, 1] {
         let idx = |f: &dyn Fn(usize) -> usize| {
             let mut v = [0i32; 16];

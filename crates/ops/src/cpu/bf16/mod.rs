@@ -14,7 +14,7 @@
 #[cfg(target_arch = "x86_64")]
 mod amx;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub(crate) mod avx512;
 pub(crate) mod cache;
 #[cfg(target_arch = "x86_64")]
 pub mod taps;

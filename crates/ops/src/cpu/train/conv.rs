@@ -175,6 +175,11 @@ pub(crate) fn dense_in(
         // Stride 1 on a tap kernel: the images read at the taps' offsets, as inference runs
         // them, every output written once.
         #[cfg(target_arch = "x86_64")]
+        (_, None) if d.direct().is_some() => {
+            let direct = d.direct().expect("checked");
+            super::direct::conv(&direct, xs, ws, false)
+        }
+        #[cfg(target_arch = "x86_64")]
         (Some((products, fwd, _)), _) => tap_conv(products, ws, [c_out, c], xs, n, &fwd),
         (_, Some(kern)) => written(len, |y| {
             // The weight packed once per step; each image unfolded straight into its packed
@@ -277,6 +282,45 @@ impl Dense {
             [pt, pb, pl, pr],
         )?;
         (grid.out() == self.out).then_some(grid)
+    }
+
+    /// The layer as a direct convolution ([`super::direct`]: f32, stride 1, maps under
+    /// [`DIRECT_MAX_PIX`] outputs, where its kernel takes them).
+    #[cfg(target_arch = "x86_64")]
+    fn direct(&self) -> Option<super::direct::Direct> {
+        if self.s != [1, 1] || self.half.is_some() || self.pix() >= DIRECT_MAX_PIX {
+            return None;
+        }
+        let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
+        let d = super::direct::Direct {
+            n: self.n,
+            c_in: self.c_in,
+            c_out: self.c_out,
+            h: self.h,
+            w: self.w,
+            k: self.k,
+            pad: [pt, pb, pl, pr],
+        };
+        (d.tile().is_some() && d.out() == Some(self.out)).then_some(d)
+    }
+
+    /// The input gradient of a layer [`Dense::direct`] takes, as the direct convolution of
+    /// the output gradient with the flipped weights ([`flipped_weights`]), padded `k - 1 -
+    /// pad` on each side.
+    #[cfg(target_arch = "x86_64")]
+    fn direct_back(&self) -> Option<super::direct::Direct> {
+        self.direct()?;
+        let ([kh, kw], [pt, pl], [pb, pr]) = (self.k, self.pad, self.pad_end);
+        let d = super::direct::Direct {
+            n: self.n,
+            c_in: self.c_out,
+            c_out: self.c_in,
+            h: self.out[0],
+            w: self.out[1],
+            k: self.k,
+            pad: [kh - 1 - pt, kh - 1 - pb, kw - 1 - pl, kw - 1 - pr],
+        };
+        (d.tile().is_some() && d.out() == Some([self.h, self.w])).then_some(d)
     }
 
     /// The forward with f32 products: each image unfolded, then one `gemm` product per image.
@@ -401,6 +445,15 @@ fn flipped_weights(w: &[f32], [c_out, c_in, taps]: [usize; 3]) -> Vec<f32> {
 #[cfg(target_arch = "x86_64")]
 const TAPS_MIN_PIX: usize = 28 * 28;
 
+/// The most output pixels (exclusive) of a layer [`Dense::direct`] takes, ahead of the
+/// tap-offset and unfolded paths. ResNet's 3x3 layers at batch 8 in f32, forward alone and
+/// forward with both gradients, against what ran before (`DIRECT=1 [FWD=1 | TAPS=1] F32=1
+/// ... --example train_conv_rate`, AMD EPYC): 7x7 1.18-1.26x / 1.09-1.10x, 14x14 1.16-1.18x
+/// / 1.11-1.17x (unfolded before), 28x28 1.13x / 1.08x, 56x56 1.02x / 0.99x (tap offsets
+/// before).
+#[cfg(target_arch = "x86_64")]
+const DIRECT_MAX_PIX: usize = 56 * 56;
+
 /// `[n, m, oh, ow]`: the stride-1 convolution over `taps` of the `n` images `[c, h, w]` in
 /// `images` with the weight `w [m, c, kh, kw]`, its products in bf16 on `products` or in
 /// f32 (`None`, `conv_taps`), every output written once.
@@ -512,6 +565,13 @@ impl Backward<Flex, 2> for DenseBackward {
             }
             let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
             grads.register::<Flex>(node.id, dw);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(node), Some(back)) = (&node_x, d.direct_back()) {
+            let dx = super::direct::conv(&back, dys, ws, true);
+            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+            grads.register::<Flex>(node.id, dx);
+            return;
         }
         #[cfg(target_arch = "x86_64")]
         if let (Some(node), Some((products, _, back))) = (&node_x, d.tap_grids()) {

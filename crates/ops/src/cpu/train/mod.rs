@@ -41,6 +41,7 @@ use std::mem::MaybeUninit;
 mod attention;
 mod conv;
 mod depthwise;
+mod direct;
 mod half;
 mod layer_norm;
 mod linear;
@@ -57,6 +58,7 @@ pub use conv::{dense, pointwise, set_bf16_everywhere, set_train_taps};
 #[cfg(test)]
 use conv::{dense_in, pointwise_in};
 pub use depthwise::{depthwise, set_planes as set_depthwise_planes};
+pub use direct::set_direct;
 pub use half::set_images_per_product;
 pub use layer_norm::layer_norm;
 pub use linear::linear;

@@ -164,7 +164,8 @@ fn batch_norm_per_channel_keeps_the_bits() {
 }
 
 /// Dense convolutions (3x3, ResNet's 7x7 stem, strided 1x1 shortcut, TF's SAME stem, one
-/// input channel, stride-1 maps read at tap offsets): output and gradients equal Burn's.
+/// input channel, stride-1 maps read at tap offsets or computed directly): output and
+/// gradients equal Burn's.
 #[test]
 fn dense_training_matches_burns_conv() {
     let dev = Device::flex().autodiff();
@@ -185,6 +186,13 @@ fn dense_training_matches_burns_conv() {
         // Strided, on 28x28 outputs or more: the weight gradient over the stride phases.
         (5, 6, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 56, 57),
         (3, 4, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 56, 58),
+        // Stride 1 on rows of 7 or of a multiple of 14 (channels in blocks of 16 and 32):
+        // the direct kernel on AVX-512 (`Dense::direct`), forward and input gradient; two
+        // rows per tile and a last one alone, padding on one side only.
+        (32, 32, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 7, 7),
+        (32, 64, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 14, 14),
+        (32, 32, 3, 1, PaddingConfig2d::Explicit(2, 0, 0, 2), 14, 14),
+        (16, 32, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 28, 28),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_stride([s, s])

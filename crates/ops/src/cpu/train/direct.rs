@@ -1,0 +1,468 @@
+//! f32 stride-1 convolutions on small maps (ResNet's 14x14 and 7x7 stages) computed directly
+//! on AVX-512, for the training forward and, with the flipped kernel, the input gradient.
+//!
+//! Why: unfolded, these layers ran through the `gemm` crate at ~75 GMAC/s on two Zen 4 cores
+//! (each image unfolded, the weight packed again for every image, and every product over
+//! the padding's zeros: 18 % of a 7x7 map's multiply-adds, 9 % of a 14x14 one's), where
+//! PyTorch's oneDNN ran the same layers' forward and input gradient in ~0.6x the time
+//! (its `jit:avx512_core` direct convolution in 16-channel blocks, skipping the padding).
+//! Here the same scheme: the input in blocks of 16 channels, each pixel's 16 channels
+//! contiguous (`[n][c / 16][hp][wp][16]`, zero-padded), the weight in blocks of 32 output
+//! channels; a register tile holds 14 pixels (a row of 14, or two rows of 7) x 32 channels,
+//! and taps whose input rows all lie in the padding are skipped.
+
+use super::*;
+use crate::cpu::bf16::Out;
+
+/// Channels per input block: one AVX-512 vector of f32.
+const LANES: usize = 16;
+/// Vectors of output channels per tile: 32 channels, against 14 pixels (28 accumulators).
+const OCV: usize = 2;
+
+/// One stride-1 convolution: `n` images `[c_in, h, w]` to `[c_out, oh, ow]` with a `[c_out,
+/// c_in, kh, kw]` weight, padded `[top, bottom, left, right]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Direct {
+    pub(crate) n: usize,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) k: [usize; 2],
+    pub(crate) pad: [usize; 4],
+}
+
+static DIRECT: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_TRAIN_DIRECT"));
+
+/// Turns the direct small-map convolutions on or off for the process, over
+/// `COMMITTEE_TRAIN_DIRECT` (to time them against the unfolded products in one process:
+/// `examples/ab_train.rs` in committee-train, switch `direct`).
+pub fn set_direct(on: bool) {
+    DIRECT.set(on)
+}
+
+impl Direct {
+    /// Padded rows and columns.
+    fn padded(&self) -> [usize; 2] {
+        let [t, b, l, r] = self.pad;
+        [self.h + t + b, self.w + l + r]
+    }
+
+    /// Output rows and columns (`None`: the kernel is larger than the padded map).
+    pub(crate) fn out(&self) -> Option<[usize; 2]> {
+        let [hp, wp] = self.padded();
+        let oh = (hp + 1).checked_sub(self.k[0]).filter(|&v| v > 0)?;
+        let ow = (wp + 1).checked_sub(self.k[1]).filter(|&v| v > 0)?;
+        Some([oh, ow])
+    }
+
+    /// The width of this layer's tiles where the kernel takes it: AVX-512, rows of 7 outputs
+    /// (tiles of two rows) or of a multiple of 14 (tiles of 14), input channels in whole blocks of 16, output channels in blocks of 32,
+    /// padding below the kernel's size.
+    pub(crate) fn tile(&self) -> Option<usize> {
+        let [oh, ow] = self.out()?;
+        let [t, b, l, r] = self.pad;
+        let [kh, kw] = self.k;
+        let tw = match ow {
+            7 => 7,
+            _ if ow.is_multiple_of(14) => 14,
+            _ => return None,
+        };
+        let fits = DIRECT.on()
+            && Isa::get().avx512()
+            && oh > 0
+            && self.n > 0
+            && self.c_in > 0
+            && self.c_in.is_multiple_of(LANES)
+            && self.c_out.is_multiple_of(LANES * OCV)
+            && t.max(b) < kh
+            && l.max(r) < kw;
+        fits.then_some(tw)
+    }
+}
+
+/// The convolution of `x` (`n` images `[c_in, h, w]`) with `w` (`[c_out, c_in, kh, kw]`;
+/// with `flip`, `w` is `[c_in, c_out, kh, kw]` and each kernel is turned by 180 degrees: an
+/// input gradient), `[n, c_out, oh, ow]`, every element written once. Panics unless
+/// [`Direct::tile`] holds or where the slices are shorter than the shapes.
+pub(crate) fn conv(d: &Direct, x: &[f32], w: &[f32], flip: bool) -> Vec<f32> {
+    let tw = d.tile().expect("the direct kernel applies");
+    let [oh, ow] = d.out().expect("an output");
+    let [kh, kw] = d.k;
+    assert!(x.len() >= d.n * d.c_in * d.h * d.w, "input too short");
+    assert!(w.len() >= d.c_out * d.c_in * kh * kw, "weight too short");
+    let xb = blocked_input(d, x);
+    let oc = LANES * OCV;
+    let wb = blocked_weight(w, d, flip);
+    let pix = oh * ow;
+    let len = d.n * d.c_out * pix;
+    let mut y: Vec<f32> = Vec::with_capacity(len);
+    let out = Out(y.as_mut_ptr());
+    let ocb = d.c_out / oc;
+    let [hp, wp] = d.padded();
+    let img = d.c_in * hp * wp;
+    // Tasks by output-channel block first: a thread's run of images reuses the block's
+    // weights from its L2.
+    (0..ocb * d.n).into_par_iter().for_each(|t| {
+        let (b, i) = (t / d.n, t % d.n);
+        let xs = &xb.get()[i * img..][..img];
+        let ws = &wb.get()[b * kh * kw * d.c_in * oc..][..kh * kw * d.c_in * oc];
+        let mut buf = [0f32; 28 * 32];
+        let (t, h) = (d.pad[0], d.h);
+        let mut oy = 0;
+        while oy < oh {
+            // Two rows of a 7-wide map per tile (14 pixels), else one row in tiles of 14.
+            let nrows = if tw == 7 && oy + 1 < oh { 2 } else { 1 };
+            // Taps whose input row lies in the padding for every row of the tile add
+            // nothing: skipped (the tile's other rows read the padding's zeros).
+            let lo = t.saturating_sub(oy + nrows - 1);
+            let hi = kh.min((t + h).saturating_sub(oy));
+            for x0 in (0..ow).step_by(tw) {
+                let rows = Rows { oy, x0, ky: lo..hi };
+                // SAFETY: `tile` checked AVX-512; the blocked input holds rows `oy + ky < hp`
+                // (for each of the tile's rows) and columns `x0 + kx + tw <= wp` of every
+                // channel block, the weight block every tap and input channel of its `oc`
+                // outputs; `buf` holds `nrows * tw * oc`.
+                unsafe {
+                    match (tw, nrows) {
+                        (14, _) => tile::<14, 1>(xs, ws, d, wp, hp, &rows, &mut buf),
+                        (7, 2) => tile::<7, 2>(xs, ws, d, wp, hp, &rows, &mut buf),
+                        (7, _) => tile::<7, 1>(xs, ws, d, wp, hp, &rows, &mut buf),
+                        _ => unreachable!("tiles come from Direct::tile"),
+                    }
+                }
+                for o in 0..oc {
+                    let at = (i * d.c_out + b * oc + o) * pix + oy * ow + x0;
+                    for px in 0..nrows * tw {
+                        // SAFETY: image i < n, channel b * oc + o < c_out, pixel oy * ow + x0
+                        // + px < pix (two rows only where ow = tw = 7): inside `y`'s `len`;
+                        // this task alone writes its image's channels of block b.
+                        unsafe { *out.get().add(at + px) = buf[px * oc + o] };
+                    }
+                }
+            }
+            oy += nrows;
+        }
+    });
+    // SAFETY: the tasks wrote every (image, channel, row, column) once.
+    unsafe { y.set_len(len) };
+    y
+}
+
+/// A tile's place: its first output row `oy` and column `x0`, and the taps' rows `ky` it
+/// reads.
+struct Rows {
+    oy: usize,
+    x0: usize,
+    ky: std::ops::Range<usize>,
+}
+
+/// A buffer whose elements start on a 64-byte boundary (every vector load inside one line).
+struct Aligned {
+    data: Vec<f32>,
+    at: usize,
+}
+
+impl Aligned {
+    fn zeroed(len: usize) -> Aligned {
+        let data = vec![0f32; len + 15];
+        let at = data.as_ptr().align_offset(64).min(15);
+        Aligned { data, at }
+    }
+
+    fn get(&self) -> &[f32] {
+        &self.data[self.at..]
+    }
+
+    fn get_mut(&mut self) -> &mut [f32] {
+        &mut self.data[self.at..]
+    }
+}
+
+/// `x` as `[n][c_in / 16][hp][wp][16]`, zeros in the padding.
+fn blocked_input(d: &Direct, x: &[f32]) -> Aligned {
+    let [hp, wp] = d.padded();
+    let [t, _, l, _] = d.pad;
+    let (cb, plane) = (d.c_in / LANES, d.h * d.w);
+    let mut xb = Aligned::zeroed(d.n * cb * hp * wp * LANES);
+    xb.get_mut()[..d.n * cb * hp * wp * LANES]
+        .par_chunks_mut(hp * wp * LANES)
+        .enumerate()
+        .for_each(|(t_ib, block)| {
+            let (i, ib) = (t_ib / cb, t_ib % cb);
+            for j in 0..LANES {
+                let src = &x[(i * d.c_in + ib * LANES + j) * plane..][..plane];
+                for (y, row) in src.chunks_exact(d.w).enumerate() {
+                    let dst = &mut block[((y + t) * wp + l) * LANES + j..];
+                    for (px, &v) in row.iter().enumerate() {
+                        dst[px * LANES] = v;
+                    }
+                }
+            }
+        });
+    xb
+}
+
+/// The weight `w` as `[c_out / 32][kh][kw][c_in][32]`; with `flip`, the weight of the
+/// input gradient's convolution instead, `w` being the forward's `[c_in, c_out, kh, kw]`
+/// (each kernel turned by 180 degrees, input and output channels swapped). Each source row
+/// is read in order: a weight of ResNet's last stage is 9.4 MB, and reading it across rows
+/// (or flipping it in a pass of its own first) cost as much as a tenth of the convolution.
+fn blocked_weight(w: &[f32], d: &Direct, flip: bool) -> Aligned {
+    let taps = d.k[0] * d.k[1];
+    let oc = LANES * OCV;
+    let mut wb = Aligned::zeroed(d.c_out * d.c_in * taps);
+    wb.get_mut()[..d.c_out * d.c_in * taps]
+        .par_chunks_mut(taps * d.c_in * oc)
+        .enumerate()
+        // SAFETY: `conv` runs only where `Direct::tile` found AVX-512; each block is `taps *
+        // c_in * 32` long and `w` holds the whole weight (asserted by `conv`).
+        .for_each(|(b, block)| unsafe { weight_block(w, d, flip, b, block) });
+    wb
+}
+
+/// Block `b` (output channels `32 b..`) of [`blocked_weight`], 16 x 16 at a time through
+/// register transposes.
+///
+/// # Safety
+/// AVX-512F; `w` holds `c_out * c_in * taps` values, `block` `taps * c_in * 32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn weight_block(w: &[f32], d: &Direct, flip: bool, b: usize, block: &mut [f32]) {
+    use crate::cpu::bf16::avx512::transpose_16x16;
+    use std::arch::x86_64::*;
+    let taps = d.k[0] * d.k[1];
+    let oc = LANES * OCV;
+    assert!(w.len() >= d.c_out * d.c_in * taps && block.len() >= taps * d.c_in * oc);
+    let mask = |n: usize| ((1u32 << n.min(LANES)) - 1) as __mmask16;
+    let (src, dst) = (w.as_ptr(), block.as_mut_ptr());
+    for h in 0..OCV {
+        let o0 = b * oc + h * LANES;
+        // Rows of 16 source runs (one per output channel o0 + r), `len` long, `step` apart
+        // from `at`; each run's 16-value pieces transposed so that a vector holds one
+        // piece position of all 16 runs.
+        let pieces = |at: usize, step: usize, len: usize, put: &mut dyn FnMut(usize, __m512)| {
+            for q0 in (0..len).step_by(LANES) {
+                let m = mask(len - q0);
+                // SAFETY: masked loads inside run r (`len` values from `at + r * step`,
+                // inside `w`: the caller's extents).
+                let mut r: [__m512i; 16] = std::array::from_fn(|r| unsafe {
+                    _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src.add(at + r * step + q0)))
+                });
+                transpose_16x16(&mut r);
+                for (qq, v) in r.iter().enumerate().take((len - q0).min(LANES)) {
+                    put(q0 + qq, _mm512_castsi512_ps(*v));
+                }
+            }
+        };
+        if flip {
+            // w is the forward's `[c_in][c_out][taps]`: for input channel ic, the runs are
+            // the 16 output channels' kernels (`taps` long, `taps` apart).
+            for ic in 0..d.c_in {
+                pieces((ic * d.c_out + o0) * taps, taps, taps, &mut |t, v| {
+                    // SAFETY: row (taps - 1 - t, ic) of the block, lanes h * 16..: inside it.
+                    let at = ((taps - 1 - t) * d.c_in + ic) * oc + h * LANES;
+                    unsafe { _mm512_storeu_ps(dst.add(at), v) }
+                });
+            }
+        } else {
+            // The 16 output channels' rows `[c_in][taps]`, each `c_in * taps` long.
+            let k = d.c_in * taps;
+            pieces(o0 * k, k, k, &mut |q, v| {
+                let (ic, tap) = (q / taps, q % taps);
+                // SAFETY: row (tap, ic) of the block, lanes h * 16..: inside it.
+                let at = (tap * d.c_in + ic) * oc + h * LANES;
+                unsafe { _mm512_storeu_ps(dst.add(at), v) }
+            });
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn weight_block(_: &[f32], _: &Direct, _: bool, _: usize, _: &mut [f32]) {
+    unreachable!("AVX-512 only")
+}
+
+/// `ROWS` output rows (`TW` pixels each) of one image and one block of 32 output channels
+/// into `buf` (`[ROWS * TW][32]`): for each tap row in `rows.ky`, tap column and input
+/// channel, two weight vectors against `ROWS * TW` broadcast pixels.
+///
+/// # Safety
+/// AVX-512F is available; `xs` holds the image's blocked input (`[c_in / 16][hp][wp][16]`)
+/// with `rows.oy + ROWS - 1 + ky < hp` for every `ky` in `rows.ky` and `TW + kw - 1 <= wp`;
+/// `ws` holds the block's weight (`[kh][kw][c_in][32]`); `buf` holds `ROWS * TW * 32`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const TW: usize, const ROWS: usize>(
+    xs: &[f32],
+    ws: &[f32],
+    d: &Direct,
+    wp: usize,
+    hp: usize,
+    rows: &Rows,
+    buf: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let oc = LANES * OCV;
+    let kw = d.k[1];
+    // Pixel px of the tile: row px / TW, column px % TW (both known when compiled).
+    let mut acc = [[[_mm512_setzero_ps(); OCV]; TW]; ROWS];
+    for ky in rows.ky.clone() {
+        for kx in 0..kw {
+            for ib in 0..d.c_in / LANES {
+                let first = xs[((ib * hp + rows.oy + ky) * wp + rows.x0 + kx) * LANES..].as_ptr();
+                let xrow: [*const f32; ROWS] =
+                    std::array::from_fn(|r| first.wrapping_add(r * wp * LANES));
+                let wrow = ws[((ky * kw + kx) * d.c_in + ib * LANES) * oc..].as_ptr();
+                for j in 0..LANES {
+                    // SAFETY: the caller's extents: row r of the tile, pixel px + kx < wp,
+                    // channel ib * 16 + j of the weight block.
+                    unsafe {
+                        let wv: [__m512; OCV] =
+                            std::array::from_fn(|v| _mm512_loadu_ps(wrow.add(j * oc + v * LANES)));
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            for (px, acc) in acc.iter_mut().enumerate() {
+                                let a = _mm512_set1_ps(*xrow[r].add(px * LANES + j));
+                                for (acc, w) in acc.iter_mut().zip(wv) {
+                                    *acc = _mm512_fmadd_ps(a, w, *acc);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (px, acc) in acc.iter().enumerate() {
+            for (v, acc) in acc.iter().enumerate() {
+                let at = (r * TW + px) * oc + v * LANES;
+                // SAFETY: `buf` holds ROWS * TW * oc (the caller's contract).
+                unsafe { _mm512_storeu_ps(buf[at..at + LANES].as_mut_ptr(), *acc) };
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile<const TW: usize, const ROWS: usize>(
+    _: &[f32],
+    _: &[f32],
+    _: &Direct,
+    _: usize,
+    _: usize,
+    _: &Rows,
+    _: &mut [f32],
+) {
+    unreachable!("AVX-512 only")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution by its definition, summed in f64.
+    fn reference(d: &Direct, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let [oh, ow] = d.out().expect("output");
+        let [kh, kw] = d.k;
+        let [t, _, l, _] = d.pad;
+        let mut y = vec![0f32; d.n * d.c_out * oh * ow];
+        for i in 0..d.n {
+            for o in 0..d.c_out {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut s = 0f64;
+                        for c in 0..d.c_in {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let (iy, ix) = (oy + ky, ox + kx);
+                                    if iy < t || ix < l || iy - t >= d.h || ix - l >= d.w {
+                                        continue;
+                                    }
+                                    let xv = x[((i * d.c_in + c) * d.h + iy - t) * d.w + ix - l];
+                                    let wv = w[((o * d.c_in + c) * kh + ky) * kw + kx];
+                                    s += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        y[((i * d.c_out + o) * oh + oy) * ow + ox] = s as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let v = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed.wrapping_mul(40503));
+                (v >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Both tiles (7- and 14-wide rows), 3x3 and 5x5 kernels, even, uneven and no padding,
+    /// against the definition summed in f64.
+    #[test]
+    fn direct_matches_the_definition() {
+        if !Isa::get().avx512() {
+            return;
+        }
+        for (c_in, c_out, h, w, k, pad) in [
+            (16, 32, 14, 14, 3, [1, 1, 1, 1]),
+            (32, 64, 7, 7, 3, [1, 1, 1, 1]),
+            (16, 64, 7, 7, 5, [2, 2, 2, 2]),
+            // Uneven padding: the rows skipped differ at the top and the bottom.
+            (16, 32, 13, 15, 3, [2, 0, 1, 0]),
+            (16, 64, 9, 9, 3, [0, 0, 0, 0]),
+            (48, 32, 12, 12, 3, [2, 2, 2, 2]),
+            // Rows of 28: two tiles each.
+            (16, 32, 28, 28, 3, [1, 1, 1, 1]),
+        ] {
+            let d = Direct {
+                n: 3,
+                c_in,
+                c_out,
+                h,
+                w,
+                k: [k, k],
+                pad,
+            };
+            assert!(d.tile().is_some(), "{d:?}");
+            let x = values(d.n * c_in * h * w, 1);
+            let wt = values(c_out * c_in * k * k, 2);
+            let (ours, want) = (conv(&d, &x, &wt, false), reference(&d, &x, &wt));
+            assert_close(&ours, &want, &format!("{d:?}"));
+            // The same weight read as an input gradient's: `[c_in, c_out]`, kernels turned.
+            let taps = k * k;
+            let mut turned = vec![0f32; wt.len()];
+            for o in 0..c_out {
+                for i in 0..c_in {
+                    for t in 0..taps {
+                        turned[(o * c_in + i) * taps + t] =
+                            wt[(i * c_out + o) * taps + taps - 1 - t];
+                    }
+                }
+            }
+            let flipped = conv(&d, &x, &wt, true);
+            assert_close(
+                &flipped,
+                &reference(&d, &x, &turned),
+                &format!("flipped {d:?}"),
+            );
+        }
+    }
+
+    /// Within 1e-5 of the largest value.
+    fn assert_close(ours: &[f32], want: &[f32], what: &str) {
+        let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in ours.iter().zip(want) {
+            assert!((a - b).abs() <= 1e-5 * max, "{what}: {a} vs {b}");
+        }
+    }
+}
