@@ -14,7 +14,7 @@ pub(super) fn available() -> bool {
     })
 }
 
-fn bh(v: __m512i) -> __m512bh {
+pub(crate) fn bh(v: __m512i) -> __m512bh {
     // SAFETY: both are 512 bits of plain data.
     unsafe { std::mem::transmute(v) }
 }
@@ -30,7 +30,7 @@ fn ih(v: __m512bh) -> __m512i {
 /// # Safety
 /// `dst` is valid for `src.len()` writes.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(super) unsafe fn convert(src: &[f32], dst: *mut u16) {
+pub(crate) unsafe fn convert(src: &[f32], dst: *mut u16) {
     let n = src.len();
     let mut i = 0;
     while i < n {
@@ -153,7 +153,7 @@ pub(crate) fn transpose_16x16(r: &mut [__m512i; 16]) {
 /// `out` is valid for 32 writes (it need not be initialised).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-pub(super) unsafe fn interleave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: *mut u16) {
+pub(crate) unsafe fn interleave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: *mut u16) {
     assert!(r0.len() <= NB);
     let m = ((1u32 << r0.len()) - 1) as u16;
     // SAFETY: masked loads stay inside `r0` / `r1` (`r1` as long as `r0`); `out` takes 32

@@ -175,9 +175,12 @@ pub(crate) fn dense_in(
         // Stride 1 on a tap kernel: the images read at the taps' offsets, as inference runs
         // them, every output written once.
         #[cfg(target_arch = "x86_64")]
-        (_, None) if d.direct().is_some() => {
+        (_, _) if d.direct().is_some() => {
             let direct = d.direct().expect("checked");
-            super::direct::conv(&direct, xs, ws, false)
+            match half {
+                None => super::direct::conv(&direct, xs, ws, false),
+                Some(_) => super::direct::conv_bf16(&direct, xs, ws, false),
+            }
         }
         #[cfg(target_arch = "x86_64")]
         (Some((products, fwd, _)), _) => tap_conv(products, ws, [c_out, c], xs, n, &fwd),
@@ -284,11 +287,13 @@ impl Dense {
         (grid.out() == self.out).then_some(grid)
     }
 
-    /// The layer as a direct convolution ([`super::direct`]: f32, stride 1, maps under
-    /// [`DIRECT_MAX_PIX`] outputs, where its kernel takes them).
+    /// The layer as a direct convolution ([`super::direct`]: f32 on AVX-512 or bf16 on
+    /// AVX512-BF16, stride 1, maps under [`DIRECT_MAX_PIX`] outputs, where its kernel takes
+    /// them).
     #[cfg(target_arch = "x86_64")]
     fn direct(&self) -> Option<super::direct::Direct> {
-        if self.s != [1, 1] || self.half.is_some() || self.pix() >= DIRECT_MAX_PIX {
+        let precision = matches!(self.half, None | Some(Bf16Kernel::Avx512));
+        if self.s != [1, 1] || !precision || self.pix() >= DIRECT_MAX_PIX {
             return None;
         }
         let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
@@ -568,7 +573,10 @@ impl Backward<Flex, 2> for DenseBackward {
         }
         #[cfg(target_arch = "x86_64")]
         if let (Some(node), Some(back)) = (&node_x, d.direct_back()) {
-            let dx = super::direct::conv(&back, dys, ws, true);
+            let dx = match d.half {
+                None => super::direct::conv(&back, dys, ws, true),
+                Some(_) => super::direct::conv_bf16(&back, dys, ws, true),
+            };
             let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
             grads.register::<Flex>(node.id, dx);
             return;

@@ -9,10 +9,14 @@
 //! Here the same scheme: the input in blocks of 16 channels, each pixel's 16 channels
 //! contiguous (`[n][c / 16][hp][wp][16]`, zero-padded), the weight in blocks of 32 output
 //! channels; a register tile holds 14 pixels (a row of 14, or two rows of 7) x 32 channels,
-//! and taps whose input rows all lie in the padding are skipped.
+//! and taps whose input rows all lie in the padding are skipped. Under `--dtype bf16` on
+//! AVX512-BF16 the same tiles multiply pairs of input channels in bf16 (`vdpbf16ps`, f32
+//! sums) ([`conv_bf16`]).
 
 use super::*;
-use crate::cpu::bf16::Out;
+#[cfg(target_arch = "x86_64")]
+use crate::cpu::bf16::avx512 as bf16_avx512;
+use crate::cpu::bf16::{Bf16Kernel, Out};
 
 /// Channels per input block: one AVX-512 vector of f32.
 const LANES: usize = 16;
@@ -88,53 +92,71 @@ impl Direct {
 /// [`Direct::tile`] holds or where the slices are shorter than the shapes.
 pub(crate) fn conv(d: &Direct, x: &[f32], w: &[f32], flip: bool) -> Vec<f32> {
     let tw = d.tile().expect("the direct kernel applies");
-    let [oh, ow] = d.out().expect("an output");
     let [kh, kw] = d.k;
     assert!(x.len() >= d.n * d.c_in * d.h * d.w, "input too short");
     assert!(w.len() >= d.c_out * d.c_in * kh * kw, "weight too short");
     let xb = blocked_input(d, x);
     let oc = LANES * OCV;
     let wb = blocked_weight(w, d, flip);
+    let [hp, wp] = d.padded();
+    let img = d.c_in * hp * wp;
+    let per_block = kh * kw * d.c_in * oc;
+    for_each_task(d, tw, |[i, b], place, buf| {
+        let xs = &xb.get()[i * img..][..img];
+        let ws = &wb.get()[b * per_block..][..per_block];
+        // SAFETY: `tile` checked AVX-512; the blocked input holds rows `oy + ky < hp` (for
+        // each of the tile's rows) and columns `x0 + kx + tw <= wp` of every channel block,
+        // the weight block every tap and input channel of its 32 outputs; `buf` holds the
+        // tile.
+        unsafe {
+            match (tw, place.rows) {
+                (14, _) => tile::<14, 1>(xs, ws, d, wp, hp, place, buf),
+                (7, 2) => tile::<7, 2>(xs, ws, d, wp, hp, place, buf),
+                (7, _) => tile::<7, 1>(xs, ws, d, wp, hp, place, buf),
+                _ => unreachable!("tiles come from Direct::tile"),
+            }
+        }
+    })
+}
+
+/// The output `[n, c_out, oh, ow]` of `run(place, buf)` for each tile: `run` puts the tile's
+/// sums (`[pixel][32 channels]`) in `buf`, this copies them out. Tasks are (block of 32
+/// output channels, image), by block first: a thread's run of images reuses the block's
+/// weights from its L2.
+fn for_each_task(
+    d: &Direct,
+    tw: usize,
+    run: impl Fn([usize; 2], &Place, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let [oh, ow] = d.out().expect("an output");
+    let oc = LANES * OCV;
     let pix = oh * ow;
     let len = d.n * d.c_out * pix;
     let mut y: Vec<f32> = Vec::with_capacity(len);
     let out = Out(y.as_mut_ptr());
-    let ocb = d.c_out / oc;
-    let [hp, wp] = d.padded();
-    let img = d.c_in * hp * wp;
-    // Tasks by output-channel block first: a thread's run of images reuses the block's
-    // weights from its L2.
-    (0..ocb * d.n).into_par_iter().for_each(|t| {
-        let (b, i) = (t / d.n, t % d.n);
-        let xs = &xb.get()[i * img..][..img];
-        let ws = &wb.get()[b * kh * kw * d.c_in * oc..][..kh * kw * d.c_in * oc];
-        let mut buf = [0f32; 28 * 32];
-        let (t, h) = (d.pad[0], d.h);
+    let (kh, t, h) = (d.k[0], d.pad[0], d.h);
+    (0..d.c_out / oc * d.n).into_par_iter().for_each(|task| {
+        let (b, i) = (task / d.n, task % d.n);
+        let mut buf = [0f32; 14 * 32];
         let mut oy = 0;
         while oy < oh {
             // Two rows of a 7-wide map per tile (14 pixels), else one row in tiles of 14.
-            let nrows = if tw == 7 && oy + 1 < oh { 2 } else { 1 };
+            let rows = if tw == 7 && oy + 1 < oh { 2 } else { 1 };
             // Taps whose input row lies in the padding for every row of the tile add
             // nothing: skipped (the tile's other rows read the padding's zeros).
-            let lo = t.saturating_sub(oy + nrows - 1);
+            let lo = t.saturating_sub(oy + rows - 1);
             let hi = kh.min((t + h).saturating_sub(oy));
             for x0 in (0..ow).step_by(tw) {
-                let rows = Rows { oy, x0, ky: lo..hi };
-                // SAFETY: `tile` checked AVX-512; the blocked input holds rows `oy + ky < hp`
-                // (for each of the tile's rows) and columns `x0 + kx + tw <= wp` of every
-                // channel block, the weight block every tap and input channel of its `oc`
-                // outputs; `buf` holds `nrows * tw * oc`.
-                unsafe {
-                    match (tw, nrows) {
-                        (14, _) => tile::<14, 1>(xs, ws, d, wp, hp, &rows, &mut buf),
-                        (7, 2) => tile::<7, 2>(xs, ws, d, wp, hp, &rows, &mut buf),
-                        (7, _) => tile::<7, 1>(xs, ws, d, wp, hp, &rows, &mut buf),
-                        _ => unreachable!("tiles come from Direct::tile"),
-                    }
-                }
+                let place = Place {
+                    oy,
+                    x0,
+                    rows,
+                    ky: lo..hi,
+                };
+                run([i, b], &place, &mut buf);
                 for o in 0..oc {
                     let at = (i * d.c_out + b * oc + o) * pix + oy * ow + x0;
-                    for px in 0..nrows * tw {
+                    for px in 0..rows * tw {
                         // SAFETY: image i < n, channel b * oc + o < c_out, pixel oy * ow + x0
                         // + px < pix (two rows only where ow = tw = 7): inside `y`'s `len`;
                         // this task alone writes its image's channels of block b.
@@ -142,7 +164,7 @@ pub(crate) fn conv(d: &Direct, x: &[f32], w: &[f32], flip: bool) -> Vec<f32> {
                     }
                 }
             }
-            oy += nrows;
+            oy += rows;
         }
     });
     // SAFETY: the tasks wrote every (image, channel, row, column) once.
@@ -150,32 +172,88 @@ pub(crate) fn conv(d: &Direct, x: &[f32], w: &[f32], flip: bool) -> Vec<f32> {
     y
 }
 
-/// A tile's place: its first output row `oy` and column `x0`, and the taps' rows `ky` it
-/// reads.
-struct Rows {
+/// [`conv`] with bf16 operands and f32 sums on AVX512-BF16 (`--dtype bf16` training, as
+/// PyTorch's CPU autocast runs convolutions): the blocked input and weight rounded to bf16,
+/// each input pixel's channels in pairs (`vdpbf16ps` multiplies a pair of input channels
+/// with the weights' pairs for 16 output channels), the weight `[c_out / 32][kh][kw][c_in /
+/// 2][32][2]`. Panics unless [`Direct::tile`] holds and the CPU has AVX512-BF16.
+pub(crate) fn conv_bf16(d: &Direct, x: &[f32], w: &[f32], flip: bool) -> Vec<f32> {
+    let tw = d.tile().expect("the direct kernel applies");
+    assert!(Bf16Kernel::Avx512.available(), "AVX512-BF16");
+    let [kh, kw] = d.k;
+    assert!(x.len() >= d.n * d.c_in * d.h * d.w, "input too short");
+    assert!(w.len() >= d.c_out * d.c_in * kh * kw, "weight too short");
+    let [hp, wp] = d.padded();
+    let img = d.c_in * hp * wp;
+    let xf = blocked_input(d, x);
+    let mut xb = Aligned::<u16>::zeroed(d.n * img);
+    xb.get_mut()[..d.n * img]
+        .par_chunks_mut(img)
+        .zip(xf.get()[..d.n * img].par_chunks(img))
+        // SAFETY: AVX512-BF16 (asserted); `dst` holds the chunk's `img` values.
+        .for_each(|(dst, src)| unsafe { bf16_avx512::convert(src, dst.as_mut_ptr()) });
+    drop(xf);
+    let oc = LANES * OCV;
+    let wf = blocked_weight(w, d, flip);
+    let rows = kh * kw * d.c_in;
+    let mut wb = Aligned::<u16>::zeroed(d.c_out / oc * rows * oc);
+    wb.get_mut()[..d.c_out / oc * rows * oc]
+        .par_chunks_mut(2 * oc)
+        .zip(wf.get()[..d.c_out / oc * rows * oc].par_chunks(2 * oc))
+        .for_each(|(dst, pair)| {
+            let (r0, r1) = pair.split_at(oc);
+            for h in 0..OCV {
+                let (p0, p1) = (&r0[h * LANES..][..LANES], &r1[h * LANES..][..LANES]);
+                // SAFETY: AVX512-BF16 (asserted); 32 values written at `2 * 16 h`, inside the
+                // pair row's 64.
+                unsafe { bf16_avx512::interleave(p0, Some(p1), dst[2 * h * LANES..].as_mut_ptr()) };
+            }
+        });
+    drop(wf);
+    let per_block = rows * oc;
+    for_each_task(d, tw, |[i, b], place, buf| {
+        let xs = &xb.get()[i * img..][..img];
+        let ws = &wb.get()[b * per_block..][..per_block];
+        // SAFETY: as in `conv`, with the bf16 layouts (AVX512-BF16 asserted).
+        unsafe {
+            match (tw, place.rows) {
+                (14, _) => tile_bf16::<14, 1>(xs, ws, d, wp, hp, place, buf),
+                (7, 2) => tile_bf16::<7, 2>(xs, ws, d, wp, hp, place, buf),
+                (7, _) => tile_bf16::<7, 1>(xs, ws, d, wp, hp, place, buf),
+                _ => unreachable!("tiles come from Direct::tile"),
+            }
+        }
+    })
+}
+
+/// A tile's place: its first output row `oy` and column `x0`, its output rows, and the
+/// taps' rows `ky` it reads.
+struct Place {
     oy: usize,
     x0: usize,
+    rows: usize,
     ky: std::ops::Range<usize>,
 }
 
 /// A buffer whose elements start on a 64-byte boundary (every vector load inside one line).
-struct Aligned {
-    data: Vec<f32>,
+struct Aligned<T = f32> {
+    data: Vec<T>,
     at: usize,
 }
 
-impl Aligned {
-    fn zeroed(len: usize) -> Aligned {
-        let data = vec![0f32; len + 15];
-        let at = data.as_ptr().align_offset(64).min(15);
+impl<T: Copy + Default> Aligned<T> {
+    fn zeroed(len: usize) -> Aligned<T> {
+        let slack = 64 / std::mem::size_of::<T>();
+        let data = vec![T::default(); len + slack];
+        let at = data.as_ptr().align_offset(64).min(slack);
         Aligned { data, at }
     }
 
-    fn get(&self) -> &[f32] {
+    fn get(&self) -> &[T] {
         &self.data[self.at..]
     }
 
-    fn get_mut(&mut self) -> &mut [f32] {
+    fn get_mut(&mut self) -> &mut [T] {
         &mut self.data[self.at..]
     }
 }
@@ -290,7 +368,7 @@ unsafe fn weight_block(_: &[f32], _: &Direct, _: bool, _: usize, _: &mut [f32]) 
 ///
 /// # Safety
 /// AVX-512F is available; `xs` holds the image's blocked input (`[c_in / 16][hp][wp][16]`)
-/// with `rows.oy + ROWS - 1 + ky < hp` for every `ky` in `rows.ky` and `TW + kw - 1 <= wp`;
+/// with `place.oy + ROWS - 1 + ky < hp` for every `ky` in `rows.ky` and `TW + kw - 1 <= wp`;
 /// `ws` holds the block's weight (`[kh][kw][c_in][32]`); `buf` holds `ROWS * TW * 32`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -301,7 +379,7 @@ unsafe fn tile<const TW: usize, const ROWS: usize>(
     d: &Direct,
     wp: usize,
     hp: usize,
-    rows: &Rows,
+    place: &Place,
     buf: &mut [f32],
 ) {
     use std::arch::x86_64::*;
@@ -309,10 +387,10 @@ unsafe fn tile<const TW: usize, const ROWS: usize>(
     let kw = d.k[1];
     // Pixel px of the tile: row px / TW, column px % TW (both known when compiled).
     let mut acc = [[[_mm512_setzero_ps(); OCV]; TW]; ROWS];
-    for ky in rows.ky.clone() {
+    for ky in place.ky.clone() {
         for kx in 0..kw {
             for ib in 0..d.c_in / LANES {
-                let first = xs[((ib * hp + rows.oy + ky) * wp + rows.x0 + kx) * LANES..].as_ptr();
+                let first = xs[((ib * hp + place.oy + ky) * wp + place.x0 + kx) * LANES..].as_ptr();
                 let xrow: [*const f32; ROWS] =
                     std::array::from_fn(|r| first.wrapping_add(r * wp * LANES));
                 let wrow = ws[((ky * kw + kx) * d.c_in + ib * LANES) * oc..].as_ptr();
@@ -353,7 +431,84 @@ unsafe fn tile<const TW: usize, const ROWS: usize>(
     _: &Direct,
     _: usize,
     _: usize,
-    _: &Rows,
+    _: &Place,
+    _: &mut [f32],
+) {
+    unreachable!("AVX-512 only")
+}
+
+/// [`tile`] with bf16 operands: per tap and pair of input channels, two weight vectors (16
+/// output channels' pairs each) against the tile's pixels' pairs, broadcast.
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16 are available; the extents of [`tile`], in bf16: `xs`
+/// `[c_in / 16][hp][wp][16]`, `ws` `[kh][kw][c_in / 2][32][2]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_bf16<const TW: usize, const ROWS: usize>(
+    xs: &[u16],
+    ws: &[u16],
+    d: &Direct,
+    wp: usize,
+    hp: usize,
+    place: &Place,
+    buf: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let oc = LANES * OCV;
+    let kw = d.k[1];
+    let mut acc = [[[_mm512_setzero_ps(); OCV]; TW]; ROWS];
+    for ky in place.ky.clone() {
+        for kx in 0..kw {
+            for ib in 0..d.c_in / LANES {
+                let at = ((ib * hp + place.oy + ky) * wp + place.x0 + kx) * LANES;
+                // Pairs of channels as 32-bit units: 8 per pixel.
+                let first = xs[at..].as_ptr().cast::<i32>();
+                let xrow: [*const i32; ROWS] =
+                    std::array::from_fn(|r| first.wrapping_add(r * wp * LANES / 2));
+                let wrow = ws[((ky * kw + kx) * d.c_in + ib * LANES) * oc..].as_ptr();
+                for jp in 0..LANES / 2 {
+                    // SAFETY: the caller's extents: row r of the tile, pixel px + kx < wp,
+                    // channel pair jp of block ib, its row of the weight block (64 values).
+                    unsafe {
+                        let wv: [__m512bh; OCV] = std::array::from_fn(|v| {
+                            let p = wrow.add((jp * OCV + v) * 2 * LANES);
+                            bf16_avx512::bh(_mm512_loadu_si512(p.cast()))
+                        });
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            for (px, acc) in acc.iter_mut().enumerate() {
+                                let pair = xrow[r].add(px * LANES / 2 + jp).read_unaligned();
+                                let a = bf16_avx512::bh(_mm512_set1_epi32(pair));
+                                for (acc, w) in acc.iter_mut().zip(wv) {
+                                    *acc = _mm512_dpbf16_ps(*acc, a, w);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        for (px, acc) in acc.iter().enumerate() {
+            for (v, acc) in acc.iter().enumerate() {
+                let at = (r * TW + px) * oc + v * LANES;
+                // SAFETY: `buf` holds ROWS * TW * oc (the caller's contract).
+                unsafe { _mm512_storeu_ps(buf[at..at + LANES].as_mut_ptr(), *acc) };
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_bf16<const TW: usize, const ROWS: usize>(
+    _: &[u16],
+    _: &[u16],
+    _: &Direct,
+    _: usize,
+    _: usize,
+    _: &Place,
     _: &mut [f32],
 ) {
     unreachable!("AVX-512 only")
@@ -454,6 +609,55 @@ mod tests {
                 &flipped,
                 &reference(&d, &x, &turned),
                 &format!("flipped {d:?}"),
+            );
+        }
+    }
+
+    /// The bf16 kernel on values that are bf16 already (every product exact in f32): the
+    /// definition's sums within f32 rounding, both ways (forward and flipped).
+    #[test]
+    fn direct_bf16_matches_the_definition() {
+        if !Isa::get().avx512() || !Bf16Kernel::Avx512.available() {
+            return;
+        }
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| crate::cpu::bf16::from_bf16(crate::cpu::bf16::to_bf16(x)))
+                .collect()
+        };
+        for (c_in, c_out, h, w, pad) in [
+            (32, 32, 14, 14, [1, 1, 1, 1]),
+            (16, 64, 7, 7, [1, 1, 1, 1]),
+            (48, 32, 13, 15, [2, 0, 1, 0]),
+            (16, 32, 28, 28, [1, 1, 1, 1]),
+        ] {
+            let d = Direct {
+                n: 2,
+                c_in,
+                c_out,
+                h,
+                w,
+                k: [3, 3],
+                pad,
+            };
+            assert!(d.tile().is_some(), "{d:?}");
+            let x = round(values(d.n * c_in * h * w, 3));
+            let wt = round(values(c_out * c_in * 9, 4));
+            let ours = conv_bf16(&d, &x, &wt, false);
+            assert_close(&ours, &reference(&d, &x, &wt), &format!("bf16 {d:?}"));
+            let mut turned = vec![0f32; wt.len()];
+            for o in 0..c_out {
+                for i in 0..c_in {
+                    for t in 0..9 {
+                        turned[(o * c_in + i) * 9 + t] = wt[(i * c_out + o) * 9 + 8 - t];
+                    }
+                }
+            }
+            let flipped = conv_bf16(&d, &x, &wt, true);
+            assert_close(
+                &flipped,
+                &reference(&d, &x, &turned),
+                &format!("bf16 flipped {d:?}"),
             );
         }
     }

@@ -634,6 +634,9 @@ fn half_products_match_f32_products() {
         (4, 5, 5, 1, PaddingConfig2d::Explicit(2, 2, 2, 2), 28, 28),
         (5, 6, 3, 1, PaddingConfig2d::Explicit(2, 0, 1, 2), 28, 29),
         (40, 36, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 29, 28),
+        // Rows of 7 and 14 with channels in blocks: direct on AVX512-BF16.
+        (32, 32, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 7, 7),
+        (32, 64, 3, 1, PaddingConfig2d::Explicit(2, 0, 0, 2), 14, 14),
     ] {
         let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
         let c = conv(c_in, c_out, k, s, pad.clone());
