@@ -194,22 +194,8 @@ pub(crate) fn conv_bf16(d: &Direct, x: &[f32], w: &[f32], flip: bool) -> Vec<f32
         .for_each(|(dst, src)| unsafe { bf16_avx512::convert(src, dst.as_mut_ptr()) });
     drop(xf);
     let oc = LANES * OCV;
-    let wf = blocked_weight(w, d, flip);
+    let wb = blocked_weight_bf16(w, d, flip);
     let rows = kh * kw * d.c_in;
-    let mut wb = Aligned::<u16>::zeroed(d.c_out / oc * rows * oc);
-    wb.get_mut()[..d.c_out / oc * rows * oc]
-        .par_chunks_mut(2 * oc)
-        .zip(wf.get()[..d.c_out / oc * rows * oc].par_chunks(2 * oc))
-        .for_each(|(dst, pair)| {
-            let (r0, r1) = pair.split_at(oc);
-            for h in 0..OCV {
-                let (p0, p1) = (&r0[h * LANES..][..LANES], &r1[h * LANES..][..LANES]);
-                // SAFETY: AVX512-BF16 (asserted); 32 values written at `2 * 16 h`, inside the
-                // pair row's 64.
-                unsafe { bf16_avx512::interleave(p0, Some(p1), dst[2 * h * LANES..].as_mut_ptr()) };
-            }
-        });
-    drop(wf);
     let per_block = rows * oc;
     for_each_task(d, tw, |[i, b], place, buf| {
         let xs = &xb.get()[i * img..][..img];
@@ -246,6 +232,21 @@ impl<T: Copy + Default> Aligned<T> {
         let slack = 64 / std::mem::size_of::<T>();
         let data = vec![T::default(); len + slack];
         let at = data.as_ptr().align_offset(64).min(slack);
+        Aligned { data, at }
+    }
+
+    /// `len` elements that `fill` writes whole (each one, none read first). Why: zeroed
+    /// first, a blocked weight of ResNet's last stage (9.4 MB) was one more pass over memory.
+    fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Aligned<T> {
+        let slack = 64 / std::mem::size_of::<T>();
+        let mut data: Vec<T> = Vec::with_capacity(len + slack);
+        let at = data.as_ptr().align_offset(64).min(slack);
+        let spare = data.spare_capacity_mut();
+        spare[..at].fill(MaybeUninit::new(T::default()));
+        fill(&mut spare[at..at + len]);
+        // SAFETY: the slack before `at` was filled here, the `len` elements after it by
+        // `fill` (its contract).
+        unsafe { data.set_len(at + len) };
         Aligned { data, at }
     }
 
@@ -288,77 +289,135 @@ fn blocked_input(d: &Direct, x: &[f32]) -> Aligned {
 /// is read in order: a weight of ResNet's last stage is 9.4 MB, and reading it across rows
 /// (or flipping it in a pass of its own first) cost as much as a tenth of the convolution.
 fn blocked_weight(w: &[f32], d: &Direct, flip: bool) -> Aligned {
-    let taps = d.k[0] * d.k[1];
-    let oc = LANES * OCV;
-    let mut wb = Aligned::zeroed(d.c_out * d.c_in * taps);
-    wb.get_mut()[..d.c_out * d.c_in * taps]
-        .par_chunks_mut(taps * d.c_in * oc)
-        .enumerate()
-        // SAFETY: `conv` runs only where `Direct::tile` found AVX-512; each block is `taps *
-        // c_in * 32` long and `w` holds the whole weight (asserted by `conv`).
-        .for_each(|(b, block)| unsafe { weight_block(w, d, flip, b, block) });
-    wb
+    let per_block = d.k[0] * d.k[1] * d.c_in * LANES * OCV;
+    Aligned::written(d.c_out / (LANES * OCV) * per_block, |dst| {
+        dst.par_chunks_mut(per_block)
+            .enumerate()
+            // SAFETY: `conv` runs only where `Direct::tile` found AVX-512; each block is
+            // `taps * c_in * 32` long and `w` holds the whole weight (asserted by `conv`).
+            .for_each(|(b, block)| unsafe {
+                weight_block(w, d, flip, b, block.as_mut_ptr().cast())
+            })
+    })
 }
 
-/// Block `b` (output channels `32 b..`) of [`blocked_weight`], 16 x 16 at a time through
-/// register transposes.
+/// [`blocked_weight`] rounded to bf16 with each pair of input channels' rows woven
+/// (`[c_out / 32][kh][kw][c_in / 2][32][2]`): each block made in f32 in a buffer of the task's
+/// own (in its core's cache), then woven.
+fn blocked_weight_bf16(w: &[f32], d: &Direct, flip: bool) -> Aligned<u16> {
+    let oc = LANES * OCV;
+    let per_block = d.k[0] * d.k[1] * d.c_in * oc;
+    Aligned::written(d.c_out / oc * per_block, |dst| {
+        dst.par_chunks_mut(per_block).enumerate().for_each_init(
+            || vec![0f32; per_block],
+            |scratch, (b, block)| {
+                // SAFETY: as in `blocked_weight` (AVX512-BF16 asserted by `conv_bf16`); the
+                // scratch holds a block; each pair of rows (64 floats) is woven into its 64
+                // values of `block`, all of them written.
+                unsafe {
+                    weight_block(w, d, flip, b, scratch.as_mut_ptr());
+                    for (pair, out) in scratch
+                        .chunks_exact(2 * oc)
+                        .zip(block.chunks_exact_mut(2 * oc))
+                    {
+                        let (r0, r1) = pair.split_at(oc);
+                        for h in 0..OCV {
+                            let (p0, p1) = (&r0[h * LANES..][..LANES], &r1[h * LANES..][..LANES]);
+                            bf16_avx512::interleave(
+                                p0,
+                                Some(p1),
+                                out[2 * h * LANES..].as_mut_ptr().cast(),
+                            );
+                        }
+                    }
+                }
+            },
+        )
+    })
+}
+
+/// Block `b` (output channels `32 b..`) of [`blocked_weight`] into `dst`, 16 x 16 at a
+/// time through register transposes.
 ///
 /// # Safety
-/// AVX-512F; `w` holds `c_out * c_in * taps` values, `block` `taps * c_in * 32`.
+/// AVX-512F; `w` holds `c_out * c_in * taps` values, `dst` is writable for `taps * c_in *
+/// 32`, all of which this writes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn weight_block(w: &[f32], d: &Direct, flip: bool, b: usize, block: &mut [f32]) {
-    use crate::cpu::bf16::avx512::transpose_16x16;
+unsafe fn weight_block(w: &[f32], d: &Direct, flip: bool, b: usize, dst: *mut f32) {
     use std::arch::x86_64::*;
     let taps = d.k[0] * d.k[1];
     let oc = LANES * OCV;
-    assert!(w.len() >= d.c_out * d.c_in * taps && block.len() >= taps * d.c_in * oc);
-    let mask = |n: usize| ((1u32 << n.min(LANES)) - 1) as __mmask16;
-    let (src, dst) = (w.as_ptr(), block.as_mut_ptr());
+    assert!(w.len() >= d.c_out * d.c_in * taps);
     for h in 0..OCV {
         let o0 = b * oc + h * LANES;
-        // Rows of 16 source runs (one per output channel o0 + r), `len` long, `step` apart
-        // from `at`; each run's 16-value pieces transposed so that a vector holds one
-        // piece position of all 16 runs.
-        let pieces = |at: usize, step: usize, len: usize, put: &mut dyn FnMut(usize, __m512)| {
-            for q0 in (0..len).step_by(LANES) {
-                let m = mask(len - q0);
-                // SAFETY: masked loads inside run r (`len` values from `at + r * step`,
-                // inside `w`: the caller's extents).
-                let mut r: [__m512i; 16] = std::array::from_fn(|r| unsafe {
-                    _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src.add(at + r * step + q0)))
-                });
-                transpose_16x16(&mut r);
-                for (qq, v) in r.iter().enumerate().take((len - q0).min(LANES)) {
-                    put(q0 + qq, _mm512_castsi512_ps(*v));
-                }
-            }
-        };
         if flip {
             // w is the forward's `[c_in][c_out][taps]`: for input channel ic, the runs are
             // the 16 output channels' kernels (`taps` long, `taps` apart).
             for ic in 0..d.c_in {
-                pieces((ic * d.c_out + o0) * taps, taps, taps, &mut |t, v| {
-                    // SAFETY: row (taps - 1 - t, ic) of the block, lanes h * 16..: inside it.
-                    let at = ((taps - 1 - t) * d.c_in + ic) * oc + h * LANES;
-                    unsafe { _mm512_storeu_ps(dst.add(at), v) }
-                });
+                // SAFETY: the runs lie inside `w` (asserted); row (taps - 1 - t, ic) of the
+                // block, lanes h * 16..: inside `dst` (the caller's contract).
+                unsafe {
+                    pieces(w, (ic * d.c_out + o0) * taps, taps, taps, |t, v| {
+                        let at = ((taps - 1 - t) * d.c_in + ic) * oc + h * LANES;
+                        _mm512_storeu_ps(dst.add(at), v)
+                    })
+                };
             }
         } else {
-            // The 16 output channels' rows `[c_in][taps]`, each `c_in * taps` long.
+            // The 16 output channels' rows `[c_in][taps]`, each `c_in * taps` long, read in
+            // order; piece position q is input channel q / taps, tap q % taps.
             let k = d.c_in * taps;
-            pieces(o0 * k, k, k, &mut |q, v| {
-                let (ic, tap) = (q / taps, q % taps);
-                // SAFETY: row (tap, ic) of the block, lanes h * 16..: inside it.
-                let at = (tap * d.c_in + ic) * oc + h * LANES;
-                unsafe { _mm512_storeu_ps(dst.add(at), v) }
-            });
+            let (mut ic, mut tap) = (0, 0);
+            // SAFETY: as above: row (tap, ic) of the block, lanes h * 16...
+            unsafe {
+                pieces(w, o0 * k, k, k, |_, v| {
+                    _mm512_storeu_ps(dst.add((tap * d.c_in + ic) * oc + h * LANES), v);
+                    tap += 1;
+                    if tap == taps {
+                        (ic, tap) = (ic + 1, 0);
+                    }
+                })
+            };
+        }
+    }
+}
+
+/// Hands `put(q, v)` each position `q < len` of 16 runs of `w` (`len` values each, from `at +
+/// r * step` for run r) as one vector `v` holding that position of all 16 runs, in order of
+/// `q`: 16 positions at a time, loaded and transposed in registers.
+///
+/// # Safety
+/// AVX-512F; `at + 15 * step + len <= w.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn pieces(
+    w: &[f32],
+    at: usize,
+    step: usize,
+    len: usize,
+    mut put: impl FnMut(usize, std::arch::x86_64::__m512),
+) {
+    use crate::cpu::bf16::avx512::transpose_16x16;
+    use std::arch::x86_64::*;
+    let src = w.as_ptr();
+    for q0 in (0..len).step_by(LANES) {
+        let left = (len - q0).min(LANES);
+        let m = ((1u32 << left) - 1) as __mmask16;
+        // SAFETY: masked loads inside run r (the caller's extents).
+        let mut r: [__m512i; 16] = std::array::from_fn(|r| unsafe {
+            _mm512_castps_si512(_mm512_maskz_loadu_ps(m, src.add(at + r * step + q0)))
+        });
+        transpose_16x16(&mut r);
+        for (qq, v) in r.iter().enumerate().take(left) {
+            put(q0 + qq, _mm512_castsi512_ps(*v));
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn weight_block(_: &[f32], _: &Direct, _: bool, _: usize, _: &mut [f32]) {
+unsafe fn weight_block(_: &[f32], _: &Direct, _: bool, _: usize, _: *mut f32) {
     unreachable!("AVX-512 only")
 }
 
