@@ -451,14 +451,104 @@ unsafe fn weight_block(_: &[f32], _: &Direct, _: bool, _: usize, _: *mut f32) {
     unreachable!("AVX-512 only")
 }
 
+/// An element of the tiles' operands: f32, or bf16 (`u16`) in pairs of input channels on
+/// AVX512-BF16. The loads and the multiply-add are `#[inline(always)]` pieces of
+/// [`tile_body`], compiled inside each element's entry point ([`tile`], [`tile_bf16`]) with
+/// that entry point's features.
+#[cfg(target_arch = "x86_64")]
+trait Operand: Copy {
+    /// One register of weights (16 output channels) or of one broadcast pixel.
+    type V: Copy;
+    /// Input channels per multiply-add: 1, or a pair for bf16.
+    const PAIR: usize;
+
+    /// The register of weights at `p` (64 bytes).
+    ///
+    /// # Safety
+    /// The CPU has the element's features; `p` is valid for 64 bytes of reads.
+    unsafe fn weights(p: *const Self) -> Self::V;
+
+    /// The `PAIR` input channels at `p`, in every lane.
+    ///
+    /// # Safety
+    /// As [`Operand::weights`], for `PAIR` elements.
+    unsafe fn pixel(p: *const Self) -> Self::V;
+
+    /// `acc + a * w` lane-wise (bf16: each lane adds the pair's two products).
+    ///
+    /// # Safety
+    /// The CPU has the element's features.
+    unsafe fn madd(
+        acc: std::arch::x86_64::__m512,
+        a: Self::V,
+        w: Self::V,
+    ) -> std::arch::x86_64::__m512;
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Operand for f32 {
+    type V = std::arch::x86_64::__m512;
+    const PAIR: usize = 1;
+
+    #[inline(always)]
+    unsafe fn weights(p: *const f32) -> Self::V {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn pixel(p: *const f32) -> Self::V {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_set1_ps(*p) }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(acc: Self::V, a: Self::V, w: Self::V) -> Self::V {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, w, acc) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Operand for u16 {
+    type V = std::arch::x86_64::__m512bh;
+    const PAIR: usize = 2;
+
+    #[inline(always)]
+    unsafe fn weights(p: *const u16) -> Self::V {
+        // SAFETY: the caller's contract.
+        unsafe { bf16_avx512::bh(std::arch::x86_64::_mm512_loadu_si512(p.cast())) }
+    }
+
+    #[inline(always)]
+    unsafe fn pixel(p: *const u16) -> Self::V {
+        // SAFETY: the caller's contract: the pair's 4 bytes.
+        unsafe {
+            let pair = p.cast::<i32>().read_unaligned();
+            bf16_avx512::bh(std::arch::x86_64::_mm512_set1_epi32(pair))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn madd(
+        acc: std::arch::x86_64::__m512,
+        a: Self::V,
+        w: Self::V,
+    ) -> std::arch::x86_64::__m512 {
+        // SAFETY: the caller's contract.
+        unsafe { std::arch::x86_64::_mm512_dpbf16_ps(acc, a, w) }
+    }
+}
+
 /// `ROWS` output rows (`TW` pixels each) of one image and one block of 32 output channels
-/// into `buf` (`[ROWS * TW][32]`): for each tap row in `rows.ky`, tap column and input
+/// into `buf` (`[ROWS * TW][32]`), in f32: for each tap row in `place.ky`, tap column and input
 /// channel, two weight vectors against `ROWS * TW` broadcast pixels.
 ///
 /// # Safety
 /// AVX-512F is available; `xs` holds the image's blocked input (`[c_in / 16][hp][wp][16]`)
-/// with `place.oy + ROWS - 1 + ky < hp` for every `ky` in `rows.ky` and `TW + kw - 1 <= wp`;
-/// `ws` holds the block's weight (`[kh][kw][c_in][32]`); `buf` holds `ROWS * TW * 32`.
+/// with `place.oy + ROWS - 1 + ky < hp` for every `ky` in `place.ky` and `place.x0 + TW + kw
+/// - 1 <= wp`; `ws` holds the block's weight (`[kh][kw][c_in][32]`); `buf` holds `ROWS * TW
+/// * 32`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -471,29 +561,71 @@ unsafe fn tile<const TW: usize, const ROWS: usize>(
     place: &Place,
     buf: &mut [f32],
 ) {
+    // SAFETY: the caller's contract; AVX-512 is what `tile_body` needs for f32.
+    unsafe { tile_body::<f32, TW, ROWS>(xs, ws, d, [wp, hp], place, buf) }
+}
+
+/// [`tile`] with bf16 operands: per tap and pair of input channels, two weight vectors (16
+/// output channels' pairs each) against the tile's pixels' pairs, broadcast.
+///
+/// # Safety
+/// AVX-512F and AVX512-BF16 are available; the extents of [`tile`], in bf16: `xs`
+/// `[c_in / 16][hp][wp][16]`, `ws` `[kh][kw][c_in / 2][32][2]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_bf16<const TW: usize, const ROWS: usize>(
+    xs: &[u16],
+    ws: &[u16],
+    d: &Direct,
+    wp: usize,
+    hp: usize,
+    place: &Place,
+    buf: &mut [f32],
+) {
+    // SAFETY: the caller's contract; the features are what `tile_body` needs for bf16.
+    unsafe { tile_body::<u16, TW, ROWS>(xs, ws, d, [wp, hp], place, buf) }
+}
+
+/// The tile's sums: 2 x `ROWS * TW` accumulators in registers over every tap and input
+/// channel (`E::PAIR` at a time), then stored into `buf`.
+///
+/// # Safety
+/// As [`tile`] / [`tile_bf16`]; inlined into a caller with `E`'s features.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn tile_body<E: Operand, const TW: usize, const ROWS: usize>(
+    xs: &[E],
+    ws: &[E],
+    d: &Direct,
+    [wp, hp]: [usize; 2],
+    place: &Place,
+    buf: &mut [f32],
+) {
     use std::arch::x86_64::*;
     let oc = LANES * OCV;
     let kw = d.k[1];
-    // Pixel px of the tile: row px / TW, column px % TW (both known when compiled).
     let mut acc = [[[_mm512_setzero_ps(); OCV]; TW]; ROWS];
     for ky in place.ky.clone() {
         for kx in 0..kw {
             for ib in 0..d.c_in / LANES {
-                let first = xs[((ib * hp + place.oy + ky) * wp + place.x0 + kx) * LANES..].as_ptr();
-                let xrow: [*const f32; ROWS] =
+                let at = ((ib * hp + place.oy + ky) * wp + place.x0 + kx) * LANES;
+                let first = xs[at..].as_ptr();
+                let xrow: [*const E; ROWS] =
                     std::array::from_fn(|r| first.wrapping_add(r * wp * LANES));
                 let wrow = ws[((ky * kw + kx) * d.c_in + ib * LANES) * oc..].as_ptr();
-                for j in 0..LANES {
+                for j in 0..LANES / E::PAIR {
                     // SAFETY: the caller's extents: row r of the tile, pixel px + kx < wp,
-                    // channel ib * 16 + j of the weight block.
+                    // channel step j of block ib, its row of the weight block.
                     unsafe {
-                        let wv: [__m512; OCV] =
-                            std::array::from_fn(|v| _mm512_loadu_ps(wrow.add(j * oc + v * LANES)));
+                        let wv: [E::V; OCV] = std::array::from_fn(|v| {
+                            E::weights(wrow.add((j * OCV + v) * LANES * E::PAIR))
+                        });
                         for (r, acc) in acc.iter_mut().enumerate() {
                             for (px, acc) in acc.iter_mut().enumerate() {
-                                let a = _mm512_set1_ps(*xrow[r].add(px * LANES + j));
+                                let a = E::pixel(xrow[r].add(px * LANES + j * E::PAIR));
                                 for (acc, w) in acc.iter_mut().zip(wv) {
-                                    *acc = _mm512_fmadd_ps(a, w, *acc);
+                                    *acc = E::madd(*acc, a, w);
                                 }
                             }
                         }
@@ -524,70 +656,6 @@ unsafe fn tile<const TW: usize, const ROWS: usize>(
     _: &mut [f32],
 ) {
     unreachable!("AVX-512 only")
-}
-
-/// [`tile`] with bf16 operands: per tap and pair of input channels, two weight vectors (16
-/// output channels' pairs each) against the tile's pixels' pairs, broadcast.
-///
-/// # Safety
-/// AVX-512F and AVX512-BF16 are available; the extents of [`tile`], in bf16: `xs`
-/// `[c_in / 16][hp][wp][16]`, `ws` `[kh][kw][c_in / 2][32][2]`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_bf16<const TW: usize, const ROWS: usize>(
-    xs: &[u16],
-    ws: &[u16],
-    d: &Direct,
-    wp: usize,
-    hp: usize,
-    place: &Place,
-    buf: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    let oc = LANES * OCV;
-    let kw = d.k[1];
-    let mut acc = [[[_mm512_setzero_ps(); OCV]; TW]; ROWS];
-    for ky in place.ky.clone() {
-        for kx in 0..kw {
-            for ib in 0..d.c_in / LANES {
-                let at = ((ib * hp + place.oy + ky) * wp + place.x0 + kx) * LANES;
-                // Pairs of channels as 32-bit units: 8 per pixel.
-                let first = xs[at..].as_ptr().cast::<i32>();
-                let xrow: [*const i32; ROWS] =
-                    std::array::from_fn(|r| first.wrapping_add(r * wp * LANES / 2));
-                let wrow = ws[((ky * kw + kx) * d.c_in + ib * LANES) * oc..].as_ptr();
-                for jp in 0..LANES / 2 {
-                    // SAFETY: the caller's extents: row r of the tile, pixel px + kx < wp,
-                    // channel pair jp of block ib, its row of the weight block (64 values).
-                    unsafe {
-                        let wv: [__m512bh; OCV] = std::array::from_fn(|v| {
-                            let p = wrow.add((jp * OCV + v) * 2 * LANES);
-                            bf16_avx512::bh(_mm512_loadu_si512(p.cast()))
-                        });
-                        for (r, acc) in acc.iter_mut().enumerate() {
-                            for (px, acc) in acc.iter_mut().enumerate() {
-                                let pair = xrow[r].add(px * LANES / 2 + jp).read_unaligned();
-                                let a = bf16_avx512::bh(_mm512_set1_epi32(pair));
-                                for (acc, w) in acc.iter_mut().zip(wv) {
-                                    *acc = _mm512_dpbf16_ps(*acc, a, w);
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    for (r, acc) in acc.iter().enumerate() {
-        for (px, acc) in acc.iter().enumerate() {
-            for (v, acc) in acc.iter().enumerate() {
-                let at = (r * TW + px) * oc + v * LANES;
-                // SAFETY: `buf` holds ROWS * TW * oc (the caller's contract).
-                unsafe { _mm512_storeu_ps(buf[at..at + LANES].as_mut_ptr(), *acc) };
-            }
-        }
-    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
