@@ -605,7 +605,8 @@ unsafe fn tile_body<E: Operand, const TW: usize, const ROWS: usize>(
     use std::arch::x86_64::*;
     let oc = LANES * OCV;
     let kw = d.k[1];
-    let mut acc = [[[_mm512_setzero_ps(); OCV]; TW]; ROWS];
+    // SAFETY: AVX-512 (the caller's contract).
+    let mut acc = [[[unsafe { _mm512_setzero_ps() }; OCV]; TW]; ROWS];
     for ky in place.ky.clone() {
         for kx in 0..kw {
             for ib in 0..d.c_in / LANES {
