@@ -171,17 +171,18 @@ pub(crate) fn dense_in(
     let grids = d.tap_grids();
     #[cfg(not(target_arch = "x86_64"))]
     let grids: Option<()> = None;
+    #[cfg(target_arch = "x86_64")]
+    let direct = d.direct();
     let y = match (grids, half) {
+        // Stride 1 on a small map: a direct convolution on channel blocks.
+        #[cfg(target_arch = "x86_64")]
+        _ if direct.is_some() => match (direct, half) {
+            (Some(direct), None) => super::direct::conv(&direct, xs, ws, false),
+            (Some(direct), Some(_)) => super::direct::conv_bf16(&direct, xs, ws, false),
+            (None, _) => unreachable!("matched on Some"),
+        },
         // Stride 1 on a tap kernel: the images read at the taps' offsets, as inference runs
         // them, every output written once.
-        #[cfg(target_arch = "x86_64")]
-        (_, _) if d.direct().is_some() => {
-            let direct = d.direct().expect("checked");
-            match half {
-                None => super::direct::conv(&direct, xs, ws, false),
-                Some(_) => super::direct::conv_bf16(&direct, xs, ws, false),
-            }
-        }
         #[cfg(target_arch = "x86_64")]
         (Some((products, fwd, _)), _) => tap_conv(products, ws, [c_out, c], xs, n, &fwd),
         (_, Some(kern)) => written(len, |y| {
@@ -310,8 +311,8 @@ impl Dense {
     }
 
     /// The input gradient of a layer [`Dense::direct`] takes, as the direct convolution of
-    /// the output gradient with the flipped weights ([`flipped_weights`]), padded `k - 1 -
-    /// pad` on each side.
+    /// the output gradient with the kernel turned by 180 degrees (its channels swapped; the
+    /// direct kernel's weight blocking does both), padded `k - 1 - pad` on each side.
     #[cfg(target_arch = "x86_64")]
     fn direct_back(&self) -> Option<super::direct::Direct> {
         self.direct()?;
@@ -451,11 +452,12 @@ fn flipped_weights(w: &[f32], [c_out, c_in, taps]: [usize; 3]) -> Vec<f32> {
 const TAPS_MIN_PIX: usize = 28 * 28;
 
 /// The most output pixels (exclusive) of a layer [`Dense::direct`] takes, ahead of the
-/// tap-offset and unfolded paths. ResNet's 3x3 layers at batch 8 in f32, forward alone and
-/// forward with both gradients, against what ran before (`DIRECT=1 [FWD=1 | TAPS=1] F32=1
-/// ... --example train_conv_rate`, AMD EPYC): 7x7 1.18-1.26x / 1.09-1.10x, 14x14 1.16-1.18x
-/// / 1.11-1.17x (unfolded before), 28x28 1.13x / 1.08x, 56x56 1.02x / 0.99x (tap offsets
-/// before).
+/// tap-offset and unfolded paths. ResNet's 3x3 layers at batch 8, forward alone and forward
+/// with both gradients, against what ran before (`DIRECT=1 [FWD=1 | TAPS=1] [F32=1] ...
+/// --example train_conv_rate`, AMD EPYC): f32 7x7 1.31-1.32x / 1.16-1.19x, 14x14
+/// 1.22-1.23x / 1.13-1.19x (unfolded before), 28x28 1.14x / 1.09-1.11x; bf16 1.06-1.36x /
+/// 1.14-1.21x, 1.10-1.25x / 1.10-1.20x, 1.14-1.16x / 1.00-1.09x; at 56x56 the tap offsets
+/// stay ahead (direct: f32 0.97x, bf16 0.80-0.93x with both gradients).
 #[cfg(target_arch = "x86_64")]
 const DIRECT_MAX_PIX: usize = 56 * 56;
 
