@@ -62,8 +62,8 @@ impl Direct {
     }
 
     /// The width of this layer's tiles where the kernel takes it: AVX-512, rows of 7 outputs
-    /// (tiles of two rows) or of a multiple of 14 (tiles of 14), input channels in whole blocks of 16, output channels in blocks of 32,
-    /// padding below the kernel's size.
+    /// (tiles of two rows) or of a multiple of 14 (tiles of 14), input channels in whole
+    /// blocks of 16, output channels in blocks of 32, padding below the kernel's size.
     pub(crate) fn tile(&self) -> Option<usize> {
         let [oh, ow] = self.out()?;
         let [t, b, l, r] = self.pad;
@@ -186,12 +186,13 @@ pub(crate) fn conv_bf16(d: &Direct, x: &[f32], w: &[f32], flip: bool) -> Vec<f32
     let [hp, wp] = d.padded();
     let img = d.c_in * hp * wp;
     let xf = blocked_input(d, x);
-    let mut xb = Aligned::<u16>::zeroed(d.n * img);
-    xb.get_mut()[..d.n * img]
-        .par_chunks_mut(img)
-        .zip(xf.get()[..d.n * img].par_chunks(img))
-        // SAFETY: AVX512-BF16 (asserted); `dst` holds the chunk's `img` values.
-        .for_each(|(dst, src)| unsafe { bf16_avx512::convert(src, dst.as_mut_ptr()) });
+    let xb = Aligned::<u16>::written(d.n * img, |dst| {
+        dst.par_chunks_mut(img)
+            .zip(xf.get()[..d.n * img].par_chunks(img))
+            // SAFETY: AVX512-BF16 (asserted); `dst` takes the chunk's `img` values, each one
+            // written.
+            .for_each(|(dst, src)| unsafe { bf16_avx512::convert(src, dst.as_mut_ptr().cast()) })
+    });
     drop(xf);
     let oc = LANES * OCV;
     let wb = blocked_weight_bf16(w, d, flip);
