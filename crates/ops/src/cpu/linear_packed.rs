@@ -8,6 +8,7 @@
 //! activation as they leave the registers (a clamp: none, ReLU, ReLU6) or while in L1 (GELU,
 //! SiLU: the bf16 products' write-back, [`write_plain`]).
 
+use super::aligned::Aligned;
 use super::bf16::{Bias, Out, Start, write_plain};
 use super::*;
 
@@ -36,12 +37,9 @@ const PREFETCH_PER_TILE: usize = 8;
 /// A weight `[k, n]` (row-major, `x W`) packed for [`linear_into`]: panels of 64 columns,
 /// each `[k][64]` contiguous (columns past `n` zero).
 pub struct PackedW {
-    data: Vec<f32>,
-    /// Where the panels start in `data`: the first 64-byte boundary. Why: each step loads a
-    /// panel row as four 64-byte vectors; from wherever the allocator put the vector, each
-    /// load straddled two cache lines (the same product ran 1.5x apart from one process to
-    /// the next).
-    at: usize,
+    /// The panels, from a 64-byte boundary: each step loads a panel row as four 64-byte
+    /// vectors.
+    data: Aligned,
     k: usize,
     n: usize,
 }
@@ -51,10 +49,9 @@ impl PackedW {
     pub fn new(w: &[f32], k: usize, n: usize) -> PackedW {
         assert!(w.len() >= k * n, "weight too short");
         let len = n.div_ceil(PANEL) * PANEL * k;
-        let mut data = vec![0f32; len + 15];
-        let at = data.as_ptr().align_offset(64).min(15);
+        let mut data = Aligned::zeroed(len);
         if k > 0 {
-            data[at..at + len]
+            data.get_mut()[..len]
                 .par_chunks_mut(k * PANEL)
                 .enumerate()
                 .for_each(|(jb, panel)| {
@@ -64,16 +61,16 @@ impl PackedW {
                     }
                 });
         }
-        PackedW { data, at, k, n }
+        PackedW { data, k, n }
     }
 
     /// Panel `jb`: `[k][64]`.
     fn panel(&self, jb: usize) -> &[f32] {
-        &self.data[self.at + jb * self.k * PANEL..][..self.k * PANEL]
+        &self.data.get()[jb * self.k * PANEL..][..self.k * PANEL]
     }
 
     pub fn bytes(&self) -> usize {
-        self.data.len() * 4
+        self.data.bytes()
     }
 }
 

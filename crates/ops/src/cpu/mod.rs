@@ -21,6 +21,7 @@
 //! and out of flex's storage, and a convolution's padding and output size.
 
 pub mod activation;
+pub(crate) mod aligned;
 pub mod attention;
 pub mod batch;
 pub mod bf16;

@@ -14,6 +14,7 @@
 //! sums) ([`conv_bf16`]).
 
 use super::*;
+use crate::cpu::aligned::Aligned;
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::bf16::avx512 as bf16_avx512;
 use crate::cpu::bf16::{Bf16Kernel, Out};
@@ -220,44 +221,6 @@ struct Place {
     x0: usize,
     rows: usize,
     ky: std::ops::Range<usize>,
-}
-
-/// A buffer whose elements start on a 64-byte boundary (every vector load inside one line).
-struct Aligned<T = f32> {
-    data: Vec<T>,
-    at: usize,
-}
-
-impl<T: Copy + Default> Aligned<T> {
-    fn zeroed(len: usize) -> Aligned<T> {
-        let slack = 64 / std::mem::size_of::<T>();
-        let data = vec![T::default(); len + slack];
-        let at = data.as_ptr().align_offset(64).min(slack);
-        Aligned { data, at }
-    }
-
-    /// `len` elements that `fill` writes whole (each one, none read first). Why: zeroed
-    /// first, a blocked weight of ResNet's last stage (9.4 MB) was one more pass over memory.
-    fn written(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Aligned<T> {
-        let slack = 64 / std::mem::size_of::<T>();
-        let mut data: Vec<T> = Vec::with_capacity(len + slack);
-        let at = data.as_ptr().align_offset(64).min(slack);
-        let spare = data.spare_capacity_mut();
-        spare[..at].fill(MaybeUninit::new(T::default()));
-        fill(&mut spare[at..at + len]);
-        // SAFETY: the slack before `at` was filled here, the `len` elements after it by
-        // `fill` (its contract).
-        unsafe { data.set_len(at + len) };
-        Aligned { data, at }
-    }
-
-    fn get(&self) -> &[T] {
-        &self.data[self.at..]
-    }
-
-    fn get_mut(&mut self) -> &mut [T] {
-        &mut self.data[self.at..]
-    }
 }
 
 /// `x` as `[n][c_in / 16][hp][wp][16]`, zeros in the padding.
