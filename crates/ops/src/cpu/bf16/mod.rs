@@ -646,6 +646,18 @@ impl Out {
     pub(crate) fn get(&self) -> *mut f32 {
         self.0
     }
+
+    /// Elements `at..at + len` as memory to write (a task's part of an output not yet
+    /// initialised).
+    ///
+    /// # Safety
+    /// They lie inside the allocation, and no one else reads or writes them while the slice
+    /// lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn part<'a>(&self, at: usize, len: usize) -> &'a mut [MaybeUninit<f32>] {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at).cast(), len) }
+    }
 }
 
 /// Bytes of right-operand panels one task keeps in its core's L2 while one left panel meets

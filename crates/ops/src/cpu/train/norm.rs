@@ -88,15 +88,7 @@ pub fn batch_norm(
                     // SAFETY: plane `at..at + hw` lies inside both vectors' capacity (`len`;
                     // the slope's only with an activation), and only this channel's task
                     // writes it.
-                    let (yp, sp) = unsafe {
-                        let plane = |o: &crate::cpu::bf16::Out| {
-                            std::slice::from_raw_parts_mut(
-                                o.get().add(at).cast::<MaybeUninit<f32>>(),
-                                hw,
-                            )
-                        };
-                        (plane(&yo), act.map(|_| plane(&so)))
-                    };
+                    let (yp, sp) = unsafe { (yo.part(at, hw), act.map(|_| so.part(at, hw))) };
                     write(ch, st, at, yp, sp);
                 }
                 st
@@ -359,12 +351,7 @@ impl Backward<Flex, 3> for NormBackward {
                 for i in 0..d.n {
                     // SAFETY: plane `at(i)..+ hw` lies inside `dx`'s capacity (`len`), and
                     // only this channel's task writes it (channels own disjoint planes).
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out.get().add(at(i)).cast::<MaybeUninit<f32>>(),
-                            hw,
-                        )
-                    };
+                    let dst = unsafe { out.part(at(i), hw) };
                     input_grad(ch, sums, at(i), dst);
                 }
             }
