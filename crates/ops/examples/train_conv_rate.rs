@@ -12,6 +12,8 @@
 //! forward alone.
 //! `DIRECT=1` (with `TAPS=1` or `FWD=1`, and `F32=1`): f32 stride-1 layers under 56x56 as
 //! direct convolutions against what ran before (`train::set_direct`).
+//! `DWGRAD=1` (`F32=1`): stride-1 layers under 28x28, weight gradients as direct outer
+//! products against matrix products (`train::set_direct_weight_grad`).
 //! `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
 //! and input gradient, committee's against Burn's (`train::set_max_pool`).
 
@@ -144,6 +146,9 @@ fn main() {
                 (true, _) => train::set_depthwise_planes(on),
                 (_, true) => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
                 _ if std::env::var("DIRECT").is_ok_and(|v| v == "1") => train::set_direct(on),
+                _ if std::env::var("DWGRAD").is_ok_and(|v| v == "1") => {
+                    train::set_direct_weight_grad(on)
+                }
                 _ if taps => train::set_train_taps(on),
                 _ if wgrad => train::set_weight_grad_dots(on),
                 _ => train::set_images_per_product(on),
@@ -162,6 +167,8 @@ fn main() {
         // The two sides' names, off then on, in the order the modes are chosen above.
         let [off, on] = if std::env::var("DIRECT").is_ok_and(|v| v == "1") {
             ["before", "direct"]
+        } else if std::env::var("DWGRAD").is_ok_and(|v| v == "1") {
+            ["products", "direct dW"]
         } else if dw {
             ["channels-last", "planes"]
         } else if dtype {

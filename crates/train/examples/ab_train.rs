@@ -43,9 +43,10 @@ fn main() {
         "bn-per-channel" => train::set_batch_norm_per_channel,
         "unzeroed" => train::set_unzeroed,
         "direct" => train::set_direct,
+        "direct-wgrad" => train::set_direct_weight_grad,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed or direct"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed, direct or direct-wgrad"
             );
             std::process::exit(2);
         }

@@ -297,8 +297,15 @@ impl Dense {
         if self.s != [1, 1] || !precision || self.pix() >= DIRECT_MAX_PIX {
             return None;
         }
+        let d = self.shape();
+        (d.tile().is_some() && d.out() == Some(self.out)).then_some(d)
+    }
+
+    /// The layer's sizes as a stride-1 convolution's.
+    #[cfg(target_arch = "x86_64")]
+    fn shape(&self) -> super::direct::Direct {
         let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
-        let d = super::direct::Direct {
+        super::direct::Direct {
             n: self.n,
             c_in: self.c_in,
             c_out: self.c_out,
@@ -306,8 +313,15 @@ impl Dense {
             w: self.w,
             k: self.k,
             pad: [pt, pb, pl, pr],
-        };
-        (d.tile().is_some() && d.out() == Some(self.out)).then_some(d)
+        }
+    }
+
+    /// The layer as [`super::direct_wgrad`] takes its weight gradient (and whether in bf16).
+    #[cfg(target_arch = "x86_64")]
+    fn direct_wgrad(&self) -> Option<(super::direct::Direct, bool)> {
+        let d = self.shape();
+        let (d, bf16) = super::direct_wgrad::layer(d, self.s, self.half)?;
+        (d.out() == Some(self.out)).then_some((d, bf16))
     }
 
     /// The input gradient of a layer [`Dense::direct`] takes, as the direct convolution of
@@ -520,6 +534,16 @@ impl Backward<Flex, 2> for DenseBackward {
         let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
         let [kh, kw] = d.k;
         #[cfg(target_arch = "x86_64")]
+        let node_w = match (node_w, d.direct_wgrad()) {
+            (Some(node), Some((shape, bf16))) => {
+                let dw = super::direct_wgrad::weight_grad(&shape, xs, dys, bf16);
+                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
+                grads.register::<Flex>(node.id, dw);
+                None
+            }
+            (node, _) => node,
+        };
+        #[cfg(target_arch = "x86_64")]
         let node_w = match (node_w, d.dot_grid()) {
             (Some(node), Some(grid)) => {
                 // Dot products over the padded image's phases at the taps' offsets.
@@ -636,6 +660,21 @@ impl Pointwise {
     pub(crate) fn hw(&self) -> usize {
         self.h * self.w
     }
+
+    /// The layer as [`super::direct_wgrad`] takes its weight gradient (and whether in bf16).
+    #[cfg(target_arch = "x86_64")]
+    fn direct_wgrad(&self) -> Option<(super::direct::Direct, bool)> {
+        let d = super::direct::Direct {
+            n: self.n,
+            c_in: self.c_in,
+            c_out: self.c_out,
+            h: self.h,
+            w: self.w,
+            k: [1, 1],
+            pad: [0; 4],
+        };
+        super::direct_wgrad::layer(d, [1, 1], self.half)
+    }
 }
 
 #[derive(Debug)]
@@ -650,6 +689,17 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let (x, w, d) = ops.state;
         let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
         let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
+        #[cfg(target_arch = "x86_64")]
+        let node_w = match (node_w, d.direct_wgrad()) {
+            (Some(node), Some((shape, bf16))) => {
+                // Outer products over the whole batch's pixels (small maps).
+                let dw = super::direct_wgrad::weight_grad(&shape, xs, dys, bf16);
+                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
+                grads.register::<Flex>(node.id, dw);
+                None
+            }
+            (node, _) => node,
+        };
         #[cfg(target_arch = "x86_64")]
         let node_w = match node_w {
             Some(node) if super::wgrad::applies(d.half, d.hw()) => {

@@ -224,7 +224,7 @@ struct Place {
 }
 
 /// `x` as `[n][c_in / 16][hp][wp][16]`, zeros in the padding.
-fn blocked_input(d: &Direct, x: &[f32]) -> Aligned {
+pub(super) fn blocked_input(d: &Direct, x: &[f32]) -> Aligned {
     let [hp, wp] = d.padded();
     let cb = d.c_in / LANES;
     let mut xb = Aligned::zeroed(d.n * cb * hp * wp * LANES);
@@ -420,7 +420,7 @@ unsafe fn weight_block(_: &[f32], _: &Direct, _: bool, _: usize, _: *mut f32) {
 /// [`tile_body`], compiled inside each element's entry point ([`tile`], [`tile_bf16`]) with
 /// that entry point's features.
 #[cfg(target_arch = "x86_64")]
-trait Operand: Copy {
+pub(super) trait Operand: Copy {
     /// One register of weights (16 output channels) or of one broadcast pixel.
     type V: Copy;
     /// Input channels per multiply-add: 1, or a pair for bf16.

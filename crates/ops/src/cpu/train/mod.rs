@@ -42,6 +42,8 @@ mod attention;
 mod conv;
 mod depthwise;
 mod direct;
+#[cfg(target_arch = "x86_64")]
+mod direct_wgrad;
 mod half;
 mod layer_norm;
 mod linear;
@@ -59,6 +61,8 @@ pub use conv::{dense, pointwise, set_bf16_everywhere, set_train_taps};
 use conv::{dense_in, pointwise_in};
 pub use depthwise::{depthwise, set_planes as set_depthwise_planes};
 pub use direct::set_direct;
+#[cfg(target_arch = "x86_64")]
+pub use direct_wgrad::set_direct_weight_grad;
 pub use half::set_images_per_product;
 pub use layer_norm::layer_norm;
 pub use linear::linear;

@@ -96,6 +96,9 @@ fn pointwise_training_matches_burns_conv() {
         (16, 16, 3, 2, PaddingConfig2d::Explicit(0, 0, 0, 0)),
         // 28x28 pixels or more: the f32 weight gradient as dot products on AVX-512.
         (13, 37, 28, 29, PaddingConfig2d::Valid),
+        // Outputs in blocks of 64 on a small map: the weight gradient as outer products over
+        // the batch's pixels on AVX-512 (`direct_wgrad`).
+        (20, 64, 7, 7, PaddingConfig2d::Valid),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [1, 1])
             .with_padding(pad)
@@ -193,6 +196,10 @@ fn dense_training_matches_burns_conv() {
         (32, 64, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 14, 14),
         (32, 32, 3, 1, PaddingConfig2d::Explicit(2, 0, 0, 2), 14, 14),
         (16, 32, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 28, 28),
+        // Stride 1 under 28x28, outputs in blocks of 64: the weight gradient as outer
+        // products over the batch's pixels on AVX-512 (`direct_wgrad`; also the 64->64 and
+        // 32->64 cases above); input channels not in tiles of 6, uneven padding.
+        (13, 128, 3, 1, PaddingConfig2d::Explicit(2, 0, 1, 0), 5, 9),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_stride([s, s])
@@ -613,7 +620,13 @@ fn half_products_match_f32_products() {
             .with_bias(false)
             .init(&dev)
     };
-    for (c_in, c_out, h, w) in [(8, 24, 5, 7), (24, 8, 1, 1), (16, 40, 30, 25)] {
+    // 20->64: the weight gradient as outer products on AVX512-BF16 (`direct_wgrad`).
+    for (c_in, c_out, h, w) in [
+        (8, 24, 5, 7),
+        (24, 8, 1, 1),
+        (16, 40, 30, 25),
+        (20, 64, 7, 7),
+    ] {
         let what = format!("1x1 {c_in}->{c_out} {h}x{w}");
         let c = conv(c_in, c_out, 1, 1, PaddingConfig2d::Valid);
         assert_half_matches_f32(pointwise_in, &c, [3, c_in, h, w], &what);
@@ -637,6 +650,9 @@ fn half_products_match_f32_products() {
         // Rows of 7 and 14 with channels in blocks: direct on AVX512-BF16.
         (32, 32, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 7, 7),
         (32, 64, 3, 1, PaddingConfig2d::Explicit(2, 0, 0, 2), 14, 14),
+        // Outputs in blocks of 64 under 28x28: the weight gradient as outer products over
+        // pairs of images (`direct_wgrad`; a batch of 3 leaves one alone; also 32->64 above).
+        (13, 128, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 5, 9),
     ] {
         let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
         let c = conv(c_in, c_out, k, s, pad.clone());
@@ -683,6 +699,15 @@ fn half_gradients_do_not_depend_on_threads() {
             assert_eq!(run(1), run(3), "{} {shape:?}", kernel.name());
         }
     }
+    // Outputs in blocks of 64 on a small map: the weight gradient as outer products.
+    let wide = Conv2dConfig::new([16, 128], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&dev);
+    let x = Tensor::<4>::random([5, 16, 9, 7], Distribution::Normal(0.0, 1.0), &dev);
+    let half = |c: &Conv2d, x| dense_in(c, x, Some(kernel));
+    let run = |threads| grads_on_threads(&half, &wide, &x, threads);
+    assert_eq!(run(1), run(3), "{} 16->128 9x7", kernel.name());
 }
 
 /// The linear op against Burn's `Linear` (per-image products, differentiated by Burn): output

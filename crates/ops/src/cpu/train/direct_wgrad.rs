@@ -1,0 +1,481 @@
+//! Weight gradients of stride-1 convolutions on small maps (ResNet's 14x14 and 7x7 stages)
+//! as outer products over pixels on AVX-512: 16 output channels in a vector's lanes, one
+//! input value broadcast, every pixel of every image summed in registers.
+//!
+//! Why: `dW = sum_i dY_i col(X_i)^T` went through each image unfolded (nine copies of each
+//! value), both operands packed again, and a matrix product whose inner dimension is one
+//! image's 196 or 49 pixels (several images per product under bf16): ResNet-50's 14x14 3x3
+//! layer took 11.3 ms for its weight gradient in bf16 (~80 GMAC/s on two Zen 4 cores), more
+//! than twice its forward. The dot products of [`super::wgrad`] lose on these maps to their
+//! lane sums. Here each tile sums `4 x 16` output channels against 6 input channels at one
+//! tap over the whole batch in 24 registers, and a tap reads only the output pixels whose
+//! input lies inside the image (the padding's products are skipped, as PyTorch's oneDNN
+//! does). In bf16 (`vdpbf16ps`) each lane sums a pair of images: both operands are laid out
+//! with two images' values side by side, the input `[n / 2][c_in][h][w][2]`, the output
+//! gradient `[n / 2][c_out / 16][oh][ow][16][2]`.
+
+use super::direct::{Direct, Operand, blocked_input};
+use super::*;
+use crate::cpu::aligned::Aligned;
+use crate::cpu::bf16::avx512 as bf16_avx512;
+use crate::cpu::bf16::{Bf16Kernel, Out};
+
+/// Output channels per vector.
+const LANES: usize = 16;
+/// Vectors of output channels per tile (64 channels).
+const MR: usize = 4;
+/// Input channels per tile, all at one tap.
+const NR: usize = 6;
+/// Input channels per task: a task's tiles share its 64 channels of the output gradient
+/// (from L2) and each group of 6 input channels serves all taps before the next.
+const TASK_C: usize = 8 * NR;
+
+static DIRECT_WGRAD: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_TRAIN_DIRECT_WGRAD"));
+
+/// Turns the direct small-map weight gradients on or off for the process, over
+/// `COMMITTEE_TRAIN_DIRECT_WGRAD` (to time them against the matrix products in one process:
+/// `examples/ab_train.rs` in committee-train, switch `direct-wgrad`).
+pub fn set_direct_weight_grad(on: bool) {
+    DIRECT_WGRAD.set(on)
+}
+
+/// Maps of at least this many output pixels keep [`super::wgrad`]'s dot products.
+const MAX_PIX: usize = 28 * 28;
+
+/// The stride-`stride` layer `d` with products `half` (`None`: f32) where [`weight_grad`]
+/// takes it, and whether in bf16 (AMX keeps its tiles): stride 1, maps under [`MAX_PIX`]
+/// outputs, [`applies`].
+pub(crate) fn layer(
+    d: Direct,
+    stride: [usize; 2],
+    half: Option<Bf16Kernel>,
+) -> Option<(Direct, bool)> {
+    let bf16 = match half {
+        None => false,
+        Some(Bf16Kernel::Avx512) => true,
+        Some(_) => return None,
+    };
+    let [oh, ow] = d.out()?;
+    (stride == [1, 1] && oh * ow < MAX_PIX && applies(&d, bf16)).then_some((d, bf16))
+}
+
+/// Whether [`weight_grad`] takes the layer `d` (stride 1) in f32 (`bf16` false) or bf16:
+/// switched on, AVX-512 (and AVX512-BF16 for bf16), output channels in blocks of 64, an
+/// output map, and padding below the kernel's size.
+pub(crate) fn applies(d: &Direct, bf16: bool) -> bool {
+    let [t, b, l, r] = d.pad;
+    let isa = Isa::get().avx512() && (!bf16 || Bf16Kernel::Avx512.available());
+    DIRECT_WGRAD.on()
+        && isa
+        && d.n > 0
+        && d.c_in > 0
+        && d.c_out.is_multiple_of(LANES * MR)
+        && d.out().is_some()
+        && t.max(b) < d.k[0]
+        && l.max(r) < d.k[1]
+}
+
+/// The weight gradient `[c_out, c_in, kh, kw]` of the layer `d` from its input `x` (`n`
+/// images `[c_in, h, w]`) and output gradient `dy` (`[n, c_out, oh, ow]`): f32 products, or
+/// bf16 products with f32 sums (`bf16`). Each element summed in a fixed order (image pairs,
+/// rows, columns), the same bits for any thread count. Panics unless [`applies`] holds or
+/// where the slices are shorter than the shapes.
+pub(crate) fn weight_grad(d: &Direct, x: &[f32], dy: &[f32], bf16: bool) -> Vec<f32> {
+    assert!(applies(d, bf16), "the direct weight gradient applies");
+    let [oh, ow] = d.out().expect("an output");
+    assert!(x.len() >= d.n * d.c_in * d.h * d.w, "input too short");
+    assert!(
+        dy.len() >= d.n * d.c_out * oh * ow,
+        "output gradient too short"
+    );
+    // The output gradient as `[n][c_out / 16][oh][ow][16]`.
+    let grad = Direct {
+        c_in: d.c_out,
+        h: oh,
+        w: ow,
+        pad: [0; 4],
+        ..*d
+    };
+    let dyb = blocked_input(&grad, dy);
+    if !bf16 {
+        return sums(d, x, dyb.get(), tile_f32);
+    }
+    let (xp, dyp) = (paired_input(d, x), paired_grad(d, dyb.get(), oh * ow));
+    drop(dyb);
+    sums(d, xp.get(), dyp.get(), tile_bf16)
+}
+
+/// `x` in bf16 as `[n / 2][c_in][h][w][2]`: each pair of images' values side by side (an odd
+/// batch's last image beside zeros).
+fn paired_input(d: &Direct, x: &[f32]) -> Aligned<u16> {
+    let plane = d.h * d.w;
+    let img = d.c_in * plane;
+    let pairs = d.n.div_ceil(2);
+    Aligned::written(pairs * img * 2, |dst| {
+        dst.par_chunks_mut(plane * 2)
+            .enumerate()
+            .for_each(|(t, dst)| {
+                let (p, c) = (t / d.c_in, t % d.c_in);
+                let first = &x[(2 * p * d.c_in + c) * plane..][..plane];
+                let second = (2 * p + 1 < d.n).then(|| &x[((2 * p + 1) * d.c_in + c) * plane..]);
+                // SAFETY: `weight_grad` asserted AVX512-BF16 (`applies`); `dst` holds the
+                // plane's `2 * plane` values, each written once.
+                unsafe { weave(first, second, dst) };
+            })
+    })
+}
+
+/// The output gradient, blocked (`[n][c_out / 16][pix][16]`), in bf16 as `[n / 2][c_out /
+/// 16][pix][16][2]`.
+fn paired_grad(d: &Direct, dyb: &[f32], pix: usize) -> Aligned<u16> {
+    let block = pix * LANES;
+    let img = d.c_out * pix;
+    let blocks = d.c_out / LANES;
+    Aligned::written(d.n.div_ceil(2) * img * 2, |dst| {
+        dst.par_chunks_mut(block * 2)
+            .enumerate()
+            .for_each(|(t, dst)| {
+                let (p, b) = (t / blocks, t % blocks);
+                let first = &dyb[(2 * p * blocks + b) * block..][..block];
+                let second = (2 * p + 1 < d.n).then(|| &dyb[((2 * p + 1) * blocks + b) * block..]);
+                // SAFETY: as in `paired_input`.
+                unsafe { weave(first, second, dst) };
+            })
+    })
+}
+
+/// `dst[2 q] = bf16(first[q])`, `dst[2 q + 1] = bf16(second[q])` (zero without `second`) for
+/// every `q < first.len()`; `dst` holds `2 * first.len()`, `second` at least `first.len()`.
+///
+/// # Safety
+/// AVX512-BF16.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn weave(first: &[f32], second: Option<&[f32]>, dst: &mut [std::mem::MaybeUninit<u16>]) {
+    let len = first.len();
+    assert!(dst.len() >= 2 * len && second.is_none_or(|s| s.len() >= len));
+    let whole = len / LANES * LANES;
+    for q in (0..whole).step_by(LANES) {
+        // SAFETY: AVX512-BF16 (the caller's contract); 16 values of each source at q, the 32
+        // of `dst` at 2 q (asserted).
+        unsafe {
+            bf16_avx512::interleave(
+                &first[q..q + LANES],
+                second.map(|s| &s[q..q + LANES]),
+                dst[2 * q..].as_mut_ptr().cast(),
+            )
+        };
+    }
+    if whole < len {
+        // The last values through a buffer: `interleave` writes 32.
+        let mut tail = [0u16; 2 * LANES];
+        // SAFETY: as above; `tail` takes the 32.
+        unsafe {
+            bf16_avx512::interleave(
+                &first[whole..],
+                second.map(|s| &s[whole..len]),
+                tail.as_mut_ptr(),
+            )
+        };
+        for (d, v) in dst[2 * whole..2 * len].iter_mut().zip(tail) {
+            d.write(v);
+        }
+    }
+}
+
+/// What a tile reads, in elements of `E`: `E::PAIR` images per step.
+struct Geom {
+    /// Steps of images (`n` in f32, pairs in bf16).
+    steps: usize,
+    c_in: usize,
+    /// Blocks of 16 output channels.
+    blocks: usize,
+    h: usize,
+    w: usize,
+    out: [usize; 2],
+    /// Top and left padding.
+    pad: [usize; 2],
+}
+
+/// The gradient from the laid-out operands (`xs` `[steps][c_in][h][w][PAIR]`, `dys`
+/// `[steps][c_out / 16][oh][ow][16][PAIR]`): tasks of 64 output channels x [`TASK_C`] input
+/// channels, each writing its part of `dW` once.
+fn sums<E: Operand + Sync>(d: &Direct, xs: &[E], dys: &[E], tile: TileFn<E>) -> Vec<f32> {
+    let [kh, kw] = d.k;
+    let taps = kh * kw;
+    let g = Geom {
+        steps: d.n.div_ceil(E::PAIR),
+        c_in: d.c_in,
+        blocks: d.c_out / LANES,
+        h: d.h,
+        w: d.w,
+        out: d.out().expect("an output"),
+        pad: [d.pad[0], d.pad[2]],
+    };
+    let pix = g.out[0] * g.out[1];
+    assert!(
+        xs.len() >= g.steps * d.c_in * d.h * d.w * E::PAIR,
+        "input too short"
+    );
+    assert!(
+        dys.len() >= g.steps * d.c_out * pix * E::PAIR,
+        "gradient too short"
+    );
+    let len = d.c_out * d.c_in * taps;
+    let mut dw: Vec<f32> = Vec::with_capacity(len);
+    let out = Out(dw.as_mut_ptr());
+    let chunks = d.c_in.div_ceil(TASK_C);
+    (0..d.c_out / (LANES * MR) * chunks)
+        .into_par_iter()
+        .for_each(|task| {
+            let (og, c_lo) = (task / chunks, task % chunks * TASK_C);
+            let mut buf = [0f32; MR * NR * LANES];
+            for c0 in (c_lo..d.c_in.min(c_lo + TASK_C)).step_by(NR) {
+                let cols = (d.c_in - c0).min(NR);
+                // Columns past the last channel repeat it (their sums are dropped).
+                let cs: [usize; NR] = std::array::from_fn(|j| c0 + j.min(cols - 1));
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        // SAFETY: `applies` found the element's features (asserted by
+                        // `weight_grad`); the extents were asserted above; channels `cs`
+                        // < c_in, blocks og * MR + MR <= c_out / 16.
+                        unsafe { tile(xs, dys, &g, og * MR, cs, [ky, kx], &mut buf) };
+                        for m in 0..MR * LANES {
+                            let o = og * MR * LANES + m;
+                            for (j, &c) in cs.iter().enumerate().take(cols) {
+                                let at = (o * d.c_in + c) * taps + ky * kw + kx;
+                                // SAFETY: o < c_out, c < c_in, the tap < taps: inside `dw`'s
+                                // `len`; only this task writes its channels' (o, c) pairs.
+                                unsafe {
+                                    *out.get().add(at) =
+                                        buf[(m / LANES * NR + j) * LANES + m % LANES]
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    // SAFETY: the tasks wrote every (o, c, tap) once: output groups of 64 cover c_out
+    // (`applies`), chunks and their tiles cover c_in, every tap.
+    unsafe { dw.set_len(len) };
+    dw
+}
+
+/// One tile's sums into `buf` (see [`tile_body`]).
+type TileFn<E> = unsafe fn(&[E], &[E], &Geom, usize, [usize; NR], [usize; 2], &mut [f32]);
+
+/// [`tile_body`] in f32: per pixel, four vectors of the output gradient, six input values
+/// broadcast, 24 FMAs.
+///
+/// # Safety
+/// As [`tile_body`], with AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_f32(
+    xs: &[f32],
+    dys: &[f32],
+    g: &Geom,
+    ob: usize,
+    cs: [usize; NR],
+    tap: [usize; 2],
+    buf: &mut [f32],
+) {
+    // SAFETY: the caller's contract; AVX-512 is what `tile_body` needs for f32.
+    unsafe { tile_body(xs, dys, g, ob, cs, tap, buf) }
+}
+
+/// [`tile_body`] in bf16: per pixel of a pair of images, four vectors of the output
+/// gradient's pairs, six input pairs broadcast, 24 `vdpbf16ps`.
+///
+/// # Safety
+/// As [`tile_body`], with AVX-512F and AVX512-BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn tile_bf16(
+    xs: &[u16],
+    dys: &[u16],
+    g: &Geom,
+    ob: usize,
+    cs: [usize; NR],
+    tap: [usize; 2],
+    buf: &mut [f32],
+) {
+    // SAFETY: the caller's contract; the features are what `tile_body` needs for bf16.
+    unsafe { tile_body(xs, dys, g, ob, cs, tap, buf) }
+}
+
+/// `buf[m][j]` (16 lanes: output channels `16 (ob + m)..`) = the sum over every step of
+/// images and every output pixel whose input at tap `[ky, kx]` lies inside the image of
+/// the output gradient times input channel `cs[j]` there: `MR x NR` accumulators in
+/// registers throughout.
+///
+/// # Safety
+/// The element's features; `xs` holds `[g.steps][c_in][h][w][PAIR]`, `dys` `[g.steps][blocks]
+/// [oh][ow][16][PAIR]`; `cs[j] < c_in`, `ob + MR <= blocks`, `ky, kx` inside the kernel
+/// (`ky <= pad + h - 1`...: the rows read are clamped here), `buf` holds `MR * NR * 16`.
+#[inline(always)]
+unsafe fn tile_body<E: Operand>(
+    xs: &[E],
+    dys: &[E],
+    g: &Geom,
+    ob: usize,
+    cs: [usize; NR],
+    [ky, kx]: [usize; 2],
+    buf: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let [oh, ow] = g.out;
+    let [pt, pl] = g.pad;
+    let pix = oh * ow;
+    // Output rows and columns whose input at this tap lies inside the image.
+    let (y0, y1) = (pt.saturating_sub(ky), oh.min((g.h + pt).saturating_sub(ky)));
+    let (x0, x1) = (pl.saturating_sub(kx), ow.min((g.w + pl).saturating_sub(kx)));
+    let v = LANES * E::PAIR;
+    // SAFETY (whole body): the caller's contract; every pointer below is an element of `xs`
+    // or `dys` (rows y0..y1, columns x0..x1 of the output; their inputs y + ky - pt < h,
+    // x + kx - pl < w).
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+        if y0 < y1 && x0 < x1 {
+            let (xp, dp) = (xs.as_ptr(), dys.as_ptr());
+            for s in 0..g.steps {
+                for y in y0..y1 {
+                    let iy = y + ky - pt;
+                    let drow = dp.add(((s * g.blocks + ob) * pix + y * ow + x0) * v);
+                    let xrow: [*const E; NR] = std::array::from_fn(|j| {
+                        xp.add((((s * g.c_in + cs[j]) * g.h + iy) * g.w + x0 + kx - pl) * E::PAIR)
+                    });
+                    for x in 0..x1 - x0 {
+                        let dv: [E::V; MR] =
+                            std::array::from_fn(|m| E::weights(drow.add((m * pix + x) * v)));
+                        for (j, row) in xrow.iter().enumerate() {
+                            let a = E::pixel(row.add(x * E::PAIR));
+                            for (acc, d) in acc.iter_mut().zip(dv) {
+                                acc[j] = E::madd(acc[j], a, d);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (m, acc) in acc.iter().enumerate() {
+            for (j, acc) in acc.iter().enumerate() {
+                _mm512_storeu_ps(buf[(m * NR + j) * LANES..][..LANES].as_mut_ptr(), *acc);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The weight gradient by its definition, summed in f64.
+    fn reference(d: &Direct, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let [oh, ow] = d.out().expect("output");
+        let [kh, kw] = d.k;
+        let [t, _, l, _] = d.pad;
+        let mut dw = vec![0f32; d.c_out * d.c_in * kh * kw];
+        for o in 0..d.c_out {
+            for c in 0..d.c_in {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let mut s = 0f64;
+                        for i in 0..d.n {
+                            for oy in 0..oh {
+                                for ox in 0..ow {
+                                    let (iy, ix) = (oy + ky, ox + kx);
+                                    if iy < t || ix < l || iy - t >= d.h || ix - l >= d.w {
+                                        continue;
+                                    }
+                                    let xv = x[((i * d.c_in + c) * d.h + iy - t) * d.w + ix - l];
+                                    let g = dy[((i * d.c_out + o) * oh + oy) * ow + ox];
+                                    s += xv as f64 * g as f64;
+                                }
+                            }
+                        }
+                        dw[((o * d.c_in + c) * kh + ky) * kw + kx] = s as f32;
+                    }
+                }
+            }
+        }
+        dw
+    }
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let v = (i as u32)
+                    .wrapping_mul(2654435761)
+                    .wrapping_add(seed.wrapping_mul(40503));
+                (v >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    /// Odd and even batches (bf16: a last image without a partner), input channels not a
+    /// multiple of a tile's 6 or a task's 48, 1x1, 3x3 and 5x5 kernels, even, uneven and no
+    /// padding, several output groups, in f32 and in bf16 (on values that are bf16 already,
+    /// so every product is exact): the definition's sums within f32 rounding.
+    #[test]
+    fn direct_weight_grad_matches_the_definition() {
+        if !applies(&case(1, 1, 64, 1, 1, 1, [0; 4]), false) {
+            return;
+        }
+        let bf16 = Bf16Kernel::Avx512.available();
+        let round = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .map(|x| crate::cpu::bf16::from_bf16(crate::cpu::bf16::to_bf16(x)))
+                .collect()
+        };
+        for d in [
+            case(3, 16, 64, 14, 14, 3, [1, 1, 1, 1]),
+            case(2, 7, 64, 7, 7, 3, [1, 1, 1, 1]),
+            case(1, 13, 128, 5, 9, 3, [2, 0, 1, 0]),
+            case(4, 50, 64, 7, 7, 1, [0, 0, 0, 0]),
+            case(2, 8, 64, 6, 6, 5, [2, 2, 2, 2]),
+            case(3, 6, 192, 4, 4, 3, [0, 0, 0, 0]),
+        ] {
+            let [oh, ow] = d.out().expect("output");
+            let x = round(values(d.n * d.c_in * d.h * d.w, 1));
+            let dy = round(values(d.n * d.c_out * oh * ow, 2));
+            let want = reference(&d, &x, &dy);
+            assert_close(&weight_grad(&d, &x, &dy, false), &want, &format!("{d:?}"));
+            if bf16 {
+                assert_close(
+                    &weight_grad(&d, &x, &dy, true),
+                    &want,
+                    &format!("bf16 {d:?}"),
+                );
+            }
+        }
+    }
+
+    fn case(
+        n: usize,
+        c_in: usize,
+        c_out: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        pad: [usize; 4],
+    ) -> Direct {
+        Direct {
+            n,
+            c_in,
+            c_out,
+            h,
+            w,
+            k: [k, k],
+            pad,
+        }
+    }
+
+    /// Within 1e-5 of the largest value.
+    fn assert_close(ours: &[f32], want: &[f32], what: &str) {
+        assert_eq!(ours.len(), want.len(), "{what}");
+        let max = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (at, (a, b)) in ours.iter().zip(want).enumerate() {
+            assert!((a - b).abs() <= 1e-5 * max, "{what} at {at}: {a} vs {b}");
+        }
+    }
+}
