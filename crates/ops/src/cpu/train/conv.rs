@@ -318,10 +318,20 @@ impl Dense {
 
     /// The layer as [`super::direct_wgrad`] takes its weight gradient (and whether in bf16).
     #[cfg(target_arch = "x86_64")]
-    fn direct_wgrad(&self) -> Option<(super::direct::Direct, bool)> {
-        let d = self.shape();
-        let (d, bf16) = super::direct_wgrad::layer(d, self.s, self.half)?;
-        (d.out() == Some(self.out)).then_some((d, bf16))
+    fn direct_wgrad(&self) -> Option<(super::direct_wgrad::Shape, bool)> {
+        let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
+        let d = super::direct_wgrad::Shape {
+            n: self.n,
+            c_in: self.c_in,
+            c_out: self.c_out,
+            h: self.h,
+            w: self.w,
+            k: self.k,
+            stride: self.s,
+            pad: [pt, pb, pl, pr],
+            out: self.out,
+        };
+        Some((d, super::direct_wgrad::layer(&d, self.half)?))
     }
 
     /// The input gradient of a layer [`Dense::direct`] takes, as the direct convolution of
@@ -663,17 +673,19 @@ impl Pointwise {
 
     /// The layer as [`super::direct_wgrad`] takes its weight gradient (and whether in bf16).
     #[cfg(target_arch = "x86_64")]
-    fn direct_wgrad(&self) -> Option<(super::direct::Direct, bool)> {
-        let d = super::direct::Direct {
+    fn direct_wgrad(&self) -> Option<(super::direct_wgrad::Shape, bool)> {
+        let d = super::direct_wgrad::Shape {
             n: self.n,
             c_in: self.c_in,
             c_out: self.c_out,
             h: self.h,
             w: self.w,
             k: [1, 1],
+            stride: [1, 1],
             pad: [0; 4],
+            out: [self.h, self.w],
         };
-        super::direct_wgrad::layer(d, [1, 1], self.half)
+        Some((d, super::direct_wgrad::layer(&d, self.half)?))
     }
 }
 

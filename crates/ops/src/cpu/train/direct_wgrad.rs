@@ -26,8 +26,8 @@ const LANES: usize = 16;
 const MR: usize = 4;
 /// Input channels per tile, all at one tap.
 const NR: usize = 6;
-/// Input channels per task: a task's tiles share its 64 channels of the output gradient
-/// (from L2) and each group of 6 input channels serves all taps before the next.
+/// Input channels per task at most: a task's tiles share its 64 channels of the output
+/// gradient (from L2) and each group of 6 input channels serves all taps before the next.
 const TASK_C: usize = 8 * NR;
 
 static DIRECT_WGRAD: crate::kernel::Switch =
@@ -41,29 +41,51 @@ pub fn set_direct_weight_grad(on: bool) {
 }
 
 /// Maps of at least this many output pixels keep [`super::wgrad`]'s dot products.
-const MAX_PIX: usize = 28 * 28;
+const MAX_PIX: usize = 56 * 56;
 
-/// The stride-`stride` layer `d` with products `half` (`None`: f32) where [`weight_grad`]
-/// takes it, and whether in bf16 (AMX keeps its tiles): stride 1, maps under [`MAX_PIX`]
-/// outputs, [`applies`].
-pub(crate) fn layer(
-    d: Direct,
-    stride: [usize; 2],
-    half: Option<Bf16Kernel>,
-) -> Option<(Direct, bool)> {
+/// A convolution's sizes: `n` images `[c_in, h, w]` to `[c_out, out[0], out[1]]` through a
+/// `[c_out, c_in, kh, kw]` kernel, with strides and padding `[top, bottom, left, right]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    pub(crate) n: usize,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) k: [usize; 2],
+    pub(crate) stride: [usize; 2],
+    pub(crate) pad: [usize; 4],
+    pub(crate) out: [usize; 2],
+}
+
+impl Shape {
+    /// Whether `out` is what the other sizes give.
+    fn consistent(&self) -> bool {
+        let [t, b, l, r] = self.pad;
+        let ([kh, kw], [sh, sw]) = (self.k, self.stride);
+        let size = |len: usize, k: usize, s: usize| match len.checked_sub(k) {
+            Some(v) if s > 0 => v / s + 1,
+            _ => 0,
+        };
+        self.out == [size(self.h + t + b, kh, sh), size(self.w + l + r, kw, sw)]
+    }
+}
+
+/// Whether [`weight_grad`] takes the layer `d` with products `half` (`None`: f32), and in
+/// bf16 (AMX keeps its tiles): maps under [`MAX_PIX`] outputs, [`applies`].
+pub(crate) fn layer(d: &Shape, half: Option<Bf16Kernel>) -> Option<bool> {
     let bf16 = match half {
         None => false,
         Some(Bf16Kernel::Avx512) => true,
         Some(_) => return None,
     };
-    let [oh, ow] = d.out()?;
-    (stride == [1, 1] && oh * ow < MAX_PIX && applies(&d, bf16)).then_some((d, bf16))
+    (d.out[0] * d.out[1] < MAX_PIX && applies(d, bf16)).then_some(bf16)
 }
 
-/// Whether [`weight_grad`] takes the layer `d` (stride 1) in f32 (`bf16` false) or bf16:
-/// switched on, AVX-512 (and AVX512-BF16 for bf16), output channels in blocks of 64, an
-/// output map, and padding below the kernel's size.
-pub(crate) fn applies(d: &Direct, bf16: bool) -> bool {
+/// Whether [`weight_grad`] takes the layer `d` in f32 (`bf16` false) or bf16: switched on,
+/// AVX-512 (and AVX512-BF16 for bf16), output channels in blocks of 64, a nonempty output map
+/// that the other sizes give, and padding below the kernel's size.
+pub(crate) fn applies(d: &Shape, bf16: bool) -> bool {
     let [t, b, l, r] = d.pad;
     let isa = Isa::get().avx512() && (!bf16 || Bf16Kernel::Avx512.available());
     DIRECT_WGRAD.on()
@@ -71,7 +93,8 @@ pub(crate) fn applies(d: &Direct, bf16: bool) -> bool {
         && d.n > 0
         && d.c_in > 0
         && d.c_out.is_multiple_of(LANES * MR)
-        && d.out().is_some()
+        && d.out[0] * d.out[1] > 0
+        && d.consistent()
         && t.max(b) < d.k[0]
         && l.max(r) < d.k[1]
 }
@@ -81,9 +104,9 @@ pub(crate) fn applies(d: &Direct, bf16: bool) -> bool {
 /// bf16 products with f32 sums (`bf16`). Each element summed in a fixed order (image pairs,
 /// rows, columns), the same bits for any thread count. Panics unless [`applies`] holds or
 /// where the slices are shorter than the shapes.
-pub(crate) fn weight_grad(d: &Direct, x: &[f32], dy: &[f32], bf16: bool) -> Vec<f32> {
+pub(crate) fn weight_grad(d: &Shape, x: &[f32], dy: &[f32], bf16: bool) -> Vec<f32> {
     assert!(applies(d, bf16), "the direct weight gradient applies");
-    let [oh, ow] = d.out().expect("an output");
+    let [oh, ow] = d.out;
     assert!(x.len() >= d.n * d.c_in * d.h * d.w, "input too short");
     assert!(
         dy.len() >= d.n * d.c_out * oh * ow,
@@ -91,11 +114,13 @@ pub(crate) fn weight_grad(d: &Direct, x: &[f32], dy: &[f32], bf16: bool) -> Vec<
     );
     // The output gradient as `[n][c_out / 16][oh][ow][16]`.
     let grad = Direct {
+        n: d.n,
         c_in: d.c_out,
+        c_out: 0,
         h: oh,
         w: ow,
+        k: [1, 1],
         pad: [0; 4],
-        ..*d
     };
     let dyb = blocked_input(&grad, dy);
     if !bf16 {
@@ -108,7 +133,7 @@ pub(crate) fn weight_grad(d: &Direct, x: &[f32], dy: &[f32], bf16: bool) -> Vec<
 
 /// `x` in bf16 as `[n / 2][c_in][h][w][2]`: each pair of images' values side by side (an odd
 /// batch's last image beside zeros).
-fn paired_input(d: &Direct, x: &[f32]) -> Aligned<u16> {
+fn paired_input(d: &Shape, x: &[f32]) -> Aligned<u16> {
     let plane = d.h * d.w;
     let img = d.c_in * plane;
     let pairs = d.n.div_ceil(2);
@@ -128,7 +153,7 @@ fn paired_input(d: &Direct, x: &[f32]) -> Aligned<u16> {
 
 /// The output gradient, blocked (`[n][c_out / 16][pix][16]`), in bf16 as `[n / 2][c_out /
 /// 16][pix][16][2]`.
-fn paired_grad(d: &Direct, dyb: &[f32], pix: usize) -> Aligned<u16> {
+fn paired_grad(d: &Shape, dyb: &[f32], pix: usize) -> Aligned<u16> {
     let block = pix * LANES;
     let img = d.c_out * pix;
     let blocks = d.c_out / LANES;
@@ -193,6 +218,7 @@ struct Geom {
     h: usize,
     w: usize,
     out: [usize; 2],
+    stride: [usize; 2],
     /// Top and left padding.
     pad: [usize; 2],
 }
@@ -200,7 +226,7 @@ struct Geom {
 /// The gradient from the laid-out operands (`xs` `[steps][c_in][h][w][PAIR]`, `dys`
 /// `[steps][c_out / 16][oh][ow][16][PAIR]`): tasks of 64 output channels x [`TASK_C`] input
 /// channels, each writing its part of `dW` once.
-fn sums<E: Operand + Sync>(d: &Direct, xs: &[E], dys: &[E], tile: TileFn<E>) -> Vec<f32> {
+fn sums<E: Operand + Sync>(d: &Shape, xs: &[E], dys: &[E], tile: TileFn<E>) -> Vec<f32> {
     let [kh, kw] = d.k;
     let taps = kh * kw;
     let g = Geom {
@@ -209,7 +235,8 @@ fn sums<E: Operand + Sync>(d: &Direct, xs: &[E], dys: &[E], tile: TileFn<E>) -> 
         blocks: d.c_out / LANES,
         h: d.h,
         w: d.w,
-        out: d.out().expect("an output"),
+        out: d.out,
+        stride: d.stride,
         pad: [d.pad[0], d.pad[2]],
     };
     let pix = g.out[0] * g.out[1];
@@ -224,38 +251,44 @@ fn sums<E: Operand + Sync>(d: &Direct, xs: &[E], dys: &[E], tile: TileFn<E>) -> 
     let len = d.c_out * d.c_in * taps;
     let mut dw: Vec<f32> = Vec::with_capacity(len);
     let out = Out(dw.as_mut_ptr());
-    let chunks = d.c_in.div_ceil(TASK_C);
-    (0..d.c_out / (LANES * MR) * chunks)
-        .into_par_iter()
-        .for_each(|task| {
-            let (og, c_lo) = (task / chunks, task % chunks * TASK_C);
-            let mut buf = [0f32; MR * NR * LANES];
-            for c0 in (c_lo..d.c_in.min(c_lo + TASK_C)).step_by(NR) {
-                let cols = (d.c_in - c0).min(NR);
-                // Columns past the last channel repeat it (their sums are dropped).
-                let cs: [usize; NR] = std::array::from_fn(|j| c0 + j.min(cols - 1));
-                for ky in 0..kh {
-                    for kx in 0..kw {
-                        // SAFETY: `applies` found the element's features (asserted by
-                        // `weight_grad`); the extents were asserted above; channels `cs`
-                        // < c_in, blocks og * MR + MR <= c_out / 16.
-                        unsafe { tile(xs, dys, &g, og * MR, cs, [ky, kx], &mut buf) };
-                        for m in 0..MR * LANES {
-                            let o = og * MR * LANES + m;
-                            for (j, &c) in cs.iter().enumerate().take(cols) {
-                                let at = (o * d.c_in + c) * taps + ky * kw + kx;
-                                // SAFETY: o < c_out, c < c_in, the tap < taps: inside `dw`'s
-                                // `len`; only this task writes its channels' (o, c) pairs.
-                                unsafe {
-                                    *out.get().add(at) =
-                                        buf[(m / LANES * NR + j) * LANES + m % LANES]
-                                };
-                            }
+    // Smaller chunks where the output groups (64 channels each) are few, so that every
+    // thread gets work: ResNet-50's 64-channel 56x56 layer had two tasks, 48 and 16 wide.
+    let groups = d.c_out / (LANES * MR);
+    let want = 4 * rayon::current_num_threads();
+    let per = d
+        .c_in
+        .div_ceil(want.div_ceil(groups))
+        .next_multiple_of(NR)
+        .clamp(NR, TASK_C);
+    let chunks = d.c_in.div_ceil(per);
+    (0..groups * chunks).into_par_iter().for_each(|task| {
+        let (og, c_lo) = (task / chunks, task % chunks * per);
+        let mut buf = [0f32; MR * NR * LANES];
+        for c0 in (c_lo..d.c_in.min(c_lo + per)).step_by(NR) {
+            let cols = (d.c_in - c0).min(NR);
+            // Columns past the last channel repeat it (their sums are dropped).
+            let cs: [usize; NR] = std::array::from_fn(|j| c0 + j.min(cols - 1));
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    // SAFETY: `applies` found the element's features (asserted by
+                    // `weight_grad`); the extents were asserted above; channels `cs`
+                    // < c_in, blocks og * MR + MR <= c_out / 16.
+                    unsafe { tile(xs, dys, &g, og * MR, cs, [ky, kx], &mut buf) };
+                    for m in 0..MR * LANES {
+                        let o = og * MR * LANES + m;
+                        for (j, &c) in cs.iter().enumerate().take(cols) {
+                            let at = (o * d.c_in + c) * taps + ky * kw + kx;
+                            // SAFETY: o < c_out, c < c_in, the tap < taps: inside `dw`'s
+                            // `len`; only this task writes its channels' (o, c) pairs.
+                            unsafe {
+                                *out.get().add(at) = buf[(m / LANES * NR + j) * LANES + m % LANES]
+                            };
                         }
                     }
                 }
             }
-        });
+        }
+    });
     // SAFETY: the tasks wrote every (o, c, tap) once: output groups of 64 cover c_out
     // (`applies`), chunks and their tiles cover c_in, every tap.
     unsafe { dw.set_len(len) };
@@ -324,11 +357,16 @@ unsafe fn tile_body<E: Operand>(
 ) {
     use std::arch::x86_64::*;
     let [oh, ow] = g.out;
-    let [pt, pl] = g.pad;
+    let ([pt, pl], [sy, sx]) = (g.pad, g.stride);
     let pix = oh * ow;
-    // Output rows and columns whose input at this tap lies inside the image.
-    let (y0, y1) = (pt.saturating_sub(ky), oh.min((g.h + pt).saturating_sub(ky)));
-    let (x0, x1) = (pl.saturating_sub(kx), ow.min((g.w + pl).saturating_sub(kx)));
+    // Output rows and columns whose input at this tap (`y * s + k - pad`) lies inside the
+    // image.
+    let inside = |pad: usize, k: usize, s: usize, len: usize, out: usize| {
+        let first = pad.saturating_sub(k).div_ceil(s);
+        (first, out.min((len + pad).saturating_sub(k).div_ceil(s)))
+    };
+    let (y0, y1) = inside(pt, ky, sy, g.h, oh);
+    let (x0, x1) = inside(pl, kx, sx, g.w, ow);
     let v = LANES * E::PAIR;
     // SAFETY (whole body): the caller's contract; every pointer below is an element of `xs`
     // or `dys` (rows y0..y1, columns x0..x1 of the output; their inputs y + ky - pt < h,
@@ -339,16 +377,17 @@ unsafe fn tile_body<E: Operand>(
             let (xp, dp) = (xs.as_ptr(), dys.as_ptr());
             for s in 0..g.steps {
                 for y in y0..y1 {
-                    let iy = y + ky - pt;
+                    let iy = y * sy + ky - pt;
                     let drow = dp.add(((s * g.blocks + ob) * pix + y * ow + x0) * v);
                     let xrow: [*const E; NR] = std::array::from_fn(|j| {
-                        xp.add((((s * g.c_in + cs[j]) * g.h + iy) * g.w + x0 + kx - pl) * E::PAIR)
+                        let ix = x0 * sx + kx - pl;
+                        xp.add((((s * g.c_in + cs[j]) * g.h + iy) * g.w + ix) * E::PAIR)
                     });
                     for x in 0..x1 - x0 {
                         let dv: [E::V; MR] =
                             std::array::from_fn(|m| E::weights(drow.add((m * pix + x) * v)));
                         for (j, row) in xrow.iter().enumerate() {
-                            let a = E::pixel(row.add(x * E::PAIR));
+                            let a = E::pixel(row.add(x * sx * E::PAIR));
                             for (acc, d) in acc.iter_mut().zip(dv) {
                                 acc[j] = E::madd(acc[j], a, d);
                             }
@@ -370,8 +409,9 @@ mod tests {
     use super::*;
 
     /// The weight gradient by its definition, summed in f64.
-    fn reference(d: &Direct, x: &[f32], dy: &[f32]) -> Vec<f32> {
-        let [oh, ow] = d.out().expect("output");
+    fn reference(d: &Shape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+        let [oh, ow] = d.out;
+        let [sy, sx] = d.stride;
         let [kh, kw] = d.k;
         let [t, _, l, _] = d.pad;
         let mut dw = vec![0f32; d.c_out * d.c_in * kh * kw];
@@ -383,7 +423,7 @@ mod tests {
                         for i in 0..d.n {
                             for oy in 0..oh {
                                 for ox in 0..ow {
-                                    let (iy, ix) = (oy + ky, ox + kx);
+                                    let (iy, ix) = (oy * sy + ky, ox * sx + kx);
                                     if iy < t || ix < l || iy - t >= d.h || ix - l >= d.w {
                                         continue;
                                     }
@@ -412,13 +452,13 @@ mod tests {
             .collect()
     }
 
-    /// Odd and even batches (bf16: a last image without a partner), input channels not a
+    /// Strides 1 and 2, odd and even batches (bf16: a last image without a partner), input channels not a
     /// multiple of a tile's 6 or a task's 48, 1x1, 3x3 and 5x5 kernels, even, uneven and no
     /// padding, several output groups, in f32 and in bf16 (on values that are bf16 already,
     /// so every product is exact): the definition's sums within f32 rounding.
     #[test]
     fn direct_weight_grad_matches_the_definition() {
-        if !applies(&case(1, 1, 64, 1, 1, 1, [0; 4]), false) {
+        if !applies(&case(1, 1, 64, 1, 1, 1, 1, [0; 4]), false) {
             return;
         }
         let bf16 = Bf16Kernel::Avx512.available();
@@ -428,14 +468,19 @@ mod tests {
                 .collect()
         };
         for d in [
-            case(3, 16, 64, 14, 14, 3, [1, 1, 1, 1]),
-            case(2, 7, 64, 7, 7, 3, [1, 1, 1, 1]),
-            case(1, 13, 128, 5, 9, 3, [2, 0, 1, 0]),
-            case(4, 50, 64, 7, 7, 1, [0, 0, 0, 0]),
-            case(2, 8, 64, 6, 6, 5, [2, 2, 2, 2]),
-            case(3, 6, 192, 4, 4, 3, [0, 0, 0, 0]),
+            case(3, 16, 64, 14, 14, 3, 1, [1, 1, 1, 1]),
+            case(2, 7, 64, 7, 7, 3, 1, [1, 1, 1, 1]),
+            case(1, 13, 128, 5, 9, 3, 1, [2, 0, 1, 0]),
+            case(4, 50, 64, 7, 7, 1, 1, [0, 0, 0, 0]),
+            case(2, 8, 64, 6, 6, 5, 1, [2, 2, 2, 2]),
+            case(3, 6, 192, 4, 4, 3, 1, [0, 0, 0, 0]),
+            // Strided: ResNet's 3x3 stride-2 layers, and its 1x1 stride-2 shortcuts; an odd
+            // map whose last column no output reads.
+            case(3, 16, 64, 14, 14, 3, 2, [1, 1, 1, 1]),
+            case(2, 20, 64, 9, 10, 1, 2, [0, 0, 0, 0]),
+            case(2, 6, 128, 11, 8, 3, 2, [1, 0, 2, 1]),
         ] {
-            let [oh, ow] = d.out().expect("output");
+            let [oh, ow] = d.out;
             let x = round(values(d.n * d.c_in * d.h * d.w, 1));
             let dy = round(values(d.n * d.c_out * oh * ow, 2));
             let want = reference(&d, &x, &dy);
@@ -450,6 +495,7 @@ mod tests {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn case(
         n: usize,
         c_in: usize,
@@ -457,16 +503,19 @@ mod tests {
         h: usize,
         w: usize,
         k: usize,
-        pad: [usize; 4],
-    ) -> Direct {
-        Direct {
+        s: usize,
+        pad @ [t, b, l, r]: [usize; 4],
+    ) -> Shape {
+        Shape {
             n,
             c_in,
             c_out,
             h,
             w,
             k: [k, k],
+            stride: [s, s],
             pad,
+            out: [(h + t + b - k) / s + 1, (w + l + r - k) / s + 1],
         }
     }
 

@@ -200,6 +200,9 @@ fn dense_training_matches_burns_conv() {
         // products over the batch's pixels on AVX-512 (`direct_wgrad`; also the 64->64 and
         // 32->64 cases above); input channels not in tiles of 6, uneven padding.
         (13, 128, 3, 1, PaddingConfig2d::Explicit(2, 0, 1, 0), 5, 9),
+        // The same at stride 2: ResNet's downsampling 3x3 and 1x1 shortcut.
+        (16, 64, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 13, 14),
+        (20, 64, 1, 2, PaddingConfig2d::Valid, 9, 10),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_stride([s, s])
@@ -653,6 +656,8 @@ fn half_products_match_f32_products() {
         // Outputs in blocks of 64 under 28x28: the weight gradient as outer products over
         // pairs of images (`direct_wgrad`; a batch of 3 leaves one alone; also 32->64 above).
         (13, 128, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 5, 9),
+        (16, 64, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 13, 14),
+        (20, 64, 1, 2, PaddingConfig2d::Valid, 9, 10),
     ] {
         let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
         let c = conv(c_in, c_out, k, s, pad.clone());
