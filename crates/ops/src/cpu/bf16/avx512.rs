@@ -164,14 +164,21 @@ pub(crate) unsafe fn interleave<T: Elem>(r0: &[T], r1: Option<&[T]>, out: *mut u
             Some(r) => load16(r.as_ptr(), m),
             None => _mm512_setzero_ps(),
         };
-        let v = ih(_mm512_cvtne2ps_pbh(hi, lo));
-        // Lane 2c takes element c (row 0), lane 2c + 1 element 16 + c (row 1).
-        let idx = _mm512_set_epi16(
-            31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20,
-            4, 19, 3, 18, 2, 17, 1, 16, 0,
-        );
-        _mm512_storeu_si512(out as *mut _, _mm512_permutexvar_epi16(idx, v));
+        _mm512_storeu_si512(out as *mut _, pair(lo, hi));
     }
+}
+
+/// `lo` and `hi` in bf16, woven: lane `2c` is `bf16(lo[c])`, lane `2c + 1` `bf16(hi[c])`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(crate) fn pair(lo: __m512, hi: __m512) -> __m512i {
+    let v = ih(_mm512_cvtne2ps_pbh(hi, lo));
+    // Lane 2c takes element c (row 0), lane 2c + 1 element 16 + c (row 1).
+    let idx = _mm512_set_epi16(
+        31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4,
+        19, 3, 18, 2, 17, 1, 16, 0,
+    );
+    _mm512_permutexvar_epi16(idx, v)
 }
 
 /// The elements of `p` under mask `m` (up to 16) as f32, zeros elsewhere: bf16 widened

@@ -122,12 +122,10 @@ pub(crate) fn weight_grad(d: &Shape, x: &[f32], dy: &[f32], bf16: bool) -> Vec<f
         k: [1, 1],
         pad: [0; 4],
     };
-    let dyb = blocked_input(&grad, dy);
     if !bf16 {
-        return sums(d, x, dyb.get(), tile_f32);
+        return sums(d, x, blocked_input(&grad, dy).get(), tile_f32);
     }
-    let (xp, dyp) = (paired_input(d, x), paired_grad(d, dyb.get(), oh * ow));
-    drop(dyb);
+    let (xp, dyp) = (paired_input(d, x), paired_grad(d, dy, oh * ow));
     sums(d, xp.get(), dyp.get(), tile_bf16)
 }
 
@@ -151,23 +149,68 @@ fn paired_input(d: &Shape, x: &[f32]) -> Aligned<u16> {
     })
 }
 
-/// The output gradient, blocked (`[n][c_out / 16][pix][16]`), in bf16 as `[n / 2][c_out /
-/// 16][pix][16][2]`.
-fn paired_grad(d: &Shape, dyb: &[f32], pix: usize) -> Aligned<u16> {
+/// The output gradient `dy` (`[n, c_out, pix]`) in bf16 as `[n / 2][c_out / 16][pix][16][2]`:
+/// each pixel's 16 channels of two images side by side (an odd batch's last image beside
+/// zeros), in one pass through register transposes.
+fn paired_grad(d: &Shape, dy: &[f32], pix: usize) -> Aligned<u16> {
     let block = pix * LANES;
-    let img = d.c_out * pix;
     let blocks = d.c_out / LANES;
-    Aligned::written(d.n.div_ceil(2) * img * 2, |dst| {
+    Aligned::written(d.n.div_ceil(2) * d.c_out * pix * 2, |dst| {
         dst.par_chunks_mut(block * 2)
             .enumerate()
             .for_each(|(t, dst)| {
                 let (p, b) = (t / blocks, t % blocks);
-                let first = &dyb[(2 * p * blocks + b) * block..][..block];
-                let second = (2 * p + 1 < d.n).then(|| &dyb[((2 * p + 1) * blocks + b) * block..]);
-                // SAFETY: as in `paired_input`.
-                unsafe { weave(first, second, dst) };
+                // SAFETY: `weight_grad` asserted AVX512-BF16 (`applies`) and `dy`'s length;
+                // `dst` holds the block's `2 * block` values, each written once.
+                unsafe { pair_block(dy, d, pix, [2 * p, b], dst) };
             })
     })
+}
+
+/// Block `b` (channels `16 b..`) of images `i` and `i + 1` (zeros past `n`) into `dst`
+/// (`[pix][16][2]`), 16 pixels at a time: each image's 16 rows transposed in registers, then
+/// the two woven.
+///
+/// # Safety
+/// AVX512-BF16; `dy` holds `[n, c_out, pix]`; `dst` holds `pix * 32`.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn pair_block(
+    dy: &[f32],
+    d: &Shape,
+    pix: usize,
+    [i, b]: [usize; 2],
+    dst: &mut [std::mem::MaybeUninit<u16>],
+) {
+    use crate::cpu::bf16::avx512::transpose_16x16;
+    use std::arch::x86_64::*;
+    assert!(dy.len() >= d.n * d.c_out * pix && dst.len() >= pix * 2 * LANES);
+    let rows = |img: usize, q0: usize, m: __mmask16| -> [__m512i; 16] {
+        let at = (img * d.c_out + b * LANES) * pix + q0;
+        let mut r = std::array::from_fn(|o| {
+            // SAFETY: channel 16 b + o of image `img`, pixels q0.. under the mask: inside
+            // `dy` (asserted; `img < n`).
+            unsafe { _mm512_castps_si512(_mm512_maskz_loadu_ps(m, dy.as_ptr().add(at + o * pix))) }
+        });
+        transpose_16x16(&mut r);
+        r
+    };
+    for q0 in (0..pix).step_by(LANES) {
+        let left = (pix - q0).min(LANES);
+        let m = ((1u32 << left) - 1) as __mmask16;
+        let first = rows(i, q0, m);
+        let second = match i + 1 < d.n {
+            true => rows(i + 1, q0, m),
+            false => [_mm512_setzero_si512(); 16],
+        };
+        for q in 0..left {
+            let v = bf16_avx512::pair(
+                _mm512_castsi512_ps(first[q]),
+                _mm512_castsi512_ps(second[q]),
+            );
+            // SAFETY: pixel q0 + q < pix: its 32 values inside `dst` (asserted).
+            unsafe { _mm512_storeu_si512(dst[(q0 + q) * 2 * LANES..].as_mut_ptr().cast(), v) };
+        }
+    }
 }
 
 /// `dst[2 q] = bf16(first[q])`, `dst[2 q + 1] = bf16(second[q])` (zero without `second`) for
