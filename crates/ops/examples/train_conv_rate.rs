@@ -12,8 +12,9 @@
 //! forward alone.
 //! `DIRECT=1` (with `TAPS=1` or `FWD=1`, and `F32=1`): f32 stride-1 layers under 56x56 as
 //! direct convolutions against what ran before (`train::set_direct`).
-//! `DWGRAD=1` (`F32=1`): stride-1 layers under 28x28, weight gradients as direct outer
-//! products against matrix products (`train::set_direct_weight_grad`).
+//! `DWGRAD=1` (`F32=1`; `DTYPE=1` for MobileNetV2's layers, in bf16 unless `F32=1`): weight
+//! gradients as direct outer products against matrix or dot products
+//! (`train::set_direct_weight_grad`; maps under 56x56, outputs in blocks of 64).
 //! `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
 //! and input gradient, committee's against Burn's (`train::set_max_pool`).
 
@@ -148,11 +149,11 @@ fn main() {
             let on = rep % 2 == 1;
             match (dw, dtype) {
                 (true, _) => train::set_depthwise_planes(on),
-                (_, true) => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
-                _ if std::env::var("DIRECT").is_ok_and(|v| v == "1") => train::set_direct(on),
                 _ if std::env::var("DWGRAD").is_ok_and(|v| v == "1") => {
                     train::set_direct_weight_grad(on)
                 }
+                (_, true) => precision::use_kernel(on.then_some(kernel)).expect("kernel"),
+                _ if std::env::var("DIRECT").is_ok_and(|v| v == "1") => train::set_direct(on),
                 _ if taps => train::set_train_taps(on),
                 _ if wgrad => train::set_weight_grad_dots(on),
                 _ => train::set_images_per_product(on),
@@ -169,10 +170,10 @@ fn main() {
             best[on as usize] = best[on as usize].min(s.elapsed().as_secs_f64());
         }
         // The two sides' names, off then on, in the order the modes are chosen above.
-        let [off, on] = if std::env::var("DIRECT").is_ok_and(|v| v == "1") {
-            ["before", "direct"]
-        } else if std::env::var("DWGRAD").is_ok_and(|v| v == "1") {
+        let [off, on] = if std::env::var("DWGRAD").is_ok_and(|v| v == "1") {
             ["products", "direct dW"]
+        } else if std::env::var("DIRECT").is_ok_and(|v| v == "1") {
+            ["before", "direct"]
         } else if dw {
             ["channels-last", "planes"]
         } else if dtype {

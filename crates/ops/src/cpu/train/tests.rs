@@ -98,7 +98,7 @@ fn pointwise_training_matches_burns_conv() {
         (13, 37, 28, 29, PaddingConfig2d::Valid),
         // Outputs in blocks of 64 on a small map: the weight gradient as outer products over
         // the batch's pixels on AVX-512 (`direct_wgrad`).
-        (20, 64, 7, 7, PaddingConfig2d::Valid),
+        (70, 64, 7, 7, PaddingConfig2d::Valid),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [1, 1])
             .with_padding(pad)
@@ -202,7 +202,7 @@ fn dense_training_matches_burns_conv() {
         (13, 128, 3, 1, PaddingConfig2d::Explicit(2, 0, 1, 0), 5, 9),
         // The same at stride 2: ResNet's downsampling 3x3 and 1x1 shortcut.
         (16, 64, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 13, 14),
-        (20, 64, 1, 2, PaddingConfig2d::Valid, 9, 10),
+        (66, 64, 1, 2, PaddingConfig2d::Valid, 9, 10),
     ] {
         let conv = Conv2dConfig::new([c_in, c_out], [k, k])
             .with_stride([s, s])
@@ -623,12 +623,12 @@ fn half_products_match_f32_products() {
             .with_bias(false)
             .init(&dev)
     };
-    // 20->64: the weight gradient as outer products on AVX512-BF16 (`direct_wgrad`).
+    // 70->64: the weight gradient as outer products on AVX512-BF16 (`direct_wgrad`).
     for (c_in, c_out, h, w) in [
         (8, 24, 5, 7),
         (24, 8, 1, 1),
         (16, 40, 30, 25),
-        (20, 64, 7, 7),
+        (70, 64, 7, 7),
     ] {
         let what = format!("1x1 {c_in}->{c_out} {h}x{w}");
         let c = conv(c_in, c_out, 1, 1, PaddingConfig2d::Valid);
@@ -657,7 +657,7 @@ fn half_products_match_f32_products() {
         // pairs of images (`direct_wgrad`; a batch of 3 leaves one alone; also 32->64 above).
         (13, 128, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 5, 9),
         (16, 64, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 13, 14),
-        (20, 64, 1, 2, PaddingConfig2d::Valid, 9, 10),
+        (66, 64, 1, 2, PaddingConfig2d::Valid, 9, 10),
     ] {
         let what = format!("{c_in}->{c_out} k {k} s {s} {pad:?} {h}x{w}");
         let c = conv(c_in, c_out, k, s, pad.clone());
