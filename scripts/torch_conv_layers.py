@@ -1,5 +1,5 @@
 """PyTorch's side of `cargo run --release -p committee-ops --example train_conv_rate`: ResNet's
-3x3 training layers at batch 8, fastest of 7 calls each, forward alone, forward + weight
+stem and 3x3 training layers at batch 8, fastest of 7 calls each, forward alone, forward + weight
 gradient, forward + both gradients (the input then requires a gradient).
 
     venv/bin/python scripts/torch_conv_layers.py [THREADS] [bf16]
@@ -17,8 +17,9 @@ threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
 bf16 = len(sys.argv) > 2 and sys.argv[2] == "bf16"
 torch.set_num_threads(threads)
 fmt = torch.channels_last if bf16 else torch.contiguous_format
-# (name, c_in, c_out, kernel, map, stride): ResNet's 3x3 layers at 224 px.
+# (name, c_in, c_out, kernel, map, stride): ResNet's stem and 3x3 layers at 224 px.
 layers = [
+    ("stem 7x7 s2", 3, 64, 7, 224, 2),
     ("l1 3x3", 64, 64, 3, 56, 1),
     ("l2 3x3 s2", 64, 128, 3, 56, 2),
     ("l2 3x3", 128, 128, 3, 28, 1),
