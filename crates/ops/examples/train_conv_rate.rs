@@ -122,8 +122,10 @@ fn main() {
     .iter()
     .copied()
     {
-        // `ONLY=c_in,c_out`: that layer alone.
-        if std::env::var("ONLY").is_ok_and(|o| o != format!("{c_in},{c_out}")) {
+        // `ONLY=c_in,c_out` (or `c_in,c_out,map`): that layer alone.
+        let only = std::env::var("ONLY");
+        if only.is_ok_and(|o| o != format!("{c_in},{c_out}") && o != format!("{c_in},{c_out},{hw}"))
+        {
             continue;
         }
         let pad = k / 2;
