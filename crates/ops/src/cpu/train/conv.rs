@@ -316,24 +316,6 @@ impl Dense {
         }
     }
 
-    /// The layer as [`super::direct_wgrad`] takes its weight gradient (and whether in bf16).
-    #[cfg(target_arch = "x86_64")]
-    fn direct_wgrad(&self) -> Option<(super::direct_wgrad::Shape, bool)> {
-        let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
-        let d = super::direct_wgrad::Shape {
-            n: self.n,
-            c_in: self.c_in,
-            c_out: self.c_out,
-            h: self.h,
-            w: self.w,
-            k: self.k,
-            stride: self.s,
-            pad: [pt, pb, pl, pr],
-            out: self.out,
-        };
-        Some((d, super::direct_wgrad::layer(&d, self.half)?))
-    }
-
     /// The input gradient of a layer [`Dense::direct`] takes, as the direct convolution of
     /// the output gradient with the kernel turned by 180 degrees (its channels swapped; the
     /// direct kernel's weight blocking does both), padded `k - 1 - pad` on each side.
@@ -544,9 +526,9 @@ impl Backward<Flex, 2> for DenseBackward {
         let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
         let [kh, kw] = d.k;
         #[cfg(target_arch = "x86_64")]
-        let node_w = match (node_w, d.direct_wgrad()) {
-            (Some(node), Some((shape, bf16))) => {
-                let dw = super::direct_wgrad::weight_grad(&shape, xs, dys, bf16);
+        let node_w = match (node_w, super::direct_wgrad::layer(&d)) {
+            (Some(node), Some(bf16)) => {
+                let dw = super::direct_wgrad::weight_grad(&d, xs, dys, bf16);
                 let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
                 grads.register::<Flex>(node.id, dw);
                 None
@@ -671,21 +653,22 @@ impl Pointwise {
         self.h * self.w
     }
 
-    /// The layer as [`super::direct_wgrad`] takes its weight gradient (and whether in bf16).
+    /// The layer as a dense one's sizes, for [`super::direct_wgrad`].
     #[cfg(target_arch = "x86_64")]
-    fn direct_wgrad(&self) -> Option<(super::direct_wgrad::Shape, bool)> {
-        let d = super::direct_wgrad::Shape {
+    fn dense(&self) -> Dense {
+        Dense {
             n: self.n,
             c_in: self.c_in,
             c_out: self.c_out,
             h: self.h,
             w: self.w,
             k: [1, 1],
-            stride: [1, 1],
-            pad: [0; 4],
+            s: [1, 1],
+            pad: [0, 0],
+            pad_end: [0, 0],
             out: [self.h, self.w],
-        };
-        Some((d, super::direct_wgrad::layer(&d, self.half)?))
+            half: self.half,
+        }
     }
 }
 
@@ -702,10 +685,10 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
         let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
         #[cfg(target_arch = "x86_64")]
-        let node_w = match (node_w, d.direct_wgrad()) {
-            (Some(node), Some((shape, bf16))) => {
+        let node_w = match (node_w, super::direct_wgrad::layer(&d.dense())) {
+            (Some(node), Some(bf16)) => {
                 // Outer products over the whole batch's pixels (small maps).
-                let dw = super::direct_wgrad::weight_grad(&shape, xs, dys, bf16);
+                let dw = super::direct_wgrad::weight_grad(&d.dense(), xs, dys, bf16);
                 let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
                 grads.register::<Flex>(node.id, dw);
                 None

@@ -637,7 +637,7 @@ unsafe fn tile_bf16<const TW: usize, const ROWS: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The convolution by its definition, summed in f64.
@@ -672,7 +672,8 @@ mod tests {
         y
     }
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
+    /// `len` values in [-0.5, 0.5), spread by a multiplicative hash of the index and `seed`.
+    pub(in crate::cpu::train) fn values(len: usize, seed: u32) -> Vec<f32> {
         (0..len)
             .map(|i| {
                 let v = (i as u32)

@@ -1,6 +1,8 @@
-//! Weight gradients of stride-1 convolutions on small maps (ResNet's 14x14 and 7x7 stages)
-//! as outer products over pixels on AVX-512: 16 output channels in a vector's lanes, one
-//! input value broadcast, every pixel of every image summed in registers.
+//! Weight gradients of convolutions (any stride, 1x1 too) on maps under 56x56 (ResNet's
+//! 28x28, 14x14 and 7x7 stages) as outer products over pixels on AVX-512: 16 output channels
+//! in a vector's lanes, one input value broadcast, every pixel of every image summed in
+//! registers. At 28x28 this beat the dot products of [`super::wgrad`] (bf16 1.12-1.60x per
+//! layer); at 56x56 it did not (0.91-1.01x, docs/benchmarks.md).
 //!
 //! Why: `dW = sum_i dY_i col(X_i)^T` went through each image unfolded (nine copies of each
 //! value), both operands packed again, and a matrix product whose inner dimension is one
@@ -14,6 +16,7 @@
 //! with two images' values side by side, the input `[n / 2][c_in][h][w][2]`, the output
 //! gradient `[n / 2][c_out / 16][oh][ow][16][2]`.
 
+use super::conv::Dense;
 use super::direct::{Direct, Operand, blocked_input};
 use super::*;
 use crate::cpu::aligned::Aligned;
@@ -43,32 +46,15 @@ pub fn set_direct_weight_grad(on: bool) {
 /// Maps of at least this many output pixels keep [`super::wgrad`]'s dot products.
 const MAX_PIX: usize = 56 * 56;
 
-/// A convolution's sizes: `n` images `[c_in, h, w]` to `[c_out, out[0], out[1]]` through a
-/// `[c_out, c_in, kh, kw]` kernel, with strides and padding `[top, bottom, left, right]`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Shape {
-    pub(crate) n: usize,
-    pub(crate) c_in: usize,
-    pub(crate) c_out: usize,
-    pub(crate) h: usize,
-    pub(crate) w: usize,
-    pub(crate) k: [usize; 2],
-    pub(crate) stride: [usize; 2],
-    pub(crate) pad: [usize; 4],
-    pub(crate) out: [usize; 2],
-}
-
-impl Shape {
-    /// Whether `out` is what the other sizes give.
-    fn consistent(&self) -> bool {
-        let [t, b, l, r] = self.pad;
-        let ([kh, kw], [sh, sw]) = (self.k, self.stride);
-        let size = |len: usize, k: usize, s: usize| match len.checked_sub(k) {
-            Some(v) if s > 0 => v / s + 1,
-            _ => 0,
-        };
-        self.out == [size(self.h + t + b, kh, sh), size(self.w + l + r, kw, sw)]
-    }
+/// Whether the layer's `out` is what its other sizes give.
+fn consistent(d: &Dense) -> bool {
+    let ([t, l], [b, r]) = (d.pad, d.pad_end);
+    let ([kh, kw], [sh, sw]) = (d.k, d.s);
+    let size = |len: usize, k: usize, s: usize| match len.checked_sub(k) {
+        Some(v) if s > 0 => v / s + 1,
+        _ => 0,
+    };
+    d.out == [size(d.h + t + b, kh, sh), size(d.w + l + r, kw, sw)]
 }
 
 /// The fewest input values (channels times taps) per output gradient value for which
@@ -77,11 +63,11 @@ impl Shape {
 /// the matrix product, its 64->384 one at 14x14 1.22x and 1.05x.
 const MIN_DEPTH: usize = 64;
 
-/// Whether [`weight_grad`] takes the layer `d` with products `half` (`None`: f32), and in
-/// bf16 (AMX keeps its tiles): maps under [`MAX_PIX`] outputs, [`MIN_DEPTH`] input values
+/// Whether [`weight_grad`] takes the layer `d` with its products (`d.half`; `None`: f32), and
+/// in bf16 (AMX keeps its tiles): maps under [`MAX_PIX`] outputs, [`MIN_DEPTH`] input values
 /// per output gradient value, [`applies`].
-pub(crate) fn layer(d: &Shape, half: Option<Bf16Kernel>) -> Option<bool> {
-    let bf16 = match half {
+pub(crate) fn layer(d: &Dense) -> Option<bool> {
+    let bf16 = match d.half {
         None => false,
         Some(Bf16Kernel::Avx512) => true,
         Some(_) => return None,
@@ -93,8 +79,8 @@ pub(crate) fn layer(d: &Shape, half: Option<Bf16Kernel>) -> Option<bool> {
 /// Whether [`weight_grad`] takes the layer `d` in f32 (`bf16` false) or bf16: switched on,
 /// AVX-512 (and AVX512-BF16 for bf16), output channels in blocks of 64, a nonempty output map
 /// that the other sizes give, and padding below the kernel's size.
-pub(crate) fn applies(d: &Shape, bf16: bool) -> bool {
-    let [t, b, l, r] = d.pad;
+pub(crate) fn applies(d: &Dense, bf16: bool) -> bool {
+    let ([t, l], [b, r]) = (d.pad, d.pad_end);
     let isa = Isa::get().avx512() && (!bf16 || Bf16Kernel::Avx512.available());
     DIRECT_WGRAD.on()
         && isa
@@ -102,7 +88,7 @@ pub(crate) fn applies(d: &Shape, bf16: bool) -> bool {
         && d.c_in > 0
         && d.c_out.is_multiple_of(LANES * MR)
         && d.out[0] * d.out[1] > 0
-        && d.consistent()
+        && consistent(d)
         && t.max(b) < d.k[0]
         && l.max(r) < d.k[1]
 }
@@ -112,7 +98,7 @@ pub(crate) fn applies(d: &Shape, bf16: bool) -> bool {
 /// bf16 products with f32 sums (`bf16`). Each element summed in a fixed order (image pairs,
 /// rows, columns), the same bits for any thread count. Panics unless [`applies`] holds or
 /// where the slices are shorter than the shapes.
-pub(crate) fn weight_grad(d: &Shape, x: &[f32], dy: &[f32], bf16: bool) -> Vec<f32> {
+pub(crate) fn weight_grad(d: &Dense, x: &[f32], dy: &[f32], bf16: bool) -> Vec<f32> {
     assert!(applies(d, bf16), "the direct weight gradient applies");
     let [oh, ow] = d.out;
     assert!(x.len() >= d.n * d.c_in * d.h * d.w, "input too short");
@@ -139,7 +125,7 @@ pub(crate) fn weight_grad(d: &Shape, x: &[f32], dy: &[f32], bf16: bool) -> Vec<f
 
 /// `x` in bf16 as `[n / 2][c_in][h][w][2]`: each pair of images' values side by side (an odd
 /// batch's last image beside zeros).
-fn paired_input(d: &Shape, x: &[f32]) -> Aligned<u16> {
+fn paired_input(d: &Dense, x: &[f32]) -> Aligned<u16> {
     let plane = d.h * d.w;
     let img = d.c_in * plane;
     let pairs = d.n.div_ceil(2);
@@ -160,7 +146,7 @@ fn paired_input(d: &Shape, x: &[f32]) -> Aligned<u16> {
 /// The output gradient `dy` (`[n, c_out, pix]`) in bf16 as `[n / 2][c_out / 16][pix][16][2]`:
 /// each pixel's 16 channels of two images side by side (an odd batch's last image beside
 /// zeros), in one pass through register transposes.
-fn paired_grad(d: &Shape, dy: &[f32], pix: usize) -> Aligned<u16> {
+fn paired_grad(d: &Dense, dy: &[f32], pix: usize) -> Aligned<u16> {
     let block = pix * LANES;
     let blocks = d.c_out / LANES;
     Aligned::written(d.n.div_ceil(2) * d.c_out * pix * 2, |dst| {
@@ -184,7 +170,7 @@ fn paired_grad(d: &Shape, dy: &[f32], pix: usize) -> Aligned<u16> {
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 unsafe fn pair_block(
     dy: &[f32],
-    d: &Shape,
+    d: &Dense,
     pix: usize,
     [i, b]: [usize; 2],
     dst: &mut [std::mem::MaybeUninit<u16>],
@@ -277,7 +263,7 @@ struct Geom {
 /// The gradient from the laid-out operands (`xs` `[steps][c_in][h][w][PAIR]`, `dys`
 /// `[steps][c_out / 16][oh][ow][16][PAIR]`): tasks of 64 output channels x [`TASK_C`] input
 /// channels, each writing its part of `dW` once.
-fn sums<E: Operand + Sync>(d: &Shape, xs: &[E], dys: &[E], tile: TileFn<E>) -> Vec<f32> {
+fn sums<E: Operand + Sync>(d: &Dense, xs: &[E], dys: &[E], tile: TileFn<E>) -> Vec<f32> {
     let [kh, kw] = d.k;
     let taps = kh * kw;
     let g = Geom {
@@ -287,8 +273,8 @@ fn sums<E: Operand + Sync>(d: &Shape, xs: &[E], dys: &[E], tile: TileFn<E>) -> V
         h: d.h,
         w: d.w,
         out: d.out,
-        stride: d.stride,
-        pad: [d.pad[0], d.pad[2]],
+        stride: d.s,
+        pad: d.pad,
     };
     let pix = g.out[0] * g.out[1];
     assert!(
@@ -491,14 +477,15 @@ unsafe fn tile_body<E: Operand>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::direct::tests::values;
     use super::*;
 
     /// The weight gradient by its definition, summed in f64.
-    fn reference(d: &Shape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    fn reference(d: &Dense, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let [oh, ow] = d.out;
-        let [sy, sx] = d.stride;
+        let [sy, sx] = d.s;
         let [kh, kw] = d.k;
-        let [t, _, l, _] = d.pad;
+        let [t, l] = d.pad;
         let mut dw = vec![0f32; d.c_out * d.c_in * kh * kw];
         for o in 0..d.c_out {
             for c in 0..d.c_in {
@@ -524,17 +511,6 @@ mod tests {
             }
         }
         dw
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let v = (i as u32)
-                    .wrapping_mul(2654435761)
-                    .wrapping_add(seed.wrapping_mul(40503));
-                (v >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
     }
 
     /// Strides 1 and 2, odd and even batches (bf16: a last image without a partner), input channels not a
@@ -589,18 +565,20 @@ mod tests {
         w: usize,
         k: usize,
         s: usize,
-        pad @ [t, b, l, r]: [usize; 4],
-    ) -> Shape {
-        Shape {
+        [t, b, l, r]: [usize; 4],
+    ) -> Dense {
+        Dense {
             n,
             c_in,
             c_out,
             h,
             w,
             k: [k, k],
-            stride: [s, s],
-            pad,
+            s: [s, s],
+            pad: [t, l],
+            pad_end: [b, r],
             out: [(h + t + b - k) / s + 1, (w + l + r - k) / s + 1],
+            half: None,
         }
     }
 
