@@ -7,3 +7,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/committee-target}"
 bash scripts/setup.sh
 cargo build --release --locked
 cargo test --release --locked --workspace -- --test-threads 2
+# committee's kernels again on the AVX2 and portable paths (COMMITTEE_ISA caps the instruction
+# set; every host lent so far had AVX-512, so these ran only where a test named them).
+for isa in avx2 base; do
+  COMMITTEE_ISA=$isa cargo test --release --locked -p committee-ops --lib -- --test-threads 2
+done

@@ -7,8 +7,10 @@ use super::{BLOCK, Bias, BlockRows, Elem, NB, Seg, a_offset, b_offset};
 
 pub(super) fn available() -> bool {
     static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // `COMMITTEE_ISA` below avx512 turns it off (and AMX with it).
     *A.get_or_init(|| {
-        is_x86_feature_detected!("avx512f")
+        crate::cpu::isa::Isa::get().avx512()
+            && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512bf16")
     })
