@@ -77,8 +77,8 @@ pub(crate) fn layer(d: &Dense) -> Option<bool> {
 }
 
 /// Whether [`weight_grad`] takes the layer `d` in f32 (`bf16` false) or bf16: switched on,
-/// AVX-512 (and AVX512-BF16 for bf16), output channels in blocks of 64, a nonempty output map
-/// that the other sizes give, and padding below the kernel's size.
+/// AVX-512 (and AVX512-BF16 for bf16), output channels in blocks of 64, nonempty input and
+/// output maps (the output the one the other sizes give), and padding below the kernel's size.
 pub(crate) fn applies(d: &Dense, bf16: bool) -> bool {
     let ([t, l], [b, r]) = (d.pad, d.pad_end);
     let isa = Isa::get().avx512() && (!bf16 || Bf16Kernel::Avx512.available());
@@ -86,6 +86,7 @@ pub(crate) fn applies(d: &Dense, bf16: bool) -> bool {
         && isa
         && d.n > 0
         && d.c_in > 0
+        && d.h * d.w > 0
         && d.c_out.is_multiple_of(LANES * MR)
         && d.out[0] * d.out[1] > 0
         && consistent(d)
@@ -261,7 +262,7 @@ struct Geom {
 }
 
 /// The gradient from the laid-out operands (`xs` `[steps][c_in][h][w][PAIR]`, `dys`
-/// `[steps][c_out / 16][oh][ow][16][PAIR]`): tasks of 64 output channels x [`TASK_C`] input
+/// `[steps][c_out / 16][oh][ow][16][PAIR]`): tasks of 64 output channels x up to [`TASK_C`] input
 /// channels, each writing its part of `dW` once.
 fn sums<E: Operand + Sync>(d: &Dense, xs: &[E], dys: &[E], tile: TileFn<E>) -> Vec<f32> {
     let [kh, kw] = d.k;
