@@ -297,15 +297,8 @@ impl Dense {
         if self.s != [1, 1] || !precision || self.pix() >= DIRECT_MAX_PIX {
             return None;
         }
-        let d = self.shape();
-        (d.tile().is_some() && d.out() == Some(self.out)).then_some(d)
-    }
-
-    /// The layer's sizes as a stride-1 convolution's.
-    #[cfg(target_arch = "x86_64")]
-    fn shape(&self) -> super::direct::Direct {
         let ([pt, pl], [pb, pr]) = (self.pad, self.pad_end);
-        super::direct::Direct {
+        let d = super::direct::Direct {
             n: self.n,
             c_in: self.c_in,
             c_out: self.c_out,
@@ -313,7 +306,8 @@ impl Dense {
             w: self.w,
             k: self.k,
             pad: [pt, pb, pl, pr],
-        }
+        };
+        (d.tile().is_some() && d.out() == Some(self.out)).then_some(d)
     }
 
     /// The input gradient of a layer [`Dense::direct`] takes, as the direct convolution of
@@ -685,10 +679,12 @@ impl Backward<Flex, 2> for PointwiseBackward {
         let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
         let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
         #[cfg(target_arch = "x86_64")]
-        let node_w = match (node_w, super::direct_wgrad::layer(&d.dense())) {
+        let dense = d.dense();
+        #[cfg(target_arch = "x86_64")]
+        let node_w = match (node_w, super::direct_wgrad::layer(&dense)) {
             (Some(node), Some(bf16)) => {
                 // Outer products over the whole batch's pixels (small maps).
-                let dw = super::direct_wgrad::weight_grad(&d.dense(), xs, dys, bf16);
+                let dw = super::direct_wgrad::weight_grad(&dense, xs, dys, bf16);
                 let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
                 grads.register::<Flex>(node.id, dw);
                 None
