@@ -3,6 +3,8 @@
 //! every shape (`conv_gemm` takes it only for 3x3 from 14x14 up), alternated call by call,
 //! fastest of `REPS` each:
 //! `N=8 RAYON_NUM_THREADS=2 cargo run --release -p committee-ops --example f32_taps_shapes`.
+//! `DIRECT=1`: the 3x3 shapes through `conv_gemm` with the direct small-map convolution
+//! (`conv::set_f32_direct`) off against on instead.
 
 mod common;
 
@@ -11,7 +13,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use committee_ops::cpu::bf16::taps::Taps;
-use committee_ops::cpu::conv::set_f32_taps;
+use committee_ops::cpu::conv::{set_f32_direct, set_f32_taps};
 use committee_ops::cpu::{Epilogue, conv_gemm, conv_taps};
 use common::{conv_case, report};
 
@@ -23,6 +25,30 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
+    if std::env::var("DIRECT").is_ok_and(|v| v == "1") {
+        for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] {
+            let (conv, x, macs) = conv_case(&device, n, [c, c, 3, 1, hw]);
+            let mut best = [f64::MAX; 2];
+            // One untimed call first: the direct side blocks its weight there (kept).
+            for rep in 0..2 * REPS + 2 {
+                let on = rep % 2 == 1;
+                set_f32_direct(on);
+                let t0 = Instant::now();
+                let y = conv_gemm(&conv, x.clone(), Epilogue::Relu);
+                if rep >= 2 {
+                    best[on as usize] = best[on as usize].min(t0.elapsed().as_secs_f64());
+                }
+                drop(y);
+            }
+            report(
+                &format!("c{c:4} k3 s1 {hw:3} n{n}"),
+                ["before", "direct"],
+                best,
+                macs,
+            );
+        }
+        return;
+    }
     // (c_in, c_out, kernel, stride, size)
     for (c, m, k, s, hw) in [
         (64, 64, 3, 1, 56),

@@ -1,7 +1,8 @@
 //! One of committee's process-wide switches off against on, alternated in one process:
 //! `cargo run --release -p committee-zoo --example ab_f32_taps -- MODEL BATCH ROUNDS [SWITCH]`
 //! where SWITCH is `f32-taps` (the f32 tap-offset convolution against the unfolded path, the
-//! default) or `bf16-routing` (under `--dtype bf16`, the convolutions `conv::bf16_pays` keeps
+//! default) or `f32-direct` (f32 stride-1 convolutions of small maps run directly against
+//! tap offsets or unfolded) or `bf16-routing` (under `--dtype bf16`, the convolutions `conv::bf16_pays` keeps
 //! in f32 against all of them in bf16; "off" is every layer in bf16) or `bf16-activations`
 //! (under `--dtype bf16`, a ResNet's activations kept in bf16 between layers against f32) or
 //! `linear-packed` (f32 linear layers with the weight packed once against the `gemm` crate) or
@@ -32,6 +33,7 @@ fn main() {
     let rounds: usize = args.get(3).and_then(|v| v.parse().ok()).unwrap_or(5);
     let switch: fn(bool) = match args.get(4).map_or("f32-taps", String::as_str) {
         "f32-taps" => set_f32_taps,
+        "f32-direct" => committee_ops::cpu::conv::set_f32_direct,
         "linear-packed" => committee_ops::cpu::linear::set_packed,
         "bf16-taps" => committee_ops::cpu::conv::set_bf16_taps,
         "batch-split" => |on| {
@@ -56,7 +58,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown switch {other}: f32-taps, linear-packed, bf16-taps, bf16-routing, bf16-activations or batch-split"
+                "unknown switch {other}: f32-taps, f32-direct, linear-packed, bf16-taps, bf16-routing, bf16-activations or batch-split"
             );
             std::process::exit(2);
         }

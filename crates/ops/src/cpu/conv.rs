@@ -95,6 +95,26 @@ pub fn conv_gemm_add(
     let isa = Isa::get();
     let unfold = |src: &[f32], row: usize, r: &mut [f32]| shape.unfold(src, row, r);
     let len = n * c_out * pix;
+    // Stride 1, more than one tap, a small map, channels in blocks of 16 and 32, on
+    // AVX-512: the direct convolution of training (`F32_DIRECT_MAX_PIXELS`).
+    #[cfg(target_arch = "x86_64")]
+    if sh == 1 && sw == 1 && kh * kw > 1 && pix < F32_DIRECT_MAX_PIXELS && F32_DIRECT.on() {
+        use crate::cpu::train::direct::{self, Direct};
+        let d = Direct {
+            n,
+            c_in: c,
+            c_out,
+            h,
+            w,
+            k: [kh, kw],
+            pad: [pt, pb, pl, pr],
+        };
+        if d.fits().is_some() && d.out() == Some([oh, ow]) {
+            let wb = bf16::cache::f32_direct(&conv.weight, &wts[..c_out * k], &d);
+            let y = direct::conv_finished(&d, &inp[..n * c * h * w], &wb, bias, res, ep);
+            return Ok(from_vec(y, [n, c_out, oh, ow]));
+        }
+    }
     // Stride 1, more than one tap, a large map, on AVX-512: the image read at each tap's
     // offset, nothing unfolded (see `F32_TAPS_MIN_PIXELS` for where that pays).
     #[cfg(target_arch = "x86_64")]
@@ -435,6 +455,28 @@ pub fn set_bf16_taps(on: bool) {
 /// four phases, 0.79-0.87x: a quarter of the taps are zeros).
 #[cfg(target_arch = "x86_64")]
 const F32_TAPS_MIN_PIXELS: usize = 14 * 14;
+
+/// Output pixels per image below which a stride-1 f32 convolution runs directly
+/// (`train::direct`: 16-channel blocks, padding skipped) where its channels allow. Measured
+/// on ResNet-50's 3x3 layers, four images on one Zen 4 thread, against what ran before
+/// (docs/benchmarks.md, "Direct convolutions in inference"): 28x28 and 14x14 ran faster than
+/// at tap offsets, 7x7 than unfolded; at 56x56 the two kernels ran alike.
+#[cfg(target_arch = "x86_64")]
+const F32_DIRECT_MAX_PIXELS: usize = 56 * 56;
+
+#[cfg(target_arch = "x86_64")]
+static F32_DIRECT: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_F32_DIRECT"));
+
+/// Turns the direct f32 convolution of small maps in inference on or off for the process,
+/// over `COMMITTEE_F32_DIRECT` (to alternate it with what runs otherwise in one process:
+/// `examples/ab_f32_taps.rs` in committee-zoo, switch `f32-direct`).
+pub fn set_f32_direct(on: bool) {
+    #[cfg(target_arch = "x86_64")]
+    F32_DIRECT.set(on);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = on;
+}
 
 /// Whether f32 stride-1 convolutions on AVX-512 read the image at each tap's offset
 /// ([`conv_taps`]) rather than unfold it for the `gemm` crate; `COMMITTEE_F32_TAPS=0`

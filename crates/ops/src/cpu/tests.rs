@@ -334,6 +334,63 @@ fn conv_gemm_matches_burn_conv() {
     assert!(conv_gemm(&grouped, x, Epilogue::None).is_err());
 }
 
+/// Stride-1 layers on small maps with channels in blocks of 16 in and 32 out run the direct
+/// convolution on AVX-512 (`train::direct::conv_finished`): against Burn's convolution with
+/// bias and ReLU, and with a residual added before the ReLU (`conv_gemm_add`, as a ResNet
+/// block's last convolution), on 7-wide maps (tiles of two rows, an odd row count), 14- and
+/// 28-wide ones, a 5x5 kernel, uneven padding, and batches of one and three.
+#[test]
+fn direct_conv_matches_burn_conv() {
+    let device = Device::flex();
+    let relu = (
+        Epilogue::Relu,
+        burn::tensor::activation::relu::<4> as fn(_) -> _,
+    );
+    for (cin, cout, k, pad, h, w) in [
+        (16, 32, 3, PaddingConfig2d::Explicit(1, 1, 1, 1), 7, 7),
+        (32, 64, 3, PaddingConfig2d::Explicit(1, 1, 1, 1), 14, 14),
+        (16, 32, 3, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 28),
+        (16, 32, 5, PaddingConfig2d::Explicit(2, 2, 2, 2), 14, 14),
+        (16, 32, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 14, 14),
+    ] {
+        let pads = match pad {
+            PaddingConfig2d::Explicit(t, l, b, r) => [t, b, l, r],
+            _ => unreachable!("explicit above"),
+        };
+        let d = crate::cpu::train::direct::Direct {
+            n: 1,
+            c_in: cin,
+            c_out: cout,
+            h,
+            w,
+            k: [k, k],
+            pad: pads,
+        };
+        // The cases are the direct kernel's wherever it runs.
+        assert_eq!(d.fits().is_some(), Isa::get().avx512(), "{d:?}");
+        for n in [1, 3] {
+            check_conv(
+                conv_gemm,
+                [cin, cout, 1],
+                (k, 1, pad.clone()),
+                [n, h, w],
+                relu,
+                1e-4,
+            );
+            let conv = Conv2dConfig::new([cin, cout], [k, k])
+                .with_padding(pad.clone())
+                .init(&device);
+            let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let want = conv.forward(x.clone());
+            let res = Tensor::<4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let want = burn::tensor::activation::relu(want + res.clone());
+            let got = conv_gemm_add(&conv, x, Some(&res), Epilogue::Relu)
+                .unwrap_or_else(|_| panic!("fallback"));
+            assert!(max_abs_diff(got, want) < 1e-4, "{d:?} n {n} residual");
+        }
+    }
+}
+
 #[test]
 fn depthwise_matches_burn_conv() {
     let device = Device::flex();

@@ -12,9 +12,11 @@ use burn::module::Param;
 use burn::tensor::Tensor;
 
 use super::{PackedA, PackedB};
+use crate::cpu::aligned::Aligned;
 #[cfg(target_arch = "x86_64")]
 use crate::cpu::conv_taps;
 use crate::cpu::linear_packed;
+use crate::cpu::train::direct::{self, Direct};
 
 /// The packed copies together stop growing past this: the cache is emptied and refilled by
 /// the model in use (a process that evaluates many models one after another).
@@ -32,6 +34,8 @@ struct Cache {
     f32_taps: HashMap<Key, Arc<conv_taps::Packed>>,
     /// f32 linear weights packed for [`linear_packed::linear_into`].
     f32_right: HashMap<Key, Arc<linear_packed::PackedW>>,
+    /// f32 convolution weights blocked for [`direct::conv_finished`].
+    f32_direct: HashMap<Key, Arc<Aligned>>,
     bytes: usize,
 }
 
@@ -159,5 +163,21 @@ pub(crate) fn f32_right<const D: usize>(
         |c| &mut c.f32_right,
         pack,
         linear_packed::PackedW::bytes,
+    )
+}
+
+/// `param`'s value, a convolution weight `[c_out, c_in, kh, kw]` (row-major, in `data`), blocked
+/// for the direct convolution of `d` ([`direct::conv_finished`]).
+pub(crate) fn f32_direct<const D: usize>(
+    param: &Param<Tensor<D>>,
+    data: &[f32],
+    d: &Direct,
+) -> Arc<Aligned> {
+    let pack = || direct::blocked(data, d);
+    cached(
+        key(param, data),
+        |c| &mut c.f32_direct,
+        pack,
+        Aligned::bytes,
     )
 }

@@ -41,7 +41,7 @@ use std::mem::MaybeUninit;
 mod attention;
 mod conv;
 mod depthwise;
-mod direct;
+pub(crate) mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_wgrad;
 mod half;
