@@ -458,9 +458,10 @@ const F32_TAPS_MIN_PIXELS: usize = 14 * 14;
 
 /// Output pixels per image below which a stride-1 f32 convolution runs directly
 /// (`train::direct`: 16-channel blocks, padding skipped) where its channels allow. Measured
-/// on ResNet-50's 3x3 layers, four images on one Zen 4 thread, against what ran before
-/// (docs/benchmarks.md, "Direct convolutions in inference"): 28x28 and 14x14 ran faster than
-/// at tap offsets, 7x7 than unfolded; at 56x56 the two kernels ran alike.
+/// on ResNet-50's 3x3 layers, one to eight images on one and two Zen 4 threads, against what
+/// ran before (docs/benchmarks.md, "direct convolutions in inference"): 28x28 1.09-1.14x and
+/// 14x14 1.17-1.27x of tap offsets, 7x7 1.49-2.53x of unfolded; at 56x56 the two kernels
+/// ran alike (0.99-1.00x).
 #[cfg(target_arch = "x86_64")]
 const F32_DIRECT_MAX_PIXELS: usize = 56 * 56;
 
