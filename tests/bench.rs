@@ -165,6 +165,44 @@ fn profile_counts_every_layer_of_resnet18_and_mobilenetv2() {
     assert_eq!(mnv2["conv 3x3"].0, 1);
 }
 
+/// `--train --profile`: a training step by kind, each forward kind beside the backward passes
+/// of committee's training ops and the optimiser step; ResNet-18's 16 3x3 convolutions, its
+/// stem and 20 BatchNorms each run one backward per step, and the step's spans never add up
+/// to more than the step.
+#[test]
+fn train_profile_splits_the_step_into_forward_backward_and_optimiser() {
+    let rows = bench(&[
+        "--model",
+        "resnet18",
+        "--train",
+        "--batch",
+        "2",
+        "--img-size",
+        "32",
+        "--warmup",
+        "1",
+        "--iters",
+        "2",
+        "--profile",
+    ]);
+    let profile = rows[0]["profile"].as_array().expect("profile rows");
+    let calls = |kind: &str| {
+        profile
+            .iter()
+            .find(|k| k["kind"] == kind)
+            .and_then(|k| k["calls"].as_u64())
+            .unwrap_or_else(|| panic!("no {kind} in {profile:?}"))
+    };
+    assert_eq!(calls("conv 3x3"), 16);
+    assert_eq!(calls("conv 3x3 backward"), 16);
+    assert_eq!(calls("conv 7x7 backward"), 1);
+    assert_eq!(calls("batch norm backward"), 20);
+    assert_eq!(calls("linear backward"), 1);
+    assert_eq!(calls("optimizer step"), 1);
+    let share: f64 = profile.iter().map(|k| f(k, "share")).sum();
+    assert!(share > 0.5 && share < 1.0 + 1e-6, "{share}");
+}
+
 #[test]
 fn flex_kernels_can_be_turned_off_and_bad_arguments_fail() {
     let rows = bench(&[

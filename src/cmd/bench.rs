@@ -60,8 +60,10 @@ pub struct Args {
     /// Classifier outputs.
     #[arg(long, default_value_t = 1000)]
     num_classes: usize,
-    /// Also break the forward time down by kind of layer (extra passes, after the timed ones).
-    #[arg(long, conflicts_with = "train")]
+    /// Also break the forward time down by kind of layer (extra passes, after the timed ones);
+    /// with `--train`, the step: each kind's forward, the backward passes of committee's
+    /// training ops by kind, and the optimiser step.
+    #[arg(long)]
     profile: bool,
     /// Time the models in turn, one call each per round (A, B, C, A, B, ...), as the stages
     /// of a live cascade run: each call finds the caches holding the other models' weights and
@@ -137,8 +139,8 @@ fn row(
 
 /// Runs `step` `warmup` times and then until `iters` of its calls count, threading `state`
 /// (a model being trained) through it: the milliseconds of the counted calls, of the very
-/// first call (compilation and autotuning on GPU backends), and how many timed calls did not
-/// count. `step` says whether a call counts: an f16 training step the loss scale skipped is
+/// first call (compilation and autotuning on GPU backends), how many timed calls did not
+/// count, and the state after the last call. `step` says whether a call counts: an f16 training step the loss scale skipped is
 /// not a step (it costs a forward and backward but updates nothing), so it is retaken, at
 /// most `iters + 8` times, rather than averaged into the steps.
 ///
@@ -150,7 +152,7 @@ fn timed<S>(
     device: &burn::tensor::Device,
     mut state: S,
     mut step: impl FnMut(S) -> (S, bool),
-) -> (Vec<f64>, f64, usize) {
+) -> (Vec<f64>, f64, usize, S) {
     let mut times = Vec::with_capacity(iters);
     let mut first_ms = 0.0;
     let mut uncounted = 0;
@@ -170,7 +172,7 @@ fn timed<S>(
         }
         calls += 1;
     }
-    (times, first_ms, uncounted)
+    (times, first_ms, uncounted, state)
 }
 
 /// `f()` and its milliseconds up to the device's `sync` (see [`timed`] for why the sync).
@@ -218,7 +220,10 @@ fn train_row(
         // Reading the loss back waits for the step to finish.
         let _ = loss.into_data();
         match grads {
-            Some(grads) => (optim.step(0.01, model, grads), true),
+            Some(grads) => {
+                let step = || optim.step(0.01, model, grads);
+                (committee_ops::profile::host("optimizer step", step), true)
+            }
             None => (model, false),
         }
     };
@@ -235,7 +240,8 @@ fn train_row(
         }
     }
     // A step skipped later (the updated weights can overflow again) is retaken, not timed.
-    let (times, first_ms, skipped) = timed((a.warmup, a.iters), &ad, model, |m| one(m, &mut scale));
+    let (times, first_ms, skipped, model) =
+        timed((a.warmup, a.iters), &ad, model, |m| one(m, &mut scale));
     if times.is_empty() {
         anyhow::bail!(
             "{name} b={b}: no f16 step was taken: each overflowed f16 ({skipped} skipped by the loss scale, now {}); try --dtype f32",
@@ -254,19 +260,37 @@ fn train_row(
     let mut r = row(a, name, b, img, gmacs, times, first_ms, sel, "train");
     // Steps the loss scale skipped and the bench retook (f16 only).
     r["skipped_steps"] = skipped.into();
+    if a.profile {
+        // The steps `timed` counts, again, profiled (a step the loss scale skips counts too).
+        let iters = a.iters.max(1);
+        r["profile"] = profiled(a, iters, || {
+            let mut model = model;
+            for _ in 0..iters {
+                model = one(model, &mut scale).0;
+            }
+        });
+    }
     Ok(r)
 }
 
 /// Per-kind shares of the forward time, from `iters` profiled passes (see `zoo::profile`).
 fn profile_forward(a: &Args, model: &committee_zoo::Model, x: &Tensor<4>) -> serde_json::Value {
-    use committee_ops::profile;
     let iters = a.iters.max(1);
+    profiled(a, iters, || {
+        for _ in 0..iters {
+            let _ = model.forward(x.clone()).into_data();
+        }
+    })
+}
+
+/// Per-kind shares of `run`'s time (`iters` passes or steps), printed unless `--json` or
+/// `--csv`, and as JSON rows.
+fn profiled(a: &Args, iters: usize, run: impl FnOnce()) -> serde_json::Value {
+    use committee_ops::profile;
     profile::reset();
     profile::set_enabled(true);
     let t0 = Instant::now();
-    for _ in 0..iters {
-        let _ = model.forward(x.clone()).into_data();
-    }
+    run();
     let wall = t0.elapsed().as_secs_f64() / iters as f64;
     profile::set_enabled(false);
     let mut kinds: Vec<_> = profile::totals().into_iter().collect();
@@ -374,7 +398,7 @@ fn backend_rows(
                 &sel.device,
             );
             // `timed` syncs the device after each call: the whole forward is timed.
-            let (times, first_ms, _) = timed((a.warmup, a.iters), &sel.device, (), |()| {
+            let (times, first_ms, _, ()) = timed((a.warmup, a.iters), &sel.device, (), |()| {
                 let _ = model.forward(x.clone()).into_data();
                 ((), true)
             });
@@ -500,10 +524,11 @@ mod tests {
         let device = committee_ops::backend::cpu_device();
         // Calls 0-1 warm up (call 1 does not count, and need not); 3 and 4 are retaken.
         let skip = [1, 3, 4];
-        let (times, _, uncounted) = timed((2, 3), &device, 0usize, |i| (i + 1, !skip.contains(&i)));
+        let (times, _, uncounted, _) =
+            timed((2, 3), &device, 0usize, |i| (i + 1, !skip.contains(&i)));
         assert_eq!((times.len(), uncounted), (3, 2));
         let mut calls = 0;
-        let (times, _, uncounted) = timed((1, 3), &device, (), |()| {
+        let (times, _, uncounted, ()) = timed((1, 3), &device, (), |()| {
             calls += 1;
             ((), false)
         });

@@ -71,13 +71,42 @@ pub fn span<T>(kind: &'static str, macs: u64, device: &Device, f: impl FnOnce() 
     counted(kind, device, || (f(), macs))
 }
 
+/// A span of CPU work that returns when it is done (nothing to wait for): the backward
+/// passes of committee's training ops, which run inside the autodiff graph's backward
+/// (`committee bench --train --profile`).
+pub fn host<T>(kind: &'static str, f: impl FnOnce() -> T) -> T {
+    if !enabled() {
+        return f();
+    }
+    timed(kind, None, || (f(), 0))
+}
+
+/// The profile name of a dense convolution's backward pass, from its kernel.
+pub fn conv_backward_kind([kh, kw]: [usize; 2]) -> &'static str {
+    match (kh, kw) {
+        (1, 1) => "conv 1x1 backward",
+        (3, 3) => "conv 3x3 backward",
+        (7, 7) => "conv 7x7 backward",
+        _ => "conv other backward",
+    }
+}
+
 /// A span whose multiply-accumulates are known only once `f` has run (it returns them).
 fn counted<T>(kind: &'static str, device: &Device, f: impl FnOnce() -> (T, u64)) -> T {
-    wait(device);
+    timed(kind, Some(device), f)
+}
+
+/// [`counted`], waiting for `device` (if any) before and after `f`.
+fn timed<T>(kind: &'static str, device: Option<&Device>, f: impl FnOnce() -> (T, u64)) -> T {
+    if let Some(d) = device {
+        wait(d);
+    }
     OPEN.with(|o| o.borrow_mut().push(0.0));
     let t0 = Instant::now();
     let (out, macs) = f();
-    wait(device);
+    if let Some(d) = device {
+        wait(d);
+    }
     let total = t0.elapsed().as_secs_f64();
     let children = OPEN.with(|o| o.borrow_mut().pop().unwrap_or(0.0));
     OPEN.with(|o| {

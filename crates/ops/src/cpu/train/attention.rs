@@ -49,42 +49,44 @@ impl Backward<Flex, 1> for AttentionBackward {
     type State = (FlexTensor, Vec<Vec<f32>>, Heads);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let dout = contiguous(grads.consume::<Flex>(&ops.node));
-        let Some(node) = node else { return };
-        let (xc, probs, dims) = ops.state;
-        let (src, dos) = (slice(&xc), slice(&dout));
-        let (n, dh, d, d3) = (dims.n, dims.dh, dims.d(), dims.d3());
-        let scale = dims.scale();
-        // Per task: dQ, dK, dV as [n, dh] each, side by side in one [3, n, dh] buffer.
-        let per_task: Vec<Vec<f32>> = (0..dims.b * dims.heads)
-            .into_par_iter()
-            .map(|task| {
-                let (q, k, v) = dims.qkv(src, task);
-                let (img, h) = (task / dims.heads, task % dims.heads);
-                let d_o = &dos[img * n * d + h * dh..];
-                let p = &probs[task];
-                let mut g = vec![0f32; 3 * n * dh];
-                let (dq, rest) = g.split_at_mut(n * dh);
-                let (dk, dv) = rest.split_at_mut(n * dh);
-                product(dv, [n, dh, n], (p, 1, n), (d_o, d, 1), 1.0);
-                let mut ds = vec![0f32; n * n];
-                product(&mut ds, [n, n, dh], (d_o, d, 1), (v, 1, d3), 1.0);
-                for (ds, p) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
-                    let dot: f32 = ds.iter().zip(p).map(|(a, b)| a * b).sum();
-                    for (ds, &p) in ds.iter_mut().zip(p) {
-                        *ds = p * (*ds - dot);
+        crate::profile::host("attention backward", move || {
+            let [node] = ops.parents;
+            let dout = contiguous(grads.consume::<Flex>(&ops.node));
+            let Some(node) = node else { return };
+            let (xc, probs, dims) = ops.state;
+            let (src, dos) = (slice(&xc), slice(&dout));
+            let (n, dh, d, d3) = (dims.n, dims.dh, dims.d(), dims.d3());
+            let scale = dims.scale();
+            // Per task: dQ, dK, dV as [n, dh] each, side by side in one [3, n, dh] buffer.
+            let per_task: Vec<Vec<f32>> = (0..dims.b * dims.heads)
+                .into_par_iter()
+                .map(|task| {
+                    let (q, k, v) = dims.qkv(src, task);
+                    let (img, h) = (task / dims.heads, task % dims.heads);
+                    let d_o = &dos[img * n * d + h * dh..];
+                    let p = &probs[task];
+                    let mut g = vec![0f32; 3 * n * dh];
+                    let (dq, rest) = g.split_at_mut(n * dh);
+                    let (dk, dv) = rest.split_at_mut(n * dh);
+                    product(dv, [n, dh, n], (p, 1, n), (d_o, d, 1), 1.0);
+                    let mut ds = vec![0f32; n * n];
+                    product(&mut ds, [n, n, dh], (d_o, d, 1), (v, 1, d3), 1.0);
+                    for (ds, p) in ds.chunks_exact_mut(n).zip(p.chunks_exact(n)) {
+                        let dot: f32 = ds.iter().zip(p).map(|(a, b)| a * b).sum();
+                        for (ds, &p) in ds.iter_mut().zip(p) {
+                            *ds = p * (*ds - dot);
+                        }
                     }
-                }
-                product(dq, [n, dh, n], (&ds, n, 1), (k, d3, 1), scale);
-                product(dk, [n, dh, n], (&ds, 1, n), (q, d3, 1), scale);
-                g
-            })
-            .collect();
-        let dx = dims.join(&per_task, 3);
-        grads.register::<Flex>(
-            node.id,
-            FlexTensor::from_data(TensorData::new(dx, [dims.b, n, d3])),
-        );
+                    product(dq, [n, dh, n], (&ds, n, 1), (k, d3, 1), scale);
+                    product(dk, [n, dh, n], (&ds, 1, n), (q, d3, 1), scale);
+                    g
+                })
+                .collect();
+            let dx = dims.join(&per_task, 3);
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dx, [dims.b, n, d3])),
+            );
+        })
     }
 }

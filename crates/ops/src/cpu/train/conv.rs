@@ -512,122 +512,139 @@ impl Backward<Flex, 2> for DenseBackward {
     type State = (FlexTensor, FlexTensor, Dense);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w, d) = ops.state;
-        let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
-        let (kk, pix) = (d.taps(), d.pix());
-        let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
-        let [kh, kw] = d.k;
-        #[cfg(target_arch = "x86_64")]
-        let node_w = match (node_w, super::direct_wgrad::layer(&d)) {
-            (Some(node), Some(bf16)) => {
-                let dw = super::direct_wgrad::weight_grad(&d, xs, dys, bf16);
-                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
-                grads.register::<Flex>(node.id, dw);
-                None
-            }
-            (node, _) => node,
-        };
-        #[cfg(target_arch = "x86_64")]
-        let node_w = match (node_w, d.dot_grid()) {
-            (Some(node), Some(grid)) => {
-                // Dot products over the padded image's phases at the taps' offsets.
-                let (c_out, n) = (d.c_out, d.n);
-                let dw = match d.half {
-                    None => super::wgrad::grid_weight_grad::<f32>(&grid, xs, dys, c_out, n),
-                    Some(_) => super::wgrad::grid_weight_grad::<u16>(&grid, xs, dys, c_out, n),
-                };
-                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
-                grads.register::<Flex>(node.id, dw);
-                None
-            }
-            (node, _) => node,
-        };
-        if let Some(node) = node_w {
-            // dW = sum_i dY[i] col(X[i])^T, image after image into one accumulator (a fixed
-            // order: the same bits for any thread count), each product split over the
-            // threads. One image's columns at a time: the whole batch's (a 3x3 layer of 64
-            // channels at 56x56, batch 8: 58 MB) came from a fresh mapping every step.
-            // Under bf16, the images of a small map several at a time, one product over
-            // their pixels (`half::images_per_product`).
-            let group = half::images_per_product(d.half, pix, d.n);
-            let mut col = vec![0f32; group * kk * pix];
-            let mut dw = vec![0f32; d.c_out * kk];
-            for i0 in (0..d.n).step_by(group) {
-                let g = (d.n - i0).min(group);
-                col.par_chunks_mut(pix)
-                    .take(g * kk)
-                    .enumerate()
-                    .for_each(|(t, row)| {
-                        let img = &xs[(i0 + t / kk) * img_in..][..img_in];
-                        d.unfold_tap(img, t % kk, row)
-                    });
-                if let Some(kern) = d.half {
-                    let cols: Vec<&[f32]> = col.chunks(kk * pix).take(g).collect();
-                    let dy: Vec<&[f32]> = (i0..i0 + g)
-                        .map(|i| &dys[i * img_out..(i + 1) * img_out])
-                        .collect();
-                    half::weight_grad(kern, &cols, &dy, [kk, d.c_out, pix], &mut dw, i0 > 0);
-                    continue;
-                }
-                gemm_strided(
-                    [d.c_out, kk, pix],
-                    &mut dw,
-                    Mat::rows(&dys[i0 * img_out..(i0 + 1) * img_out], pix),
-                    Mat::cols(&col, pix),
-                    i0 > 0,
-                    gemm::Parallelism::Rayon(0),
-                );
-            }
-            let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
-            grads.register::<Flex>(node.id, dw);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let (Some(node), Some(back)) = (&node_x, d.direct_back()) {
-            let dx = match d.half {
-                None => super::direct::conv(&back, dys, ws, true),
-                Some(_) => super::direct::conv_bf16(&back, dys, ws, true),
-            };
-            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
-            grads.register::<Flex>(node.id, dx);
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let (Some(node), Some((products, _, back))) = (&node_x, d.tap_grids()) {
-            let flipped = flipped_weights(ws, [d.c_out, d.c_in, kh * kw]);
-            let dx = tap_conv(products, &flipped, [d.c_in, d.c_out], dys, d.n, &back);
-            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
-            grads.register::<Flex>(node.id, dx);
-            return;
-        }
-        if let Some(node) = node_x {
-            let mut dx = vec![0f32; d.n * img_in];
-            let wt = d.half.map(|_| PackedA::pack_transposed(ws, kk, d.c_out));
-            dx.par_chunks_mut(img_in)
-                .enumerate()
-                .for_each_init(Vec::new, |col, (i, dx)| {
-                    // Overwritten whole by the product: zeroed once per thread, not per image.
-                    col.resize(kk * pix, 0.0);
-                    let dy = &dys[i * img_out..(i + 1) * img_out];
-                    if let (Some(kern), Some(wt)) = (d.half, &wt) {
-                        half::product(kern, wt, dy, [d.c_out, pix], col);
-                        d.fold(col, dx);
-                        return;
+        crate::profile::host(
+            crate::profile::conv_backward_kind(ops.state.2.k),
+            move || {
+                let [node_x, node_w] = ops.parents;
+                let dy = contiguous(grads.consume::<Flex>(&ops.node));
+                let (x, w, d) = ops.state;
+                let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
+                let (kk, pix) = (d.taps(), d.pix());
+                let (img_in, img_out) = (d.c_in * d.h * d.w, d.c_out * pix);
+                let [kh, kw] = d.k;
+                #[cfg(target_arch = "x86_64")]
+                let node_w = match (node_w, super::direct_wgrad::layer(&d)) {
+                    (Some(node), Some(bf16)) => {
+                        let dw = super::direct_wgrad::weight_grad(&d, xs, dys, bf16);
+                        let dw =
+                            FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
+                        grads.register::<Flex>(node.id, dw);
+                        None
                     }
-                    gemm_strided(
-                        [kk, pix, d.c_out],
-                        col,
-                        Mat::cols(ws, kk),
-                        Mat::rows(&dys[i * img_out..(i + 1) * img_out], pix),
-                        false,
-                        gemm::Parallelism::None,
+                    (node, _) => node,
+                };
+                #[cfg(target_arch = "x86_64")]
+                let node_w = match (node_w, d.dot_grid()) {
+                    (Some(node), Some(grid)) => {
+                        // Dot products over the padded image's phases at the taps' offsets.
+                        let (c_out, n) = (d.c_out, d.n);
+                        let dw = match d.half {
+                            None => super::wgrad::grid_weight_grad::<f32>(&grid, xs, dys, c_out, n),
+                            Some(_) => {
+                                super::wgrad::grid_weight_grad::<u16>(&grid, xs, dys, c_out, n)
+                            }
+                        };
+                        let dw =
+                            FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
+                        grads.register::<Flex>(node.id, dw);
+                        None
+                    }
+                    (node, _) => node,
+                };
+                if let Some(node) = node_w {
+                    // dW = sum_i dY[i] col(X[i])^T, image after image into one accumulator (a fixed
+                    // order: the same bits for any thread count), each product split over the
+                    // threads. One image's columns at a time: the whole batch's (a 3x3 layer of 64
+                    // channels at 56x56, batch 8: 58 MB) came from a fresh mapping every step.
+                    // Under bf16, the images of a small map several at a time, one product over
+                    // their pixels (`half::images_per_product`).
+                    let group = half::images_per_product(d.half, pix, d.n);
+                    let mut col = vec![0f32; group * kk * pix];
+                    let mut dw = vec![0f32; d.c_out * kk];
+                    for i0 in (0..d.n).step_by(group) {
+                        let g = (d.n - i0).min(group);
+                        col.par_chunks_mut(pix)
+                            .take(g * kk)
+                            .enumerate()
+                            .for_each(|(t, row)| {
+                                let img = &xs[(i0 + t / kk) * img_in..][..img_in];
+                                d.unfold_tap(img, t % kk, row)
+                            });
+                        if let Some(kern) = d.half {
+                            let cols: Vec<&[f32]> = col.chunks(kk * pix).take(g).collect();
+                            let dy: Vec<&[f32]> = (i0..i0 + g)
+                                .map(|i| &dys[i * img_out..(i + 1) * img_out])
+                                .collect();
+                            half::weight_grad(
+                                kern,
+                                &cols,
+                                &dy,
+                                [kk, d.c_out, pix],
+                                &mut dw,
+                                i0 > 0,
+                            );
+                            continue;
+                        }
+                        gemm_strided(
+                            [d.c_out, kk, pix],
+                            &mut dw,
+                            Mat::rows(&dys[i0 * img_out..(i0 + 1) * img_out], pix),
+                            Mat::cols(&col, pix),
+                            i0 > 0,
+                            gemm::Parallelism::Rayon(0),
+                        );
+                    }
+                    let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, kh, kw]));
+                    grads.register::<Flex>(node.id, dw);
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let (Some(node), Some(back)) = (&node_x, d.direct_back()) {
+                    let dx = match d.half {
+                        None => super::direct::conv(&back, dys, ws, true),
+                        Some(_) => super::direct::conv_bf16(&back, dys, ws, true),
+                    };
+                    let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+                    grads.register::<Flex>(node.id, dx);
+                    return;
+                }
+                #[cfg(target_arch = "x86_64")]
+                if let (Some(node), Some((products, _, back))) = (&node_x, d.tap_grids()) {
+                    let flipped = flipped_weights(ws, [d.c_out, d.c_in, kh * kw]);
+                    let dx = tap_conv(products, &flipped, [d.c_in, d.c_out], dys, d.n, &back);
+                    let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+                    grads.register::<Flex>(node.id, dx);
+                    return;
+                }
+                if let Some(node) = node_x {
+                    let mut dx = vec![0f32; d.n * img_in];
+                    let wt = d.half.map(|_| PackedA::pack_transposed(ws, kk, d.c_out));
+                    dx.par_chunks_mut(img_in).enumerate().for_each_init(
+                        Vec::new,
+                        |col, (i, dx)| {
+                            // Overwritten whole by the product: zeroed once per thread, not per image.
+                            col.resize(kk * pix, 0.0);
+                            let dy = &dys[i * img_out..(i + 1) * img_out];
+                            if let (Some(kern), Some(wt)) = (d.half, &wt) {
+                                half::product(kern, wt, dy, [d.c_out, pix], col);
+                                d.fold(col, dx);
+                                return;
+                            }
+                            gemm_strided(
+                                [kk, pix, d.c_out],
+                                col,
+                                Mat::cols(ws, kk),
+                                Mat::rows(&dys[i * img_out..(i + 1) * img_out], pix),
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                            d.fold(col, dx);
+                        },
                     );
-                    d.fold(col, dx);
-                });
-            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
-            grads.register::<Flex>(node.id, dx);
-        }
+                    let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+                    grads.register::<Flex>(node.id, dx);
+                }
+            },
+        )
     }
 }
 
@@ -673,87 +690,96 @@ impl Backward<Flex, 2> for PointwiseBackward {
     type State = (FlexTensor, FlexTensor, Pointwise);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w, d) = ops.state;
-        let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
-        let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
-        #[cfg(target_arch = "x86_64")]
-        let dense = d.dense();
-        #[cfg(target_arch = "x86_64")]
-        let node_w = match (node_w, super::direct_wgrad::layer(&dense)) {
-            (Some(node), Some(bf16)) => {
-                // Outer products over the whole batch's pixels (small maps).
-                let dw = super::direct_wgrad::weight_grad(&dense, xs, dys, bf16);
-                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
-                grads.register::<Flex>(node.id, dw);
-                None
-            }
-            (node, _) => node,
-        };
-        #[cfg(target_arch = "x86_64")]
-        let node_w = match node_w {
-            Some(node) if super::wgrad::applies(d.half, d.hw()) => {
-                // Dot products over both operands as they lie (in bf16: converted once).
-                let dims = [d.n, d.c_in, d.c_out, d.hw()];
-                let dw = super::wgrad::pointwise_weight_grad(xs, dys, dims, d.half.is_some());
-                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
-                grads.register::<Flex>(node.id, dw);
-                None
-            }
-            node => node,
-        };
-        if let Some(node) = node_w {
-            // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count);
-            // under bf16, the images of a small map several at a time.
-            let mut dw = vec![0f32; d.c_out * d.c_in];
-            let group = half::images_per_product(d.half, d.hw(), d.n);
-            for i0 in (0..d.n).step_by(group) {
-                if let Some(kern) = d.half {
-                    let imgs = i0..(i0 + group).min(d.n);
-                    let x: Vec<&[f32]> = imgs
-                        .clone()
-                        .map(|i| &xs[i * img_in..(i + 1) * img_in])
-                        .collect();
-                    let dy: Vec<&[f32]> =
-                        imgs.map(|i| &dys[i * img_out..(i + 1) * img_out]).collect();
-                    half::weight_grad(kern, &x, &dy, [d.c_in, d.c_out, d.hw()], &mut dw, i0 > 0);
-                    continue;
+        crate::profile::host("conv 1x1 backward", move || {
+            let [node_x, node_w] = ops.parents;
+            let dy = contiguous(grads.consume::<Flex>(&ops.node));
+            let (x, w, d) = ops.state;
+            let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
+            let (img_in, img_out) = (d.c_in * d.hw(), d.c_out * d.hw());
+            #[cfg(target_arch = "x86_64")]
+            let dense = d.dense();
+            #[cfg(target_arch = "x86_64")]
+            let node_w = match (node_w, super::direct_wgrad::layer(&dense)) {
+                (Some(node), Some(bf16)) => {
+                    // Outer products over the whole batch's pixels (small maps).
+                    let dw = super::direct_wgrad::weight_grad(&dense, xs, dys, bf16);
+                    let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
+                    grads.register::<Flex>(node.id, dw);
+                    None
                 }
-                gemm_strided(
-                    [d.c_out, d.c_in, d.hw()],
-                    &mut dw,
-                    Mat::rows(&dys[i0 * img_out..(i0 + 1) * img_out], d.hw()),
-                    Mat::cols(&xs[i0 * img_in..(i0 + 1) * img_in], d.hw()),
-                    i0 > 0,
-                    gemm::Parallelism::Rayon(0),
-                );
-            }
-            let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
-            grads.register::<Flex>(node.id, dw);
-        }
-        if let Some(node) = node_x {
-            let wt = d
-                .half
-                .map(|_| PackedA::pack_transposed(ws, d.c_in, d.c_out));
-            let dx = written(d.n * img_in, |dx| {
-                dx.par_chunks_mut(img_in).enumerate().for_each(|(i, dx)| {
-                    let dy = &dys[i * img_out..(i + 1) * img_out];
-                    if let (Some(kern), Some(wt)) = (d.half, &wt) {
-                        half::product_into(kern, wt, dy, [d.c_out, d.hw()], dx);
-                        return;
+                (node, _) => node,
+            };
+            #[cfg(target_arch = "x86_64")]
+            let node_w = match node_w {
+                Some(node) if super::wgrad::applies(d.half, d.hw()) => {
+                    // Dot products over both operands as they lie (in bf16: converted once).
+                    let dims = [d.n, d.c_in, d.c_out, d.hw()];
+                    let dw = super::wgrad::pointwise_weight_grad(xs, dys, dims, d.half.is_some());
+                    let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
+                    grads.register::<Flex>(node.id, dw);
+                    None
+                }
+                node => node,
+            };
+            if let Some(node) = node_w {
+                // dW += dY[i] X[i]^T in image order (the same bits whatever the thread count);
+                // under bf16, the images of a small map several at a time.
+                let mut dw = vec![0f32; d.c_out * d.c_in];
+                let group = half::images_per_product(d.half, d.hw(), d.n);
+                for i0 in (0..d.n).step_by(group) {
+                    if let Some(kern) = d.half {
+                        let imgs = i0..(i0 + group).min(d.n);
+                        let x: Vec<&[f32]> = imgs
+                            .clone()
+                            .map(|i| &xs[i * img_in..(i + 1) * img_in])
+                            .collect();
+                        let dy: Vec<&[f32]> =
+                            imgs.map(|i| &dys[i * img_out..(i + 1) * img_out]).collect();
+                        half::weight_grad(
+                            kern,
+                            &x,
+                            &dy,
+                            [d.c_in, d.c_out, d.hw()],
+                            &mut dw,
+                            i0 > 0,
+                        );
+                        continue;
                     }
-                    gemm_into(
-                        [d.c_in, d.hw(), d.c_out],
-                        dx,
-                        Mat::cols(ws, d.c_in),
-                        Mat::rows(dy, d.hw()),
-                        gemm::Parallelism::None,
+                    gemm_strided(
+                        [d.c_out, d.c_in, d.hw()],
+                        &mut dw,
+                        Mat::rows(&dys[i0 * img_out..(i0 + 1) * img_out], d.hw()),
+                        Mat::cols(&xs[i0 * img_in..(i0 + 1) * img_in], d.hw()),
+                        i0 > 0,
+                        gemm::Parallelism::Rayon(0),
                     );
+                }
+                let dw = FlexTensor::from_data(TensorData::new(dw, [d.c_out, d.c_in, 1, 1]));
+                grads.register::<Flex>(node.id, dw);
+            }
+            if let Some(node) = node_x {
+                let wt = d
+                    .half
+                    .map(|_| PackedA::pack_transposed(ws, d.c_in, d.c_out));
+                let dx = written(d.n * img_in, |dx| {
+                    dx.par_chunks_mut(img_in).enumerate().for_each(|(i, dx)| {
+                        let dy = &dys[i * img_out..(i + 1) * img_out];
+                        if let (Some(kern), Some(wt)) = (d.half, &wt) {
+                            half::product_into(kern, wt, dy, [d.c_out, d.hw()], dx);
+                            return;
+                        }
+                        gemm_into(
+                            [d.c_in, d.hw(), d.c_out],
+                            dx,
+                            Mat::cols(ws, d.c_in),
+                            Mat::rows(dy, d.hw()),
+                            gemm::Parallelism::None,
+                        );
+                    });
                 });
-            });
-            let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
-            grads.register::<Flex>(node.id, dx);
-        }
+                let dx = FlexTensor::from_data(TensorData::new(dx, [d.n, d.c_in, d.h, d.w]));
+                grads.register::<Flex>(node.id, dx);
+            }
+        })
     }
 }

@@ -58,20 +58,24 @@ impl Backward<Flex, 2> for DepthwiseBackward {
     type State = (Saved, Shape);
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (saved, shape) = ops.state;
-        let want_dx = node_x.is_some();
-        let (dx, dw) = match &saved {
-            Saved::Nhwc(xp, wt) => backward(slice(&dy), xp, wt, &shape, want_dx),
-            Saved::Planes(x, w) => backward_planes(slice(&dy), slice(x), slice(w), &shape, want_dx),
-        };
-        if let Some(node) = node_w {
-            grads.register::<Flex>(node.id, dw);
-        }
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, dx);
-        }
+        crate::profile::host("conv depthwise backward", move || {
+            let [node_x, node_w] = ops.parents;
+            let dy = contiguous(grads.consume::<Flex>(&ops.node));
+            let (saved, shape) = ops.state;
+            let want_dx = node_x.is_some();
+            let (dx, dw) = match &saved {
+                Saved::Nhwc(xp, wt) => backward(slice(&dy), xp, wt, &shape, want_dx),
+                Saved::Planes(x, w) => {
+                    backward_planes(slice(&dy), slice(x), slice(w), &shape, want_dx)
+                }
+            };
+            if let Some(node) = node_w {
+                grads.register::<Flex>(node.id, dw);
+            }
+            if let (Some(node), Some(dx)) = (node_x, dx) {
+                grads.register::<Flex>(node.id, dx);
+            }
+        })
     }
 }
 

@@ -186,7 +186,9 @@ impl Backward<Flex, 3> for LnBackward {
     type State = LnState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        backward(ops, grads);
+        crate::profile::host("layer norm backward", move || {
+            backward(ops, grads);
+        })
     }
 }
 
@@ -194,6 +196,8 @@ impl Backward<Flex, 2> for LnBackward {
     type State = LnState;
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        backward(ops, grads);
+        crate::profile::host("layer norm backward", move || {
+            backward(ops, grads);
+        })
     }
 }

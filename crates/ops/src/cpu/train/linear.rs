@@ -182,27 +182,29 @@ impl<const N: usize> Backward<Flex, N> for LinearBackward<N> {
     type State = (FlexTensor, FlexTensor, Lin);
 
     fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let (x, w, d) = ops.state;
-        let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
-        let [x_shape, w_shape] = [x.layout().shape().clone(), w.layout().shape().clone()];
-        let mut parents = ops.parents.into_iter();
-        let (node_x, node_w, node_b) = (
-            parents.next().flatten(),
-            parents.next().flatten(),
-            parents.next().flatten(),
-        );
-        if let Some(node) = node_w {
-            let dw = TensorData::new(d.weight_grad(xs, dys), w_shape);
-            grads.register::<Flex>(node.id, FlexTensor::from_data(dw));
-        }
-        if let Some(node) = node_b {
-            let db = TensorData::new(d.bias_grad(dys), [d.n]);
-            grads.register::<Flex>(node.id, FlexTensor::from_data(db));
-        }
-        if let Some(node) = node_x {
-            let dx = TensorData::new(d.input_grad(dys, ws), x_shape);
-            grads.register::<Flex>(node.id, FlexTensor::from_data(dx));
-        }
+        crate::profile::host("linear backward", move || {
+            let dy = contiguous(grads.consume::<Flex>(&ops.node));
+            let (x, w, d) = ops.state;
+            let (dys, xs, ws) = (slice(&dy), slice(&x), slice(&w));
+            let [x_shape, w_shape] = [x.layout().shape().clone(), w.layout().shape().clone()];
+            let mut parents = ops.parents.into_iter();
+            let (node_x, node_w, node_b) = (
+                parents.next().flatten(),
+                parents.next().flatten(),
+                parents.next().flatten(),
+            );
+            if let Some(node) = node_w {
+                let dw = TensorData::new(d.weight_grad(xs, dys), w_shape);
+                grads.register::<Flex>(node.id, FlexTensor::from_data(dw));
+            }
+            if let Some(node) = node_b {
+                let db = TensorData::new(d.bias_grad(dys), [d.n]);
+                grads.register::<Flex>(node.id, FlexTensor::from_data(db));
+            }
+            if let Some(node) = node_x {
+                let dx = TensorData::new(d.input_grad(dys, ws), x_shape);
+                grads.register::<Flex>(node.id, FlexTensor::from_data(dx));
+            }
+        })
     }
 }

@@ -312,78 +312,81 @@ impl Backward<Flex, 3> for NormBackward {
     type State = NormState;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_g, node_b] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let st = ops.state;
-        let d = &st.d;
-        let (dys, xs) = (slice(&dy), slice(&st.x));
-        let slope = st.slope.as_deref();
-        // Per channel: sum(dz) and sum(dz * xhat), in f64, with the gradient before the
-        // activation, `dz = dy act'(z)`, formed plane by plane where it is read; then, in the
-        // same task while the channel's planes are still in cache, its planes of dx.
-        let count = (d.n * d.hw()) as f32;
-        let (len, hw) = (xs.len(), d.hw());
-        let mut dx: Vec<f32> = Vec::with_capacity(if node_x.is_some() { len } else { 0 });
-        let out = crate::cpu::bf16::Out(dx.as_mut_ptr());
-        let one_task = PER_CHANNEL.on();
-        // Plane `at`: its input, output gradient and the activation's slope.
-        let plane = |at: usize| {
-            let sl = slope.map(|sl| &sl[at..at + hw]);
-            (&xs[at..at + hw], &dys[at..at + hw], sl)
-        };
-        // dx over plane `at` of channel `ch`, from the channel's sums.
-        let input_grad = |ch: usize, sums: (f64, f64), at: usize, dst: &mut [MaybeUninit<f32>]| {
-            let (m, s) = (st.mean[ch], st.invstd[ch]);
-            let k = st.gamma[ch] * s;
-            let (mdy, mdyx) = (sums.0 as f32 / count, sums.1 as f32 / count);
-            let (x, dy, sl) = plane(at);
-            input_grad_plane(dst, dy, sl, x, [k, mdy, mdyx, m, s]);
-        };
-        let channel = |ch: usize, write: bool| {
-            let (m, s) = (st.mean[ch], st.invstd[ch]);
-            let at = |i: usize| (i * d.c + ch) * hw;
-            let sums = (0..d.n).fold((0.0, 0.0), |(a, b), i| {
-                let (x, dy, sl) = plane(at(i));
-                let (pa, pb) = grad_sums(dy, sl, x, m);
-                (a + pa as f64, b + pb as f64 * s as f64)
-            });
-            if write {
-                for i in 0..d.n {
-                    // SAFETY: plane `at(i)..+ hw` lies inside `dx`'s capacity (`len`), and
-                    // only this channel's task writes it (channels own disjoint planes).
-                    let dst = unsafe { out.part(at(i), hw) };
-                    input_grad(ch, sums, at(i), dst);
-                }
-            }
-            sums
-        };
-        let sums: Vec<(f64, f64)> = (0..d.c)
-            .into_par_iter()
-            .map(|ch| channel(ch, one_task && node_x.is_some()))
-            .collect();
-        if let Some(node) = node_x {
-            if one_task {
-                // SAFETY: every plane of every channel was written above.
-                unsafe { dx.set_len(len) };
-            } else {
-                dx = preloaded(len, hw, |p, dx| {
-                    input_grad(p % d.c, sums[p % d.c], p * hw, dx)
+        crate::profile::host("batch norm backward", move || {
+            let [node_x, node_g, node_b] = ops.parents;
+            let dy = contiguous(grads.consume::<Flex>(&ops.node));
+            let st = ops.state;
+            let d = &st.d;
+            let (dys, xs) = (slice(&dy), slice(&st.x));
+            let slope = st.slope.as_deref();
+            // Per channel: sum(dz) and sum(dz * xhat), in f64, with the gradient before the
+            // activation, `dz = dy act'(z)`, formed plane by plane where it is read; then, in the
+            // same task while the channel's planes are still in cache, its planes of dx.
+            let count = (d.n * d.hw()) as f32;
+            let (len, hw) = (xs.len(), d.hw());
+            let mut dx: Vec<f32> = Vec::with_capacity(if node_x.is_some() { len } else { 0 });
+            let out = crate::cpu::bf16::Out(dx.as_mut_ptr());
+            let one_task = PER_CHANNEL.on();
+            // Plane `at`: its input, output gradient and the activation's slope.
+            let plane = |at: usize| {
+                let sl = slope.map(|sl| &sl[at..at + hw]);
+                (&xs[at..at + hw], &dys[at..at + hw], sl)
+            };
+            // dx over plane `at` of channel `ch`, from the channel's sums.
+            let input_grad =
+                |ch: usize, sums: (f64, f64), at: usize, dst: &mut [MaybeUninit<f32>]| {
+                    let (m, s) = (st.mean[ch], st.invstd[ch]);
+                    let k = st.gamma[ch] * s;
+                    let (mdy, mdyx) = (sums.0 as f32 / count, sums.1 as f32 / count);
+                    let (x, dy, sl) = plane(at);
+                    input_grad_plane(dst, dy, sl, x, [k, mdy, mdyx, m, s]);
+                };
+            let channel = |ch: usize, write: bool| {
+                let (m, s) = (st.mean[ch], st.invstd[ch]);
+                let at = |i: usize| (i * d.c + ch) * hw;
+                let sums = (0..d.n).fold((0.0, 0.0), |(a, b), i| {
+                    let (x, dy, sl) = plane(at(i));
+                    let (pa, pb) = grad_sums(dy, sl, x, m);
+                    (a + pa as f64, b + pb as f64 * s as f64)
                 });
+                if write {
+                    for i in 0..d.n {
+                        // SAFETY: plane `at(i)..+ hw` lies inside `dx`'s capacity (`len`), and
+                        // only this channel's task writes it (channels own disjoint planes).
+                        let dst = unsafe { out.part(at(i), hw) };
+                        input_grad(ch, sums, at(i), dst);
+                    }
+                }
+                sums
+            };
+            let sums: Vec<(f64, f64)> = (0..d.c)
+                .into_par_iter()
+                .map(|ch| channel(ch, one_task && node_x.is_some()))
+                .collect();
+            if let Some(node) = node_x {
+                if one_task {
+                    // SAFETY: every plane of every channel was written above.
+                    unsafe { dx.set_len(len) };
+                } else {
+                    dx = preloaded(len, hw, |p, dx| {
+                        input_grad(p % d.c, sums[p % d.c], p * hw, dx)
+                    });
+                }
+                grads.register::<Flex>(
+                    node.id,
+                    FlexTensor::from_data(TensorData::new(dx, [d.n, d.c, d.h, d.w])),
+                );
             }
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(dx, [d.n, d.c, d.h, d.w])),
-            );
-        }
-        let per_channel = |f: fn(&(f64, f64)) -> f64| {
-            let v: Vec<f32> = sums.iter().map(|s| f(s) as f32).collect();
-            FlexTensor::from_data(TensorData::new(v, [d.c]))
-        };
-        if let Some(node) = node_g {
-            grads.register::<Flex>(node.id, per_channel(|s| s.1));
-        }
-        if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, per_channel(|s| s.0));
-        }
+            let per_channel = |f: fn(&(f64, f64)) -> f64| {
+                let v: Vec<f32> = sums.iter().map(|s| f(s) as f32).collect();
+                FlexTensor::from_data(TensorData::new(v, [d.c]))
+            };
+            if let Some(node) = node_g {
+                grads.register::<Flex>(node.id, per_channel(|s| s.1));
+            }
+            if let Some(node) = node_b {
+                grads.register::<Flex>(node.id, per_channel(|s| s.0));
+            }
+        })
     }
 }

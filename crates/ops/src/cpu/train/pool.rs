@@ -54,22 +54,24 @@ impl Backward<Flex, 1> for MaxPoolBackward {
     type State = (FlexTensor, FlexTensor, Geom);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let Some(node) = node else { return };
-        let (x, y, g) = ops.state;
-        let shape = x.layout().shape().clone();
-        let ([h, w], [oh, ow]) = (g.hw, g.o);
-        let mut dx = vec![0f32; slice(&x).len()];
-        dx.par_chunks_mut(h * w)
-            .zip(slice(&x).par_chunks(h * w))
-            .zip(
-                slice(&y)
-                    .par_chunks(oh * ow)
-                    .zip(slice(&dy).par_chunks(oh * ow)),
-            )
-            .for_each(|((dx, x), (y, dy))| plane_grad(x, y, dy, dx, &g));
-        grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+        crate::profile::host("pool max backward", move || {
+            let [node] = ops.parents;
+            let dy = contiguous(grads.consume::<Flex>(&ops.node));
+            let Some(node) = node else { return };
+            let (x, y, g) = ops.state;
+            let shape = x.layout().shape().clone();
+            let ([h, w], [oh, ow]) = (g.hw, g.o);
+            let mut dx = vec![0f32; slice(&x).len()];
+            dx.par_chunks_mut(h * w)
+                .zip(slice(&x).par_chunks(h * w))
+                .zip(
+                    slice(&y)
+                        .par_chunks(oh * ow)
+                        .zip(slice(&dy).par_chunks(oh * ow)),
+                )
+                .for_each(|((dx, x), (y, dy))| plane_grad(x, y, dy, dx, &g));
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+        })
     }
 }
 

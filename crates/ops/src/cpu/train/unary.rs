@@ -40,18 +40,20 @@ impl Backward<Flex, 1> for UnaryBackward {
     type State = Vec<f32>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let dy = contiguous(grads.consume::<Flex>(&ops.node));
-        let Some(node) = node else { return };
-        let shape = dy.layout().shape().clone();
-        let mut dx = ops.state;
-        dx.par_chunks_mut(CHUNK)
-            .zip(slice(&dy).par_chunks(CHUNK))
-            .for_each(|(g, dy)| {
-                for (g, &dy) in g.iter_mut().zip(dy) {
-                    *g *= dy;
-                }
-            });
-        grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+        crate::profile::host("activation backward", move || {
+            let [node] = ops.parents;
+            let dy = contiguous(grads.consume::<Flex>(&ops.node));
+            let Some(node) = node else { return };
+            let shape = dy.layout().shape().clone();
+            let mut dx = ops.state;
+            dx.par_chunks_mut(CHUNK)
+                .zip(slice(&dy).par_chunks(CHUNK))
+                .for_each(|(g, dy)| {
+                    for (g, &dy) in g.iter_mut().zip(dy) {
+                        *g *= dy;
+                    }
+                });
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+        })
     }
 }
