@@ -140,9 +140,10 @@ fn row(
 /// Runs `step` `warmup` times and then until `iters` of its calls count, threading `state`
 /// (a model being trained) through it: the milliseconds of the counted calls, of the very
 /// first call (compilation and autotuning on GPU backends), how many timed calls did not
-/// count, and the state after the last call. `step` says whether a call counts: an f16 training step the loss scale skipped is
-/// not a step (it costs a forward and backward but updates nothing), so it is retaken, at
-/// most `iters + 8` times, rather than averaged into the steps.
+/// count, and the state after the last call. `step` says whether a call counts: an f16
+/// training step the loss scale skipped is not a step (it costs a forward and backward but
+/// updates nothing), so it is retaken, at most `iters + 8` times, rather than averaged into
+/// the steps.
 ///
 /// The clock is read after `device.sync()`: on wgpu, reading the logits back returned in a
 /// few ms while the forward itself kept the H100 busy for 1.7 s (seen 2026-11-24: 100

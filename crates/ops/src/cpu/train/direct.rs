@@ -144,7 +144,12 @@ pub(crate) fn conv_finished(
         "residual too short"
     );
     let isa = Isa::get();
+    // Nothing to apply: no pass over the output (as the unfolded path).
+    let finish = ep != Epilogue::None || bias.is_some() || res.is_some();
     run(d, tw, x, wb, |i, o, plane| {
+        if !finish {
+            return;
+        }
         let at = (i * d.c_out + o) * pix;
         let r = res.map(|r| &r[at..at + pix]);
         isa.bias_epilogue(plane, bias.map_or(0.0, |b| b[o]), r, ep);
