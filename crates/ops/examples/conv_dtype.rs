@@ -3,7 +3,8 @@
 //! `REPS` (default 9) each, as one thread's part of a split batch runs them (the measurements behind
 //! `conv::bf16_pays`):
 //! `N=4 RAYON_NUM_THREADS=1 cargo run --release -p committee-ops --example conv_dtype`
-//! (`TAPS=1`: bf16 unfolded against bf16 at tap offsets instead).
+//! (`TAPS=1`: bf16 unfolded against bf16 at tap offsets instead; `ROWS=1 BF16_IN=1`: 1x1
+//! convolutions over bf16 images packed first against read in place).
 
 mod common;
 
@@ -94,8 +95,13 @@ fn main() {
     // `TAPS=1`: both sides bf16, the stride-1 and stem convolutions unfolded against read at
     // tap offsets (`conv::set_bf16_taps`), instead of f32 against bf16.
     let taps = std::env::var("TAPS").is_ok_and(|v| v == "1");
+    // `ROWS=1`: both sides bf16 with a bf16 input, 1x1 convolutions over an image packed first
+    // against read in place (`conv::set_bf16_rows`).
+    let rows = std::env::var("ROWS").is_ok_and(|v| v == "1");
     let names = if taps {
         ["unfold", "taps"]
+    } else if rows {
+        ["packed", "rows"]
     } else {
         ["f32", "bf16"]
     };
@@ -111,10 +117,15 @@ fn main() {
                 if i == 0 && bf16_only {
                     continue;
                 }
-                let k = if taps { Some(kernel) } else { k };
+                let k = if taps || rows { Some(kernel) } else { k };
                 committee_ops::cpu::conv::set_bf16_taps(!taps || i == 1);
+                committee_ops::cpu::conv::set_bf16_rows(!rows || i == 1);
                 precision::use_kernel(k).expect("available");
-                let x = if (i == 1 || taps) && bf16_in { &xb } else { &x };
+                let x = if (i == 1 || taps || rows) && bf16_in {
+                    &xb
+                } else {
+                    &x
+                };
                 let t = Instant::now();
                 let y = conv_gemm(&conv, x.clone(), Epilogue::Relu)
                     .unwrap_or_else(|_| panic!("not on the flex kernels"));

@@ -2,7 +2,8 @@
 //! `--dtype bf16`): each kernel that takes a bf16 input gives a bf16 output equal to the same
 //! kernel's f32 result on the same (exactly widened) values, rounded once to bf16. On every
 //! bf16 kernel this CPU has (AMX, AVX512-BF16, emulated), over the convolution paths a ResNet
-//! uses: 1x1 products, stride-1 3x3 (tap offsets on AMX), stride-2 3x3 (unfolded), the 7x7
+//! uses: 1x1 products (the image read in place on AVX512-BF16, an odd channel count among
+//! them), stride-1 3x3 (tap offsets on AMX), stride-2 3x3 (unfolded), the 7x7
 //! stem over 3 channels (its phases on AMX), each with and without a fused residual, and the
 //! stem's max pooling (exact: the maximum is one of the inputs).
 //!
@@ -48,6 +49,7 @@ fn bf16_inputs_give_the_f32_result_rounded_once() {
         for (cin, cout, k, s, p, n, h, w) in [
             (16, 24, 1, 1, 0, 2, 9, 11),
             (64, 40, 1, 1, 0, 1, 7, 7),
+            (33, 70, 1, 1, 0, 2, 5, 13),
             (40, 33, 3, 1, 1, 2, 10, 7),
             (8, 12, 3, 2, 1, 3, 9, 10),
             (3, 16, 7, 2, 3, 2, 20, 18),

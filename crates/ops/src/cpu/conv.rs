@@ -341,6 +341,10 @@ fn bf16_conv<T: bf16::Elem>(
             let wts = bf16::cache::left(&conv.weight, &wts[..c_out * k], c_out, k);
             for (img, dst) in images.enumerate() {
                 let src = image(img);
+                if s.direct() && rows_on() {
+                    bf16::gemm_rows_into(kern, &wts, src, pix, dst, bias_of(img), ep);
+                    continue;
+                }
                 let cols = if s.direct() {
                     bf16::PackedB::pack(src, k, pix)
                 } else {
@@ -442,6 +446,22 @@ pub fn set_bf16_taps(on: bool) {
     BF16_TAPS.set(on);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = on;
+}
+
+/// Whether a 1x1 stride-1 bf16 convolution reads its image (bf16 or f32) in place
+/// ([`bf16::gemm_rows_into`]) rather than packing it first; `COMMITTEE_BF16_ROWS=0` packs,
+/// to time one against the other.
+fn rows_on() -> bool {
+    BF16_ROWS.on()
+}
+
+static BF16_ROWS: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_ROWS"));
+
+/// Turns [`rows_on`] on or off for the process, over `COMMITTEE_BF16_ROWS` (to alternate the
+/// two in one process: `examples/ab_f32_taps.rs` in committee-zoo, switch `bf16-rows`).
+pub fn set_bf16_rows(on: bool) {
+    BF16_ROWS.set(on);
 }
 
 /// Output pixels per image from which a stride-1 f32 convolution reads the image at tap

@@ -267,6 +267,79 @@ pub(super) unsafe fn block(
     }
 }
 
+/// Columns `j0 .. j0 + cols` (at most 32; zeros past `cols`) of the row-major `[k, ld]` matrix
+/// `x` (bf16, or f32 rounded to bf16) woven into `buf` as column blocks 0 and 1 of a packed right operand (see
+/// `super::b_offset`) with `k_pad / 2` row pairs, zeros past `k`: two loads and two permutes
+/// per row pair (and two conversions for f32). See `super::gemm_rows_into`.
+///
+/// # Safety
+/// None beyond the asserted extents.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn weave_block<S: Elem>(
+    x: &[S],
+    (k, ld): (usize, usize),
+    (j0, cols): (usize, usize),
+    k_pad: usize,
+    buf: &mut [u16],
+) {
+    assert!(cols <= BLOCK && k <= k_pad && buf.len() >= 2 * NB * k_pad);
+    assert!(k == 0 || (j0 + cols <= ld && x.len() >= (k - 1) * ld + j0 + cols));
+    let m = if cols == BLOCK {
+        u32::MAX
+    } else {
+        (1u32 << cols) - 1
+    };
+    // Lane 2c of the first block takes row 0's column c, lane 2c + 1 row 1's (index 32 + c:
+    // the second operand); the second block the same for columns 16..32.
+    let lo = _mm512_set_epi16(
+        47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4,
+        35, 3, 34, 2, 33, 1, 32, 0,
+    );
+    let hi = _mm512_add_epi16(lo, _mm512_set1_epi16(16));
+    let (b0, b1) = (buf.as_mut_ptr(), buf.as_mut_ptr().wrapping_add(NB * k_pad));
+    // SAFETY: masked loads of rows 2p and 2p + 1 < k of `x`, columns j0..j0 + cols (asserted
+    // inside `x`; a row at or past `k` read with an empty mask, its address formed without
+    // `add`); pair p < k_pad / 2 of both blocks inside `buf` (asserted).
+    unsafe {
+        let xr = x.as_ptr().wrapping_add(j0);
+        for p in 0..k_pad / 2 {
+            let m0 = if 2 * p < k { m } else { 0 };
+            let m1 = if 2 * p + 1 < k { m } else { 0 };
+            let r0 = load32(xr.wrapping_add(2 * p * ld), m0);
+            let r1 = load32(xr.wrapping_add((2 * p + 1) * ld), m1);
+            _mm512_storeu_si512(
+                b0.add(p * 2 * NB) as *mut _,
+                _mm512_permutex2var_epi16(r0, lo, r1),
+            );
+            _mm512_storeu_si512(
+                b1.add(p * 2 * NB) as *mut _,
+                _mm512_permutex2var_epi16(r0, hi, r1),
+            );
+        }
+    }
+}
+
+/// The elements of `p` under mask `m` (up to 32) as bf16, zeros elsewhere: bf16 as it is,
+/// f32 rounded as [`convert`] rounds.
+///
+/// # Safety
+/// The masked elements of `p` are readable.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn load32<S: Elem>(p: *const S, m: u32) -> __m512i {
+    // SAFETY: the caller's contract; only masked lanes are read.
+    unsafe {
+        if S::BF16 {
+            _mm512_maskz_loadu_epi16(m, p as *const i16)
+        } else {
+            let p = p as *const f32;
+            let lo = _mm512_maskz_loadu_ps(m as u16, p);
+            let hi = _mm512_maskz_loadu_ps((m >> 16) as u16, p.wrapping_add(16));
+            ih(_mm512_cvtne2ps_pbh(hi, lo))
+        }
+    }
+}
+
 /// `super::taps`' block on AVX512-BF16: `c [32, 32] = sum over taps t of a [32, tap t's
 /// kc_pad] x image [kc_pad, j0 + offs[t] ..]`, 8 rows x 32 columns at a time as [`block`],
 /// each packed row pair of a tap read from the padded image at the tap's offset.

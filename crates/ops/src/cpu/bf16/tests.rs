@@ -187,6 +187,86 @@ fn products_match_an_f64_reference_on_every_kernel() {
     }
 }
 
+/// [`gemm_rows_into`] (the right operand read in place from its rows, a 1x1 convolution over
+/// its image) on every kernel: bit for bit what [`gemm_into`] gives on the packed operand, and
+/// within f32 accumulation of an f64 reference, with a row bias, a bf16 residual and ReLU,
+/// into f32 and into bf16; the same from f32 rows (rounded alike). Odd `k` (the last pair's
+/// second row absent), part-filled row and column blocks; the rows are followed by NaN, so a
+/// read past `k` shows.
+#[test]
+fn products_read_in_place_match_the_packed_ones() {
+    for kernel in kernels() {
+        for (s, &(m, n, k)) in [
+            (33, 17, 45),
+            (70, 100, 64),
+            (8, 40, 1),
+            (40, 33, 96),
+            (3, 5, 0),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let a = values(m * k, 3 * s as u64 + 1);
+            let mut x: Vec<u16> = values(k * n, 3 * s as u64 + 2)
+                .into_iter()
+                .map(to_bf16)
+                .collect();
+            x.extend([to_bf16(f32::NAN); 64]);
+            let bias = values(m, 3 * s as u64 + 3);
+            let res: Vec<u16> = values(m * n, 7).into_iter().map(to_bf16).collect();
+            let pa = PackedA::pack(&a, m, k);
+            let pb = PackedB::pack(&x[..k * n], k, n);
+            let case = format!("{} m{m} n{n} k{k}", kernel.name());
+            let b = || Bias::RowsPlusBf16(&bias, &res);
+            let mut got = vec![MaybeUninit::<f32>::uninit(); m * n];
+            let mut want = vec![MaybeUninit::<f32>::uninit(); m * n];
+            gemm_rows_into(kernel, &pa, &x, n, &mut got, b(), Epilogue::Relu);
+            gemm_into(kernel, &pa, &pb, &mut want, b(), Epilogue::Relu);
+            // SAFETY: both products wrote all `m * n` elements.
+            let (got, want) = unsafe { (got.assume_init_ref(), want.assume_init_ref()) };
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got), bits(want), "{case}: f32 output");
+            let mut got16 = vec![MaybeUninit::<u16>::uninit(); m * n];
+            let mut want16 = vec![MaybeUninit::<u16>::uninit(); m * n];
+            gemm_rows_into(kernel, &pa, &x, n, &mut got16, b(), Epilogue::Relu);
+            gemm_into(kernel, &pa, &pb, &mut want16, b(), Epilogue::Relu);
+            // SAFETY: as above.
+            let (got16, want16) = unsafe { (got16.assume_init_ref(), want16.assume_init_ref()) };
+            assert_eq!(got16, want16, "{case}: bf16 output");
+            // From f32 rows: rounded as the packing rounds them.
+            let mut x32: Vec<f32> = values(k * n, 3 * s as u64 + 4);
+            x32.extend([f32::NAN; 64]);
+            let pb32 = PackedB::pack(&x32[..k * n], k, n);
+            let mut got32 = vec![MaybeUninit::<u16>::uninit(); m * n];
+            let mut want32 = vec![MaybeUninit::<u16>::uninit(); m * n];
+            gemm_rows_into(kernel, &pa, &x32, n, &mut got32, b(), Epilogue::Relu);
+            gemm_into(kernel, &pa, &pb32, &mut want32, b(), Epilogue::Relu);
+            // SAFETY: as above.
+            let (got32, want32) = unsafe { (got32.assume_init_ref(), want32.assume_init_ref()) };
+            assert_eq!(got32, want32, "{case}: from f32 rows");
+            let r = |v: f32| from_bf16(to_bf16(v)) as f64;
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut want, mut mag) = (bias[i] as f64, bias[i].abs() as f64);
+                    want += from_bf16(res[i * n + j]) as f64;
+                    mag += (from_bf16(res[i * n + j]) as f64).abs();
+                    for p in 0..k {
+                        let t = r(a[i * k + p]) * from_bf16(x[p * n + j]) as f64;
+                        want += t;
+                        mag += t.abs();
+                    }
+                    let tol = (k as f64 + 3.0) * f32::EPSILON as f64 * mag + 1e-30;
+                    let g = got[i * n + j] as f64;
+                    assert!(
+                        (g - want.max(0.0)).abs() <= tol,
+                        "{case} [{i},{j}]: {g} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// A sum of products over segments (a weight gradient over several images) as one product:
 /// `sum_s a_s [m, k] x b_s^T` with `a_s` and `b_s` windows of wider row-major matrices whose
 /// other columns are NaN (so a read past a segment's `k`, or a pad that is not zero, shows),
