@@ -212,42 +212,43 @@ fn products_read_in_place_match_the_packed_ones() {
                 .map(to_bf16)
                 .collect();
             x.extend([to_bf16(f32::NAN); 64]);
-            let bias = values(m, 3 * s as u64 + 3);
+            let bias_v = values(m, 3 * s as u64 + 3);
             let res: Vec<u16> = values(m * n, 7).into_iter().map(to_bf16).collect();
             let pa = PackedA::pack(&a, m, k);
-            let pb = PackedB::pack(&x[..k * n], k, n);
             let case = format!("{} m{m} n{n} k{k}", kernel.name());
-            let b = || Bias::RowsPlusBf16(&bias, &res);
-            let mut got = vec![MaybeUninit::<f32>::uninit(); m * n];
-            let mut want = vec![MaybeUninit::<f32>::uninit(); m * n];
-            gemm_rows_into(kernel, &pa, &x, n, &mut got, b(), Epilogue::Relu);
-            gemm_into(kernel, &pa, &pb, &mut want, b(), Epilogue::Relu);
-            // SAFETY: both products wrote all `m * n` elements.
-            let (got, want) = unsafe { (got.assume_init_ref(), want.assume_init_ref()) };
+            let bias = Bias::RowsPlusBf16(&bias_v, &res);
+            // `x` in place and packed, into outputs of type `T`, as their bits.
+            fn both<S: Elem, T: Elem>(
+                (kernel, pa, bias): (Bf16Kernel, &PackedA, Bias),
+                x: &[S],
+                n: usize,
+            ) -> [Vec<f32>; 2] {
+                let len = pa.m * n;
+                let pb = PackedB::pack(&x[..pa.k * n], pa.k, n);
+                let mut out = [(); 2].map(|_| vec![MaybeUninit::<T>::uninit(); len]);
+                gemm_rows_into(kernel, pa, x, n, &mut out[0], bias, Epilogue::Relu);
+                gemm_into(kernel, pa, &pb, &mut out[1], bias, Epilogue::Relu);
+                // SAFETY: both products wrote all `m * n` elements.
+                out.map(|o| {
+                    o.iter()
+                        .map(|v| unsafe { v.assume_init() }.to_f32())
+                        .collect()
+                })
+            }
             let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(got), bits(want), "{case}: f32 output");
-            let mut got16 = vec![MaybeUninit::<u16>::uninit(); m * n];
-            let mut want16 = vec![MaybeUninit::<u16>::uninit(); m * n];
-            gemm_rows_into(kernel, &pa, &x, n, &mut got16, b(), Epilogue::Relu);
-            gemm_into(kernel, &pa, &pb, &mut want16, b(), Epilogue::Relu);
-            // SAFETY: as above.
-            let (got16, want16) = unsafe { (got16.assume_init_ref(), want16.assume_init_ref()) };
-            assert_eq!(got16, want16, "{case}: bf16 output");
+            let [got, want] = both::<u16, f32>((kernel, &pa, bias), &x, n);
+            assert_eq!(bits(&got), bits(&want), "{case}: f32 output");
+            let [got16, want16] = both::<u16, u16>((kernel, &pa, bias), &x, n);
+            assert_eq!(bits(&got16), bits(&want16), "{case}: bf16 output");
             // From f32 rows: rounded as the packing rounds them.
             let mut x32: Vec<f32> = values(k * n, 3 * s as u64 + 4);
             x32.extend([f32::NAN; 64]);
-            let pb32 = PackedB::pack(&x32[..k * n], k, n);
-            let mut got32 = vec![MaybeUninit::<u16>::uninit(); m * n];
-            let mut want32 = vec![MaybeUninit::<u16>::uninit(); m * n];
-            gemm_rows_into(kernel, &pa, &x32, n, &mut got32, b(), Epilogue::Relu);
-            gemm_into(kernel, &pa, &pb32, &mut want32, b(), Epilogue::Relu);
-            // SAFETY: as above.
-            let (got32, want32) = unsafe { (got32.assume_init_ref(), want32.assume_init_ref()) };
-            assert_eq!(got32, want32, "{case}: from f32 rows");
+            let [got32, want32] = both::<f32, u16>((kernel, &pa, bias), &x32, n);
+            assert_eq!(bits(&got32), bits(&want32), "{case}: from f32 rows");
             let r = |v: f32| from_bf16(to_bf16(v)) as f64;
             for i in 0..m {
                 for j in 0..n {
-                    let (mut want, mut mag) = (bias[i] as f64, bias[i].abs() as f64);
+                    let (mut want, mut mag) = (bias_v[i] as f64, bias_v[i].abs() as f64);
                     want += from_bf16(res[i * n + j]) as f64;
                     mag += (from_bf16(res[i * n + j]) as f64).abs();
                     for p in 0..k {
