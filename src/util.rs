@@ -40,6 +40,7 @@ pub fn device(kind: BackendKind) -> Result<Selected> {
         Some(c) => eprintln!("backend: {} ({}; shaders: {c})", sel.kind, sel.adapter),
         None => eprintln!("backend: {} ({})", sel.kind, sel.adapter),
     }
+    eprintln!("host: {}", committee_ops::backend::host());
     if sel.software {
         eprintln!(
             "warning: '{}' is a software GPU adapter; expect it to be slow",

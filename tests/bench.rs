@@ -63,6 +63,15 @@ fn rows_on_every_compiled_backend() {
             );
         }
         let device = r["device"].as_str().expect("device");
+        // The host: its CPU's model name, the instruction set and bf16 kernel chosen.
+        let host = r["host"].as_str().expect("host");
+        assert!(
+            host.contains("; bf16: ") && !host.starts_with(" ("),
+            "host {host:?}"
+        );
+        if std::env::var("COMMITTEE_ISA").is_ok_and(|v| v == "base") {
+            assert!(host.ends_with("(base; bf16: none)"), "{host}");
+        }
         match r["backend"].as_str() {
             Some("flex") | Some("ndarray") => {
                 assert_eq!(device, "cpu");

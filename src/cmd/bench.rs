@@ -125,6 +125,8 @@ fn row(
         "first_ms": first_ms,
         // CPU threads (the run's rayon pool); a cost table matches rows to a run by it.
         "threads": committee_ops::backend::is_cpu(&sel.device).then(rayon::current_num_threads),
+        // The host's CPU and the kernels chosen on it (`backend::host`): hosts change.
+        "host": committee_ops::backend::host(),
     });
     if !a.json && !a.csv {
         eprintln!(
@@ -494,10 +496,12 @@ fn print_rows(a: &Args, rows: &[serde_json::Value]) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(rows)?);
     } else if a.csv {
-        println!("model,backend,dtype,batch,img_size,p50_ms,p95_ms,img_per_s,gmacs_per_s,device");
+        println!(
+            "model,backend,dtype,batch,img_size,p50_ms,p95_ms,img_per_s,gmacs_per_s,device,host"
+        );
         for r in rows {
             println!(
-                "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},\"{}\"",
+                "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},\"{}\",\"{}\"",
                 r["model"].as_str().unwrap_or(""),
                 r["backend"].as_str().unwrap_or(""),
                 r["dtype"].as_str().unwrap_or(""),
@@ -507,7 +511,8 @@ fn print_rows(a: &Args, rows: &[serde_json::Value]) -> Result<()> {
                 r["p95_ms"].as_f64().unwrap_or(0.0),
                 r["img_per_s"].as_f64().unwrap_or(0.0),
                 r["gmacs_per_s"].as_f64().unwrap_or(0.0),
-                r["device"].as_str().unwrap_or("")
+                r["device"].as_str().unwrap_or(""),
+                r["host"].as_str().unwrap_or("")
             );
         }
     }

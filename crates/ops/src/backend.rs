@@ -192,6 +192,28 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// A CPU device for work that must not touch a GPU (manifests, lazy builds).
+/// The CPU this process runs on and what committee's CPU kernels use of it, as `committee
+/// bench` reports it with every row: "AMD EPYC (avx512; bf16: avx512-bf16)", the model name
+/// from `/proc/cpuinfo` (the architecture where there is none), the instruction set chosen
+/// (capped by `COMMITTEE_ISA`) and the bf16 kernel (`amx`, `avx512-bf16` or `none`). Why:
+/// the hosts behind one machine name change from run to run, and a speed without its host
+/// compares with nothing.
+pub fn host() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim() == "model name")
+                .map(|(_, v)| v.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let isa = crate::cpu::isa::Isa::get().name();
+    let bf16 = crate::cpu::bf16::Bf16Kernel::detect().map_or("none", |k| k.name());
+    format!("{model} ({isa}; bf16: {bf16})")
+}
+
 pub fn cpu_device() -> Device {
     Device::flex()
 }

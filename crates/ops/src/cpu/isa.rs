@@ -31,8 +31,12 @@ impl Epilogue {
     }
 }
 
-/// The widest instruction set this CPU has, chosen once.
-#[derive(Clone, Copy)]
+/// The widest instruction set this CPU has, chosen once, at most what `COMMITTEE_ISA`
+/// (`base`, `avx2` or `avx512`) allows. Why the cap: every host lent so far has AVX-512, so
+/// without it the AVX2 and portable paths (what a CPU without AVX-512 runs, and every CPU
+/// without AVX512-BF16 for `--dtype bf16`) would go untested; `scripts/test.sh` runs the
+/// kernels' tests again under `avx2` and `base`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Isa {
     Base,
     #[cfg(target_arch = "x86_64")]
@@ -45,22 +49,70 @@ impl Isa {
     pub(crate) fn get() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    return Isa::Avx512;
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    return Isa::Avx2;
-                }
-            }
-            Isa::Base
+            let cap = std::env::var("COMMITTEE_ISA").ok();
+            Self::detect().min(Self::cap(cap.as_deref()))
         })
+    }
+
+    /// The most `COMMITTEE_ISA`'s value allows (unset: anything); a value it does not know is
+    /// reported once and ignored (an environment variable is no reason to stop a run).
+    pub(crate) fn cap(value: Option<&str>) -> Isa {
+        match value.map(str::trim) {
+            Some("base") => Isa::Base,
+            #[cfg(target_arch = "x86_64")]
+            Some("avx2") => Isa::Avx2,
+            #[cfg(not(target_arch = "x86_64"))]
+            Some("avx2" | "avx512") => Isa::Base,
+            Some(other) if other != "avx512" && !other.is_empty() => {
+                eprintln!(
+                    "warning: COMMITTEE_ISA={other:?} is not one of base, avx2, avx512; ignored"
+                );
+                Self::widest()
+            }
+            _ => Self::widest(),
+        }
+    }
+
+    /// The widest variant this build knows.
+    pub(crate) fn widest() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Isa::Avx512
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Isa::Base
+        }
+    }
+
+    /// The widest instruction set the CPU has.
+    pub(crate) fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Base
+    }
+
+    /// The name `COMMITTEE_ISA` takes for this set, as `committee bench` reports it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Isa::Base => "base",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512",
+        }
     }
 
     /// Whether this is AVX-512 (the kernels written for it alone: tap convolutions, the

@@ -619,3 +619,28 @@ fn squeeze_excite_matches_burn_ops() {
         assert!(max_abs_diff(got, want) < 1e-5, "{n}x{c}x{h}x{w}");
     }
 }
+
+/// `COMMITTEE_ISA` caps the instruction set the kernels choose, and the bf16 kernels with it
+/// (how `scripts/test.sh` tests an AVX-512 host's narrower paths: under `avx2` and `base`
+/// this process must not run an AVX-512 or bf16 kernel); an unknown value is ignored.
+#[test]
+fn committee_isa_caps_the_instruction_set() {
+    assert_eq!(Isa::cap(Some("base")), Isa::Base);
+    assert_eq!(Isa::cap(None), Isa::widest());
+    assert_eq!(Isa::cap(Some("avx512")), Isa::widest());
+    assert_eq!(Isa::cap(Some("sse9")), Isa::widest(), "unknown: ignored");
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(Isa::cap(Some("avx2")), Isa::Avx2);
+    let bf16 = crate::cpu::bf16::Bf16Kernel::detect();
+    match std::env::var("COMMITTEE_ISA").as_deref() {
+        Ok("base") => {
+            assert_eq!(Isa::get(), Isa::Base);
+            assert_eq!(bf16, None, "a bf16 kernel under COMMITTEE_ISA=base");
+        }
+        Ok("avx2") => {
+            assert!(Isa::get() <= Isa::cap(Some("avx2")), "{:?}", Isa::get());
+            assert_eq!(bf16, None, "a bf16 kernel under COMMITTEE_ISA=avx2");
+        }
+        _ => assert_eq!(Isa::get(), Isa::detect()),
+    }
+}
