@@ -191,7 +191,6 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown error".into())
 }
 
-/// A CPU device for work that must not touch a GPU (manifests, lazy builds).
 /// The CPU this process runs on and what committee's CPU kernels use of it, as `committee
 /// bench` reports it with every row: "AMD EPYC (avx512; bf16: avx512-bf16)", the model name
 /// from `/proc/cpuinfo` (the architecture where there is none), the instruction set chosen
@@ -214,6 +213,7 @@ pub fn host() -> String {
     format!("{model} ({isa}; bf16: {bf16})")
 }
 
+/// A CPU device for work that must not touch a GPU (manifests, lazy builds).
 pub fn cpu_device() -> Device {
     Device::flex()
 }
