@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Every speed goal of the CPU issue on this host, in one run (about 25 minutes on 2 cores):
+# Every speed goal of the CPU issue on this host, in one run (about 12 minutes on 2 cores):
 # inference of the four models at batch 1 and 8, committee's best (`--dtype bf16` where the
 # CPU has AVX512-BF16 or AMX) against PyTorch's best (bf16 autocast + channels_last) and
 # committee f32 against PyTorch fp32 channels_last; training steps at 224 px, batch 8,
 # against PyTorch eager fp32 (and, on bf16 hosts, `--dtype bf16` beside PyTorch's best).
 # Ours and PyTorch's run back to back per model and round, and each goal is judged on the
 # median of the per-round ratios (these hosts drift by tens of percent within minutes).
-# Writes OUT/goals.md (host, date, binary, one row per goal) beside the raw JSON;
-# REPORT_ONLY=1 writes it again from the JSON already in OUT_DIR.
+# Writes OUT/goals.md (host, date, binary, one row per goal) beside the raw JSON, and for
+# each goal missed a `bench --profile` of ours under OUT/profiles/ (NO_PROFILES=1 skips them);
+# REPORT_ONLY=1 writes the table again from the JSON already in OUT_DIR.
 #   [ROUNDS=3] [MODELS=a,b] [COMMITTEE=bin] [PYTHON=venv/bin/python] scripts/cpu_goals.sh OUT_DIR [THREADS]
 set -euo pipefail
 OUT=${1:?out dir}; THREADS=${2:-2}
@@ -82,4 +83,30 @@ if bf16:
     lines += train("oursbf16", "torchbest", "training bf16 vs bf16 + channels_last (not a goal)")
 open(f"{out}/goals.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
+# The goals missed, as "kind dtype model batch" lines, for the profiles below.
+missed = []
+for l in lines:
+    cells = [c.strip() for c in l.split("|")[1:-1]]
+    if len(cells) == 5 and cells[4] == "**not met**":
+        goal, model, batch = cells[0], cells[1], cells[2]
+        kind = "train" if goal.startswith("training") else "infer"
+        dtype = "bf16" if "bf16 vs" in goal else "f32"
+        missed.append(f"{kind} {dtype} {model} {batch}")
+open(f"{out}/missed.txt", "w").write("".join(m + "\n" for m in missed))
 PY
+# Each goal missed, profiled on this host right away (`bench --profile`: time per kind of layer,
+# and for a training step per part of it), so that whoever reads the table has the next step's
+# data from the same host: hosts change between sessions. NO_PROFILES=1 skips this.
+if [ -z "${REPORT_ONLY:-}" ] && [ -z "${NO_PROFILES:-}" ] && [ -s "$OUT/missed.txt" ]; then
+  mkdir -p "$OUT/profiles"
+  while read -r kind dtype model batch; do
+    args=(--model "$model" --dtype "$dtype" --batch "$batch" --threads "$THREADS" --profile)
+    if [ "$kind" = train ]; then
+      args+=(--train --img-size 224 --warmup 1 --iters 2)
+    else
+      args+=(--warmup 2 --iters 5)
+    fi
+    echo "profiling $kind $dtype $model batch $batch"
+    "$COMMITTEE" bench "${args[@]}" < /dev/null > "$OUT/profiles/$kind-$dtype-$model-b$batch.txt" 2>&1
+  done < "$OUT/missed.txt"
+fi
