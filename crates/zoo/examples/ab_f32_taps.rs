@@ -7,7 +7,8 @@
 //! (under `--dtype bf16`, a ResNet's activations kept in bf16 between layers against f32) or
 //! `linear-packed` (f32 linear layers with the weight packed once against the `gemm` crate) or
 //! `bf16-taps` (bf16 convolutions read at tap offsets against unfolded) or `bf16-rows` (1x1
-//! convolutions over bf16 images read in place against packed first) or
+//! convolutions over bf16 images read in place against packed first) or `finish-registers`
+//! (their whole blocks finished in registers against through the write-back) or
 //! `batch-split` (the batch split over the threads, one part per thread, against every
 //! product split over the threads; add `bf16` as a fifth argument for `--dtype bf16`).
 //! Each round times `REPS` forwards (env `REPS`, default 3; after one untimed warm-up
@@ -36,6 +37,7 @@ fn main() {
         "f32-taps" => set_f32_taps,
         "f32-direct" => committee_ops::cpu::conv::set_f32_direct,
         "bf16-rows" => committee_ops::cpu::conv::set_bf16_rows,
+        "finish-registers" => committee_ops::cpu::bf16::set_finish_in_registers,
         "linear-packed" => committee_ops::cpu::linear::set_packed,
         "bf16-taps" => committee_ops::cpu::conv::set_bf16_taps,
         "batch-split" => |on| {

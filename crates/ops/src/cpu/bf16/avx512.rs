@@ -222,6 +222,9 @@ fn prefetch_rows(at: *const u16) {
     }
 }
 
+/// Rows of [`block`]'s register tile.
+const R: usize = 8;
+
 /// `c [32, 32] = a [32, k_pad] x b` (see `super::block`): 8 rows x 32 columns at a time,
 /// 16 accumulators, each pair of bf16 in a row broadcast against two packed column blocks.
 ///
@@ -235,9 +238,89 @@ pub(super) unsafe fn block(
     k_pad: usize,
     c: &mut [f32; BLOCK * BLOCK],
 ) {
-    const R: usize = 8;
+    // SAFETY: the caller's contract; the stores stay inside `c` (rows rb*8..rb*8+8).
+    unsafe {
+        block_body(a, b, jb, k_pad, |rb, acc| {
+            for (r, acc) in acc.iter().enumerate() {
+                let row = c.as_mut_ptr().add((rb * R + r) * BLOCK);
+                _mm512_storeu_ps(row, acc[0]);
+                _mm512_storeu_ps(row.add(NB), acc[1]);
+            }
+        })
+    }
+}
+
+/// Where [`block_finished`] puts a whole block: rows `i0..i0 + 32` and columns `j0..j0 + 32`
+/// of an output (and residual) whose rows are `n` apart.
+pub(super) type Whole = (usize, usize, usize);
+
+/// [`block`] for a whole 32 x 32 block, finished as each 8-row group leaves the registers:
+/// `min(hi, max(lo, sum + bias[row] + residual))`, stored as `T` (rounded to bf16 for bf16),
+/// the same values `super::write_block` gives for `Bias::Rows` / `Bias::RowsPlusBf16` (or no
+/// bias) and a clamp. Why: stored first and read back by the write-back, the block went
+/// through L1 twice more.
+///
+/// # Safety
+/// As [`block`]; `bias` holds rows `i0..i0 + 32`; the residual and output hold elements
+/// `(i0 + r) * n + j0 + c` for `r, c < 32`, the output's written by this call alone.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+pub(super) unsafe fn block_finished<T: Elem>(
+    a: &[u16],
+    b: &[u16],
+    k_pad: usize,
+    bias: Option<&[f32]>,
+    res: Option<&[u16]>,
+    [lo, hi]: [f32; 2],
+    (i0, j0, n): Whole,
+    out: *mut T,
+) {
+    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    // SAFETY: the caller's contract (every row and column below lies inside the block).
+    unsafe {
+        block_body(a, b, 0, k_pad, |rb, acc| {
+            for (r, acc) in acc.iter().enumerate() {
+                let row = i0 + rb * R + r;
+                let at = row * n + j0;
+                let add = |v: __m512| match bias {
+                    Some(b) => _mm512_add_ps(v, _mm512_set1_ps(*b.get_unchecked(row))),
+                    None => v,
+                };
+                let (mut v0, mut v1) = (add(acc[0]), add(acc[1]));
+                if let Some(res) = res {
+                    v0 = _mm512_add_ps(v0, load16(res.as_ptr().add(at), u16::MAX));
+                    v1 = _mm512_add_ps(v1, load16(res.as_ptr().add(at + NB), u16::MAX));
+                }
+                // NaN kept (see `Epilogue::clamp_bounds`).
+                let v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));
+                let v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, v1));
+                let dst = out.add(at);
+                if T::BF16 {
+                    _mm512_storeu_si512(dst as *mut _, ih(_mm512_cvtne2ps_pbh(v1, v0)));
+                } else {
+                    _mm512_storeu_ps(dst as *mut f32, v0);
+                    _mm512_storeu_ps((dst as *mut f32).add(NB), v1);
+                }
+            }
+        })
+    }
+}
+
+/// The products of [`block`], each 8-row group's accumulators handed to `done(group, acc)`.
+///
+/// # Safety
+/// As [`block`]; AVX-512F, BW and BF16 (inlined into functions that enable them).
+#[inline(always)]
+unsafe fn block_body(
+    a: &[u16],
+    b: &[u16],
+    jb: usize,
+    k_pad: usize,
+    mut done: impl FnMut(usize, &[[__m512; 2]; R]),
+) {
     for rb in 0..BLOCK / R {
-        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        // SAFETY: AVX-512F (the caller's contract).
+        let mut acc = [[unsafe { _mm512_setzero_ps() }; 2]; R];
         // SAFETY: reads rows rb*8..rb*8+8 of `a` (k_pad each) and the tiles of column blocks
         // jb, jb + 1 of `b`, inside the slices (the caller's contract).
         unsafe {
@@ -258,12 +341,8 @@ pub(super) unsafe fn block(
                     acc[1] = _mm512_dpbf16_ps(acc[1], va, vb1);
                 }
             }
-            for (r, acc) in acc.iter().enumerate() {
-                let row = c.as_mut_ptr().add((rb * R + r) * BLOCK);
-                _mm512_storeu_ps(row, acc[0]);
-                _mm512_storeu_ps(row.add(NB), acc[1]);
-            }
         }
+        done(rb, &acc);
     }
 }
 

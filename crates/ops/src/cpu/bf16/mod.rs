@@ -801,8 +801,9 @@ pub(crate) unsafe fn gemm_into_rows(
 /// panels with it. Why: a 1x1 convolution is this product over its image, and packing the
 /// whole image first wrote it out and read it back per row panel. Alone, ResNet-50's 1x1
 /// layers ran 1.02-1.21x faster this way (one thread, one image); in the whole bf16 forward,
-/// where the packing was 1.4 % of the time, 1.01x (docs/benchmarks.md). On AMX and the
-/// emulated kernel `x` is packed and multiplied as [`gemm_into`] does.
+/// where the packing was 1.4 % of the time, 1.01x (docs/benchmarks.md). Whole blocks with a
+/// row bias and a clamp are finished as they leave the registers (1.03x more). On AMX and
+/// the emulated kernel `x` is packed and multiplied as [`gemm_into`] does.
 pub fn gemm_rows_into<S: Elem, T: Elem>(
     kernel: Bf16Kernel,
     a: &PackedA,
@@ -836,6 +837,30 @@ pub fn gemm_rows_into<S: Elem, T: Elem>(
                 for ib in r * run..((r + 1) * run).min(mb) {
                     let i0 = ib * BLOCK;
                     let pa = &a.data[i0 * k_pad..][..BLOCK * k_pad];
+                    let whole = m - i0 >= BLOCK && cols == BLOCK;
+                    if let (true, true, Some(bounds), Some((b, res))) = (
+                        finish_on(),
+                        whole,
+                        ep.clamp_bounds(),
+                        finished_addends(bias),
+                    ) {
+                        // SAFETY: the features were detected; `pa` and `woven` as `block`
+                        // asserts below; the addends cover `m x n` (asserted above), and rows
+                        // i0..i0+32, columns j0..j0+32 of the output are this block's alone.
+                        unsafe {
+                            avx512::block_finished(
+                                pa,
+                                woven,
+                                k_pad,
+                                b,
+                                res,
+                                bounds,
+                                (i0, j0, n),
+                                out.get().cast::<T>(),
+                            )
+                        };
+                        continue;
+                    }
                     block(kernel, pa, woven, 0, k_pad, &mut c.0);
                     let place = ([i0, j0], [(m - i0).min(BLOCK), cols], (i0 * n + j0, n), n);
                     // SAFETY: rows i0.., columns j0..j0+cols of the `m x n` output (asserted
@@ -856,6 +881,42 @@ pub fn gemm_rows_into<S: Elem, T: Elem>(
     }
     let b = PackedB::pack(&x[..k * n], k, n);
     gemm_into(kernel, a, &b, dst, bias, ep);
+}
+
+/// A row bias (or none) and a bf16 residual (or none): what [`avx512::block_finished`] adds.
+#[cfg(target_arch = "x86_64")]
+type RowAddends<'a> = (Option<&'a [f32]>, Option<&'a [u16]>);
+
+/// The addends [`avx512::block_finished`] applies; `None` for the others.
+#[cfg(target_arch = "x86_64")]
+fn finished_addends(bias: Bias<'_>) -> Option<RowAddends<'_>> {
+    match bias {
+        Bias::None => Some((None, None)),
+        Bias::Rows(b) => Some((Some(b), None)),
+        Bias::RowsPlusBf16(b, r) => Some((Some(b), Some(r))),
+        Bias::Columns(_) | Bias::RowsPlus(..) => None,
+    }
+}
+
+/// Whether [`gemm_rows_into`] finishes its whole blocks in registers
+/// ([`avx512::block_finished`]) rather than storing them for the write-back;
+/// `COMMITTEE_BF16_FINISH_IN_REGISTERS=0` stores them, to time one against the other.
+#[cfg(target_arch = "x86_64")]
+fn finish_on() -> bool {
+    FINISH.on()
+}
+
+#[cfg(target_arch = "x86_64")]
+static FINISH: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_BF16_FINISH_IN_REGISTERS"));
+
+/// Turns [`finish_on`] on or off for the process, over `COMMITTEE_BF16_FINISH_IN_REGISTERS`
+/// (`examples/ab_f32_taps.rs` in committee-zoo, switch `finish-registers`).
+pub fn set_finish_in_registers(on: bool) {
+    #[cfg(target_arch = "x86_64")]
+    FINISH.set(on);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = on;
 }
 
 /// `ep(bias + a x b)` rounded to bf16 as the left operand of the next product (the hidden

@@ -223,11 +223,19 @@ fn products_read_in_place_match_the_packed_ones() {
                 x: &[S],
                 n: usize,
             ) -> [Vec<f32>; 2] {
+                both_ep::<S, T>((kernel, pa, bias), x, n, Epilogue::Relu)
+            }
+            fn both_ep<S: Elem, T: Elem>(
+                (kernel, pa, bias): (Bf16Kernel, &PackedA, Bias),
+                x: &[S],
+                n: usize,
+                ep: Epilogue,
+            ) -> [Vec<f32>; 2] {
                 let len = pa.m * n;
                 let pb = PackedB::pack(&x[..pa.k * n], pa.k, n);
                 let mut out = [(); 2].map(|_| vec![MaybeUninit::<T>::uninit(); len]);
-                gemm_rows_into(kernel, pa, x, n, &mut out[0], bias, Epilogue::Relu);
-                gemm_into(kernel, pa, &pb, &mut out[1], bias, Epilogue::Relu);
+                gemm_rows_into(kernel, pa, x, n, &mut out[0], bias, ep);
+                gemm_into(kernel, pa, &pb, &mut out[1], bias, ep);
                 // SAFETY: both products wrote all `m * n` elements.
                 out.map(|o| {
                     o.iter()
@@ -245,6 +253,16 @@ fn products_read_in_place_match_the_packed_ones() {
             x32.extend([f32::NAN; 64]);
             let [got32, want32] = both::<f32, u16>((kernel, &pa, bias), &x32, n);
             assert_eq!(bits(&got32), bits(&want32), "{case}: from f32 rows");
+            // Whole blocks are finished in registers for a row bias or none, with or without
+            // a residual, and a clamp; the rest through the write-back (GELU here).
+            for (b, ep) in [
+                (Bias::Rows(&bias_v), Epilogue::Relu6),
+                (Bias::None, Epilogue::None),
+                (Bias::RowsPlusBf16(&bias_v, &res), Epilogue::Gelu),
+            ] {
+                let [got, want] = both_ep::<u16, u16>((kernel, &pa, b), &x, n, ep);
+                assert_eq!(bits(&got), bits(&want), "{case}: {b:?} {ep:?}");
+            }
             let r = |v: f32| from_bf16(to_bf16(v)) as f64;
             for i in 0..m {
                 for j in 0..n {
