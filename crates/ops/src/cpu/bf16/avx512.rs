@@ -250,19 +250,20 @@ pub(super) unsafe fn block(
     }
 }
 
-/// Where [`block_finished`] puts a whole block: rows `i0..i0 + 32` and columns `j0..j0 + 32`
-/// of an output (and residual) whose rows are `n` apart.
-pub(super) type Whole = (usize, usize, usize);
+/// Where [`block_finished`] puts a block: its first row `i0` and column `j0`, its `rows` and
+/// `cols` (at most 32 each), in an output (and residual) whose rows are `n` apart.
+pub(super) type Place = ([usize; 2], [usize; 2], usize);
 
-/// [`block`] for a whole 32 x 32 block, finished as each 8-row group leaves the registers:
-/// `min(hi, max(lo, sum + bias[row] + residual))`, stored as `T` (rounded to bf16 for bf16),
-/// the same values `super::write_block` gives for `Bias::Rows` / `Bias::RowsPlusBf16` (or no
-/// bias) and a clamp. Why: stored first and read back by the write-back, the block went
-/// through L1 twice more.
+/// [`block`] finished as each 8-row group leaves the registers: `min(hi, max(lo, sum +
+/// bias[row] + residual))`, stored as `T` (rounded to bf16 for bf16), the same values
+/// `super::write_block` gives for `Bias::Rows` / `Bias::RowsPlusBf16` (or no bias) and a
+/// clamp; rows past `rows` and columns past `cols` neither read nor written. Why: stored
+/// first and read back by the write-back, the block went through L1 twice more.
 ///
 /// # Safety
-/// As [`block`]; `bias` holds rows `i0..i0 + 32`; the residual and output hold elements
-/// `(i0 + r) * n + j0 + c` for `r, c < 32`, the output's written by this call alone.
+/// As [`block`]; `bias` holds rows `i0..i0 + rows`; the residual and output hold elements
+/// `(i0 + r) * n + j0 + c` for `r < rows`, `c < cols`, the output's written by this call
+/// alone.
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 pub(super) unsafe fn block_finished<T: Elem>(
@@ -272,14 +273,20 @@ pub(super) unsafe fn block_finished<T: Elem>(
     bias: Option<&[f32]>,
     res: Option<&[u16]>,
     [lo, hi]: [f32; 2],
-    (i0, j0, n): Whole,
+    ([i0, j0], [rows, cols], n): Place,
     out: *mut T,
 ) {
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-    // SAFETY: the caller's contract (every row and column below lies inside the block).
+    let all = if cols >= BLOCK {
+        u32::MAX
+    } else {
+        (1u32 << cols) - 1
+    };
+    let (m0, m1) = (all as u16, (all >> 16) as u16);
+    // SAFETY: the caller's contract (rows below `rows`, masked columns below `cols`).
     unsafe {
         block_body(a, b, 0, k_pad, |rb, acc| {
-            for (r, acc) in acc.iter().enumerate() {
+            for (r, acc) in acc.iter().enumerate().take(rows.saturating_sub(rb * R)) {
                 let row = i0 + rb * R + r;
                 let at = row * n + j0;
                 let add = |v: __m512| match bias {
@@ -288,18 +295,19 @@ pub(super) unsafe fn block_finished<T: Elem>(
                 };
                 let (mut v0, mut v1) = (add(acc[0]), add(acc[1]));
                 if let Some(res) = res {
-                    v0 = _mm512_add_ps(v0, load16(res.as_ptr().add(at), u16::MAX));
-                    v1 = _mm512_add_ps(v1, load16(res.as_ptr().add(at + NB), u16::MAX));
+                    v0 = _mm512_add_ps(v0, load16(res.as_ptr().add(at), m0));
+                    v1 = _mm512_add_ps(v1, load16(res.as_ptr().wrapping_add(at + NB), m1));
                 }
                 // NaN kept (see `Epilogue::clamp_bounds`).
                 let v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));
                 let v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, v1));
                 let dst = out.add(at);
                 if T::BF16 {
-                    _mm512_storeu_si512(dst as *mut _, ih(_mm512_cvtne2ps_pbh(v1, v0)));
+                    let v = ih(_mm512_cvtne2ps_pbh(v1, v0));
+                    _mm512_mask_storeu_epi16(dst as *mut i16, all, v);
                 } else {
-                    _mm512_storeu_ps(dst as *mut f32, v0);
-                    _mm512_storeu_ps((dst as *mut f32).add(NB), v1);
+                    _mm512_mask_storeu_ps(dst as *mut f32, m0, v0);
+                    _mm512_mask_storeu_ps((dst as *mut f32).wrapping_add(NB), m1, v1);
                 }
             }
         })

@@ -801,8 +801,8 @@ pub(crate) unsafe fn gemm_into_rows(
 /// panels with it. Why: a 1x1 convolution is this product over its image, and packing the
 /// whole image first wrote it out and read it back per row panel. Alone, ResNet-50's 1x1
 /// layers ran 1.02-1.21x faster this way (one thread, one image); in the whole bf16 forward,
-/// where the packing was 1.4 % of the time, 1.01x (docs/benchmarks.md). Whole blocks with a
-/// row bias and a clamp are finished as they leave the registers (1.03x more). On AMX and
+/// where the packing was 1.4 % of the time, 1.01x (docs/benchmarks.md). Blocks with a row
+/// bias and a clamp are finished as they leave the registers (1.03x more). On AMX and
 /// the emulated kernel `x` is packed and multiplied as [`gemm_into`] does.
 pub fn gemm_rows_into<S: Elem, T: Elem>(
     kernel: Bf16Kernel,
@@ -837,16 +837,15 @@ pub fn gemm_rows_into<S: Elem, T: Elem>(
                 for ib in r * run..((r + 1) * run).min(mb) {
                     let i0 = ib * BLOCK;
                     let pa = &a.data[i0 * k_pad..][..BLOCK * k_pad];
-                    let whole = m - i0 >= BLOCK && cols == BLOCK;
-                    if let (true, true, Some(bounds), Some((b, res))) = (
-                        finish_on(),
-                        whole,
-                        ep.clamp_bounds(),
-                        finished_addends(bias),
-                    ) {
-                        // SAFETY: the features were detected; `pa` and `woven` as `block`
-                        // asserts below; the addends cover `m x n` (asserted above), and rows
-                        // i0..i0+32, columns j0..j0+32 of the output are this block's alone.
+                    let rows = (m - i0).min(BLOCK);
+                    if let (true, Some(bounds), Some((b, res))) =
+                        (finish_on(), ep.clamp_bounds(), finished_addends(bias))
+                    {
+                        assert!(pa.len() >= BLOCK * k_pad && woven.len() >= 2 * NB * k_pad);
+                        // SAFETY: the features were detected; `pa` and `woven` hold what
+                        // `block` reads (asserted); the addends cover `m x n` (asserted
+                        // above), and rows i0..i0+rows, columns j0..j0+cols of the output are
+                        // this block's alone.
                         unsafe {
                             avx512::block_finished(
                                 pa,
@@ -855,14 +854,14 @@ pub fn gemm_rows_into<S: Elem, T: Elem>(
                                 b,
                                 res,
                                 bounds,
-                                (i0, j0, n),
+                                ([i0, j0], [rows, cols], n),
                                 out.get().cast::<T>(),
                             )
                         };
                         continue;
                     }
                     block(kernel, pa, woven, 0, k_pad, &mut c.0);
-                    let place = ([i0, j0], [(m - i0).min(BLOCK), cols], (i0 * n + j0, n), n);
+                    let place = ([i0, j0], [rows, cols], (i0 * n + j0, n), n);
                     // SAFETY: rows i0.., columns j0..j0+cols of the `m x n` output (asserted
                     // inside `dst`) belong to this block alone; `Start::Bias` reads none.
                     unsafe {
@@ -898,7 +897,7 @@ fn finished_addends(bias: Bias<'_>) -> Option<RowAddends<'_>> {
     }
 }
 
-/// Whether [`gemm_rows_into`] finishes its whole blocks in registers
+/// Whether [`gemm_rows_into`] finishes its blocks in registers
 /// ([`avx512::block_finished`]) rather than storing them for the write-back;
 /// `COMMITTEE_BF16_FINISH_IN_REGISTERS=0` stores them, to time one against the other.
 #[cfg(target_arch = "x86_64")]

@@ -253,8 +253,8 @@ fn products_read_in_place_match_the_packed_ones() {
             x32.extend([f32::NAN; 64]);
             let [got32, want32] = both::<f32, u16>((kernel, &pa, bias), &x32, n);
             assert_eq!(bits(&got32), bits(&want32), "{case}: from f32 rows");
-            // Whole blocks are finished in registers for a row bias or none, with or without
-            // a residual, and a clamp; the rest through the write-back (GELU here).
+            // Blocks are finished in registers for a row bias or none, with or without a
+            // residual, and a clamp; the rest through the write-back (GELU here).
             for (b, ep) in [
                 (Bias::Rows(&bias_v), Epilogue::Relu6),
                 (Bias::None, Epilogue::None),
