@@ -802,7 +802,7 @@ pub(crate) unsafe fn gemm_into_rows(
 /// whole image first wrote it out and read it back per row panel. Alone, ResNet-50's 1x1
 /// layers ran 1.02-1.21x faster this way (one thread, one image); in the whole bf16 forward,
 /// where the packing was 1.4 % of the time, 1.01x (docs/benchmarks.md). Blocks with a row
-/// bias and a clamp are finished as they leave the registers (1.03x more). On AMX and
+/// bias and a clamp are finished as they leave the registers (1.04x more). On AMX and
 /// the emulated kernel `x` is packed and multiplied as [`gemm_into`] does.
 pub fn gemm_rows_into<S: Elem, T: Elem>(
     kernel: Bf16Kernel,
