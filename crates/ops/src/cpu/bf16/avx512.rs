@@ -301,14 +301,7 @@ pub(super) unsafe fn block_finished<T: Elem>(
                 // NaN kept (see `Epilogue::clamp_bounds`).
                 let v0 = _mm512_min_ps(hi, _mm512_max_ps(lo, v0));
                 let v1 = _mm512_min_ps(hi, _mm512_max_ps(lo, v1));
-                let dst = out.add(at);
-                if T::BF16 {
-                    let v = ih(_mm512_cvtne2ps_pbh(v1, v0));
-                    _mm512_mask_storeu_epi16(dst as *mut i16, all, v);
-                } else {
-                    _mm512_mask_storeu_ps(dst as *mut f32, m0, v0);
-                    _mm512_mask_storeu_ps((dst as *mut f32).wrapping_add(NB), m1, v1);
-                }
+                store_lanes(out.add(at), [v0, v1], [m0, m1]);
             }
         })
     }
@@ -552,16 +545,28 @@ pub(super) unsafe fn write_block<T: Elem>(
             let ((a, ka), (z, kz)) = (lanes(0), lanes(16));
             // SAFETY: the masks keep the stores inside the run's `s.len` outputs (the
             // caller's contract).
-            unsafe {
-                let dst = out.add(s.at + r * b.stride);
-                if T::BF16 {
-                    let m = (ka as u32) | ((kz as u32) << 16);
-                    _mm512_mask_storeu_epi16(dst as *mut i16, m, ih(_mm512_cvtne2ps_pbh(z, a)));
-                } else {
-                    _mm512_mask_storeu_ps(dst as *mut f32, ka, a);
-                    _mm512_mask_storeu_ps((dst as *mut f32).add(16), kz, z);
-                }
-            }
+            unsafe { store_lanes(out.add(s.at + r * b.stride), [a, z], [ka, kz]) };
+        }
+    }
+}
+
+/// 32 lanes, `a` then `z`, stored at `dst` as `T` (rounded to bf16 for bf16) where the masks
+/// `ka`, `kz` are set: one row of a finished block.
+///
+/// # Safety
+/// `dst`'s elements under the masks are writable (the address past a masked-off half is
+/// formed without `add`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+unsafe fn store_lanes<T: Elem>(dst: *mut T, [a, z]: [__m512; 2], [ka, kz]: [__mmask16; 2]) {
+    // SAFETY: the caller's contract; only masked lanes are written.
+    unsafe {
+        if T::BF16 {
+            let m = (ka as u32) | ((kz as u32) << 16);
+            _mm512_mask_storeu_epi16(dst as *mut i16, m, ih(_mm512_cvtne2ps_pbh(z, a)));
+        } else {
+            _mm512_mask_storeu_ps(dst as *mut f32, ka, a);
+            _mm512_mask_storeu_ps((dst as *mut f32).wrapping_add(NB), kz, z);
         }
     }
 }
