@@ -29,6 +29,33 @@ fn f(v: &serde_json::Value, k: &str) -> f64 {
         .unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
+/// A row's `--profile` entries: calls and multiply-accumulates per kind.
+fn profile_kinds(r: &serde_json::Value) -> std::collections::BTreeMap<String, (u64, u64)> {
+    r["profile"]
+        .as_array()
+        .expect("profile rows")
+        .iter()
+        .map(|k| {
+            let name = k["kind"].as_str().expect("kind").to_string();
+            (
+                name,
+                (
+                    k["calls"].as_u64().unwrap_or(0),
+                    k["macs"].as_u64().unwrap_or(0),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The sum of a row's `--profile` shares (of the profiled pass or step).
+fn profile_share(r: &serde_json::Value) -> f64 {
+    r["profile"]
+        .as_array()
+        .map(|a| a.iter().map(|k| f(k, "share")).sum())
+        .unwrap_or(0.0)
+}
+
 #[test]
 fn rows_on_every_compiled_backend() {
     let rows = bench(&[
@@ -113,24 +140,7 @@ fn profile_counts_every_layer_of_resnet18_and_mobilenetv2() {
         "2",
         "--profile",
     ]);
-    let kinds = |r: &serde_json::Value| -> std::collections::BTreeMap<String, (u64, u64)> {
-        r["profile"]
-            .as_array()
-            .expect("profile rows")
-            .iter()
-            .map(|k| {
-                let name = k["kind"].as_str().expect("kind").to_string();
-                (
-                    name,
-                    (
-                        k["calls"].as_u64().unwrap_or(0),
-                        k["macs"].as_u64().unwrap_or(0),
-                    ),
-                )
-            })
-            .collect()
-    };
-    let resnet = kinds(&rows[0]);
+    let resnet = profile_kinds(&rows[0]);
     // Calls per forward: 16 3x3 convs, 3 downsampling 1x1s, the stem. On flex every ReLU
     // runs inside the convolution before it, and each block's residual sum inside its last
     // convolution (`conv2d_add_act`): no spans of their own.
@@ -144,10 +154,7 @@ fn profile_counts_every_layer_of_resnet18_and_mobilenetv2() {
     let macs: u64 = resnet.values().map(|(_, m)| m).sum();
     assert_eq!(macs, 2 * RESNET18_32PX_MACS);
     // Shares are of the profiled pass and cannot exceed it.
-    let share: f64 = rows[0]["profile"]
-        .as_array()
-        .map(|a| a.iter().map(|k| f(k, "share")).sum())
-        .unwrap_or(0.0);
+    let share = profile_share(&rows[0]);
     assert!(share > 0.5 && share < 1.0 + 1e-6, "{share}");
     // With Burn's own ops all 17 ReLUs and the 8 residual sums are separate.
     let plain = bench(&[
@@ -165,10 +172,10 @@ fn profile_counts_every_layer_of_resnet18_and_mobilenetv2() {
         "--flex-kernels",
         "none",
     ]);
-    assert_eq!(kinds(&plain[0])["act relu"].0, 17);
-    assert_eq!(kinds(&plain[0])["add residual"].0, 8);
+    assert_eq!(profile_kinds(&plain[0])["act relu"].0, 17);
+    assert_eq!(profile_kinds(&plain[0])["add residual"].0, 8);
     // MobileNetV2: 17 depthwise 3x3 convs, 34 pointwise, 1 dense 3x3 stem.
-    let mnv2 = kinds(&rows[1]);
+    let mnv2 = profile_kinds(&rows[1]);
     assert_eq!(mnv2["conv depthwise 3x3"].0, 17);
     assert_eq!(mnv2["conv 1x1"].0, 34);
     assert_eq!(mnv2["conv 3x3"].0, 1);
@@ -194,13 +201,12 @@ fn train_profile_splits_the_step_into_forward_backward_and_optimiser() {
         "2",
         "--profile",
     ]);
-    let profile = rows[0]["profile"].as_array().expect("profile rows");
+    let kinds = profile_kinds(&rows[0]);
     let calls = |kind: &str| {
-        profile
-            .iter()
-            .find(|k| k["kind"] == kind)
-            .and_then(|k| k["calls"].as_u64())
-            .unwrap_or_else(|| panic!("no {kind} in {profile:?}"))
+        kinds
+            .get(kind)
+            .map(|(calls, _)| *calls)
+            .unwrap_or_else(|| panic!("no {kind} in {kinds:?}"))
     };
     assert_eq!(calls("conv 3x3"), 16);
     assert_eq!(calls("conv 3x3 backward"), 16);
@@ -208,7 +214,7 @@ fn train_profile_splits_the_step_into_forward_backward_and_optimiser() {
     assert_eq!(calls("batch norm backward"), 20);
     assert_eq!(calls("linear backward"), 1);
     assert_eq!(calls("optimizer step"), 1);
-    let share: f64 = profile.iter().map(|k| f(k, "share")).sum();
+    let share = profile_share(&rows[0]);
     assert!(share > 0.5 && share < 1.0 + 1e-6, "{share}");
 }
 
