@@ -196,8 +196,13 @@ fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
 /// from `/proc/cpuinfo` (the architecture where there is none), the instruction set chosen
 /// (capped by `COMMITTEE_ISA`) and the bf16 kernel (`amx`, `avx512-bf16` or `none`). Why:
 /// the hosts behind one machine name change from run to run, and a speed without its host
-/// compares with nothing.
-pub fn host() -> String {
+/// compares with nothing. Read once per process (every bench row carries it).
+pub fn host() -> &'static str {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HOST.get_or_init(read_host)
+}
+
+fn read_host() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

@@ -826,6 +826,11 @@ pub fn gemm_rows_into<S: Elem, T: Elem>(
         let run = (mb * nb / (8 * rayon::current_num_threads())).clamp(1, mb.max(1));
         let runs = mb.div_ceil(run);
         let out = Out(dst.as_mut_ptr().cast());
+        // Whether blocks are finished in registers, and with what (the same for every block).
+        let finished = match finish_on() {
+            true => ep.clamp_bounds().zip(finished_addends(bias)),
+            false => None,
+        };
         // Run-major: neighbouring tasks share their left panels (in L2).
         (0..runs * nb).into_par_iter().for_each_init(
             || (Block([0f32; BLOCK * BLOCK]), vec![0u16; 2 * NB * k_pad]),
@@ -838,9 +843,7 @@ pub fn gemm_rows_into<S: Elem, T: Elem>(
                     let i0 = ib * BLOCK;
                     let pa = &a.data[i0 * k_pad..][..BLOCK * k_pad];
                     let rows = (m - i0).min(BLOCK);
-                    if let (true, Some(bounds), Some((b, res))) =
-                        (finish_on(), ep.clamp_bounds(), finished_addends(bias))
-                    {
+                    if let Some((bounds, (b, res))) = finished {
                         assert!(pa.len() >= BLOCK * k_pad && woven.len() >= 2 * NB * k_pad);
                         // SAFETY: the features were detected; `pa` and `woven` hold what
                         // `block` reads (asserted); the addends cover `m x n` (asserted
