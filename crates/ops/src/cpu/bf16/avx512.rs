@@ -37,19 +37,20 @@ pub(crate) unsafe fn convert(src: &[f32], dst: *mut u16) {
     let mut i = 0;
     while i < n {
         let w = (n - i).min(32);
-        let (lo_w, hi_w) = (w.min(16), w.saturating_sub(16));
-        let mask = |w: usize| ((1u32 << w) - 1) as u16;
-        // SAFETY: the masks keep every access inside `src[i..i + w]` / `dst[i..i + w]` (the
+        let m = low_bits(w);
+        // SAFETY: the mask keeps every access inside `src[i..i + w]` / `dst[i..i + w]` (the
         // caller's contract).
         unsafe {
-            let lo = _mm512_maskz_loadu_ps(mask(lo_w), src.as_ptr().add(i));
-            let hi = _mm512_maskz_loadu_ps(mask(hi_w), src.as_ptr().add(i + 16));
-            let v = ih(_mm512_cvtne2ps_pbh(hi, lo));
-            let m = if w == 32 { u32::MAX } else { (1u32 << w) - 1 };
+            let v = load32(src.as_ptr().add(i), m);
             _mm512_mask_storeu_epi16(dst.add(i) as *mut i16, m, v);
         }
         i += w;
     }
+}
+
+/// The mask of the first `w` of 32 lanes (all of them from 32 on).
+fn low_bits(w: usize) -> u32 {
+    if w >= 32 { u32::MAX } else { (1u32 << w) - 1 }
 }
 
 /// `super::weave`: row pair `p` of every column block, 16 columns at a time.
@@ -277,11 +278,7 @@ pub(super) unsafe fn block_finished<T: Elem>(
     out: *mut T,
 ) {
     let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
-    let all = if cols >= BLOCK {
-        u32::MAX
-    } else {
-        (1u32 << cols) - 1
-    };
+    let all = low_bits(cols);
     let (m0, m1) = (all as u16, (all >> 16) as u16);
     // SAFETY: the caller's contract (rows below `rows`, masked columns below `cols`).
     unsafe {
@@ -364,11 +361,7 @@ pub(super) unsafe fn weave_block<S: Elem>(
 ) {
     assert!(cols <= BLOCK && k <= k_pad && buf.len() >= 2 * NB * k_pad);
     assert!(k == 0 || (j0 + cols <= ld && x.len() >= (k - 1) * ld + j0 + cols));
-    let m = if cols == BLOCK {
-        u32::MAX
-    } else {
-        (1u32 << cols) - 1
-    };
+    let m = low_bits(cols);
     // Lane 2c of the first block takes row 0's column c, lane 2c + 1 row 1's (index 32 + c:
     // the second operand); the second block the same for columns 16..32.
     let lo = _mm512_set_epi16(
