@@ -15,6 +15,8 @@
 //! `DWGRAD=1` (`F32=1`; `DTYPE=1` for MobileNetV2's layers, in bf16 unless `F32=1`): weight
 //! gradients as direct outer products against matrix or dot products
 //! (`train::set_direct_weight_grad`; maps under 56x56, outputs in blocks of 64).
+//! `PHASES=1` (with `DW=1`): the stride-2 layers' gradients by phases against stride-1 passes
+//! over the spread output gradient (`train::set_depthwise_phases`).
 //! `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
 //! and input gradient, committee's against Burn's (`train::set_max_pool`).
 
@@ -51,6 +53,8 @@ fn main() {
     }
     let dtype = std::env::var("DTYPE").is_ok_and(|v| v == "1");
     let dw = std::env::var("DW").is_ok_and(|v| v == "1");
+    // `PHASES=1` (with `DW=1`): stride-2 gradients by phases against over the spread gradient.
+    let phases = std::env::var("PHASES").is_ok_and(|v| v == "1");
     let taps = std::env::var("TAPS").is_ok_and(|v| v == "1");
     let wgrad = std::env::var("WGRAD").is_ok_and(|v| v == "1");
     // `FWD=1`: the forward alone (no backward), to tell its share from the gradients'.
@@ -99,6 +103,9 @@ fn main() {
         ("stem s2", 3, 64, 7, 224),
         ("l1 3x3", 64, 64, 3, 56),
         ("l1 1x1 in", 256, 64, 1, 56),
+        ("l1 1x1 out", 64, 256, 1, 56),
+        ("l2 1x1 out", 128, 512, 1, 28),
+        ("l3 1x1 out", 256, 1024, 1, 14),
         ("l2 3x3 s2", 128, 128, 3, 56),
         ("l2 3x3", 128, 128, 3, 28),
         ("l2 1x1 in", 512, 128, 1, 28),
@@ -150,6 +157,7 @@ fn main() {
         for rep in 0..2 * reps {
             let on = rep % 2 == 1;
             match (dw, dtype) {
+                (true, _) if phases => train::set_depthwise_phases(on),
                 (true, _) => train::set_depthwise_planes(on),
                 _ if std::env::var("DWGRAD").is_ok_and(|v| v == "1") => {
                     train::set_direct_weight_grad(on)
@@ -176,6 +184,8 @@ fn main() {
             ["products", "direct dW"]
         } else if std::env::var("DIRECT").is_ok_and(|v| v == "1") {
             ["before", "direct"]
+        } else if dw && phases {
+            ["spread", "phases"]
         } else if dw {
             ["channels-last", "planes"]
         } else if dtype {

@@ -5,6 +5,8 @@
 //! `half_pays` keeps in f32 against every layer in bf16; "off" is every layer in bf16) or
 //! `wgrad-images` (several images per weight-gradient product against one) or
 //! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last) or
+//! `depthwise-phases` (the gradients of stride-2 depthwise layers run plane by plane split by
+//! phases against over the spread output gradient) or
 //! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair)
 //! or `train-taps` (stride-1 dense layers' forward and input gradient read at tap offsets
 //! against unfolded) or `max-pool` (max pooling with its own backward against Burn's) or
@@ -36,6 +38,7 @@ fn main() {
         "bf16-routing" => |on| train::set_bf16_everywhere(!on),
         "wgrad-images" => train::set_images_per_product,
         "depthwise-planes" => train::set_depthwise_planes,
+        "depthwise-phases" => train::set_depthwise_phases,
         "transpose-registers" => committee_ops::cpu::bf16::set_transpose_in_registers,
         "train-taps" => train::set_train_taps,
         "max-pool" => train::set_max_pool,
@@ -46,7 +49,7 @@ fn main() {
         "direct-wgrad" => train::set_direct_weight_grad,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed, direct or direct-wgrad"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed, direct, direct-wgrad or depthwise-phases"
             );
             std::process::exit(2);
         }

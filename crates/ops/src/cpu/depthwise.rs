@@ -248,7 +248,7 @@ unsafe fn blocks_avx2(
 /// `src[i]` goes to phase `c % 2` at index `c / 2`. Pairwise, so the loop vectorises as a
 /// deinterleave (the general `step_by` copy ran one element at a time).
 #[inline(always)]
-fn split_pairs(src: &[f32], first: usize, (even, odd): (&mut [f32], &mut [f32])) {
+pub(crate) fn split_pairs(src: &[f32], first: usize, (even, odd): (&mut [f32], &mut [f32])) {
     let mut src = src;
     let mut c = first;
     if c % 2 == 1

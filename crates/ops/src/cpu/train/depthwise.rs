@@ -1,6 +1,7 @@
 //! Depthwise convolution with its own backward: channels-last, or plane by plane on wide
 //! maps ([`planes`]).
 
+use super::depthwise_s2;
 use super::*;
 use crate::cpu::isa::{Epilogue, fma};
 
@@ -110,15 +111,18 @@ pub(crate) fn node(x: FloatTensor<Ad>, w: FloatTensor<Ad>, shape: Shape) -> Floa
 
 /// Whether a layer runs plane by plane, NCHW as the tensors lie: stride 1 or 2, output rows
 /// at least three vectors (48) wide, padding smaller than the kernel on every side (so the
-/// input gradient is the same plane kernel, stride 1, over the output gradient spread over the
-/// stride's grid ([`Shape::dilated`]) with the taps flipped). Why: at 224 px the layout
+/// input gradient is the same plane kernel, stride 1, with the taps flipped; at stride 2 both
+/// gradients go by phases, [`depthwise_s2`], or, switched off, over the output gradient
+/// spread over the stride's grid, [`Shape::dilated`]). Why: at 224 px the layout
 /// changes to and from channels-last (five per layer: input and output forward, output
 /// gradient, input gradient and the padded input) were a sixth of a MobileNetV2 training step
 /// (`perf`, AMD EPYC). Per layer, forward and both gradients at batch 8 (`DW=1 cargo run
 /// --release -p committee-ops --example train_conv_rate`): stride 1, 112x112 maps 2.34x of
 /// channels-last, 56x56 1.49-1.79x, but 28x28 0.82-0.97x (the plane loops' row ends and
 /// per-plane setup), 14x14 level; stride 2, 56 output columns 1.62-1.82x, 28 0.95-1.01x
-/// (3x3) and 0.68-0.71x (5x5: the spread gradient's zeros cost 25 taps each).
+/// (3x3) and 0.68-0.71x (5x5: the spread gradient's zeros cost 25 taps each). With the
+/// gradients by phases (2026-12-08, same host): 56 columns 1.78-1.81x, 28 columns 1.12-1.29x
+/// (3x3) but 0.86-0.95x (5x5), 14 columns 0.64-0.70x: the threshold stays.
 /// `COMMITTEE_DEPTHWISE_PLANES=0` keeps every layer channels-last.
 fn planes(s: &Shape) -> bool {
     use crate::cpu::depthwise::{MAX_K, V};
@@ -135,6 +139,17 @@ fn planes(s: &Shape) -> bool {
 
 static PLANES: crate::kernel::Switch =
     crate::kernel::Switch::new(true, Some("COMMITTEE_DEPTHWISE_PLANES"));
+
+static PHASES: crate::kernel::Switch =
+    crate::kernel::Switch::new(true, Some("COMMITTEE_DEPTHWISE_PHASES"));
+
+/// Turns the phase-split gradients of stride-2 layers run plane by plane
+/// ([`depthwise_s2`]) on or off for the process (over `COMMITTEE_DEPTHWISE_PHASES`; off:
+/// stride-1 passes over the spread output gradient), to time the two in one process
+/// (`examples/ab_train.rs` in committee-train, switch `depthwise-phases`).
+pub fn set_phases(on: bool) {
+    PHASES.set(on)
+}
 
 /// Turns the plane-by-plane depthwise training path on or off for the process (over
 /// `COMMITTEE_DEPTHWISE_PLANES`), to time it in one process (`examples/ab_train.rs` in
@@ -187,8 +202,18 @@ fn backward_planes(
         pl: k - 1 - g.pl,
     };
     let isa = Isa::get();
+    let phases = PHASES.on() && depthwise_s2::applies(g);
     let per_plane = |p: usize, dx: Option<&mut [f32]>, dw: &mut [f32], bufs: &mut Buffers| {
         let mut dy = &dy[p * plane_out..][..plane_out];
+        if phases {
+            let x = &x[p * plane_in..][..plane_in];
+            if let Some(dx) = dx {
+                let taps = &w[(p % c) * kk..][..kk];
+                depthwise_s2::input_grad(dy, taps, g, s.oh, dx, &mut bufs.phases);
+            }
+            depthwise_s2::weight_grad(dy, x, g, s.oh, dw, &mut bufs.phases);
+            return;
+        }
         if g.s > 1 {
             let spread = &mut bufs.dyt;
             spread.clear();
@@ -502,6 +527,8 @@ fn backward_taps<const FMA: bool>(
 pub(crate) struct Buffers {
     pub(crate) dyt: Vec<f32>,
     pub(crate) dxp: Vec<f32>,
+    /// A stride-2 layer's rows by phases ([`depthwise_s2`]).
+    phases: depthwise_s2::Scratch,
 }
 
 /// One image `x[c][h][w]` into the zeroed padded channels-last buffer `xp[hp][wp][c]`.

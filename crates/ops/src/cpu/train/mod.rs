@@ -41,6 +41,7 @@ use std::mem::MaybeUninit;
 mod attention;
 mod conv;
 mod depthwise;
+mod depthwise_s2;
 pub(crate) mod direct;
 #[cfg(target_arch = "x86_64")]
 mod direct_wgrad;
@@ -59,7 +60,9 @@ pub use attention::attention;
 pub use conv::{dense, pointwise, set_bf16_everywhere, set_train_taps};
 #[cfg(test)]
 use conv::{dense_in, pointwise_in};
-pub use depthwise::{depthwise, set_planes as set_depthwise_planes};
+pub use depthwise::{
+    depthwise, set_phases as set_depthwise_phases, set_planes as set_depthwise_planes,
+};
 pub use direct::set_direct;
 #[cfg(target_arch = "x86_64")]
 pub use direct_wgrad::set_direct_weight_grad;

@@ -46,11 +46,16 @@ fn depthwise_training_matches_burns_conv() {
         (4, 3, 1, PaddingConfig2d::Valid, 4, 51),
         (5, 3, 1, PaddingConfig2d::Same, 3, 48),
         (3, 7, 1, PaddingConfig2d::Explicit(3, 3, 3, 3), 4, 53),
-        // Stride 2 on rows of 48 or more outputs: plane by plane over the spread gradient.
+        // Stride 2 on rows of 48 or more outputs: plane by plane, the gradients by phases
+        // (`depthwise_s2`): kernels 3, 5 and 7, odd and even rows and columns, TF's SAME
+        // (no padding before), none.
         (4, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 5, 100),
         (3, 5, 2, PaddingConfig2d::Same, 6, 101),
         (4, 3, 2, PaddingConfig2d::Same, 4, 104),
         (4, 3, 2, PaddingConfig2d::Valid, 5, 101),
+        (3, 7, 2, PaddingConfig2d::Explicit(3, 3, 3, 3), 7, 103),
+        (2, 5, 2, PaddingConfig2d::Explicit(2, 2, 2, 2), 6, 99),
+        (3, 3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 7, 97),
     ];
     for (c, k, s, pad, h, w) in cases {
         let conv = Conv2dConfig::new([c, c], [k, k])
