@@ -22,6 +22,7 @@ pub mod heap;
 pub mod kernel;
 pub mod linear;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod precision;
 pub mod profile;

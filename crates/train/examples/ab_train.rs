@@ -6,7 +6,8 @@
 //! `wgrad-images` (several images per weight-gradient product against one) or
 //! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last) or
 //! `depthwise-phases` (the gradients of stride-2 depthwise layers run plane by plane split by
-//! phases against over the spread output gradient) or
+//! phases against over the spread output gradient) or `sgd-one-pass` (the SGD update in one
+//! pass per parameter against Burn's tensor ops) or
 //! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair)
 //! or `train-taps` (stride-1 dense layers' forward and input gradient read at tap offsets
 //! against unfolded) or `max-pool` (max pooling with its own backward against Burn's) or
@@ -39,6 +40,7 @@ fn main() {
         "wgrad-images" => train::set_images_per_product,
         "depthwise-planes" => train::set_depthwise_planes,
         "depthwise-phases" => train::set_depthwise_phases,
+        "sgd-one-pass" => committee_ops::optim::set_sgd_one_pass,
         "transpose-registers" => committee_ops::cpu::bf16::set_transpose_in_registers,
         "train-taps" => train::set_train_taps,
         "max-pool" => train::set_max_pool,
@@ -49,7 +51,7 @@ fn main() {
         "direct-wgrad" => train::set_direct_weight_grad,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed, direct, direct-wgrad or depthwise-phases"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed, direct, direct-wgrad, depthwise-phases or sgd-one-pass"
             );
             std::process::exit(2);
         }

@@ -5,6 +5,7 @@ pub mod augment;
 pub mod config;
 pub mod loss;
 pub mod mixed;
+pub mod optim;
 pub mod rng;
 pub mod schedule;
 pub mod trainer;

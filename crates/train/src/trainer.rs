@@ -12,7 +12,7 @@ use burn::module::ParamGroup;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig};
+use burn::optim::{AdamWConfig, ModuleOptimizer, RmsPropConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use committee_core::metrics::in_top_k;
 use committee_data::folder::ImageFolder;
@@ -28,6 +28,7 @@ use crate::augment::{AugmentKind, SMALL_MAX_SIDE, TrainTransform};
 use crate::config::{OptKind, TrainConfig, TrainDtype};
 use crate::loss::cross_entropy;
 use crate::mixed::{self, LossScale};
+use crate::optim::Sgd;
 use crate::rng::Rng;
 use crate::schedule::Schedule;
 use crate::{Start, TrainError, write_atomic};
@@ -185,13 +186,12 @@ impl KeyVisitor for NoDecay {
 /// training step runs (`committee bench --train`, `examples/ab_train.rs`), as
 /// `scripts/bench_pytorch.py --train` runs PyTorch's.
 pub fn timing_sgd() -> ModuleOptimizer {
-    SgdConfig::new()
-        .with_momentum(Some(burn::optim::momentum::MomentumConfig {
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-        }))
-        .init()
+    let m = MomentumConfig {
+        momentum: 0.9,
+        dampening: 0.0,
+        nesterov: false,
+    };
+    ModuleOptimizer::from(Sgd::new(Some(&m), None))
 }
 
 /// A model made ready to train: fixed parameter ids (so a saved optimiser state finds its
@@ -266,11 +266,8 @@ fn optimizer(cfg: &TrainConfig, no_decay: Vec<ParamId>) -> ModuleOptimizer {
                 dampening: 0.0,
                 nesterov: false,
             };
-            let decay = SgdConfig::new()
-                .with_momentum(Some(m.clone()))
-                .with_weight_decay(Some(WeightDecayConfig::new(wd)))
-                .build();
-            let plain = SgdConfig::new().with_momentum(Some(m)).build();
+            let decay = Sgd::new(Some(&m), Some(wd));
+            let plain = Sgd::new(Some(&m), None);
             ModuleOptimizer::from(decay).with_group(group, plain, None)
         }
         OptKind::Adamw => {

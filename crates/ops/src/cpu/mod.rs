@@ -33,6 +33,7 @@ pub mod isa;
 pub mod linear;
 pub mod linear_packed;
 pub mod matmul;
+pub mod optim;
 pub mod pool;
 pub mod se;
 #[cfg(test)]
