@@ -110,8 +110,10 @@ pub fn bf16_kernel() -> Option<Bf16Kernel> {
     }
 }
 
-/// Drops the packed bf16 copies of weights, which are kept on the assumption that a weight
-/// never changes in place: a trainer calls it after optimiser steps, before an evaluation.
+/// Drops the packed copies of weights (bf16 and f32), which are known by parameter id and
+/// storage address and so cannot tell a weight's values apart after an optimiser step (in
+/// place, or at a reused address): a trainer calls it after optimiser steps, before an
+/// evaluation.
 pub fn forget_packed_weights() {
     crate::cpu::bf16::cache::clear();
 }
