@@ -105,7 +105,7 @@ mod tests {
     use burn::nn::{Linear, LinearConfig};
     use burn::optim::decay::WeightDecayConfig;
     use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
-    use burn::tensor::{Distribution, TensorData};
+    use burn::tensor::Distribution;
 
     /// Parameters of ranks 1, 2 and 4.
     #[derive(Module, Debug)]
@@ -121,28 +121,24 @@ mod tests {
         }
     }
 
-    /// `len` values in [-1, 1) from `seed` (the same for both optimisers compared).
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
+    /// One step's inputs (the same for both optimisers compared).
+    struct Batch {
+        x: Tensor<2>,
+        img: Tensor<4>,
     }
 
-    /// A loss's gradients for `net`, different at every `step`.
-    fn grads(net: &Net, step: usize, device: &Device) -> GradientsParams {
-        let seed = step as u64;
-        let x = Tensor::<2>::from_data(TensorData::new(values(21, seed), [3, 7]), device);
-        let img = Tensor::<4>::from_data(
-            TensorData::new(values(216, seed + 99), [2, 3, 6, 6]),
-            device,
-        );
-        let loss = net.lin.forward(x).powf_scalar(2.0).sum() + net.conv.forward(img).sum();
+    fn batch(device: &Device) -> Batch {
+        let normal = Distribution::Normal(0.0, 1.0);
+        Batch {
+            x: Tensor::random([3, 7], normal, device),
+            img: Tensor::random([2, 3, 6, 6], normal, device),
+        }
+    }
+
+    /// A loss's gradients for `net` on `b`.
+    fn grads(net: &Net, b: &Batch) -> GradientsParams {
+        let loss = net.lin.forward(b.x.clone()).powf_scalar(2.0).sum()
+            + net.conv.forward(b.img.clone()).sum();
         GradientsParams::from_grads(loss.backward(), net)
     }
 
@@ -199,7 +195,8 @@ mod tests {
             let (mut a, mut b) = (start.clone(), start.clone());
             let (mut oa, mut ob) = (ours, theirs);
             for step in 0..4 {
-                let (ga, gb) = (grads(&a, step, &device), grads(&b, step, &device));
+                let input = batch(&device);
+                let (ga, gb) = (grads(&a, &input), grads(&b, &input));
                 a = oa.step(0.05, a, ga);
                 b = ob.step(0.05, b, gb);
                 assert_eq!(bits(&a), bits(&b), "{momentum:?} wd {wd:?} step {step}");
@@ -254,7 +251,7 @@ mod tests {
         for step in 0..3 {
             let kept = net.clone();
             let before = bits(&kept);
-            let g = grads(&net, step, &device);
+            let g = grads(&net, &batch(&device));
             net = optim.step(0.1, net, g);
             assert_eq!(bits(&kept), before, "step {step}: the kept copy changed");
             assert_ne!(bits(&net), before, "step {step}: nothing moved");
@@ -279,14 +276,15 @@ mod tests {
                 false => (ours(), burns(&m, wd)),
             };
             let mut a = net(&device);
-            for step in 0..2 {
-                let g = grads(&a, step, &device);
+            for _ in 0..2 {
+                let g = grads(&a, &batch(&device));
                 a = first.step(0.05, a, g);
             }
             let mut resumed = second.load_record(first.to_record());
             let mut b = a.clone();
             for step in 2..4 {
-                let (ga, gb) = (grads(&a, step, &device), grads(&b, step, &device));
+                let input = batch(&device);
+                let (ga, gb) = (grads(&a, &input), grads(&b, &input));
                 a = first.step(0.05, a, ga);
                 b = resumed.step(0.05, b, gb);
                 assert_eq!(

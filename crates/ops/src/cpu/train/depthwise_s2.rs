@@ -198,19 +198,7 @@ fn weight_grad_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Values in [-1, 1) from a fixed seed.
-    fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::values;
 
     /// Both gradients of one stride-2 plane by their definition, in f64: every (output,
     /// tap) pair whose input lies inside the map.
