@@ -62,7 +62,7 @@ fn main() {
         }
         other => {
             eprintln!(
-                "unknown switch {other}: f32-taps, f32-direct, linear-packed, bf16-taps, bf16-routing, bf16-activations or batch-split"
+                "unknown switch {other}: f32-taps, f32-direct, linear-packed, bf16-taps, bf16-rows, finish-registers, bf16-routing, bf16-activations or batch-split"
             );
             std::process::exit(2);
         }
