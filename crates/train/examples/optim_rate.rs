@@ -1,18 +1,20 @@
-//! The SGD step alone (momentum 0.9 and weight decay 5e-4, as the trainer's SGD runs it on
-//! decayed parameters), committee's one-pass update (`committee_train::optim::Sgd`) against
-//! Burn's `Sgd`, alternated step by step in one process on a model's real gradients (one
-//! forward and backward at 64 px, batch 2, before each timed step):
-//! `cargo run --release -p committee-train --example optim_rate -- MODEL [ROUNDS]`.
+//! The optimiser step alone, committee's one-pass update against Burn's, alternated step by
+//! step in one process on a model's real gradients (one forward and backward at 64 px, batch
+//! 2, before each timed step): SGD with momentum 0.9 and weight decay 5e-4
+//! (`committee_train::optim::Sgd` against Burn's `Sgd`), or with `adamw` AdamW with weight
+//! decay 0.05 (`optim::AdamW` against Burn's `AdamW`):
+//! `cargo run --release -p committee-train --example optim_rate -- MODEL [ROUNDS] [adamw]`.
 //! Prints the fastest step of each and the median of the per-round ratios; PyTorch's
-//! `torch.optim.SGD` step on the same model: `scripts/torch_optim_rate.py`.
+//! `torch.optim` step on the same model: `scripts/torch_optim_rate.py`.
 
 use std::time::Instant;
 
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamWConfig, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use committee_train::{mixed, optim::Sgd};
+use committee_train::mixed;
+use committee_train::optim::{AdamW, Sgd};
 use committee_zoo::weights::random_model;
 use committee_zoo::{CommonOptions, registry};
 
@@ -32,13 +34,24 @@ fn main() {
         dampening: 0.0,
         nesterov: false,
     };
-    let mut optims = [
-        SgdConfig::new()
-            .with_momentum(Some(m.clone()))
-            .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
-            .init(),
-        ModuleOptimizer::from(Sgd::new(Some(&m), Some(5e-4))),
-    ];
+    let adamw = args.get(3).is_some_and(|a| a == "adamw");
+    let mut optims = match adamw {
+        false => [
+            SgdConfig::new()
+                .with_momentum(Some(m.clone()))
+                .with_weight_decay(Some(WeightDecayConfig::new(5e-4)))
+                .init(),
+            ModuleOptimizer::from(Sgd::new(Some(&m), Some(5e-4))),
+        ],
+        true => [
+            AdamWConfig::new()
+                .with_weight_decay(0.05)
+                .with_epsilon(1e-8)
+                .init(),
+            ModuleOptimizer::from(AdamW::new(1e-8, 0.05)),
+        ],
+    };
+    let what = if adamw { "AdamW" } else { "Sgd" };
     let mut models = [Some(start.clone()), Some(start)];
     let x = Tensor::<4>::random([2, 3, 64, 64], Distribution::Normal(0.0, 1.0), &ad);
     let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1], [2]), &ad);
@@ -63,7 +76,7 @@ fn main() {
     }
     ratios.sort_by(f64::total_cmp);
     println!(
-        "{name}: Burn's Sgd {:.1} ms, committee's {:.1} ms (fastest); Burn's / ours per round median {:.2}x ({:.2}-{:.2})",
+        "{name}: Burn's {what} {:.1} ms, committee's {:.1} ms (fastest); Burn's / ours per round median {:.2}x ({:.2}-{:.2})",
         best[0],
         best[1],
         ratios[ratios.len() / 2],

@@ -12,7 +12,7 @@ use burn::module::ParamGroup;
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamWConfig, ModuleOptimizer, RmsPropConfig};
+use burn::optim::{ModuleOptimizer, RmsPropConfig};
 use burn::tensor::{Bytes, Device, Int, Tensor, TensorData};
 use committee_core::metrics::in_top_k;
 use committee_data::folder::ImageFolder;
@@ -28,7 +28,7 @@ use crate::augment::{AugmentKind, SMALL_MAX_SIDE, TrainTransform};
 use crate::config::{OptKind, TrainConfig, TrainDtype};
 use crate::loss::cross_entropy;
 use crate::mixed::{self, LossScale};
-use crate::optim::Sgd;
+use crate::optim::{AdamW, Sgd};
 use crate::rng::Rng;
 use crate::schedule::Schedule;
 use crate::{Start, TrainError, write_atomic};
@@ -271,14 +271,7 @@ fn optimizer(cfg: &TrainConfig, no_decay: Vec<ParamId>) -> ModuleOptimizer {
             ModuleOptimizer::from(decay).with_group(group, plain, None)
         }
         OptKind::Adamw => {
-            let decay = AdamWConfig::new()
-                .with_weight_decay(wd)
-                .with_epsilon(1e-8)
-                .build();
-            let plain = AdamWConfig::new()
-                .with_weight_decay(0.0)
-                .with_epsilon(1e-8)
-                .build();
+            let (decay, plain) = (AdamW::new(1e-8, wd), AdamW::new(1e-8, 0.0));
             ModuleOptimizer::from(decay).with_group(group, plain, None)
         }
         OptKind::Rmsprop => {
