@@ -84,12 +84,14 @@ impl Optimizer for Sgd {
             momentum: self.momentum,
         };
         let velocity = state.and_then(|s| s.velocity);
-        if h.momentum.is_none() {
+        let (tensor, velocity) = match h.momentum {
+            Some(_) => committee_ops::optim::sgd(tensor, grad, velocity, &h),
             // A recorded velocity stays as it was (as Burn's `Sgd` keeps it).
-            let (tensor, _) = committee_ops::optim::sgd(tensor, grad, None, &h);
-            return (tensor, Some(SgdVelocity { velocity }));
-        }
-        let (tensor, velocity) = committee_ops::optim::sgd(tensor, grad, velocity, &h);
+            None => (
+                committee_ops::optim::sgd(tensor, grad, None, &h).0,
+                velocity,
+            ),
+        };
         (tensor, Some(SgdVelocity { velocity }))
     }
 

@@ -3,10 +3,10 @@
 //! Why: packing reads every weight once; ResNet-50's 25 M per forward at batch 1 costs about
 //! as much as the bf16 products themselves. A weight is known by its parameter id and the
 //! address and length of its storage. That does not tell a weight's values apart after an
-//! optimiser step (committee's SGD updates weights in place, and the allocator may hand a
-//! freed weight's address to its next value): whoever changes weights drops the copies
-//! before the next inference ([`crate::precision::forget_packed_weights`]; the trainer
-//! does, before every evaluation).
+//! optimiser step (committee's SGD and AdamW update weights in place, and the allocator may
+//! hand a freed weight's address to its next value): whoever changes weights drops the
+//! copies before the next inference ([`crate::precision::forget_packed_weights`]; the
+//! trainer does, before every evaluation).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
