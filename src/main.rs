@@ -63,6 +63,10 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The system's allocator, keeping freed blocks of 32 MB and more for reuse (see its doc).
+#[global_allocator]
+static ALLOC: committee_ops::heap::KeepLarge = committee_ops::heap::KeepLarge;
+
 fn main() {
     // Before any thread allocates: tensors reuse freed memory (see the module's doc).
     committee_ops::heap::keep_freed_memory();

@@ -7,7 +7,8 @@
 //! `depthwise-planes` (stride-1 depthwise layers plane by plane against channels-last) or
 //! `depthwise-phases` (the gradients of stride-2 depthwise layers run plane by plane split by
 //! phases against over the spread output gradient) or `sgd-one-pass` (the SGD update in one
-//! pass per parameter against Burn's tensor ops) or
+//! pass per parameter against Burn's tensor ops) or `keep-large` (freed blocks of 32 MB and more
+//! kept for reuse by the global allocator, as the CLI's, against unmapped) or
 //! `transpose-registers` (transposed bf16 operands woven in registers against pair by pair)
 //! or `train-taps` (stride-1 dense layers' forward and input gradient read at tap offsets
 //! against unfolded) or `max-pool` (max pooling with its own backward against Burn's) or
@@ -29,6 +30,10 @@ use committee_train::mixed;
 use committee_zoo::weights::random_model;
 use committee_zoo::{CommonOptions, registry};
 
+/// As the CLI's (`src/main.rs`), so that `keep-large` has something to switch.
+#[global_allocator]
+static ALLOC: committee_ops::heap::KeepLarge = committee_ops::heap::KeepLarge;
+
 fn main() {
     committee_ops::heap::keep_freed_memory();
     let args: Vec<String> = std::env::args().collect();
@@ -41,6 +46,7 @@ fn main() {
         "depthwise-planes" => train::set_depthwise_planes,
         "depthwise-phases" => train::set_depthwise_phases,
         "sgd-one-pass" => committee_ops::optim::set_sgd_one_pass,
+        "keep-large" => committee_ops::heap::keep_large_blocks,
         "transpose-registers" => committee_ops::cpu::bf16::set_transpose_in_registers,
         "train-taps" => train::set_train_taps,
         "max-pool" => train::set_max_pool,
@@ -51,7 +57,7 @@ fn main() {
         "direct-wgrad" => train::set_direct_weight_grad,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed, direct, direct-wgrad, depthwise-phases or sgd-one-pass"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, unzeroed, direct, direct-wgrad, depthwise-phases, sgd-one-pass or keep-large"
             );
             std::process::exit(2);
         }
