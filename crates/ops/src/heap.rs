@@ -192,6 +192,8 @@ unsafe impl GlobalAlloc for KeepLarge {
             Ok(n) if large(layout).is_none() && large(n).is_none() => unsafe {
                 System.realloc(ptr, layout, new_size)
             },
+            // Both in one size class: the block already holds the new size.
+            Ok(n) if large(layout).is_some() && large(layout) == large(n) => ptr,
             Ok(n) => {
                 // SAFETY: a fresh block of the new layout, the old one's bytes copied (the
                 // shorter of the two), then the old one freed with its own layout.
@@ -248,7 +250,10 @@ mod tests {
             r.write_bytes(3, 4096);
             let r = a.realloc(r, small, MMAP_THRESHOLD + 7);
             assert!(std::slice::from_raw_parts(r, 4096).iter().all(|&b| b == 3));
-            let grown = Layout::from_size_align(MMAP_THRESHOLD + 7, 8).expect("layout");
+            // Within its size class a block stays where it is.
+            let class = Layout::from_size_align(MMAP_THRESHOLD + 7, 8).expect("layout");
+            assert_eq!(a.realloc(r, class, MMAP_THRESHOLD + 9), r);
+            let grown = Layout::from_size_align(MMAP_THRESHOLD + 9, 8).expect("layout");
             let r = a.realloc(r, grown, 100);
             assert!(std::slice::from_raw_parts(r, 100).iter().all(|&b| b == 3));
             a.dealloc(r, Layout::from_size_align(100, 8).expect("layout"));
