@@ -291,12 +291,29 @@ crate::cpu::isa::widest!(
     fn plane_wgrad(dy: &[f32], x: &[f32], s: &Shape, dw: &mut [f32]) = plane_wgrad_body
 );
 
+/// Lanes of a weight gradient's dot products ([`lane_dot`]).
+pub(super) const L: usize = crate::cpu::depthwise::V;
+
+/// `acc[i] += a[j] * b[j]` over the whole runs of `L` (`j % L == i`), `tail +=` the rest: one
+/// row's part of a tap's dot product, in a fixed order (the lanes are summed last).
+#[inline(always)]
+pub(super) fn lane_dot(acc: &mut [f32; L], tail: &mut f32, a: &[f32], b: &[f32]) {
+    let (mut ac, mut bc) = (a.chunks_exact(L), b.chunks_exact(L));
+    for (a, b) in (&mut ac).zip(&mut bc) {
+        for i in 0..L {
+            acc[i] += a[i] * b[i];
+        }
+    }
+    for (a, b) in ac.remainder().iter().zip(bc.remainder()) {
+        *tail += a * b;
+    }
+}
+
 /// One plane's weight-gradient share: `dw[ky][kx] = sum over outputs of dy[oy][ox] *
 /// x[oy + ky - pt][ox + kx - pl]` (inside the map), each tap a dot product along the rows in
 /// 16 lanes, summed in a fixed order.
 #[inline(always)]
 fn plane_wgrad_body(dy: &[f32], x: &[f32], s: &Shape, dw: &mut [f32]) {
-    const L: usize = crate::cpu::depthwise::V;
     let g = &s.geo;
     let (k, w, ow) = (g.k, g.w, g.ow);
     for ky in 0..k {
@@ -312,15 +329,7 @@ fn plane_wgrad_body(dy: &[f32], x: &[f32], s: &Shape, dw: &mut [f32]) {
                 }
                 let d = &dy[oy * ow + lo..oy * ow + hi];
                 let xr = &x[(iy - g.pt) * w + lo + kx - g.pl..][..hi - lo];
-                let (mut dc, mut xc) = (d.chunks_exact(L), xr.chunks_exact(L));
-                for (a, b) in (&mut dc).zip(&mut xc) {
-                    for i in 0..L {
-                        acc[i] += a[i] * b[i];
-                    }
-                }
-                for (a, b) in dc.remainder().iter().zip(xc.remainder()) {
-                    tail += a * b;
-                }
+                lane_dot(&mut acc, &mut tail, d, xr);
             }
             dw[ky * k + kx] = acc.iter().sum::<f32>() + tail;
         }

@@ -12,6 +12,7 @@
 //! per input value, nine per four).
 
 use super::Geometry;
+use super::depthwise::{L, lane_dot};
 
 /// One task's rows, reused from plane to plane.
 #[derive(Default)]
@@ -134,9 +135,6 @@ crate::cpu::isa::widest!(
     ) = weight_grad_body
 );
 
-/// Lanes of the weight gradient's sums.
-const L: usize = 16;
-
 /// One plane's share of the weight gradient: `dw[ky][kx] = sum of dy[oy][ox] * x[iy][ix]`
 /// over `iy + pt = 2 oy + ky`, `ix + pl = 2 ox + kx` inside the map; each tap summed in
 /// `L` lanes input row by input row, the lanes last (a fixed order: the same bits on every
@@ -160,7 +158,6 @@ fn weight_grad_body(
     xph.resize(2 * d.q, 0.0);
     let mut acc = [[0f32; L]; MAX_TAPS];
     let mut tail = [0f32; MAX_TAPS];
-    let (full, rest) = (ow / L * L, ow % L);
     for (iy, row) in x.chunks_exact(w).take(g.h).enumerate() {
         let jy = iy + g.pt;
         let mut split = false;
@@ -178,15 +175,7 @@ fn weight_grad_body(
                 // `x` at padded column `2 ox + kx`: phase `kx % 2`, index `ox + kx / 2`.
                 let xs = &xph[kx % 2 * d.q + kx / 2..][..ow];
                 let t = ky * k + kx;
-                let a = &mut acc[t];
-                for (dc, xc) in drow[..full].chunks_exact(L).zip(xs[..full].chunks_exact(L)) {
-                    for i in 0..L {
-                        a[i] += dc[i] * xc[i];
-                    }
-                }
-                for (dv, xv) in drow[full..][..rest].iter().zip(&xs[full..][..rest]) {
-                    tail[t] += dv * xv;
-                }
+                lane_dot(&mut acc[t], &mut tail[t], drow, xs);
             }
         }
     }
