@@ -17,6 +17,8 @@
 //! (`train::set_direct_weight_grad`; maps under 56x56, outputs in blocks of 64).
 //! `PHASES=1` (with `DW=1`): the stride-2 layers' gradients by phases against stride-1 passes
 //! over the spread output gradient (`train::set_depthwise_phases`).
+//! `BNRES=1`: ResNet-50's residual ends (last BatchNorm, shortcut sum, ReLU), forward and
+//! gradients, as one op against apart (`train::set_batch_norm_residual`).
 //! `POOL=1`: ResNet's 3x3 stride-2 stem pool (64 channels at 112x112), forward
 //! and input gradient, committee's against Burn's (`train::set_max_pool`).
 
@@ -50,6 +52,9 @@ fn main() {
     let dev = Device::flex().autodiff();
     if std::env::var("POOL").is_ok_and(|v| v == "1") {
         return stem_pool(&dev, n, reps);
+    }
+    if std::env::var("BNRES").is_ok_and(|v| v == "1") {
+        return bn_residual(&dev, n, reps);
     }
     let dtype = std::env::var("DTYPE").is_ok_and(|v| v == "1");
     let dw = std::env::var("DW").is_ok_and(|v| v == "1");
@@ -231,4 +236,38 @@ fn stem_pool(dev: &Device, n: usize, reps: usize) {
         best[1] * 1e3,
         best[0] / best[1]
     );
+}
+
+/// ResNet-50's residual ends at each stage's map, forward and gradients (of the input and the
+/// shortcut), one op against BatchNorm, the sum and the ReLU apart, alternated.
+fn bn_residual(dev: &Device, n: usize, reps: usize) {
+    use burn::nn::BatchNormConfig;
+    use committee_ops::Act;
+    for (c, hw) in [(256, 56), (512, 28), (1024, 14), (2048, 7)] {
+        let bn = BatchNormConfig::new(c).init(dev);
+        let x = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), dev);
+        let r = Tensor::<4>::random([n, c, hw, hw], Distribution::Normal(0.0, 1.0), dev);
+        let (x, r) = (x.require_grad(), r.require_grad());
+        let mut best = [[f64::MAX; 2]; 2];
+        for rep in 0..2 * reps {
+            let on = rep % 2 == 1;
+            train::set_batch_norm_residual(on);
+            let s = Instant::now();
+            let y = committee_ops::batch_norm_add_act(&bn, x.clone(), r.clone(), Some(Act::Relu));
+            let y = std::hint::black_box(y);
+            let f = s.elapsed().as_secs_f64();
+            let g = y.sum().backward();
+            std::hint::black_box((x.grad(&g), r.grad(&g)));
+            let t = s.elapsed().as_secs_f64();
+            best[on as usize][0] = best[on as usize][0].min(f);
+            best[on as usize][1] = best[on as usize][1].min(t - f);
+        }
+        println!(
+            "{c}x{hw}x{hw} b{n}: forward apart {:.2} ms, one op {:.2} ms; backward apart {:.2} ms, one op {:.2} ms",
+            best[0][0] * 1e3,
+            best[1][0] * 1e3,
+            best[0][1] * 1e3,
+            best[1][1] * 1e3
+        );
+    }
 }

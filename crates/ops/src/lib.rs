@@ -35,7 +35,7 @@ pub use attention::attention;
 pub use conv::{conv2d, conv2d_act, conv2d_add_act};
 pub use kernel::{Kernel, set_enabled};
 pub use linear::{linear, mlp};
-pub use norm::{batch_norm, batch_norm_act, layer_norm};
+pub use norm::{batch_norm, batch_norm_act, batch_norm_add_act, layer_norm};
 pub use pool::{global_avg_pool, max_pool};
 pub use se::squeeze_excite;
 

@@ -28,10 +28,46 @@ pub fn batch_norm_act(bn: &BatchNorm, x: Tensor<4>, act: Act) -> Tensor<4> {
     })
 }
 
+/// `act(bn(x) + residual)` (a residual block's end; `act` ReLU, ReLU6 or none), as one profile
+/// span: in training on flex one op with its own backward (the sum and the activation fused
+/// into BatchNorm's passes, `cpu::train::batch_norm_add`), else BatchNorm, the sum and the
+/// activation apart.
+pub fn batch_norm_add_act(
+    bn: &BatchNorm,
+    x: Tensor<4>,
+    residual: Tensor<4>,
+    act: Option<Act>,
+) -> Tensor<4> {
+    profile::layer("batchnorm residual", x, |x| {
+        let device = x.device();
+        let (x, residual) = match training(bn, &device) && x.dtype() == DType::F32 {
+            true => match cpu::train::batch_norm_add(bn, x, residual, act) {
+                Ok((y, mean, var)) => {
+                    let [b, _, h, w] = y.dims();
+                    update_running(bn, &device, (b * h * w) as f64, mean, var);
+                    return y;
+                }
+                Err(back) => back,
+            },
+            false => (x, residual),
+        };
+        let y = crate::residual_add(batch_norm(bn, x), residual);
+        match act {
+            Some(a) => a.apply(y),
+            None => y,
+        }
+    })
+}
+
+/// Whether `bn` normalises with batch statistics on `device` (training).
+fn training(bn: &BatchNorm, device: &Device) -> bool {
+    device.is_autodiff() && bn.training.is_enabled()
+}
+
 /// `Ok` when `act` was applied too, `Err` with BatchNorm's output alone otherwise.
 fn forward(bn: &BatchNorm, x: Tensor<4>, act: Option<Act>) -> Result<Tensor<4>, Tensor<4>> {
     let device = x.device();
-    if !(device.is_autodiff() && bn.training.is_enabled()) {
+    if !training(bn, &device) {
         return Err(bn.forward(x));
     }
     if x.dtype() == DType::F16 {

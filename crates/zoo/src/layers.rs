@@ -186,9 +186,15 @@ impl DropPath {
         }
     }
 
+    /// Whether [`forward`](Self::forward) hands `x` back as it is (inference, or no drop),
+    /// so that what comes after it may fuse with what comes before.
+    pub fn is_identity_for<const D: usize>(&self, x: &Tensor<D>) -> bool {
+        self.prob <= 0.0 || !self.training.is_enabled() || !x.device().is_autodiff()
+    }
+
     /// `x` itself in inference; in training each sample's branch kept with `1 - prob`, scaled.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        if self.prob <= 0.0 || !self.training.is_enabled() || !x.device().is_autodiff() {
+        if self.is_identity_for(&x) {
             return x;
         }
         let keep = 1.0 - self.prob;

@@ -121,16 +121,17 @@ impl ResBlock {
             };
             return ops::conv2d_add_act(last, y, shortcut, Some(Act::Relu));
         }
-        let y = match (&self.conv3, &self.bn3) {
-            (Some(c3), Some(b3)) => conv_bn(
-                c3,
-                b3,
-                f,
-                conv_bn_act(&self.conv2, &self.bn2, f, Act::Relu, y),
-            ),
-            _ => conv_bn(&self.conv2, &self.bn2, f, y),
+        let (last, last_bn, y) = match (&self.conv3, &self.bn3) {
+            (Some(c3), Some(b3)) => (c3, b3, conv_bn_act(&self.conv2, &self.bn2, f, Act::Relu, y)),
+            _ => (&self.conv2, &self.bn2, y),
         };
-        relu(residual_add(self.drop_path.forward(y), shortcut))
+        let y = ops::conv2d_act(last, y, None);
+        if self.drop_path.is_identity_for(&y) {
+            // The last BatchNorm, the sum and the ReLU as one op in training on flex.
+            return ops::batch_norm_add_act(last_bn, y, shortcut, Some(Act::Relu));
+        }
+        let y = self.drop_path.forward(ops::batch_norm(last_bn, y));
+        relu(residual_add(y, shortcut))
     }
 
     fn fold(self) -> Self {

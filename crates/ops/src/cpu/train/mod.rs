@@ -71,7 +71,11 @@ pub use layer_norm::layer_norm;
 pub use linear::linear;
 #[cfg(test)]
 use linear::linear_in;
-pub use norm::{batch_norm, set_per_channel as set_batch_norm_per_channel};
+pub use norm::{
+    BatchNormOut, batch_norm, batch_norm_add, set_per_channel as set_batch_norm_per_channel,
+    set_residual as set_batch_norm_residual,
+    set_slope_from_input as set_batch_norm_slope_from_input,
+};
 pub use pool::{max_pool, set_max_pool};
 pub use unary::activation;
 #[cfg(target_arch = "x86_64")]

@@ -171,6 +171,147 @@ fn batch_norm_per_channel_keeps_the_bits() {
     }
 }
 
+/// ReLU's and ReLU6's slopes found again from BatchNorm's input give the bits of the slopes
+/// kept from the forward, with the passes per channel or not, on random channels and on
+/// channels that sit exactly on a kink (gamma 0, beta 0 or 6: z is beta itself); there the
+/// slope is PyTorch's 0, so beta's gradient (the sum of `dy * slope`) is 0.
+#[test]
+fn batch_norm_slopes_from_the_input_keep_the_bits() {
+    let dev = Device::flex().autodiff();
+    let (bn, x) = batch_norm_case([3, 6, 5, 7], &dev);
+    let leaf = |v: [f32; 6]| {
+        burn::module::Param::from_tensor(Tensor::<1>::from_data(TensorData::from(v), &dev))
+    };
+    let bn = BatchNorm {
+        gamma: leaf([1.3, 0.0, 0.7, 0.0, 0.0, 1.1]),
+        beta: leaf([0.2, 0.0, -0.4, 6.0, 6.0, 5.0]),
+        ..bn
+    };
+    let wts = Tensor::<4>::random([3, 6, 5, 7], Distribution::Normal(0.0, 1.0), &dev);
+    for (act, per_channel) in [Act::Relu, Act::Relu6]
+        .into_iter()
+        .flat_map(|a| [(a, true), (a, false)])
+    {
+        let run = |from_input: bool| {
+            norm::set_slope_from_input(from_input);
+            norm::set_per_channel(per_channel);
+            let (y, mean, var) = batch_norm(&bn, x.clone(), Some(act)).expect("kernel applies");
+            let stats = (mean.into_data(), var.into_data(), y.clone().into_data());
+            let g = (y * wts.clone()).sum().backward();
+            let d = |t: Option<Tensor<1>>| t.expect("grad").into_data();
+            let dx = x.grad(&g).expect("dx").into_data();
+            let beta = d(bn.beta.val().grad(&g));
+            (stats, dx, d(bn.gamma.val().grad(&g)), beta)
+        };
+        let (kept, found) = (run(false), run(true));
+        norm::set_slope_from_input(true);
+        norm::set_per_channel(true);
+        assert_eq!(kept, found, "{act:?}, per channel {per_channel}");
+        let dbeta = found.3.try_to_vec::<f32>().expect("f32");
+        // Channel 1 (z = 0) for both; channels 3 and 4 (z = 6) for ReLU6 only.
+        assert_eq!(dbeta[1], 0.0, "{act:?}: slope at 0");
+        if act == Act::Relu6 {
+            assert_eq!((dbeta[3], dbeta[4]), (0.0, 0.0), "slope at 6");
+        } else {
+            assert_ne!(dbeta[3], 0.0, "ReLU's slope at 6");
+        }
+    }
+}
+
+/// A residual block's end as one op, `act(bn(x) + r)`, gives the bits of BatchNorm, Burn's sum
+/// and the activation apart (each of which matches Burn's own), and Burn's composition within
+/// rounding: output and the gradients of x, r, gamma and beta, for ReLU, ReLU6 and
+/// none, passes per channel or not. Channels 1 and 3 sit on the kinks (gamma 0, so the sum is
+/// beta + r exactly 0, and 6): the slope there is PyTorch's 0, so r's gradient is 0.
+#[test]
+fn batch_norm_with_a_residual_matches_the_ops_apart() {
+    let dev = Device::flex().autodiff();
+    let shape = [3, 5, 4, 6];
+    let (bn, x) = batch_norm_case(shape, &dev);
+    let leaf = |v: [f32; 5]| {
+        burn::module::Param::from_tensor(Tensor::<1>::from_data(TensorData::from(v), &dev))
+    };
+    let bn = BatchNorm {
+        gamma: leaf([1.3, 0.0, 0.7, 0.0, 1.1]),
+        beta: leaf([0.2, 0.5, -0.4, 2.5, 5.0]),
+        ..bn
+    };
+    let hw = shape[2] * shape[3];
+    let mut r = crate::testing::values(shape.iter().product(), 7);
+    for (p, plane) in r.chunks_exact_mut(hw).enumerate() {
+        match p % shape[1] {
+            1 => plane.fill(-0.5),
+            3 => plane.fill(3.5),
+            _ => {}
+        }
+    }
+    let r = Tensor::<4>::from_data(TensorData::new(r, shape), &dev).require_grad();
+    let wts = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+    let acts = [Some(Act::Relu), Some(Act::Relu6), None];
+    for (act, per_channel) in acts.into_iter().flat_map(|a| [(a, true), (a, false)]) {
+        let what = format!("{act:?}, per channel {per_channel}");
+        let run = |fused: bool| {
+            norm::set_residual(fused);
+            norm::set_per_channel(per_channel);
+            let y = crate::norm::batch_norm_add_act(&bn, x.clone(), r.clone(), act);
+            let g = (y.clone() * wts.clone()).sum().backward();
+            let d = |t: Option<Tensor<1>>| t.expect("grad").into_data();
+            let grads = (
+                x.grad(&g).expect("dx").into_data(),
+                r.grad(&g).expect("dr").into_data(),
+                d(bn.gamma.val().grad(&g)),
+                d(bn.beta.val().grad(&g)),
+            );
+            (y.into_data(), grads)
+        };
+        let (apart, fused) = (run(false), run(true));
+        norm::set_residual(true);
+        norm::set_per_channel(true);
+        assert_eq!(apart, fused, "{what}");
+        // Burn's composition: batch_norm_train, the sum, Burn's ReLU, or ReLU6 with PyTorch's
+        // slopes (Burn's clamp lets the gradient through at 0 and 6) from Burn's ops.
+        let z = burn::tensor::module::batch_norm_train(
+            x.clone(),
+            bn.gamma.val(),
+            bn.beta.val(),
+            bn.epsilon,
+        )
+        .output
+            + r.clone();
+        let z = match act {
+            Some(Act::Relu) => burn::tensor::activation::relu(z),
+            Some(_) => {
+                let v = z.clone().inner();
+                let inside = v
+                    .clone()
+                    .greater_elem(0.0)
+                    .bool_and(v.clone().lower_elem(6.0));
+                let six = v.greater_equal_elem(6.0).float() * 6.0;
+                z * Tensor::from_inner(inside.float()) + Tensor::from_inner(six)
+            }
+            None => z,
+        };
+        let burn = z.clone().into_data();
+        let g = (z * wts.clone()).sum().backward();
+        let close =
+            |a: TensorData, b: Tensor<4>| max_rel_diff(Tensor::<4>::from_data(a, &b.device()), b);
+        assert!(
+            close(fused.0.clone(), Tensor::from_data(burn, &dev)) < 1e-5,
+            "{what}"
+        );
+        let dx = close(fused.1.0.clone(), x.grad(&g).expect("dx").reshape(shape));
+        let dr = close(fused.1.1.clone(), r.grad(&g).expect("dr").reshape(shape));
+        assert!(dx < 1e-4 && dr < 1e-5, "{what}: dx {dx}, dr {dr}");
+        if act.is_some() {
+            let dr = fused.1.1.try_to_vec::<f32>().expect("f32");
+            let at_kink = |ch: usize| dr.chunks_exact(hw).skip(ch).step_by(shape[1]).flatten();
+            assert!(at_kink(1).all(|&v| v == 0.0), "{what}: slope at 0");
+            let six = at_kink(3).all(|&v| v == 0.0);
+            assert_eq!(six, act == Some(Act::Relu6), "{what}: slope at 6");
+        }
+    }
+}
+
 /// Dense convolutions (3x3, ResNet's 7x7 stem, strided 1x1 shortcut, TF's SAME stem, one
 /// input channel, stride-1 maps read at tap offsets or computed directly): output and
 /// gradients equal Burn's.
