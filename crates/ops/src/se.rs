@@ -9,12 +9,17 @@ use crate::{conv2d, cpu, profile};
 
 /// `x * sigmoid(expand(act(reduce(mean(x)))))`, the mean over each channel's plane, as one
 /// profile span: committee's kernel on flex (one pass for the means, the gate applied in
-/// place), else Burn's ops.
+/// place), in training on flex committee's ops with their own backward (`cpu::train`), else
+/// Burn's ops.
 pub fn squeeze_excite(x: Tensor<4>, reduce: &Conv2d, expand: &Conv2d, act: Act) -> Tensor<4> {
     profile::layer("squeeze-excite", x, |x| {
         let [n, c, _, _] = x.dims();
         let gate = |s: Tensor<4>| sigmoid(conv2d(expand, act.apply(conv2d(reduce, s))));
-        match cpu::squeeze_excite(x, |m| gate(m.reshape([n, c, 1, 1])).reshape([n, c])) {
+        let x = match cpu::squeeze_excite(x, |m| gate(m.reshape([n, c, 1, 1])).reshape([n, c])) {
+            Ok(y) => return y,
+            Err(x) => x,
+        };
+        match cpu::train::squeeze_excite(x, |m| gate(m.reshape([n, c, 1, 1])).reshape([n, c])) {
             Ok(y) => y,
             Err(x) => {
                 let s = x.clone().mean_dim(3).mean_dim(2);

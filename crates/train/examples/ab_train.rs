@@ -16,7 +16,9 @@
 //! against matrix products over the unfolded image) or `bn-per-channel` (BatchNorm's passes per channel in one
 //! task against each pass over all channels after the other) or `bn-slope-from-input`
 //! (the slopes of ReLU and ReLU6 after BatchNorm found again from its input against kept) or
-//! `bn-residual` (a residual block's last BatchNorm, sum and ReLU as one op against apart) or `unzeroed` (convolution outputs
+//! `bn-residual` (a residual block's last BatchNorm, sum and ReLU as one op against apart) or
+//! `se` (squeeze-and-excitation's mean and scaling as ops with their own backward against
+//! Burn's) or `unzeroed` (convolution outputs
 //! and input gradients written into fresh memory against zeroed first) or `direct` (f32
 //! stride-1 layers under 56x56 as direct convolutions against unfolded or tap offsets); add `f32` as a fifth
 //! argument for f32 products. Each round
@@ -56,12 +58,13 @@ fn main() {
         "bn-per-channel" => train::set_batch_norm_per_channel,
         "bn-slope-from-input" => train::set_batch_norm_slope_from_input,
         "bn-residual" => train::set_batch_norm_residual,
+        "se" => train::set_squeeze_excite,
         "unzeroed" => train::set_unzeroed,
         "direct" => train::set_direct,
         "direct-wgrad" => train::set_direct_weight_grad,
         other => {
             eprintln!(
-                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, bn-slope-from-input, bn-residual, unzeroed, direct, direct-wgrad, depthwise-phases, sgd-one-pass or keep-large"
+                "unknown switch {other}: bf16-routing, wgrad-images, depthwise-planes, transpose-registers, train-taps, max-pool, wgrad-dots, bn-per-channel, bn-slope-from-input, bn-residual, se, unzeroed, direct, direct-wgrad, depthwise-phases, sgd-one-pass or keep-large"
             );
             std::process::exit(2);
         }

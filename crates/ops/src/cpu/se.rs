@@ -37,7 +37,7 @@ pub fn squeeze_excite(
     Ok(from_flex(t))
 }
 
-isa::widest!(fn mean(x: &[f32]) -> f32 = mean_body);
+isa::widest!(pub(crate) fn mean(x: &[f32]) -> f32 = mean_body);
 isa::widest!(fn scale(x: &mut [f32], g: f32) = scale_body);
 
 /// The mean, summed in 16 lanes (a sum in one accumulator does not vectorise).

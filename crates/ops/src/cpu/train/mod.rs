@@ -50,6 +50,7 @@ mod layer_norm;
 mod linear;
 pub(crate) mod norm;
 mod pool;
+pub(crate) mod se;
 #[cfg(test)]
 mod tests;
 mod unary;
@@ -77,6 +78,7 @@ pub use norm::{
     set_slope_from_input as set_batch_norm_slope_from_input,
 };
 pub use pool::{max_pool, set_max_pool};
+pub use se::{set_squeeze_excite, squeeze_excite};
 pub use unary::activation;
 #[cfg(target_arch = "x86_64")]
 pub use wgrad::set_weight_grad_dots;

@@ -312,6 +312,65 @@ fn batch_norm_with_a_residual_matches_the_ops_apart() {
     }
 }
 
+/// Squeeze-and-excitation in training (the planes' means and the gate's scaling as ops of their
+/// own): output and the gradients of the input and of both gate convolutions' weights and
+/// biases equal Burn's `mean_dim` and broadcast product, on a map narrower than a vector's 16
+/// lanes and one wider (the lanes' tail), with an input that also flows around the block.
+#[test]
+fn squeeze_excite_training_matches_burn() {
+    let dev = Device::flex().autodiff();
+    for shape in [[2, 6, 3, 4], [3, 5, 7, 9]] {
+        let [n, c, _, _] = shape;
+        let conv = |i, o| {
+            let conv = Conv2dConfig::new([i, o], [1, 1]).init(&dev);
+            Conv2d {
+                weight: burn::module::Param::from_tensor(conv.weight.val().require_grad()),
+                bias: conv
+                    .bias
+                    .map(|b| burn::module::Param::from_tensor(b.val().require_grad())),
+                ..conv
+            }
+        };
+        let (reduce, expand) = (conv(c, 3), conv(3, c));
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 1.0), &dev).require_grad();
+        let wts = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &dev);
+        let run = |ours: bool| {
+            se::set_squeeze_excite(ours);
+            let gate = |m: Tensor<2>| {
+                let s = crate::conv2d(&reduce, m.reshape([n, c, 1, 1]));
+                let s = crate::conv2d(&expand, Act::Silu.apply(s));
+                burn::tensor::activation::sigmoid(s).reshape([n, c])
+            };
+            let y = match ours {
+                true => squeeze_excite(x.clone(), gate).expect("op applies"),
+                false => {
+                    let m = x.clone().mean_dim(3).mean_dim(2).reshape([n, c]);
+                    x.clone() * gate(m).reshape([n, c, 1, 1])
+                }
+            };
+            // The input also goes around the block, as into a residual sum.
+            let g = ((y.clone() + x.clone()) * wts.clone()).sum().backward();
+            let grads = [&reduce, &expand].map(|cv| {
+                let w = cv.weight.val().grad(&g).expect("dw");
+                let b = cv.bias.as_ref().expect("bias").val().grad(&g).expect("db");
+                (w, b)
+            });
+            (y, x.grad(&g).expect("dx"), grads)
+        };
+        let (burn, ours) = (run(false), run(true));
+        se::set_squeeze_excite(true);
+        let what = format!("{shape:?}");
+        let d = max_rel_diff(ours.0.inner(), burn.0.inner());
+        assert!(d < 1e-5, "output {what}: {d}");
+        let dx = max_rel_diff(ours.1, burn.1);
+        assert!(dx < 1e-5, "dx {what}: {dx}");
+        for (i, ((wo, bo), (wb, bb))) in ours.2.into_iter().zip(burn.2).enumerate() {
+            let (dw, db) = (max_rel_diff(wo, wb), max_rel_diff(bo, bb));
+            assert!(dw < 1e-5 && db < 1e-5, "conv {i} {what}: dw {dw}, db {db}");
+        }
+    }
+}
+
 /// Dense convolutions (3x3, ResNet's 7x7 stem, strided 1x1 shortcut, TF's SAME stem, one
 /// input channel, stride-1 maps read at tap offsets or computed directly): output and
 /// gradients equal Burn's.
