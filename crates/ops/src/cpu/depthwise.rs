@@ -1,6 +1,7 @@
 //! Depthwise convolution (inference) with the activation fused.
 
 use super::*;
+use std::mem::MaybeUninit;
 
 /// A depthwise convolution (one input channel per group, channel multiplier 1) with `ep`
 /// applied to its output; `Err(x)` when the layer or input is not one this kernel handles.
@@ -28,9 +29,12 @@ pub fn depthwise(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
         pt,
         pl,
     };
-    let mut out = vec![0f32; n * c * oh * ow];
+    // Written plane by plane into fresh memory (every element stored by the kernel).
+    let len = n * c * oh * ow;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
     let isa = Isa::get();
-    out.par_chunks_mut(oh * ow)
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(oh * ow)
         .enumerate()
         .for_each_init(Vec::new, |scratch, (p, o)| {
             let ch = p % c;
@@ -39,6 +43,9 @@ pub fn depthwise(conv: &Conv2d, x: Tensor<4>, ep: Epilogue) -> Result<Tensor<4>,
             let b = bias.map_or(0.0, |b| b[ch]);
             isa.depthwise_plane(plane, o, taps, b, &geo, ep, scratch);
         });
+    // SAFETY: `depthwise_plane` stores every element of each plane it is given, and the
+    // planes cover `len`.
+    unsafe { out.set_len(len) };
     let t = FlexTensor::from_data(TensorData::new(out, [n, c, oh, ow]));
     Ok(from_flex(t))
 }
@@ -84,7 +91,7 @@ pub(crate) const MAX_K: usize = 7;
 #[inline(always)]
 pub(crate) fn depthwise_plane<const FMA: bool, const LANES: usize>(
     inp: &[f32],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     taps: &[f32],
     bias: f32,
     g: &Geometry,
@@ -151,7 +158,7 @@ pub(crate) fn depthwise_plane<const FMA: bool, const LANES: usize>(
         for (i, acc) in acc[..cnt].iter().enumerate() {
             let (o, b) = ((u + i) / nb, (u + i) % nb);
             let len = V.min(ow - b * V);
-            out[o * ow + b * V..][..len].copy_from_slice(&acc[..len]);
+            out[o * ow + b * V..][..len].write_copy_of_slice(&acc[..len]);
         }
         u += cnt;
     }

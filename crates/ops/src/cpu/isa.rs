@@ -192,7 +192,7 @@ impl Isa {
     pub(crate) fn depthwise_plane(
         self,
         inp: &[f32],
-        out: &mut [f32],
+        out: &mut [MaybeUninit<f32>],
         taps: &[f32],
         bias: f32,
         g: &Geometry,
@@ -367,7 +367,7 @@ pub(crate) fn epilogue_avx512(x: &mut [f32], ep: Epilogue) {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn depthwise_plane_avx2(
     inp: &[f32],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     taps: &[f32],
     bias: f32,
     g: &Geometry,
@@ -382,7 +382,7 @@ pub(crate) fn depthwise_plane_avx2(
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn depthwise_plane_avx512(
     inp: &[f32],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     taps: &[f32],
     bias: f32,
     g: &Geometry,

@@ -88,6 +88,15 @@ pub(crate) fn from_flex<const D: usize>(t: FlexTensor) -> Tensor<D> {
     Tensor::from_primitive::<Flex>(t)
 }
 
+/// `dst` as memory a kernel that writes into fresh memory may overwrite: the kernels that
+/// write every element of their output take it so, and an output already initialised goes
+/// in through this view.
+pub(crate) fn as_uninit(dst: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout; only initialised values are written
+    // through the view, so `dst` stays initialised.
+    unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 /// `dst` as the floats it holds.
 ///
 /// # Safety

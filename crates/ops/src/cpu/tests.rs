@@ -495,7 +495,7 @@ fn depthwise_plane_matches_f64_on_every_isa() {
             let mut out = vec![f32::NAN; oh * ow];
             isa.depthwise_plane(
                 &inp,
-                &mut out,
+                super::as_uninit(&mut out),
                 &taps,
                 bias,
                 &g,

@@ -165,13 +165,14 @@ fn forward_planes(x: &[f32], w: &[f32], s: &Shape) -> FlexTensor {
     let (c, kk) = (s.c, g.k * g.k);
     let (plane_in, plane_out) = (g.h * g.w, s.oh * g.ow);
     let isa = Isa::get();
-    let mut out = vec![0f32; s.n * c * plane_out];
-    out.par_chunks_mut(plane_out)
-        .enumerate()
-        .for_each_init(Vec::new, |scratch, (p, o)| {
-            let (x, taps) = (&x[p * plane_in..][..plane_in], &w[(p % c) * kk..][..kk]);
-            isa.depthwise_plane(x, o, taps, 0.0, g, Epilogue::None, scratch);
-        });
+    let out = written(s.n * c * plane_out, |out| {
+        out.par_chunks_mut(plane_out)
+            .enumerate()
+            .for_each_init(Vec::new, |scratch, (p, o)| {
+                let (x, taps) = (&x[p * plane_in..][..plane_in], &w[(p % c) * kk..][..kk]);
+                isa.depthwise_plane(x, o, taps, 0.0, g, Epilogue::None, scratch);
+            })
+    });
     FlexTensor::from_data(TensorData::new(out, [s.n, c, s.oh, g.ow]))
 }
 
@@ -203,7 +204,7 @@ fn backward_planes(
     };
     let isa = Isa::get();
     let phases = PHASES.on() && depthwise_s2::applies(g);
-    let per_plane = |p: usize, dx: Option<&mut [f32]>, dw: &mut [f32], bufs: &mut Buffers| {
+    let per_plane = |p: usize, dx: Option<&mut [Out]>, dw: &mut [f32], bufs: &mut Buffers| {
         let mut dy = &dy[p * plane_out..][..plane_out];
         if phases {
             let x = &x[p * plane_in..][..plane_in];
@@ -237,14 +238,11 @@ fn backward_planes(
         }
         plane_wgrad(dy, &x[p * plane_in..][..plane_in], &d, dw);
     };
-    let mut dx = vec![0f32; if want_dx { s.n * c * plane_in } else { 0 }];
-    let dw = with_shares(
-        &mut dx,
-        plane_in,
-        [s.n * c, kk, c * kk],
-        Buffers::default,
-        per_plane,
-    );
+    let mut dw = Vec::new();
+    let dx = written(if want_dx { s.n * c * plane_in } else { 0 }, |dx| {
+        let parts = [s.n * c, kk, c * kk];
+        dw = with_shares(dx, plane_in, parts, Buffers::default, per_plane);
+    });
     // Shares `[image][c][tap]`, summed `[c][tap]`: the weight's own layout.
     let dw = FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k]));
     let dx = want_dx.then(|| FlexTensor::from_data(TensorData::new(dx, [s.n, c, g.h, g.w])));
@@ -252,17 +250,17 @@ fn backward_planes(
 }
 
 /// Runs `part(i, dx_i, share_i, scratch)` for the `parts` parts of a backward pass (images, or
-/// image planes), in parallel, each writing its own `dx_i` (`dx_len` long, `None` when `dx` is
-/// empty: no input gradient asked for) and its own share of the weight gradient (`share`
+/// image planes), in parallel, each writing the whole of its own `dx_i` (`dx_len` long, fresh
+/// memory; `None` when `dx` is empty: no input gradient asked for) and its own share of the weight gradient (`share`
 /// long); the parts of one image are consecutive, their shares together `image` long, and
 /// the images' shares are summed in image order into one `image`-long gradient: the same bits
 /// whatever the thread count or scheduling (training runs are reproducible).
 fn with_shares<B: Send>(
-    dx: &mut [f32],
+    dx: &mut [Out],
     dx_len: usize,
     [parts, share, image]: [usize; 3],
     init: impl Fn() -> B + Sync + Send,
-    part: impl Fn(usize, Option<&mut [f32]>, &mut [f32], &mut B) + Sync + Send,
+    part: impl Fn(usize, Option<&mut [Out]>, &mut [f32], &mut B) + Sync + Send,
 ) -> Vec<f32> {
     let mut shares = vec![0f32; parts * share];
     if dx.is_empty() {
@@ -374,18 +372,19 @@ pub(crate) fn forward(x: &[f32], w: &[f32], s: &Shape) -> (Vec<f32>, Vec<f32>, F
         }
     }
     let mut xp = vec![0f32; s.n * hp * wp * c];
-    let mut out = vec![0f32; s.n * c * plane_out];
-    xp.par_chunks_mut(hp * wp * c)
-        .zip(out.par_chunks_mut(c * plane_out))
-        .enumerate()
-        .for_each_init(Vec::new, |acc, (img, (xp, out))| {
-            let x = &x[img * c * plane_in..(img + 1) * c * plane_in];
-            to_padded_nhwc(x, xp, s);
-            acc.clear();
-            acc.resize(plane_out * c, 0.0);
-            image_forward(acc, xp, &wt, s);
-            from_nhwc(acc, out, c, plane_out);
-        });
+    let out = written(s.n * c * plane_out, |out| {
+        xp.par_chunks_mut(hp * wp * c)
+            .zip(out.par_chunks_mut(c * plane_out))
+            .enumerate()
+            .for_each_init(Vec::new, |acc, (img, (xp, out))| {
+                let x = &x[img * c * plane_in..(img + 1) * c * plane_in];
+                to_padded_nhwc(x, xp, s);
+                acc.clear();
+                acc.resize(plane_out * c, 0.0);
+                image_forward(acc, xp, &wt, s);
+                from_nhwc(acc, out, c, plane_out);
+            })
+    });
     let y = FlexTensor::from_data(TensorData::new(out, [s.n, s.c, s.oh, g.ow]));
     (xp, wt, y)
 }
@@ -402,8 +401,7 @@ pub(crate) fn backward(
     let (c, k) = (s.c, g.k);
     let (hp, wp) = s.padded();
     let (plane_in, plane_out) = (g.h * g.w, s.oh * g.ow);
-    let mut dx = vec![0f32; if want_dx { s.n * c * plane_in } else { 0 }];
-    let per_image = |img: usize, dx: Option<&mut [f32]>, dw: &mut [f32], buf: &mut Buffers| {
+    let per_image = |img: usize, dx: Option<&mut [Out]>, dw: &mut [f32], buf: &mut Buffers| {
         let xp = &xp[img * hp * wp * c..(img + 1) * hp * wp * c];
         buf.dyt.clear();
         buf.dyt.resize(plane_out * c, 0.0);
@@ -424,13 +422,11 @@ pub(crate) fn backward(
         }
     };
     // Each image's share of the weight gradient apart, then summed in image order.
-    let dw_t = with_shares(
-        &mut dx,
-        c * plane_in,
-        [s.n, k * k * c, k * k * c],
-        Buffers::default,
-        per_image,
-    );
+    let mut dw_t = Vec::new();
+    let dx = written(if want_dx { s.n * c * plane_in } else { 0 }, |dx| {
+        let parts = [s.n, k * k * c, k * k * c];
+        dw_t = with_shares(dx, c * plane_in, parts, Buffers::default, per_image);
+    });
     // dw_t[tap][c] -> dw[c][1][k][k]
     let mut dw = vec![0f32; c * k * k];
     for ch in 0..c {
@@ -547,30 +543,50 @@ pub(crate) fn to_padded_nhwc(x: &[f32], xp: &mut [f32], s: &Shape) {
     let cols = g.w.min(wp.saturating_sub(g.pl));
     for iy in 0..g.h.min(hp.saturating_sub(g.pt)) {
         let dst = &mut xp[((iy + g.pt) * wp + g.pl) * s.c..];
-        transpose(&x[iy * g.w..], g.h * g.w, dst, s.c, [s.c, cols]);
+        transpose(
+            &x[iy * g.w..],
+            g.h * g.w,
+            crate::cpu::as_uninit(dst),
+            s.c,
+            [s.c, cols],
+        );
     }
 }
 
-/// The inverse of [`to_padded_nhwc`] for a gradient: the padding's share is dropped.
-pub(crate) fn from_padded_nhwc(xp: &[f32], x: &mut [f32], s: &Shape) {
+/// The inverse of [`to_padded_nhwc`] for a gradient: the padding's share is dropped; inputs
+/// no tap reaches (the last rows or columns of some strided layers) get 0. Every element of
+/// `x` (one image, `[c][h][w]`) is written.
+pub(crate) fn from_padded_nhwc(xp: &[f32], x: &mut [Out], s: &Shape) {
     let g = &s.geo;
     let (hp, wp) = s.padded();
     let cols = g.w.min(wp.saturating_sub(g.pl));
-    for iy in 0..g.h.min(hp.saturating_sub(g.pt)) {
+    let rows = g.h.min(hp.saturating_sub(g.pt));
+    for iy in 0..rows {
         let src = &xp[((iy + g.pt) * wp + g.pl) * s.c..];
         transpose(src, s.c, &mut x[iy * g.w..], g.h * g.w, [cols, s.c]);
+    }
+    if rows < g.h || cols < g.w {
+        for plane in x.chunks_exact_mut(g.h * g.w).take(s.c) {
+            for (iy, row) in plane.chunks_exact_mut(g.w).enumerate() {
+                let from = if iy < rows { cols } else { 0 };
+                row[from..].fill(Out::new(0.0));
+            }
+        }
     }
 }
 
 /// `a[c][p]` into `t[p][c]`.
 pub(crate) fn to_nhwc(a: &[f32], t: &mut [f32], c: usize, plane: usize) {
-    transpose(a, plane, t, c, [c, plane]);
+    transpose(a, plane, crate::cpu::as_uninit(t), c, [c, plane]);
 }
 
-/// `t[p][c]` into `a[c][p]`.
-pub(crate) fn from_nhwc(t: &[f32], a: &mut [f32], c: usize, plane: usize) {
+/// `t[p][c]` into `a[c][p]` (every element of `a[..c * plane]` written).
+pub(crate) fn from_nhwc(t: &[f32], a: &mut [Out], c: usize, plane: usize) {
     transpose(t, c, a, plane, [plane, c]);
 }
+
+/// An element of fresh memory a kernel writes.
+type Out = MaybeUninit<f32>;
 
 /// `dst[j * dst_rs + i] = src[i * src_rs + j]` for `i < rows`, `j < cols`, in 8x8 tiles
 /// (transposed in registers where the CPU has AVX2). Element by element along whole rows, each
@@ -579,7 +595,7 @@ pub(crate) fn from_nhwc(t: &[f32], a: &mut [f32], c: usize, plane: usize) {
 pub(crate) fn transpose(
     src: &[f32],
     src_rs: usize,
-    dst: &mut [f32],
+    dst: &mut [Out],
     dst_rs: usize,
     [rows, cols]: [usize; 2],
 ) {
@@ -594,7 +610,7 @@ pub(crate) fn transpose(
         dst.len() >= (cols - 1) * dst_rs + rows,
         "transpose destination too short"
     );
-    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+    let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr().cast::<f32>());
     #[cfg(target_arch = "x86_64")]
     if !matches!(Isa::get(), Isa::Base) {
         // SAFETY: AVX2 was detected (`Isa` is Avx2 or Avx512); the extents are asserted.

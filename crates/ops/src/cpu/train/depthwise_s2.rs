@@ -62,7 +62,7 @@ crate::cpu::isa::widest!(
         taps: &[f32],
         g: &Geometry,
         oh: usize,
-        dx: &mut [f32],
+        dx: &mut [std::mem::MaybeUninit<f32>],
         buf: &mut Scratch,
     ) = input_grad_body
 );
@@ -76,7 +76,7 @@ fn input_grad_body(
     taps: &[f32],
     g: &Geometry,
     oh: usize,
-    dx: &mut [f32],
+    dx: &mut [std::mem::MaybeUninit<f32>],
     buf: &mut Scratch,
 ) {
     let (k, w, ow) = (g.k, g.w, g.ow);
@@ -115,11 +115,11 @@ fn input_grad_body(
         }
         let pairs = w / 2;
         for (b, pair) in out.chunks_exact_mut(2).enumerate() {
-            pair[0] = half[even + b];
-            pair[1] = half[odd + b];
+            pair[0].write(half[even + b]);
+            pair[1].write(half[odd + b]);
         }
         if w % 2 == 1 {
-            out[w - 1] = half[even + pairs];
+            out[w - 1].write(half[even + pairs]);
         }
     }
 }
@@ -248,7 +248,7 @@ mod tests {
                 let [want_dx, want_dw] = definition(&dy, &x, &taps, &g, oh);
                 let mut dx = vec![f32::NAN; h * w];
                 let mut dw = vec![f32::NAN; k * k];
-                input_grad(&dy, &taps, &g, oh, &mut dx, &mut buf);
+                input_grad(&dy, &taps, &g, oh, crate::cpu::as_uninit(&mut dx), &mut buf);
                 weight_grad(&dy, &x, &g, oh, &mut dw, &mut buf);
                 let what = format!("k {k} {h}x{w} pad {pt} {pl} {pb} {pr}");
                 for (got, want, part) in [(&dx, &want_dx, "dx"), (&dw, &want_dw, "dw")] {

@@ -874,7 +874,9 @@ fn half_products_match_f32_products() {
 /// The convolutions' outputs and input gradients come from memory that is not zeroed first
 /// ([`written`]): filled with NaN instead, every element is still overwritten (outputs and
 /// gradients match Burn's, and the bf16 products the f32 ones), on each path that writes
-/// into it: 1x1 layers, unfolded dense layers (f32 and bf16 products).
+/// into it: 1x1 layers, unfolded dense layers (f32 and bf16 products), depthwise layers
+/// channels-last (stride 1, and stride 2 without padding, whose last input row and column no
+/// tap reaches) and plane by plane (stride 1, and stride 2 by phases).
 #[test]
 fn outputs_are_written_whole() {
     use std::sync::atomic::Ordering;
@@ -892,6 +894,21 @@ fn outputs_are_written_whole() {
     assert_matches_burn(dense, &dense_s2, [3, 5, 11, 10], "poisoned 3x3 s2");
     assert_half_matches_f32(pointwise_in, &pw, [3, 16, 9, 7], "poisoned 1x1");
     assert_half_matches_f32(dense_in, &dense_s2, [3, 5, 11, 10], "poisoned 3x3 s2");
+    for (c, k, s, p, h, w) in [
+        (20, 3, 1, 1, 18, 19),
+        (4, 3, 2, 0, 8, 9),
+        (6, 5, 1, 2, 5, 50),
+        (4, 3, 2, 1, 5, 100),
+    ] {
+        let conv = Conv2dConfig::new([c, c], [k, k])
+            .with_stride([s, s])
+            .with_groups(c)
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_bias(false)
+            .init(&dev);
+        let what = format!("poisoned depthwise c {c} k {k} s {s} p {p} {h}x{w}");
+        assert_matches_burn(depthwise, &conv, [3, c, h, w], &what);
+    }
     POISON.store(false, Ordering::Relaxed);
 }
 
@@ -1016,7 +1033,13 @@ fn transpose_matches_the_definition() {
         let (src_rs, dst_rs) = (cols + 3, rows + 5);
         let src: Vec<f32> = (0..rows * src_rs).map(|i| i as f32).collect();
         let mut dst = vec![f32::NAN; cols * dst_rs];
-        transpose(&src, src_rs, &mut dst, dst_rs, [rows, cols]);
+        transpose(
+            &src,
+            src_rs,
+            crate::cpu::as_uninit(&mut dst),
+            dst_rs,
+            [rows, cols],
+        );
         for i in 0..rows {
             for j in 0..cols {
                 assert_eq!(
