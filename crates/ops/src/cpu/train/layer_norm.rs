@@ -40,11 +40,14 @@ pub fn layer_norm<const D: usize>(
     };
     let xs = slice(&xc);
     let rows = xs.len() / d;
-    let mut y = vec![0f32; xs.len()];
-    let mut xhat = vec![0f32; xs.len()];
+    // The output and the normalised input written into fresh memory, row by row.
+    let len = xs.len();
+    let (mut y, mut xhat): (Vec<f32>, Vec<f32>) =
+        (Vec::with_capacity(len), Vec::with_capacity(len));
     let mut invstd = vec![0f32; rows];
-    y.par_chunks_mut(d * ROWS)
-        .zip(xhat.par_chunks_mut(d * ROWS))
+    y.spare_capacity_mut()[..len]
+        .par_chunks_mut(d * ROWS)
+        .zip(xhat.spare_capacity_mut()[..len].par_chunks_mut(d * ROWS))
         .zip(invstd.par_chunks_mut(ROWS))
         .zip(xs.par_chunks(d * ROWS))
         .for_each(|(((y, xh), inv), x)| {
@@ -60,11 +63,17 @@ pub fn layer_norm<const D: usize>(
                 for ((((y, xh), &v), &g), &b) in
                     y.iter_mut().zip(xh.iter_mut()).zip(x).zip(&g).zip(&b)
                 {
-                    *xh = (v - mean) * *inv;
-                    *y = *xh * g + b;
+                    let h = (v - mean) * *inv;
+                    xh.write(h);
+                    y.write(h * g + b);
                 }
             }
         });
+    // SAFETY: every row of both was written above (the rows cover `len`: `d` divides it).
+    unsafe {
+        y.set_len(len);
+        xhat.set_len(len);
+    }
     let y = FlexTensor::from_data(TensorData::new(y, shape));
     let state = LnState {
         xhat,
@@ -103,7 +112,12 @@ struct LnState {
 }
 
 /// One task's rows: `dy`, `xhat`, `1 / sigma` and where `dx` goes (when wanted).
-type RowBlock<'a> = (&'a [f32], &'a [f32], &'a [f32], Option<&'a mut [f32]>);
+type RowBlock<'a> = (
+    &'a [f32],
+    &'a [f32],
+    &'a [f32],
+    Option<&'a mut [MaybeUninit<f32>]>,
+);
 
 #[derive(Debug)]
 struct LnBackward;
@@ -112,7 +126,8 @@ impl LnBackward {
     /// The input gradient (when `want_dx`) and the sums over rows of `dy xhat` and `dy`.
     fn grads(st: &LnState, dy: &[f32], want_dx: bool) -> (Option<Vec<f32>>, Vec<f32>, Vec<f32>) {
         let d = st.d;
-        let mut dx = vec![0f32; if want_dx { dy.len() } else { 0 }];
+        // Written row by row into fresh memory.
+        let mut dx: Vec<f32> = Vec::with_capacity(if want_dx { dy.len() } else { 0 });
         let run = |(dy, xh, inv, dx): RowBlock| {
             let mut dg = vec![0f32; d];
             let mut db = vec![0f32; d];
@@ -132,7 +147,7 @@ impl LnBackward {
                     }
                     let b = acc.iter().sum::<f32>() / d as f32;
                     for (((o, &dy), &g), &xh) in dx.iter_mut().zip(dy).zip(g).zip(xh) {
-                        *o = (dy * g - a - xh * b) * inv[r];
+                        o.write((dy * g - a - xh * b) * inv[r]);
                     }
                 }
             }
@@ -144,7 +159,7 @@ impl LnBackward {
             .zip(st.invstd.par_chunks(ROWS));
         let partial: Vec<(Vec<f32>, Vec<f32>)> = if want_dx {
             chunks
-                .zip(dx.par_chunks_mut(d * ROWS))
+                .zip(dx.spare_capacity_mut()[..dy.len()].par_chunks_mut(d * ROWS))
                 .map(|(((dy, xh), inv), dx)| run((dy, xh, inv, Some(dx))))
                 .collect()
         } else {
@@ -152,6 +167,10 @@ impl LnBackward {
                 .map(|((dy, xh), inv)| run((dy, xh, inv, None)))
                 .collect()
         };
+        if want_dx {
+            // SAFETY: every row was written above (the rows cover `dy.len()`).
+            unsafe { dx.set_len(dy.len()) };
+        }
         // Partial sums added in row order: the same bits for any thread count.
         let mut dg = vec![0f32; d];
         let mut db = vec![0f32; d];

@@ -98,18 +98,21 @@ impl Lin {
             let bias = bias.map_or(bf16::Bias::None, |b| bf16::Bias::Columns(&b[..n]));
             return bf16::gemm_new(kern, &a, &w, bias, Epilogue::None);
         }
-        let mut y = match bias {
-            Some(b) => preloaded(rows * n, n, |_, row| {
-                row.write_copy_of_slice(&b[..n]);
-            }),
-            None => vec![0f32; rows * n],
+        let (x, w) = (Mat::rows(xs, k), Mat::rows(ws, n));
+        let Some(b) = bias else {
+            return written(rows * n, |y| {
+                gemm_into([rows, n, k], y, x, w, gemm::Parallelism::Rayon(0))
+            });
         };
+        let mut y = preloaded(rows * n, n, |_, row| {
+            row.write_copy_of_slice(&b[..n]);
+        });
         gemm_strided(
             [rows, n, k],
             &mut y,
-            Mat::rows(xs, k),
-            Mat::rows(ws, n),
-            bias.is_some(),
+            x,
+            w,
+            true,
             gemm::Parallelism::Rayon(0),
         );
         y
@@ -118,45 +121,39 @@ impl Lin {
     /// `dX = dY W^T`.
     fn input_grad(&self, dy: &[f32], ws: &[f32]) -> Vec<f32> {
         let Lin { rows, k, n, half } = *self;
-        let mut dx = vec![0f32; rows * k];
-        match half {
+        written(rows * k, |dx| match half {
             Some(kern) => {
                 let a = PackedA::pack(dy, rows, n);
                 let wt = PackedB::pack_transposed(ws, n, k, n);
-                bf16::gemm(kern, &a, &wt, &mut dx, false, Epilogue::None);
+                bf16::gemm_into(kern, &a, &wt, dx, bf16::Bias::None, Epilogue::None);
             }
-            None => gemm_strided(
+            None => gemm_into(
                 [rows, k, n],
-                &mut dx,
+                dx,
                 Mat::rows(dy, n),
                 Mat::cols(ws, n),
-                false,
                 gemm::Parallelism::Rayon(0),
             ),
-        }
-        dx
+        })
     }
 
     /// `dW = X^T dY`.
     fn weight_grad(&self, xs: &[f32], dy: &[f32]) -> Vec<f32> {
         let Lin { rows, k, n, half } = *self;
-        let mut dw = vec![0f32; k * n];
-        match half {
+        written(k * n, |dw| match half {
             Some(kern) => {
                 let xt = PackedA::pack_transposed(xs, k, rows);
                 let b = PackedB::pack(dy, rows, n);
-                bf16::gemm(kern, &xt, &b, &mut dw, false, Epilogue::None);
+                bf16::gemm_into(kern, &xt, &b, dw, bf16::Bias::None, Epilogue::None);
             }
-            None => gemm_strided(
+            None => gemm_into(
                 [k, n, rows],
-                &mut dw,
+                dw,
                 Mat::cols(xs, k),
                 Mat::rows(dy, n),
-                false,
                 gemm::Parallelism::Rayon(0),
             ),
-        }
-        dw
+        })
     }
 
     /// `db`: the column sums of `dY`, rows added in order (the same bits for any number of

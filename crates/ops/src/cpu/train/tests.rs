@@ -942,7 +942,7 @@ fn half_gradients_do_not_depend_on_threads() {
 /// and the gradients of input, weight and bias within 1e-5, with and without bias, one row
 /// and a 3-D input of many, widths past a bias-sum block (64); in bf16 on every kernel this
 /// CPU has, exact on bf16 values and within bf16's rounding on f32 data; all gradients the
-/// same bits on 1 and 3 threads.
+/// same bits on 1 and 3 threads; every output written whole into fresh memory.
 #[test]
 fn linear_training_matches_burn() {
     use burn::nn::{Linear, LinearConfig};
@@ -976,14 +976,30 @@ fn linear_training_matches_burn() {
         let x = Tensor::<3>::random([lead[0], lead[1], k], Distribution::Normal(0.0, 1.0), &dev);
         let wts = Tensor::<3>::random([lead[0], lead[1], n], Distribution::Normal(0.0, 1.0), &dev);
         let burn = grads(&|l: &Linear, x| l.forward(x), &lin, &x, &wts);
-        for (i, (a, b)) in grads(&ours(None), &lin, &x, &wts)
-            .into_iter()
-            .zip(burn)
-            .enumerate()
-        {
-            let d = max_rel_diff(a, b);
-            assert!(d < 1e-5, "{what} part {i}: f32 against Burn {d}");
+        // Twice: the second time with fresh memory filled with NaN ([`written`]), which
+        // every product must overwrite.
+        for poison in [false, true] {
+            POISON.store(poison, std::sync::atomic::Ordering::Relaxed);
+            for (i, (a, b)) in grads(&ours(None), &lin, &x, &wts)
+                .into_iter()
+                .zip(burn.clone())
+                .enumerate()
+            {
+                let d = max_rel_diff(a, b);
+                assert!(
+                    d < 1e-5,
+                    "{what} part {i}: f32 against Burn {d}, poison {poison}"
+                );
+            }
+            if let Some(kernel) = Bf16Kernel::detect() {
+                let (a, b) = (grads(&ours(Some(kernel)), &lin, &x, &wts), burn.clone());
+                for (i, (a, b)) in a.into_iter().zip(b).enumerate() {
+                    let d = max_rel_diff(a, b);
+                    assert!(d < 3e-2, "{what} part {i}: bf16 {d}, poison {poison}");
+                }
+            }
         }
+        POISON.store(false, std::sync::atomic::Ordering::Relaxed);
         let rounded = Linear {
             weight: burn::module::Param::from_tensor(round_bf16(lin.weight.val())),
             ..lin.clone()
