@@ -46,7 +46,8 @@ pub struct Args {
     no_fold_bn: bool,
     /// committee's flex kernels to use, in place of Burn's ops: any of act, depthwise, gemm
     /// (dense convolutions), linear, attention (ViT), maxpool, train (depthwise, 1x1 and
-    /// dense convolutions and BatchNorm with their own backward, for --train), batch (a model's
+    /// dense convolutions, BatchNorm, linear layers, LayerNorm, attention, squeeze-excite and
+    /// max pooling with their own backward, for --train), batch (a model's
     /// batch split over the threads, one part per thread), or all, or none (to measure what
     /// each changes).
     #[arg(long, value_delimiter = ',', default_value = "all")]

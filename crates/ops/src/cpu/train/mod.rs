@@ -1,5 +1,6 @@
 //! Training ops for flex with their own backward passes: depthwise, 1x1 and other dense
-//! convolutions, BatchNorm and max pooling (the layers of MobileNetV2, EfficientNet and
+//! convolutions, BatchNorm (with the activation, and a residual block's shortcut sum, fused
+//! in), squeeze-and-excitation and max pooling (the layers of MobileNetV2, EfficientNet and
 //! ResNet), and linear layers, LayerNorm, GELU and multi-head attention (ViT's).
 //!
 //! Why: Burn 0.22 differentiates these generically, and on small maps that is mostly overhead.
