@@ -40,7 +40,7 @@ pub fn batch_norm_add_act(
 ) -> Tensor<4> {
     profile::layer("batchnorm residual", x, |x| {
         let device = x.device();
-        let (x, residual) = match training(bn, &device) && x.dtype() == DType::F32 {
+        let (x, residual) = match training(bn, &device) {
             true => match cpu::train::batch_norm_add(bn, x, residual, act) {
                 Ok((y, mean, var)) => {
                     let [b, _, h, w] = y.dims();

@@ -14,16 +14,20 @@ use crate::{conv2d, cpu, profile};
 pub fn squeeze_excite(x: Tensor<4>, reduce: &Conv2d, expand: &Conv2d, act: Act) -> Tensor<4> {
     profile::layer("squeeze-excite", x, |x| {
         let [n, c, _, _] = x.dims();
-        let gate = |s: Tensor<4>| sigmoid(conv2d(expand, act.apply(conv2d(reduce, s))));
-        let x = match cpu::squeeze_excite(x, |m| gate(m.reshape([n, c, 1, 1])).reshape([n, c])) {
+        // The planes' means `[n, c]` to the gate's factors `[n, c]`.
+        let gate = |m: Tensor<2>| {
+            let s = conv2d(reduce, m.reshape([n, c, 1, 1]));
+            sigmoid(conv2d(expand, act.apply(s))).reshape([n, c])
+        };
+        let x = match cpu::squeeze_excite(x, gate) {
             Ok(y) => return y,
             Err(x) => x,
         };
-        match cpu::train::squeeze_excite(x, |m| gate(m.reshape([n, c, 1, 1])).reshape([n, c])) {
+        match cpu::train::squeeze_excite(x, gate) {
             Ok(y) => y,
             Err(x) => {
-                let s = x.clone().mean_dim(3).mean_dim(2);
-                x * gate(s)
+                let m = x.clone().mean_dim(3).mean_dim(2).reshape([n, c]);
+                x * gate(m).reshape([n, c, 1, 1])
             }
         }
     })

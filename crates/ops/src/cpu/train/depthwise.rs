@@ -238,11 +238,9 @@ fn backward_planes(
         }
         plane_wgrad(dy, &x[p * plane_in..][..plane_in], &d, dw);
     };
-    let mut dw = Vec::new();
-    let dx = written(if want_dx { s.n * c * plane_in } else { 0 }, |dx| {
-        let parts = [s.n * c, kk, c * kk];
-        dw = with_shares(dx, plane_in, parts, Buffers::default, per_plane);
-    });
+    let dx_len = if want_dx { s.n * c * plane_in } else { 0 };
+    let parts = [s.n * c, kk, c * kk];
+    let (dx, dw) = with_shares(dx_len, plane_in, parts, Buffers::default, per_plane);
     // Shares `[image][c][tap]`, summed `[c][tap]`: the weight's own layout.
     let dw = FlexTensor::from_data(TensorData::new(dw, [c, 1, k, k]));
     let dx = want_dx.then(|| FlexTensor::from_data(TensorData::new(dx, [s.n, c, g.h, g.w])));
@@ -250,30 +248,31 @@ fn backward_planes(
 }
 
 /// Runs `part(i, dx_i, share_i, scratch)` for the `parts` parts of a backward pass (images, or
-/// image planes), in parallel, each writing the whole of its own `dx_i` (`dx_len` long, fresh
-/// memory; `None` when `dx` is empty: no input gradient asked for) and its own share of the weight gradient (`share`
-/// long); the parts of one image are consecutive, their shares together `image` long, and
-/// the images' shares are summed in image order into one `image`-long gradient: the same bits
-/// whatever the thread count or scheduling (training runs are reproducible).
+/// image planes), in parallel, each writing the whole of its own `dx_i` (`part_len` long, in
+/// fresh memory, [`written`]; `None` when `dx_len` is 0: no input gradient asked for) and its
+/// own share of the weight gradient (`share` long); the parts of one image are consecutive,
+/// their shares together `image` long, and the images' shares are summed in image order into
+/// one `image`-long gradient: the same bits whatever the thread count or scheduling (training
+/// runs are reproducible). Returns the input gradient (`dx_len` long) and the sum.
 fn with_shares<B: Send>(
-    dx: &mut [Out],
     dx_len: usize,
+    part_len: usize,
     [parts, share, image]: [usize; 3],
     init: impl Fn() -> B + Sync + Send,
     part: impl Fn(usize, Option<&mut [Out]>, &mut [f32], &mut B) + Sync + Send,
-) -> Vec<f32> {
+) -> (Vec<f32>, Vec<f32>) {
     let mut shares = vec![0f32; parts * share];
-    if dx.is_empty() {
-        shares
+    let dx = written(dx_len, |dx| match dx.is_empty() {
+        true => shares
             .par_chunks_mut(share)
             .enumerate()
-            .for_each_init(&init, |b, (i, sh)| part(i, None, sh, b));
-    } else {
-        dx.par_chunks_mut(dx_len)
+            .for_each_init(&init, |b, (i, sh)| part(i, None, sh, b)),
+        false => dx
+            .par_chunks_mut(part_len)
             .zip(shares.par_chunks_mut(share))
             .enumerate()
-            .for_each_init(&init, |b, (i, (dx, sh))| part(i, Some(dx), sh, b));
-    }
+            .for_each_init(&init, |b, (i, (dx, sh))| part(i, Some(dx), sh, b)),
+    });
     let mut sum = vec![0f32; image];
     sum.par_chunks_mut(CHUNK).enumerate().for_each(|(j, out)| {
         for img in 0..shares.len() / image.max(1) {
@@ -282,7 +281,7 @@ fn with_shares<B: Send>(
             }
         }
     });
-    sum
+    (dx, sum)
 }
 
 crate::cpu::isa::widest!(
@@ -422,11 +421,9 @@ pub(crate) fn backward(
         }
     };
     // Each image's share of the weight gradient apart, then summed in image order.
-    let mut dw_t = Vec::new();
-    let dx = written(if want_dx { s.n * c * plane_in } else { 0 }, |dx| {
-        let parts = [s.n, k * k * c, k * k * c];
-        dw_t = with_shares(dx, c * plane_in, parts, Buffers::default, per_image);
-    });
+    let dx_len = if want_dx { s.n * c * plane_in } else { 0 };
+    let parts = [s.n, k * k * c, k * k * c];
+    let (dx, dw_t) = with_shares(dx_len, c * plane_in, parts, Buffers::default, per_image);
     // dw_t[tap][c] -> dw[c][1][k][k]
     let mut dw = vec![0f32; c * k * k];
     for ch in 0..c {

@@ -130,13 +130,9 @@ fn forward(
                  sl: Option<&mut [MaybeUninit<f32>]>| {
         let [scale, shift] = scale_shift(ch, st);
         let x = &xs[at..at + hw];
-        if let Some(rs) = rs {
-            return affine_add_plane(x, &rs[at..at + hw], y, [scale, shift], clamp_code(clamp));
-        }
-        match (act, sl, clamp) {
-            (Some(act), Some(sl), _) => isa.affine_act(x, [scale, shift], act, y, sl),
-            (_, _, Some(six)) => affine_clamp_plane(x, y, scale, shift, six == Clamp::Relu6),
-            _ => affine_plane(x, y, scale, shift),
+        match (act, sl) {
+            (Some(act), Some(sl)) => isa.affine_act(x, [scale, shift], act, y, sl),
+            _ => affine_plane(x, rs.map(|r| &r[at..at + hw]), y, [scale, shift], clamp),
         }
     };
     let len = xs.len();
@@ -258,17 +254,13 @@ pub(crate) fn sum8(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 crate::cpu::isa::widest!(pub(crate) fn plane_sum(p: &[f32]) -> f32 = plane_sum_body);
 crate::cpu::isa::widest!(fn plane_sq_dev(p: &[f32], m: f32) -> f32 = plane_sq_dev_body);
 crate::cpu::isa::widest!(
-    fn affine_plane(x: &[f32], y: &mut [MaybeUninit<f32>], scale: f32, shift: f32) =
-        affine_plane_body
-);
-crate::cpu::isa::widest!(
-    fn affine_clamp_plane(
+    fn affine_plane(
         x: &[f32],
+        r: Option<&[f32]>,
         y: &mut [MaybeUninit<f32>],
-        scale: f32,
-        shift: f32,
-        six: bool,
-    ) = affine_clamp_plane_body
+        affine: [f32; 2],
+        clamp: Option<Clamp>,
+    ) = affine_plane_body
 );
 crate::cpu::isa::widest!(
     fn grad_sums(dy: &[f32], gate: PlaneGate<'_>, x: &[f32], m: f32) -> (f32, f32) =
@@ -285,59 +277,9 @@ crate::cpu::isa::widest!(
 );
 
 crate::cpu::isa::widest!(
-    fn affine_add_plane(
-        x: &[f32],
-        r: &[f32],
-        y: &mut [MaybeUninit<f32>],
-        affine: [f32; 2],
-        clamp: u8,
-    ) = affine_add_plane_body
-);
-crate::cpu::isa::widest!(
     fn gate_plane(dy: &[f32], y: &[f32], dz: &mut [MaybeUninit<f32>], six: bool) =
         gate_plane_body
 );
-
-/// `clamp` as [`affine_add_plane`] takes it: 0 none, 1 ReLU, 2 ReLU6.
-fn clamp_code(clamp: Option<Clamp>) -> u8 {
-    match clamp {
-        None => 0,
-        Some(Clamp::Relu) => 1,
-        Some(Clamp::Relu6) => 2,
-    }
-}
-
-/// `y = act((x * scale + shift) + r)`: BatchNorm's output plus the residual, as the two ops
-/// apart compute it (the same roundings), then ReLU (`clamp` 1) or ReLU6 (2) as
-/// [`crate::cpu::isa::affine_act`] writes them, or nothing (0).
-#[inline(always)]
-fn affine_add_plane_body(
-    x: &[f32],
-    r: &[f32],
-    y: &mut [MaybeUninit<f32>],
-    [scale, shift]: [f32; 2],
-    clamp: u8,
-) {
-    let it = y.iter_mut().zip(x).zip(r);
-    match clamp {
-        1 => {
-            for ((y, &v), &r) in it {
-                let z = (v * scale + shift) + r;
-                y.write(if z < 0.0 { 0.0 } else { z });
-            }
-        }
-        2 => {
-            for ((y, &v), &r) in it {
-                y.write(((v * scale + shift) + r).clamp(0.0, 6.0));
-            }
-        }
-        _ => {
-            for ((y, &v), &r) in it {
-                y.write((v * scale + shift) + r);
-            }
-        }
-    }
-}
 
 /// `dz = act'(z) dy` for ReLU (`six` false) or ReLU6 from their output `y`: `y > 0` (and
 /// `y < 6`) exactly where `z` is (`y` is `z` there, 0 or 6 elsewhere, NaN where `z` is);
@@ -415,28 +357,6 @@ fn clamp_slope(z: f32, six: bool) -> f32 {
     if inside { 1.0 } else { 0.0 }
 }
 
-/// `y = relu(x * scale + shift)` (or ReLU6 when `six`): [`crate::cpu::isa::affine_act`]'s
-/// values, without the slope.
-#[inline(always)]
-fn affine_clamp_plane_body(
-    x: &[f32],
-    y: &mut [MaybeUninit<f32>],
-    scale: f32,
-    shift: f32,
-    six: bool,
-) {
-    if six {
-        for (y, &v) in y.iter_mut().zip(x) {
-            y.write((v * scale + shift).clamp(0.0, 6.0));
-        }
-    } else {
-        for (y, &v) in y.iter_mut().zip(x) {
-            let z = v * scale + shift;
-            y.write(if z < 0.0 { 0.0 } else { z });
-        }
-    }
-}
-
 /// A plane's sum.
 #[inline(always)]
 fn plane_sum_body(p: &[f32]) -> f32 {
@@ -449,11 +369,45 @@ fn plane_sq_dev_body(p: &[f32], m: f32) -> f32 {
     sum8(p, p, |v, _| (v - m) * (v - m))
 }
 
-/// `y = x * scale + shift`.
+/// `y = act((x * scale + shift) + r)`: BatchNorm's output, plus the residual `r` when given
+/// (the two ops apart round the same way), then ReLU or ReLU6 as
+/// [`crate::cpu::isa::affine_act`] writes them (their slopes are found again in the
+/// backward), or nothing.
 #[inline(always)]
-fn affine_plane_body(x: &[f32], y: &mut [MaybeUninit<f32>], scale: f32, shift: f32) {
-    for (y, &v) in y.iter_mut().zip(x) {
-        y.write(v * scale + shift);
+fn affine_plane_body(
+    x: &[f32],
+    r: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+    affine: [f32; 2],
+    clamp: Option<Clamp>,
+) {
+    match clamp {
+        None => affine_into(x, r, y, affine, |z| z),
+        Some(Clamp::Relu) => affine_into(x, r, y, affine, |z| if z < 0.0 { 0.0 } else { z }),
+        Some(Clamp::Relu6) => affine_into(x, r, y, affine, |z| z.clamp(0.0, 6.0)),
+    }
+}
+
+/// [`affine_plane_body`] for one activation `act` (a loop of its own for each).
+#[inline(always)]
+fn affine_into(
+    x: &[f32],
+    r: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+    [scale, shift]: [f32; 2],
+    act: impl Fn(f32) -> f32,
+) {
+    match r {
+        Some(r) => {
+            for ((y, &v), &r) in y.iter_mut().zip(x).zip(r) {
+                y.write(act((v * scale + shift) + r));
+            }
+        }
+        None => {
+            for (y, &v) in y.iter_mut().zip(x) {
+                y.write(act(v * scale + shift));
+            }
+        }
     }
 }
 
@@ -619,7 +573,6 @@ impl<const N: usize> Backward<Flex, N> for NormBackward<N> {
             let st = ops.state;
             let d = &st.d;
             let (dys, xs) = (slice(&dy), slice(&st.x));
-
             // Per channel: sum(dz) and sum(dz * xhat), in f64, with the gradient before the
             // activation, `dz = dy act'(z)`, formed plane by plane where it is read; then, in the
             // same task while the channel's planes are still in cache, its planes of dx.

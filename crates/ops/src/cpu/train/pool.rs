@@ -66,9 +66,7 @@ impl Backward<Flex, 1> for MaxPoolBackward {
             // (zeroed first as a whole, one thread cleared 26 MB for ResNet-50's stem at
             // batch 8 and the planes came back from memory).
             let dx = crate::cpu::matmul::preloaded(xs.len(), h * w, |p, dx| {
-                dx.iter_mut().for_each(|v| {
-                    v.write(0.0);
-                });
+                dx.fill(std::mem::MaybeUninit::new(0.0));
                 // SAFETY: every element was just written.
                 let dx = unsafe { crate::cpu::assume_written(dx) };
                 let o = p * oh * ow..(p + 1) * oh * ow;
